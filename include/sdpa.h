@@ -1,0 +1,1304 @@
+/* sdpa.h - scaled-dot-product attention in one portable C header.    v0.1.0
+ *
+ * WHAT IT DOES
+ *   out = softmax(scale * Q Kᵀ + bias) V, with the semantics of PyTorch's
+ *   F.scaled_dot_product_attention (grouped-query attention included), plus
+ *   sliding windows, logit soft-capping, ALiBi, a score-modification callback,
+ *   variable-length batches (padded and packed), and the log-sum-exp output.
+ *   It is computed the FlashAttention way: Q tiles against K/V tiles with a
+ *   running max and sum per row, so memory is O(tile * head_dim) per thread
+ *   and the Lq x Lk score matrix never exists.
+ *
+ * HOW TO USE
+ *   In exactly one C or C++ file:
+ *       #define SDPA_IMPLEMENTATION
+ *       #include "sdpa.h"
+ *   Everywhere else just #include "sdpa.h". Link with -lm, and -pthread where
+ *   the platform needs it (glibc before 2.34).
+ *
+ *       sdpa_tensor q = { qbuf, SDPA_F32, {B, Hq, Lq, D} };    // strides 0 = contiguous
+ *       sdpa_tensor k = { kbuf, SDPA_F32, {B, Hkv, Lk, D} };
+ *       sdpa_tensor v = { vbuf, SDPA_F32, {B, Hkv, Lk, Dv} };
+ *       sdpa_tensor o = { obuf, SDPA_F32, {B, Hq, Lq, Dv} };
+ *       sdpa_params p = {0};  p.causal = SDPA_CAUSAL_TOP_LEFT;
+ *       int rc = sdpa_attention(&q, &k, &v, &o, &p);
+ *       if (rc != SDPA_OK) fprintf(stderr, "sdpa: %s\n", sdpa_strerror(rc));
+ *
+ * CONFIGURATION MACROS (define before including the implementation)
+ *   SDPA_STATIC          give every public function static linkage (default: extern)
+ *   SDPA_NO_THREADS      no built-in threads; num_threads is honoured only
+ *                        through a user parallel_for hook (default: threads on)
+ *   SDPA_MALLOC/SDPA_FREE  default allocator (default: malloc/free), used when
+ *                        params->allocator is NULL
+ *   SDPA_TILE_Q          default query rows per tile (default 64)
+ *   SDPA_TILE_K          default keys per tile (default 64)
+ *   SDPA_MAX_THREADS     cap on worker threads (default 256)
+ *   Built-in threads are POSIX threads on Unix-like systems; with OpenMP
+ *   (-fopenmp, _OPENMP defined) OpenMP is used instead; elsewhere the library
+ *   runs on the calling thread unless a parallel_for hook is given.
+ *
+ * SEMANTICS
+ *   q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv], out [B, Hq, Lq, Dv]
+ *     s[b,h,i,j] = scale * dot(q[b,h,i,:], k[b,g,j,:]),  g = h / (Hq / Hkv)
+ *     s = softcap * tanh(s / softcap)                    (if softcap > 0)
+ *     s += -alibi_slopes[h] * |pos(i) - j|               (if alibi_slopes)
+ *     s += mask[b,h,i,j]                                 (F32 mask)
+ *     s  = score_mod(s, b, h, i, j, user)                (if score_mod)
+ *     s  = -inf where key j is not visible to query i    (causal, window,
+ *                                                         BOOL mask, lengths)
+ *     out[b,h,i,:] = sum_j softmax_j(s) v[b,g,j,:]
+ *     lse[b,h,i]   = log(sum_j exp(s))                   (natural log)
+ *   pos(i) is the query's position on the key axis: i + Lk - Lq (bottom-right
+ *   alignment, as FlashAttention and a KV cache use it), except with
+ *   SDPA_CAUSAL_TOP_LEFT where it is i. Causal: j <= pos(i). Window:
+ *   pos(i) - window_left <= j <= pos(i) + window_right (negative = unbounded).
+ *   With variable lengths, Lq and Lk above are the sequence's own lengths.
+ *   Hq must be a multiple of Hkv. A mask dimension of 1 broadcasts.
+ *   A query row that sees no key gives out = 0 and lse = -inf, never NaN.
+ *
+ * NUMERICS
+ *   Inputs F32, F16 or BF16 (q, k and v share one dtype); out F32, F16 or BF16.
+ *   Products, the running max and the running sum are float32 however long the
+ *   sequence; F16/BF16 are widened exactly on load and rounded to nearest-even
+ *   once on store. exp is a built-in polynomial with a maximum error of
+ *   2 ulp over the float range (tests/test_sdpa.c checks it on a dense sweep).
+ *   Tested bounds against a float64 reference, per output element, with
+ *   |v| <= 1:  F32 out: 2e-5 + 1e-4 |ref|;  F16 out: 2e-3 |ref| + 1e-4;
+ *   BF16 out: 8e-3 |ref| + 1e-3 (the bound is the final rounding: ref is
+ *   computed from the same F16/BF16 inputs).
+ *   Results are bitwise identical for any thread count: each output row is
+ *   computed by one task in a fixed order. Changing tile_k changes the
+ *   summation order and so the last bits.
+ *   NaN or Inf in an input confines itself to the rows whose scores or values
+ *   it reaches.
+ *
+ * THREADING AND STATE
+ *   No global mutable state. sdpa_attention is reentrant and may be called
+ *   from many threads at once. Two copies of the library (e.g. SDPA_STATIC in
+ *   two files) coexist. Work is split into tasks of (sequence, kv head, query
+ *   rows) and spread over num_threads workers, or over the application's own
+ *   pool through params->parallel_for.
+ *
+ * ERRORS
+ *   Every argument is validated before any work: on error a negative code is
+ *   returned, nothing is written to out or lse, and params->errbuf (if set)
+ *   receives a one-line message naming the argument. sdpa_strerror() gives the
+ *   code's words. The library never prints, aborts or exits.
+ *
+ * LICENCE: MIT, see the end of this file.
+ */
+#ifndef SDPA_H
+#define SDPA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SDPA_VERSION_MAJOR 0
+#define SDPA_VERSION_MINOR 1
+#define SDPA_VERSION_PATCH 0
+#define SDPA_VERSION_STRING "0.1.0"
+
+#ifndef SDPA_API
+#ifdef SDPA_STATIC
+#if defined(__GNUC__) || defined(__clang__)
+#define SDPA_API static __attribute__((unused)) /* a file may use only some functions */
+#else
+#define SDPA_API static
+#endif
+#else
+#define SDPA_API extern
+#endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum sdpa_dtype { SDPA_F32 = 0, SDPA_F16, SDPA_BF16, SDPA_I8, SDPA_BOOL } sdpa_dtype;
+
+typedef struct sdpa_tensor {
+    void      *data;
+    sdpa_dtype dtype;
+    int64_t    shape[4];   /* q,k,v,out: [batch, heads, seq_len, head_dim]; mask: [batch|1, heads|1, Lq|1, Lk|1] */
+    int64_t    stride[4];  /* in elements; all four zero = contiguous row-major; stride[3] must be 1 */
+} sdpa_tensor;
+
+typedef enum sdpa_causal { SDPA_CAUSAL_NONE = 0, SDPA_CAUSAL_TOP_LEFT, SDPA_CAUSAL_BOTTOM_RIGHT } sdpa_causal;
+
+/* Return codes. Argument errors are -1..-19, resource errors -20..-29. */
+enum {
+    SDPA_OK = 0,
+    SDPA_ERR_NULL     = -1,  /* a required pointer is NULL */
+    SDPA_ERR_DTYPE    = -2,  /* unsupported dtype or dtype combination */
+    SDPA_ERR_SHAPE    = -3,  /* negative or inconsistent shapes */
+    SDPA_ERR_STRIDE   = -4,  /* negative stride, stride[3] != 1, or out rows that overlap */
+    SDPA_ERR_OVERFLOW = -5,  /* a size or offset does not fit int64/size_t */
+    SDPA_ERR_HEADS    = -6,  /* q heads not a multiple of kv heads */
+    SDPA_ERR_MASK     = -7,  /* mask dtype or shape not broadcastable */
+    SDPA_ERR_PARAM    = -8,  /* invalid option value (scale, softcap, threads, tiles, ...) */
+    SDPA_ERR_SEQLENS  = -9,  /* variable-length arrays out of range or not monotonic */
+    SDPA_ERR_ALIAS    = -10, /* out or lse overlaps an input or each other */
+    SDPA_ERR_NOMEM    = -20, /* the allocator returned NULL */
+    SDPA_ERR_THREADS  = -21  /* the user's parallel_for hook reported failure */
+};
+
+/* Allocator hook. alloc must return memory aligned to at least `align`
+ * (a power of two, at most 64) or NULL; free receives the same size. */
+typedef struct sdpa_allocator {
+    void *(*alloc)(void *user, size_t size, size_t align);
+    void  (*free)(void *user, void *ptr, size_t size);
+    void  *user;
+} sdpa_allocator;
+
+/* A unit of work handed to a thread pool: run task `task` on worker `worker`. */
+typedef void (*sdpa_task_fn)(void *ctx, int64_t task, int worker);
+
+/* Parallel-for hook: call fn(ctx, t, w) exactly once for every t in [0, n_tasks),
+ * in any order and on any threads, and return when all calls have finished.
+ * w must be in [0, n_workers) and no two calls that run at the same time may
+ * share a w (w selects the per-worker scratch memory). Return 0 on success. */
+typedef int (*sdpa_parallel_for_fn)(void *user, int n_workers, int64_t n_tasks,
+                                    sdpa_task_fn fn, void *ctx);
+
+/* Score modification, in the spirit of FlexAttention's score_mod. b is the
+ * sequence (batch) index, h the query head, i and j the query and key indices
+ * within that sequence. Return -INFINITY to hide the key. Called concurrently
+ * from several threads; must be thread-safe. Slower than the built-in options. */
+typedef float (*sdpa_score_mod_fn)(float score, int64_t b, int64_t h, int64_t i, int64_t j,
+                                   void *user);
+
+typedef struct sdpa_params {      /* all-zero = PyTorch's defaults */
+    float              scale;     /* 0 -> 1/sqrt(head_dim) */
+    sdpa_causal        causal;
+    const sdpa_tensor *mask;      /* NULL, SDPA_F32 additive, or SDPA_BOOL (1 byte each, nonzero = may attend) */
+    float             *lse;       /* optional output: natural-log sum-exp, contiguous [batch, q_heads, Lq] */
+    int                num_threads; /* 0 -> library default (the CPUs online) */
+
+    /* Sliding window, used when window != 0: keys pos(i)-window_left ..
+     * pos(i)+window_right are visible; a negative extent is unbounded. */
+    int                window;
+    int64_t            window_left;
+    int64_t            window_right;
+
+    float              softcap;       /* > 0: s = softcap * tanh(s / softcap); 0 = off */
+    const float       *alibi_slopes;  /* [q_heads] or NULL: s += -slope[h] * |pos(i) - j| */
+
+    sdpa_score_mod_fn  score_mod;     /* NULL = none */
+    void              *score_mod_user;
+
+    /* Variable lengths, padded layout: sequence b uses the first seqlens_q[b]
+     * queries and seqlens_kv[b] keys of its batch entry (either may be NULL =
+     * full length). Query rows past seqlens_q[b] get out = 0, lse = -inf. */
+    const int64_t     *seqlens_q;
+    const int64_t     *seqlens_kv;
+
+    /* Variable lengths, packed layout (FlashAttention's varlen): batch must be
+     * 1, sequence s owns query rows cu_seqlens_q[s]..cu_seqlens_q[s+1]-1 and
+     * key rows cu_seqlens_kv[s]..cu_seqlens_kv[s+1]-1; both arrays hold
+     * num_seqs+1 non-decreasing offsets starting at 0. Rows past the last
+     * sequence get out = 0, lse = -inf. Cannot be combined with seqlens_*. */
+    const int64_t     *cu_seqlens_q;
+    const int64_t     *cu_seqlens_kv;
+    int64_t            num_seqs;
+
+    const sdpa_allocator *allocator;  /* NULL = SDPA_MALLOC/SDPA_FREE */
+    sdpa_parallel_for_fn  parallel_for;  /* NULL = built-in threads */
+    void                 *parallel_user;
+
+    int                tile_q;        /* query rows per tile, 0 = SDPA_TILE_Q */
+    int                tile_k;        /* keys per tile, 0 = SDPA_TILE_K */
+
+    char              *errbuf;        /* optional: receives a message on error */
+    size_t             errbuf_size;
+} sdpa_params;
+
+SDPA_API int sdpa_attention(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v,
+                            const sdpa_tensor *out, const sdpa_params *params);   /* params may be NULL */
+
+SDPA_API const char *sdpa_strerror(int code);  /* SDPA_OK == 0; every error is negative */
+
+/* Bytes of scratch memory sdpa_attention would allocate for these arguments
+ * (all workers together), or a negative error code. */
+SDPA_API int64_t sdpa_workspace_size(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v,
+                                     const sdpa_tensor *out, const sdpa_params *params);
+
+/* Element conversions used by the library (round to nearest even, NaN kept). */
+SDPA_API float    sdpa_f16_to_f32(uint16_t h);
+SDPA_API uint16_t sdpa_f32_to_f16(float f);
+SDPA_API float    sdpa_bf16_to_f32(uint16_t h);
+SDPA_API uint16_t sdpa_f32_to_bf16(float f);
+
+SDPA_API const char *sdpa_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SDPA_H */
+
+/* ======================================================================== */
+/*                              IMPLEMENTATION                              */
+/* ======================================================================== */
+#if defined(SDPA_IMPLEMENTATION) && !defined(SDPA__IMPLEMENTATION_DONE)
+#define SDPA__IMPLEMENTATION_DONE
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if !defined(SDPA_NO_THREADS) && !defined(_OPENMP) && (defined(__unix__) || defined(__APPLE__))
+#define SDPA__PTHREADS 1
+#include <pthread.h>
+#include <unistd.h>
+#endif
+#if !defined(SDPA_NO_THREADS) && defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#ifndef SDPA_MALLOC
+#define SDPA_MALLOC(sz) malloc(sz)
+#define SDPA_FREE(p) free(p)
+#endif
+#ifndef SDPA_TILE_Q
+#define SDPA_TILE_Q 64
+#endif
+#ifndef SDPA_TILE_K
+#define SDPA_TILE_K 64
+#endif
+#ifndef SDPA_MAX_THREADS
+#define SDPA_MAX_THREADS 256
+#endif
+#define SDPA__MAX_TILE 4096 /* largest tile_q / tile_k accepted */
+
+#ifdef __cplusplus
+#define SDPA__RESTRICT __restrict
+#else
+#define SDPA__RESTRICT restrict
+#endif
+
+#define SDPA__MIN(a, b) ((a) < (b) ? (a) : (b))
+#define SDPA__MAX(a, b) ((a) > (b) ? (a) : (b))
+#define SDPA__ROUND_UP(x, m) (((x) + (m) - 1) / (m) * (m))
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- scalar conversions -------------------------------------------------- */
+
+static float sdpa__bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static uint32_t sdpa__f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+SDPA_API float sdpa_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t em = h & 0x7fffu;
+    float mag;
+    if (em >= 0x7c00u)          /* inf, nan: exponent all ones, keep payload */
+        mag = sdpa__bits_f32((em << 13) | 0x7f800000u);
+    else if (em >= 0x0400u)     /* normal: rebias 15 -> 127 */
+        mag = sdpa__bits_f32((em << 13) + 0x38000000u);
+    else                        /* zero, subnormal: em * 2^-24 is exact */
+        mag = (float)em * 5.9604644775390625e-8f;
+    return sdpa__bits_f32(sdpa__f32_bits(mag) | sign);
+}
+
+SDPA_API uint16_t sdpa_f32_to_f16(float f)
+{
+    uint32_t x = sdpa__f32_bits(f);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    x &= 0x7fffffffu;
+    if (x > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((x >> 13) & 0x1ffu)); /* nan, quiet */
+    if (x >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 rounds to inf */
+    if (x < 0x38800000u) {
+        /* below 2^-14: half subnormal. |f| * 2^24 < 1024 is exact; adding 2^23
+         * rounds it to an integer, nearest-even, in the default rounding mode. */
+        float a = sdpa__bits_f32(x) * 16777216.0f + 8388608.0f;
+        return (uint16_t)(sign | (sdpa__f32_bits(a) - 0x4b000000u));
+    }
+    /* rebias the exponent and round the 13 dropped bits to nearest even; a
+     * carry out of the mantissa correctly bumps the exponent */
+    x += 0xc8000fffu + ((x >> 13) & 1u);
+    return (uint16_t)(sign | (x >> 13));
+}
+
+SDPA_API float sdpa_bf16_to_f32(uint16_t h) { return sdpa__bits_f32((uint32_t)h << 16); }
+
+SDPA_API uint16_t sdpa_f32_to_bf16(float f)
+{
+    uint32_t x = sdpa__f32_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x0040u); /* quiet nan */
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
+
+/* ---- exp ------------------------------------------------------------------ */
+
+/* expf by range reduction x = n ln2 + r, |r| <= ln2/2, and a degree-7 Taylor
+ * polynomial (truncation error < 5e-9 relative), then 2^n applied as two
+ * factors so that 2^128 needs no special case. Max error 2 ulp on
+ * [-87.33, 88.72] (tests/test_sdpa.c measures it); below -87.33 the result
+ * (< FLT_MIN) is flushed to 0, above 88.72 it is inf; exp(-inf) = 0,
+ * exp(nan) = nan.
+ * Branch-free so that loops calling it vectorise. */
+static float sdpa__expf(float x)
+{
+    const float log2e = 1.44269504088896341f;
+    const float ln2_hi = 0.693145751953125f;       /* 12 significant bits: n*ln2_hi exact */
+    const float ln2_lo = 1.428606765330187045e-6f;
+    const float shifter = 12582912.0f;             /* 1.5 * 2^23 */
+    float xc = x < -88.0f ? -88.0f : x;
+    float t, n, r, p;
+    uint32_t nb;
+    int32_t ni, n1, n2;
+    xc = xc > 88.7f ? 88.7f : xc;
+    t = xc * log2e + shifter;                      /* round to nearest integer */
+    nb = sdpa__f32_bits(t);
+    n = t - shifter;
+    r = xc - n * ln2_hi;
+    r = r - n * ln2_lo;
+    p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    ni = (int32_t)(nb & 0x7fffffu) - 0x400000;     /* n in [-127, 128]: t's mantissa is 2^22 + n */
+    n1 = ni / 2;
+    n2 = ni - n1;
+    p = p * sdpa__bits_f32((uint32_t)(n1 + 127) << 23) * sdpa__bits_f32((uint32_t)(n2 + 127) << 23);
+    p = x < -87.33654f ? 0.0f : p;
+    p = x > 88.72283f ? (float)INFINITY : p;
+    return x != x ? x : p;
+}
+
+/* ---- errors --------------------------------------------------------------- */
+
+SDPA_API const char *sdpa_strerror(int code)
+{
+    switch (code) {
+    case SDPA_OK: return "success";
+    case SDPA_ERR_NULL: return "a required pointer is NULL";
+    case SDPA_ERR_DTYPE: return "unsupported dtype or dtype combination";
+    case SDPA_ERR_SHAPE: return "negative or inconsistent tensor shapes";
+    case SDPA_ERR_STRIDE: return "invalid strides (negative, stride[3] != 1, or overlapping output rows)";
+    case SDPA_ERR_OVERFLOW: return "a tensor size or offset overflows";
+    case SDPA_ERR_HEADS: return "query heads are not a multiple of key/value heads";
+    case SDPA_ERR_MASK: return "mask dtype or shape is invalid";
+    case SDPA_ERR_PARAM: return "invalid parameter value";
+    case SDPA_ERR_SEQLENS: return "invalid variable-length sequence arrays";
+    case SDPA_ERR_ALIAS: return "output memory overlaps an input or the other output";
+    case SDPA_ERR_NOMEM: return "out of memory";
+    case SDPA_ERR_THREADS: return "the parallel_for hook failed";
+    default: return "unknown error code";
+    }
+}
+
+SDPA_API const char *sdpa_version(void) { return SDPA_VERSION_STRING; }
+
+static int sdpa__fail(const sdpa_params *p, int code, const char *fmt, ...)
+{
+    if (p && p->errbuf && p->errbuf_size > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(p->errbuf, p->errbuf_size, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/* ---- validation and the plan -------------------------------------------- */
+
+/* A validated tensor: strides resolved, size-1 dims given stride 0. */
+typedef struct sdpa__tens {
+    const char *data;
+    sdpa_dtype  dtype;
+    int64_t     n[4];
+    int64_t     s[4];
+    int64_t     esize;
+    uintptr_t   lo, hi;    /* byte range [lo, hi) touched; lo == hi when empty */
+} sdpa__tens;
+
+/* Query rows of one sequence as a task sees them. */
+typedef struct sdpa__seq {
+    int64_t b;       /* sequence index given to score_mod */
+    int64_t bt;      /* batch index into the tensors */
+    int64_t q0, nq;  /* first query row in the tensor, rows owned */
+    int64_t vq;      /* valid query rows (rows >= vq see no key) */
+    int64_t k0, vk;  /* first key row, valid keys */
+} sdpa__seq;
+
+typedef void (*sdpa__gemm_fn)(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                              const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate);
+
+typedef struct sdpa__plan {
+    sdpa__tens q, k, v, o, m;
+    int has_mask, mask_bool;
+    int64_t B, Hq, Hkv, G, Lq, Lk, D, Dv;
+    float scale, softcap;
+    sdpa_causal causal;
+    int window;
+    int64_t wl, wr;
+    const float *alibi;
+    sdpa_score_mod_fn score_mod;
+    void *score_mod_user;
+    float *lse;
+    const int64_t *sq, *skv, *cuq, *cuk;
+    int64_t nseq;             /* sequences, the packed tail included */
+    int packed;
+    int64_t tq, tk;           /* tile sizes */
+    int64_t tqp, tkp, dvp;    /* padded: rows to 4, keys and Dv to 16 */
+    int n_workers;
+    size_t ws_worker;         /* bytes of scratch per worker */
+    int64_t *task_start;      /* [nseq + 1] first task of each sequence */
+    int64_t n_tasks;
+    char *ws;
+    sdpa__gemm_fn gemm;
+} sdpa__plan;
+
+static int64_t sdpa__esize(sdpa_dtype t)
+{
+    switch (t) {
+    case SDPA_F32: return 4;
+    case SDPA_F16: case SDPA_BF16: return 2;
+    case SDPA_I8: case SDPA_BOOL: return 1;
+    default: return 0;
+    }
+}
+
+static int sdpa__mul_ok(int64_t a, int64_t b, int64_t *r)
+{
+    if (a < 0 || b < 0) return 0;
+    if (a != 0 && b > INT64_MAX / a) return 0;
+    *r = a * b;
+    return 1;
+}
+
+/* True when b bytes can be addressed (ptrdiff_t and size_t). */
+static int sdpa__bytes_ok(int64_t b)
+{
+#if PTRDIFF_MAX < INT64_MAX
+    return b >= 0 && (uint64_t)b <= (uint64_t)PTRDIFF_MAX;
+#else
+    return b >= 0;
+#endif
+}
+
+static int sdpa__add_ok(int64_t a, int64_t b, int64_t *r)
+{
+    if (a < 0 || b < 0 || a > INT64_MAX - b) return 0;
+    *r = a + b;
+    return 1;
+}
+
+/* Checks the shape, strides and sizes of one tensor and fills `t`. */
+static int sdpa__tensor(const sdpa_params *pp, const char *name, const sdpa_tensor *x, sdpa__tens *t)
+{
+    int d, contiguous = 1;
+    int64_t numel = 1, extent = 1, bytes;
+    if (!x) return sdpa__fail(pp, SDPA_ERR_NULL, "sdpa: tensor %s is NULL", name);
+    t->dtype = x->dtype;
+    t->esize = sdpa__esize(x->dtype);
+    if (t->esize == 0) return sdpa__fail(pp, SDPA_ERR_DTYPE, "sdpa: %s has unknown dtype %d", name, (int)x->dtype);
+    for (d = 0; d < 4; d++) {
+        if (x->shape[d] < 0)
+            return sdpa__fail(pp, SDPA_ERR_SHAPE, "sdpa: %s.shape[%d] = %lld is negative", name, d, (long long)x->shape[d]);
+        if (x->stride[d] != 0) contiguous = 0;
+        if (!sdpa__mul_ok(numel, x->shape[d], &numel))
+            return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: %s element count overflows", name);
+        t->n[d] = x->shape[d];
+    }
+    if (contiguous) {
+        int64_t s = 1;
+        for (d = 3; d >= 0; d--) {
+            t->s[d] = s;
+            /* can only fail when another dim is 0: then nothing is accessed */
+            if (!sdpa__mul_ok(s, SDPA__MAX(x->shape[d], 1), &s)) s = 0;
+        }
+    } else {
+        for (d = 0; d < 4; d++) {
+            if (x->stride[d] < 0)
+                return sdpa__fail(pp, SDPA_ERR_STRIDE, "sdpa: %s.stride[%d] = %lld is negative", name, d, (long long)x->stride[d]);
+            t->s[d] = x->stride[d];
+        }
+        if (x->stride[3] != 1)
+            return sdpa__fail(pp, SDPA_ERR_STRIDE, "sdpa: %s.stride[3] = %lld, must be 1", name, (long long)x->stride[3]);
+    }
+    for (d = 0; d < 4; d++)
+        if (t->n[d] == 1) t->s[d] = 0;
+    if (numel > 0) {
+        for (d = 0; d < 4; d++) {
+            int64_t span;
+            if (!sdpa__mul_ok(t->n[d] - 1, t->s[d], &span) || !sdpa__add_ok(extent, span, &extent))
+                return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: %s strides overflow", name);
+        }
+        if (!sdpa__mul_ok(extent, t->esize, &bytes) || !sdpa__bytes_ok(bytes))
+            return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: %s spans more bytes than addressable", name);
+        if (!x->data) return sdpa__fail(pp, SDPA_ERR_NULL, "sdpa: %s.data is NULL", name);
+        t->lo = (uintptr_t)x->data;
+        if (t->lo > UINTPTR_MAX - (uintptr_t)bytes)
+            return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: %s wraps around the address space", name);
+        t->hi = t->lo + (uintptr_t)bytes;
+    } else {
+        t->lo = t->hi = 0;
+    }
+    t->data = (const char *)x->data;
+    return SDPA_OK;
+}
+
+/* True when distinct indices of `t` never share an element (needed for out). */
+static int sdpa__injective(const sdpa__tens *t)
+{
+    int idx[4], n = 0, a, b;
+    int64_t need = 1;
+    for (a = 0; a < 4; a++)
+        if (t->n[a] > 1) idx[n++] = a;
+    for (a = 1; a < n; a++) /* insertion sort by stride */
+        for (b = a; b > 0 && t->s[idx[b]] < t->s[idx[b - 1]]; b--) {
+            int tmp = idx[b]; idx[b] = idx[b - 1]; idx[b - 1] = tmp;
+        }
+    for (a = 0; a < n; a++) {
+        if (t->s[idx[a]] < need) return 0;
+        need = t->s[idx[a]] * t->n[idx[a]]; /* fits: the extent was checked */
+    }
+    return 1;
+}
+
+static int sdpa__overlap(const sdpa__tens *a, uintptr_t lo, uintptr_t hi)
+{
+    return a->lo < a->hi && lo < hi && a->lo < hi && lo < a->hi;
+}
+
+static int sdpa__is_float(sdpa_dtype t) { return t == SDPA_F32 || t == SDPA_F16 || t == SDPA_BF16; }
+
+static int sdpa__default_threads(void)
+{
+#if defined(SDPA_NO_THREADS)
+    return 1;
+#elif defined(_OPENMP)
+    return omp_get_max_threads();
+#elif defined(SDPA__PTHREADS) && defined(_SC_NPROCESSORS_ONLN)
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (n > SDPA_MAX_THREADS ? SDPA_MAX_THREADS : (int)n);
+#else
+    return 1;
+#endif
+}
+
+/* Query rows of sequence s. */
+static void sdpa__seq_get(const sdpa__plan *P, int64_t s, sdpa__seq *q)
+{
+    if (!P->packed) {
+        q->b = q->bt = s;
+        q->q0 = 0;
+        q->nq = P->Lq;
+        q->vq = P->sq ? P->sq[s] : P->Lq;
+        q->k0 = 0;
+        q->vk = P->skv ? P->skv[s] : P->Lk;
+    } else if (s < P->nseq - 1) {
+        q->b = s;
+        q->bt = 0;
+        q->q0 = P->cuq[s];
+        q->nq = q->vq = P->cuq[s + 1] - P->cuq[s];
+        q->k0 = P->cuk[s];
+        q->vk = P->cuk[s + 1] - P->cuk[s];
+    } else { /* rows after the last sequence: written as empty rows */
+        q->b = s;
+        q->bt = 0;
+        q->q0 = P->cuq[s];
+        q->nq = P->Lq - q->q0;
+        q->vq = 0;
+        q->k0 = 0;
+        q->vk = 0;
+    }
+}
+
+/* Tiles of one kv head's query rows. Long sequences: tq rows of one head per
+ * tile. Short ones (decode): several heads' rows share a tile, so the K/V
+ * block loaded for it serves the whole group. */
+static int64_t sdpa__tiles_per_group(const sdpa__plan *P, int64_t nq)
+{
+    if (nq == 0) return 0;
+    if (nq >= P->tq) return P->G * ((nq + P->tq - 1) / P->tq);
+    {
+        int64_t hpt = P->tq / nq;
+        return (P->G + hpt - 1) / hpt;
+    }
+}
+
+static void sdpa__gemm_scalar(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                              const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate);
+
+/* Validates everything and resolves defaults into P (no allocation). */
+static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v,
+                           const sdpa_tensor *out, const sdpa_params *pp, sdpa__plan *P)
+{
+    sdpa_params zero_params;
+    const sdpa_params *p = pp;
+    int rc, d, nthreads;
+    int64_t s, total, bytes, lse_n = 0;
+    uintptr_t lse_lo = 0, lse_hi = 0;
+
+    memset(P, 0, sizeof *P);
+    memset(&zero_params, 0, sizeof zero_params);
+    if (!p) p = &zero_params;
+    if ((rc = sdpa__tensor(pp, "q", q, &P->q)) != SDPA_OK) return rc;
+    if ((rc = sdpa__tensor(pp, "k", k, &P->k)) != SDPA_OK) return rc;
+    if ((rc = sdpa__tensor(pp, "v", v, &P->v)) != SDPA_OK) return rc;
+    if ((rc = sdpa__tensor(pp, "out", out, &P->o)) != SDPA_OK) return rc;
+
+    if (!sdpa__is_float(P->q.dtype) || P->k.dtype != P->q.dtype || P->v.dtype != P->q.dtype)
+        return sdpa__fail(pp, SDPA_ERR_DTYPE, "sdpa: q, k, v must share one dtype of F32, F16, BF16 (got %d, %d, %d)",
+                          (int)P->q.dtype, (int)P->k.dtype, (int)P->v.dtype);
+    if (!sdpa__is_float(P->o.dtype))
+        return sdpa__fail(pp, SDPA_ERR_DTYPE, "sdpa: out dtype must be F32, F16 or BF16 (got %d)", (int)P->o.dtype);
+
+    P->B = q->shape[0]; P->Hq = q->shape[1]; P->Lq = q->shape[2]; P->D = q->shape[3];
+    P->Hkv = k->shape[1]; P->Lk = k->shape[2]; P->Dv = v->shape[3];
+    if (k->shape[0] != P->B || v->shape[0] != P->B || out->shape[0] != P->B)
+        return sdpa__fail(pp, SDPA_ERR_SHAPE, "sdpa: batch sizes differ (q %lld, k %lld, v %lld, out %lld)",
+                          (long long)P->B, (long long)k->shape[0], (long long)v->shape[0], (long long)out->shape[0]);
+    if (k->shape[3] != P->D)
+        return sdpa__fail(pp, SDPA_ERR_SHAPE, "sdpa: head_dim of q (%lld) and k (%lld) differ", (long long)P->D, (long long)k->shape[3]);
+    if (P->D < 1) return sdpa__fail(pp, SDPA_ERR_SHAPE, "sdpa: head_dim of q and k must be at least 1");
+    if (v->shape[1] != P->Hkv || v->shape[2] != P->Lk)
+        return sdpa__fail(pp, SDPA_ERR_SHAPE, "sdpa: v is [%lld, %lld, %lld, .] but k is [., %lld, %lld, .]",
+                          (long long)v->shape[0], (long long)v->shape[1], (long long)v->shape[2], (long long)P->Hkv, (long long)P->Lk);
+    if (out->shape[1] != P->Hq || out->shape[2] != P->Lq || out->shape[3] != P->Dv)
+        return sdpa__fail(pp, SDPA_ERR_SHAPE, "sdpa: out must be [B, Hq, Lq, Dv] = [%lld, %lld, %lld, %lld]",
+                          (long long)P->B, (long long)P->Hq, (long long)P->Lq, (long long)P->Dv);
+    if (P->Hkv == 0 ? P->Hq != 0 : P->Hq % P->Hkv != 0)
+        return sdpa__fail(pp, SDPA_ERR_HEADS, "sdpa: q heads (%lld) must be a multiple of kv heads (%lld)",
+                          (long long)P->Hq, (long long)P->Hkv);
+    P->G = P->Hkv ? P->Hq / P->Hkv : 1;
+    if (!sdpa__injective(&P->o))
+        return sdpa__fail(pp, SDPA_ERR_STRIDE, "sdpa: out strides make distinct elements overlap");
+
+    if (p->mask) {
+        static const char *dn[4] = {"batch", "heads", "Lq", "Lk"};
+        int64_t want[4];
+        if ((rc = sdpa__tensor(pp, "mask", p->mask, &P->m)) != SDPA_OK)
+            return rc == SDPA_ERR_DTYPE ? sdpa__fail(pp, SDPA_ERR_MASK, "sdpa: mask has unknown dtype") : rc;
+        if (P->m.dtype != SDPA_F32 && P->m.dtype != SDPA_BOOL)
+            return sdpa__fail(pp, SDPA_ERR_MASK, "sdpa: mask dtype must be F32 (additive) or BOOL");
+        want[0] = P->B; want[1] = P->Hq; want[2] = P->Lq; want[3] = P->Lk;
+        for (d = 0; d < 4; d++)
+            if (P->m.n[d] != 1 && P->m.n[d] != want[d])
+                return sdpa__fail(pp, SDPA_ERR_MASK, "sdpa: mask.shape[%d] (%s) is %lld, must be 1 or %lld",
+                                  d, dn[d], (long long)P->m.n[d], (long long)want[d]);
+        P->has_mask = 1;
+        P->mask_bool = P->m.dtype == SDPA_BOOL;
+    }
+
+    if (p->scale != p->scale || p->scale == (float)INFINITY || p->scale == -(float)INFINITY)
+        return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa: scale must be finite");
+    P->scale = p->scale != 0.0f ? p->scale : (float)(1.0 / sqrt((double)P->D));
+    if (!(p->softcap >= 0.0f) || p->softcap == (float)INFINITY)
+        return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa: softcap must be finite and >= 0");
+    P->softcap = p->softcap;
+    if (p->causal != SDPA_CAUSAL_NONE && p->causal != SDPA_CAUSAL_TOP_LEFT && p->causal != SDPA_CAUSAL_BOTTOM_RIGHT)
+        return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa: causal = %d is not an sdpa_causal value", (int)p->causal);
+    P->causal = p->causal;
+    P->window = p->window != 0;
+    {
+        /* any extent >= Lq + Lk reaches every key: clamping keeps pos +- w
+         * from overflowing without changing the result */
+        int64_t far = (P->Lq > INT64_MAX / 4 || P->Lk > INT64_MAX / 4) ? INT64_MAX / 4 : P->Lq + P->Lk;
+        P->wl = SDPA__MIN(p->window_left, far);
+        P->wr = SDPA__MIN(p->window_right, far);
+    }
+    P->alibi = p->alibi_slopes;
+    P->score_mod = p->score_mod;
+    P->score_mod_user = p->score_mod_user;
+    if (p->num_threads < 0) return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa: num_threads must be >= 0");
+    if (p->tile_q < 0 || p->tile_q > SDPA__MAX_TILE || p->tile_k < 0 || p->tile_k > SDPA__MAX_TILE)
+        return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa: tile_q and tile_k must be in [0, %d]", SDPA__MAX_TILE);
+    P->tq = p->tile_q ? p->tile_q : SDPA_TILE_Q;
+    P->tk = p->tile_k ? p->tile_k : SDPA_TILE_K;
+
+    /* variable lengths */
+    if ((p->seqlens_q || p->seqlens_kv) && (p->cu_seqlens_q || p->cu_seqlens_kv))
+        return sdpa__fail(pp, SDPA_ERR_SEQLENS, "sdpa: seqlens_* and cu_seqlens_* cannot be combined");
+    for (s = 0; s < P->B; s++) {
+        if (p->seqlens_q && (p->seqlens_q[s] < 0 || p->seqlens_q[s] > P->Lq))
+            return sdpa__fail(pp, SDPA_ERR_SEQLENS, "sdpa: seqlens_q[%lld] = %lld is outside [0, %lld]",
+                              (long long)s, (long long)p->seqlens_q[s], (long long)P->Lq);
+        if (p->seqlens_kv && (p->seqlens_kv[s] < 0 || p->seqlens_kv[s] > P->Lk))
+            return sdpa__fail(pp, SDPA_ERR_SEQLENS, "sdpa: seqlens_kv[%lld] = %lld is outside [0, %lld]",
+                              (long long)s, (long long)p->seqlens_kv[s], (long long)P->Lk);
+    }
+    P->sq = p->seqlens_q;
+    P->skv = p->seqlens_kv;
+    if (p->cu_seqlens_q || p->cu_seqlens_kv) {
+        if (!p->cu_seqlens_q || !p->cu_seqlens_kv)
+            return sdpa__fail(pp, SDPA_ERR_SEQLENS, "sdpa: cu_seqlens_q and cu_seqlens_kv must be given together");
+        if (P->B != 1)
+            return sdpa__fail(pp, SDPA_ERR_SEQLENS, "sdpa: packed sequences (cu_seqlens) need batch 1, got %lld", (long long)P->B);
+        if (p->num_seqs < 0 || p->num_seqs > INT64_MAX - 2)
+            return sdpa__fail(pp, SDPA_ERR_SEQLENS, "sdpa: num_seqs = %lld is invalid", (long long)p->num_seqs);
+        if (p->cu_seqlens_q[0] != 0 || p->cu_seqlens_kv[0] != 0)
+            return sdpa__fail(pp, SDPA_ERR_SEQLENS, "sdpa: cu_seqlens must start at 0");
+        for (s = 0; s < p->num_seqs; s++) {
+            if (p->cu_seqlens_q[s + 1] < p->cu_seqlens_q[s] || p->cu_seqlens_kv[s + 1] < p->cu_seqlens_kv[s])
+                return sdpa__fail(pp, SDPA_ERR_SEQLENS, "sdpa: cu_seqlens decrease at index %lld", (long long)s + 1);
+        }
+        if (p->cu_seqlens_q[p->num_seqs] > P->Lq || p->cu_seqlens_kv[p->num_seqs] > P->Lk)
+            return sdpa__fail(pp, SDPA_ERR_SEQLENS, "sdpa: cu_seqlens end past Lq (%lld) or Lk (%lld)",
+                              (long long)P->Lq, (long long)P->Lk);
+        P->packed = 1;
+        P->cuq = p->cu_seqlens_q;
+        P->cuk = p->cu_seqlens_kv;
+        P->nseq = p->num_seqs + 1;
+    } else {
+        P->nseq = P->B;
+    }
+
+    /* lse and aliasing */
+    if (p->lse) {
+        if (!sdpa__mul_ok(P->B, P->Hq, &lse_n) || !sdpa__mul_ok(lse_n, P->Lq, &lse_n) ||
+            lse_n > INT64_MAX / 4 || !sdpa__bytes_ok(lse_n * 4))
+            return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: lse size overflows");
+        lse_lo = (uintptr_t)p->lse;
+        lse_hi = lse_lo + (uintptr_t)lse_n * 4u;
+        if (lse_n > 0 && lse_hi < lse_lo) return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: lse wraps around the address space");
+    }
+    P->lse = p->lse;
+    {
+        const sdpa__tens *in[4];
+        static const char *nm[4] = {"q", "k", "v", "mask"};
+        int i;
+        in[0] = &P->q; in[1] = &P->k; in[2] = &P->v; in[3] = &P->m;
+        for (i = 0; i < 4; i++) {
+            if (sdpa__overlap(in[i], P->o.lo, P->o.hi))
+                return sdpa__fail(pp, SDPA_ERR_ALIAS, "sdpa: out overlaps %s", nm[i]);
+            if (sdpa__overlap(in[i], lse_lo, lse_hi))
+                return sdpa__fail(pp, SDPA_ERR_ALIAS, "sdpa: lse overlaps %s", nm[i]);
+        }
+        if (sdpa__overlap(&P->o, lse_lo, lse_hi)) return sdpa__fail(pp, SDPA_ERR_ALIAS, "sdpa: lse overlaps out");
+    }
+
+    /* tiles, tasks and scratch */
+    P->tqp = SDPA__ROUND_UP(P->tq, 4);
+    P->tkp = SDPA__ROUND_UP(P->tk, 16);
+    P->dvp = SDPA__ROUND_UP(P->Dv, 16);
+    {
+        /* floats: Q tile, K tile (transposed), scores, V tile, O tile, m, l */
+        int64_t f[7], wbytes = 0, part;
+        int i;
+        f[0] = P->tqp * P->D;
+        f[1] = P->D * P->tkp;
+        f[2] = P->tqp * P->tkp;
+        f[3] = P->tk * P->dvp;
+        f[4] = P->tqp * P->dvp;
+        f[5] = P->tqp;
+        f[6] = P->tqp;
+        for (i = 0; i < 7; i++) {
+            if (!sdpa__mul_ok(SDPA__ROUND_UP(f[i], 16), 4, &part) || !sdpa__add_ok(wbytes, part, &wbytes))
+                return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: scratch size overflows (head_dim too large)");
+        }
+        /* per-row bookkeeping: h, i, lo, hi as int64; every part is a
+         * multiple of 64 bytes, so each worker's scratch stays aligned */
+        if (!sdpa__add_ok(wbytes, P->tqp * 4 * 8, &wbytes))
+            return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: scratch size overflows");
+        P->ws_worker = (size_t)wbytes;
+    }
+    total = 0;
+    for (s = 0; s < P->nseq; s++) {
+        sdpa__seq sq;
+        int64_t t;
+        sdpa__seq_get(P, s, &sq);
+        if (!sdpa__mul_ok(sdpa__tiles_per_group(P, sq.nq), P->Hkv, &t) || !sdpa__add_ok(total, t, &total))
+            return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: task count overflows");
+    }
+    P->n_tasks = total;
+    nthreads = p->num_threads ? p->num_threads : sdpa__default_threads();
+    if (!p->parallel_for) {
+#if defined(SDPA_NO_THREADS)
+        nthreads = 1;
+#endif
+        if (nthreads > SDPA_MAX_THREADS) nthreads = SDPA_MAX_THREADS;
+    }
+    if ((int64_t)nthreads > total) nthreads = total > 0 ? (int)total : 1;
+    P->n_workers = nthreads;
+    if (!sdpa__mul_ok((int64_t)P->ws_worker, P->n_workers, &bytes) || P->nseq > INT64_MAX / 16 ||
+        !sdpa__add_ok(bytes, SDPA__ROUND_UP((P->nseq + 1) * 8, 64) + 64, &bytes) || !sdpa__bytes_ok(bytes))
+        return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: scratch size overflows");
+    P->gemm = sdpa__gemm_scalar;
+    return SDPA_OK;
+}
+
+/* Scratch: the task prefix array, then each worker's part, 64-byte aligned
+ * (the final 64 bytes let an unaligned allocation be aligned). */
+static size_t sdpa__ws_bytes(const sdpa__plan *P)
+{
+    if (P->n_tasks == 0) return 0;
+    return SDPA__ROUND_UP((size_t)(P->nseq + 1) * 8u, 64u) + P->ws_worker * (size_t)P->n_workers + 64u;
+}
+
+SDPA_API int64_t sdpa_workspace_size(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v,
+                                     const sdpa_tensor *out, const sdpa_params *params)
+{
+    sdpa__plan P;
+    int rc = sdpa__plan_make(q, k, v, out, params, &P);
+    if (rc != SDPA_OK) return rc;
+    return (int64_t)sdpa__ws_bytes(&P);
+}
+
+/* ---- kernels (portable C, written for the auto-vectoriser) -------------- */
+
+/* C[M x N] = (accumulate ? C : 0) + A[M x K] B[K x N], with M % 4 == 0 and
+ * N % 16 == 0: a 4 x 16 register block of C per step, K streamed. This one
+ * micro-kernel serves both S = Q Kᵀ (K tile stored transposed) and O += P V. */
+static void sdpa__gemm_scalar(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                              const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate)
+{
+    int64_t i, j, kk;
+    int r, c;
+    for (i = 0; i < M; i += 4) {
+        for (j = 0; j < N; j += 16) {
+            float acc[4][16];
+            for (r = 0; r < 4; r++)
+                for (c = 0; c < 16; c++) acc[r][c] = accumulate ? C[(i + r) * ldc + j + c] : 0.0f;
+            for (kk = 0; kk < K; kk++) {
+                const float *SDPA__RESTRICT b = B + kk * ldb + j;
+                float a0 = A[(i + 0) * lda + kk], a1 = A[(i + 1) * lda + kk];
+                float a2 = A[(i + 2) * lda + kk], a3 = A[(i + 3) * lda + kk];
+                for (c = 0; c < 16; c++) {
+                    acc[0][c] += a0 * b[c];
+                    acc[1][c] += a1 * b[c];
+                    acc[2][c] += a2 * b[c];
+                    acc[3][c] += a3 * b[c];
+                }
+            }
+            for (r = 0; r < 4; r++)
+                for (c = 0; c < 16; c++) C[(i + r) * ldc + j + c] = acc[r][c];
+        }
+    }
+}
+
+/* dst[0..n) = mul * src[0..n), widening src of dtype t. */
+static void sdpa__load_row(float *SDPA__RESTRICT dst, const char *src, sdpa_dtype t, int64_t n, float mul)
+{
+    int64_t i;
+    if (t == SDPA_F32) {
+        const float *s = (const float *)(const void *)src;
+        for (i = 0; i < n; i++) dst[i] = s[i] * mul;
+    } else if (t == SDPA_F16) {
+        const uint16_t *s = (const uint16_t *)(const void *)src;
+        for (i = 0; i < n; i++) dst[i] = sdpa_f16_to_f32(s[i]) * mul;
+    } else {
+        const uint16_t *s = (const uint16_t *)(const void *)src;
+        for (i = 0; i < n; i++) dst[i] = sdpa_bf16_to_f32(s[i]) * mul;
+    }
+}
+
+/* The column form: dst[i * ld] = src[i], for the transposed K tile. */
+static void sdpa__load_col(float *dst, int64_t ld, const char *src, sdpa_dtype t, int64_t n)
+{
+    int64_t i;
+    if (t == SDPA_F32) {
+        const float *s = (const float *)(const void *)src;
+        for (i = 0; i < n; i++) dst[i * ld] = s[i];
+    } else if (t == SDPA_F16) {
+        const uint16_t *s = (const uint16_t *)(const void *)src;
+        for (i = 0; i < n; i++) dst[i * ld] = sdpa_f16_to_f32(s[i]);
+    } else {
+        const uint16_t *s = (const uint16_t *)(const void *)src;
+        for (i = 0; i < n; i++) dst[i * ld] = sdpa_bf16_to_f32(s[i]);
+    }
+}
+
+static void sdpa__store_row(char *dst, sdpa_dtype t, const float *src, int64_t n, float mul)
+{
+    int64_t i;
+    if (t == SDPA_F32) {
+        float *d = (float *)(void *)dst;
+        for (i = 0; i < n; i++) d[i] = src[i] * mul;
+    } else if (t == SDPA_F16) {
+        uint16_t *d = (uint16_t *)(void *)dst;
+        for (i = 0; i < n; i++) d[i] = sdpa_f32_to_f16(src[i] * mul);
+    } else {
+        uint16_t *d = (uint16_t *)(void *)dst;
+        for (i = 0; i < n; i++) d[i] = sdpa_f32_to_bf16(src[i] * mul);
+    }
+}
+
+/* Maximum of s[0..n), n >= 1; NaN entries are skipped (they poison the row
+ * later through exp). 16 lanes, so the loop vectorises. */
+static float sdpa__row_max(const float *s, int64_t n)
+{
+    float lane[16], m;
+    int64_t j = 0;
+    int c;
+    for (c = 0; c < 16; c++) lane[c] = -(float)INFINITY;
+    for (; j + 16 <= n; j += 16)
+        for (c = 0; c < 16; c++) lane[c] = s[j + c] > lane[c] ? s[j + c] : lane[c];
+    m = -(float)INFINITY;
+    for (c = 0; c < 16; c++) m = lane[c] > m ? lane[c] : m;
+    for (; j < n; j++) m = s[j] > m ? s[j] : m;
+    return m;
+}
+
+/* s[j] = exp(s[j] - m) for j in [0, n); returns their sum (fixed order). */
+static float sdpa__exp_row(float *SDPA__RESTRICT s, int64_t n, float m)
+{
+    float lane[16], sum = 0.0f;
+    int64_t j = 0;
+    int c;
+    for (c = 0; c < 16; c++) lane[c] = 0.0f;
+    for (; j + 16 <= n; j += 16)
+        for (c = 0; c < 16; c++) {
+            float e = sdpa__expf(s[j + c] - m);
+            s[j + c] = e;
+            lane[c] += e;
+        }
+    for (; j < n; j++) {
+        float e = sdpa__expf(s[j] - m);
+        s[j] = e;
+        sum += e;
+    }
+    for (c = 0; c < 16; c++) sum += lane[c];
+    return sum;
+}
+
+/* ---- the tiled forward ---------------------------------------------------- */
+
+typedef struct sdpa__ws {
+    float *Q, *Kt, *S, *V, *O, *m, *l;
+    int64_t *h, *i, *lo, *hi;
+} sdpa__ws;
+
+static void sdpa__ws_carve(const sdpa__plan *P, char *base, sdpa__ws *W)
+{
+    float *f = (float *)(void *)base;
+    W->Q = f;  f += SDPA__ROUND_UP(P->tqp * P->D, 16);
+    W->Kt = f; f += SDPA__ROUND_UP(P->D * P->tkp, 16);
+    W->S = f;  f += SDPA__ROUND_UP(P->tqp * P->tkp, 16);
+    W->V = f;  f += SDPA__ROUND_UP(P->tk * P->dvp, 16);
+    W->O = f;  f += SDPA__ROUND_UP(P->tqp * P->dvp, 16);
+    W->m = f;  f += SDPA__ROUND_UP(P->tqp, 16);
+    W->l = f;  f += SDPA__ROUND_UP(P->tqp, 16);
+    W->h = (int64_t *)(void *)f;
+    W->i = W->h + P->tqp;
+    W->lo = W->i + P->tqp;
+    W->hi = W->lo + P->tqp;
+}
+
+/* Position of query i on the key axis (see SEMANTICS in the header). */
+static int64_t sdpa__pos(const sdpa__plan *P, const sdpa__seq *sq, int64_t i)
+{
+    return P->causal == SDPA_CAUSAL_TOP_LEFT ? i : i + sq->vk - sq->vq;
+}
+
+/* Applies softcap, ALiBi, the mask and score_mod to s[jlo..jhi] of one row;
+ * keys j0 + jj, query i of head h. */
+static void sdpa__score_extras(const sdpa__plan *P, const sdpa__seq *sq, int64_t h, int64_t i,
+                               int64_t j0, float *s, int64_t jlo, int64_t jhi)
+{
+    int64_t jj;
+    float slope = P->alibi ? P->alibi[h] : 0.0f;
+    int64_t pos = sdpa__pos(P, sq, i);
+    const char *mrow = NULL;
+    if (P->has_mask)
+        mrow = P->m.data + (sq->bt * P->m.s[0] + h * P->m.s[1] + (sq->q0 + i) * P->m.s[2] +
+                            (sq->k0 + j0) * P->m.s[3]) * P->m.esize;
+    if (P->softcap > 0.0f) {
+        float cap = P->softcap, inv = 1.0f / P->softcap;
+        for (jj = jlo; jj <= jhi; jj++) s[jj] = cap * tanhf(s[jj] * inv);
+    }
+    if (P->alibi)
+        for (jj = jlo; jj <= jhi; jj++) {
+            int64_t dist = pos - (j0 + jj);
+            s[jj] -= slope * (float)(dist < 0 ? -dist : dist);
+        }
+    if (mrow && !P->mask_bool) {
+        const float *mf = (const float *)(const void *)mrow;
+        for (jj = jlo; jj <= jhi; jj++) s[jj] += mf[jj * P->m.s[3]];
+    } else if (mrow) {
+        const unsigned char *mb = (const unsigned char *)mrow;
+        for (jj = jlo; jj <= jhi; jj++)
+            if (!mb[jj * P->m.s[3]]) s[jj] = -(float)INFINITY;
+    }
+    if (P->score_mod)
+        for (jj = jlo; jj <= jhi; jj++)
+            if (s[jj] != -(float)INFINITY)
+                s[jj] = P->score_mod(s[jj], sq->b, h, i, j0 + jj, P->score_mod_user);
+}
+
+/* One task: query rows of tile `tile` of kv head g in sequence sq, against
+ * every K/V block any of them can see. Scratch O(tile * head_dim). */
+static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq, int64_t g, int64_t tile)
+{
+    const int has_extras = P->softcap > 0.0f || P->alibi || P->has_mask || P->score_mod;
+    int64_t nr = 0, r, rp, klo = INT64_MAX, khi = -1, j0, d;
+    int64_t D = P->D, Dv = P->Dv, tkp = P->tkp, dvp = P->dvp;
+
+    /* the rows: (head, query index) pairs */
+    if (sq->nq >= P->tq) {
+        int64_t tph = (sq->nq + P->tq - 1) / P->tq;
+        int64_t hg = tile / tph, i0 = (tile % tph) * P->tq, cnt = SDPA__MIN(P->tq, sq->nq - i0);
+        for (r = 0; r < cnt; r++) { W->h[nr] = g * P->G + hg; W->i[nr] = i0 + r; nr++; }
+    } else {
+        int64_t hpt = P->tq / sq->nq, hg0 = tile * hpt, hcnt = SDPA__MIN(hpt, P->G - hg0), hh, ii;
+        for (hh = 0; hh < hcnt; hh++)
+            for (ii = 0; ii < sq->nq; ii++) { W->h[nr] = g * P->G + hg0 + hh; W->i[nr] = ii; nr++; }
+    }
+    rp = SDPA__ROUND_UP(nr, 4);
+
+    /* each row's visible key range [lo, hi] from lengths, causal and window */
+    for (r = 0; r < nr; r++) {
+        int64_t i = W->i[r], lo = 0, hi = sq->vk - 1, pos = sdpa__pos(P, sq, i);
+        if (i >= sq->vq) hi = -1;
+        if (P->causal != SDPA_CAUSAL_NONE) hi = SDPA__MIN(hi, pos);
+        if (P->window && P->wl >= 0) lo = SDPA__MAX(lo, pos - P->wl);
+        if (P->window && P->wr >= 0) hi = SDPA__MIN(hi, pos + P->wr);
+        if (hi < lo) { lo = 0; hi = -1; }
+        W->lo[r] = lo;
+        W->hi[r] = hi;
+        if (hi >= lo) { klo = SDPA__MIN(klo, lo); khi = SDPA__MAX(khi, hi); }
+    }
+
+    /* Q tile, pre-scaled; padding rows are zero */
+    for (r = 0; r < nr; r++) {
+        const char *src = P->q.data + (sq->bt * P->q.s[0] + W->h[r] * P->q.s[1] + (sq->q0 + W->i[r]) * P->q.s[2]) * P->q.esize;
+        sdpa__load_row(W->Q + r * D, src, P->q.dtype, D, P->scale);
+    }
+    for (r = nr * D; r < rp * D; r++) W->Q[r] = 0.0f;
+    for (r = 0; r < rp; r++) { W->m[r] = -(float)INFINITY; W->l[r] = 0.0f; }
+    for (r = 0; r < rp * dvp; r++) W->O[r] = 0.0f;
+
+    /* key blocks aligned to multiples of tk, so a row's result does not
+     * depend on which other rows share its tile */
+    for (j0 = khi < 0 ? 0 : klo / P->tk * P->tk; j0 <= khi; j0 += P->tk) {
+        int64_t nk = SDPA__MIN(P->tk, khi + 1 - j0), nkp = SDPA__ROUND_UP(nk, 16), j;
+        const char *kb = P->k.data + (sq->bt * P->k.s[0] + g * P->k.s[1] + (sq->k0 + j0) * P->k.s[2]) * P->k.esize;
+        const char *vb = P->v.data + (sq->bt * P->v.s[0] + g * P->v.s[1] + (sq->k0 + j0) * P->v.s[2]) * P->v.esize;
+        int any = 0;
+
+        for (j = 0; j < nk; j++) sdpa__load_col(W->Kt + j, tkp, kb + j * P->k.s[2] * P->k.esize, P->k.dtype, D);
+        if (nkp > nk)
+            for (d = 0; d < D; d++)
+                for (j = nk; j < nkp; j++) W->Kt[d * tkp + j] = 0.0f;
+        P->gemm(rp, nkp, D, W->Q, D, W->Kt, tkp, W->S, tkp, 0);
+
+        /* online softmax: S becomes P = exp(S - m_new), m, l and O rescaled */
+        for (r = 0; r < rp; r++) {
+            float *s = W->S + r * tkp;
+            int64_t jlo = r < nr ? SDPA__MAX(W->lo[r] - j0, 0) : 1;
+            int64_t jhi = r < nr ? SDPA__MIN(W->hi[r] - j0, nk - 1) : 0;
+            float mnew, alpha, sum;
+            if (jlo > jhi) { for (j = 0; j < nk; j++) s[j] = 0.0f; continue; }
+            if (has_extras) sdpa__score_extras(P, sq, W->h[r], W->i[r], j0, s, jlo, jhi);
+            mnew = sdpa__row_max(s + jlo, jhi - jlo + 1);
+            mnew = W->m[r] > mnew ? W->m[r] : mnew;
+            if (mnew == -(float)INFINITY) { for (j = 0; j < nk; j++) s[j] = 0.0f; continue; }
+            for (j = 0; j < jlo; j++) s[j] = 0.0f;
+            for (j = jhi + 1; j < nk; j++) s[j] = 0.0f;
+            sum = sdpa__exp_row(s + jlo, jhi - jlo + 1, mnew);
+            alpha = sdpa__expf(W->m[r] - mnew); /* 0 when m was -inf */
+            if (alpha != 1.0f) {
+                float *o = W->O + r * dvp;
+                for (d = 0; d < dvp; d++) o[d] *= alpha;
+            }
+            W->l[r] = W->l[r] * alpha + sum;
+            W->m[r] = mnew;
+            any = 1;
+        }
+        if (!any || Dv == 0) continue;
+
+        for (j = 0; j < nk; j++) {
+            float *vr = W->V + j * dvp;
+            sdpa__load_row(vr, vb + j * P->v.s[2] * P->v.esize, P->v.dtype, Dv, 1.0f);
+            for (d = Dv; d < dvp; d++) vr[d] = 0.0f;
+        }
+        P->gemm(rp, dvp, nk, W->S, tkp, W->V, dvp, W->O, dvp, 1);
+    }
+
+    /* normalise and store; rows that saw no key give 0 and lse = -inf */
+    for (r = 0; r < nr; r++) {
+        int64_t h = W->h[r], i = W->i[r];
+        float l = W->l[r], mul = l > 0.0f ? 1.0f / l : l; /* NaN l keeps the row NaN */
+        float *o = W->O + r * dvp;
+        if (l == 0.0f) { /* O may hold 0 * inf from hidden keys: write true zeros */
+            for (d = 0; d < Dv; d++) o[d] = 0.0f;
+            mul = 1.0f;
+        }
+        if (Dv > 0)
+            sdpa__store_row((char *)(uintptr_t)P->o.data +
+                                (sq->bt * P->o.s[0] + h * P->o.s[1] + (sq->q0 + i) * P->o.s[2]) * P->o.esize,
+                            P->o.dtype, o, Dv, mul);
+        if (P->lse)
+            P->lse[(sq->bt * P->Hq + h) * P->Lq + sq->q0 + i] =
+                l > 0.0f ? W->m[r] + logf(l) : (l == 0.0f ? -(float)INFINITY : l);
+    }
+}
+
+static void sdpa__task(void *ctx, int64_t task, int worker)
+{
+    const sdpa__plan *P = (const sdpa__plan *)ctx;
+    sdpa__ws W;
+    sdpa__seq sq;
+    int64_t lo = 0, hi = P->nseq - 1, rem, tpg;
+    if (task < 0 || task >= P->n_tasks || worker < 0 || worker >= P->n_workers) return;
+    while (lo < hi) { /* the sequence s with task_start[s] <= task < task_start[s+1] */
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        if (P->task_start[mid] <= task) lo = mid; else hi = mid - 1;
+    }
+    sdpa__seq_get(P, lo, &sq);
+    rem = task - P->task_start[lo];
+    tpg = sdpa__tiles_per_group(P, sq.nq);
+    sdpa__ws_carve(P, P->ws + (size_t)worker * P->ws_worker, &W);
+    sdpa__run_tile(P, &W, &sq, rem / tpg, rem % tpg);
+}
+
+/* ---- threads -------------------------------------------------------------- */
+
+#if defined(SDPA__PTHREADS)
+typedef struct sdpa__pool {
+    pthread_mutex_t mu;
+    int64_t next, n;
+    sdpa_task_fn fn;
+    void *ctx;
+} sdpa__pool;
+
+typedef struct sdpa__worker_arg {
+    sdpa__pool *pool;
+    int worker;
+} sdpa__worker_arg;
+
+static void *sdpa__worker_main(void *arg)
+{
+    sdpa__worker_arg *a = (sdpa__worker_arg *)arg;
+    sdpa__pool *pool = a->pool;
+    for (;;) {
+        int64_t t;
+        pthread_mutex_lock(&pool->mu);
+        t = pool->next++;
+        pthread_mutex_unlock(&pool->mu);
+        if (t >= pool->n) break;
+        pool->fn(pool->ctx, t, a->worker);
+    }
+    return NULL;
+}
+#endif
+
+/* Runs every task on up to n_workers threads (the caller's included). A
+ * thread that cannot be created just leaves its share to the others. */
+static void sdpa__run_builtin(int n_workers, int64_t n_tasks, sdpa_task_fn fn, void *ctx)
+{
+#if defined(SDPA__PTHREADS)
+    if (n_workers > 1) {
+        pthread_t th[SDPA_MAX_THREADS];
+        sdpa__worker_arg args[SDPA_MAX_THREADS];
+        int started[SDPA_MAX_THREADS];
+        sdpa__pool pool;
+        int w;
+        if (pthread_mutex_init(&pool.mu, NULL) == 0) {
+            pool.next = 0;
+            pool.n = n_tasks;
+            pool.fn = fn;
+            pool.ctx = ctx;
+            for (w = 0; w < n_workers; w++) {
+                args[w].pool = &pool;
+                args[w].worker = w;
+                started[w] = w > 0 && pthread_create(&th[w], NULL, sdpa__worker_main, &args[w]) == 0;
+            }
+            sdpa__worker_main(&args[0]);
+            for (w = 1; w < n_workers; w++)
+                if (started[w]) pthread_join(th[w], NULL);
+            pthread_mutex_destroy(&pool.mu);
+            return;
+        }
+    }
+#elif defined(_OPENMP) && !defined(SDPA_NO_THREADS)
+    if (n_workers > 1) {
+        int64_t t;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_workers)
+        for (t = 0; t < n_tasks; t++) fn(ctx, t, omp_get_thread_num());
+        return;
+    }
+#endif
+    {
+        int64_t t;
+        (void)n_workers;
+        for (t = 0; t < n_tasks; t++) fn(ctx, t, 0);
+    }
+}
+
+/* ---- the entry point ------------------------------------------------------ */
+
+SDPA_API int sdpa_attention(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v,
+                            const sdpa_tensor *out, const sdpa_params *params)
+{
+    sdpa__plan P;
+    size_t bytes;
+    void *raw;
+    char *base;
+    int64_t s, acc = 0;
+    int rc = sdpa__plan_make(q, k, v, out, params, &P);
+    if (rc != SDPA_OK) return rc;
+    if (P.n_tasks == 0) return SDPA_OK;
+
+    bytes = sdpa__ws_bytes(&P);
+    if (params && params->allocator && params->allocator->alloc)
+        raw = params->allocator->alloc(params->allocator->user, bytes, 64);
+    else
+        raw = SDPA_MALLOC(bytes);
+    if (!raw) return sdpa__fail(params, SDPA_ERR_NOMEM, "sdpa: could not allocate %llu bytes of scratch", (unsigned long long)bytes);
+    base = (char *)raw + ((64u - ((uintptr_t)raw & 63u)) & 63u);
+    P.task_start = (int64_t *)(void *)base;
+    P.ws = base + SDPA__ROUND_UP((size_t)(P.nseq + 1) * 8u, 64u);
+    for (s = 0; s < P.nseq; s++) {
+        sdpa__seq sq;
+        sdpa__seq_get(&P, s, &sq);
+        P.task_start[s] = acc;
+        acc += sdpa__tiles_per_group(&P, sq.nq) * P.Hkv;
+    }
+    P.task_start[P.nseq] = acc;
+
+    if (params && params->parallel_for) {
+        if (params->parallel_for(params->parallel_user, P.n_workers, P.n_tasks, sdpa__task, &P) != 0)
+            rc = sdpa__fail(params, SDPA_ERR_THREADS, "sdpa: the parallel_for hook returned failure");
+    } else {
+        sdpa__run_builtin(P.n_workers, P.n_tasks, sdpa__task, &P);
+    }
+
+    if (params && params->allocator && params->allocator->alloc) {
+        if (params->allocator->free) params->allocator->free(params->allocator->user, raw, bytes);
+    } else {
+        SDPA_FREE(raw);
+    }
+    return rc;
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SDPA_IMPLEMENTATION */
+
+/*
+ * MIT License
+ *
+ * Copyright (c) 2026 the sdpa.h authors
+ *
+ * Permission is hereby granted, free of charge, to any person obtaining a copy
+ * of this software and associated documentation files (the "Software"), to deal
+ * in the Software without restriction, including without limitation the rights
+ * to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+ * copies of the Software, and to permit persons to whom the Software is
+ * furnished to do so, subject to the following conditions:
+ *
+ * The above copyright notice and this permission notice shall be included in
+ * all copies or substantial portions of the Software.
+ *
+ * THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+ * IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+ * FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+ * AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+ * LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+ * OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+ * SOFTWARE.
+ */
