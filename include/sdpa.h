@@ -70,7 +70,10 @@
  *   computed by one task in a fixed order. Changing tile_k changes the
  *   summation order and so the last bits.
  *   NaN or Inf in an input confines itself to the rows whose scores or values
- *   it reaches.
+ *   it reaches: a key a row cannot see (causal, window, BOOL mask, lengths)
+ *   never reaches it, whatever its K and V hold. A NaN score (NaN input, or
+ *   score_mod returning NaN) makes that row NaN. lse is within
+ *   2e-5 + 2e-6 |ref| of the float64 reference.
  *
  * THREADING AND STATE
  *   No global mutable state. sdpa_attention is reentrant and may be called
@@ -84,6 +87,11 @@
  *   returned, nothing is written to out or lse, and params->errbuf (if set)
  *   receives a one-line message naming the argument. sdpa_strerror() gives the
  *   code's words. The library never prints, aborts or exits.
+ *   Aliasing: out and lse may not overlap each other or the address range
+ *   (first to last byte) of q, k, v or mask; the check compares ranges, so
+ *   interleaved tensors that share no element are refused too.
+ *   Only SDPA_ERR_THREADS (the application's hook failed) can leave out
+ *   partly written.
  *
  * LICENCE: MIT, see the end of this file.
  */
@@ -142,8 +150,10 @@ enum {
     SDPA_ERR_THREADS  = -21  /* the user's parallel_for hook reported failure */
 };
 
-/* Allocator hook. alloc must return memory aligned to at least `align`
- * (a power of two, at most 64) or NULL; free receives the same size. */
+/* Allocator hook. alloc returns at least `size` bytes or NULL (alignment
+ * `align` = 64 is asked for, but any alignment works); free receives the
+ * same pointer and size, and may be NULL for arena allocators that free
+ * nothing. An allocator whose alloc is NULL is ignored (malloc/free used). */
 typedef struct sdpa_allocator {
     void *(*alloc)(void *user, size_t size, size_t align);
     void  (*free)(void *user, void *ptr, size_t size);
@@ -168,7 +178,7 @@ typedef float (*sdpa_score_mod_fn)(float score, int64_t b, int64_t h, int64_t i,
                                    void *user);
 
 typedef struct sdpa_params {      /* all-zero = PyTorch's defaults */
-    float              scale;     /* 0 -> 1/sqrt(head_dim) */
+    float              scale;     /* 0 -> 1/sqrt(head_dim); any other finite value is used as is */
     sdpa_causal        causal;
     const sdpa_tensor *mask;      /* NULL, SDPA_F32 additive, or SDPA_BOOL (1 byte each, nonzero = may attend) */
     float             *lse;       /* optional output: natural-log sum-exp, contiguous [batch, q_heads, Lq] */
@@ -196,7 +206,9 @@ typedef struct sdpa_params {      /* all-zero = PyTorch's defaults */
      * 1, sequence s owns query rows cu_seqlens_q[s]..cu_seqlens_q[s+1]-1 and
      * key rows cu_seqlens_kv[s]..cu_seqlens_kv[s+1]-1; both arrays hold
      * num_seqs+1 non-decreasing offsets starting at 0. Rows past the last
-     * sequence get out = 0, lse = -inf. Cannot be combined with seqlens_*. */
+     * sequence get out = 0, lse = -inf. Cannot be combined with seqlens_*.
+     * A mask is indexed by the packed (global) query and key rows; score_mod
+     * gets the sequence index and indices within the sequence. */
     const int64_t     *cu_seqlens_q;
     const int64_t     *cu_seqlens_kv;
     int64_t            num_seqs;
@@ -964,6 +976,37 @@ static float sdpa__exp_row(float *SDPA__RESTRICT s, int64_t n, float m)
     return sum;
 }
 
+/* 0 when x[0..n) is all finite, NaN otherwise (x * 0 is NaN only for inf
+ * and NaN). 16 lanes, so it vectorises; costs one pass over the V block. */
+static float sdpa__nonfinite_probe(const float *x, int64_t n)
+{
+    float lane[16], acc = 0.0f;
+    int64_t j = 0;
+    int c;
+    for (c = 0; c < 16; c++) lane[c] = 0.0f;
+    for (; j + 16 <= n; j += 16)
+        for (c = 0; c < 16; c++) lane[c] += x[j + c] * 0.0f;
+    for (; j < n; j++) acc += x[j] * 0.0f;
+    for (c = 0; c < 16; c++) acc += lane[c];
+    return acc;
+}
+
+/* O[M x N] += P[M x K] V[K x N], skipping zero probabilities, so a key that
+ * a row cannot see contributes nothing even when its V row is not finite. */
+static void sdpa__pv_skip_zeros(int64_t M, int64_t N, int64_t K, const float *P, int64_t ldp,
+                                const float *V, float *O)
+{
+    int64_t r, j, d;
+    for (r = 0; r < M; r++)
+        for (j = 0; j < K; j++) {
+            float p = P[r * ldp + j];
+            float *SDPA__RESTRICT o = O + r * N;
+            const float *SDPA__RESTRICT v = V + j * N;
+            if (p == 0.0f) continue;
+            for (d = 0; d < N; d++) o[d] += p * v[d];
+        }
+}
+
 /* ---- the tiled forward ---------------------------------------------------- */
 
 typedef struct sdpa__ws {
@@ -1109,12 +1152,19 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
         }
         if (!any || Dv == 0) continue;
 
-        for (j = 0; j < nk; j++) {
-            float *vr = W->V + j * dvp;
-            sdpa__load_row(vr, vb + j * P->v.s[2] * P->v.esize, P->v.dtype, Dv, 1.0f);
-            for (d = Dv; d < dvp; d++) vr[d] = 0.0f;
+        {
+            float bad = 0.0f; /* becomes NaN iff the block holds a NaN or Inf */
+            for (j = 0; j < nk; j++) {
+                float *vr = W->V + j * dvp;
+                sdpa__load_row(vr, vb + j * P->v.s[2] * P->v.esize, P->v.dtype, Dv, 1.0f);
+                for (d = Dv; d < dvp; d++) vr[d] = 0.0f;
+                bad += sdpa__nonfinite_probe(vr, Dv);
+            }
+            if (bad == 0.0f)
+                P->gemm(rp, dvp, nk, W->S, tkp, W->V, dvp, W->O, dvp, 1);
+            else /* keep 0 * inf of hidden keys out of the rows (rare path) */
+                sdpa__pv_skip_zeros(rp, dvp, nk, W->S, tkp, W->V, W->O);
         }
-        P->gemm(rp, dvp, nk, W->S, tkp, W->V, dvp, W->O, dvp, 1);
     }
 
     /* normalise and store; rows that saw no key give 0 and lse = -inf */

@@ -1,0 +1,2794 @@
+/* tests/test_sdpa.c - the test suite of sdpa.h.
+ *
+ * Every result is compared with a float64 reference written plainly from the
+ * semantics in the header comment, on fresh random inputs each run. The seed
+ * is printed first; SDPA_TEST_SEED=<n> reruns the same inputs. `--quick` (or
+ * SDPA_TEST_QUICK=1) shrinks the sweeps for sanitizer builds; any other
+ * argument runs only the groups whose name contains it.
+ *
+ *   cc -std=c99 -O2 -Wall -Wextra -Werror -Iinclude tests/test_sdpa.c \
+ *      -o build/test_sdpa -lm -pthread
+ *
+ * Output: one line per group, then exactly "N passed, N failed"; the exit
+ * status is 1 on any failure. A check compares computed values: outputs are
+ * poisoned with NaN bytes before each call, so an element the library does
+ * not write fails, and comparisons are written !(err <= tol) so NaN fails.
+ */
+#define SDPA_IMPLEMENTATION
+#include "sdpa.h"
+
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#define LL(x) ((long long)(x))
+
+/* ------------------------------------------------------------------------ */
+/* Random numbers (splitmix64), one stream for the whole run.               */
+
+static uint64_t g_rng;
+
+static uint64_t rnd_u64(void)
+{
+    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double rnd_unit(void) { return (double)(rnd_u64() >> 11) * (1.0 / 9007199254740992.0); }
+static double rnd_range(double lo, double hi) { return lo + (hi - lo) * rnd_unit(); }
+static int64_t rnd_int(int64_t lo, int64_t hi) /* inclusive */
+{
+    return lo + (int64_t)(rnd_u64() % (uint64_t)(hi - lo + 1));
+}
+static int64_t rnd_of(const int64_t *a, int n) { return a[rnd_int(0, n - 1)]; }
+
+/* ------------------------------------------------------------------------ */
+/* Harness: groups of cases; a case passes when none of its checks fail.    */
+
+#define MAX_CASE_MSGS 4
+#define MAX_GROUP_FAILS 8
+
+static int g_quick;
+static long g_pass, g_fail;
+static const char *g_group;
+static long g_gpass, g_gfail;
+static double g_gt0;
+static char g_case[700];
+static int g_case_ok, g_case_msgs;
+static int g_nfilter;
+static char **g_filter;
+
+static double now_s(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + 1e-6 * (double)tv.tv_usec;
+}
+
+static int group_begin(const char *name)
+{
+    int i, on = g_nfilter == 0;
+    for (i = 0; i < g_nfilter; ++i)
+        if (strstr(name, g_filter[i])) on = 1;
+    if (!on) return 0;
+    g_group = name;
+    g_gpass = g_gfail = 0;
+    g_gt0 = now_s();
+    return 1;
+}
+
+static void group_end(void)
+{
+    double t = now_s() - g_gt0;
+    if (g_gpass + g_gfail == 0) {
+        printf("[FAIL] %-26s no checks ran\n", g_group);
+        g_fail++;
+        return;
+    }
+    printf("%s %-26s %4ld/%-4ld passed %7.2f s\n", g_gfail ? "[FAIL]" : "[ OK ]", g_group, g_gpass,
+           g_gpass + g_gfail, t);
+    fflush(stdout);
+    g_pass += g_gpass;
+    g_fail += g_gfail;
+}
+
+static void case_begin(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_case, sizeof g_case, fmt, ap);
+    va_end(ap);
+    g_case_ok = 1;
+    g_case_msgs = 0;
+}
+
+static void case_fail(const char *fmt, ...)
+{
+    va_list ap;
+    int show = g_gfail < MAX_GROUP_FAILS;
+    if (g_case_ok && show) printf("  FAIL [%s] %s\n", g_group, g_case);
+    g_case_ok = 0;
+    if (show && g_case_msgs < MAX_CASE_MSGS) {
+        printf("       ");
+        va_start(ap, fmt);
+        vprintf(fmt, ap);
+        va_end(ap);
+        printf("\n");
+    }
+    g_case_msgs++;
+}
+
+static int case_end(void)
+{
+    if (g_case_ok) {
+        g_gpass++;
+    } else {
+        if (g_case_msgs > MAX_CASE_MSGS && g_gfail < MAX_GROUP_FAILS)
+            printf("       (%d more)\n", g_case_msgs - MAX_CASE_MSGS);
+        g_gfail++;
+    }
+    fflush(stdout);
+    return g_case_ok;
+}
+
+#define CHECK(cond, ...)                          \
+    do {                                          \
+        if (!(cond)) case_fail(__VA_ARGS__);      \
+    } while (0)
+
+/* ------------------------------------------------------------------------ */
+/* Reference conversions, from the definitions (double arithmetic).         */
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static float bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static int f16_isnan(uint16_t h) { return (h & 0x7C00u) == 0x7C00u && (h & 0x03FFu) != 0; }
+static int bf16_isnan(uint16_t h) { return (h & 0x7F80u) == 0x7F80u && (h & 0x007Fu) != 0; }
+
+/* the exact value of an IEEE binary16 */
+static double ref_f16_value(uint16_t h)
+{
+    int e = (h >> 10) & 31, m = h & 1023;
+    double v;
+    if (e == 31) v = m ? NAN : INFINITY;
+    else if (e == 0) v = ldexp((double)m, -24);
+    else v = ldexp((double)(m + 1024), e - 25);
+    return (h & 0x8000u) ? -v : v;
+}
+
+/* q >= 0 rounded to the nearest integer, ties to even */
+static uint32_t rne(double q)
+{
+    double fl = floor(q), d = q - fl;
+    uint32_t r = (uint32_t)fl;
+    if (d > 0.5 || (d == 0.5 && (r & 1u))) r++;
+    return r;
+}
+
+static uint16_t ref_f32_to_f16(float f)
+{
+    uint16_t sign = (uint16_t)((f32_bits(f) >> 16) & 0x8000u);
+    double a = fabs((double)f);
+    int e, E;
+    if (f != f) return (uint16_t)(sign | 0x7E00u);
+    if (a >= 65520.0) return (uint16_t)(sign | 0x7C00u); /* halfway to 2^16 and up: inf */
+    if (a < ldexp(1.0, -14)) return (uint16_t)(sign | rne(a * 16777216.0)); /* units of 2^-24 */
+    frexp(a, &e);
+    E = e - 1; /* a in [2^E, 2^(E+1)) */
+    return (uint16_t)(sign | (uint32_t)(((E + 15) << 10) + (int)rne(ldexp(a, 10 - E)) - 1024));
+}
+
+static uint16_t ref_f32_to_bf16(float f)
+{
+    uint16_t sign = (uint16_t)((f32_bits(f) >> 16) & 0x8000u);
+    double a = fabs((double)f), val;
+    int e, E;
+    if (f != f) return (uint16_t)(sign | 0x7FC0u);
+    if (a == 0.0) return sign;
+    if (isinf(a)) return (uint16_t)(sign | 0x7F80u);
+    frexp(a, &e);
+    E = e - 1;
+    if (E < -126) E = -126; /* bf16 subnormals: units of 2^-133 */
+    val = ldexp((double)rne(ldexp(a, 7 - E)), E - 7);
+    if (val >= ldexp(1.0, 128)) return (uint16_t)(sign | 0x7F80u);
+    return (uint16_t)(sign | (f32_bits((float)val) >> 16));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tensors: a buffer, a layout, element access through the strides.         */
+
+enum { LAY_ZERO, LAY_CONTIG, LAY_BSHD, LAY_PADROW, LAY_PERM, LAY_ODD1, LAY_BCAST, LAY_N };
+static const char *const lay_names[LAY_N] = {"zero", "contig", "bshd", "padrow", "perm", "odd1", "bcast"};
+
+typedef struct {
+    sdpa_tensor t;
+    unsigned char *mem;
+    size_t bytes; /* extent of the tensor's elements */
+    size_t total; /* bytes allocated: extent plus guard */
+    size_t esz;
+    int64_t st[4]; /* the strides in effect */
+} tbuf;
+
+static size_t dt_size(sdpa_dtype d)
+{
+    return d == SDPA_F32 ? 4 : (d == SDPA_F16 || d == SDPA_BF16) ? 2 : 1;
+}
+static const char *dt_name(sdpa_dtype d)
+{
+    switch (d) {
+    case SDPA_F32: return "F32";
+    case SDPA_F16: return "F16";
+    case SDPA_BF16: return "BF16";
+    case SDPA_I8: return "I8";
+    case SDPA_BOOL: return "BOOL";
+    }
+    return "?";
+}
+
+/* Layouts: ZERO (strides all 0), CONTIG (the same, spelled out), BSHD ([B,L,H,D]
+ * in memory), PADROW (padded rows and heads), PERM (outer dims in a random
+ * order, padded), ODD1 (contiguous, size-1 dims given stride 0 or a huge one),
+ * BCAST (batch stride 0: every batch entry reads the same data). All bytes
+ * start as 0xFF, which is NaN in all three float formats. */
+static void tb_alloc(tbuf *tb, sdpa_dtype dt, int64_t s0, int64_t s1, int64_t s2, int64_t s3, int lay,
+                     size_t guard)
+{
+    int64_t sh[4], *st = tb->st, ext = 1;
+    int i;
+    memset(tb, 0, sizeof *tb);
+    sh[0] = s0, sh[1] = s1, sh[2] = s2, sh[3] = s3;
+    st[3] = 1;
+    switch (lay) {
+    case LAY_BSHD:
+        st[1] = s3, st[2] = s1 * s3, st[0] = s2 * s1 * s3;
+        break;
+    case LAY_PADROW:
+        st[2] = s3 + rnd_int(1, 5);
+        st[1] = s2 * st[2] + rnd_int(0, 3);
+        st[0] = s1 * st[1] + rnd_int(0, 3);
+        break;
+    case LAY_PERM: {
+        int ord[3] = {0, 1, 2};
+        int64_t cur = s3 + rnd_int(0, 3);
+        for (i = 2; i > 0; --i) {
+            int j = (int)rnd_int(0, i), t = ord[i];
+            ord[i] = ord[j], ord[j] = t;
+        }
+        for (i = 2; i >= 0; --i) {
+            st[ord[i]] = cur;
+            cur = cur * sh[ord[i]] + rnd_int(0, 2);
+        }
+        break;
+    }
+    case LAY_BCAST:
+        st[2] = s3, st[1] = s2 * s3, st[0] = 0;
+        break;
+    default:
+        st[2] = s3, st[1] = s2 * s3, st[0] = s1 * s2 * s3;
+        break;
+    }
+    if (lay == LAY_ODD1)
+        for (i = 0; i < 3; ++i)
+            if (sh[i] == 1) st[i] = (rnd_u64() & 1) ? 0 : rnd_int(1, 1000000);
+    for (i = 0; i < 4; ++i) {
+        tb->t.shape[i] = sh[i];
+        tb->t.stride[i] = lay == LAY_ZERO ? 0 : st[i];
+        if (sh[i] <= 0) ext = 0;
+    }
+    if (ext)
+        for (i = 0; i < 4; ++i) ext += (sh[i] - 1) * st[i];
+    tb->esz = dt_size(dt);
+    tb->bytes = (size_t)ext * tb->esz;
+    tb->total = tb->bytes + guard;
+    tb->mem = (unsigned char *)malloc(tb->total ? tb->total : 1);
+    if (!tb->mem) {
+        fprintf(stderr, "test_sdpa: out of memory\n");
+        exit(2);
+    }
+    memset(tb->mem, 0xFF, tb->total ? tb->total : 1);
+    tb->t.data = tb->mem;
+    tb->t.dtype = dt;
+}
+
+static void tb_free(tbuf *tb)
+{
+    free(tb->mem);
+    tb->mem = NULL;
+}
+
+static int64_t tb_off(const tbuf *tb, int64_t b, int64_t h, int64_t l, int64_t d)
+{
+    return b * tb->st[0] + h * tb->st[1] + l * tb->st[2] + d;
+}
+
+static double tb_get(const tbuf *tb, int64_t off)
+{
+    const unsigned char *p = tb->mem + (size_t)off * tb->esz;
+    uint16_t u;
+    float f;
+    switch (tb->t.dtype) {
+    case SDPA_F32: memcpy(&f, p, 4); return f;
+    case SDPA_F16: memcpy(&u, p, 2); return sdpa_f16_to_f32(u);
+    case SDPA_BF16: memcpy(&u, p, 2); return sdpa_bf16_to_f32(u);
+    default: return (double)*p;
+    }
+}
+
+static void tb_put(tbuf *tb, int64_t off, double x)
+{
+    unsigned char *p = tb->mem + (size_t)off * tb->esz;
+    uint16_t u;
+    float f = (float)x;
+    switch (tb->t.dtype) {
+    case SDPA_F32: memcpy(p, &f, 4); break;
+    case SDPA_F16: u = ref_f32_to_f16(f); memcpy(p, &u, 2); break;
+    case SDPA_BF16: u = ref_f32_to_bf16(f); memcpy(p, &u, 2); break;
+    default: *p = (unsigned char)x; break;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The score_mod used by the tests: hides a hash pattern of keys, scales and */
+/* shifts the rest, and returns NaN if the indices or the user pointer are   */
+/* not what the header promises (so the output fails the comparison).        */
+
+#define SMOD_MAGIC 0x5C0FEu
+
+typedef struct {
+    unsigned magic;
+    int kind; /* 1: hash pattern; 2: also hides whole rows with i % 3 == 1 */
+    int64_t nb, hq;
+    const int64_t *lq, *lk; /* per sequence */
+} smod_user;
+
+static float test_score_mod(float s, int64_t b, int64_t h, int64_t i, int64_t j, void *user)
+{
+    const smod_user *u = (const smod_user *)user;
+    if (u == NULL || u->magic != SMOD_MAGIC) return NAN;
+    if (b < 0 || b >= u->nb || h < 0 || h >= u->hq) return NAN;
+    if (i < 0 || i >= u->lq[b] || j < 0 || j >= u->lk[b]) return NAN;
+    if (u->kind == 2 && i % 3 == 1) return -INFINITY;
+    if ((i * 7 + j * 3 + h * 5 + b * 11) % 13 == 0) return -INFINITY;
+    return 0.75f * s + 0.125f * (float)((i + 2 * j + h) % 5) - 0.25f;
+}
+
+/* ------------------------------------------------------------------------ */
+/* A test configuration, its buffers, and the float64 reference.            */
+
+typedef struct {
+    int64_t B, Hq, Hkv, Lq, Lk, D, Dv;
+    sdpa_dtype idt, odt;
+    int lq, lk, lv, lo;     /* layouts of q, k, v, out */
+    int mask;               /* 0 none, 1 F32 additive, 2 BOOL */
+    int64_t ms[4];          /* mask shape */
+    int mlay;               /* mask layout */
+    double mp;              /* probability of a hidden (-inf / false) mask entry */
+    int mrows;              /* hide some whole mask rows */
+    int mkeypad;            /* 1: keys j >= len[b] hidden; 2: keys j < len[b] hidden */
+    int fill;               /* 0: q,k uniform [-1,1]; 1: scores ~ +100; 2: scores ~ -150 */
+    int kv0_empty;          /* padded varlen: seqlens_kv[0] = 0 */
+    int lse;
+    int alibi;              /* 0 none, 1 slopes 2^-n, 2 small random slopes */
+    int smod;               /* 0 none, else smod_user.kind */
+    int varlen;             /* 0 none, 1 padded (seqlens_*), 2 packed (cu_seqlens_*) */
+    int vl_null_q, vl_null_kv;
+    int64_t nseq;           /* packed: number of sequences */
+    int nan_dead;           /* fill rows no sequence reads with NaN */
+    sdpa_params p;          /* scale, causal, window, softcap, tiles, threads */
+} tcfg;
+
+typedef struct {
+    tcfg c;
+    tbuf q, k, v, o, m;
+    float *lse;
+    size_t lse_n, lse_total;
+    float *slopes;
+    int64_t *slq, *slk, *cuq, *cuk; /* varlen arrays given to the library */
+    int64_t nb, *seq_lq, *seq_lk;    /* per sequence lengths, for the reference */
+    smod_user su;
+    double *qd, *kd, *vd, *md;       /* logical copies of the stored values */
+    double *ro, *rl;                 /* reference out [B,Hq,Lq,Dv] and lse [B,Hq,Lq] */
+    unsigned char *re;               /* reference: row sees no key */
+    unsigned char *skip;             /* rows not to compare (nonfinite tests) */
+    double smax, smin;               /* extremes of the finite scores */
+    sdpa_params p;
+} tctx;
+
+static void cfg_default(tcfg *c)
+{
+    memset(c, 0, sizeof *c);
+    c->B = 1, c->Hq = 1, c->Hkv = 1, c->Lq = 16, c->Lk = 16, c->D = 16, c->Dv = 16;
+    c->idt = c->odt = SDPA_F32;
+    c->lse = 1;
+}
+
+static void cfg_desc(const tcfg *c, char *buf, size_t n)
+{
+    static const char *const causal[3] = {"none", "TL", "BR"};
+    size_t k;
+    int ci = (int)c->p.causal;
+    k = (size_t)snprintf(buf, n,
+                         "B=%lld Hq=%lld Hkv=%lld Lq=%lld Lk=%lld D=%lld Dv=%lld %s->%s lay=%s/%s/%s/%s "
+                         "causal=%s",
+                         LL(c->B), LL(c->Hq), LL(c->Hkv), LL(c->Lq), LL(c->Lk), LL(c->D), LL(c->Dv),
+                         dt_name(c->idt), dt_name(c->odt), lay_names[c->lq], lay_names[c->lk],
+                         lay_names[c->lv], lay_names[c->lo], (ci >= 0 && ci < 3) ? causal[ci] : "?");
+#define APPEND(...)                                                        \
+    do {                                                                   \
+        if (k < n) k += (size_t)snprintf(buf + k, n - k, __VA_ARGS__);    \
+    } while (0)
+    if (c->p.window)
+        APPEND(" window=(%lld,%lld)", LL(c->p.window_left), LL(c->p.window_right));
+    if (c->p.softcap != 0) APPEND(" softcap=%g", c->p.softcap);
+    if (c->p.scale != 0) APPEND(" scale=%g", c->p.scale);
+    if (c->alibi) APPEND(" alibi=%d", c->alibi);
+    if (c->mask)
+        APPEND(" mask=%s[%lld,%lld,%lld,%lld]/%s p=%.2f rows=%d keypad=%d", c->mask == 1 ? "F32" : "BOOL",
+               LL(c->ms[0]), LL(c->ms[1]), LL(c->ms[2]), LL(c->ms[3]), lay_names[c->mlay], c->mp, c->mrows,
+               c->mkeypad);
+    if (c->smod) APPEND(" score_mod=%d", c->smod);
+    if (c->varlen == 1) APPEND(" seqlens%s%s", c->vl_null_q ? " q=NULL" : "", c->vl_null_kv ? " kv=NULL" : "");
+    if (c->varlen == 2) APPEND(" cu_seqlens nseq=%lld", LL(c->nseq));
+    if (c->nan_dead) APPEND(" nan-padding");
+    if (c->fill) APPEND(" fill=%s", c->fill == 1 ? "+100" : "-150");
+    if (c->kv0_empty) APPEND(" seqlens_kv[0]=0");
+    if (c->p.tile_q || c->p.tile_k) APPEND(" tiles=%d/%d", c->p.tile_q, c->p.tile_k);
+    if (c->p.num_threads) APPEND(" threads=%d", c->p.num_threads);
+    APPEND(" lse=%d", c->lse);
+#undef APPEND
+}
+
+static int64_t pick_len(int64_t L)
+{
+    switch (rnd_int(0, 5)) {
+    case 0: return 0;
+    case 1: return L;
+    case 2: return L > 0 ? L - 1 : 0;
+    default: return rnd_int(0, L);
+    }
+}
+
+static void sort_i64(int64_t *a, int64_t n)
+{
+    int64_t i, j;
+    for (i = 1; i < n; ++i) {
+        int64_t t = a[i];
+        for (j = i; j > 0 && a[j - 1] > t; --j) a[j] = a[j - 1];
+        a[j] = t;
+    }
+}
+
+static void *xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n ? n : 1, sz ? sz : 1);
+    if (!p) {
+        fprintf(stderr, "test_sdpa: out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+static void ctx_reference(tctx *x);
+
+static void ctx_build(tctx *x, const tcfg *c)
+{
+    int64_t B = c->B, Hq = c->Hq, Hkv = c->Hkv, Lq = c->Lq, Lk = c->Lk, D = c->D, Dv = c->Dv;
+    int64_t b, h, i, d, s;
+    memset(x, 0, sizeof *x);
+    x->c = *c;
+    tb_alloc(&x->q, c->idt, B, Hq, Lq, D, c->lq, 0);
+    tb_alloc(&x->k, c->idt, B, Hkv, Lk, D, c->lk, 0);
+    tb_alloc(&x->v, c->idt, B, Hkv, Lk, Dv, c->lv, 0);
+    tb_alloc(&x->o, c->odt, B, Hq, Lq, Dv, c->lo, 64);
+
+    /* q and k: uniform in [-1,1], or multiples of 1/16 in [0.75,1] (exact in every
+     * dtype, exact products) that with scale = 128/D give scores around 100 */
+    for (b = 0; b < B; ++b)
+        for (h = 0; h < Hq; ++h)
+            for (i = 0; i < Lq; ++i)
+                for (d = 0; d < D; ++d) {
+                    double val = c->fill ? (double)rnd_int(12, 16) / 16.0 : rnd_range(-1, 1);
+                    tb_put(&x->q, tb_off(&x->q, b, h, i, d), c->fill == 2 ? -val : val);
+                }
+    for (b = 0; b < B; ++b)
+        for (h = 0; h < Hkv; ++h)
+            for (i = 0; i < Lk; ++i) {
+                for (d = 0; d < D; ++d)
+                    tb_put(&x->k, tb_off(&x->k, b, h, i, d),
+                           c->fill ? (double)rnd_int(12, 16) / 16.0 : rnd_range(-1, 1));
+                for (d = 0; d < Dv; ++d) tb_put(&x->v, tb_off(&x->v, b, h, i, d), rnd_range(-1, 1));
+            }
+
+    /* sequences */
+    x->nb = c->varlen == 2 ? c->nseq : B;
+    x->seq_lq = (int64_t *)xcalloc((size_t)x->nb, sizeof(int64_t));
+    x->seq_lk = (int64_t *)xcalloc((size_t)x->nb, sizeof(int64_t));
+    if (c->varlen == 1) {
+        x->slq = (int64_t *)xcalloc((size_t)B, sizeof(int64_t));
+        x->slk = (int64_t *)xcalloc((size_t)B, sizeof(int64_t));
+        for (b = 0; b < B; ++b) {
+            x->slq[b] = c->vl_null_q ? Lq : pick_len(Lq);
+            x->slk[b] = c->vl_null_kv ? Lk : (b == 0 && c->kv0_empty) ? 0 : pick_len(Lk);
+            x->seq_lq[b] = x->slq[b], x->seq_lk[b] = x->slk[b];
+        }
+    } else if (c->varlen == 2) {
+        x->cuq = (int64_t *)xcalloc((size_t)c->nseq + 1, sizeof(int64_t));
+        x->cuk = (int64_t *)xcalloc((size_t)c->nseq + 1, sizeof(int64_t));
+        for (s = 1; s <= c->nseq; ++s) x->cuq[s] = rnd_int(0, Lq), x->cuk[s] = rnd_int(0, Lk);
+        sort_i64(x->cuq + 1, c->nseq);
+        sort_i64(x->cuk + 1, c->nseq);
+        if (c->nseq && (rnd_u64() & 1)) x->cuq[c->nseq] = Lq;
+        if (c->nseq && (rnd_u64() & 1)) x->cuk[c->nseq] = Lk;
+        for (s = 0; s < c->nseq; ++s)
+            x->seq_lq[s] = x->cuq[s + 1] - x->cuq[s], x->seq_lk[s] = x->cuk[s + 1] - x->cuk[s];
+    } else {
+        for (b = 0; b < B; ++b) x->seq_lq[b] = Lq, x->seq_lk[b] = Lk;
+    }
+    if (c->nan_dead && c->varlen) { /* rows no sequence reads: NaN */
+        for (b = 0; b < B; ++b) {
+            int64_t q_end = c->varlen == 1 ? x->slq[b] : x->cuq[c->nseq];
+            int64_t k_end = c->varlen == 1 ? x->slk[b] : x->cuk[c->nseq];
+            for (h = 0; h < Hq; ++h)
+                for (i = q_end; i < Lq; ++i)
+                    for (d = 0; d < D; ++d) tb_put(&x->q, tb_off(&x->q, b, h, i, d), NAN);
+            for (h = 0; h < Hkv; ++h)
+                for (i = k_end; i < Lk; ++i) {
+                    for (d = 0; d < D; ++d) tb_put(&x->k, tb_off(&x->k, b, h, i, d), NAN);
+                    for (d = 0; d < Dv; ++d) tb_put(&x->v, tb_off(&x->v, b, h, i, d), NAN);
+                }
+        }
+    }
+
+    /* mask */
+    if (c->mask) {
+        const int64_t *ms = c->ms;
+        int64_t mb, mh, mi, mj, *len = (int64_t *)xcalloc((size_t)ms[0], sizeof(int64_t));
+        tb_alloc(&x->m, c->mask == 1 ? SDPA_F32 : SDPA_BOOL, ms[0], ms[1], ms[2], ms[3], c->mlay, 0);
+        for (mb = 0; mb < ms[0]; ++mb) {
+            if (c->mkeypad == 1) len[mb] = mb == 0 && c->mrows ? 0 : rnd_int(0, ms[3]);
+            if (c->mkeypad == 2) len[mb] = rnd_int(ms[3] < 70 ? ms[3] / 2 : 70, ms[3]);
+        }
+        for (mb = 0; mb < ms[0]; ++mb)
+            for (mh = 0; mh < ms[1]; ++mh)
+                for (mi = 0; mi < ms[2]; ++mi) {
+                    int row_hidden = c->mrows && !c->mkeypad && rnd_unit() < 0.2;
+                    for (mj = 0; mj < ms[3]; ++mj) {
+                        int hide = rnd_unit() < c->mp;
+                        double val;
+                        if (c->mkeypad == 1) hide = mj >= len[mb];
+                        if (c->mkeypad == 2) hide = mj < len[mb];
+                        if (row_hidden) hide = 1;
+                        if (c->mask == 1) val = hide ? -INFINITY : rnd_range(-2, 2);
+                        else val = hide ? 0 : (double)rnd_int(1, 255);
+                        tb_put(&x->m, tb_off(&x->m, mb, mh, mi, mj), val);
+                    }
+                }
+        free(len);
+    }
+
+    x->lse_n = (size_t)(B * Hq * Lq);
+    x->lse_total = x->lse_n + 16;
+    x->lse = (float *)xcalloc(x->lse_total, sizeof(float));
+
+    if (c->alibi) {
+        x->slopes = (float *)xcalloc((size_t)Hq, sizeof(float));
+        for (h = 0; h < Hq; ++h) {
+            if (c->alibi == 1) /* 2^-n: exact products with distances */
+                x->slopes[h] = (float)ldexp(1.0, -(int)rnd_int((Lq > 128 || Lk > 128) ? 3 : 1, 8));
+            else
+                x->slopes[h] = (float)rnd_range(0, 0.1);
+        }
+    }
+
+    x->su.magic = SMOD_MAGIC;
+    x->su.kind = c->smod;
+    x->su.nb = x->nb;
+    x->su.hq = Hq;
+    x->su.lq = x->seq_lq;
+    x->su.lk = x->seq_lk;
+
+    x->p = c->p;
+    x->p.mask = c->mask ? &x->m.t : NULL;
+    x->p.lse = c->lse ? x->lse : NULL;
+    x->p.alibi_slopes = x->slopes;
+    if (c->smod) {
+        x->p.score_mod = test_score_mod;
+        x->p.score_mod_user = &x->su;
+    }
+    if (c->varlen == 1) {
+        x->p.seqlens_q = c->vl_null_q ? NULL : x->slq;
+        x->p.seqlens_kv = c->vl_null_kv ? NULL : x->slk;
+    } else if (c->varlen == 2) {
+        x->p.cu_seqlens_q = x->cuq;
+        x->p.cu_seqlens_kv = x->cuk;
+        x->p.num_seqs = c->nseq;
+    }
+    ctx_reference(x);
+}
+
+static void ctx_free(tctx *x)
+{
+    tb_free(&x->q), tb_free(&x->k), tb_free(&x->v), tb_free(&x->o), tb_free(&x->m);
+    free(x->lse), free(x->slopes), free(x->slq), free(x->slk), free(x->cuq), free(x->cuk);
+    free(x->seq_lq), free(x->seq_lk);
+    free(x->qd), free(x->kd), free(x->vd), free(x->md), free(x->ro), free(x->rl), free(x->re);
+    free(x->skip);
+    memset(x, 0, sizeof *x);
+}
+
+static double *logical_copy(const tbuf *tb)
+{
+    const int64_t *sh = tb->t.shape;
+    int64_t a, b, c, d, n = 0;
+    double *out = (double *)xcalloc((size_t)(sh[0] * sh[1] * sh[2] * sh[3]), sizeof(double));
+    for (a = 0; a < sh[0]; ++a)
+        for (b = 0; b < sh[1]; ++b)
+            for (c = 0; c < sh[2]; ++c)
+                for (d = 0; d < sh[3]; ++d) out[n++] = tb_get(tb, tb_off(tb, a, b, c, d));
+    return out;
+}
+
+/* The float64 reference, written from the header's SEMANTICS section. */
+static void ctx_reference(tctx *x)
+{
+    const tcfg *c = &x->c;
+    int64_t B = c->B, Hq = c->Hq, Hkv = c->Hkv, Lq = c->Lq, Lk = c->Lk, D = c->D, Dv = c->Dv;
+    int64_t b, h, i, jl, d, s;
+    double scale = c->p.scale != 0 ? (double)c->p.scale : 1.0 / sqrt((double)D);
+    double *sc = (double *)xcalloc((size_t)(Lk + 1), sizeof(double));
+    x->qd = logical_copy(&x->q);
+    x->kd = logical_copy(&x->k);
+    x->vd = logical_copy(&x->v);
+    if (c->mask) x->md = logical_copy(&x->m);
+    x->ro = (double *)xcalloc((size_t)(B * Hq * Lq * Dv), sizeof(double));
+    x->rl = (double *)xcalloc((size_t)(B * Hq * Lq), sizeof(double));
+    x->re = (unsigned char *)xcalloc((size_t)(B * Hq * Lq), 1);
+    x->smax = -INFINITY, x->smin = INFINITY;
+    for (b = 0; b < B; ++b)
+        for (h = 0; h < Hq; ++h)
+            for (i = 0; i < Lq; ++i) {
+                int64_t row = (b * Hq + h) * Lq + i;
+                int64_t sb = b, il = i, Lqs = Lq, Lks = Lk, k0 = 0, g = h / (Hq / Hkv), pos;
+                double m = -INFINITY, sum = 0;
+                const double *qr = x->qd + row * D;
+                int active = 1;
+                if (c->varlen == 1) {
+                    Lqs = x->seq_lq[b], Lks = x->seq_lk[b];
+                    active = i < Lqs;
+                } else if (c->varlen == 2) {
+                    active = 0;
+                    for (s = 0; s < c->nseq; ++s)
+                        if (x->cuq[s] <= i && i < x->cuq[s + 1]) {
+                            active = 1, sb = s, il = i - x->cuq[s];
+                            Lqs = x->seq_lq[s], Lks = x->seq_lk[s], k0 = x->cuk[s];
+                        }
+                }
+                if (!active) {
+                    x->re[row] = 1;
+                    x->rl[row] = -INFINITY;
+                    continue;
+                }
+                pos = c->p.causal == SDPA_CAUSAL_TOP_LEFT ? il : il + Lks - Lqs;
+                for (jl = 0; jl < Lks; ++jl) {
+                    const double *kr = x->kd + ((b * Hkv + g) * Lk + k0 + jl) * D;
+                    double acc = 0, v;
+                    int vis = 1;
+                    for (d = 0; d < D; ++d) acc += qr[d] * kr[d];
+                    v = scale * acc;
+                    if (c->p.softcap > 0) v = (double)c->p.softcap * tanh(v / (double)c->p.softcap);
+                    if (x->slopes) v += -(double)x->slopes[h] * fabs((double)(pos - jl));
+                    if (c->mask) {
+                        const int64_t *ms = c->ms;
+                        int64_t mi = ms[2] == 1 ? 0 : i, mj = ms[3] == 1 ? 0 : jl;
+                        double mv = x->md[(((ms[0] == 1 ? 0 : b) * ms[1] + (ms[1] == 1 ? 0 : h)) * ms[2] + mi) *
+                                              ms[3] + mj];
+                        if (c->mask == 1) v += mv;
+                        else if (mv == 0) vis = 0;
+                    }
+                    if (c->smod) v = (double)test_score_mod((float)v, sb, h, il, jl, &x->su);
+                    if (c->p.causal != SDPA_CAUSAL_NONE && jl > pos) vis = 0;
+                    if (c->p.window) {
+                        if (c->p.window_left >= 0 && pos - jl > c->p.window_left) vis = 0;
+                        if (c->p.window_right >= 0 && jl - pos > c->p.window_right) vis = 0;
+                    }
+                    if (!vis) v = -INFINITY;
+                    sc[jl] = v;
+                    if (v > m) m = v;
+                    if (isfinite(v)) {
+                        if (v > x->smax) x->smax = v;
+                        if (v < x->smin) x->smin = v;
+                    }
+                }
+                if (m == -INFINITY) {
+                    x->re[row] = 1;
+                    x->rl[row] = -INFINITY;
+                    continue;
+                }
+                for (jl = 0; jl < Lks; ++jl) sum += exp(sc[jl] - m);
+                for (d = 0; d < Dv; ++d) {
+                    double acc = 0;
+                    for (jl = 0; jl < Lks; ++jl) {
+                        double p = exp(sc[jl] - m);
+                        if (p != 0) acc += p * x->vd[((b * Hkv + g) * Lk + k0 + jl) * Dv + d];
+                    }
+                    x->ro[row * Dv + d] = acc / sum;
+                }
+                x->rl[row] = m + log(sum);
+            }
+    free(sc);
+}
+
+/* The documented bounds per output dtype (header, NUMERICS). */
+static double tol_out(sdpa_dtype odt, double ref)
+{
+    double a = fabs(ref);
+    if (odt == SDPA_F16) return 2e-3 * a + 1e-4;
+    if (odt == SDPA_BF16) return 8e-3 * a + 1e-3;
+    return 2e-5 + 1e-4 * a;
+}
+/* lse is float32 whatever the dtypes; the header states no bound for it. Its
+ * error is that of the float32 scores: about |s| * 2^-23 plus the sum. */
+static double tol_lse(double ref) { return 2e-5 + 2e-6 * fabs(ref); }
+
+/* the largest err/tol seen per out dtype (F32, F16, BF16) and for lse: how
+ * close the implementation runs to the documented bounds */
+static double g_ratio[4];
+
+static int ctx_run(tctx *x, const sdpa_params *p)
+{
+    memset(x->o.mem, 0xFF, x->o.total ? x->o.total : 1);
+    memset(x->lse, 0xFF, x->lse_total * sizeof(float));
+    return sdpa_attention(&x->q.t, &x->k.t, &x->v.t, &x->o.t, p ? p : &x->p);
+}
+
+/* Compare out and lse with the reference; check every byte of out that is
+ * not an element, and the guards of both, still hold the 0xFF poison. */
+static int ctx_check(tctx *x)
+{
+    const tcfg *c = &x->c;
+    tbuf *o = &x->o;
+    int64_t b, h, i, d;
+    size_t z;
+    unsigned char *mark = (unsigned char *)xcalloc(o->total, 1);
+    int ok0 = g_case_ok, nbad = 0;
+    double worst = 0;
+    for (b = 0; b < c->B; ++b)
+        for (h = 0; h < c->Hq; ++h)
+            for (i = 0; i < c->Lq; ++i) {
+                int64_t row = (b * c->Hq + h) * c->Lq + i;
+                int skip = x->skip && x->skip[row];
+                for (d = 0; d < c->Dv; ++d) {
+                    int64_t off = tb_off(o, b, h, i, d);
+                    double got = tb_get(o, off), ref = x->ro[row * c->Dv + d];
+                    memset(mark + (size_t)off * o->esz, 1, o->esz);
+                    if (skip) continue;
+                    if (x->re[row]) {
+                        if (!(got == 0.0) && nbad++ < 3)
+                            case_fail("out[%lld,%lld,%lld,%lld] = %.9g, want 0 (row sees no key)", LL(b), LL(h),
+                                      LL(i), LL(d), got);
+                    } else {
+                        double err = fabs(got - ref), tol = tol_out(c->odt, ref);
+                        if (err / tol > g_ratio[c->odt]) g_ratio[c->odt] = err / tol;
+                        if (!(err <= tol)) {
+                            if (nbad++ < 3)
+                                case_fail("out[%lld,%lld,%lld,%lld] = %.9g, ref %.9g, err %.3g > tol %.3g", LL(b),
+                                          LL(h), LL(i), LL(d), got, ref, err, tol);
+                            if (!(err <= worst)) worst = err;
+                        }
+                    }
+                }
+                if (c->lse && !skip) {
+                    double got = x->lse[row], ref = x->rl[row];
+                    if (x->re[row]) {
+                        if (!(got == -INFINITY) && nbad++ < 3)
+                            case_fail("lse[%lld,%lld,%lld] = %.9g, want -inf (row sees no key)", LL(b), LL(h),
+                                      LL(i), got);
+                    } else if (fabs(got - ref) / tol_lse(ref) > g_ratio[3]) {
+                        g_ratio[3] = fabs(got - ref) / tol_lse(ref);
+                    }
+                    if (!x->re[row] && !(fabs(got - ref) <= tol_lse(ref)) && nbad++ < 3) {
+                        case_fail("lse[%lld,%lld,%lld] = %.9g, ref %.9g, err %.3g", LL(b), LL(h), LL(i), got, ref,
+                                  fabs(got - ref));
+                    }
+                }
+            }
+    if (nbad > 3) case_fail("%d mismatching elements in all (largest error %.3g)", nbad, worst);
+    for (z = 0; z < o->total; ++z)
+        if (!mark[z] && o->mem[z] != 0xFF) {
+            case_fail("out byte %zu (not an element of out: padding or guard) was written", z);
+            break;
+        }
+    for (z = c->lse ? x->lse_n : 0; z < x->lse_total; ++z)
+        if (f32_bits(x->lse[z]) != 0xFFFFFFFFu) {
+            case_fail("lse[%zu] beyond [B,Hq,Lq] (or lse not requested) was written", z);
+            break;
+        }
+    free(mark);
+    return ok0 && g_case_ok;
+}
+
+/* Build, run, check one configuration as one case. */
+static int run_cfg(const tcfg *c)
+{
+    tctx x;
+    char desc[600];
+    int rc;
+    cfg_desc(c, desc, sizeof desc);
+    case_begin("%s", desc);
+    ctx_build(&x, c);
+    rc = ctx_run(&x, NULL);
+    if (rc != SDPA_OK) case_fail("rc = %d (%s), want SDPA_OK", rc, sdpa_strerror(rc));
+    else ctx_check(&x);
+    if (c->fill == 1) CHECK(x.smax > 89, "test defect: largest score %.2f, want > 89", x.smax);
+    if (c->fill == 2) CHECK(x.smax < -104, "test defect: largest score %.2f, want < -104", x.smax);
+    ctx_free(&x);
+    return case_end();
+}
+
+static int64_t cost_of(const tcfg *c) { return c->B * c->Hq * c->Lq * c->Lk * (c->D + c->Dv); }
+
+/* ======================================================================== */
+/* Conversions                                                              */
+
+static void test_conv_f16(void)
+{
+    uint32_t h;
+    int bad;
+    if (!group_begin("f16 conversions")) return;
+    case_begin("sdpa_f16_to_f32 is exact on all 65536 halves");
+    for (h = 0, bad = 0; h < 65536; ++h) {
+        float f = sdpa_f16_to_f32((uint16_t)h);
+        double ref = ref_f16_value((uint16_t)h);
+        if (isnan(ref)) {
+            if (!isnan(f) && bad++ < 4) case_fail("f16 0x%04x -> %g, want NaN", (unsigned)h, f);
+        } else if (f32_bits(f) != f32_bits((float)ref) && bad++ < 4) {
+            case_fail("f16 0x%04x -> %.9g (0x%08x), want %.9g", (unsigned)h, f, (unsigned)f32_bits(f), ref);
+        }
+    }
+    case_end();
+    case_begin("f16 -> f32 -> f16 round trips all 65536 halves (NaN stays NaN)");
+    for (h = 0, bad = 0; h < 65536; ++h) {
+        uint16_t back = sdpa_f32_to_f16(sdpa_f16_to_f32((uint16_t)h));
+        if (f16_isnan((uint16_t)h)) {
+            if (!f16_isnan(back) && bad++ < 4) case_fail("NaN 0x%04x came back as 0x%04x", (unsigned)h, back);
+        } else if (back != h && bad++ < 4) {
+            case_fail("0x%04x came back as 0x%04x", (unsigned)h, back);
+        }
+    }
+    case_end();
+    group_end();
+}
+
+static void test_conv_bf16(void)
+{
+    uint32_t h;
+    int bad;
+    if (!group_begin("bf16 conversions")) return;
+    case_begin("sdpa_bf16_to_f32 is exact on all 65536 values and round trips");
+    for (h = 0, bad = 0; h < 65536; ++h) {
+        float f = sdpa_bf16_to_f32((uint16_t)h);
+        uint16_t back = sdpa_f32_to_bf16(f);
+        if (bf16_isnan((uint16_t)h)) {
+            if ((!isnan(f) || !bf16_isnan(back)) && bad++ < 4)
+                case_fail("NaN bf16 0x%04x -> %g -> 0x%04x", (unsigned)h, f, back);
+        } else if ((f32_bits(f) != h << 16 || back != h) && bad++ < 4) {
+            case_fail("bf16 0x%04x -> 0x%08x -> 0x%04x", (unsigned)h, (unsigned)f32_bits(f), back);
+        }
+    }
+    case_end();
+    group_end();
+}
+
+/* Floats that stress a rounding conversion: random bit patterns, values in
+ * the target's range, exact ties between neighbours and the floats beside
+ * them, subnormals, and the overflow threshold. */
+static float conv_sample(int bf16)
+{
+    int kind = (int)rnd_int(0, 6);
+    float f;
+    uint16_t a;
+    double lo, hi;
+    switch (kind) {
+    case 0: return bits_f32((uint32_t)rnd_u64());
+    case 1: /* normal or subnormal in the target's range */
+        f = (float)ldexp(1.0 + rnd_unit(), (int)rnd_int(bf16 ? -135 : -27, bf16 ? 128 : 16));
+        return (rnd_u64() & 1) ? -f : f;
+    case 2:
+    case 3:
+    case 4: /* a tie between two neighbours, or one float either side */
+        a = (uint16_t)rnd_int(0, bf16 ? 0x7F7F : 0x7BFF);
+        lo = bf16 ? (double)bits_f32((uint32_t)a << 16) : ref_f16_value(a);
+        hi = bf16 ? (double)bits_f32((uint32_t)(a + 1) << 16) : ref_f16_value((uint16_t)(a + 1));
+        f = (float)((lo + hi) / 2); /* exact: one more bit than the target */
+        if (kind == 3) f = nextafterf(f, 0);
+        if (kind == 4) f = nextafterf(f, INFINITY);
+        return (rnd_u64() & 1) ? -f : f;
+    case 5: /* float subnormals */
+        return bits_f32((uint32_t)(rnd_u64() & 0x807FFFFFu));
+    default: /* around the largest finite value */
+        if (bf16) return bits_f32(0x7F7F0000u + (uint32_t)rnd_int(0, 0x10000));
+        return (float)rnd_range(65400.0, 65600.0);
+    }
+}
+
+static void test_conv_round(int bf16)
+{
+    long n = g_quick ? 1L << 18 : 1L << 21, i;
+    int bad = 0;
+    uint32_t u;
+    if (!group_begin(bf16 ? "f32->bf16 rounding" : "f32->f16 rounding")) return;
+    case_begin("random floats vs a double-based round-to-nearest-even reference");
+    for (i = 0; i < n; ++i) {
+        float f = conv_sample(bf16);
+        uint16_t got = bf16 ? sdpa_f32_to_bf16(f) : sdpa_f32_to_f16(f);
+        uint16_t want = bf16 ? ref_f32_to_bf16(f) : ref_f32_to_f16(f);
+        int nan_w = bf16 ? bf16_isnan(want) : f16_isnan(want), nan_g = bf16 ? bf16_isnan(got) : f16_isnan(got);
+        if ((nan_w ? !nan_g : got != want) && bad++ < 4)
+            case_fail("%.9g (0x%08x) -> 0x%04x, want 0x%04x", f, (unsigned)f32_bits(f), got, want);
+    }
+    case_end();
+    case_begin("a sweep over all float bit patterns in steps of 4099");
+    for (u = 0, bad = 0; u < 0xFFFFFFFFu - 4099u; u += 4099u) {
+        float f = bits_f32(u);
+        uint16_t got = bf16 ? sdpa_f32_to_bf16(f) : sdpa_f32_to_f16(f);
+        uint16_t want = bf16 ? ref_f32_to_bf16(f) : ref_f32_to_f16(f);
+        int nan_w = bf16 ? bf16_isnan(want) : f16_isnan(want), nan_g = bf16 ? bf16_isnan(got) : f16_isnan(got);
+        if ((nan_w ? !nan_g : got != want) && bad++ < 4)
+            case_fail("0x%08x -> 0x%04x, want 0x%04x", (unsigned)u, got, want);
+    }
+    case_end();
+    case_begin("fixed points: ties to even, overflow to inf, signed zero");
+    if (!bf16) {
+        CHECK(sdpa_f32_to_f16(65504.0f) == 0x7BFF, "65504 -> 0x%04x", sdpa_f32_to_f16(65504.0f));
+        CHECK(sdpa_f32_to_f16(65519.996f) == 0x7BFF, "65519.996 -> 0x%04x", sdpa_f32_to_f16(65519.996f));
+        CHECK(sdpa_f32_to_f16(65520.0f) == 0x7C00, "65520 -> 0x%04x, want inf", sdpa_f32_to_f16(65520.0f));
+        CHECK(sdpa_f32_to_f16(-1e30f) == 0xFC00, "-1e30 -> 0x%04x, want -inf", sdpa_f32_to_f16(-1e30f));
+        CHECK(sdpa_f32_to_f16(1.0f + 1.0f / 2048) == 0x3C00, "1+2^-11 (tie) -> 0x%04x, want 0x3c00",
+              sdpa_f32_to_f16(1.0f + 1.0f / 2048));
+        CHECK(sdpa_f32_to_f16(1.0f + 3.0f / 2048) == 0x3C02, "1+3*2^-11 (tie) -> 0x%04x, want 0x3c02",
+              sdpa_f32_to_f16(1.0f + 3.0f / 2048));
+        CHECK(sdpa_f32_to_f16((float)ldexp(1, -25)) == 0x0000, "2^-25 (tie) -> 0x%04x, want 0",
+              sdpa_f32_to_f16((float)ldexp(1, -25)));
+        CHECK(sdpa_f32_to_f16((float)ldexp(3, -25)) == 0x0002, "3*2^-25 (tie) -> 0x%04x, want 2",
+              sdpa_f32_to_f16((float)ldexp(3, -25)));
+        CHECK(sdpa_f32_to_f16(-0.0f) == 0x8000, "-0 -> 0x%04x", sdpa_f32_to_f16(-0.0f));
+        CHECK(f16_isnan(sdpa_f32_to_f16(NAN)), "NaN -> 0x%04x", sdpa_f32_to_f16(NAN));
+    } else {
+        CHECK(sdpa_f32_to_bf16(bits_f32(0x3F808000u)) == 0x3F80, "tie 0x3f808000 -> 0x%04x",
+              sdpa_f32_to_bf16(bits_f32(0x3F808000u)));
+        CHECK(sdpa_f32_to_bf16(bits_f32(0x3F818000u)) == 0x3F82, "tie 0x3f818000 -> 0x%04x",
+              sdpa_f32_to_bf16(bits_f32(0x3F818000u)));
+        CHECK(sdpa_f32_to_bf16(bits_f32(0x7F7F8000u)) == 0x7F80, "tie at FLT_MAX -> 0x%04x, want inf",
+              sdpa_f32_to_bf16(bits_f32(0x7F7F8000u)));
+        CHECK(sdpa_f32_to_bf16(bits_f32(0x7F7F7FFFu)) == 0x7F7F, "below the tie -> 0x%04x",
+              sdpa_f32_to_bf16(bits_f32(0x7F7F7FFFu)));
+        CHECK(sdpa_f32_to_bf16(bits_f32(0x00008000u)) == 0x0000, "subnormal tie -> 0x%04x",
+              sdpa_f32_to_bf16(bits_f32(0x00008000u)));
+        CHECK(sdpa_f32_to_bf16(bits_f32(0x80018000u)) == 0x8002, "subnormal tie -> 0x%04x",
+              sdpa_f32_to_bf16(bits_f32(0x80018000u)));
+        CHECK(bf16_isnan(sdpa_f32_to_bf16(bits_f32(0x7F800001u))), "sNaN with low payload -> 0x%04x, want NaN",
+              sdpa_f32_to_bf16(bits_f32(0x7F800001u)));
+        CHECK(bf16_isnan(sdpa_f32_to_bf16(bits_f32(0xFFFFFFFFu))), "NaN 0xffffffff -> 0x%04x",
+              sdpa_f32_to_bf16(bits_f32(0xFFFFFFFFu)));
+    }
+    case_end();
+    group_end();
+}
+
+/* ======================================================================== */
+/* The library's exp                                                        */
+
+static int64_t f32_ord(float f)
+{
+    uint32_t u = f32_bits(f);
+    return (u & 0x80000000u) ? -(int64_t)(u & 0x7FFFFFFFu) : (int64_t)u;
+}
+
+static void test_expf(void)
+{
+    double lo = -87.3, hi = 88.7, step = g_quick ? 1e-4 : 1e-5, worst_x = 0;
+    int64_t n = (int64_t)((hi - lo) / step), k, worst = 0;
+    int bad = 0;
+    if (!group_begin("sdpa__expf")) return;
+    case_begin("max ulp error <= 2 on a sweep of [-87.3, 88.7] in steps of %g", step);
+    for (k = 0; k <= n; ++k) {
+        float x = (float)(lo + (double)k * step);
+        float got = sdpa__expf(x), want = (float)exp((double)x);
+        int64_t e = f32_ord(got) - f32_ord(want);
+        if (e < 0) e = -e;
+        if (!(got == got) || e > worst) worst = got == got ? e : INT64_MAX, worst_x = x;
+    }
+    for (k = 0; k < (g_quick ? 100000 : 1000000); ++k) { /* and random floats in the range */
+        float x = (float)rnd_range(lo, hi);
+        float got = sdpa__expf(x), want = (float)exp((double)x);
+        int64_t e = f32_ord(got) - f32_ord(want);
+        if (e < 0) e = -e;
+        if (!(got == got) || e > worst) worst = got == got ? e : INT64_MAX, worst_x = x;
+    }
+    CHECK(worst <= 2, "max error %lld ulp at x = %.9g: got %.9g, want %.9g", LL(worst), worst_x,
+          sdpa__expf((float)worst_x), (float)exp(worst_x));
+    case_end();
+    case_begin("below the normal range: exp(x) in [0, 2^-126] and within 2^-126 of the truth");
+    for (k = 0; k <= 200000; ++k) {
+        float x = (float)(-104.0 + 16.7 * (double)k / 200000.0);
+        float got = sdpa__expf(x);
+        double want = exp((double)x);
+        if (!(got >= 0 && got <= FLT_MIN * 2 && fabs(got - want) <= FLT_MIN) && bad++ < 4)
+            case_fail("expf(%.9g) = %.9g, want %.9g", x, got, want);
+    }
+    case_end();
+    case_begin("special values");
+    CHECK(sdpa__expf(-INFINITY) == 0.0f, "exp(-inf) = %g, want 0", sdpa__expf(-INFINITY));
+    CHECK(sdpa__expf(-200.0f) >= 0 && sdpa__expf(-200.0f) <= FLT_MIN, "exp(-200) = %g", sdpa__expf(-200.0f));
+    CHECK(sdpa__expf(-1e30f) >= 0 && sdpa__expf(-1e30f) <= FLT_MIN, "exp(-1e30) = %g", sdpa__expf(-1e30f));
+    CHECK(sdpa__expf(-FLT_MAX) >= 0 && sdpa__expf(-FLT_MAX) <= FLT_MIN, "exp(-FLT_MAX) = %g",
+          sdpa__expf(-FLT_MAX));
+    CHECK(isnan(sdpa__expf(NAN)), "exp(NaN) = %g, want NaN", sdpa__expf(NAN));
+    CHECK(fabs(sdpa__expf(0.0f) - 1.0) <= 2.5 * FLT_EPSILON, "exp(0) = %.9g", sdpa__expf(0.0f));
+    CHECK(fabs(sdpa__expf(-0.0f) - 1.0) <= 2.5 * FLT_EPSILON, "exp(-0) = %.9g", sdpa__expf(-0.0f));
+    case_end();
+    group_end();
+}
+
+/* ======================================================================== */
+/* strerror, version                                                        */
+
+static void test_strerror(void)
+{
+    static const int codes[] = {SDPA_OK,           SDPA_ERR_NULL,  SDPA_ERR_DTYPE,   SDPA_ERR_SHAPE,
+                                SDPA_ERR_STRIDE,   SDPA_ERR_OVERFLOW, SDPA_ERR_HEADS, SDPA_ERR_MASK,
+                                SDPA_ERR_PARAM,    SDPA_ERR_SEQLENS, SDPA_ERR_ALIAS, SDPA_ERR_NOMEM,
+                                SDPA_ERR_THREADS};
+    static const int odd[] = {-11, -19, -22, -1000, 1, 5, INT_MIN, INT_MAX};
+    int n = (int)(sizeof codes / sizeof codes[0]), i, j;
+    if (!group_begin("strerror and version")) return;
+    case_begin("every code has its own non-empty words");
+    for (i = 0; i < n; ++i) {
+        const char *s = sdpa_strerror(codes[i]);
+        CHECK(s != NULL && s[0] != 0, "sdpa_strerror(%d) is empty", codes[i]);
+        if (i > 0) CHECK(codes[i] < 0, "error code %d is not negative", codes[i]);
+        for (j = 0; j < i && s; ++j) {
+            const char *t = sdpa_strerror(codes[j]);
+            CHECK(t == NULL || strcmp(s, t) != 0, "codes %d and %d share the words \"%s\"", codes[i], codes[j], s);
+        }
+    }
+    case_end();
+    case_begin("unknown codes still give words");
+    for (i = 0; i < (int)(sizeof odd / sizeof odd[0]); ++i) {
+        const char *s = sdpa_strerror(odd[i]);
+        CHECK(s != NULL && s[0] != 0, "sdpa_strerror(%d) is empty or NULL", odd[i]);
+    }
+    case_end();
+    case_begin("sdpa_version");
+    CHECK(sdpa_version() != NULL && strcmp(sdpa_version(), SDPA_VERSION_STRING) == 0, "sdpa_version() = %s",
+          sdpa_version() ? sdpa_version() : "(null)");
+    case_end();
+    group_end();
+}
+
+/* ======================================================================== */
+/* Shapes, lengths, heads, layouts, dtypes                                  */
+
+static const int64_t k_dims[10] = {1, 3, 8, 40, 64, 72, 80, 96, 128, 256};
+static const int64_t k_lens[8] = {1, 2, 7, 63, 64, 65, 127, 1000};
+
+static void test_head_dims(void)
+{
+    static const int64_t lq[3] = {7, 63, 65}, lk[3] = {64, 65, 127};
+    int i;
+    tcfg c;
+    if (!group_begin("head dims")) return;
+    for (i = 0; i < 10; ++i) {
+        cfg_default(&c);
+        c.Hq = 2, c.Hkv = 1;
+        c.D = c.Dv = k_dims[i];
+        c.Lq = rnd_of(lq, 3), c.Lk = rnd_of(lk, 3);
+        run_cfg(&c);
+        c.Dv = k_dims[(i + 3) % 10]; /* Dv != D */
+        c.p.causal = (sdpa_causal)rnd_int(0, 2);
+        c.lq = c.lk = c.lv = c.lo = LAY_BSHD;
+        run_cfg(&c);
+    }
+    cfg_default(&c); /* one long sequence at the widest head */
+    c.D = c.Dv = 256;
+    c.Lq = g_quick ? 127 : 1000, c.Lk = 1000;
+    run_cfg(&c);
+    group_end();
+}
+
+static void test_lengths(void)
+{
+    int a, b;
+    tcfg c;
+    if (!group_begin("lengths")) return;
+    for (a = 0; a < 8; ++a)
+        for (b = 0; b < 8; ++b) {
+            static const int64_t dims[3] = {8, 16, 40};
+            cfg_default(&c);
+            c.Hq = 2, c.Hkv = 1;
+            c.Lq = k_lens[a], c.Lk = k_lens[b];
+            c.D = rnd_of(dims, 3), c.Dv = rnd_of(dims, 3);
+            c.p.causal = (sdpa_causal)((a + b) % 3);
+            run_cfg(&c);
+        }
+    group_end();
+}
+
+static void test_gqa(void)
+{
+    static const int64_t heads[9][2] = {{1, 1}, {2, 2}, {4, 2}, {8, 2}, {8, 1}, {16, 2}, {6, 1}, {4, 4}, {3, 1}};
+    static const int64_t lens[4] = {7, 33, 64, 65}, dims[3] = {8, 40, 64};
+    int b, i;
+    tcfg c;
+    if (!group_begin("batch, GQA and MQA")) return;
+    for (b = 1; b <= 3; ++b)
+        for (i = 0; i < 9; ++i) {
+            cfg_default(&c);
+            c.B = b, c.Hq = heads[i][0], c.Hkv = heads[i][1];
+            c.Lq = rnd_of(lens, 4), c.Lk = rnd_of(lens, 4);
+            c.D = c.Dv = rnd_of(dims, 3);
+            c.p.causal = (sdpa_causal)rnd_int(0, 2);
+            c.lq = c.lk = c.lv = c.lo = (rnd_u64() & 1) ? LAY_BSHD : LAY_ZERO;
+            run_cfg(&c);
+        }
+    group_end();
+}
+
+static void test_layouts(void)
+{
+    int i;
+    tcfg c;
+    if (!group_begin("strided layouts")) return;
+    for (i = 0; i < 24; ++i) {
+        cfg_default(&c);
+        c.B = rnd_int(1, 3), c.Hkv = rnd_int(1, 2), c.Hq = c.Hkv * rnd_int(1, 3);
+        c.Lq = rnd_int(1, 70), c.Lk = rnd_int(1, 70);
+        c.D = rnd_of(k_dims, 6), c.Dv = rnd_of(k_dims, 6);
+        c.p.causal = (sdpa_causal)rnd_int(0, 2);
+        switch (i % 8) {
+        case 0: c.lq = c.lk = c.lv = c.lo = LAY_BSHD; break;   /* [B,L,H,D] as stored by most models */
+        case 1: c.lq = c.lk = c.lv = c.lo = LAY_PADROW; break; /* contiguous with row padding */
+        case 2: c.lq = c.lk = c.lv = c.lo = LAY_PERM; break;
+        case 3: c.lq = c.lk = c.lv = c.lo = LAY_CONTIG; break;
+        case 4: c.lq = c.lk = c.lv = LAY_BSHD, c.lo = LAY_PADROW; break;
+        case 5: /* decode: one query row; out given odd strides on its size-1 dims */
+            c.Lq = 1, c.B = 1, c.lo = LAY_ODD1, c.lq = LAY_ODD1;
+            c.lk = c.lv = LAY_BSHD;
+            break;
+        case 6: /* every batch entry reads the same q, k, v (stride 0) */
+            c.B = 3, c.lq = c.lk = c.lv = LAY_BCAST, c.lo = LAY_PERM;
+            break;
+        default:
+            c.lq = (int)rnd_int(0, LAY_ODD1), c.lk = (int)rnd_int(0, LAY_ODD1);
+            c.lv = (int)rnd_int(0, LAY_ODD1), c.lo = (int)rnd_int(0, LAY_ODD1);
+            break;
+        }
+        run_cfg(&c);
+    }
+    group_end();
+}
+
+static void test_dtypes(void)
+{
+    static const sdpa_dtype dts[3] = {SDPA_F32, SDPA_F16, SDPA_BF16};
+    int a, b, r;
+    tcfg c;
+    if (!group_begin("dtypes")) return;
+    for (a = 0; a < 3; ++a)
+        for (b = 0; b < 3; ++b)
+            for (r = 0; r < 3; ++r) {
+                cfg_default(&c);
+                c.idt = dts[a], c.odt = dts[b];
+                c.B = 2, c.Hq = 4, c.Hkv = 2;
+                c.Lq = r == 2 ? 1 : 65, c.Lk = 127;
+                c.D = r ? 64 : 72, c.Dv = r ? 64 : 40;
+                if (r == 1) {
+                    c.p.causal = SDPA_CAUSAL_BOTTOM_RIGHT;
+                    c.mask = 1, c.ms[0] = 2, c.ms[1] = 1, c.ms[2] = 65, c.ms[3] = 127, c.mp = 0.2;
+                    c.lq = c.lk = c.lv = c.lo = LAY_BSHD;
+                }
+                if (r == 2) c.lo = LAY_PADROW, c.alibi = 1;
+                run_cfg(&c);
+            }
+    group_end();
+}
+
+/* ======================================================================== */
+/* Options                                                                  */
+
+static void test_causal(void)
+{
+    static const int64_t pairs[10][2] = {{1, 1},   {1, 65},   {7, 65}, {65, 7},    {64, 64},
+                                         {127, 63}, {63, 127}, {2, 1000}, {1000, 64}, {128, 1000}};
+    int m, i;
+    tcfg c;
+    if (!group_begin("causal")) return;
+    for (m = 1; m <= 2; ++m)
+        for (i = 0; i < 10; ++i) {
+            cfg_default(&c);
+            c.B = 2, c.Hq = 2, c.Hkv = 1, c.D = 32, c.Dv = 24;
+            c.Lq = pairs[i][0], c.Lk = pairs[i][1];
+            c.p.causal = (sdpa_causal)m;
+            if (i % 3 == 1) c.p.tile_q = 16, c.p.tile_k = 16;
+            run_cfg(&c);
+        }
+    group_end();
+}
+
+static void test_window(void)
+{
+    static const int64_t w[][3] = {{0, 0, 0},  {3, 0, 0},  {0, 3, 0},  {5, 2, 0},   {-1, 4, 0}, {4, -1, 0},
+                                   {-1, -1, 0}, {16, -1, 1}, {16, -1, 2}, {7, 0, 2}, {2, 5, 1},  {100, 100, 2},
+                                   {0, -1, 2}, {-5, 1, 1}, {33, 33, 0}};
+    static const int64_t lens[5] = {7, 64, 65, 127, 200};
+    int i, n = (int)(sizeof w / sizeof w[0]);
+    tcfg c;
+    if (!group_begin("sliding window")) return;
+    for (i = 0; i < n; ++i) {
+        cfg_default(&c);
+        c.B = 2, c.Hq = 2, c.Hkv = 2, c.D = c.Dv = 16;
+        c.Lq = rnd_of(lens, 5), c.Lk = rnd_of(lens, 5);
+        c.p.window = 1, c.p.window_left = w[i][0], c.p.window_right = w[i][1];
+        c.p.causal = (sdpa_causal)w[i][2];
+        if (i % 2) c.p.tile_k = 16;
+        run_cfg(&c);
+    }
+    /* extents so large that pos(i) + extent would overflow int64: unbounded */
+    cfg_default(&c);
+    c.Lq = 65, c.Lk = 127, c.p.window = 1, c.p.window_left = INT64_MAX, c.p.window_right = INT64_MAX;
+    run_cfg(&c);
+    c.p.window_left = INT64_MIN, c.p.window_right = INT64_MAX - 1, c.p.causal = SDPA_CAUSAL_BOTTOM_RIGHT;
+    run_cfg(&c);
+    /* window == 0: the extents are ignored */
+    cfg_default(&c);
+    c.Lq = 65, c.Lk = 65, c.p.window = 0, c.p.window_left = 1, c.p.window_right = 1;
+    run_cfg(&c);
+    /* long sequence, narrow band */
+    cfg_default(&c);
+    c.Lq = c.Lk = g_quick ? 300 : 1000, c.D = c.Dv = 32, c.p.window = 1, c.p.window_left = 64;
+    c.p.window_right = 0;
+    run_cfg(&c);
+    group_end();
+}
+
+static void test_softcap(void)
+{
+    static const float caps[] = {0.5f, 1.0f, 5.0f, 20.0f, 50.0f};
+    int i;
+    tcfg c;
+    if (!group_begin("softcap")) return;
+    for (i = 0; i < 10; ++i) {
+        cfg_default(&c);
+        c.B = 1 + i % 2, c.Hq = 4, c.Hkv = 2, c.D = c.Dv = 64;
+        c.Lq = rnd_of(k_lens + 2, 5), c.Lk = rnd_of(k_lens + 2, 5);
+        c.p.softcap = caps[i % 5];
+        c.p.scale = (float)rnd_range(0.5, 3); /* scores up to ~±20 so the cap bites */
+        c.p.causal = (sdpa_causal)(i % 3);
+        if (i >= 5) c.alibi = 1, c.mask = 1, c.ms[0] = 1, c.ms[1] = 1, c.ms[2] = c.Lq, c.ms[3] = c.Lk;
+        run_cfg(&c);
+    }
+    group_end();
+}
+
+static void test_alibi(void)
+{
+    int i;
+    tcfg c;
+    if (!group_begin("alibi")) return;
+    for (i = 0; i < 12; ++i) {
+        cfg_default(&c);
+        c.B = 2, c.Hq = i % 4 == 3 ? 8 : 4, c.Hkv = i % 4 == 3 ? 2 : 4, c.D = c.Dv = 40;
+        c.Lq = rnd_of(k_lens + 1, 6), c.Lk = rnd_of(k_lens + 1, 6);
+        if (i == 11) c.Lq = 300, c.Lk = 40; /* rows far ahead of every key */
+        c.alibi = 1 + i % 2;
+        c.p.causal = (sdpa_causal)(i % 3);
+        if (i % 5 == 4) c.p.window = 1, c.p.window_left = 9, c.p.window_right = 3;
+        run_cfg(&c);
+    }
+    group_end();
+}
+
+static void set_mask_shape(tcfg *c, int kind)
+{
+    /* 0 [B,Hq,Lq,Lk]  1 [1,1,Lq,Lk]  2 [B,1,1,Lk]  3 [1,Hq,1,1]  4 [B,Hq,Lq,1]
+     * 5 [1,1,1,1]     6 [1,Hq,Lq,Lk] 7 [B,1,Lq,Lk] */
+    static const int full[8][4] = {{1, 1, 1, 1}, {0, 0, 1, 1}, {1, 0, 0, 1}, {0, 1, 0, 0},
+                                   {1, 1, 1, 0}, {0, 0, 0, 0}, {0, 1, 1, 1}, {1, 0, 1, 1}};
+    c->ms[0] = full[kind][0] ? c->B : 1;
+    c->ms[1] = full[kind][1] ? c->Hq : 1;
+    c->ms[2] = full[kind][2] ? c->Lq : 1;
+    c->ms[3] = full[kind][3] ? c->Lk : 1;
+}
+
+static void test_masks(int mtype)
+{
+    int i;
+    tcfg c;
+    if (!group_begin(mtype == 1 ? "F32 additive mask" : "BOOL mask")) return;
+    for (i = 0; i < 16; ++i) {
+        cfg_default(&c);
+        c.B = 2, c.Hq = 4, c.Hkv = 2, c.D = c.Dv = 24;
+        c.Lq = rnd_of(k_lens + 1, 6), c.Lk = rnd_of(k_lens + 1, 6);
+        c.mask = mtype;
+        set_mask_shape(&c, i % 8);
+        c.mp = i < 8 ? (mtype == 1 ? 0.0 : 0.3) : 0.5;
+        c.mlay = (i / 2) % 2 ? LAY_PADROW : LAY_ZERO;
+        if (i >= 8) c.p.causal = (sdpa_causal)(1 + i % 2);
+        if (i % 4 == 1) c.mrows = 1;
+        run_cfg(&c);
+    }
+    /* key padding [B,1,1,Lk]: suffix hidden per batch entry (one entry all
+     * hidden), and prefix hidden over a whole tile of keys */
+    for (i = 0; i < 4; ++i) {
+        cfg_default(&c);
+        c.B = 3, c.Hq = 2, c.Hkv = 1, c.D = c.Dv = 16;
+        c.Lq = i < 2 ? 33 : 7, c.Lk = i % 2 ? 200 : 130;
+        c.mask = mtype, c.mkeypad = 1 + i % 2, c.mrows = 1;
+        set_mask_shape(&c, 2);
+        c.p.tile_k = i >= 2 ? 32 : 0;
+        run_cfg(&c);
+    }
+    group_end();
+}
+
+static void test_score_mod_group(void)
+{
+    int i;
+    tcfg c;
+    if (!group_begin("score_mod")) return;
+    for (i = 0; i < 10; ++i) {
+        cfg_default(&c);
+        c.B = 2, c.Hq = 4, c.Hkv = 2, c.D = c.Dv = 32;
+        c.Lq = rnd_of(k_lens + 1, 6), c.Lk = rnd_of(k_lens + 1, 6);
+        c.smod = 1 + i % 2;
+        c.p.causal = (sdpa_causal)(i % 3);
+        if (i == 3) c.alibi = 1, c.p.softcap = 10, c.mask = 1, set_mask_shape(&c, 0);
+        if (i == 4) c.varlen = 1, c.nan_dead = 1;
+        if (i == 5) c.B = 1, c.varlen = 2, c.nseq = 3, c.nan_dead = 1;
+        if (i == 6) c.p.tile_q = 7, c.p.tile_k = 7, c.p.num_threads = 3;
+        if (i == 7) c.mask = 2, set_mask_shape(&c, 2), c.mp = 0.3, c.idt = SDPA_BF16;
+        if (i == 8) c.p.window = 1, c.p.window_left = 5, c.p.window_right = 5;
+        run_cfg(&c);
+    }
+    group_end();
+}
+
+static void test_seqlens(void)
+{
+    static const int64_t lens[5] = {7, 64, 65, 127, 130};
+    int i;
+    tcfg c;
+    if (!group_begin("seqlens (padded varlen)")) return;
+    for (i = 0; i < 14; ++i) {
+        cfg_default(&c);
+        c.B = 3, c.Hq = 4, c.Hkv = 2, c.D = 40, c.Dv = 24;
+        c.Lq = rnd_of(lens, 5), c.Lk = rnd_of(lens, 5);
+        c.varlen = 1, c.nan_dead = 1;
+        c.p.causal = (sdpa_causal)(i % 3);
+        c.vl_null_q = i % 5 == 3, c.vl_null_kv = i % 5 == 4;
+        if (i == 5) c.mask = 1, set_mask_shape(&c, 0), c.mp = 0.2;
+        if (i == 6) c.mask = 2, set_mask_shape(&c, 2), c.mp = 0.2;
+        if (i == 7) c.alibi = 1;
+        if (i == 8) c.p.window = 1, c.p.window_left = 6, c.p.window_right = 1;
+        if (i == 9) c.p.tile_q = 16, c.p.tile_k = 7, c.lq = c.lk = c.lv = c.lo = LAY_BSHD;
+        if (i == 10) c.idt = SDPA_F16, c.odt = SDPA_BF16;
+        run_cfg(&c);
+    }
+    group_end();
+}
+
+static void test_cu_seqlens(void)
+{
+    static const int64_t lens[5] = {7, 64, 65, 127, 300};
+    int i;
+    tcfg c;
+    if (!group_begin("cu_seqlens (packed varlen)")) return;
+    for (i = 0; i < 14; ++i) {
+        cfg_default(&c);
+        c.B = 1, c.Hq = 4, c.Hkv = i % 3 ? 2 : 1, c.D = 32, c.Dv = 40;
+        c.Lq = rnd_of(lens, 5), c.Lk = rnd_of(lens, 5);
+        c.varlen = 2, c.nseq = 1 + i % 4, c.nan_dead = 1;
+        c.p.causal = (sdpa_causal)(i % 3);
+        if (i == 4) c.alibi = 1;
+        if (i == 5) c.p.window = 1, c.p.window_left = 3, c.p.window_right = 8;
+        if (i == 6) c.smod = 1;
+        if (i == 7) c.p.tile_q = 7, c.p.tile_k = 16, c.lq = c.lk = c.lv = c.lo = LAY_BSHD;
+        if (i == 8) c.idt = SDPA_BF16, c.odt = SDPA_F16;
+        if (i == 9) c.p.softcap = 3, c.p.scale = 2;
+        if (i == 10) c.nseq = 0; /* no sequences: every row 0 / -inf */
+        run_cfg(&c);
+    }
+    group_end();
+}
+
+static void test_large_logits(void)
+{
+    static const sdpa_dtype dts[3] = {SDPA_F32, SDPA_F16, SDPA_BF16};
+    int i;
+    tcfg c;
+    if (!group_begin("logits near +100 / -150")) return;
+    for (i = 0; i < 12; ++i) {
+        cfg_default(&c);
+        c.B = 1, c.Hq = 2, c.Hkv = 1;
+        c.D = i % 3 == 0 ? 64 : i % 3 == 1 ? 128 : 256;
+        c.Dv = 32;
+        /* scale * q stays a multiple of 1/32: exact whichever way it is applied */
+        c.p.scale = (float)((c.fill == 1 ? 128.0 : 192.0) / (double)c.D);
+        c.Lq = i < 6 ? 65 : 127, c.Lk = i < 6 ? 127 : 200;
+        c.fill = 1 + i % 2;
+        c.idt = dts[i % 3], c.odt = dts[(i / 3) % 3];
+        c.p.causal = (sdpa_causal)(i % 3);
+        if (i % 4 == 1) c.p.tile_k = 7;
+        if (i % 4 == 2) c.p.tile_k = 16;
+        run_cfg(&c);
+    }
+    group_end();
+}
+
+static void test_masked_rows(void)
+{
+    tcfg c;
+    int i;
+    if (!group_begin("fully masked rows")) return;
+    for (i = 0; i < 10; ++i) {
+        cfg_default(&c);
+        c.B = 2, c.Hq = 2, c.Hkv = 1, c.D = c.Dv = 16;
+        c.Lq = 127, c.Lk = 65, c.p.tile_q = 16;
+        switch (i) {
+        case 0: c.p.causal = SDPA_CAUSAL_BOTTOM_RIGHT; break; /* rows 0..61 see no key */
+        case 1: c.p.causal = SDPA_CAUSAL_BOTTOM_RIGHT, c.p.tile_q = 0, c.Lq = 1000, c.Lk = 7; break;
+        case 2: c.p.window = 1, c.p.window_left = 0, c.p.window_right = 0; break; /* pos(i) < 0 */
+        case 3: c.mask = 2, set_mask_shape(&c, 0), c.mp = 0.1, c.mrows = 1; break;  /* all-false rows */
+        case 4: c.mask = 1, set_mask_shape(&c, 0), c.mp = 0.1, c.mrows = 1; break;  /* -inf rows */
+        case 5: c.mask = 1, set_mask_shape(&c, 4), c.mrows = 1; break;              /* [B,Hq,Lq,1] */
+        case 6: c.varlen = 1, c.vl_null_q = 1, c.nan_dead = 1, c.kv0_empty = 1; break; /* seqlens_kv 0 */
+        case 7: c.smod = 2; break;                                                  /* score_mod */
+        case 8: c.Lk = 300, c.mask = 2, c.mkeypad = 2, set_mask_shape(&c, 2), c.p.tile_k = 64; break;
+        default: c.Lk = 0; break; /* no keys at all */
+        }
+        run_cfg(&c);
+    }
+    group_end();
+}
+
+/* Empty tensors are valid shapes (SDPA_ERR_SHAPE is for negative or
+ * inconsistent ones). */
+static void test_empty(void)
+{
+    tcfg c;
+    int i;
+    if (!group_begin("empty sizes")) return;
+    for (i = 0; i < 4; ++i) {
+        cfg_default(&c);
+        c.B = 2, c.Hq = 2, c.Hkv = 1, c.Lq = 7, c.Lk = 9;
+        if (i == 0) c.Lq = 0;
+        if (i == 1) c.Lk = 0;
+        if (i == 2) c.B = 0;
+        if (i == 3) c.Dv = 0;
+        run_cfg(&c);
+    }
+    group_end();
+}
+
+/* NaN and Inf confine themselves to the rows they reach (header, NUMERICS). */
+static void test_nonfinite(void)
+{
+    int i;
+    if (!group_begin("NaN/Inf confinement")) return;
+    for (i = 0; i < 7; ++i) {
+        tcfg c;
+        tctx x;
+        char desc[600];
+        int64_t h, r, d, Lq, j0 = 40;
+        int rc;
+        double bad = (i == 3) ? INFINITY : NAN;
+        cfg_default(&c);
+        c.B = 2, c.Hq = 2, c.Hkv = 1, c.Lq = c.Lk = 65, c.D = c.Dv = 16;
+        c.p.causal = SDPA_CAUSAL_TOP_LEFT;
+        if (i == 4) c.p.causal = SDPA_CAUSAL_NONE, c.mask = 2, set_mask_shape(&c, 0);
+        if (i == 5) c.p.causal = SDPA_CAUSAL_NONE, c.p.window = 1, c.p.window_left = 3, c.p.window_right = 3;
+        if (i == 6) c.idt = SDPA_F16, c.p.tile_k = 16;
+        cfg_desc(&c, desc, sizeof desc);
+        case_begin("case %d: %s", i, desc);
+        ctx_build(&x, &c);
+        Lq = c.Lq;
+        x.skip = (unsigned char *)xcalloc((size_t)(c.B * c.Hq * Lq), 1);
+        if (i == 4) { /* the mask hides key j0 from every row of batch 0 */
+            for (h = 0; h < c.Hq; ++h)
+                for (r = 0; r < Lq; ++r) tb_put(&x.m, tb_off(&x.m, 0, h, r, j0), 0);
+            free(x.qd), free(x.kd), free(x.vd), free(x.md), free(x.ro), free(x.rl), free(x.re);
+            ctx_reference(&x);
+        }
+        if (i == 2) { /* q row 10 of (b=1, h=1): only that row may be bad */
+            for (d = 0; d < c.D; ++d) tb_put(&x.q, tb_off(&x.q, 1, 1, 10, d), bad);
+            x.skip[(1 * c.Hq + 1) * Lq + 10] = 1;
+        } else if (i == 1) { /* k row j0 of batch 0: rows that see it may be bad */
+            for (d = 0; d < c.D; ++d) tb_put(&x.k, tb_off(&x.k, 0, 0, j0, d), bad);
+        } else { /* v row j0 of batch 0 */
+            for (d = 0; d < c.Dv; ++d) tb_put(&x.v, tb_off(&x.v, 0, 0, j0, d), bad);
+        }
+        if (i != 2 && i != 4)
+            for (h = 0; h < c.Hq; ++h)
+                for (r = 0; r < Lq; ++r) {
+                    int sees = i == 5 ? (r - j0 <= 3 && j0 - r <= 3) : j0 <= r;
+                    x.skip[(0 * c.Hq + h) * Lq + r] = (unsigned char)sees;
+                }
+        rc = ctx_run(&x, NULL);
+        if (rc != SDPA_OK) case_fail("rc = %d (%s)", rc, sdpa_strerror(rc));
+        else ctx_check(&x);
+        ctx_free(&x);
+        case_end();
+    }
+    group_end();
+}
+
+static void test_tiles(void)
+{
+    static const int tq[4] = {1, 7, 16, 128}, tk[4] = {1, 7, 16, 128};
+    int a, b;
+    tcfg c;
+    if (!group_begin("tile sizes")) return;
+    for (a = 0; a < 4; ++a)
+        for (b = 0; b < 4; ++b) {
+            cfg_default(&c);
+            c.B = 1, c.Hq = 2, c.Hkv = 1, c.D = 40, c.Dv = 24;
+            c.Lq = (a + b) % 2 ? 65 : 127, c.Lk = (a + b) % 2 ? 127 : 65;
+            c.p.tile_q = tq[a], c.p.tile_k = tk[b];
+            c.p.causal = (sdpa_causal)((a + b) % 3);
+            if (a == b) c.mask = 2, set_mask_shape(&c, 1), c.mp = 0.4;
+            run_cfg(&c);
+        }
+    cfg_default(&c);
+    c.Lq = 65, c.Lk = 127, c.p.tile_q = 3, c.p.tile_k = 1000; /* tiles larger than the sequence */
+    run_cfg(&c);
+    c.p.tile_q = 1000, c.p.tile_k = 3;
+    run_cfg(&c);
+    group_end();
+}
+
+/* ======================================================================== */
+/* Threads, hooks, allocator, workspace                                     */
+
+typedef struct {
+    unsigned char *o;
+    float *lse;
+} snap_t;
+
+static snap_t snap_take(const tctx *x)
+{
+    snap_t s;
+    s.o = (unsigned char *)xcalloc(x->o.total, 1);
+    s.lse = (float *)xcalloc(x->lse_total, sizeof(float));
+    memcpy(s.o, x->o.mem, x->o.total);
+    memcpy(s.lse, x->lse, x->lse_total * sizeof(float));
+    return s;
+}
+static int snap_same(const tctx *x, const snap_t *s)
+{
+    return memcmp(s->o, x->o.mem, x->o.total) == 0 && memcmp(s->lse, x->lse, x->lse_total * sizeof(float)) == 0;
+}
+static void snap_free(snap_t *s) { free(s->o), free(s->lse); }
+
+static void cfg_threads(tcfg *c, int which)
+{
+    cfg_default(c);
+    c->B = 2, c->Hq = 4, c->Hkv = 2, c->Lq = 127, c->Lk = 200, c->D = 40, c->Dv = 32;
+    switch (which) {
+    case 0: c->p.causal = SDPA_CAUSAL_BOTTOM_RIGHT; break;
+    case 1: c->p.tile_q = 1, c->p.tile_k = 7, c->mask = 1, set_mask_shape(c, 2), c->mp = 0.3; break;
+    case 2: c->varlen = 1, c->nan_dead = 1, c->alibi = 1, c->odt = SDPA_BF16, c->idt = SDPA_F16; break;
+    default: c->B = 1, c->varlen = 2, c->nseq = 3, c->smod = 1, c->p.tile_q = 128; break;
+    }
+}
+
+static void test_threads(void)
+{
+    static const int counts[6] = {2, 3, 7, 0, 1000, 1};
+    int w, t;
+    if (!group_begin("thread counts")) return;
+    for (w = 0; w < 4; ++w) {
+        tcfg c;
+        tctx x;
+        snap_t s;
+        char desc[600];
+        int rc;
+        cfg_threads(&c, w);
+        c.p.num_threads = 1;
+        cfg_desc(&c, desc, sizeof desc);
+        ctx_build(&x, &c);
+        case_begin("num_threads=1 vs reference: %s", desc);
+        rc = ctx_run(&x, NULL);
+        if (rc != SDPA_OK) case_fail("rc = %d", rc);
+        else ctx_check(&x);
+        case_end();
+        s = snap_take(&x);
+        for (t = 0; t < 6; ++t) {
+            sdpa_params p = x.p;
+            p.num_threads = counts[t];
+            case_begin("num_threads=%d gives the bits of num_threads=1: %s", counts[t], desc);
+            rc = ctx_run(&x, &p);
+            if (rc != SDPA_OK) case_fail("rc = %d", rc);
+            else CHECK(snap_same(&x, &s), "outputs differ from num_threads=1");
+            case_end();
+        }
+        snap_free(&s);
+        ctx_free(&x);
+    }
+    group_end();
+}
+
+/* A parallel_for hook: 0 serial in reverse order, 1 our own pthreads taking
+ * tasks in reverse order, 2 fail without running anything, 3 run everything
+ * and then report failure. */
+typedef struct {
+    int mode, calls, bad_args;
+    int64_t tasks;
+} pf_state;
+
+typedef struct {
+    pthread_mutex_t mu;
+    int64_t next;
+    sdpa_task_fn fn;
+    void *ctx;
+} pool_shared;
+
+typedef struct {
+    pool_shared *sh;
+    int w;
+} pool_arg;
+
+static void *pool_main(void *arg)
+{
+    pool_arg *a = (pool_arg *)arg;
+    for (;;) {
+        int64_t t;
+        pthread_mutex_lock(&a->sh->mu);
+        t = a->sh->next--;
+        pthread_mutex_unlock(&a->sh->mu);
+        if (t < 0) break;
+        a->sh->fn(a->sh->ctx, t, a->w);
+    }
+    return NULL;
+}
+
+static int test_parallel_for(void *user, int n_workers, int64_t n_tasks, sdpa_task_fn fn, void *ctx)
+{
+    pf_state *st = (pf_state *)user;
+    int64_t t;
+    st->calls++;
+    st->tasks += n_tasks;
+    if (n_workers < 1 || n_tasks < 0 || fn == NULL) {
+        st->bad_args++;
+        return 1;
+    }
+    if (st->mode == 2) return -1;
+    if (st->mode == 1) {
+        pthread_t th[8];
+        pool_arg args[8];
+        int n = n_workers < 8 ? n_workers : 8, i, started[8];
+        pool_shared sh;
+        pthread_mutex_init(&sh.mu, NULL);
+        sh.next = n_tasks - 1, sh.fn = fn, sh.ctx = ctx;
+        for (i = 0; i < n; ++i) args[i].sh = &sh, args[i].w = i;
+        for (i = 1; i < n; ++i) started[i] = pthread_create(&th[i], NULL, pool_main, &args[i]) == 0;
+        pool_main(&args[0]);
+        for (i = 1; i < n; ++i)
+            if (started[i]) pthread_join(th[i], NULL);
+        pthread_mutex_destroy(&sh.mu);
+        return 0;
+    }
+    for (t = n_tasks - 1; t >= 0; --t) fn(ctx, t, (int)(t % n_workers));
+    return st->mode == 3 ? 5 : 0;
+}
+
+static void check_errbuf(const char *eb, size_t size, size_t cap)
+{
+    size_t z;
+    const char *nul = (const char *)memchr(eb, 0, size);
+    CHECK(nul != NULL, "errbuf is not NUL-terminated within errbuf_size");
+    CHECK(eb[0] != 0, "errbuf holds no message");
+    if (nul) CHECK(memchr(eb, '\n', (size_t)(nul - eb)) == NULL, "errbuf message is not one line: %s", eb);
+    for (z = size; z < cap; ++z)
+        if (eb[z] != 'Z') {
+            case_fail("errbuf written past errbuf_size (byte %zu)", z);
+            break;
+        }
+}
+
+static void test_hooks(void)
+{
+    int w, mode;
+    if (!group_begin("parallel_for hook")) return;
+    for (w = 0; w < 4; ++w) {
+        tcfg c;
+        tctx x;
+        snap_t s;
+        int rc;
+        cfg_threads(&c, w);
+        ctx_build(&x, &c);
+        x.p.num_threads = 1;
+        rc = ctx_run(&x, NULL);
+        s = snap_take(&x);
+        for (mode = 0; mode < 2; ++mode) {
+            int thr;
+            for (thr = 1; thr <= 3; thr += 2) {
+                pf_state st;
+                sdpa_params p = x.p;
+                memset(&st, 0, sizeof st);
+                st.mode = mode;
+                p.parallel_for = test_parallel_for, p.parallel_user = &st, p.num_threads = thr;
+                case_begin("config %d, %s hook, num_threads=%d: the bits of the built-in single thread", w,
+                           mode ? "pthread pool" : "serial reversed", thr);
+                CHECK(rc == SDPA_OK, "reference run failed: rc = %d", rc);
+                rc = ctx_run(&x, &p);
+                CHECK(rc == SDPA_OK, "rc = %d", rc);
+                CHECK(st.calls >= 1, "the hook was never called");
+                CHECK(st.bad_args == 0, "the hook got n_workers < 1, n_tasks < 0 or fn NULL");
+                CHECK(st.tasks >= 1, "the hook got no tasks");
+                CHECK(snap_same(&x, &s), "outputs differ from the built-in single thread");
+                if (w == 0) ctx_check(&x);
+                case_end();
+            }
+        }
+        for (mode = 2; mode <= 3; ++mode) {
+            pf_state st;
+            sdpa_params p = x.p;
+            char eb[96];
+            memset(&st, 0, sizeof st);
+            memset(eb, 'Z', sizeof eb);
+            eb[0] = 0;
+            st.mode = mode;
+            p.parallel_for = test_parallel_for, p.parallel_user = &st, p.num_threads = 2;
+            p.errbuf = eb, p.errbuf_size = 64;
+            case_begin("config %d, hook %s -> SDPA_ERR_THREADS", w,
+                       mode == 2 ? "fails at once" : "runs all tasks then fails");
+            rc = ctx_run(&x, &p);
+            CHECK(rc == SDPA_ERR_THREADS, "rc = %d, want SDPA_ERR_THREADS", rc);
+            CHECK(st.calls >= 1, "the hook was never called");
+            CHECK(sdpa_strerror(rc)[0] != 0 && strcmp(sdpa_strerror(rc), sdpa_strerror(SDPA_OK)) != 0,
+                  "strerror(%d) empty or same as OK", rc);
+            check_errbuf(eb, 64, sizeof eb);
+            case_end();
+        }
+        snap_free(&s);
+        ctx_free(&x);
+    }
+    group_end();
+}
+
+/* A counting allocator: thread-safe, checks sizes on free, poisons new
+ * blocks with 0xFF, puts a canary after each block, and can fail the n-th
+ * allocation (fail_at = n) or every one (fail_at = -1). */
+#define CA_MAGIC 0xA110Cu
+#define CA_CANARY 32
+
+typedef struct {
+    unsigned magic;
+    pthread_mutex_t mu;
+    int64_t fail_at;
+    int64_t n_alloc, n_ok, n_free, live, peak, total, bad;
+    char why[160];
+    void *blocks[64]; /* live blocks, so a test can reclaim what the library did not free */
+    int nblocks;
+} cnt_alloc;
+
+typedef struct {
+    void *raw;
+    size_t size;
+    uint64_t magic;
+} ca_hdr;
+
+static void ca_bad(cnt_alloc *a, const char *why)
+{
+    if (!a->bad) snprintf(a->why, sizeof a->why, "%s", why);
+    a->bad++;
+}
+
+static void *ca_alloc(void *user, size_t size, size_t align)
+{
+    cnt_alloc *a = (cnt_alloc *)user;
+    unsigned char *raw, *p;
+    ca_hdr h;
+    int64_t n;
+    if (a == NULL || a->magic != CA_MAGIC) return NULL;
+    pthread_mutex_lock(&a->mu);
+    n = ++a->n_alloc;
+    if (align == 0 || (align & (align - 1)) || align > 64) ca_bad(a, "alignment not a power of two <= 64");
+    if (a->fail_at < 0 || a->fail_at == n) {
+        pthread_mutex_unlock(&a->mu);
+        return NULL;
+    }
+    a->n_ok++;
+    a->live += (int64_t)size;
+    a->total += (int64_t)size;
+    if (a->live > a->peak) a->peak = a->live;
+    pthread_mutex_unlock(&a->mu);
+    raw = (unsigned char *)malloc(size + 64 + sizeof(ca_hdr) + CA_CANARY);
+    if (!raw) return NULL;
+    p = (unsigned char *)(((uintptr_t)raw + sizeof(ca_hdr) + 63) & ~(uintptr_t)63);
+    h.raw = raw, h.size = size, h.magic = 0xC0FFEE5EEDull;
+    memcpy(p - sizeof h, &h, sizeof h);
+    memset(p, 0xFF, size);
+    memset(p + size, 0xCD, CA_CANARY);
+    pthread_mutex_lock(&a->mu);
+    if (a->nblocks < 64) a->blocks[a->nblocks++] = p;
+    pthread_mutex_unlock(&a->mu);
+    return p;
+}
+
+static void ca_free(void *user, void *ptr, size_t size)
+{
+    cnt_alloc *a = (cnt_alloc *)user;
+    unsigned char *p = (unsigned char *)ptr;
+    ca_hdr h;
+    int i, canary_ok = 1;
+    if (a == NULL || a->magic != CA_MAGIC || ptr == NULL) return;
+    memcpy(&h, p - sizeof h, sizeof h);
+    pthread_mutex_lock(&a->mu);
+    if (h.magic != 0xC0FFEE5EEDull) {
+        ca_bad(a, "free of a pointer this allocator did not return");
+        pthread_mutex_unlock(&a->mu);
+        return;
+    }
+    if (h.size != size) ca_bad(a, "free got a size different from alloc's");
+    for (i = 0; i < CA_CANARY; ++i) canary_ok &= p[h.size + (size_t)i] == 0xCD;
+    if (!canary_ok) ca_bad(a, "a write past the end of an allocated block");
+    a->n_free++;
+    a->live -= (int64_t)h.size;
+    for (i = 0; i < a->nblocks; ++i)
+        if (a->blocks[i] == ptr) {
+            a->blocks[i] = a->blocks[--a->nblocks];
+            break;
+        }
+    pthread_mutex_unlock(&a->mu);
+    h.magic = 0;
+    memcpy(p - sizeof h, &h, sizeof h);
+    free(h.raw);
+}
+
+static void ca_init(cnt_alloc *a, sdpa_allocator *al, int64_t fail_at)
+{
+    memset(a, 0, sizeof *a);
+    a->magic = CA_MAGIC;
+    pthread_mutex_init(&a->mu, NULL);
+    a->fail_at = fail_at;
+    al->alloc = ca_alloc, al->free = ca_free, al->user = a;
+}
+
+/* Frees the blocks the library did not give back (after a test of that). */
+static void ca_reap(cnt_alloc *a)
+{
+    while (a->nblocks > 0) {
+        unsigned char *p = (unsigned char *)a->blocks[a->nblocks - 1];
+        ca_hdr h;
+        memcpy(&h, p - sizeof h, sizeof h);
+        ca_free(a, p, h.size);
+    }
+}
+
+static void ca_check_balance(cnt_alloc *a)
+{
+    CHECK(a->bad == 0, "allocator misuse: %s", a->why);
+    CHECK(a->n_free == a->n_ok, "%lld blocks allocated, %lld freed", LL(a->n_ok), LL(a->n_free));
+    CHECK(a->live == 0, "%lld bytes still allocated after the call", LL(a->live));
+}
+
+static void test_allocator(void)
+{
+    int w, thr;
+    if (!group_begin("allocator hook")) return;
+    for (w = 0; w < 4; ++w) {
+        tcfg c;
+        tctx x;
+        int64_t nalloc = 0, n;
+        cfg_threads(&c, w);
+        ctx_build(&x, &c);
+        for (thr = 1; thr <= 3; ++thr) {
+            cnt_alloc a;
+            sdpa_allocator al;
+            sdpa_params p = x.p;
+            int64_t ws;
+            int rc;
+            ca_init(&a, &al, 0);
+            p.allocator = &al, p.num_threads = thr;
+            case_begin("config %d, num_threads=%d: counted, balanced, within sdpa_workspace_size", w, thr);
+            ws = sdpa_workspace_size(&x.q.t, &x.k.t, &x.v.t, &x.o.t, &p);
+            rc = ctx_run(&x, &p);
+            CHECK(rc == SDPA_OK, "rc = %d", rc);
+            if (rc == SDPA_OK) ctx_check(&x);
+            ca_check_balance(&a);
+            CHECK(ws > 0, "sdpa_workspace_size = %lld, want > 0", LL(ws));
+            CHECK(a.n_ok >= 1, "the allocator was never called");
+            CHECK(a.total <= ws, "allocated %lld bytes in all, sdpa_workspace_size said %lld", LL(a.total), LL(ws));
+            CHECK(a.peak <= ws, "peak %lld bytes, sdpa_workspace_size said %lld", LL(a.peak), LL(ws));
+            case_end();
+            if (thr == 3) nalloc = a.n_alloc;
+            pthread_mutex_destroy(&a.mu);
+        }
+        /* failing the first allocation: NOMEM, nothing written */
+        for (n = -1; n <= nalloc; ++n) {
+            cnt_alloc a;
+            sdpa_allocator al;
+            sdpa_params p = x.p;
+            char eb[96];
+            size_t z;
+            int rc, untouched = 1;
+            if (n == 0) continue;
+            ca_init(&a, &al, n);
+            memset(eb, 'Z', sizeof eb);
+            eb[0] = 0;
+            p.allocator = &al, p.num_threads = 3, p.errbuf = eb, p.errbuf_size = 64;
+            case_begin("config %d: allocation %lld of %lld fails -> SDPA_ERR_NOMEM", w, LL(n), LL(nalloc));
+            rc = ctx_run(&x, &p);
+            CHECK(rc == SDPA_ERR_NOMEM, "rc = %d, want SDPA_ERR_NOMEM", rc);
+            ca_check_balance(&a);
+            check_errbuf(eb, 64, sizeof eb);
+            if (n <= 1) { /* nothing has been computed yet: out and lse untouched */
+                for (z = 0; z < x.o.total; ++z) untouched &= x.o.mem[z] == 0xFF;
+                for (z = 0; z < x.lse_total; ++z) untouched &= f32_bits(x.lse[z]) == 0xFFFFFFFFu;
+                CHECK(untouched, "out or lse written although the first allocation failed");
+            }
+            case_end();
+            pthread_mutex_destroy(&a.mu);
+        }
+        ctx_free(&x);
+    }
+    { /* the hook and a thread pool together */
+        tcfg c;
+        tctx x;
+        cnt_alloc a;
+        sdpa_allocator al;
+        pf_state st;
+        int rc;
+        cfg_threads(&c, 1);
+        ctx_build(&x, &c);
+        ca_init(&a, &al, 0);
+        memset(&st, 0, sizeof st);
+        st.mode = 1;
+        x.p.allocator = &al, x.p.parallel_for = test_parallel_for, x.p.parallel_user = &st, x.p.num_threads = 4;
+        case_begin("allocator with a parallel_for pool");
+        rc = ctx_run(&x, NULL);
+        CHECK(rc == SDPA_OK, "rc = %d", rc);
+        if (rc == SDPA_OK) ctx_check(&x);
+        ca_check_balance(&a);
+        case_end();
+        pthread_mutex_destroy(&a.mu);
+        ctx_free(&x);
+    }
+    group_end();
+}
+
+static void test_workspace(void)
+{
+    tbuf q, k, v, o;
+    sdpa_params p;
+    int64_t ws_small, ws_big, L = 16384;
+    if (!group_begin("workspace size")) return;
+    memset(&p, 0, sizeof p);
+    p.num_threads = 1;
+    case_begin("O(tile) per thread: Lq = Lk = %lld, D = 32 needs no more than Lq = Lk = 256", LL(L));
+    tb_alloc(&q, SDPA_F32, 1, 1, 256, 32, LAY_ZERO, 0);
+    tb_alloc(&k, SDPA_F32, 1, 1, 256, 32, LAY_ZERO, 0);
+    tb_alloc(&v, SDPA_F32, 1, 1, 256, 32, LAY_ZERO, 0);
+    tb_alloc(&o, SDPA_F32, 1, 1, 256, 32, LAY_ZERO, 0);
+    ws_small = sdpa_workspace_size(&q.t, &k.t, &v.t, &o.t, &p);
+    tb_free(&q), tb_free(&k), tb_free(&v), tb_free(&o);
+    tb_alloc(&q, SDPA_F32, 1, 1, L, 32, LAY_ZERO, 0);
+    tb_alloc(&k, SDPA_F32, 1, 1, L, 32, LAY_ZERO, 0);
+    tb_alloc(&v, SDPA_F32, 1, 1, L, 32, LAY_ZERO, 0);
+    tb_alloc(&o, SDPA_F32, 1, 1, L, 32, LAY_ZERO, 0);
+    p.causal = SDPA_CAUSAL_TOP_LEFT;
+    ws_big = sdpa_workspace_size(&q.t, &k.t, &v.t, &o.t, &p);
+    CHECK(ws_small > 0 && ws_big > 0, "sdpa_workspace_size = %lld / %lld, want > 0", LL(ws_small), LL(ws_big));
+    CHECK(ws_big <= 2 * ws_small + 65536, "workspace grows with L: %lld bytes at L=256, %lld at L=%lld",
+          LL(ws_small), LL(ws_big), LL(L));
+    CHECK(ws_big < (int64_t)1 << 24, "workspace %lld bytes at L=%lld", LL(ws_big), LL(L));
+    case_end();
+    case_begin("sdpa_workspace_size accepts params == NULL");
+    ws_small = sdpa_workspace_size(&q.t, &k.t, &v.t, &o.t, NULL);
+    CHECK(ws_small >= 0, "sdpa_workspace_size(..., NULL) = %lld", LL(ws_small));
+    case_end();
+    tb_free(&q), tb_free(&k), tb_free(&v), tb_free(&o);
+    /* the header: SDPA_TILE_Q and SDPA_TILE_K default to 64, and a zero
+     * tile_q / tile_k means those defaults (this file does not define them) */
+    case_begin("tile_q = tile_k = 0 plan like the documented defaults 64 and 64");
+    tb_alloc(&q, SDPA_F32, 1, 1, 256, 64, LAY_ZERO, 0);
+    tb_alloc(&k, SDPA_F32, 1, 1, 256, 64, LAY_ZERO, 0);
+    tb_alloc(&v, SDPA_F32, 1, 1, 256, 64, LAY_ZERO, 0);
+    tb_alloc(&o, SDPA_F32, 1, 1, 256, 64, LAY_ZERO, 0);
+    memset(&p, 0, sizeof p);
+    p.num_threads = 1;
+    ws_small = sdpa_workspace_size(&q.t, &k.t, &v.t, &o.t, &p);
+    p.tile_q = 64, p.tile_k = 64;
+    ws_big = sdpa_workspace_size(&q.t, &k.t, &v.t, &o.t, &p);
+    CHECK(ws_small == ws_big, "workspace %lld bytes with tile 0/0, %lld with the documented 64/64", LL(ws_small),
+          LL(ws_big));
+    case_end();
+    tb_free(&q), tb_free(&k), tb_free(&v), tb_free(&o);
+    group_end();
+}
+
+/* sdpa_attention from several threads at once (reentrancy). */
+typedef struct {
+    tctx *x;
+    sdpa_params p;
+    int rc[3], same[3];
+    snap_t want;
+} conc_arg;
+
+static void *conc_main(void *arg)
+{
+    conc_arg *a = (conc_arg *)arg;
+    int r;
+    for (r = 0; r < 3; ++r) {
+        a->rc[r] = ctx_run(a->x, &a->p);
+        a->same[r] = snap_same(a->x, &a->want);
+    }
+    return NULL;
+}
+
+static void test_concurrent(void)
+{
+    tctx x[4];
+    conc_arg a[4];
+    pthread_t th[4];
+    int i, r, started[4];
+    if (!group_begin("concurrent calls")) return;
+    for (i = 0; i < 4; ++i) {
+        tcfg c;
+        cfg_threads(&c, i);
+        ctx_build(&x[i], &c);
+        a[i].x = &x[i];
+        a[i].p = x[i].p;
+        a[i].p.num_threads = 2;
+        case_begin("serial run of config %d", i);
+        CHECK(ctx_run(&x[i], &a[i].p) == SDPA_OK, "rc != SDPA_OK");
+        ctx_check(&x[i]);
+        case_end();
+        a[i].want = snap_take(&x[i]);
+    }
+    for (i = 0; i < 4; ++i) started[i] = pthread_create(&th[i], NULL, conc_main, &a[i]) == 0;
+    for (i = 0; i < 4; ++i) {
+        if (started[i]) pthread_join(th[i], NULL);
+        case_begin("config %d run 3 times while 3 other calls run", i);
+        CHECK(started[i], "could not start a thread");
+        for (r = 0; r < 3 && started[i]; ++r) {
+            CHECK(a[i].rc[r] == SDPA_OK, "run %d: rc = %d", r, a[i].rc[r]);
+            CHECK(a[i].same[r], "run %d: outputs differ from the serial run", r);
+        }
+        case_end();
+        snap_free(&a[i].want);
+        ctx_free(&x[i]);
+    }
+    group_end();
+}
+
+/* ======================================================================== */
+/* Random combinations of everything                                        */
+
+static void random_cfg(tcfg *c)
+{
+    static const sdpa_dtype dts[3] = {SDPA_F32, SDPA_F16, SDPA_BF16};
+    static const int64_t small_lens[7] = {1, 2, 7, 63, 64, 65, 127};
+    static const int tiles[6] = {1, 3, 7, 16, 64, 128};
+    do {
+        cfg_default(c);
+        c->B = rnd_int(1, 3);
+        c->Hkv = rnd_int(1, 3);
+        c->Hq = c->Hkv * rnd_of((const int64_t[]){1, 2, 4}, 3);
+        c->Lq = rnd_unit() < 0.05 ? 1000 : rnd_of(small_lens, 7);
+        c->Lk = rnd_unit() < 0.05 ? 1000 : rnd_of(small_lens, 7);
+        c->D = rnd_of(k_dims, 10);
+        c->Dv = rnd_unit() < 0.5 ? c->D : rnd_of(k_dims, 10);
+    } while (cost_of(c) > 40000000);
+    c->idt = dts[rnd_int(0, 2)], c->odt = dts[rnd_int(0, 2)];
+    c->lq = (int)rnd_int(0, LAY_ODD1), c->lk = (int)rnd_int(0, LAY_ODD1);
+    c->lv = (int)rnd_int(0, LAY_ODD1), c->lo = (int)rnd_int(0, LAY_ODD1);
+    c->p.causal = (sdpa_causal)rnd_int(0, 2);
+    c->lse = rnd_unit() < 0.7;
+    if (rnd_unit() < 0.3) {
+        c->p.window = 1;
+        c->p.window_left = rnd_int(-1, 40), c->p.window_right = rnd_int(-1, 40);
+    }
+    if (rnd_unit() < 0.2) c->p.softcap = (float)rnd_range(1, 30);
+    if (rnd_unit() < 0.3) c->p.scale = (float)rnd_range(0.05, 1.5);
+    if (rnd_unit() < 0.3) c->alibi = (int)rnd_int(1, 2);
+    if (rnd_unit() < 0.2) c->smod = (int)rnd_int(1, 2);
+    if (rnd_unit() < 0.4) c->p.tile_q = tiles[rnd_int(0, 5)];
+    if (rnd_unit() < 0.4) c->p.tile_k = tiles[rnd_int(0, 5)];
+    c->p.num_threads = (int)rnd_int(0, 3);
+    if (rnd_unit() < 0.15) {
+        c->B = 1, c->varlen = 2, c->nseq = rnd_int(1, 4), c->nan_dead = 1;
+    } else {
+        if (rnd_unit() < 0.25) {
+            c->varlen = 1, c->nan_dead = 1;
+            c->vl_null_q = rnd_unit() < 0.2, c->vl_null_kv = !c->vl_null_q && rnd_unit() < 0.2;
+        }
+        if (rnd_unit() < 0.4) {
+            c->mask = (int)rnd_int(1, 2);
+            set_mask_shape(c, (int)rnd_int(0, 7));
+            c->mp = rnd_range(0, 0.6);
+            c->mrows = rnd_unit() < 0.2;
+            c->mlay = rnd_unit() < 0.3 ? LAY_PADROW : LAY_ZERO;
+        }
+    }
+}
+
+static void test_random(void)
+{
+    int i, n = g_quick ? 30 : 120;
+    tcfg c;
+    if (!group_begin("random combinations")) return;
+    for (i = 0; i < n; ++i) {
+        random_cfg(&c);
+        run_cfg(&c);
+    }
+    group_end();
+}
+
+/* ======================================================================== */
+/* Errors                                                                   */
+
+/* A small valid call with every buffer side by side in one arena, so a
+ * write anywhere is seen, and adjacent (not overlapping) buffers are part
+ * of the valid fixture. q [B,4,5,8], k [B,2,6,8], v [B,2,6,4], out
+ * [B,4,5,4], lse [B,4,5], mask F32 [B,4,5,6]. */
+typedef struct {
+    unsigned char *arena;
+    size_t arena_n;
+    float *qd, *kd, *vd, *od, *ld, *md;
+    sdpa_tensor q, k, v, o, m;
+    sdpa_params p;
+    int64_t B;
+} efix;
+
+static void efix_init(efix *f, int64_t B)
+{
+    size_t nq = (size_t)B * 160, nk = (size_t)B * 96, nv = (size_t)B * 48, no = (size_t)B * 80,
+           nl = (size_t)B * 20, nm = (size_t)B * 120, i;
+    float *a;
+    memset(f, 0, sizeof *f);
+    f->B = B;
+    f->arena_n = (nq + nk + nv + no + nl + nm + 64) * sizeof(float);
+    f->arena = (unsigned char *)xcalloc(f->arena_n, 1);
+    a = (float *)f->arena;
+    for (i = 0; i < f->arena_n / sizeof(float); ++i) a[i] = (float)rnd_range(-1, 1);
+    f->qd = a, f->kd = f->qd + nq, f->vd = f->kd + nk, f->od = f->vd + nv, f->ld = f->od + no;
+    f->md = f->ld + nl;
+#define SETT(t, ptr, s0, s1, s2, s3)                                                  \
+    do {                                                                              \
+        memset(&(t), 0, sizeof(t));                                                   \
+        (t).data = (ptr), (t).dtype = SDPA_F32;                                       \
+        (t).shape[0] = (s0), (t).shape[1] = (s1), (t).shape[2] = (s2), (t).shape[3] = (s3); \
+    } while (0)
+    SETT(f->q, f->qd, B, 4, 5, 8);
+    SETT(f->k, f->kd, B, 2, 6, 8);
+    SETT(f->v, f->vd, B, 2, 6, 4);
+    SETT(f->o, f->od, B, 4, 5, 4);
+    SETT(f->m, f->md, B, 4, 5, 6);
+    memset(&f->p, 0, sizeof f->p);
+    f->p.lse = f->ld;
+}
+
+static int code_in(int rc, int c1, int c2, int c3)
+{
+    return rc == c1 || (c2 && rc == c2) || (c3 && rc == c3);
+}
+
+static void check_words(int rc)
+{
+    const char *s = sdpa_strerror(rc), *ok = sdpa_strerror(SDPA_OK);
+    CHECK(s && s[0] && ok && strcmp(s, ok) != 0, "sdpa_strerror(%d) is empty or the same as for SDPA_OK", rc);
+}
+
+/* Expect one of up to three codes (0 = unused) from sdpa_attention, with
+ * and without errbuf, and a negative code from sdpa_workspace_size; the
+ * arena (all inputs and outputs) must be byte-for-byte unchanged. */
+static void expect_err(efix *f, const char *what, const sdpa_tensor *q, const sdpa_tensor *k,
+                       const sdpa_tensor *v, const sdpa_tensor *o, const sdpa_params *p, int c1, int c2, int c3)
+{
+    unsigned char *snap = (unsigned char *)xcalloc(f->arena_n, 1);
+    sdpa_params pp;
+    char eb[96];
+    int rc;
+    int64_t ws;
+    memcpy(snap, f->arena, f->arena_n);
+    case_begin("%s -> %s%s%s%s%s", what, sdpa_strerror(c1), c2 ? " or " : "", c2 ? sdpa_strerror(c2) : "",
+               c3 ? " or " : "", c3 ? sdpa_strerror(c3) : "");
+    /* 1: with an errbuf */
+    if (p) pp = *p;
+    else memset(&pp, 0, sizeof pp);
+    memset(eb, 'Z', sizeof eb);
+    eb[0] = 0;
+    pp.errbuf = eb, pp.errbuf_size = 64;
+    rc = sdpa_attention(q, k, v, o, &pp);
+    CHECK(rc < 0 && code_in(rc, c1, c2, c3), "rc = %d (%s)", rc, sdpa_strerror(rc));
+    check_words(rc);
+    check_errbuf(eb, 64, sizeof eb);
+    CHECK(memcmp(snap, f->arena, f->arena_n) == 0, "a buffer was written although the call failed");
+    memcpy(f->arena, snap, f->arena_n);
+    /* 2: as given (params may be NULL, no errbuf) */
+    rc = sdpa_attention(q, k, v, o, p);
+    CHECK(rc < 0 && code_in(rc, c1, c2, c3), "without errbuf: rc = %d (%s)", rc, sdpa_strerror(rc));
+    CHECK(memcmp(snap, f->arena, f->arena_n) == 0, "a buffer was written although the call failed");
+    memcpy(f->arena, snap, f->arena_n);
+    /* 3: sdpa_workspace_size must not claim a size for invalid arguments */
+    ws = sdpa_workspace_size(q, k, v, o, p);
+    CHECK(ws < 0, "sdpa_workspace_size = %lld for invalid arguments", LL(ws));
+    CHECK(memcmp(snap, f->arena, f->arena_n) == 0, "sdpa_workspace_size wrote to a buffer");
+    memcpy(f->arena, snap, f->arena_n);
+    case_end();
+    free(snap);
+}
+
+static void efix_sanity(efix *f, const char *what)
+{
+    int rc = sdpa_attention(&f->q, &f->k, &f->v, &f->o, &f->p);
+    size_t i;
+    case_begin("%s: the unmodified fixture (buffers adjacent in one arena) succeeds", what);
+    CHECK(rc == SDPA_OK, "rc = %d (%s)", rc, sdpa_strerror(rc));
+    for (i = 0; i < (size_t)f->B * 80; ++i) CHECK(isfinite(f->od[i]), "out[%zu] = %g", i, f->od[i]);
+    case_end();
+}
+
+static void test_err_null(void)
+{
+    efix f;
+    sdpa_tensor t;
+    sdpa_params p;
+    if (!group_begin("errors: NULL pointers")) return;
+    efix_init(&f, 2);
+    efix_sanity(&f, "null");
+    expect_err(&f, "all NULL", NULL, NULL, NULL, NULL, NULL, SDPA_ERR_NULL, 0, 0);
+    expect_err(&f, "q NULL", NULL, &f.k, &f.v, &f.o, &f.p, SDPA_ERR_NULL, 0, 0);
+    expect_err(&f, "k NULL", &f.q, NULL, &f.v, &f.o, &f.p, SDPA_ERR_NULL, 0, 0);
+    expect_err(&f, "v NULL", &f.q, &f.k, NULL, &f.o, &f.p, SDPA_ERR_NULL, 0, 0);
+    expect_err(&f, "out NULL", &f.q, &f.k, &f.v, NULL, &f.p, SDPA_ERR_NULL, 0, 0);
+    expect_err(&f, "q NULL, params NULL", NULL, &f.k, &f.v, &f.o, NULL, SDPA_ERR_NULL, 0, 0);
+    t = f.q, t.data = NULL;
+    expect_err(&f, "q->data NULL", &t, &f.k, &f.v, &f.o, &f.p, SDPA_ERR_NULL, 0, 0);
+    t = f.k, t.data = NULL;
+    expect_err(&f, "k->data NULL", &f.q, &t, &f.v, &f.o, &f.p, SDPA_ERR_NULL, 0, 0);
+    t = f.v, t.data = NULL;
+    expect_err(&f, "v->data NULL", &f.q, &f.k, &t, &f.o, &f.p, SDPA_ERR_NULL, 0, 0);
+    t = f.o, t.data = NULL;
+    expect_err(&f, "out->data NULL", &f.q, &f.k, &f.v, &t, NULL, SDPA_ERR_NULL, 0, 0);
+    t = f.m, t.data = NULL;
+    p = f.p, p.mask = &t;
+    expect_err(&f, "mask->data NULL", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_NULL, SDPA_ERR_MASK, 0);
+    { /* errbuf_size 0 and 1 */
+        char eb[16];
+        int rc, z, ok = 1;
+        case_begin("errbuf_size 0 writes nothing; errbuf_size 1 writes only the terminator");
+        memset(eb, 'Z', sizeof eb);
+        p = f.p, p.errbuf = eb, p.errbuf_size = 0;
+        rc = sdpa_attention(NULL, &f.k, &f.v, &f.o, &p);
+        CHECK(rc == SDPA_ERR_NULL, "rc = %d", rc);
+        for (z = 0; z < 16; ++z) ok &= eb[z] == 'Z';
+        CHECK(ok, "errbuf written with errbuf_size 0");
+        p.errbuf_size = 1;
+        rc = sdpa_attention(NULL, &f.k, &f.v, &f.o, &p);
+        CHECK(rc == SDPA_ERR_NULL, "rc = %d", rc);
+        CHECK(eb[0] == 0, "errbuf[0] not NUL with errbuf_size 1");
+        for (z = 1, ok = 1; z < 16; ++z) ok &= eb[z] == 'Z';
+        CHECK(ok, "errbuf written past errbuf_size 1");
+        case_end();
+    }
+    free(f.arena);
+    group_end();
+}
+
+static void test_err_dtype(void)
+{
+    efix f;
+    sdpa_tensor q, k, v, o;
+    if (!group_begin("errors: dtypes")) return;
+    efix_init(&f, 2);
+    efix_sanity(&f, "dtype");
+    q = f.q, k = f.k, v = f.v;
+    q.dtype = k.dtype = v.dtype = SDPA_I8;
+    expect_err(&f, "q, k, v I8", &q, &k, &v, &f.o, &f.p, SDPA_ERR_DTYPE, 0, 0);
+    q.dtype = k.dtype = v.dtype = SDPA_BOOL;
+    expect_err(&f, "q, k, v BOOL", &q, &k, &v, &f.o, &f.p, SDPA_ERR_DTYPE, 0, 0);
+    q.dtype = k.dtype = v.dtype = (sdpa_dtype)7;
+    expect_err(&f, "q, k, v dtype 7", &q, &k, &v, &f.o, &f.p, SDPA_ERR_DTYPE, 0, 0);
+    q = f.q, q.dtype = SDPA_F16;
+    expect_err(&f, "q F16, k and v F32", &q, &f.k, &f.v, &f.o, &f.p, SDPA_ERR_DTYPE, 0, 0);
+    k = f.k, k.dtype = SDPA_BF16;
+    expect_err(&f, "k BF16, q and v F32", &f.q, &k, &f.v, &f.o, &f.p, SDPA_ERR_DTYPE, 0, 0);
+    v = f.v, v.dtype = SDPA_F16;
+    expect_err(&f, "v F16, q and k F32", &f.q, &f.k, &v, &f.o, &f.p, SDPA_ERR_DTYPE, 0, 0);
+    o = f.o, o.dtype = SDPA_BOOL;
+    expect_err(&f, "out BOOL", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_DTYPE, 0, 0);
+    o.dtype = SDPA_I8;
+    expect_err(&f, "out I8", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_DTYPE, 0, 0);
+    o.dtype = (sdpa_dtype)-1;
+    expect_err(&f, "out dtype -1", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_DTYPE, 0, 0);
+    free(f.arena);
+    group_end();
+}
+
+static void test_err_shape(void)
+{
+    efix f;
+    sdpa_tensor q, k, v, o;
+    if (!group_begin("errors: shapes and heads")) return;
+    efix_init(&f, 2);
+    efix_sanity(&f, "shape");
+    q = f.q, q.shape[0] = 3;
+    expect_err(&f, "q batch 3, others 2", &q, &f.k, &f.v, &f.o, &f.p, SDPA_ERR_SHAPE, 0, 0);
+    k = f.k, k.shape[0] = 3;
+    expect_err(&f, "k batch 3, others 2", &f.q, &k, &f.v, &f.o, &f.p, SDPA_ERR_SHAPE, 0, 0);
+    v = f.v, v.shape[0] = 3;
+    expect_err(&f, "v batch 3, others 2", &f.q, &f.k, &v, &f.o, &f.p, SDPA_ERR_SHAPE, 0, 0);
+    o = f.o, o.shape[0] = 3;
+    expect_err(&f, "out batch 3, others 2", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_SHAPE, 0, 0);
+    k = f.k, k.shape[3] = 7;
+    expect_err(&f, "k head dim 7, q 8", &f.q, &k, &f.v, &f.o, &f.p, SDPA_ERR_SHAPE, 0, 0);
+    v = f.v, v.shape[2] = 5;
+    expect_err(&f, "v Lk 5, k Lk 6", &f.q, &f.k, &v, &f.o, &f.p, SDPA_ERR_SHAPE, 0, 0);
+    v = f.v, v.shape[1] = 4;
+    expect_err(&f, "v 4 heads, k 2", &f.q, &f.k, &v, &f.o, &f.p, SDPA_ERR_SHAPE, 0, 0);
+    o = f.o, o.shape[1] = 2;
+    expect_err(&f, "out 2 heads, q 4", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_SHAPE, 0, 0);
+    o = f.o, o.shape[2] = 4;
+    expect_err(&f, "out Lq 4, q 5", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_SHAPE, 0, 0);
+    o = f.o, o.shape[3] = 8;
+    expect_err(&f, "out Dv 8, v 4", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_SHAPE, 0, 0);
+    q = f.q, o = f.o, q.shape[2] = o.shape[2] = -1;
+    expect_err(&f, "q and out Lq -1", &q, &f.k, &f.v, &o, &f.p, SDPA_ERR_SHAPE, 0, 0);
+    k = f.k, v = f.v, k.shape[2] = v.shape[2] = -6;
+    expect_err(&f, "k and v Lk -6", &f.q, &k, &v, &f.o, &f.p, SDPA_ERR_SHAPE, 0, 0);
+    q = f.q, k = f.k, q.shape[3] = k.shape[3] = -8;
+    expect_err(&f, "q and k D -8", &q, &k, &f.v, &f.o, &f.p, SDPA_ERR_SHAPE, 0, 0);
+    v = f.v, o = f.o, v.shape[3] = o.shape[3] = -4;
+    expect_err(&f, "v and out Dv -4", &f.q, &f.k, &v, &o, &f.p, SDPA_ERR_SHAPE, 0, 0);
+    q = f.q, k = f.k, v = f.v, o = f.o, q.shape[0] = k.shape[0] = v.shape[0] = o.shape[0] = -2;
+    expect_err(&f, "batch -2 everywhere", &q, &k, &v, &o, &f.p, SDPA_ERR_SHAPE, 0, 0);
+    k = f.k, v = f.v, k.shape[1] = v.shape[1] = -2;
+    expect_err(&f, "kv heads -2", &f.q, &k, &v, &f.o, &f.p, SDPA_ERR_SHAPE, 0, 0);
+    q = f.q, o = f.o, q.shape[1] = o.shape[1] = -4;
+    expect_err(&f, "q heads -4", &q, &f.k, &f.v, &o, &f.p, SDPA_ERR_SHAPE, 0, 0);
+    k = f.k, v = f.v, k.shape[1] = v.shape[1] = 3;
+    expect_err(&f, "Hq 4, Hkv 3", &f.q, &k, &v, &f.o, &f.p, SDPA_ERR_HEADS, 0, 0);
+    q = f.q, o = f.o, q.shape[1] = o.shape[1] = 3;
+    expect_err(&f, "Hq 3, Hkv 2", &q, &f.k, &f.v, &o, &f.p, SDPA_ERR_HEADS, 0, 0);
+    k = f.k, v = f.v, k.shape[1] = v.shape[1] = 0;
+    expect_err(&f, "Hq 4, Hkv 0", &f.q, &k, &v, &f.o, &f.p, SDPA_ERR_HEADS, SDPA_ERR_SHAPE, 0);
+    free(f.arena);
+    group_end();
+}
+
+static void contig(sdpa_tensor *t)
+{
+    t->stride[3] = 1, t->stride[2] = t->shape[3], t->stride[1] = t->shape[2] * t->shape[3];
+    t->stride[0] = t->shape[1] * t->stride[1];
+}
+
+static void test_err_stride(void)
+{
+    efix f;
+    sdpa_tensor q, k, o, m;
+    sdpa_params p;
+    if (!group_begin("errors: strides")) return;
+    efix_init(&f, 2);
+    efix_sanity(&f, "stride");
+    q = f.q, contig(&q), q.stride[2] = -8;
+    expect_err(&f, "q stride[2] -8", &q, &f.k, &f.v, &f.o, &f.p, SDPA_ERR_STRIDE, 0, 0);
+    k = f.k, contig(&k), k.stride[0] = -1;
+    expect_err(&f, "k stride[0] -1", &f.q, &k, &f.v, &f.o, &f.p, SDPA_ERR_STRIDE, 0, 0);
+    q = f.q, contig(&q), q.stride[0] *= 2, q.stride[1] *= 2, q.stride[2] *= 2, q.stride[3] = 2;
+    expect_err(&f, "q stride[3] 2", &q, &f.k, &f.v, &f.o, &f.p, SDPA_ERR_STRIDE, 0, 0);
+    q = f.q, contig(&q), q.stride[3] = 0;
+    expect_err(&f, "q stride[3] 0, others not", &q, &f.k, &f.v, &f.o, &f.p, SDPA_ERR_STRIDE, 0, 0);
+    o = f.o, contig(&o), o.stride[3] = 2;
+    expect_err(&f, "out stride[3] 2", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_STRIDE, 0, 0);
+    o = f.o, contig(&o), o.stride[1] = -20;
+    expect_err(&f, "out stride[1] -20", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_STRIDE, 0, 0);
+    o = f.o, contig(&o), o.stride[2] = 0;
+    expect_err(&f, "out stride[2] 0 with Lq 5 (rows overlap)", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_STRIDE, 0, 0);
+    o = f.o, contig(&o), o.stride[2] = 3;
+    expect_err(&f, "out stride[2] 3 < Dv 4 (rows overlap)", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_STRIDE, 0, 0);
+    o = f.o, contig(&o), o.stride[1] = 0;
+    expect_err(&f, "out stride[1] 0 with 4 heads", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_STRIDE, 0, 0);
+    o = f.o, contig(&o), o.stride[0] = 0;
+    expect_err(&f, "out stride[0] 0 with batch 2", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_STRIDE, 0, 0);
+    o = f.o, o.stride[0] = 20, o.stride[1] = 4, o.stride[2] = 4, o.stride[3] = 1;
+    expect_err(&f, "out heads stride = row stride (head h row i+1 is head h+1 row i)", &f.q, &f.k, &f.v, &o,
+               &f.p, SDPA_ERR_STRIDE, 0, 0);
+    o = f.o, o.stride[0] = 80, o.stride[1] = 2, o.stride[2] = 16, o.stride[3] = 1;
+    expect_err(&f, "out BSHD with head stride 2 < Dv", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_STRIDE, 0, 0);
+    m = f.m, contig(&m), m.stride[0] *= 2, m.stride[1] *= 2, m.stride[2] *= 2, m.stride[3] = 2;
+    m.shape[0] = 1; /* fits in the arena */
+    p = f.p, p.mask = &m;
+    expect_err(&f, "mask stride[3] 2", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_STRIDE, SDPA_ERR_MASK, 0);
+    m = f.m, contig(&m), m.stride[2] = -6;
+    p = f.p, p.mask = &m;
+    expect_err(&f, "mask stride[2] -6", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_STRIDE, SDPA_ERR_MASK, 0);
+    free(f.arena);
+    group_end();
+}
+
+static void test_err_overflow(void)
+{
+    efix f;
+    sdpa_tensor q, k, v, o, m;
+    sdpa_params p;
+    int64_t big = (int64_t)1 << 21;
+    if (!group_begin("errors: size overflow")) return;
+    efix_init(&f, 2);
+    efix_sanity(&f, "overflow");
+    q = f.q, k = f.k, v = f.v, o = f.o;
+    q.shape[0] = k.shape[0] = v.shape[0] = o.shape[0] = big;
+    q.shape[1] = k.shape[1] = v.shape[1] = o.shape[1] = big;
+    q.shape[2] = o.shape[2] = k.shape[2] = v.shape[2] = big;
+    expect_err(&f, "B = H = L = 2^21 (element count 2^66)", &q, &k, &v, &o, &f.p, SDPA_ERR_OVERFLOW, 0, 0);
+    q = f.q, o = f.o, q.shape[2] = o.shape[2] = (int64_t)1 << 60;
+    expect_err(&f, "Lq = 2^60 (q has 2^66 elements)", &q, &f.k, &f.v, &o, &f.p, SDPA_ERR_OVERFLOW, 0, 0);
+    q = f.q, o = f.o, q.shape[2] = o.shape[2] = (int64_t)1 << 56;
+    expect_err(&f, "Lq = 2^56 (q has 2^62 elements, 2^64 bytes)", &q, &f.k, &f.v, &o, &f.p, SDPA_ERR_OVERFLOW, 0,
+               0);
+    q = f.q, contig(&q), q.stride[1] = INT64_MAX / 2;
+    expect_err(&f, "q stride[1] = INT64_MAX/2 with 4 heads", &q, &f.k, &f.v, &f.o, &f.p, SDPA_ERR_OVERFLOW, 0, 0);
+    q = f.q, contig(&q), q.stride[1] = (int64_t)1 << 61;
+    expect_err(&f, "q stride[1] = 2^61 with 4 heads (offset fits, bytes do not)", &q, &f.k, &f.v, &f.o, &f.p,
+               SDPA_ERR_OVERFLOW, 0, 0);
+    k = f.k, v = f.v, contig(&k), contig(&v), k.stride[2] = v.stride[2] = INT64_MAX / 4;
+    expect_err(&f, "k and v stride[2] = INT64_MAX/4 with Lk 6", &f.q, &k, &v, &f.o, &f.p, SDPA_ERR_OVERFLOW, 0, 0);
+    o = f.o, contig(&o), o.stride[0] = INT64_MAX;
+    expect_err(&f, "out stride[0] = INT64_MAX with batch 2", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_OVERFLOW,
+               SDPA_ERR_STRIDE, 0);
+    m = f.m, contig(&m), m.stride[1] = INT64_MAX / 2;
+    p = f.p, p.mask = &m;
+    expect_err(&f, "mask stride[1] = INT64_MAX/2 with 4 heads", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_OVERFLOW,
+               SDPA_ERR_MASK, 0);
+    /* q, k, v, out of 2^32 rows at disjoint made-up addresses (never
+     * dereferenced on an error path), so the only error is the mask's size */
+    q = f.q, k = f.k, v = f.v, o = f.o, m = f.m;
+    q.shape[0] = k.shape[0] = v.shape[0] = o.shape[0] = 1;
+    q.shape[1] = k.shape[1] = v.shape[1] = o.shape[1] = 1;
+    q.shape[2] = o.shape[2] = k.shape[2] = v.shape[2] = (int64_t)1 << 32;
+    q.data = (void *)(uintptr_t)((uint64_t)1 << 40), k.data = (void *)(uintptr_t)((uint64_t)2 << 40);
+    v.data = (void *)(uintptr_t)((uint64_t)3 << 40), o.data = (void *)(uintptr_t)((uint64_t)4 << 40);
+    m.data = (void *)(uintptr_t)((uint64_t)5 << 40);
+    m.shape[0] = m.shape[1] = 1, m.shape[2] = m.shape[3] = (int64_t)1 << 32;
+    p = f.p, p.mask = &m, p.lse = NULL;
+    expect_err(&f, "contiguous mask [1,1,2^32,2^32] (2^64 elements)", &q, &k, &v, &o, &p, SDPA_ERR_OVERFLOW,
+               SDPA_ERR_MASK, 0);
+    free(f.arena);
+    group_end();
+}
+
+static void test_err_mask(void)
+{
+    efix f;
+    sdpa_tensor m;
+    sdpa_params p;
+    if (!group_begin("errors: mask")) return;
+    efix_init(&f, 2);
+    efix_sanity(&f, "mask");
+    p = f.p, p.mask = &f.m;
+    case_begin("the fixture with its [B,Hq,Lq,Lk] F32 mask succeeds");
+    CHECK(sdpa_attention(&f.q, &f.k, &f.v, &f.o, &p) == SDPA_OK, "rc != SDPA_OK");
+    case_end();
+    p.mask = &m;
+    m = f.m, m.dtype = SDPA_I8;
+    expect_err(&f, "mask I8", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_MASK, 0, 0);
+    m = f.m, m.dtype = SDPA_F16;
+    expect_err(&f, "mask F16", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_MASK, 0, 0);
+    m = f.m, m.dtype = SDPA_BF16;
+    expect_err(&f, "mask BF16", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_MASK, 0, 0);
+    m = f.m, m.dtype = (sdpa_dtype)9;
+    expect_err(&f, "mask dtype 9", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_MASK, 0, 0);
+    m = f.m, m.shape[3] = 7;
+    expect_err(&f, "mask Lk 7, k Lk 6", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_MASK, 0, 0);
+    m = f.m, m.shape[3] = 2;
+    expect_err(&f, "mask Lk 2 (neither Lk nor 1)", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_MASK, 0, 0);
+    m = f.m, m.shape[3] = 0;
+    expect_err(&f, "mask Lk 0", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_MASK, 0, 0);
+    m = f.m, m.shape[2] = 4;
+    expect_err(&f, "mask Lq 4, q Lq 5", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_MASK, 0, 0);
+    m = f.m, m.shape[1] = 2;
+    expect_err(&f, "mask heads 2 (= Hkv, not Hq 4 or 1)", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_MASK, 0, 0);
+    m = f.m, m.shape[0] = 3;
+    expect_err(&f, "mask batch 3, q batch 2", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_MASK, 0, 0);
+    m = f.m, m.shape[2] = -5;
+    expect_err(&f, "mask Lq -5", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_MASK, SDPA_ERR_SHAPE, 0);
+    free(f.arena);
+    group_end();
+}
+
+static void test_err_param(void)
+{
+    efix f;
+    sdpa_params p;
+    if (!group_begin("errors: option values")) return;
+    efix_init(&f, 2);
+    efix_sanity(&f, "param");
+    p = f.p, p.scale = NAN;
+    expect_err(&f, "scale NaN", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_PARAM, 0, 0);
+    p = f.p, p.scale = INFINITY;
+    expect_err(&f, "scale +inf", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_PARAM, 0, 0);
+    p = f.p, p.scale = -INFINITY;
+    expect_err(&f, "scale -inf", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_PARAM, 0, 0);
+    p = f.p, p.softcap = -1;
+    expect_err(&f, "softcap -1", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_PARAM, 0, 0);
+    p = f.p, p.softcap = NAN;
+    expect_err(&f, "softcap NaN", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_PARAM, 0, 0);
+    p = f.p, p.num_threads = -1;
+    expect_err(&f, "num_threads -1", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_PARAM, 0, 0);
+    p = f.p, p.tile_q = -1;
+    expect_err(&f, "tile_q -1", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_PARAM, 0, 0);
+    p = f.p, p.tile_k = -16;
+    expect_err(&f, "tile_k -16", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_PARAM, 0, 0);
+    p = f.p, p.causal = (sdpa_causal)3;
+    expect_err(&f, "causal 3", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_PARAM, 0, 0);
+    p = f.p, p.causal = (sdpa_causal)-1;
+    expect_err(&f, "causal -1", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_PARAM, 0, 0);
+    free(f.arena);
+    group_end();
+}
+
+/* Option values the header does not rule on: either a clean error or a
+ * correct result. */
+static void test_lenient_params(void)
+{
+    int i;
+    if (!group_begin("undocumented option values")) return;
+    for (i = 0; i < 6; ++i) {
+        tcfg c;
+        tctx x;
+        int rc;
+        cnt_alloc a;
+        sdpa_allocator al;
+        const char *what[6] = {"scale -0.5: correct result or SDPA_ERR_PARAM",
+                               "softcap +inf: no capping or SDPA_ERR_PARAM",
+                               "tile_q = tile_k = INT_MAX: correct or a clean error",
+                               "num_threads INT_MAX: capped, correct",
+                               "allocator with alloc NULL: the default allocator, or NULL/PARAM error",
+                               "allocator with free NULL: its alloc used and nothing freed, or NULL/PARAM error"};
+        cfg_default(&c);
+        c.B = 2, c.Hq = 2, c.Lq = 33, c.Lk = 65;
+        if (i == 0) c.p.scale = -0.5f;
+        ctx_build(&x, &c);
+        if (i == 1) x.p.softcap = INFINITY; /* the reference (built without it) has no cap */
+        if (i == 2) x.p.tile_q = x.p.tile_k = INT_MAX;
+        if (i == 3) x.p.num_threads = INT_MAX;
+        ca_init(&a, &al, 0);
+        if (i == 4) al.alloc = NULL, x.p.allocator = &al;
+        if (i == 5) al.free = NULL, x.p.allocator = &al;
+        case_begin("%s", what[i]);
+        rc = ctx_run(&x, NULL);
+        if (rc == SDPA_OK) {
+            ctx_check(&x);
+        } else {
+            CHECK((i < 2 && rc == SDPA_ERR_PARAM) ||
+                      (i == 2 && (rc == SDPA_ERR_PARAM || rc == SDPA_ERR_NOMEM || rc == SDPA_ERR_OVERFLOW)) ||
+                      (i >= 4 && (rc == SDPA_ERR_NULL || rc == SDPA_ERR_PARAM)),
+                  "rc = %d (%s)", rc, sdpa_strerror(rc));
+        }
+        CHECK(a.bad == 0, "allocator misuse: %s", a.why);
+        if (i == 4) CHECK(a.n_alloc == 0 && a.n_free == 0, "the half-set allocator was used");
+        ca_reap(&a);
+        pthread_mutex_destroy(&a.mu);
+        ctx_free(&x);
+        case_end();
+    }
+    group_end();
+}
+
+static void test_err_seqlens(void)
+{
+    efix f, g;
+    sdpa_params p;
+    int64_t sl[2], cq[4], ck[4], sk[2];
+    if (!group_begin("errors: variable lengths")) return;
+    efix_init(&f, 2);
+    efix_init(&g, 1);
+    efix_sanity(&f, "seqlens B=2");
+    efix_sanity(&g, "cu_seqlens B=1");
+    sl[0] = 5, sl[1] = 6;
+    p = f.p, p.seqlens_q = sl;
+    expect_err(&f, "seqlens_q[1] = 6 > Lq 5", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_SEQLENS, 0, 0);
+    sl[0] = -1, sl[1] = 2;
+    expect_err(&f, "seqlens_q[0] = -1", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_SEQLENS, 0, 0);
+    p = f.p, p.seqlens_kv = sl, sl[0] = 7, sl[1] = 1;
+    expect_err(&f, "seqlens_kv[0] = 7 > Lk 6", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_SEQLENS, 0, 0);
+    sl[0] = 3, sl[1] = -2;
+    expect_err(&f, "seqlens_kv[1] = -2", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_SEQLENS, 0, 0);
+
+    case_begin("valid packed lengths on the B=1 fixture succeed");
+    cq[0] = 0, cq[1] = 2, cq[2] = 5, ck[0] = 0, ck[1] = 3, ck[2] = 6;
+    p = g.p, p.cu_seqlens_q = cq, p.cu_seqlens_kv = ck, p.num_seqs = 2;
+    CHECK(sdpa_attention(&g.q, &g.k, &g.v, &g.o, &p) == SDPA_OK, "rc != SDPA_OK");
+    case_end();
+    cq[0] = 1;
+    expect_err(&g, "cu_seqlens_q not starting at 0", &g.q, &g.k, &g.v, &g.o, &p, SDPA_ERR_SEQLENS, 0, 0);
+    cq[0] = 0, cq[1] = 4, cq[2] = 3;
+    expect_err(&g, "cu_seqlens_q decreasing", &g.q, &g.k, &g.v, &g.o, &p, SDPA_ERR_SEQLENS, 0, 0);
+    cq[1] = 2, cq[2] = 6;
+    expect_err(&g, "cu_seqlens_q ends at 6 > Lq 5", &g.q, &g.k, &g.v, &g.o, &p, SDPA_ERR_SEQLENS, 0, 0);
+    cq[2] = 5, ck[1] = 4, ck[2] = 2;
+    expect_err(&g, "cu_seqlens_kv decreasing", &g.q, &g.k, &g.v, &g.o, &p, SDPA_ERR_SEQLENS, 0, 0);
+    ck[0] = 2, ck[1] = 3, ck[2] = 6;
+    expect_err(&g, "cu_seqlens_kv not starting at 0", &g.q, &g.k, &g.v, &g.o, &p, SDPA_ERR_SEQLENS, 0, 0);
+    ck[0] = 0, ck[2] = 7;
+    expect_err(&g, "cu_seqlens_kv ends at 7 > Lk 6", &g.q, &g.k, &g.v, &g.o, &p, SDPA_ERR_SEQLENS, 0, 0);
+    ck[2] = 6;
+    p.num_seqs = -1;
+    expect_err(&g, "num_seqs -1", &g.q, &g.k, &g.v, &g.o, &p, SDPA_ERR_SEQLENS, SDPA_ERR_PARAM, 0);
+    p.num_seqs = 2, p.cu_seqlens_kv = NULL;
+    expect_err(&g, "cu_seqlens_q given, cu_seqlens_kv NULL", &g.q, &g.k, &g.v, &g.o, &p, SDPA_ERR_SEQLENS,
+               SDPA_ERR_NULL, SDPA_ERR_PARAM);
+    p.cu_seqlens_kv = ck, sk[0] = 6;
+    p.seqlens_kv = sk;
+    expect_err(&g, "cu_seqlens and seqlens together", &g.q, &g.k, &g.v, &g.o, &p, SDPA_ERR_SEQLENS,
+               SDPA_ERR_PARAM, 0);
+    p = f.p, p.cu_seqlens_q = cq, p.cu_seqlens_kv = ck, p.num_seqs = 2;
+    expect_err(&f, "cu_seqlens with batch 2", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_SEQLENS, SDPA_ERR_SHAPE,
+               SDPA_ERR_PARAM);
+    free(f.arena);
+    free(g.arena);
+    group_end();
+}
+
+static void test_err_alias(void)
+{
+    efix f;
+    sdpa_tensor o;
+    sdpa_params p;
+    if (!group_begin("errors: aliasing")) return;
+    efix_init(&f, 2);
+    efix_sanity(&f, "alias");
+    o = f.o, o.data = f.qd;
+    expect_err(&f, "out is q's buffer", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_ALIAS, 0, 0);
+    o = f.o, o.data = f.kd + 10;
+    expect_err(&f, "out starts inside k", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_ALIAS, 0, 0);
+    o = f.o, o.data = f.vd;
+    expect_err(&f, "out is v's buffer", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_ALIAS, 0, 0);
+    o = f.o, o.data = f.kd - 3; /* ends inside k: overlaps the start of k only */
+    expect_err(&f, "out ends 3 floats into k", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_ALIAS, 0, 0);
+    o = f.o, o.dtype = SDPA_F16, o.data = f.qd + 50;
+    expect_err(&f, "F16 out inside F32 q", &f.q, &f.k, &f.v, &o, &f.p, SDPA_ERR_ALIAS, 0, 0);
+    p = f.p, p.lse = f.od + 3;
+    expect_err(&f, "lse overlaps out", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_ALIAS, 0, 0);
+    p = f.p, p.lse = f.qd + 100;
+    expect_err(&f, "lse overlaps q", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_ALIAS, 0, 0);
+    p = f.p, p.lse = f.od - 5; /* lse's last 5 floats are out's first 5 */
+    expect_err(&f, "lse's tail overlaps out's head", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_ALIAS, 0, 0);
+    p = f.p, p.mask = &f.m, p.lse = f.md + 7;
+    expect_err(&f, "lse overlaps the mask", &f.q, &f.k, &f.v, &f.o, &p, SDPA_ERR_ALIAS, 0, 0);
+    p = f.p, p.mask = &f.m, o = f.o, o.data = f.md;
+    expect_err(&f, "out is the mask's buffer", &f.q, &f.k, &f.v, &o, &p, SDPA_ERR_ALIAS, 0, 0);
+    free(f.arena);
+    /* interleaved rows that do not overlap: either accepted and correct, or ALIAS */
+    {
+        float *buf = (float *)xcalloc(64 + 8, sizeof(float)), kb[32], vb[32];
+        sdpa_tensor q, k, v, oo;
+        double ref[4][8];
+        int i, j, d, rc;
+        for (i = 0; i < 64 + 8; ++i) buf[i] = (float)rnd_range(-1, 1);
+        for (i = 0; i < 32; ++i) kb[i] = (float)rnd_range(-1, 1), vb[i] = (float)rnd_range(-1, 1);
+        memset(&q, 0, sizeof q);
+        q.dtype = SDPA_F32, q.shape[0] = q.shape[1] = 1, q.shape[2] = 4, q.shape[3] = 8;
+        k = v = oo = q;
+        q.data = buf, q.stride[0] = q.stride[1] = 64, q.stride[2] = 16, q.stride[3] = 1;
+        oo = q, oo.data = buf + 8;
+        k.data = kb, v.data = vb;
+        for (i = 0; i < 4; ++i) { /* reference before the call */
+            double s[4], m = -INFINITY, sum = 0;
+            for (j = 0; j < 4; ++j) {
+                double acc = 0;
+                for (d = 0; d < 8; ++d) acc += (double)buf[i * 16 + d] * kb[j * 8 + d];
+                s[j] = acc / sqrt(8.0);
+                if (s[j] > m) m = s[j];
+            }
+            for (j = 0; j < 4; ++j) sum += exp(s[j] - m);
+            for (d = 0; d < 8; ++d) {
+                double acc = 0;
+                for (j = 0; j < 4; ++j) acc += exp(s[j] - m) * vb[j * 8 + d];
+                ref[i][d] = acc / sum;
+            }
+        }
+        case_begin("q and out interleaved row by row in one buffer (no element shared): OK and correct, or ALIAS");
+        rc = sdpa_attention(&q, &k, &v, &oo, NULL);
+        CHECK(rc == SDPA_OK || rc == SDPA_ERR_ALIAS, "rc = %d", rc);
+        if (rc == SDPA_OK)
+            for (i = 0; i < 4; ++i)
+                for (d = 0; d < 8; ++d) {
+                    double got = buf[i * 16 + 8 + d];
+                    CHECK(fabs(got - ref[i][d]) <= tol_out(SDPA_F32, ref[i][d]), "out[%d][%d] = %g, ref %g", i, d,
+                          got, ref[i][d]);
+                }
+        case_end();
+        free(buf);
+    }
+    group_end();
+}
+
+/* ======================================================================== */
+
+int main(int argc, char **argv)
+{
+    const char *env_seed = getenv("SDPA_TEST_SEED"), *env_quick = getenv("SDPA_TEST_QUICK");
+    uint64_t seed;
+    double t0 = now_s();
+    int i;
+    g_filter = (char **)xcalloc((size_t)argc, sizeof(char *));
+    for (i = 1; i < argc; ++i) {
+        if (strcmp(argv[i], "--quick") == 0) g_quick = 1;
+        else g_filter[g_nfilter++] = argv[i];
+    }
+    if (env_quick && env_quick[0] && strcmp(env_quick, "0") != 0) g_quick = 1;
+    seed = env_seed && env_seed[0] ? (uint64_t)strtoull(env_seed, NULL, 0)
+                                   : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
+    g_rng = seed;
+    printf("sdpa %s tests: seed %llu%s (rerun with SDPA_TEST_SEED=%llu)\n", sdpa_version(),
+           (unsigned long long)seed, g_quick ? ", quick" : "", (unsigned long long)seed);
+    fflush(stdout);
+
+    test_strerror();
+    test_conv_f16();
+    test_conv_bf16();
+    test_conv_round(0);
+    test_conv_round(1);
+    test_expf();
+    test_err_null();
+    test_err_dtype();
+    test_err_shape();
+    test_err_stride();
+    test_err_overflow();
+    test_err_mask();
+    test_err_param();
+    test_err_seqlens();
+    test_err_alias();
+    test_lenient_params();
+    test_head_dims();
+    test_lengths();
+    test_gqa();
+    test_layouts();
+    test_dtypes();
+    test_causal();
+    test_window();
+    test_softcap();
+    test_alibi();
+    test_masks(1);
+    test_masks(2);
+    test_score_mod_group();
+    test_seqlens();
+    test_cu_seqlens();
+    test_large_logits();
+    test_masked_rows();
+    test_empty();
+    test_nonfinite();
+    test_tiles();
+    test_threads();
+    test_hooks();
+    test_allocator();
+    test_workspace();
+    test_concurrent();
+    test_random();
+
+    printf("largest err/tol: F32 out %.3f, F16 out %.3f, BF16 out %.3f, lse %.3f; total %.1f s\n", g_ratio[0],
+           g_ratio[1], g_ratio[2], g_ratio[3], now_s() - t0);
+    printf("%ld passed, %ld failed\n", g_pass, g_fail);
+    free(g_filter);
+    return g_fail ? 1 : 0;
+}
