@@ -16,10 +16,10 @@
  *   Everywhere else just #include "sdpa.h". Link with -lm, and -pthread where
  *   the platform needs it (glibc before 2.34).
  *
- *       sdpa_tensor q = { qbuf, SDPA_F32, {B, Hq, Lq, D} };    // strides 0 = contiguous
- *       sdpa_tensor k = { kbuf, SDPA_F32, {B, Hkv, Lk, D} };
- *       sdpa_tensor v = { vbuf, SDPA_F32, {B, Hkv, Lk, Dv} };
- *       sdpa_tensor o = { obuf, SDPA_F32, {B, Hq, Lq, Dv} };
+ *       sdpa_tensor q = { qbuf, SDPA_F32, {B, Hq, Lq, D}, {0} };  // strides 0 = contiguous
+ *       sdpa_tensor k = { kbuf, SDPA_F32, {B, Hkv, Lk, D}, {0} };
+ *       sdpa_tensor v = { vbuf, SDPA_F32, {B, Hkv, Lk, Dv}, {0} };
+ *       sdpa_tensor o = { obuf, SDPA_F32, {B, Hq, Lq, Dv}, {0} };
  *       sdpa_params p = {0};  p.causal = SDPA_CAUSAL_TOP_LEFT;
  *       int rc = sdpa_attention(&q, &k, &v, &o, &p);
  *       if (rc != SDPA_OK) fprintf(stderr, "sdpa: %s\n", sdpa_strerror(rc));
