@@ -1,0 +1,313 @@
+# sdpa.h - build, test, install.
+#
+#   make            build everything into build/
+#   make run        one OLMo-2-7B attention layer (ARGS="..." are passed on)
+#   make test       test suite, compile tests, two-copies test, example,
+#                   ASan+UBSan and TSan runs
+#   make bench      benchmarks
+#   make install    PREFIX=/usr/local (DESTDIR honoured); make uninstall
+#   make check-cmake  CMake build + ctest + install + find_package/pkg-config consumers
+#
+# The library is one header; everything here is a test, an example or packaging.
+# No -march flags in the build of record: its binaries must run on any CPU of
+# the architecture, so faster code paths are chosen at run time, never here.
+
+# make predefines CC and CXX; replace only those built-in defaults.
+ifeq ($(origin CC),default)
+CC = cc
+endif
+ifeq ($(origin CXX),default)
+CXX = c++
+endif
+CFLAGS   ?= -O3 -g -std=c99 -Wall -Wextra
+CPPFLAGS ?=
+LDFLAGS  ?=
+LDLIBS   ?= -lm -pthread
+
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+INCLUDEDIR ?= $(PREFIX)/include
+DATADIR    ?= $(PREFIX)/share
+PKGCONFIGDIR ?= $(DATADIR)/pkgconfig
+CMAKEDIR   ?= $(DATADIR)/cmake/sdpa
+
+B       := build
+HEADER  := include/sdpa.h
+INC     := -Iinclude
+VERSION := $(shell sed -n 's/^\#define SDPA_VERSION_STRING "\(.*\)"/\1/p' $(HEADER))
+
+PROGRAMS := $(B)/olmo_layer $(B)/test_sdpa $(B)/bench $(B)/simple $(B)/two_copies
+
+.PHONY: all run test bench install uninstall clean check-cmake \
+        test-unit test-compile test-two-copies test-simple test-sanitize test-tsan
+
+all: $(PROGRAMS)
+
+$(B) $(B)/compile $(B)/asan $(B)/tsan:
+	@mkdir -p $@
+
+# ---------------------------------------------------------------- programs
+$(B)/olmo_layer: examples/olmo_layer.c bench/common.h $(HEADER) | $(B)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
+
+$(B)/simple: examples/simple.c $(HEADER) | $(B)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
+
+$(B)/test_sdpa: tests/test_sdpa.c $(HEADER) | $(B)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
+
+$(B)/bench: bench/bench.c bench/common.h $(HEADER) | $(B)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
+
+TWO_COPIES_SRC := tests/two_copies_a.c tests/two_copies_b.c tests/two_copies_main.c
+$(B)/two_copies: $(TWO_COPIES_SRC) $(HEADER) | $(B)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $(TWO_COPIES_SRC) -o $@ $(LDFLAGS) $(LDLIBS)
+
+run: $(B)/olmo_layer
+	./$(B)/olmo_layer $(ARGS)
+
+bench: $(B)/bench
+	./$(B)/bench $(ARGS)
+
+# ---------------------------------------------------------------- tests
+# Each step runs even when an earlier one failed; the failures are listed at
+# the end and make exits non-zero.
+TEST_STEPS := test-unit test-compile test-two-copies test-simple test-sanitize test-tsan
+
+test:
+	@failed=""; \
+	for s in $(TEST_STEPS); do \
+	    echo "==> make $$s"; \
+	    $(MAKE) --no-print-directory $$s || failed="$$failed $$s"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed"; exit 1; fi; \
+	echo "make test: all steps passed ($(TEST_STEPS))"
+
+# TEST_ARGS="mask" runs only the groups whose name contains it.
+test-unit: $(B)/test_sdpa
+	./$(B)/test_sdpa $(TEST_ARGS)
+
+test-two-copies: $(B)/two_copies
+	./$(B)/two_copies
+
+# The README shows examples/simple.c verbatim; this keeps the two the same.
+test-simple: $(B)/simple
+	./$(B)/simple
+	@sed -n '/^<!-- begin examples\/simple.c/,/^<!-- end examples\/simple.c/p' README.md \
+	    | sed '1,2d;$$d' | sed '$$d' | diff -u examples/simple.c - \
+	    && echo "README.md shows examples/simple.c as it is: ok" \
+	    || { echo "README.md's copy of examples/simple.c differs (diff above)"; exit 1; }
+
+# Compile tests: the header with its implementation as C99/C11 and C++11/C++17,
+# under every compiler that is installed, warning-free with -Werror; each
+# binary also runs a small smoke test. gcc and g++ are required, clang and
+# clang++ are used when present (falls back to $(CC)/$(CXX) if gcc is absent).
+have = $(shell command -v $(1) 2>/dev/null)
+CT_CCS  := $(or $(foreach c,gcc clang,$(if $(call have,$(c)),$(c))),$(CC))
+CT_CXXS := $(or $(foreach c,g++ clang++,$(if $(call have,$(c)),$(c))),$(CXX))
+CT_CWARN   := -O2 -pedantic -Wall -Wextra -Werror
+CT_CXXWARN := -O2 -Wall -Wextra -Werror
+CT_BINS :=
+
+# $(1) compiler, $(2) variant name, $(3) flags
+define ct_c
+$(B)/compile/$(1)-$(2): tests/compile_c99.c $(HEADER) | $(B)/compile
+	$(1) $(CT_CWARN) $(3) $(INC) $$< -o $$@ $(LDLIBS)
+CT_BINS += $(B)/compile/$(1)-$(2)
+endef
+define ct_cxx
+$(B)/compile/$(1)-$(2): tests/compile_cxx.cpp $(HEADER) | $(B)/compile
+	$(1) $(CT_CXXWARN) $(3) $(INC) $$< -o $$@ $(LDLIBS)
+CT_BINS += $(B)/compile/$(1)-$(2)
+endef
+
+$(foreach c,$(CT_CCS),\
+  $(eval $(call ct_c,$(c),c99,-std=c99))\
+  $(eval $(call ct_c,$(c),c11,-std=c11))\
+  $(eval $(call ct_c,$(c),c99-no-threads,-std=c99 -DSDPA_NO_THREADS))\
+  $(eval $(call ct_c,$(c),c99-static,-std=c99 -DSDPA_STATIC))\
+  $(eval $(call ct_c,$(c),c99-system-first,-std=c99 -DCOMPILE_TEST_SYSTEM_FIRST)))
+$(foreach c,$(CT_CXXS),\
+  $(eval $(call ct_cxx,$(c),cxx11,-std=c++11))\
+  $(eval $(call ct_cxx,$(c),cxx17,-std=c++17))\
+  $(eval $(call ct_cxx,$(c),cxx11-no-threads,-std=c++11 -DSDPA_NO_THREADS))\
+  $(eval $(call ct_cxx,$(c),cxx17-static,-std=c++17 -DSDPA_STATIC)))
+
+# The README's example, held to the same standard.
+define ct_example
+$(B)/compile/$(1)-simple: examples/simple.c $(HEADER) | $(B)/compile
+	$(1) $(CT_CWARN) -std=c99 $(INC) $$< -o $$@ $(LDLIBS)
+CT_BINS += $(B)/compile/$(1)-simple
+endef
+$(foreach c,$(CT_CCS),$(eval $(call ct_example,$(c))))
+
+# gcc's OpenMP build of the threading layer (the header switches to OpenMP
+# when _OPENMP is defined).
+ifneq ($(filter gcc,$(CT_CCS)),)
+$(eval $(call ct_c,gcc,c99-openmp,-std=c99 -fopenmp))
+endif
+
+# A C++ file that only includes the declarations, linked with the
+# implementation compiled as C: checks the extern "C" linkage.
+CT_CC1  := $(firstword $(CT_CCS))
+CT_CXX1 := $(firstword $(CT_CXXS))
+$(B)/compile/impl-c.o: tests/compile_c99.c $(HEADER) | $(B)/compile
+	$(CT_CC1) $(CT_CWARN) -std=c99 -DCOMPILE_TEST_NO_MAIN $(INC) -c $< -o $@
+$(B)/compile/decl-cxx.o: tests/compile_cxx.cpp $(HEADER) | $(B)/compile
+	$(CT_CXX1) $(CT_CXXWARN) -std=c++11 -DCOMPILE_TEST_DECL_ONLY $(INC) -c $< -o $@
+$(B)/compile/cxx-links-c: $(B)/compile/decl-cxx.o $(B)/compile/impl-c.o
+	$(CT_CXX1) $^ -o $@ $(LDLIBS)
+CT_BINS += $(B)/compile/cxx-links-c
+
+test-compile: $(CT_BINS)
+	@fail=0; for t in $(CT_BINS); do \
+	    if out=$$(./$$t 2>&1); then echo "compile test $$t: ok"; \
+	    else echo "$$out"; echo "compile test $$t: FAILED"; fail=1; fi; \
+	done; exit $$fail
+
+# ASan+UBSan build of the suite, run with --quick (and of the two-copies and
+# smoke tests). gcc first, then clang, then $(CC): the first whose sanitizer
+# runtime links and runs is used. Without one the step is skipped with a
+# message, except under CI=true where it fails.
+SAN_FLAGS := -O1 -g -fno-omit-frame-pointer \
+             -fsanitize=address,undefined -fno-sanitize-recover=all
+SAN_ENV   := ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1 \
+             UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+SAN_CC    ?= gcc
+SAN_BINS  := $(B)/asan/test_sdpa $(B)/asan/two_copies $(B)/asan/smoke
+
+$(B)/asan/test_sdpa: tests/test_sdpa.c $(HEADER) | $(B)/asan
+	$(SAN_CC) -std=c99 -Wall -Wextra $(SAN_FLAGS) $(INC) $< -o $@ $(LDLIBS)
+$(B)/asan/two_copies: $(TWO_COPIES_SRC) $(HEADER) | $(B)/asan
+	$(SAN_CC) -std=c99 -Wall -Wextra $(SAN_FLAGS) $(INC) $(TWO_COPIES_SRC) -o $@ $(LDLIBS)
+$(B)/asan/smoke: tests/compile_c99.c tests/compile_smoke.h $(HEADER) | $(B)/asan
+	$(SAN_CC) -std=c99 -Wall -Wextra $(SAN_FLAGS) $(INC) $< -o $@ $(LDLIBS)
+
+# $(call pick_cc,candidates,flags,dir,outputs): sets shell variable cc to the
+# first candidate that builds and runs an empty program with those flags, and
+# removes the outputs when the choice differs from the last run's.
+pick_cc = mkdir -p $(3); cc=""; for c in $(1); do \
+	    command -v $$c >/dev/null 2>&1 || continue; \
+	    printf 'int main(void){return 0;}\n' > $(3)/probe.c; \
+	    if $$c $(2) $(3)/probe.c -o $(3)/probe >/dev/null 2>&1 && ./$(3)/probe >/dev/null 2>&1; \
+	    then cc=$$c; break; fi; \
+	done; \
+	if [ -n "$$cc" ] && [ "$$cc" != "$$(cat $(3)/cc 2>/dev/null)" ]; then \
+	    rm -f $(4); echo "$$cc" > $(3)/cc; fi
+
+test-sanitize: | $(B)/asan
+	@$(call pick_cc,gcc clang $(CC),$(SAN_FLAGS),$(B)/asan,$(SAN_BINS)); \
+	if [ -z "$$cc" ]; then \
+	    echo "test-sanitize: no compiler with a working ASan+UBSan runtime (Debian: apt-get install gcc)"; \
+	    if [ "$${CI:-}" = true ]; then exit 1; fi; \
+	    echo "test-sanitize: SKIPPED"; exit 0; \
+	fi; \
+	for t in two_copies smoke "test_sdpa --quick"; do \
+	    $(MAKE) --no-print-directory SAN_CC=$$cc $(B)/asan/$${t%% *} || exit 1; \
+	    echo "$(SAN_ENV) ./$(B)/asan/$$t"; \
+	    $(SAN_ENV) ./$(B)/asan/$$t || exit 1; \
+	done
+
+# ThreadSanitizer over the programs that call the library from several
+# threads at once. Skipped (not failed) where no TSan runtime works: TSan
+# depends on the kernel's address-space layout as much as on the compiler.
+TSAN_FLAGS := -O1 -g -fsanitize=thread
+TSAN_CC  ?= gcc
+TSAN_CXX ?= g++
+TSAN_BINS := $(B)/tsan/two_copies $(B)/tsan/compile_cxx
+$(B)/tsan/two_copies: $(TWO_COPIES_SRC) $(HEADER) | $(B)/tsan
+	$(TSAN_CC) -std=c99 -Wall -Wextra $(TSAN_FLAGS) $(INC) $(TWO_COPIES_SRC) -o $@ $(LDLIBS)
+$(B)/tsan/compile_cxx: tests/compile_cxx.cpp tests/compile_smoke.h $(HEADER) | $(B)/tsan
+	$(TSAN_CXX) -std=c++11 -Wall -Wextra $(TSAN_FLAGS) $(INC) $< -o $@ $(LDLIBS)
+
+test-tsan: | $(B)/tsan
+	@$(call pick_cc,gcc clang,$(TSAN_FLAGS),$(B)/tsan,$(TSAN_BINS)); \
+	if [ -z "$$cc" ]; then echo "test-tsan: no working ThreadSanitizer here: SKIPPED"; exit 0; fi; \
+	if [ "$$cc" = clang ]; then cxx=clang++; else cxx=g++; fi; \
+	$(MAKE) --no-print-directory TSAN_CC=$$cc TSAN_CXX=$$cxx $(TSAN_BINS) && \
+	echo "./$(B)/tsan/two_copies" && TSAN_OPTIONS=halt_on_error=1 ./$(B)/tsan/two_copies && \
+	echo "./$(B)/tsan/compile_cxx" && TSAN_OPTIONS=halt_on_error=1 ./$(B)/tsan/compile_cxx
+
+# ---------------------------------------------------------------- install
+# The header, a pkg-config file and CMake package files (the same layout as
+# CMake's install; the files are arch-independent, hence share/).
+# Paths under PREFIX are written relative to it (pkg-config's ${prefix}, the
+# CMake files' own directory), so an installed tree can be moved.
+empty :=
+space := $(empty) $(empty)
+PC_INCLUDEDIR := $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))
+ifneq ($(filter $(PREFIX)/%,$(CMAKEDIR)),)
+CM_UP := $(subst $(space),,$(foreach d,$(subst /, ,$(patsubst $(PREFIX)/%,%,$(CMAKEDIR))),../))
+CM_INCLUDEDIR := $(patsubst $(PREFIX)/%,$${CMAKE_CURRENT_LIST_DIR}/$(CM_UP)%,$(INCLUDEDIR))
+else
+CM_INCLUDEDIR := $(INCLUDEDIR)
+endif
+
+# Generated files are written straight into the destination: they depend on
+# PREFIX, which make cannot track as a prerequisite.
+install:
+	@test -n "$(VERSION)" || { echo "install: no SDPA_VERSION_STRING in $(HEADER)"; exit 1; }
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(CMAKEDIR)
+	install -m 644 $(HEADER) $(DESTDIR)$(INCLUDEDIR)/sdpa.h
+	sed -e 's|@SDPA_PC_PREFIX@|$(PREFIX)|g' \
+	    -e 's|@SDPA_PC_INCLUDEDIR@|$(PC_INCLUDEDIR)|g' \
+	    -e 's|@PROJECT_VERSION@|$(VERSION)|g' sdpa.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/sdpa.pc
+	install -m 644 cmake/sdpaConfig.cmake $(DESTDIR)$(CMAKEDIR)/sdpaConfig.cmake
+	sed -e 's|@PROJECT_VERSION@|$(VERSION)|g' cmake/sdpaConfigVersion.cmake.in \
+	    > $(DESTDIR)$(CMAKEDIR)/sdpaConfigVersion.cmake
+	sed -e 's|@SDPA_INCLUDEDIR@|$(CM_INCLUDEDIR)|g' cmake/sdpaTargets-make.cmake.in \
+	    > $(DESTDIR)$(CMAKEDIR)/sdpaTargets.cmake
+	chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/sdpa.pc $(DESTDIR)$(CMAKEDIR)/sdpaConfigVersion.cmake \
+	    $(DESTDIR)$(CMAKEDIR)/sdpaTargets.cmake
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/sdpa.h $(DESTDIR)$(PKGCONFIGDIR)/sdpa.pc
+	rm -f $(DESTDIR)$(CMAKEDIR)/sdpaConfig.cmake $(DESTDIR)$(CMAKEDIR)/sdpaConfigVersion.cmake \
+	      $(DESTDIR)$(CMAKEDIR)/sdpaTargets.cmake $(DESTDIR)$(CMAKEDIR)/sdpaTargets-*.cmake
+	-rmdir $(DESTDIR)$(CMAKEDIR) 2>/dev/null
+
+# ---------------------------------------------------------------- cmake
+# Configure, build and ctest the CMake project in build/cmake, install it to a
+# scratch prefix, then build and run tests/cmake_consumer against it through
+# find_package(sdpa) and through pkg-config; the same for `make install`.
+CMAKE   ?= cmake
+CTEST   ?= ctest
+CTEST_ARGS ?=
+CM      := $(B)/cmake
+CM_ABS   = $(abspath $(CM))
+
+check-cmake:
+	rm -rf $(CM)
+	$(CMAKE) -S . -B $(CM)/build -DCMAKE_BUILD_TYPE=Release \
+	    -DCMAKE_INSTALL_PREFIX=$(CM_ABS)/prefix -DSDPA_BUILD_EXAMPLES=ON -DSDPA_BUILD_BENCH=ON
+	$(CMAKE) --build $(CM)/build -j 2
+	cd $(CM)/build && $(CTEST) --output-on-failure $(CTEST_ARGS)
+	$(CMAKE) --install $(CM)/build
+	@echo "==> consumer: find_package(sdpa) from the CMake install"
+	$(CMAKE) -S tests/cmake_consumer -B $(CM)/consumer -DCMAKE_PREFIX_PATH=$(CM_ABS)/prefix
+	$(CMAKE) --build $(CM)/consumer
+	./$(CM)/consumer/consumer
+	@echo "==> consumer: pkg-config from the CMake install"
+	PKG_CONFIG_PATH=$(CM_ABS)/prefix/share/pkgconfig pkg-config --cflags --libs sdpa
+	$(CC) tests/cmake_consumer/main.c -o $(CM)/consumer-pc \
+	    $$(PKG_CONFIG_PATH=$(CM_ABS)/prefix/share/pkgconfig pkg-config --cflags --libs sdpa)
+	./$(CM)/consumer-pc
+	@echo "==> consumer: find_package(sdpa) and pkg-config from make install DESTDIR=... PREFIX=/opt/sdpa"
+	$(MAKE) --no-print-directory install DESTDIR=$(CM_ABS)/destdir PREFIX=/opt/sdpa
+	$(CMAKE) -S tests/cmake_consumer -B $(CM)/consumer-make -DCMAKE_PREFIX_PATH=$(CM_ABS)/destdir/opt/sdpa
+	$(CMAKE) --build $(CM)/consumer-make
+	./$(CM)/consumer-make/consumer
+	$(CC) tests/cmake_consumer/main.c -o $(CM)/consumer-make-pc \
+	    $$(PKG_CONFIG_PATH=$(CM_ABS)/destdir/opt/sdpa/share/pkgconfig \
+	       pkg-config --define-variable=prefix=$(CM_ABS)/destdir/opt/sdpa --cflags --libs sdpa)
+	./$(CM)/consumer-make-pc
+	$(MAKE) --no-print-directory uninstall DESTDIR=$(CM_ABS)/destdir PREFIX=/opt/sdpa
+	@test -z "$$(find $(CM)/destdir -type f)" || { echo "uninstall left files:"; find $(CM)/destdir -type f; exit 1; }
+	@echo "==> consumer: add_subdirectory(sdpa source tree)"
+	$(CMAKE) -S tests/cmake_consumer -B $(CM)/consumer-subdir -DSDPA_SOURCE_DIR=$(CURDIR)
+	$(CMAKE) --build $(CM)/consumer-subdir
+	./$(CM)/consumer-subdir/consumer
+	@echo "check-cmake: all passed"
+
+clean:
+	rm -rf $(B)
