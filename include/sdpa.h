@@ -299,8 +299,17 @@ extern "C" {
 
 /* ---- scalar conversions -------------------------------------------------- */
 
-static float sdpa__bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-static uint32_t sdpa__f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+/* Small helpers inlined into the loops that must vectorise. */
+#if defined(__GNUC__) || defined(__clang__)
+#define SDPA__INLINE static inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define SDPA__INLINE static __forceinline
+#else
+#define SDPA__INLINE static inline
+#endif
+
+SDPA__INLINE float sdpa__bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+SDPA__INLINE uint32_t sdpa__f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
 SDPA_API float sdpa_f16_to_f32(uint16_t h)
 {
@@ -349,25 +358,28 @@ SDPA_API uint16_t sdpa_f32_to_bf16(float f)
 
 /* expf by range reduction x = n ln2 + r, |r| <= ln2/2, and a degree-7 Taylor
  * polynomial (truncation error < 5e-9 relative), then 2^n applied as two
- * factors so that 2^128 needs no special case. Max error 2 ulp on
+ * factors so that n = 128 needs no special case. Max error 2 ulp on
  * [-87.33, 88.72] (tests/test_sdpa.c measures it); below -87.33 the result
  * (< FLT_MIN) is flushed to 0, above 88.72 it is inf; exp(-inf) = 0,
- * exp(nan) = nan.
- * Branch-free so that loops calling it vectorise. */
-static float sdpa__expf(float x)
+ * exp(nan) = nan. The range tests are integer compares on the bits and the
+ * selects are masks: float compares may trap (gcc's default -ftrapping-math),
+ * which would keep the compiler from vectorising the loops that call this. */
+SDPA__INLINE float sdpa__expf(float x)
 {
     const float log2e = 1.44269504088896341f;
     const float ln2_hi = 0.693145751953125f;       /* 12 significant bits: n*ln2_hi exact */
     const float ln2_lo = 1.428606765330187045e-6f;
     const float shifter = 12582912.0f;             /* 1.5 * 2^23 */
-    float xc = x < -88.0f ? -88.0f : x;
-    float t, n, r, p;
-    uint32_t nb;
-    int32_t ni, n1, n2;
-    xc = xc > 88.7f ? 88.7f : xc;
-    t = xc * log2e + shifter;                      /* round to nearest integer */
-    nb = sdpa__f32_bits(t);
-    n = t - shifter;
+    uint32_t u = sdpa__f32_bits(x), a = u & 0x7fffffffu, neg = u >> 31;
+    uint32_t under = neg & (uint32_t)(a > 0x42aeac4fu);        /* x < -87.33654: 0 */
+    uint32_t over = (neg ^ 1u) & (uint32_t)(a > 0x42b17217u);  /* x > 88.72283: inf */
+    uint32_t nan = (uint32_t)(a > 0x7f800000u);
+    uint32_t keep = (under | over | nan) - 1u;                 /* all ones: ordinary x */
+    float xc = sdpa__bits_f32(u & keep);                       /* specials computed as 0 */
+    float t = xc * log2e + shifter;                            /* round to nearest integer */
+    float n = t - shifter, r, p;
+    /* t's mantissa holds 2^22 + n, n in [-126, 128]: m = n + 256 > 0 */
+    uint32_t m = (sdpa__f32_bits(t) & 0x7fffffu) - 0x400000u + 256u, h = m >> 1, pb;
     r = xc - n * ln2_hi;
     r = r - n * ln2_lo;
     p = 1.0f / 5040.0f;
@@ -378,13 +390,11 @@ static float sdpa__expf(float x)
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    ni = (int32_t)(nb & 0x7fffffu) - 0x400000;     /* n in [-127, 128]: t's mantissa is 2^22 + n */
-    n1 = ni / 2;
-    n2 = ni - n1;
-    p = p * sdpa__bits_f32((uint32_t)(n1 + 127) << 23) * sdpa__bits_f32((uint32_t)(n2 + 127) << 23);
-    p = x < -87.33654f ? 0.0f : p;
-    p = x > 88.72283f ? (float)INFINITY : p;
-    return x != x ? x : p;
+    /* 2^n = 2^n1 * 2^n2 with n1 = floor(n/2), n2 = n - n1; biased exponents
+     * n1 + 127 = h - 1 and n2 + 127 = m - h - 1, in unsigned arithmetic */
+    p = p * sdpa__bits_f32((h - 1u) << 23) * sdpa__bits_f32((m - h - 1u) << 23);
+    pb = (sdpa__f32_bits(p) & keep) | (0x7f800000u & (0u - over)) | ((u | 0x00400000u) & (0u - nan));
+    return sdpa__bits_f32(pb);
 }
 
 /* ---- errors --------------------------------------------------------------- */
