@@ -97,10 +97,46 @@ static void problem_free(problem *pr)
     free(pr->q); free(pr->k); free(pr->v); free(pr->out); free(pr->naive_out);
 }
 
+/* An sdpa parallel_for hook on a pool whose worker w is pinned to CPU w:
+ * without pinning, Linux may run two of the library's threads on one vCPU
+ * of this shared machine and the 2-thread timings swing by 1.5x. */
+typedef struct pinned_job {
+    sdpa_task_fn    fn;
+    void           *ctx;
+    int64_t         n, next;
+    pthread_mutex_t mu;
+} pinned_job;
+
+static void pinned_worker(void *p, int w, int nw)
+{
+    pinned_job *j = (pinned_job *)p;
+    (void)nw;
+    for (;;) {
+        int64_t t;
+        pthread_mutex_lock(&j->mu);
+        t = j->next++;
+        pthread_mutex_unlock(&j->mu);
+        if (t >= j->n) break;
+        j->fn(j->ctx, t, w);
+    }
+}
+
+static int pinned_parallel_for(void *user, int n_workers, int64_t n_tasks, sdpa_task_fn fn, void *ctx)
+{
+    pinned_job j;
+    (void)user;
+    j.fn = fn; j.ctx = ctx; j.n = n_tasks; j.next = 0;
+    if (pthread_mutex_init(&j.mu, NULL) != 0) return -1;
+    bc_parallel_run(n_workers, 1, pinned_worker, &j);
+    pthread_mutex_destroy(&j.mu);
+    return 0;
+}
+
 static int tiled_run(problem *pr, int threads)
 {
     int rc;
     pr->p.num_threads = threads;
+    pr->p.parallel_for = threads > 1 ? pinned_parallel_for : NULL;
     rc = sdpa_attention(&pr->tq, &pr->tk, &pr->tv, &pr->to, &pr->p);
     if (rc != SDPA_OK) {
         fprintf(stderr, "bench: sdpa_attention failed: %s (%s)\n", sdpa_strerror(rc), pr->errbuf);
@@ -233,11 +269,11 @@ static timing time_naive(problem *pr, int threads, bc_naive_ws *ws)
     int r;
     int64_t nbh = pr->s.B * pr->s.H;
     for (r = 0; r < O.warmup; ++r)
-        if (bc_naive_attention(pr->q, pr->k, pr->v, pr->naive_out, &pr->s, 0, nbh, threads, 0, ws))
+        if (bc_naive_attention(pr->q, pr->k, pr->v, pr->naive_out, &pr->s, 0, nbh, threads, threads > 1, ws))
             { fprintf(stderr, "bench: out of memory\n"); exit(2); }
     for (r = 0; r < O.reps; ++r) {
         double t0 = bc_now();
-        bc_naive_attention(pr->q, pr->k, pr->v, pr->naive_out, &pr->s, 0, nbh, threads, 0, ws);
+        bc_naive_attention(pr->q, pr->k, pr->v, pr->naive_out, &pr->s, 0, nbh, threads, threads > 1, ws);
         t[r] = bc_now() - t0;
     }
     return summarise(t, O.reps);
@@ -436,7 +472,8 @@ int main(int argc, char **argv)
     fprintf(T, "\n== 4. tiled vs naive (materialised scores): Lq = Lk = %lld, D = 128, F32, batch 1\n"
                "  %d warm-up runs discarded, median of %d [min..max]; GF/s = (2D + 2Dv) per visible pair\n"
                "  (causal: j <= i only), %% of the peak for the same thread count; last column naive/tiled\n"
-               "  (>1: tiled faster). p = pinned to CPU 0; multi-threaded runs are not pinned\n"
+               "  (>1: tiled faster). p = pinned to CPU 0; with more threads, worker w is pinned to CPU w\n"
+               "  (sdpa through its parallel_for hook on a pinned pool, the naive on pinned pthreads)\n"
                "  %-6s %3s %5s\n", (long long)L_speed, O.warmup, O.reps, "mask", "thr", "heads");
     for (i = 0; i < 4; ++i) {
         int causal = i % 2 == 0, thr = i < 2 ? 1 : O.threads;
