@@ -33,6 +33,8 @@
  *   SDPA_TILE_Q          default query rows per tile (default 64)
  *   SDPA_TILE_K          default keys per tile (default 64)
  *   SDPA_MAX_THREADS     cap on worker threads (default 256)
+ *   SDPA_NO_SIMD         build only the portable scalar path
+ *   SDPA_NO_AVX2         leave out the AVX2 path (x86 with gcc or clang)
  *   Built-in threads are POSIX threads on Unix-like systems; with OpenMP
  *   (-fopenmp, _OPENMP defined) OpenMP is used instead; elsewhere the library
  *   runs on the calling thread unless a parallel_for hook is given.
@@ -74,6 +76,12 @@
  *   never reaches it, whatever its K and V hold. A NaN score (NaN input, or
  *   score_mod returning NaN) makes that row NaN. lse is within
  *   2e-5 + 2e-6 |ref| of the float64 reference.
+ *
+ * DISPATCH
+ *   One binary picks its path at run time: the AVX2 kernels are compiled with
+ *   per-function target attributes (no -m flags needed) and used when CPUID
+ *   reports AVX2, FMA and F16C and XGETBV shows the OS saves the ymm registers.
+ *   params->path or $SDPA_PATH forces a path; sdpa_path_in_use() names it.
  *
  * THREADING AND STATE
  *   No global mutable state. sdpa_attention is reentrant and may be called
@@ -146,9 +154,20 @@ enum {
     SDPA_ERR_PARAM    = -8,  /* invalid option value (scale, softcap, threads, tiles, ...) */
     SDPA_ERR_SEQLENS  = -9,  /* variable-length arrays out of range or not monotonic */
     SDPA_ERR_ALIAS    = -10, /* out or lse overlaps an input or each other */
+    SDPA_ERR_PATH     = -11, /* the requested code path is unknown or not available here */
     SDPA_ERR_NOMEM    = -20, /* the allocator returned NULL */
     SDPA_ERR_THREADS  = -21  /* the user's parallel_for hook reported failure */
 };
+
+/* Code paths. A call uses params->path; SDPA_PATH_AUTO (0) means the value
+ * of the environment variable SDPA_PATH ("scalar", "avx2"; for tests and bug
+ * reports) if set, else the fastest path this build and CPU support. All
+ * paths meet the same error bounds; their results differ in the last bits. */
+typedef enum sdpa_path {
+    SDPA_PATH_AUTO = 0,
+    SDPA_PATH_SCALAR = 1,  /* portable C written for the auto-vectoriser: every CPU */
+    SDPA_PATH_AVX2 = 2     /* x86-64 AVX2 + FMA + F16C intrinsics */
+} sdpa_path;
 
 /* Allocator hook. alloc returns at least `size` bytes or NULL (alignment
  * `align` = 64 is asked for, but any alignment works); free receives the
@@ -222,6 +241,8 @@ typedef struct sdpa_params {      /* all-zero = PyTorch's defaults */
 
     char              *errbuf;        /* optional: receives a message on error */
     size_t             errbuf_size;
+
+    sdpa_path          path;          /* 0 = $SDPA_PATH or the best available */
 } sdpa_params;
 
 SDPA_API int sdpa_attention(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v,
@@ -241,6 +262,15 @@ SDPA_API float    sdpa_bf16_to_f32(uint16_t h);
 SDPA_API uint16_t sdpa_f32_to_bf16(float f);
 
 SDPA_API const char *sdpa_version(void);
+
+/* Paths: the name of a path ("scalar", "avx2", "auto"; NULL if unknown);
+ * whether this build and CPU (and OS, for the wider registers) can run it;
+ * and the path a call with these params would take (params may be NULL), or
+ * SDPA_ERR_PATH when the requested one, or $SDPA_PATH, is unknown or not
+ * available. */
+SDPA_API const char *sdpa_path_name(sdpa_path path);
+SDPA_API int         sdpa_path_supported(sdpa_path path);
+SDPA_API int         sdpa_path_in_use(const sdpa_params *params);
 
 #ifdef __cplusplus
 }
@@ -266,6 +296,14 @@ SDPA_API const char *sdpa_version(void);
 #endif
 #if !defined(SDPA_NO_THREADS) && defined(_OPENMP)
 #include <omp.h>
+#endif
+
+#if !defined(SDPA_NO_SIMD) && !defined(SDPA_NO_AVX2) && (defined(__x86_64__) || defined(__i386__)) && \
+    (defined(__GNUC__) || defined(__clang__))
+#define SDPA__HAVE_AVX2 1
+#include <cpuid.h>
+#include <immintrin.h>
+#define SDPA__TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #endif
 
 #ifndef SDPA_MALLOC
@@ -413,6 +451,7 @@ SDPA_API const char *sdpa_strerror(int code)
     case SDPA_ERR_PARAM: return "invalid parameter value";
     case SDPA_ERR_SEQLENS: return "invalid variable-length sequence arrays";
     case SDPA_ERR_ALIAS: return "output memory overlaps an input or the other output";
+    case SDPA_ERR_PATH: return "the requested code path is unknown or not available on this CPU/build";
     case SDPA_ERR_NOMEM: return "out of memory";
     case SDPA_ERR_THREADS: return "the parallel_for hook failed";
     default: return "unknown error code";
@@ -478,7 +517,10 @@ typedef struct sdpa__plan {
     int64_t *task_start;      /* [nseq + 1] first task of each sequence */
     int64_t n_tasks;
     char *ws;
+    sdpa_path path;
     sdpa__gemm_fn gemm;
+    float (*row_max)(const float *s, int64_t n);
+    float (*exp_row)(float *s, int64_t n, float m);
 } sdpa__plan;
 
 static int64_t sdpa__esize(sdpa_dtype t)
@@ -653,6 +695,8 @@ static int64_t sdpa__tiles_per_group(const sdpa__plan *P, int64_t nq)
 
 static void sdpa__gemm_scalar(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                               const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate);
+static int sdpa__resolve_path(const sdpa_params *pp, sdpa_path want);
+static void sdpa__set_kernels(sdpa__plan *P);
 
 /* Validates everything and resolves defaults into P (no allocation). */
 static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v,
@@ -848,7 +892,10 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
     if (!sdpa__mul_ok((int64_t)P->ws_worker, P->n_workers, &bytes) || P->nseq > INT64_MAX / 16 ||
         !sdpa__add_ok(bytes, SDPA__ROUND_UP((P->nseq + 1) * 8, 64) + 64, &bytes) || !sdpa__bytes_ok(bytes))
         return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: scratch size overflows");
-    P->gemm = sdpa__gemm_scalar;
+    rc = sdpa__resolve_path(pp, p->path);
+    if (rc < 0) return rc;
+    P->path = (sdpa_path)rc;
+    sdpa__set_kernels(P);
     return SDPA_OK;
 }
 
@@ -1017,6 +1064,216 @@ static void sdpa__pv_skip_zeros(int64_t M, int64_t N, int64_t K, const float *P,
         }
 }
 
+/* ---- AVX2 + FMA kernels (x86; chosen at run time) ------------------------- */
+
+#ifdef SDPA__HAVE_AVX2
+/* The scalar micro-kernel's job with intrinsics: a 4 x 16 block of C in 8
+ * ymm accumulators; per k, two 8-float loads of B, four broadcasts of A and
+ * eight FMAs. M % 4 == 0, N % 16 == 0; B rows must hold N floats. */
+SDPA__TARGET_AVX2 static void sdpa__gemm_avx2(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                                              const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate)
+{
+    int64_t i, j, kk;
+    for (i = 0; i < M; i += 4) {
+        const float *a0 = A + i * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+        for (j = 0; j < N; j += 16) {
+            float *c0 = C + i * ldc + j, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;
+            __m256 x00, x01, x10, x11, x20, x21, x30, x31;
+            if (accumulate) {
+                x00 = _mm256_loadu_ps(c0); x01 = _mm256_loadu_ps(c0 + 8);
+                x10 = _mm256_loadu_ps(c1); x11 = _mm256_loadu_ps(c1 + 8);
+                x20 = _mm256_loadu_ps(c2); x21 = _mm256_loadu_ps(c2 + 8);
+                x30 = _mm256_loadu_ps(c3); x31 = _mm256_loadu_ps(c3 + 8);
+            } else {
+                x00 = x01 = x10 = x11 = x20 = x21 = x30 = x31 = _mm256_setzero_ps();
+            }
+            for (kk = 0; kk < K; kk++) {
+                const float *b = B + kk * ldb + j;
+                __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), a;
+                a = _mm256_broadcast_ss(a0 + kk);
+                x00 = _mm256_fmadd_ps(a, b0, x00); x01 = _mm256_fmadd_ps(a, b1, x01);
+                a = _mm256_broadcast_ss(a1 + kk);
+                x10 = _mm256_fmadd_ps(a, b0, x10); x11 = _mm256_fmadd_ps(a, b1, x11);
+                a = _mm256_broadcast_ss(a2 + kk);
+                x20 = _mm256_fmadd_ps(a, b0, x20); x21 = _mm256_fmadd_ps(a, b1, x21);
+                a = _mm256_broadcast_ss(a3 + kk);
+                x30 = _mm256_fmadd_ps(a, b0, x30); x31 = _mm256_fmadd_ps(a, b1, x31);
+            }
+            _mm256_storeu_ps(c0, x00); _mm256_storeu_ps(c0 + 8, x01);
+            _mm256_storeu_ps(c1, x10); _mm256_storeu_ps(c1 + 8, x11);
+            _mm256_storeu_ps(c2, x20); _mm256_storeu_ps(c2 + 8, x21);
+            _mm256_storeu_ps(c3, x30); _mm256_storeu_ps(c3 + 8, x31);
+        }
+    }
+}
+
+/* sdpa__expf on 8 lanes, the same reduction and polynomial with FMAs (max
+ * error 2 ulp, checked by the tests): specials by compare masks. */
+SDPA__TARGET_AVX2 static __m256 sdpa__exp8_avx2(__m256 x)
+{
+    const __m256 shifter = _mm256_set1_ps(12582912.0f);
+    __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(-87.33654f), _CMP_LT_OQ);
+    __m256 over = _mm256_cmp_ps(x, _mm256_set1_ps(88.72283f), _CMP_GT_OQ);
+    __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    __m256 special = _mm256_or_ps(under, _mm256_or_ps(over, nan));
+    __m256 xc = _mm256_andnot_ps(special, x);
+    __m256 t = _mm256_fmadd_ps(xc, _mm256_set1_ps(1.44269504088896341f), shifter);
+    __m256 n = _mm256_sub_ps(t, shifter);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), xc);
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    __m256i m, h;
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-6f), r);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    /* m = n + 256 from t's mantissa; 2^n = 2^(h-128) * 2^(m-h-128), h = m/2 */
+    m = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(t), _mm256_set1_epi32(0x7fffff)),
+                         _mm256_set1_epi32(0x400000 - 256));
+    h = _mm256_srli_epi32(m, 1);
+    p = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_sub_epi32(h, _mm256_set1_epi32(1)), 23)));
+    p = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(
+                             _mm256_sub_epi32(_mm256_sub_epi32(m, h), _mm256_set1_epi32(1)), 23)));
+    p = _mm256_andnot_ps(special, p);
+    p = _mm256_or_ps(p, _mm256_and_ps(over, _mm256_set1_ps((float)INFINITY)));
+    return _mm256_or_ps(p, _mm256_and_ps(nan, _mm256_or_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x00400000)))));
+}
+
+/* Lanes j < n all ones: tails are loaded and stored through this mask, so
+ * nothing past s[n-1] is touched. */
+SDPA__TARGET_AVX2 static __m256i sdpa__tail_mask_avx2(int64_t n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* Lane sums added in a fixed order, so results do not depend on threads. */
+SDPA__TARGET_AVX2 static float sdpa__hsum_avx2(__m256 v)
+{
+    float lane[8], sum = 0.0f;
+    int c;
+    _mm256_storeu_ps(lane, v);
+    for (c = 0; c < 8; c++) sum += lane[c];
+    return sum;
+}
+
+SDPA__TARGET_AVX2 static float sdpa__row_max_avx2(const float *s, int64_t n)
+{
+    __m256 mx = _mm256_set1_ps(-(float)INFINITY);
+    float lane[8], m = -(float)INFINITY;
+    int64_t j = 0;
+    int c;
+    for (; j + 8 <= n; j += 8) mx = _mm256_max_ps(_mm256_loadu_ps(s + j), mx); /* NaN in s: skipped, as scalar */
+    if (j < n) {
+        __m256i k = sdpa__tail_mask_avx2(n - j);
+        __m256 x = _mm256_blendv_ps(mx, _mm256_maskload_ps(s + j, k), _mm256_castsi256_ps(k));
+        mx = _mm256_max_ps(x, mx);
+    }
+    _mm256_storeu_ps(lane, mx);
+    for (c = 0; c < 8; c++) m = lane[c] > m ? lane[c] : m;
+    return m;
+}
+
+SDPA__TARGET_AVX2 static float sdpa__exp_row_avx2(float *s, int64_t n, float m)
+{
+    __m256 vm = _mm256_set1_ps(m), acc = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 e = sdpa__exp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
+        _mm256_storeu_ps(s + j, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    if (j < n) {
+        __m256i k = sdpa__tail_mask_avx2(n - j);
+        __m256 e = sdpa__exp8_avx2(_mm256_sub_ps(_mm256_maskload_ps(s + j, k), vm));
+        e = _mm256_and_ps(e, _mm256_castsi256_ps(k));
+        _mm256_maskstore_ps(s + j, k, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    return sdpa__hsum_avx2(acc);
+}
+
+/* CPUID: AVX2, FMA, F16C, and OSXSAVE with XCR0 saving xmm and ymm state. */
+static int sdpa__cpu_avx2(void)
+{
+    unsigned a, b, c, d, xlo, xhi;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    if (!(c & (1u << 27)) || !(c & (1u << 28)) || !(c & (1u << 12)) || !(c & (1u << 29))) return 0;
+    __asm__ __volatile__("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    (void)xhi;
+    if ((xlo & 6u) != 6u) return 0;
+    if (__get_cpuid_max(0, NULL) < 7) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (int)((b >> 5) & 1u);
+}
+#endif /* SDPA__HAVE_AVX2 */
+
+/* ---- dispatch --------------------------------------------------------------- */
+
+SDPA_API const char *sdpa_path_name(sdpa_path path)
+{
+    switch (path) {
+    case SDPA_PATH_AUTO: return "auto";
+    case SDPA_PATH_SCALAR: return "scalar";
+    case SDPA_PATH_AVX2: return "avx2";
+    default: return NULL;
+    }
+}
+
+SDPA_API int sdpa_path_supported(sdpa_path path)
+{
+    switch (path) {
+    case SDPA_PATH_SCALAR: return 1;
+#ifdef SDPA__HAVE_AVX2
+    case SDPA_PATH_AVX2: return sdpa__cpu_avx2();
+#endif
+    default: return 0;
+    }
+}
+
+/* The path for a call: want, else $SDPA_PATH, else the fastest supported. */
+static int sdpa__resolve_path(const sdpa_params *pp, sdpa_path want)
+{
+    if (want == SDPA_PATH_AUTO) {
+        const char *env = getenv("SDPA_PATH");
+        if (env && *env && strcmp(env, "auto") != 0) {
+            int i;
+            for (i = SDPA_PATH_SCALAR; i <= SDPA_PATH_AVX2; i++)
+                if (strcmp(env, sdpa_path_name((sdpa_path)i)) == 0) break;
+            if (i > SDPA_PATH_AVX2)
+                return sdpa__fail(pp, SDPA_ERR_PATH, "sdpa: SDPA_PATH=%.32s is not a path name", env);
+            want = (sdpa_path)i;
+        }
+    }
+    if (want == SDPA_PATH_AUTO) return sdpa_path_supported(SDPA_PATH_AVX2) ? SDPA_PATH_AVX2 : SDPA_PATH_SCALAR;
+    if (!sdpa_path_name(want))
+        return sdpa__fail(pp, SDPA_ERR_PATH, "sdpa: path = %d is not an sdpa_path value", (int)want);
+    if (!sdpa_path_supported(want))
+        return sdpa__fail(pp, SDPA_ERR_PATH, "sdpa: path %s is not available on this CPU or build", sdpa_path_name(want));
+    return (int)want;
+}
+
+SDPA_API int sdpa_path_in_use(const sdpa_params *params)
+{
+    return sdpa__resolve_path(params, params ? params->path : SDPA_PATH_AUTO);
+}
+
+static void sdpa__set_kernels(sdpa__plan *P)
+{
+    P->gemm = sdpa__gemm_scalar;
+    P->row_max = sdpa__row_max;
+    P->exp_row = sdpa__exp_row;
+#ifdef SDPA__HAVE_AVX2
+    if (P->path == SDPA_PATH_AVX2) {
+        P->gemm = sdpa__gemm_avx2;
+        P->row_max = sdpa__row_max_avx2;
+        P->exp_row = sdpa__exp_row_avx2;
+    }
+#endif
+}
+
 /* ---- the tiled forward ---------------------------------------------------- */
 
 typedef struct sdpa__ws {
@@ -1145,12 +1402,12 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
             float mnew, alpha, sum;
             if (jlo > jhi) { for (j = 0; j < nk; j++) s[j] = 0.0f; continue; }
             if (has_extras) sdpa__score_extras(P, sq, W->h[r], W->i[r], j0, s, jlo, jhi);
-            mnew = sdpa__row_max(s + jlo, jhi - jlo + 1);
+            mnew = P->row_max(s + jlo, jhi - jlo + 1);
             mnew = W->m[r] > mnew ? W->m[r] : mnew;
             if (mnew == -(float)INFINITY) { for (j = 0; j < nk; j++) s[j] = 0.0f; continue; }
             for (j = 0; j < jlo; j++) s[j] = 0.0f;
             for (j = jhi + 1; j < nk; j++) s[j] = 0.0f;
-            sum = sdpa__exp_row(s + jlo, jhi - jlo + 1, mnew);
+            sum = P->exp_row(s + jlo, jhi - jlo + 1, mnew);
             alpha = sdpa__expf(W->m[r] - mnew); /* 0 when m was -inf */
             if (alpha != 1.0f) {
                 float *o = W->O + r * dvp;
