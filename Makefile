@@ -84,8 +84,13 @@ test:
 	echo "make test: all steps passed ($(TEST_STEPS))"
 
 # TEST_ARGS="mask" runs only the groups whose name contains it.
+# The suite once per code path this build and CPU can run (scalar, avx2),
+# each forced through SDPA_PATH.
 test-unit: $(B)/test_sdpa
-	./$(B)/test_sdpa $(TEST_ARGS)
+	@set -e; for p in $$(./$(B)/test_sdpa --paths); do \
+	    echo "SDPA_PATH=$$p ./$(B)/test_sdpa $(TEST_ARGS)"; \
+	    SDPA_PATH=$$p ./$(B)/test_sdpa $(TEST_ARGS); \
+	done
 
 test-two-copies: $(B)/two_copies
 	./$(B)/two_copies
@@ -126,12 +131,14 @@ $(foreach c,$(CT_CCS),\
   $(eval $(call ct_c,$(c),c11,-std=c11))\
   $(eval $(call ct_c,$(c),c99-no-threads,-std=c99 -DSDPA_NO_THREADS))\
   $(eval $(call ct_c,$(c),c99-static,-std=c99 -DSDPA_STATIC))\
+  $(eval $(call ct_c,$(c),c99-no-simd,-std=c99 -DSDPA_NO_SIMD))\
   $(eval $(call ct_c,$(c),c99-system-first,-std=c99 -DCOMPILE_TEST_SYSTEM_FIRST)))
 $(foreach c,$(CT_CXXS),\
   $(eval $(call ct_cxx,$(c),cxx11,-std=c++11))\
   $(eval $(call ct_cxx,$(c),cxx17,-std=c++17))\
   $(eval $(call ct_cxx,$(c),cxx11-no-threads,-std=c++11 -DSDPA_NO_THREADS))\
-  $(eval $(call ct_cxx,$(c),cxx17-static,-std=c++17 -DSDPA_STATIC)))
+  $(eval $(call ct_cxx,$(c),cxx17-static,-std=c++17 -DSDPA_STATIC))\
+  $(eval $(call ct_cxx,$(c),cxx17-no-avx2,-std=c++17 -DSDPA_NO_AVX2)))
 
 # The README's example, held to the same standard.
 define ct_example
@@ -206,6 +213,11 @@ test-sanitize: | $(B)/asan
 	    $(MAKE) --no-print-directory SAN_CC=$$cc $(B)/asan/$${t%% *} || exit 1; \
 	    echo "$(SAN_ENV) ./$(B)/asan/$$t"; \
 	    $(SAN_ENV) ./$(B)/asan/$$t || exit 1; \
+	done; \
+	for p in $$(./$(B)/asan/test_sdpa --paths); do \
+	    [ "$$p" = "$$(./$(B)/asan/test_sdpa --paths | tail -n1)" ] && continue; \
+	    echo "SDPA_PATH=$$p $(SAN_ENV) ./$(B)/asan/test_sdpa --quick"; \
+	    SDPA_PATH=$$p $(SAN_ENV) ./$(B)/asan/test_sdpa --quick || exit 1; \
 	done
 
 # ThreadSanitizer over the programs that call the library from several

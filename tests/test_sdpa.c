@@ -1047,6 +1047,163 @@ static void test_expf(void)
     group_end();
 }
 
+/* the head dims and lengths the issue lists */
+static const int64_t k_dims[10] = {1, 3, 8, 40, 64, 72, 80, 96, 128, 256};
+static const int64_t k_lens[8] = {1, 2, 7, 63, 64, 65, 127, 1000};
+
+/* ======================================================================== */
+/* code paths: names, forcing, and each SIMD kernel against the scalar one  */
+/* ======================================================================== */
+
+/* The paths this build and CPU run, for the Makefile's per-path loop. */
+static void print_paths(void)
+{
+    int p;
+    for (p = SDPA_PATH_SCALAR; sdpa_path_name((sdpa_path)p); ++p)
+        if (sdpa_path_supported((sdpa_path)p)) printf("%s\n", sdpa_path_name((sdpa_path)p));
+}
+
+#ifdef SDPA__HAVE_AVX2
+/* ulp distance, NaN-aware: a NaN where a number is wanted counts as huge */
+static int64_t ulp_dist(float got, float want)
+{
+    int64_t e;
+    if (got != got || want != want) return (got != got && want != want) ? 0 : INT64_MAX;
+    e = f32_ord(got) - f32_ord(want);
+    return e < 0 ? -e : e;
+}
+
+static void test_avx2_kernels(void)
+{
+    float buf[64 + 8], x[24];
+    int64_t worst = 0, n, k;
+    double worst_x = 0;
+    int bad = 0;
+    case_begin("avx2 exp: max ulp error <= 2 on a sweep of [-87.3, 88.7], specials as scalar");
+    for (k = 0; k < (g_quick ? 2000000 : 17600000); k += 8) {
+        int c;
+        for (c = 0; c < 8; ++c) buf[c] = (float)(-87.3 + 176.0 * (double)(k + c) / (g_quick ? 2000000.0 : 17600000.0));
+        memcpy(x, buf, 8 * sizeof(float));
+        sdpa__exp_row_avx2(buf, 8, 0.0f);
+        for (c = 0; c < 8; ++c) {
+            int64_t e = ulp_dist(buf[c], (float)exp((double)x[c]));
+            if (e > worst) worst = e, worst_x = x[c];
+        }
+    }
+    CHECK(worst <= 2, "max error %lld ulp at x = %.9g", LL(worst), worst_x);
+    x[0] = -INFINITY; x[1] = NAN; x[2] = 100.0f; x[3] = -100.0f; x[4] = 0.0f; x[5] = -0.0f; x[6] = -1e30f; x[7] = 88.7f;
+    memcpy(buf, x, 8 * sizeof(float));
+    sdpa__exp_row_avx2(buf, 8, 0.0f);
+    for (k = 0; k < 8; ++k) {
+        float want = sdpa__expf(x[k]);
+        CHECK(ulp_dist(buf[k], want) <= 2 && (want != 0.0f || buf[k] == 0.0f), "avx2 exp(%g) = %.9g, scalar %.9g",
+              x[k], buf[k], want);
+    }
+    case_end();
+
+    case_begin("avx2 exp_row and row_max: every length 0..40, guards after the row untouched, sums as scalar");
+    for (n = 0; n <= 40; ++n) {
+        float ref[48], sum_a, sum_s, mx_a, mx_s;
+        for (k = 0; k < n; ++k) buf[k] = ref[k] = (float)rnd_range(-30, 5);
+        for (k = n; k < n + 8; ++k) buf[k] = 1e30f; /* would win the max and overflow exp if read */
+        mx_a = n ? sdpa__row_max_avx2(buf, n) : 0.0f;
+        mx_s = n ? sdpa__row_max(ref, n) : 0.0f;
+        CHECK(mx_a == mx_s, "n=%lld: avx2 row max %.9g, scalar %.9g", LL(n), mx_a, mx_s);
+        sum_a = sdpa__exp_row_avx2(buf, n, mx_s);
+        sum_s = sdpa__exp_row(ref, n, mx_s);
+        for (k = 0; k < n; ++k)
+            if (ulp_dist(buf[k], ref[k]) > 4 && bad++ < 4) case_fail("n=%lld: e[%lld] %.9g vs scalar %.9g", LL(n), LL(k), buf[k], ref[k]);
+        for (k = n; k < n + 8; ++k)
+            if (buf[k] != 1e30f && bad++ < 4) case_fail("n=%lld: guard %lld written", LL(n), LL(k));
+        CHECK(fabs((double)sum_a - (double)sum_s) <= 1e-6 * fabs((double)sum_s) + 1e-30,
+              "n=%lld: sum %.9g vs %.9g", LL(n), sum_a, sum_s);
+    }
+    case_end();
+
+    case_begin("avx2 gemm 4x16 micro-kernel equals the scalar one on random blocks (accumulate and not)");
+    for (k = 0; k < 40; ++k) {
+        int64_t M = 4 * rnd_int(1, 4), N = 16 * rnd_int(1, 4), K = rnd_int(1, 70), lda = K + rnd_int(0, 3),
+                ldb = N + 16 * rnd_int(0, 1), ldc = N + 16 * rnd_int(0, 1), i;
+        int acc = (int)rnd_int(0, 1);
+        float *A = (float *)xcalloc((size_t)(M * lda), sizeof(float));
+        float *Bm = (float *)xcalloc((size_t)(K * ldb), sizeof(float));
+        float *C1 = (float *)xcalloc((size_t)(M * ldc), sizeof(float));
+        float *C2 = (float *)xcalloc((size_t)(M * ldc), sizeof(float));
+        double worst_rel = 0;
+        for (i = 0; i < M * lda; ++i) A[i] = (float)rnd_range(-1, 1);
+        for (i = 0; i < K * ldb; ++i) Bm[i] = (float)rnd_range(-1, 1);
+        for (i = 0; i < M * ldc; ++i) C1[i] = C2[i] = (float)rnd_range(-1, 1);
+        sdpa__gemm_scalar(M, N, K, A, lda, Bm, ldb, C1, ldc, acc);
+        sdpa__gemm_avx2(M, N, K, A, lda, Bm, ldb, C2, ldc, acc);
+        for (i = 0; i < M * ldc; ++i) {
+            double d = fabs((double)C1[i] - (double)C2[i]);
+            if (!(d <= 1e-5 * (double)(K + 1))) { worst_rel = d; break; }
+        }
+        CHECK(worst_rel == 0, "M=%lld N=%lld K=%lld acc=%d: avx2 and scalar differ by %.3g", LL(M), LL(N), LL(K),
+              acc, worst_rel);
+        free(A); free(Bm); free(C1); free(C2);
+    }
+    case_end();
+}
+#endif
+
+static void test_paths(void)
+{
+    const char *env = getenv("SDPA_PATH");
+    sdpa_params p;
+    int best, r, path;
+    if (!group_begin("code paths")) return;
+    case_begin("names, support and resolution");
+    CHECK(strcmp(sdpa_path_name(SDPA_PATH_AUTO), "auto") == 0, "name of AUTO");
+    CHECK(strcmp(sdpa_path_name(SDPA_PATH_SCALAR), "scalar") == 0, "name of SCALAR");
+    CHECK(strcmp(sdpa_path_name(SDPA_PATH_AVX2), "avx2") == 0, "name of AVX2");
+    CHECK(sdpa_path_name((sdpa_path)99) == NULL, "name of 99 is not NULL");
+    CHECK(sdpa_path_supported(SDPA_PATH_SCALAR) == 1, "scalar must always be supported");
+    CHECK(sdpa_path_supported(SDPA_PATH_AUTO) == 0 && sdpa_path_supported((sdpa_path)99) == 0,
+          "AUTO and 99 are not runnable paths");
+    best = sdpa_path_supported(SDPA_PATH_AVX2) ? SDPA_PATH_AVX2 : SDPA_PATH_SCALAR;
+    r = sdpa_path_in_use(NULL);
+    if (!env || !*env || strcmp(env, "auto") == 0)
+        CHECK(r == best, "in use with AUTO: %d, want the best, %d", r, best);
+    else
+        CHECK(r > 0 && strcmp(sdpa_path_name((sdpa_path)r), env) == 0, "in use %d, want SDPA_PATH=%s", r, env);
+    memset(&p, 0, sizeof p);
+    for (path = SDPA_PATH_SCALAR; sdpa_path_name((sdpa_path)path); ++path) {
+        p.path = (sdpa_path)path;
+        r = sdpa_path_in_use(&p);
+        if (sdpa_path_supported((sdpa_path)path))
+            CHECK(r == path, "forcing %s gives %d", sdpa_path_name((sdpa_path)path), r);
+        else
+            CHECK(r == SDPA_ERR_PATH, "forcing unsupported %s gives %d, want SDPA_ERR_PATH",
+                  sdpa_path_name((sdpa_path)path), r);
+    }
+    p.path = (sdpa_path)99;
+    CHECK(sdpa_path_in_use(&p) == SDPA_ERR_PATH, "path 99 accepted");
+    case_end();
+
+    case_begin("every supported path, forced, against float64 (GQA, causal, mask, odd sizes)");
+    for (path = SDPA_PATH_SCALAR; sdpa_path_name((sdpa_path)path); ++path) {
+        tcfg c;
+        int t;
+        if (!sdpa_path_supported((sdpa_path)path)) continue;
+        for (t = 0; t < 6; ++t) {
+            cfg_default(&c);
+            c.B = rnd_int(1, 2); c.Hkv = rnd_int(1, 2); c.Hq = c.Hkv * rnd_int(1, 4);
+            c.Lq = rnd_of(k_lens, 7); c.Lk = rnd_of(k_lens, 7);
+            c.D = rnd_of(k_dims, 10); c.Dv = rnd_of(k_dims, 10);
+            c.p.causal = (sdpa_causal)rnd_int(0, 2);
+            c.p.path = (sdpa_path)path;
+            c.lse = 1;
+            run_cfg(&c);
+        }
+    }
+    case_end();
+#ifdef SDPA__HAVE_AVX2
+    if (sdpa_path_supported(SDPA_PATH_AVX2)) test_avx2_kernels();
+#endif
+    group_end();
+}
+
 /* ======================================================================== */
 /* strerror, version                                                        */
 
@@ -1086,8 +1243,6 @@ static void test_strerror(void)
 /* ======================================================================== */
 /* Shapes, lengths, heads, layouts, dtypes                                  */
 
-static const int64_t k_dims[10] = {1, 3, 8, 40, 64, 72, 80, 96, 128, 256};
-static const int64_t k_lens[8] = {1, 2, 7, 63, 64, 65, 127, 1000};
 
 static void test_head_dims(void)
 {
@@ -2734,14 +2889,17 @@ int main(int argc, char **argv)
     g_filter = (char **)xcalloc((size_t)argc, sizeof(char *));
     for (i = 1; i < argc; ++i) {
         if (strcmp(argv[i], "--quick") == 0) g_quick = 1;
+        else if (strcmp(argv[i], "--paths") == 0) { print_paths(); return 0; }
         else g_filter[g_nfilter++] = argv[i];
     }
     if (env_quick && env_quick[0] && strcmp(env_quick, "0") != 0) g_quick = 1;
     seed = env_seed && env_seed[0] ? (uint64_t)strtoull(env_seed, NULL, 0)
                                    : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
     g_rng = seed;
-    printf("sdpa %s tests: seed %llu%s (rerun with SDPA_TEST_SEED=%llu)\n", sdpa_version(),
-           (unsigned long long)seed, g_quick ? ", quick" : "", (unsigned long long)seed);
+    printf("sdpa %s tests: seed %llu%s, path %s (rerun with SDPA_TEST_SEED=%llu)\n", sdpa_version(),
+           (unsigned long long)seed, g_quick ? ", quick" : "",
+           sdpa_path_in_use(NULL) > 0 ? sdpa_path_name((sdpa_path)sdpa_path_in_use(NULL)) : "(invalid SDPA_PATH)",
+           (unsigned long long)seed);
     fflush(stdout);
 
     test_strerror();
@@ -2750,6 +2908,7 @@ int main(int argc, char **argv)
     test_conv_round(0);
     test_conv_round(1);
     test_expf();
+    test_paths();
     test_err_null();
     test_err_dtype();
     test_err_shape();
