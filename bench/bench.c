@@ -132,6 +132,14 @@ static int pinned_parallel_for(void *user, int n_workers, int64_t n_tasks, sdpa_
     return 0;
 }
 
+/* The peak of the instructions a path runs: this build's (SSE2 on x86-64
+ * with default flags) for scalar, the ymm FMA probe for avx2. */
+static double path_peak(int path, int one, double peak1, double peakN, double fma1, double fmaN)
+{
+    if (path == SDPA_PATH_AVX2 && fma1 > 0.0) return one ? fma1 : fmaN;
+    return one ? peak1 : peakN;
+}
+
 static int tiled_run(problem *pr, int threads)
 {
     int rc;
@@ -281,7 +289,8 @@ static timing time_naive(problem *pr, int threads, bc_naive_ws *ws)
 
 /* One configuration; returns naive/tiled (median over median). Sets *bad on a
  * failed accuracy check of the timed outputs. */
-static double compare_case(int64_t H, int64_t L, int64_t D, int causal, int threads, double peak, int *bad)
+static double compare_case(int64_t H, int64_t L, int64_t D, int causal, int threads, double peak_tiled,
+                           double peak, int *bad)
 {
     problem pr;
     bc_naive_ws ws;
@@ -305,11 +314,11 @@ static double compare_case(int64_t H, int64_t L, int64_t D, int causal, int thre
     ratio = tn.med / tt.med;
     fprintf(T, "  %-6s %2d%s %5lld  tiled %8.3f s [%7.3f..%7.3f] %6.2f GF/s %4.0f%%   naive %8.3f s [%7.3f..%7.3f] %6.2f GF/s %4.0f%%   %5.2fx%s\n",
             causal ? "causal" : "full", threads, pinned ? "p" : " ", (long long)H,
-            tt.med, tt.lo, tt.hi, gt, 100.0 * gt / peak, tn.med, tn.lo, tn.hi, gn, 100.0 * gn / peak, ratio,
+            tt.med, tt.lo, tt.hi, gt, 100.0 * gt / peak_tiled, tn.med, tn.lo, tn.hi, gn, 100.0 * gn / peak, ratio,
             (et.bad || en.bad) ? "  CHECK FAILED" : "");
     fflush(T);
     csv_row("speed", causal ? "causal" : "full", "tiled", threads, H, L, D, causal, tt.med, tt.lo, tt.hi, gt,
-            gt / peak, ratio, 0, et.max_abs);
+            gt / peak_tiled, ratio, 0, et.max_abs);
     csv_row("speed", causal ? "causal" : "full", "naive", threads, H, L, D, causal, tn.med, tn.lo, tn.hi, gn,
             gn / peak, ratio, 0, en.max_abs);
     problem_free(&pr);
@@ -376,6 +385,8 @@ int main(int argc, char **argv)
     mem_result mem[2];
     int64_t L_speed, L_mem = 16384, D_mem = 32, H_all;
     double peak1, peakN, fma1, fmaN, bw1, bwN, worst = 1e30, t_start = bc_now();
+    int in_use;
+    int64_t L_path;
     char b1[32], b2[32], b3[32];
 
     O.quick = 0; O.csv = 0; O.threads = ncpu; O.warmup = 3; O.reps = -1;
@@ -397,6 +408,7 @@ int main(int argc, char **argv)
     T = O.csv ? stderr : stdout;
     setvbuf(stdout, NULL, _IOLBF, 0);
     L_speed = O.quick ? 1024 : 4096;
+    L_path = O.quick ? 512 : 2048;
     H_all = O.threads < 2 ? 2 : O.threads;
     if (O.csv)
         printf("section,case,impl,threads,heads,L,D,causal,median_s,min_s,max_s,gflops,frac_peak,naive_over_tiled,peak_bytes,max_abs_err\n");
@@ -456,8 +468,8 @@ int main(int argc, char **argv)
                "  read bandwidth: %.1f GB/s on 1 core, %.1f on %d threads (uint32 sum over %d MiB)\n",
             peak1, peakN, O.threads, bw1, bwN, O.threads, O.quick ? 64 : 256);
     if (fma1 > 0.0)
-        fprintf(T, "  not this build's: the CPU has AVX2+FMA, whose peak (same probe, target attribute,\n"
-                   "    run-time checked) is %.1f GFLOP/s on 1 core, %.1f on %d threads\n", fma1, fmaN, O.threads);
+        fprintf(T, "  ymm FMA peak, the avx2 path's instructions (same probe, target attribute, run-time\n"
+                   "    checked): %.1f GFLOP/s on 1 core, %.1f on %d threads\n", fma1, fmaN, O.threads);
     fprintf(T, "  attention at L=%lld, D=128 does ~%.0f FLOPs per byte of q/k/v/out (machine balance\n"
                "    %.1f FLOP/B): compute-bound, so GFLOP/s against peak is the figure that matters\n",
             (long long)L_speed, 4.0 * 128.0 * (double)L_speed * (double)L_speed / (4.0 * 4.0 * (double)L_speed * 128.0),
@@ -469,18 +481,54 @@ int main(int argc, char **argv)
     csv_row("machine", "read_bw_GBps", "probe", 1, 0, 0, 0, 0, 0, 0, 0, bw1, 0, 0, 0, 0);
     csv_row("machine", "read_bw_GBps", "probe", O.threads, 0, 0, 0, 0, 0, 0, 0, bwN, 0, 0, 0, 0);
 
-    fprintf(T, "\n== 4. tiled vs naive (materialised scores): Lq = Lk = %lld, D = 128, F32, batch 1\n"
-               "  %d warm-up runs discarded, median of %d [min..max]; GF/s = (2D + 2Dv) per visible pair\n"
-               "  (causal: j <= i only), %% of the peak for the same thread count; last column naive/tiled\n"
+    in_use = sdpa_path_in_use(NULL);
+    fprintf(T, "\n== 4. tiled (path %s) vs naive (materialised scores, portable C): Lq = Lk = %lld, D = 128,\n"
+               "  F32, batch 1; %d warm-up runs discarded, median of %d [min..max]; GF/s = (2D + 2Dv) per\n"
+               "  visible pair (causal: j <= i only), %% of the peak of the instructions each uses, same thread\n"
+               "  count; last column naive/tiled\n"
                "  (>1: tiled faster). p = pinned to CPU 0; with more threads, worker w is pinned to CPU w\n"
                "  (sdpa through its parallel_for hook on a pinned pool, the naive on pinned pthreads)\n"
-               "  %-6s %3s %5s\n", (long long)L_speed, O.warmup, O.reps, "mask", "thr", "heads");
+               "  %-6s %3s %5s\n", in_use > 0 ? sdpa_path_name((sdpa_path)in_use) : "?", (long long)L_speed,
+               O.warmup, O.reps, "mask", "thr", "heads");
     for (i = 0; i < 4; ++i) {
         int causal = i % 2 == 0, thr = i < 2 ? 1 : O.threads;
         double ratio;
         if (i >= 2 && O.threads == 1) break;
-        ratio = compare_case(thr == 1 ? 2 : H_all, L_speed, 128, causal, thr, thr == 1 ? peak1 : peakN, &bad);
+        ratio = compare_case(thr == 1 ? 2 : H_all, L_speed, 128, causal, thr,
+                             path_peak(in_use, thr == 1, peak1, peakN, fma1, fmaN), thr == 1 ? peak1 : peakN, &bad);
         if (ratio < worst) worst = ratio;
+    }
+
+    fprintf(T, "\n== 5. code paths: Lq = Lk = %lld, D = 128, F32, not causal, %d heads; median of %d\n"
+               "  %% of the peak of the path's instructions (scalar: this build's SSE2 mulps+addps;\n"
+               "  avx2: ymm FMA); speedup over the scalar path at the same thread count\n",
+            (long long)L_path, (int)H_all, O.reps);
+    {
+        double scalar_med[2] = { 0, 0 };
+        int path, t;
+        for (path = SDPA_PATH_SCALAR; sdpa_path_name((sdpa_path)path); ++path) {
+            if (!sdpa_path_supported((sdpa_path)path)) continue;
+            for (t = 0; t < 2; ++t) {
+                int thr = t == 0 ? 1 : O.threads, pinned = 0;
+                problem pr;
+                timing tt;
+                double g, pk = path_peak(path, thr == 1, peak1, peakN, fma1, fmaN);
+                if (t == 1 && O.threads == 1) break;
+                problem_make(&pr, 1, H_all, L_path, L_path, 128, 0, 11, 0);
+                pr.p.path = (sdpa_path)path;
+                if (thr == 1) pinned = bc_pin_to_cpu(0);
+                tt = time_tiled(&pr, thr);
+                if (pinned) bc_unpin();
+                if (path == SDPA_PATH_SCALAR) scalar_med[t] = tt.med;
+                g = bc_attn_flops(&pr.s) / tt.med * 1e-9;
+                fprintf(T, "  %-7s %2d%s  %8.3f s [%7.3f..%7.3f] %7.2f GF/s %4.0f%% of %6.1f   %5.2fx scalar\n",
+                        sdpa_path_name((sdpa_path)path), thr, pinned ? "p" : " ", tt.med, tt.lo, tt.hi, g,
+                        100.0 * g / pk, pk, scalar_med[t] / tt.med);
+                csv_row("paths", sdpa_path_name((sdpa_path)path), "tiled", thr, H_all, L_path, 128, 0, tt.med, tt.lo,
+                        tt.hi, g, g / pk, scalar_med[t] / tt.med, 0, 0);
+                problem_free(&pr);
+            }
+        }
     }
 
     fprintf(T, "\n== summary (%.0f s)\n", bc_now() - t_start);

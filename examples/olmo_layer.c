@@ -191,6 +191,11 @@ int main(int argc, char **argv)
         printf("  threads  %d (num_threads = 0: the library's default, the CPUs online)\n", threads);
     else
         printf("  threads  %d (--threads)\n", threads);
+    {
+        int path = sdpa_path_in_use(NULL);
+        printf("  path     %s (the best this CPU supports; SDPA_PATH=scalar forces the portable C)\n",
+               path > 0 ? sdpa_path_name((sdpa_path)path) : "invalid SDPA_PATH");
+    }
     printf("  FLOPs    %.1f GFLOP: 2*D (q.k) + 2*Dv (p*v) per visible (i, j) pair, j <= i only\n"
            "           (%.0f%% of the dense 4*L*L*D*H), softmax not counted\n",
            flops * 1e-9, 100.0 * bc_visible_pairs(s.Lq, s.Lk, 1) / ((double)s.Lq * (double)s.Lk));
