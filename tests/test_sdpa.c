@@ -1120,6 +1120,34 @@ static void test_avx2_kernels(void)
     }
     case_end();
 
+    case_begin("avx2 F16 loads (row and column forms): all 65536 halves as the scalar ones, every tail, guards kept");
+    {
+        uint16_t *h = (uint16_t *)xcalloc(65536, sizeof(uint16_t));
+        float *ra = (float *)xcalloc(65536 + 8, sizeof(float)), *rs = (float *)xcalloc(65536, sizeof(float));
+        float col[3 * 24 + 3];
+        int64_t i, nbad = 0;
+        for (i = 0; i < 65536; ++i) h[i] = (uint16_t)i;
+        for (i = 65536; i < 65536 + 8; ++i) ra[i] = 7.0f;
+        sdpa__load_row_avx2(ra, (const char *)h, SDPA_F16, 65536, 0.5f);
+        sdpa__load_row(rs, (const char *)h, SDPA_F16, 65536, 0.5f);
+        for (i = 0; i < 65536; ++i)
+            if (!(ra[i] == rs[i] || (ra[i] != ra[i] && rs[i] != rs[i])) && nbad++ < 3)
+                case_fail("half 0x%04llx: avx2 %.9g, scalar %.9g", (unsigned long long)i, ra[i], rs[i]);
+        for (i = 65536; i < 65536 + 8; ++i) CHECK(ra[i] == 7.0f, "row guard %lld written", LL(i - 65536));
+        for (n = 0; n <= 24; ++n) { /* column form: dst[i * 3] */
+            int64_t base = (int64_t)rnd_int(0, 65536 - 24);
+            for (i = 0; i < 3 * 24 + 3; ++i) col[i] = 7.0f;
+            sdpa__load_col_avx2(col, 3, (const char *)(h + base), SDPA_F16, n);
+            for (i = 0; i < 3 * 24 + 3; ++i) {
+                float want = (i % 3 == 0 && i / 3 < n) ? sdpa_f16_to_f32(h[base + i / 3]) : 7.0f;
+                if (!(col[i] == want || (col[i] != col[i] && want != want)) && nbad++ < 3)
+                    case_fail("column n=%lld: element %lld is %.9g, want %.9g", LL(n), LL(i), col[i], want);
+            }
+        }
+        free(h); free(ra); free(rs);
+    }
+    case_end();
+
     case_begin("avx2 gemm 4x16 micro-kernel equals the scalar one on random blocks (accumulate and not)");
     for (k = 0; k < 40; ++k) {
         int64_t M = 4 * rnd_int(1, 4), N = 16 * rnd_int(1, 4), K = rnd_int(1, 70), lda = K + rnd_int(0, 3),
