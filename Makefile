@@ -7,10 +7,35 @@
 #   make bench      benchmarks
 #   make install    PREFIX=/usr/local (DESTDIR honoured); make uninstall
 #   make check-cmake  CMake build + ctest + install + find_package/pkg-config consumers
+#   make CROSS=aarch64-linux-gnu-   cross-build everything into build/aarch64/
+#                   (any target: `make CROSS=... test-unit` runs under qemu)
+#   make test-arm   cross-build for AArch64 and run the suite, compile tests and
+#                   examples under qemu-aarch64 on several CPU models
 #
 # The library is one header; everything here is a test, an example or packaging.
 # No -march flags in the build of record: its binaries must run on any CPU of
 # the architecture, so faster code paths are chosen at run time, never here.
+
+# Cross builds: CROSS is the toolchain prefix (aarch64-linux-gnu-). The
+# outputs go to build/<arch>/, never mixed with the native build/, and are
+# linked statically so that qemu-<arch> runs them without a target sysroot
+# (and they run as they are on a board with another glibc). RUN is the
+# command line that runs a built program: qemu-<arch> -cpu $(QEMU_CPU) when
+# cross-building, nothing natively. A CC or CXX given on the command line
+# still wins over $(CROSS)gcc, $(CROSS)g++.
+CROSS ?=
+ifneq ($(CROSS),)
+CROSS_ARCH := $(firstword $(subst -, ,$(CROSS)))
+CC      := $(CROSS)gcc
+CXX     := $(CROSS)g++
+LDFLAGS ?= -static
+QEMU     ?= qemu-$(CROSS_ARCH)
+QEMU_CPU ?= max
+RUN      ?= $(QEMU) -cpu $(QEMU_CPU)
+else
+RUN      ?=
+endif
+R = $(if $(strip $(RUN)),$(strip $(RUN)) )
 
 # make predefines CC and CXX; replace only those built-in defaults.
 ifeq ($(origin CC),default)
@@ -31,7 +56,7 @@ DATADIR    ?= $(PREFIX)/share
 PKGCONFIGDIR ?= $(DATADIR)/pkgconfig
 CMAKEDIR   ?= $(DATADIR)/cmake/sdpa
 
-B       := build
+B       := build$(if $(CROSS),/$(CROSS_ARCH))
 HEADER  := include/sdpa.h
 INC     := -Iinclude
 VERSION := $(shell sed -n 's/^\#define SDPA_VERSION_STRING "\(.*\)"/\1/p' $(HEADER))
@@ -39,7 +64,8 @@ VERSION := $(shell sed -n 's/^\#define SDPA_VERSION_STRING "\(.*\)"/\1/p' $(HEAD
 PROGRAMS := $(B)/olmo_layer $(B)/test_sdpa $(B)/bench $(B)/simple $(B)/two_copies
 
 .PHONY: all run test bench install uninstall clean check-cmake \
-        test-unit test-compile test-two-copies test-simple test-sanitize test-tsan
+        test-unit test-compile test-two-copies test-simple test-sanitize test-tsan \
+        compile-tests test-arm asm check-asm
 
 all: $(PROGRAMS)
 
@@ -64,15 +90,18 @@ $(B)/two_copies: $(TWO_COPIES_SRC) $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $(TWO_COPIES_SRC) -o $@ $(LDFLAGS) $(LDLIBS)
 
 run: $(B)/olmo_layer
-	./$(B)/olmo_layer $(ARGS)
+	$(R)./$(B)/olmo_layer $(ARGS)
 
 bench: $(B)/bench
-	./$(B)/bench $(ARGS)
+	$(R)./$(B)/bench $(ARGS)
 
 # ---------------------------------------------------------------- tests
 # Each step runs even when an earlier one failed; the failures are listed at
 # the end and make exits non-zero.
-TEST_STEPS := test-unit test-compile test-two-copies test-simple test-sanitize test-tsan
+# Cross builds leave out the sanitizer steps: their runtimes do not work
+# under qemu's user-mode emulation.
+TEST_STEPS := $(strip test-unit test-compile test-two-copies test-simple check-asm \
+              $(if $(CROSS),,test-sanitize test-tsan))
 
 test:
 	@failed=""; \
@@ -87,17 +116,19 @@ test:
 # The suite once per code path this build and CPU can run (scalar, avx2),
 # each forced through SDPA_PATH.
 test-unit: $(B)/test_sdpa
-	@set -e; for p in $$(./$(B)/test_sdpa --paths); do \
-	    echo "SDPA_PATH=$$p ./$(B)/test_sdpa $(TEST_ARGS)"; \
-	    SDPA_PATH=$$p ./$(B)/test_sdpa $(TEST_ARGS); \
+	@set -e; paths=$$($(R)./$(B)/test_sdpa --paths); \
+	test -n "$$paths" || { echo "test-unit: $(R)./$(B)/test_sdpa --paths printed no path"; exit 1; }; \
+	for p in $$paths; do \
+	    echo "SDPA_PATH=$$p $(R)./$(B)/test_sdpa $(TEST_ARGS)"; \
+	    SDPA_PATH=$$p $(R)./$(B)/test_sdpa $(TEST_ARGS); \
 	done
 
 test-two-copies: $(B)/two_copies
-	./$(B)/two_copies
+	$(R)./$(B)/two_copies
 
 # The README shows examples/simple.c verbatim; this keeps the two the same.
 test-simple: $(B)/simple
-	./$(B)/simple
+	$(R)./$(B)/simple
 	@sed -n '/^<!-- begin examples\/simple.c/,/^<!-- end examples\/simple.c/p' README.md \
 	    | sed '1,2d;$$d' | sed '$$d' | diff -u examples/simple.c - \
 	    && echo "README.md shows examples/simple.c as it is: ok" \
@@ -107,22 +138,35 @@ test-simple: $(B)/simple
 # under every compiler that is installed, warning-free with -Werror; each
 # binary also runs a small smoke test. gcc and g++ are required, clang and
 # clang++ are used when present (falls back to $(CC)/$(CXX) if gcc is absent).
+# Cross builds use $(CC) and $(CXX), and clang/clang++ --target=<triple>
+# when installed (clang reuses the cross gcc's libraries); C++ gets
+# -pedantic there too. CT_CMD_<name> is the command for a compiler whose name
+# is not its command line.
 have = $(shell command -v $(1) 2>/dev/null)
+ifeq ($(CROSS),)
 CT_CCS  := $(or $(foreach c,gcc clang,$(if $(call have,$(c)),$(c))),$(CC))
 CT_CXXS := $(or $(foreach c,g++ clang++,$(if $(call have,$(c)),$(c))),$(CXX))
-CT_CWARN   := -O2 -pedantic -Wall -Wextra -Werror
 CT_CXXWARN := -O2 -Wall -Wextra -Werror
+else
+CT_CCS  := $(CC) $(if $(call have,clang),clang)
+CT_CXXS := $(CXX) $(if $(call have,clang++),clang++)
+CT_CMD_clang   = clang --target=$(patsubst %-,%,$(CROSS))
+CT_CMD_clang++ = clang++ --target=$(patsubst %-,%,$(CROSS))
+CT_CXXWARN := -O2 -pedantic -Wall -Wextra -Werror
+endif
+ct_cmd = $(or $(CT_CMD_$(1)),$(1))
+CT_CWARN   := -O2 -pedantic -Wall -Wextra -Werror
 CT_BINS :=
 
 # $(1) compiler, $(2) variant name, $(3) flags
 define ct_c
 $(B)/compile/$(1)-$(2): tests/compile_c99.c $(HEADER) | $(B)/compile
-	$(1) $(CT_CWARN) $(3) $(INC) $$< -o $$@ $(LDLIBS)
+	$$(call ct_cmd,$(1)) $(CT_CWARN) $(3) $(INC) $$< -o $$@ $(LDFLAGS) $(LDLIBS)
 CT_BINS += $(B)/compile/$(1)-$(2)
 endef
 define ct_cxx
 $(B)/compile/$(1)-$(2): tests/compile_cxx.cpp $(HEADER) | $(B)/compile
-	$(1) $(CT_CXXWARN) $(3) $(INC) $$< -o $$@ $(LDLIBS)
+	$$(call ct_cmd,$(1)) $(CT_CXXWARN) $(3) $(INC) $$< -o $$@ $(LDFLAGS) $(LDLIBS)
 CT_BINS += $(B)/compile/$(1)-$(2)
 endef
 
@@ -143,15 +187,17 @@ $(foreach c,$(CT_CXXS),\
 # The README's example, held to the same standard.
 define ct_example
 $(B)/compile/$(1)-simple: examples/simple.c $(HEADER) | $(B)/compile
-	$(1) $(CT_CWARN) -std=c99 $(INC) $$< -o $$@ $(LDLIBS)
+	$$(call ct_cmd,$(1)) $(CT_CWARN) -std=c99 $(INC) $$< -o $$@ $(LDFLAGS) $(LDLIBS)
 CT_BINS += $(B)/compile/$(1)-simple
 endef
 $(foreach c,$(CT_CCS),$(eval $(call ct_example,$(c))))
 
 # gcc's OpenMP build of the threading layer (the header switches to OpenMP
-# when _OPENMP is defined).
-ifneq ($(filter gcc,$(CT_CCS)),)
-$(eval $(call ct_c,gcc,c99-openmp,-std=c99 -fopenmp))
+# when _OPENMP is defined). Linked -static (cross builds), libgomp makes ld
+# warn that its dlopen needs the same glibc at run time: expected, harmless
+# (libgomp only dlopens offload plugins, which this never uses).
+ifneq ($(filter gcc $(CROSS)gcc,$(CT_CCS)),)
+$(eval $(call ct_c,$(filter gcc $(CROSS)gcc,$(CT_CCS)),c99-openmp,-std=c99 -fopenmp))
 endif
 
 # A C++ file that only includes the declarations, linked with the
@@ -163,12 +209,14 @@ $(B)/compile/impl-c.o: tests/compile_c99.c $(HEADER) | $(B)/compile
 $(B)/compile/decl-cxx.o: tests/compile_cxx.cpp $(HEADER) | $(B)/compile
 	$(CT_CXX1) $(CT_CXXWARN) -std=c++11 -DCOMPILE_TEST_DECL_ONLY $(INC) -c $< -o $@
 $(B)/compile/cxx-links-c: $(B)/compile/decl-cxx.o $(B)/compile/impl-c.o
-	$(CT_CXX1) $^ -o $@ $(LDLIBS)
+	$(CT_CXX1) $^ -o $@ $(LDFLAGS) $(LDLIBS)
 CT_BINS += $(B)/compile/cxx-links-c
+
+compile-tests: $(CT_BINS)
 
 test-compile: $(CT_BINS)
 	@fail=0; for t in $(CT_BINS); do \
-	    if out=$$(./$$t 2>&1); then echo "compile test $$t: ok"; \
+	    if out=$$($(R)./$$t 2>&1); then echo "compile test $$t: ok"; \
 	    else echo "$$out"; echo "compile test $$t: FAILED"; fail=1; fi; \
 	done; exit $$fail
 
@@ -239,6 +287,56 @@ test-tsan: | $(B)/tsan
 	$(MAKE) --no-print-directory TSAN_CC=$$cc TSAN_CXX=$$cxx $(TSAN_BINS) && \
 	echo "./$(B)/tsan/two_copies" && TSAN_OPTIONS=halt_on_error=1 ./$(B)/tsan/two_copies && \
 	echo "./$(B)/tsan/compile_cxx" && TSAN_OPTIONS=halt_on_error=1 ./$(B)/tsan/compile_cxx
+
+# ---------------------------------------------------------------- ARM
+# make test-arm: cross-build everything for AArch64 into build/aarch64/
+# (static, see CROSS above), then, once per emulated CPU model, run the cross
+# build's `make test` steps under qemu-aarch64 -cpu <model>: the suite once per
+# path that --paths reports on that model, the compile tests (C99/C11,
+# C++11/C++17, -pedantic -Werror, each running the smoke test), the
+# two-copies test and examples/simple; then examples/olmo_layer on a small
+# shape (it checks itself against float64). The models: max (every feature
+# qemu knows), cortex-a76 (dotprod, fp16 arithmetic: Pi 5, Graviton 2's N1
+# class) and cortex-a53 (plain ARMv8.0: no dotprod, no fp16 arithmetic, so
+# the fallbacks run). Under emulation the suite runs ~20x slower than
+# natively, hence --quick: ~100 s per model and path on this 2-core machine,
+# ~6 min for the three; ARM_TEST_ARGS= runs the full suite (~170 s per model
+# and path). ARM_CPUS="cortex-a72 neoverse-n1" picks other models.
+# Without the cross compilers or qemu: SKIPPED, or a failure under CI=true.
+ARM_CROSS     ?= aarch64-linux-gnu-
+ARM_QEMU      ?= qemu-aarch64
+ARM_CPUS      ?= max cortex-a76 cortex-a53
+ARM_TEST_ARGS ?= --quick
+ARM_B         := build/$(firstword $(subst -, ,$(ARM_CROSS)))
+ARM_VARS      := CROSS=$(ARM_CROSS) QEMU=$(ARM_QEMU)
+
+test-arm:
+	@missing=""; \
+	for t in $(ARM_CROSS)gcc $(ARM_CROSS)g++ $(ARM_QEMU); do \
+	    command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "test-arm: SKIPPED: not installed:$$missing (Debian: apt-get install gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user)"; \
+	    if [ "$${CI:-}" = true ]; then echo "test-arm: FAILED: CI=true, where the AArch64 tests may not be skipped"; exit 1; fi; \
+	    exit 0; \
+	fi; \
+	failed=""; times=""; t0=$$(date +%s); \
+	echo "==> make CROSS=$(ARM_CROSS) all compile-tests"; \
+	$(MAKE) --no-print-directory $(ARM_VARS) all compile-tests || failed="$$failed build"; \
+	times="build $$(( $$(date +%s) - t0 ))s"; \
+	for cpu in $(ARM_CPUS); do \
+	    t1=$$(date +%s); \
+	    echo "==> make CROSS=$(ARM_CROSS) QEMU_CPU=$$cpu TEST_ARGS=$(ARM_TEST_ARGS) test"; \
+	    $(MAKE) --no-print-directory $(ARM_VARS) QEMU_CPU=$$cpu TEST_ARGS="$(ARM_TEST_ARGS)" test \
+	        || failed="$$failed $$cpu"; \
+	    echo "$(ARM_QEMU) -cpu $$cpu ./$(ARM_B)/olmo_layer --seq 256 --heads 4 --no-naive"; \
+	    $(ARM_QEMU) -cpu $$cpu ./$(ARM_B)/olmo_layer --seq 256 --heads 4 --no-naive \
+	        || failed="$$failed $$cpu:olmo_layer"; \
+	    times="$$times, $$cpu $$(( $$(date +%s) - t1 ))s"; \
+	done; \
+	echo "test-arm: times: $$times; total $$(( $$(date +%s) - t0 ))s"; \
+	if [ -n "$$failed" ]; then echo "test-arm: FAILED:$$failed"; exit 1; fi; \
+	echo "test-arm: all passed on $(ARM_CPUS)"
 
 # ---------------------------------------------------------------- install
 # The header, a pkg-config file and CMake package files (the same layout as
@@ -323,3 +421,14 @@ check-cmake:
 
 clean:
 	rm -rf $(B)
+
+# ---------------------------------------------------------------- assembly
+# make asm: per kernel, the annotated disassembly (source interleaved) and the
+# compilers' vectorisation reports, under $(B)/asm/ (README: Reading the
+# assembly). make check-asm: each SIMD kernel must contain the instructions
+# it promises (ymm FMAs, F16C converts, masked tails), read from the object.
+asm:
+	CC="$(CC)" OBJDUMP="$(CROSS)objdump" tests/asm.sh dump $(B)/asm
+
+check-asm:
+	CC="$(CC)" OBJDUMP="$(CROSS)objdump" tests/asm.sh check $(B)/asm
