@@ -84,7 +84,8 @@
  *   params->path or $SDPA_PATH forces a path; sdpa_path_in_use() names it.
  *
  * THREADING AND STATE
- *   No global mutable state. sdpa_attention is reentrant and may be called
+ *   No global mutable state (the one static variable caches the CPU's
+ *   features, written with atomics). sdpa_attention is reentrant and may be called
  *   from many threads at once. Two copies of the library (e.g. SDPA_STATIC in
  *   two files) coexist. Work is split into tasks of (sequence, kv head, query
  *   rows) and spread over num_threads workers, or over the application's own
@@ -1232,7 +1233,7 @@ SDPA__TARGET_AVX2 static void sdpa__load_col_avx2(float *dst, int64_t ld, const 
 }
 
 /* CPUID: AVX2, FMA, F16C, and OSXSAVE with XCR0 saving xmm and ymm state. */
-static int sdpa__cpu_avx2(void)
+static int sdpa__cpu_avx2_probe(void)
 {
     unsigned a, b, c, d, xlo, xhi;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
@@ -1243,6 +1244,21 @@ static int sdpa__cpu_avx2(void)
     if (__get_cpuid_max(0, NULL) < 7) return 0;
     __cpuid_count(7, 0, a, b, c, d);
     return (int)((b >> 5) & 1u);
+}
+
+/* The probe, cached: under a hypervisor each CPUID traps, and the three cost
+ * about 4 us, a third of a small decode-sized call. The cache holds a fact
+ * about the CPU (0 unknown, 1 no, 2 yes); threads that race store the same
+ * value, and relaxed atomics make that race well defined. */
+static int sdpa__cpu_avx2(void)
+{
+    static int cached;
+    int c = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (c == 0) {
+        c = sdpa__cpu_avx2_probe() ? 2 : 1;
+        __atomic_store_n(&cached, c, __ATOMIC_RELAXED);
+    }
+    return c == 2;
 }
 #endif /* SDPA__HAVE_AVX2 */
 
