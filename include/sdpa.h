@@ -161,14 +161,19 @@ enum {
 };
 
 /* Code paths. A call uses params->path; SDPA_PATH_AUTO (0) means the value
- * of the environment variable SDPA_PATH ("scalar", "avx2"; for tests and bug
- * reports) if set, else the fastest path this build and CPU support. All
+ * of the environment variable SDPA_PATH ("scalar", "avx2", "avx512", "amx",
+ * "neon"; for tests and bug reports) if set, else the fastest path this build
+ * and CPU support, tried in the order amx, avx512, avx2, neon, scalar. All
  * paths meet the same error bounds; their results differ in the last bits. */
 typedef enum sdpa_path {
     SDPA_PATH_AUTO = 0,
     SDPA_PATH_SCALAR = 1,  /* portable C written for the auto-vectoriser: every CPU */
-    SDPA_PATH_AVX2 = 2     /* x86-64 AVX2 + FMA + F16C intrinsics */
+    SDPA_PATH_AVX2 = 2,    /* x86-64 AVX2 + FMA + F16C intrinsics */
+    SDPA_PATH_AVX512 = 3,  /* x86-64 AVX-512 F/BW/VL/DQ (+ BF16 dot products where present) */
+    SDPA_PATH_AMX = 4,     /* x86-64 AMX-BF16 tiles for BF16/F16 inputs, AVX-512 for the rest */
+    SDPA_PATH_NEON = 5     /* AArch64 Advanced SIMD */
 } sdpa_path;
+#define SDPA__PATH_LAST SDPA_PATH_NEON
 
 /* Allocator hook. alloc returns at least `size` bytes or NULL (alignment
  * `align` = 64 is asked for, but any alignment works); free receives the
@@ -1270,6 +1275,9 @@ SDPA_API const char *sdpa_path_name(sdpa_path path)
     case SDPA_PATH_AUTO: return "auto";
     case SDPA_PATH_SCALAR: return "scalar";
     case SDPA_PATH_AVX2: return "avx2";
+    case SDPA_PATH_AVX512: return "avx512";
+    case SDPA_PATH_AMX: return "amx";
+    case SDPA_PATH_NEON: return "neon";
     default: return NULL;
     }
 }
@@ -1292,14 +1300,20 @@ static int sdpa__resolve_path(const sdpa_params *pp, sdpa_path want)
         const char *env = getenv("SDPA_PATH");
         if (env && *env && strcmp(env, "auto") != 0) {
             int i;
-            for (i = SDPA_PATH_SCALAR; i <= SDPA_PATH_AVX2; i++)
+            for (i = SDPA_PATH_SCALAR; i <= SDPA__PATH_LAST; i++)
                 if (strcmp(env, sdpa_path_name((sdpa_path)i)) == 0) break;
-            if (i > SDPA_PATH_AVX2)
+            if (i > SDPA__PATH_LAST)
                 return sdpa__fail(pp, SDPA_ERR_PATH, "sdpa: SDPA_PATH=%.32s is not a path name", env);
             want = (sdpa_path)i;
         }
     }
-    if (want == SDPA_PATH_AUTO) return sdpa_path_supported(SDPA_PATH_AVX2) ? SDPA_PATH_AVX2 : SDPA_PATH_SCALAR;
+    if (want == SDPA_PATH_AUTO) { /* the fastest first */
+        static const sdpa_path order[] = {SDPA_PATH_AMX, SDPA_PATH_AVX512, SDPA_PATH_AVX2, SDPA_PATH_NEON};
+        size_t i;
+        for (i = 0; i < sizeof order / sizeof order[0]; i++)
+            if (sdpa_path_supported(order[i])) return (int)order[i];
+        return SDPA_PATH_SCALAR;
+    }
     if (!sdpa_path_name(want))
         return sdpa__fail(pp, SDPA_ERR_PATH, "sdpa: path = %d is not an sdpa_path value", (int)want);
     if (!sdpa_path_supported(want))

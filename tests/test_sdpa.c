@@ -1185,11 +1185,18 @@ static void test_paths(void)
     CHECK(strcmp(sdpa_path_name(SDPA_PATH_AUTO), "auto") == 0, "name of AUTO");
     CHECK(strcmp(sdpa_path_name(SDPA_PATH_SCALAR), "scalar") == 0, "name of SCALAR");
     CHECK(strcmp(sdpa_path_name(SDPA_PATH_AVX2), "avx2") == 0, "name of AVX2");
+    CHECK(strcmp(sdpa_path_name(SDPA_PATH_AVX512), "avx512") == 0 && strcmp(sdpa_path_name(SDPA_PATH_AMX), "amx") == 0 &&
+              strcmp(sdpa_path_name(SDPA_PATH_NEON), "neon") == 0,
+          "names of AVX512, AMX, NEON");
     CHECK(sdpa_path_name((sdpa_path)99) == NULL, "name of 99 is not NULL");
     CHECK(sdpa_path_supported(SDPA_PATH_SCALAR) == 1, "scalar must always be supported");
     CHECK(sdpa_path_supported(SDPA_PATH_AUTO) == 0 && sdpa_path_supported((sdpa_path)99) == 0,
           "AUTO and 99 are not runnable paths");
-    best = sdpa_path_supported(SDPA_PATH_AVX2) ? SDPA_PATH_AVX2 : SDPA_PATH_SCALAR;
+    { /* AUTO takes the fastest supported path, in this order */
+        static const int order[] = {SDPA_PATH_AMX, SDPA_PATH_AVX512, SDPA_PATH_AVX2, SDPA_PATH_NEON, SDPA_PATH_SCALAR};
+        for (r = 0; !sdpa_path_supported((sdpa_path)order[r]); r++) {}
+        best = order[r];
+    }
     r = sdpa_path_in_use(NULL);
     if (!env || !*env || strcmp(env, "auto") == 0)
         CHECK(r == best, "in use with AUTO: %d, want the best, %d", r, best);
