@@ -64,7 +64,7 @@ VERSION := $(shell sed -n 's/^\#define SDPA_VERSION_STRING "\(.*\)"/\1/p' $(HEAD
 PROGRAMS := $(B)/olmo_layer $(B)/test_sdpa $(B)/bench $(B)/simple $(B)/two_copies
 
 .PHONY: all run test bench install uninstall clean check-cmake \
-        test-unit test-compile test-two-copies test-simple test-sanitize test-tsan \
+        test-unit test-bf16-emu test-compile test-two-copies test-simple test-sanitize test-tsan \
         compile-tests test-arm asm check-asm
 
 all: $(PROGRAMS)
@@ -81,6 +81,11 @@ $(B)/simple: examples/simple.c $(HEADER) | $(B)
 
 $(B)/test_sdpa: tests/test_sdpa.c $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
+
+# The suite with bf16 mode forced on for BF16 inputs, its products in plain C:
+# the packing that the AMX and AVX512-BF16 kernels rely on, tested on any CPU.
+$(B)/test_sdpa_bf16emu: tests/test_sdpa.c $(HEADER) | $(B)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -DSDPA__TEST_BF16_SCALAR $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
 $(B)/bench: bench/bench.c bench/common.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
@@ -100,7 +105,7 @@ bench: $(B)/bench
 # the end and make exits non-zero.
 # Cross builds leave out the sanitizer steps: their runtimes do not work
 # under qemu's user-mode emulation.
-TEST_STEPS := $(strip test-unit test-compile test-two-copies test-simple check-asm \
+TEST_STEPS := $(strip test-unit test-bf16-emu test-compile test-two-copies test-simple check-asm \
               $(if $(CROSS),,test-sanitize test-tsan))
 
 test:
@@ -122,6 +127,9 @@ test-unit: $(B)/test_sdpa
 	    echo "SDPA_PATH=$$p $(R)./$(B)/test_sdpa $(TEST_ARGS)"; \
 	    SDPA_PATH=$$p $(R)./$(B)/test_sdpa $(TEST_ARGS); \
 	done
+
+test-bf16-emu: $(B)/test_sdpa_bf16emu
+	$(R)./$(B)/test_sdpa_bf16emu $(TEST_ARGS)
 
 test-two-copies: $(B)/two_copies
 	$(R)./$(B)/two_copies

@@ -28,7 +28,7 @@
 #include <sys/wait.h>
 
 typedef struct bopts {
-    int quick, csv, threads, warmup, reps;
+    int quick, csv, threads, warmup, reps, scaling;
 } bopts;
 
 static bopts O;
@@ -43,6 +43,8 @@ static void usage(FILE *f)
         "  --threads N  threads for the all-threads runs (default: the CPUs online)\n"
         "  --warmup N   discarded warm-up runs per case (default 3, at least 1)\n"
         "  --reps N     timed runs per case (default 5; --quick 3)\n"
+        "  --scaling    add section 6: thread scaling 1, 2, 4, ... up to --threads per SIMD\n"
+        "               path and dtype, on one OLMo-2-7B causal prefill layer\n"
         "  --help       this text\n");
 }
 
@@ -61,6 +63,7 @@ static void csv_row(const char *section, const char *name, const char *impl, int
 typedef struct problem {
     bc_attn_shape s;
     float *q, *k, *v, *out, *naive_out;
+    uint16_t *qb, *kb, *vb; /* BF16 copies when the inputs are BF16 */
     sdpa_tensor tq, tk, tv, to;
     sdpa_params p;
     char errbuf[256];
@@ -95,6 +98,18 @@ static void problem_make(problem *pr, int64_t B, int64_t H, int64_t Lq, int64_t 
 static void problem_free(problem *pr)
 {
     free(pr->q); free(pr->k); free(pr->v); free(pr->out); free(pr->naive_out);
+    free(pr->qb); free(pr->kb); free(pr->vb);
+}
+
+/* Makes q, k and v BF16 (rounded copies of the F32 inputs); out stays F32. */
+static void problem_bf16(problem *pr)
+{
+    size_t nq = (size_t)(pr->s.B * pr->s.H * pr->s.Lq * pr->s.D), nk = (size_t)(pr->s.B * pr->s.Hkv * pr->s.Lk * pr->s.D), i;
+    pr->qb = (uint16_t *)bc_xmalloc(nq * 2); pr->kb = (uint16_t *)bc_xmalloc(nk * 2); pr->vb = (uint16_t *)bc_xmalloc(nk * 2);
+    for (i = 0; i < nq; ++i) pr->qb[i] = sdpa_f32_to_bf16(pr->q[i]);
+    for (i = 0; i < nk; ++i) { pr->kb[i] = sdpa_f32_to_bf16(pr->k[i]); pr->vb[i] = sdpa_f32_to_bf16(pr->v[i]); }
+    pr->tq.data = pr->qb; pr->tk.data = pr->kb; pr->tv.data = pr->vb;
+    pr->tq.dtype = pr->tk.dtype = pr->tv.dtype = SDPA_BF16;
 }
 
 /* An sdpa parallel_for hook on a pool whose worker w is pinned to CPU w:
@@ -132,10 +147,14 @@ static int pinned_parallel_for(void *user, int n_workers, int64_t n_tasks, sdpa_
     return 0;
 }
 
+static double zmm1, zmmN; /* the zmm FMA peak, 0 without AVX-512 */
+
 /* The peak of the instructions a path runs: this build's (SSE2 on x86-64
- * with default flags) for scalar, the ymm FMA probe for avx2. */
+ * with default flags) for scalar, the ymm FMA probe for avx2, the zmm one
+ * for avx512 and amx (whose F32 work is AVX-512). */
 static double path_peak(int path, int one, double peak1, double peakN, double fma1, double fmaN)
 {
+    if ((path == SDPA_PATH_AVX512 || path == SDPA_PATH_AMX) && zmm1 > 0.0) return one ? zmm1 : zmmN;
     if (path == SDPA_PATH_AVX2 && fma1 > 0.0) return one ? fma1 : fmaN;
     return one ? peak1 : peakN;
 }
@@ -394,6 +413,7 @@ int main(int argc, char **argv)
         const char *arg = argv[a];
         if (!strcmp(arg, "--quick")) O.quick = 1;
         else if (!strcmp(arg, "--csv")) O.csv = 1;
+        else if (!strcmp(arg, "--scaling")) O.scaling = 1;
         else if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) { usage(stdout); return 0; }
         else if ((!strcmp(arg, "--threads") || !strcmp(arg, "--warmup") || !strcmp(arg, "--reps")) && a + 1 < argc) {
             char *end;
@@ -461,6 +481,8 @@ int main(int argc, char **argv)
     peakN = bc_measure_peak_gflops(O.threads, O.quick ? 5000000 : 20000000, 3);
     fma1 = bc_measure_peak_gflops_avx2fma(1, O.quick ? 5000000 : 20000000, 3);
     fmaN = bc_measure_peak_gflops_avx2fma(O.threads, O.quick ? 5000000 : 20000000, 3);
+    zmm1 = bc_measure_peak_gflops_zmm(1, O.quick ? 5000000 : 20000000, 3);
+    zmmN = bc_measure_peak_gflops_zmm(O.threads, O.quick ? 5000000 : 20000000, 3);
     bw1 = bc_measure_read_bw((size_t)(O.quick ? 64 : 256) << 20, 1, 3);
     bwN = bc_measure_read_bw((size_t)(O.quick ? 64 : 256) << 20, O.threads, 3);
     fprintf(T, "  peak for this build's flags: %.1f GFLOP/s on 1 core, %.1f on %d threads\n"
@@ -470,6 +492,9 @@ int main(int argc, char **argv)
     if (fma1 > 0.0)
         fprintf(T, "  ymm FMA peak, the avx2 path's instructions (same probe, target attribute, run-time\n"
                    "    checked): %.1f GFLOP/s on 1 core, %.1f on %d threads\n", fma1, fmaN, O.threads);
+    if (zmm1 > 0.0)
+        fprintf(T, "  zmm FMA peak, the avx512 path's instructions (16 chains of 16-lane vfmadd, target\n"
+                   "    attribute, run-time checked): %.1f GFLOP/s on 1 core, %.1f on %d threads\n", zmm1, zmmN, O.threads);
     fprintf(T, "  attention at L=%lld, D=128 does ~%.0f FLOPs per byte of q/k/v/out (machine balance\n"
                "    %.1f FLOP/B): compute-bound, so GFLOP/s against peak is the figure that matters\n",
             (long long)L_speed, 4.0 * 128.0 * (double)L_speed * (double)L_speed / (4.0 * 4.0 * (double)L_speed * 128.0),
@@ -478,6 +503,8 @@ int main(int argc, char **argv)
     csv_row("machine", "fma_peak_gflops", "probe", O.threads, 0, 0, 0, 0, 0, 0, 0, peakN, 1, 0, 0, 0);
     csv_row("machine", "avx2fma_peak_gflops", "probe", 1, 0, 0, 0, 0, 0, 0, 0, fma1, 0, 0, 0, 0);
     csv_row("machine", "avx2fma_peak_gflops", "probe", O.threads, 0, 0, 0, 0, 0, 0, 0, fmaN, 0, 0, 0, 0);
+    csv_row("machine", "zmmfma_peak_gflops", "probe", 1, 0, 0, 0, 0, 0, 0, 0, zmm1, 0, 0, 0, 0);
+    csv_row("machine", "zmmfma_peak_gflops", "probe", O.threads, 0, 0, 0, 0, 0, 0, 0, zmmN, 0, 0, 0, 0);
     csv_row("machine", "read_bw_GBps", "probe", 1, 0, 0, 0, 0, 0, 0, 0, bw1, 0, 0, 0, 0);
     csv_row("machine", "read_bw_GBps", "probe", O.threads, 0, 0, 0, 0, 0, 0, 0, bwN, 0, 0, 0, 0);
 
@@ -499,36 +526,92 @@ int main(int argc, char **argv)
         if (ratio < worst) worst = ratio;
     }
 
-    fprintf(T, "\n== 5. code paths: Lq = Lk = %lld, D = 128, F32, not causal, %d heads; median of %d\n"
-               "  %% of the peak of the path's instructions (scalar: this build's SSE2 mulps+addps;\n"
-               "  avx2: ymm FMA); speedup over the scalar path at the same thread count\n",
+    fprintf(T, "\n== 5. code paths: Lq = Lk = %lld, D = 128, not causal, %d heads, out F32; median of %d\n"
+               "  %% of the peak of the path's F32 instructions (scalar: this build's SSE2 mulps+addps;\n"
+               "  avx2: ymm FMA; avx512 and amx: zmm FMA); speedup over the scalar path at the same\n"
+               "  dtype and thread count. BF16 rows: inputs rounded to BF16 (amx: AMX-BF16 tiles;\n"
+               "  avx512: vdpbf16ps where the CPU has AVX512-BF16), with their speed against the same\n"
+               "  path's F32 row and their largest difference from the F32 output\n",
             (long long)L_path, (int)H_all, O.reps);
     {
-        double scalar_med[2] = { 0, 0 };
-        int path, t;
-        for (path = SDPA_PATH_SCALAR; sdpa_path_name((sdpa_path)path); ++path) {
-            if (!sdpa_path_supported((sdpa_path)path)) continue;
-            for (t = 0; t < 2; ++t) {
-                int thr = t == 0 ? 1 : O.threads, pinned = 0;
-                problem pr;
-                timing tt;
-                double g, pk = path_peak(path, thr == 1, peak1, peakN, fma1, fmaN);
-                if (t == 1 && O.threads == 1) break;
-                problem_make(&pr, 1, H_all, L_path, L_path, 128, 0, 11, 0);
-                pr.p.path = (sdpa_path)path;
-                if (thr == 1) pinned = bc_pin_to_cpu(0);
-                tt = time_tiled(&pr, thr);
-                if (pinned) bc_unpin();
-                if (path == SDPA_PATH_SCALAR) scalar_med[t] = tt.med;
-                g = bc_attn_flops(&pr.s) / tt.med * 1e-9;
-                fprintf(T, "  %-7s %2d%s  %8.3f s [%7.3f..%7.3f] %7.2f GF/s %4.0f%% of %6.1f   %5.2fx scalar\n",
-                        sdpa_path_name((sdpa_path)path), thr, pinned ? "p" : " ", tt.med, tt.lo, tt.hi, g,
-                        100.0 * g / pk, pk, scalar_med[t] / tt.med);
-                csv_row("paths", sdpa_path_name((sdpa_path)path), "tiled", thr, H_all, L_path, 128, 0, tt.med, tt.lo,
-                        tt.hi, g, g / pk, scalar_med[t] / tt.med, 0, 0);
-                problem_free(&pr);
+        double scalar_med[2][2] = { { 0, 0 }, { 0, 0 } }, f32_med[SDPA_PATH_NEON + 1][2];
+        float *f32_out = NULL;
+        int path, t, dt;
+        memset(f32_med, 0, sizeof f32_med);
+        for (dt = 0; dt < 2; ++dt)
+            for (path = SDPA_PATH_SCALAR; sdpa_path_name((sdpa_path)path); ++path) {
+                if (!sdpa_path_supported((sdpa_path)path)) continue;
+                for (t = 0; t < 2; ++t) {
+                    int thr = t == 0 ? 1 : O.threads, pinned = 0;
+                    problem pr;
+                    timing tt;
+                    double g, pk = path_peak(path, thr == 1, peak1, peakN, fma1, fmaN), diff = 0.0;
+                    size_t n, e;
+                    if (t == 1 && O.threads == 1) break;
+                    problem_make(&pr, 1, H_all, L_path, L_path, 128, 0, 11, 0);
+                    n = (size_t)(H_all * L_path * 128);
+                    if (dt) problem_bf16(&pr);
+                    pr.p.path = (sdpa_path)path;
+                    if (thr == 1) pinned = bc_pin_to_cpu(0);
+                    tt = time_tiled(&pr, thr);
+                    if (pinned) bc_unpin();
+                    if (path == SDPA_PATH_SCALAR) scalar_med[dt][t] = tt.med;
+                    if (!dt) f32_med[path][t] = tt.med;
+                    if (!dt && !f32_out) { f32_out = (float *)bc_xmalloc(n * 4); memcpy(f32_out, pr.out, n * 4); }
+                    for (e = 0; e < n; ++e) {
+                        double d = fabs((double)pr.out[e] - (double)f32_out[e]);
+                        if (!(d <= diff)) diff = d; /* NaN sticks */
+                    }
+                    g = bc_attn_flops(&pr.s) / tt.med * 1e-9;
+                    fprintf(T, "  %-4s %-7s %2d%s  %8.3f s [%7.3f..%7.3f] %7.2f GF/s %4.0f%% of %6.1f %6.2fx scalar",
+                            dt ? "BF16" : "F32", sdpa_path_name((sdpa_path)path), thr, pinned ? "p" : " ", tt.med, tt.lo,
+                            tt.hi, g, 100.0 * g / pk, pk, scalar_med[dt][t] / tt.med);
+                    if (dt) fprintf(T, " %5.2fx F32, max diff %.1e", f32_med[path][t] / tt.med, diff);
+                    else if (diff > 1e-4) fprintf(T, " max diff %.1e", diff);
+                    fprintf(T, "\n");
+                    if (!(diff <= (dt ? 0.05 : 1e-4))) { fprintf(T, "  CHECK FAILED: output differs from the first F32 run\n"); bad = 1; }
+                    csv_row("paths", sdpa_path_name((sdpa_path)path), dt ? "tiled_bf16" : "tiled", thr, H_all, L_path,
+                            128, 0, tt.med, tt.lo, tt.hi, g, g / pk, scalar_med[dt][t] / tt.med, 0, diff);
+                    problem_free(&pr);
+                }
             }
-        }
+        free(f32_out);
+    }
+
+    if (O.scaling) {
+        int64_t Ls = O.quick ? 512 : 2048, Hs = 32;
+        int path, dt, thr;
+        fprintf(T, "\n== 6. thread scaling: OLMo-2-7B layer, %d heads, Lq = Lk = %lld, D = 128, causal, out F32;\n"
+                   "  pinned workers (worker w on CPU w); median of %d; speedup and parallel efficiency\n"
+                   "  against the same path and dtype on 1 thread\n", (int)Hs, (long long)Ls, O.reps);
+        for (path = SDPA_PATH_AVX2; sdpa_path_name((sdpa_path)path); ++path)
+            for (dt = 0; dt < 2; ++dt) {
+                double one = 0.0;
+                if (!sdpa_path_supported((sdpa_path)path)) continue;
+                if (path == SDPA_PATH_AMX && !dt) continue; /* F32 on amx is the avx512 kernels */
+                for (thr = 1;; thr = thr * 2 > O.threads && thr < O.threads ? O.threads : thr * 2) {
+                    problem pr;
+                    timing tt;
+                    double g;
+                    int pinned = 0;
+                    if (thr > O.threads) break;
+                    problem_make(&pr, 1, Hs, Ls, Ls, 128, 1, 13, 0);
+                    if (dt) problem_bf16(&pr);
+                    pr.p.path = (sdpa_path)path;
+                    if (thr == 1) pinned = bc_pin_to_cpu(0);
+                    tt = time_tiled(&pr, thr);
+                    if (pinned) bc_unpin();
+                    if (thr == 1) one = tt.med;
+                    g = bc_attn_flops(&pr.s) / tt.med * 1e-9;
+                    fprintf(T, "  %-4s %-7s %3d  %8.4f s [%7.4f..%7.4f] %8.1f GF/s  %5.2fx  %3.0f%%\n", dt ? "BF16" : "F32",
+                            sdpa_path_name((sdpa_path)path), thr, tt.med, tt.lo, tt.hi, g, one / tt.med,
+                            100.0 * one / tt.med / thr);
+                    csv_row("scaling", sdpa_path_name((sdpa_path)path), dt ? "tiled_bf16" : "tiled", thr, Hs, Ls, 128, 1,
+                            tt.med, tt.lo, tt.hi, g, 0, one / tt.med, 0, 0);
+                    problem_free(&pr);
+                    if (thr == O.threads) break;
+                }
+            }
     }
 
     fprintf(T, "\n== summary (%.0f s)\n", bc_now() - t_start);

@@ -630,6 +630,74 @@ static inline double bc_measure_peak_gflops_avx2fma(int n_threads, int64_t iters
 #endif
 }
 
+/* The zmm FMA peak, the avx512 path's instructions: 16 independent chains
+ * of 16-lane vfmadd (2 pipes x 4 cycles of latency need 8), intrinsics
+ * under a target attribute, run only when the CPU and OS have AVX-512F.
+ * Returns 0 where unavailable. */
+#if (defined(__GNUC__) && __GNUC__ >= 9 || defined(__clang__)) && defined(__x86_64__)
+#define BC_HAVE_ZMM_PROBE 1
+#include <immintrin.h>
+__attribute__((target("avx512f")))
+static void bc__peak_worker_zmm(void *p, int w, int nw)
+{
+    bc__peak_ctx *c = (bc__peak_ctx *)p;
+    __m512 acc[16], m = _mm512_set1_ps(0.999999f), a = _mm512_set1_ps(1e-7f), sum = _mm512_setzero_ps();
+    float lane[16];
+    int64_t it;
+    int l;
+    double t0;
+    (void)nw;
+    for (l = 0; l < 16; ++l) acc[l] = _mm512_set1_ps((float)l * 1e-3f);
+    t0 = bc_now();
+    for (it = 0; it < c->iters; ++it) {
+#if defined(__clang__)
+#pragma unroll
+#else
+#pragma GCC unroll 16
+#endif
+        for (l = 0; l < 16; ++l) acc[l] = _mm512_fmadd_ps(acc[l], m, a);
+    }
+    c->secs[w] = bc_now() - t0;
+    for (l = 0; l < 16; ++l) sum = _mm512_add_ps(sum, acc[l]);
+    _mm512_storeu_ps(lane, sum);
+    c->sink[w] = 0.0;
+    for (l = 0; l < 16; ++l) c->sink[w] += lane[l];
+}
+#endif
+
+static inline int bc_cpu_has_avx512f(void)
+{
+#if defined(BC_HAVE_ZMM_PROBE)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+static inline double bc_measure_peak_gflops_zmm(int n_threads, int64_t iters, int tries)
+{
+#if defined(BC_HAVE_ZMM_PROBE)
+    bc__peak_ctx c;
+    double best = 0.0;
+    int t, w;
+    if (!bc_cpu_has_avx512f()) return 0.0;
+    if (n_threads > 256) n_threads = 256;
+    c.iters = iters;
+    for (t = 0; t < tries; ++t) {
+        double slow = 0.0, g;
+        bc_parallel_run(n_threads, 1, bc__peak_worker_zmm, &c);
+        for (w = 0; w < n_threads; ++w) if (c.secs[w] > slow) slow = c.secs[w];
+        g = 2.0 * 16.0 * 16.0 * (double)iters * n_threads / slow * 1e-9;
+        if (g > best) best = g;
+    }
+    return best;
+#else
+    (void)n_threads; (void)iters; (void)tries;
+    return 0.0;
+#endif
+}
+
 typedef struct bc__bw_ctx {
     const uint32_t *buf;
     size_t n;            /* words in all */

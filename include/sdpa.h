@@ -35,6 +35,10 @@
  *   SDPA_MAX_THREADS     cap on worker threads (default 256)
  *   SDPA_NO_SIMD         build only the portable scalar path
  *   SDPA_NO_AVX2         leave out the AVX2 path (x86 with gcc or clang)
+ *   SDPA_NO_AVX512       leave out the AVX-512 and AMX paths (x86-64, gcc >= 9
+ *                        or clang >= 8)
+ *   SDPA_NO_AMX          leave out the AMX path and the AVX512-BF16 kernel
+ *                        (they need gcc >= 11 or clang >= 12)
  *   Built-in threads are POSIX threads on Unix-like systems; with OpenMP
  *   (-fopenmp, _OPENMP defined) OpenMP is used instead; elsewhere the library
  *   runs on the calling thread unless a parallel_for hook is given.
@@ -312,6 +316,19 @@ SDPA_API int         sdpa_path_in_use(const sdpa_params *params);
 #define SDPA__TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #endif
 
+#if !defined(SDPA_NO_SIMD) && !defined(SDPA_NO_AVX512) && defined(__x86_64__) && \
+    (defined(__clang__) ? __clang_major__ >= 8 : (defined(__GNUC__) && __GNUC__ >= 9))
+#define SDPA__HAVE_AVX512 1
+#include <cpuid.h>
+#include <immintrin.h>
+#define SDPA__TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#if !defined(SDPA_NO_AMX) && (defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11)
+#define SDPA__HAVE_AMX 1 /* and the AVX512-BF16 kernel beside it */
+#define SDPA__TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
+#define SDPA__TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#endif
+#endif
+
 #ifndef SDPA_MALLOC
 #define SDPA_MALLOC(sz) malloc(sz)
 #define SDPA_FREE(p) free(p)
@@ -350,6 +367,12 @@ extern "C" {
 #define SDPA__INLINE static __forceinline
 #else
 #define SDPA__INLINE static inline
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define SDPA__MAYBE_UNUSED __attribute__((unused))
+#else
+#define SDPA__MAYBE_UNUSED
 #endif
 
 SDPA__INLINE float sdpa__bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
@@ -517,7 +540,14 @@ typedef struct sdpa__plan {
     int64_t nseq;             /* sequences, the packed tail included */
     int packed;
     int64_t tq, tk;           /* tile sizes */
-    int64_t tqp, tkp, dvp;    /* padded: rows to 4, keys and Dv to 16 */
+    int64_t tqp, tkp, dvp;    /* padded: rows to 4, keys and Dv to 16 (32 in bf16 mode) */
+    int64_t rpad, kpad;       /* the row and key multiples of those paddings */
+    /* bf16 mode (BF16 inputs on the amx path, or avx512 with AVX512-BF16):
+     * Q.K^T and P.V as bf16 products with fp32 sums, on packed operands */
+    int bf16;
+    int64_t dp;               /* head_dim padded to 32 */
+    void (*bgemm)(int64_t M, int64_t N, int64_t K2, const uint16_t *A, int64_t lda, const uint32_t *B, int64_t ldb,
+                  float *C, int64_t ldc, int accumulate);
     int n_workers;
     size_t ws_worker;         /* bytes of scratch per worker */
     int64_t *task_start;      /* [nseq + 1] first task of each sequence */
@@ -854,14 +884,23 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
         if (sdpa__overlap(&P->o, lse_lo, lse_hi)) return sdpa__fail(pp, SDPA_ERR_ALIAS, "sdpa: lse overlaps out");
     }
 
+    rc = sdpa__resolve_path(pp, p->path);
+    if (rc < 0) return rc;
+    P->path = (sdpa_path)rc;
+    sdpa__set_kernels(P);
+
     /* tiles, tasks and scratch */
-    P->tqp = SDPA__ROUND_UP(P->tq, 4);
-    P->tkp = SDPA__ROUND_UP(P->tk, 16);
-    P->dvp = SDPA__ROUND_UP(P->Dv, 16);
+    P->rpad = P->bf16 ? 32 : 4;
+    P->kpad = P->bf16 ? 32 : 16;
+    P->tqp = SDPA__ROUND_UP(P->tq, P->rpad);
+    P->tkp = SDPA__ROUND_UP(P->tk, P->kpad);
+    P->dvp = SDPA__ROUND_UP(P->Dv, P->bf16 ? 32 : 16);
+    P->dp = SDPA__ROUND_UP(P->D, 32);
     {
-        /* floats: Q tile, K tile (transposed), scores, V tile, O tile, m, l */
-        int64_t f[7], wbytes = 0, part;
-        int i;
+        /* floats: Q tile, K tile (transposed), scores, V tile, O tile, m, l;
+         * bf16 mode adds its packed Q, K, P and V (two bf16 per float) */
+        int64_t f[11], wbytes = 0, part;
+        int i, nf = P->bf16 ? 11 : 7;
         f[0] = P->tqp * P->D;
         f[1] = P->D * P->tkp;
         f[2] = P->tqp * P->tkp;
@@ -869,7 +908,11 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
         f[4] = P->tqp * P->dvp;
         f[5] = P->tqp;
         f[6] = P->tqp;
-        for (i = 0; i < 7; i++) {
+        f[7] = P->tqp * P->dp / 2;
+        f[8] = P->dp / 2 * P->tkp;
+        f[9] = P->tqp * P->tkp;     /* P as bf16 hi and lo parts */
+        f[10] = P->tkp / 2 * P->dvp;
+        for (i = 0; i < nf; i++) {
             if (!sdpa__mul_ok(SDPA__ROUND_UP(f[i], 16), 4, &part) || !sdpa__add_ok(wbytes, part, &wbytes))
                 return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: scratch size overflows (head_dim too large)");
         }
@@ -900,10 +943,6 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
     if (!sdpa__mul_ok((int64_t)P->ws_worker, P->n_workers, &bytes) || P->nseq > INT64_MAX / 16 ||
         !sdpa__add_ok(bytes, SDPA__ROUND_UP((P->nseq + 1) * 8, 64) + 64, &bytes) || !sdpa__bytes_ok(bytes))
         return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: scratch size overflows");
-    rc = sdpa__resolve_path(pp, p->path);
-    if (rc < 0) return rc;
-    P->path = (sdpa_path)rc;
-    sdpa__set_kernels(P);
     return SDPA_OK;
 }
 
@@ -1237,35 +1276,438 @@ SDPA__TARGET_AVX2 static void sdpa__load_col_avx2(float *dst, int64_t ld, const 
     for (; i < n; i++) dst[i * ld] = sdpa_f16_to_f32(s[i]);
 }
 
-/* CPUID: AVX2, FMA, F16C, and OSXSAVE with XCR0 saving xmm and ymm state. */
-static int sdpa__cpu_avx2_probe(void)
+#endif /* SDPA__HAVE_AVX2 */
+
+/* ---- x86 CPU features ------------------------------------------------------- */
+
+#if defined(SDPA__HAVE_AVX2) || defined(SDPA__HAVE_AVX512)
+#define SDPA__CPU_AVX2 1u      /* AVX2 + FMA + F16C, ymm state saved by the OS */
+#define SDPA__CPU_AVX512 2u    /* AVX-512 F/BW/VL/DQ, zmm and opmask state saved */
+#define SDPA__CPU_BF16 4u      /* AVX512-BF16 (vdpbf16ps) */
+#define SDPA__CPU_AMX 8u       /* AMX-TILE + AMX-BF16, tile data usable by this process */
+#define SDPA__CPU_KNOWN 0x100u /* the cache below is filled */
+
+/* Linux hands out AMX tile state only to processes that ask for it (an
+ * arch_prctl since 5.16); the permission is per process and harmless to ask
+ * for twice. The system call is made directly (x86-64 number 158), so that
+ * the header needs no feature-test macro for syscall(). Elsewhere AMX is not
+ * used. */
+static int sdpa__amx_permit(void)
 {
-    unsigned a, b, c, d, xlo, xhi;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
-    if (!(c & (1u << 27)) || !(c & (1u << 28)) || !(c & (1u << 12)) || !(c & (1u << 29))) return 0;
-    __asm__ __volatile__("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
-    (void)xhi;
-    if ((xlo & 6u) != 6u) return 0;
-    if (__get_cpuid_max(0, NULL) < 7) return 0;
-    __cpuid_count(7, 0, a, b, c, d);
-    return (int)((b >> 5) & 1u);
+#if defined(__linux__) && defined(SDPA__HAVE_AVX512)
+    long ret;
+    __asm__ __volatile__("syscall"
+                         : "=a"(ret)
+                         : "0"(158L /* arch_prctl */), "D"(0x1023L /* ARCH_REQ_XCOMP_PERM */),
+                           "S"(18L /* XFEATURE_XTILEDATA */)
+                         : "rcx", "r11", "memory");
+    return ret == 0;
+#else
+    return 0;
+#endif
 }
 
-/* The probe, cached: under a hypervisor each CPUID traps, and the three cost
- * about 4 us, a third of a small decode-sized call. The cache holds a fact
- * about the CPU (0 unknown, 1 no, 2 yes); threads that race store the same
- * value, and relaxed atomics make that race well defined. */
-static int sdpa__cpu_avx2(void)
+/* CPUID for the instructions, XGETBV (XCR0) for the OS saving the registers. */
+static unsigned sdpa__cpu_probe(void)
 {
-    static int cached;
-    int c = __atomic_load_n(&cached, __ATOMIC_RELAXED);
-    if (c == 0) {
-        c = sdpa__cpu_avx2_probe() ? 2 : 1;
+    unsigned a, b, c, d, x0, xhi, f = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    if (!(c & (1u << 27))) return 0; /* OSXSAVE: XGETBV usable */
+    __asm__ __volatile__("xgetbv" : "=a"(x0), "=d"(xhi) : "c"(0));
+    (void)xhi;
+    if (__get_cpuid_max(0, NULL) < 7 || (x0 & 6u) != 6u) return 0;
+    {
+        int fma = (c >> 12) & 1u, f16c = (c >> 29) & 1u, avx = (c >> 28) & 1u;
+        unsigned b7, c7, d7, a71 = 0, t;
+        __cpuid_count(7, 0, a, b7, c7, d7);
+        if (a >= 1) __cpuid_count(7, 1, a71, t, t, t);
+        if (fma && f16c && avx && ((b7 >> 5) & 1u)) f |= SDPA__CPU_AVX2;
+        /* F (16), DQ (17), BW (30), VL (31); XCR0 opmask, ZMM_Hi256, Hi16_ZMM */
+        if ((f & SDPA__CPU_AVX2) && (b7 & 0xc0030000u) == 0xc0030000u && (x0 & 0xe0u) == 0xe0u) {
+            f |= SDPA__CPU_AVX512;
+            if ((a71 >> 5) & 1u) f |= SDPA__CPU_BF16;
+            /* AMX-BF16 (22), AMX-TILE (24); XCR0 XTILECFG and XTILEDATA */
+            if ((d7 & 0x01400000u) == 0x01400000u && (x0 & 0x60000u) == 0x60000u && sdpa__amx_permit())
+                f |= SDPA__CPU_AMX;
+        }
+        (void)c7;
+    }
+    return f;
+}
+
+/* The probe, cached: under a hypervisor each CPUID traps, and the probe costs
+ * about 4 us, a third of a small decode-sized call. The cache holds a fact
+ * about the CPU; threads that race store the same value, and relaxed atomics
+ * make that race well defined. */
+static unsigned sdpa__cpu(void)
+{
+    static unsigned cached;
+    unsigned c = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (!c) {
+        c = sdpa__cpu_probe() | SDPA__CPU_KNOWN;
         __atomic_store_n(&cached, c, __ATOMIC_RELAXED);
     }
-    return c == 2;
+    return c;
 }
-#endif /* SDPA__HAVE_AVX2 */
+#endif
+
+/* ---- AVX-512 kernels (x86-64; chosen at run time) ------------------------- */
+
+#ifdef SDPA__HAVE_AVX512
+/* Unmasked forms of several AVX-512 intrinsics start from an "undefined"
+ * vector that g++ 12 reports as uninitialised (GCC bug 105593); their
+ * zero-masked forms with every lane selected are the same instruction. */
+#define SDPA__ALL16 ((__mmask16)0xffffu)
+#if defined(__GNUC__) && !defined(__clang__)
+#define SDPA__UNROLL _Pragma("GCC unroll 16")
+#else
+#define SDPA__UNROLL _Pragma("unroll")
+#endif
+
+/* An R x 16W block of C (R <= 8 rows, W <= 2 zmm columns) in R*W zmm
+ * accumulators: per k, W loads of B and R broadcasts of A (folded into the
+ * FMAs as {1to16} memory operands), R*W FMAs. Inlined with constant R and W,
+ * the loops unroll and the accumulators stay in registers. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 void
+sdpa__block_avx512(const int R, const int W, int64_t K, const float *a, int64_t lda, const float *b, int64_t ldb,
+                   float *c, int64_t ldc, int accumulate)
+{
+    __m512 acc[8][2];
+    int64_t kk;
+    int r, w;
+    SDPA__UNROLL for (r = 0; r < R; r++) SDPA__UNROLL for (w = 0; w < W; w++)
+        acc[r][w] = accumulate ? _mm512_loadu_ps(c + r * ldc + 16 * w) : _mm512_setzero_ps();
+    for (kk = 0; kk < K; kk++) {
+        __m512 b0 = _mm512_loadu_ps(b + kk * ldb), b1 = W > 1 ? _mm512_loadu_ps(b + kk * ldb + 16) : b0;
+        SDPA__UNROLL for (r = 0; r < R; r++) {
+            __m512 ar = _mm512_set1_ps(a[r * lda + kk]);
+            acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
+            if (W > 1) acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
+        }
+    }
+    SDPA__UNROLL for (r = 0; r < R; r++) SDPA__UNROLL for (w = 0; w < W; w++)
+        _mm512_storeu_ps(c + r * ldc + 16 * w, acc[r][w]);
+}
+
+/* The scalar micro-kernel's contract (M % 4 == 0, N % 16 == 0): 8 x 32
+ * blocks, 16 accumulators, so the two FMA pipes always have independent
+ * work; 4-row and 16-column remainders take the smaller blocks. */
+SDPA__TARGET_AVX512 static void sdpa__gemm_avx512(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                                                  const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate)
+{
+    int64_t i = 0, j;
+    for (; i + 8 <= M; i += 8) {
+        for (j = 0; j + 32 <= N; j += 32)
+            sdpa__block_avx512(8, 2, K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, accumulate);
+        if (j < N) sdpa__block_avx512(8, 1, K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, accumulate);
+    }
+    if (i < M) {
+        for (j = 0; j + 32 <= N; j += 32)
+            sdpa__block_avx512(4, 2, K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, accumulate);
+        if (j < N) sdpa__block_avx512(4, 1, K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, accumulate);
+    }
+}
+
+/* sdpa__expf on 16 lanes: the same reduction and polynomial; 2^n applied by
+ * vscalefps (exact, no overflow in the intermediate), specials by opmasks. */
+SDPA__TARGET_AVX512 static __m512 sdpa__exp16_avx512(__m512 x)
+{
+    __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.33654f), _CMP_LT_OQ);
+    __mmask16 over = _mm512_cmp_ps_mask(x, _mm512_set1_ps(88.72283f), _CMP_GT_OQ);
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    __m512 xc = _mm512_maskz_mov_ps((__mmask16)~(under | over | nan), x);
+    __m512 n = _mm512_maskz_roundscale_ps(SDPA__ALL16, _mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), xc);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-6f), r);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_maskz_scalef_ps(SDPA__ALL16, p, n);
+    p = _mm512_mask_mov_ps(p, under, _mm512_setzero_ps());
+    p = _mm512_mask_mov_ps(p, over, _mm512_set1_ps((float)INFINITY));
+    return _mm512_mask_mov_ps(p, nan, _mm512_or_ps(x, _mm512_castsi512_ps(_mm512_set1_epi32(0x00400000))));
+}
+
+/* The first min(n, 16) lanes, n >= 0. */
+SDPA__TARGET_AVX512 static __mmask16 sdpa__tail_mask_avx512(int64_t n)
+{
+    return (__mmask16)(n >= 16 ? 0xffffu : (1u << n) - 1u);
+}
+
+/* Lane sums added in a fixed order, so results do not depend on threads. */
+SDPA__TARGET_AVX512 static float sdpa__hsum_avx512(__m512 v)
+{
+    float lane[16], sum = 0.0f;
+    int c;
+    _mm512_storeu_ps(lane, v);
+    for (c = 0; c < 16; c++) sum += lane[c];
+    return sum;
+}
+
+SDPA__TARGET_AVX512 static float sdpa__row_max_avx512(const float *s, int64_t n)
+{
+    __m512 mx = _mm512_set1_ps(-(float)INFINITY);
+    float lane[16], m = -(float)INFINITY;
+    int64_t j = 0;
+    int c;
+    for (; j + 16 <= n; j += 16) mx = _mm512_maskz_max_ps(SDPA__ALL16, _mm512_loadu_ps(s + j), mx); /* NaN in s: skipped */
+    if (j < n) {
+        __mmask16 k = sdpa__tail_mask_avx512(n - j);
+        mx = _mm512_mask_max_ps(mx, k, _mm512_maskz_loadu_ps(k, s + j), mx);
+    }
+    _mm512_storeu_ps(lane, mx);
+    for (c = 0; c < 16; c++) m = lane[c] > m ? lane[c] : m;
+    return m;
+}
+
+SDPA__TARGET_AVX512 static float sdpa__exp_row_avx512(float *s, int64_t n, float m)
+{
+    __m512 vm = _mm512_set1_ps(m), acc = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m512 e = sdpa__exp16_avx512(_mm512_sub_ps(_mm512_loadu_ps(s + j), vm));
+        _mm512_storeu_ps(s + j, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    if (j < n) { /* masked-off lanes are neither read nor written */
+        __mmask16 k = sdpa__tail_mask_avx512(n - j);
+        __m512 e = sdpa__exp16_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), vm));
+        _mm512_mask_storeu_ps(s + j, k, e);
+        acc = _mm512_mask_add_ps(acc, k, acc, e);
+    }
+    return sdpa__hsum_avx512(acc);
+}
+
+/* 16 elements of dtype t at src, widened (lanes outside k read as 0). */
+SDPA__TARGET_AVX512 static __m512 sdpa__load16_avx512(const char *src, sdpa_dtype t, __mmask16 k)
+{
+    if (t == SDPA_F32) return _mm512_maskz_loadu_ps(k, src);
+    if (t == SDPA_F16) return _mm512_maskz_cvtph_ps(SDPA__ALL16, _mm256_maskz_loadu_epi16(k, src));
+    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(SDPA__ALL16, _mm512_maskz_cvtepu16_epi32(SDPA__ALL16, _mm256_maskz_loadu_epi16(k, src)), 16));
+}
+
+SDPA__TARGET_AVX512 static void sdpa__load_row_avx512(float *dst, const char *src, sdpa_dtype t, int64_t n, float mul)
+{
+    __m512 vm = _mm512_set1_ps(mul);
+    int64_t es = t == SDPA_F32 ? 4 : 2, i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_mul_ps(sdpa__load16_avx512(src + i * es, t, (__mmask16)0xffffu), vm));
+    if (i < n) {
+        __mmask16 k = sdpa__tail_mask_avx512(n - i);
+        _mm512_mask_storeu_ps(dst + i, k, _mm512_mul_ps(sdpa__load16_avx512(src + i * es, t, k), vm));
+    }
+}
+
+SDPA__TARGET_AVX512 static void sdpa__load_col_avx512(float *dst, int64_t ld, const char *src, sdpa_dtype t, int64_t n)
+{
+    float lane[16];
+    int64_t es = t == SDPA_F32 ? 4 : 2, i = 0;
+    int c;
+    for (; i < n; i += 16) {
+        int64_t cnt = SDPA__MIN(16, n - i);
+        _mm512_storeu_ps(lane, sdpa__load16_avx512(src + i * es, t, sdpa__tail_mask_avx512(cnt)));
+        for (c = 0; c < cnt; c++) dst[(i + c) * ld] = lane[c];
+    }
+}
+#endif /* SDPA__HAVE_AVX512 */
+
+/* ---- bf16 products: AVX512-BF16 and AMX (x86-64; chosen at run time) ------ */
+
+#ifdef SDPA__HAVE_AMX
+/* Both kernels compute C[M x N] (+)= A B for bf16 A [M x 2 K2] (row-major,
+ * lda in elements) and B in pair-packed ("VNNI") form: B[p][n] holds rows
+ * 2p and 2p+1 of column n as two bf16 in one 32-bit word (low half first),
+ * ldb in words. Products of two bf16 are exact in fp32; the sums are fp32.
+ * M % 4 == 0 and N % 16 == 0 here; the AMX one needs M, N, 2 K2 % 32 == 0. */
+
+/* vdpbf16ps: per pair p, 16 lanes of C += a.lo b.lo + a.hi b.hi. 8 x 32
+ * blocks as the F32 kernel, with the pair of A broadcast as one word. */
+static inline __attribute__((always_inline)) SDPA__TARGET_BF16 void
+sdpa__bblock_avx512(const int R, const int W, int64_t K2, const uint16_t *a, int64_t lda, const uint32_t *b,
+                    int64_t ldb, float *c, int64_t ldc, int accumulate)
+{
+    __m512 acc[8][2];
+    int64_t p;
+    int r, w;
+    SDPA__UNROLL for (r = 0; r < R; r++) SDPA__UNROLL for (w = 0; w < W; w++)
+        acc[r][w] = accumulate ? _mm512_loadu_ps(c + r * ldc + 16 * w) : _mm512_setzero_ps();
+    for (p = 0; p < K2; p++) {
+        __m512i b0 = _mm512_loadu_si512(b + p * ldb), b1 = W > 1 ? _mm512_loadu_si512(b + p * ldb + 16) : b0;
+        SDPA__UNROLL for (r = 0; r < R; r++) {
+            uint32_t pair;
+            __m512i ar;
+            memcpy(&pair, a + r * lda + 2 * p, 4);
+            ar = _mm512_set1_epi32((int)pair);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], (__m512bh)ar, (__m512bh)b0);
+            if (W > 1) acc[r][1] = _mm512_dpbf16_ps(acc[r][1], (__m512bh)ar, (__m512bh)b1);
+        }
+    }
+    SDPA__UNROLL for (r = 0; r < R; r++) SDPA__UNROLL for (w = 0; w < W; w++)
+        _mm512_storeu_ps(c + r * ldc + 16 * w, acc[r][w]);
+}
+
+SDPA__TARGET_BF16 static void sdpa__bgemm_avx512(int64_t M, int64_t N, int64_t K2, const uint16_t *A, int64_t lda,
+                                                 const uint32_t *B, int64_t ldb, float *C, int64_t ldc, int accumulate)
+{
+    int64_t i = 0, j;
+    for (; i + 8 <= M; i += 8) {
+        for (j = 0; j + 32 <= N; j += 32)
+            sdpa__bblock_avx512(8, 2, K2, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, accumulate);
+        if (j < N) sdpa__bblock_avx512(8, 1, K2, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, accumulate);
+    }
+    if (i < M) {
+        for (j = 0; j + 32 <= N; j += 32)
+            sdpa__bblock_avx512(4, 2, K2, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, accumulate);
+        if (j < N) sdpa__bblock_avx512(4, 1, K2, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, accumulate);
+    }
+}
+
+/* AMX: eight tile registers of 16 rows x 64 bytes. tmm0..3 hold a 32 x 32
+ * block of C (2 x 2 tiles of 16 x 16 fp32), tmm4/5 two 16-row strips of A
+ * (32 bf16 each), tmm6/7 two 16-column strips of B (16 pairs each); every
+ * step is four tdpbf16ps of 16 x 16 x 32 products. The tile configuration
+ * is per thread: loaded on entry, released on exit. */
+typedef struct sdpa__tilecfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} sdpa__tilecfg;
+
+SDPA__TARGET_AMX static void sdpa__bgemm_amx(int64_t M, int64_t N, int64_t K2, const uint16_t *A, int64_t lda,
+                                             const uint32_t *B, int64_t ldb, float *C, int64_t ldc, int accumulate)
+{
+    sdpa__tilecfg cfg;
+    int64_t i, j, p, sa = lda * 2, sb = ldb * 4, sc = ldc * 4;
+    int t;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
+    __asm__ __volatile__("" ::: "memory"); /* the tile loads below read what C code wrote */
+    _tile_loadconfig(&cfg);
+    for (i = 0; i < M; i += 32)
+        for (j = 0; j < N; j += 32) {
+            float *c = C + i * ldc + j;
+            const uint16_t *a = A + i * lda;
+            if (accumulate) {
+                _tile_loadd(0, c, sc);
+                _tile_loadd(1, c + 16, sc);
+                _tile_loadd(2, c + 16 * ldc, sc);
+                _tile_loadd(3, c + 16 * ldc + 16, sc);
+            } else {
+                _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            }
+            for (p = 0; p < K2; p += 16) {
+                _tile_loadd(4, a + 2 * p, sa);
+                _tile_loadd(5, a + 16 * lda + 2 * p, sa);
+                _tile_loadd(6, B + p * ldb + j, sb);
+                _tile_loadd(7, B + p * ldb + j + 16, sb);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            _tile_stored(0, c, sc);
+            _tile_stored(1, c + 16, sc);
+            _tile_stored(2, c + 16 * ldc, sc);
+            _tile_stored(3, c + 16 * ldc + 16, sc);
+        }
+    _tile_release();
+    __asm__ __volatile__("" ::: "memory"); /* and C code reads what they stored */
+}
+#endif /* SDPA__HAVE_AMX */
+
+/* ---- bf16 mode: packing (portable C) ------------------------------------------ */
+
+#if defined(SDPA__HAVE_AMX) || defined(SDPA__TEST_BF16_SCALAR)
+/* The bf16 kernels' contract in plain C: the reference the tests hold them
+ * to. SDPA__TEST_BF16_SCALAR (tests only) runs bf16 mode with it on any
+ * CPU, so machines without AVX512-BF16 or AMX still test the packing. */
+SDPA__MAYBE_UNUSED static void sdpa__bgemm_scalar(int64_t M, int64_t N, int64_t K2, const uint16_t *A, int64_t lda, const uint32_t *B,
+                               int64_t ldb, float *C, int64_t ldc, int accumulate)
+{
+    int64_t i, j, p;
+    for (i = 0; i < M; i++)
+        for (j = 0; j < N; j++) {
+            float acc = accumulate ? C[i * ldc + j] : 0.0f;
+            for (p = 0; p < K2; p++) {
+                uint32_t b = B[p * ldb + j];
+                acc += sdpa_bf16_to_f32(A[i * lda + 2 * p]) * sdpa_bf16_to_f32((uint16_t)(b & 0xffffu)) +
+                       sdpa_bf16_to_f32(A[i * lda + 2 * p + 1]) * sdpa_bf16_to_f32((uint16_t)(b >> 16));
+            }
+            C[i * ldc + j] = acc;
+        }
+}
+#endif
+
+/* dst[0..n) = the bf16 row src[0..n), then zeros to npad. */
+static void sdpa__pack_row_bf16(uint16_t *SDPA__RESTRICT dst, const char *src, int64_t n, int64_t npad)
+{
+    int64_t i;
+    memcpy(dst, src, (size_t)n * 2u);
+    for (i = n; i < npad; i++) dst[i] = 0;
+}
+
+/* Key j of a block into the pair-packed K^T: Kp[p * ld + j] = k[2p] | k[2p+1] << 16
+ * for p < dp / 2 (zeros past D). */
+static void sdpa__pack_key_bf16(uint32_t *Kp, int64_t ld, int64_t j, const char *src, int64_t D, int64_t dp)
+{
+    const uint16_t *k = (const uint16_t *)(const void *)src;
+    int64_t p;
+    for (p = 0; p < D / 2; p++) Kp[p * ld + j] = (uint32_t)k[2 * p] | (uint32_t)k[2 * p + 1] << 16;
+    if (D & 1) Kp[p++ * ld + j] = k[D - 1];
+    for (; p < dp / 2; p++) Kp[p * ld + j] = 0;
+}
+
+/* src[0..n) split into two bf16 rows, hi = bf16(x) and lo = bf16(x - hi)
+ * (x - hi is exact), then zeros to npad: hi + lo carries 16 significant
+ * bits, so P.V taken as P_hi.V + P_lo.V loses nothing the F32 tolerance
+ * notices (rounding P to one bf16 cost up to 60x the F32 bound and broke
+ * even the BF16 bound). NaN stays NaN in hi. Branch-free, so it vectorises. */
+SDPA__INLINE uint16_t sdpa__bf16_bits_rne(uint32_t u)
+{
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, quiet = (u >> 16) | 0x40u;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+}
+
+static void sdpa__split_row_bf16(uint16_t *SDPA__RESTRICT hi, uint16_t *SDPA__RESTRICT lo,
+                                 const float *SDPA__RESTRICT src, int64_t n, int64_t npad)
+{
+    int64_t j;
+    for (j = 0; j < n; j++) {
+        uint16_t h = sdpa__bf16_bits_rne(sdpa__f32_bits(src[j]));
+        hi[j] = h;
+        lo[j] = sdpa__bf16_bits_rne(sdpa__f32_bits(src[j] - sdpa_bf16_to_f32(h)));
+    }
+    for (; j < npad; j++) hi[j] = lo[j] = 0;
+}
+
+/* Two V rows (keys 2p and 2p+1; v1 NULL past the block) into one pair-packed
+ * row of dvp words; returns nonzero if either holds an Inf or NaN. */
+static int sdpa__pack_vpair_bf16(uint32_t *SDPA__RESTRICT dst, const char *v0, const char *v1, int64_t Dv, int64_t dvp)
+{
+    const uint16_t *a = (const uint16_t *)(const void *)v0, *b = (const uint16_t *)(const void *)v1;
+    unsigned bad = 0;
+    int64_t n;
+    if (b) {
+        for (n = 0; n < Dv; n++) {
+            dst[n] = (uint32_t)a[n] | (uint32_t)b[n] << 16;
+            bad |= (unsigned)((a[n] & 0x7f80u) == 0x7f80u) | (unsigned)((b[n] & 0x7f80u) == 0x7f80u);
+        }
+    } else {
+        for (n = 0; n < Dv; n++) {
+            dst[n] = a[n];
+            bad |= (unsigned)((a[n] & 0x7f80u) == 0x7f80u);
+        }
+    }
+    for (n = Dv; n < dvp; n++) dst[n] = 0;
+    return (int)bad;
+}
 
 /* ---- dispatch --------------------------------------------------------------- */
 
@@ -1287,7 +1729,13 @@ SDPA_API int sdpa_path_supported(sdpa_path path)
     switch (path) {
     case SDPA_PATH_SCALAR: return 1;
 #ifdef SDPA__HAVE_AVX2
-    case SDPA_PATH_AVX2: return sdpa__cpu_avx2();
+    case SDPA_PATH_AVX2: return (sdpa__cpu() & SDPA__CPU_AVX2) != 0;
+#endif
+#ifdef SDPA__HAVE_AVX512
+    case SDPA_PATH_AVX512: return (sdpa__cpu() & SDPA__CPU_AVX512) != 0;
+#endif
+#ifdef SDPA__HAVE_AMX
+    case SDPA_PATH_AMX: return (sdpa__cpu() & SDPA__CPU_AMX) != 0;
 #endif
     default: return 0;
     }
@@ -1342,12 +1790,41 @@ static void sdpa__set_kernels(sdpa__plan *P)
         P->load_col = sdpa__load_col_avx2;
     }
 #endif
+#ifdef SDPA__HAVE_AVX512
+    if (P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX) {
+        P->gemm = sdpa__gemm_avx512;
+        P->row_max = sdpa__row_max_avx512;
+        P->exp_row = sdpa__exp_row_avx512;
+        P->load_row = sdpa__load_row_avx512;
+        P->load_col = sdpa__load_col_avx512;
+    }
+#endif
+    P->bf16 = 0;
+    P->bgemm = NULL;
+#ifdef SDPA__HAVE_AMX
+    /* BF16 inputs: bf16 products on AMX tiles, or with vdpbf16ps */
+    if (P->q.dtype == SDPA_BF16 && P->path == SDPA_PATH_AMX) {
+        P->bf16 = 1;
+        P->bgemm = sdpa__bgemm_amx;
+    } else if (P->q.dtype == SDPA_BF16 && P->path == SDPA_PATH_AVX512 && (sdpa__cpu() & SDPA__CPU_BF16)) {
+        P->bf16 = 1;
+        P->bgemm = sdpa__bgemm_avx512;
+    }
+#endif
+#ifdef SDPA__TEST_BF16_SCALAR
+    if (P->q.dtype == SDPA_BF16 && !P->bf16) {
+        P->bf16 = 1;
+        P->bgemm = sdpa__bgemm_scalar;
+    }
+#endif
 }
 
 /* ---- the tiled forward ---------------------------------------------------- */
 
 typedef struct sdpa__ws {
     float *Q, *Kt, *S, *V, *O, *m, *l;
+    uint16_t *Qb, *Pb; /* bf16 mode: Q [tqp][dp]; P [2][tqp][tkp], hi then lo */
+    uint32_t *Kp, *Vp; /* bf16 pairs: K^T [dp/2][tkp], V [tkp/2][dvp] */
     int64_t *h, *i, *lo, *hi;
 } sdpa__ws;
 
@@ -1361,6 +1838,14 @@ static void sdpa__ws_carve(const sdpa__plan *P, char *base, sdpa__ws *W)
     W->O = f;  f += SDPA__ROUND_UP(P->tqp * P->dvp, 16);
     W->m = f;  f += SDPA__ROUND_UP(P->tqp, 16);
     W->l = f;  f += SDPA__ROUND_UP(P->tqp, 16);
+    W->Qb = W->Pb = NULL;
+    W->Kp = W->Vp = NULL;
+    if (P->bf16) {
+        W->Qb = (uint16_t *)(void *)f; f += SDPA__ROUND_UP(P->tqp * P->dp / 2, 16);
+        W->Kp = (uint32_t *)(void *)f; f += SDPA__ROUND_UP(P->dp / 2 * P->tkp, 16);
+        W->Pb = (uint16_t *)(void *)f; f += SDPA__ROUND_UP(P->tqp * P->tkp, 16);
+        W->Vp = (uint32_t *)(void *)f; f += SDPA__ROUND_UP(P->tkp / 2 * P->dvp, 16);
+    }
     W->h = (int64_t *)(void *)f;
     W->i = W->h + P->tqp;
     W->lo = W->i + P->tqp;
@@ -1426,7 +1911,7 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
         for (hh = 0; hh < hcnt; hh++)
             for (ii = 0; ii < sq->nq; ii++) { W->h[nr] = g * P->G + hg0 + hh; W->i[nr] = ii; nr++; }
     }
-    rp = SDPA__ROUND_UP(nr, 4);
+    rp = SDPA__ROUND_UP(nr, P->rpad);
 
     /* each row's visible key range [lo, hi] from lengths, causal and window */
     for (r = 0; r < nr; r++) {
@@ -1441,28 +1926,45 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
         if (hi >= lo) { klo = SDPA__MIN(klo, lo); khi = SDPA__MAX(khi, hi); }
     }
 
-    /* Q tile, pre-scaled; padding rows are zero */
+    /* Q tile, pre-scaled (bf16 mode: as stored, scaled in S); padding rows are zero */
     for (r = 0; r < nr; r++) {
         const char *src = P->q.data + (sq->bt * P->q.s[0] + W->h[r] * P->q.s[1] + (sq->q0 + W->i[r]) * P->q.s[2]) * P->q.esize;
-        P->load_row(W->Q + r * D, src, P->q.dtype, D, P->scale);
+        if (P->bf16)
+            sdpa__pack_row_bf16(W->Qb + r * P->dp, src, D, P->dp);
+        else
+            P->load_row(W->Q + r * D, src, P->q.dtype, D, P->scale);
     }
-    for (r = nr * D; r < rp * D; r++) W->Q[r] = 0.0f;
+    if (P->bf16)
+        for (r = nr * P->dp; r < rp * P->dp; r++) W->Qb[r] = 0;
+    else
+        for (r = nr * D; r < rp * D; r++) W->Q[r] = 0.0f;
     for (r = 0; r < rp; r++) { W->m[r] = -(float)INFINITY; W->l[r] = 0.0f; }
     for (r = 0; r < rp * dvp; r++) W->O[r] = 0.0f;
 
     /* key blocks aligned to multiples of tk, so a row's result does not
      * depend on which other rows share its tile */
     for (j0 = khi < 0 ? 0 : klo / P->tk * P->tk; j0 <= khi; j0 += P->tk) {
-        int64_t nk = SDPA__MIN(P->tk, khi + 1 - j0), nkp = SDPA__ROUND_UP(nk, 16), j;
+        int64_t nk = SDPA__MIN(P->tk, khi + 1 - j0), nkp = SDPA__ROUND_UP(nk, P->kpad), j;
         const char *kb = P->k.data + (sq->bt * P->k.s[0] + g * P->k.s[1] + (sq->k0 + j0) * P->k.s[2]) * P->k.esize;
         const char *vb = P->v.data + (sq->bt * P->v.s[0] + g * P->v.s[1] + (sq->k0 + j0) * P->v.s[2]) * P->v.esize;
         int any = 0;
 
-        for (j = 0; j < nk; j++) P->load_col(W->Kt + j, tkp, kb + j * P->k.s[2] * P->k.esize, P->k.dtype, D);
-        if (nkp > nk)
-            for (d = 0; d < D; d++)
-                for (j = nk; j < nkp; j++) W->Kt[d * tkp + j] = 0.0f;
-        P->gemm(rp, nkp, D, W->Q, D, W->Kt, tkp, W->S, tkp, 0);
+        if (P->bf16) {
+            for (j = 0; j < nk; j++) sdpa__pack_key_bf16(W->Kp, tkp, j, kb + j * P->k.s[2] * P->k.esize, D, P->dp);
+            for (d = 0; d < P->dp / 2; d++)
+                for (j = nk; j < nkp; j++) W->Kp[d * tkp + j] = 0;
+            P->bgemm(rp, nkp, P->dp / 2, W->Qb, P->dp, W->Kp, tkp, W->S, tkp, 0);
+            for (r = 0; r < nr; r++) {
+                float *SDPA__RESTRICT s = W->S + r * tkp, sc = P->scale;
+                for (j = 0; j < nk; j++) s[j] *= sc;
+            }
+        } else {
+            for (j = 0; j < nk; j++) P->load_col(W->Kt + j, tkp, kb + j * P->k.s[2] * P->k.esize, P->k.dtype, D);
+            if (nkp > nk)
+                for (d = 0; d < D; d++)
+                    for (j = nk; j < nkp; j++) W->Kt[d * tkp + j] = 0.0f;
+            P->gemm(rp, nkp, D, W->Q, D, W->Kt, tkp, W->S, tkp, 0);
+        }
 
         /* online softmax: S becomes P = exp(S - m_new), m, l and O rescaled */
         for (r = 0; r < rp; r++) {
@@ -1489,6 +1991,23 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
         }
         if (!any || Dv == 0) continue;
 
+        if (P->bf16) { /* V pair-packed; P rounded to bf16 for the product */
+            int bad = 0;
+            for (j = 0; j < nkp; j += 2) {
+                uint32_t *dst = W->Vp + (j / 2) * dvp;
+                if (j >= nk) { for (d = 0; d < dvp; d++) dst[d] = 0; continue; }
+                bad |= sdpa__pack_vpair_bf16(dst, vb + j * P->v.s[2] * P->v.esize,
+                                             j + 1 < nk ? vb + (j + 1) * P->v.s[2] * P->v.esize : NULL, Dv, dvp);
+            }
+            if (!bad) {
+                uint16_t *plo = W->Pb + P->tqp * tkp;
+                for (r = 0; r < rp; r++)
+                    sdpa__split_row_bf16(W->Pb + r * tkp, plo + r * tkp, W->S + r * tkp, nk, nkp);
+                P->bgemm(rp, dvp, nkp / 2, W->Pb, tkp, W->Vp, dvp, W->O, dvp, 1);
+                P->bgemm(rp, dvp, nkp / 2, plo, tkp, W->Vp, dvp, W->O, dvp, 1);
+                continue;
+            }
+        }
         {
             float bad = 0.0f; /* becomes NaN iff the block holds a NaN or Inf */
             for (j = 0; j < nk; j++) {

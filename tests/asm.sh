@@ -34,7 +34,9 @@ fn_body() {
 
 # kernels and the path they belong to; scalar ones show what the compiler did
 kernels="sdpa__gemm_scalar sdpa__exp_row sdpa__row_max sdpa__load_row
-sdpa__gemm_avx2 sdpa__exp_row_avx2 sdpa__row_max_avx2 sdpa__load_row_avx2 sdpa__load_col_avx2"
+sdpa__gemm_avx2 sdpa__exp_row_avx2 sdpa__row_max_avx2 sdpa__load_row_avx2 sdpa__load_col_avx2
+sdpa__gemm_avx512 sdpa__exp_row_avx512 sdpa__row_max_avx512 sdpa__load_row_avx512 sdpa__load_col_avx512
+sdpa__bgemm_avx512 sdpa__bgemm_amx sdpa__split_row_bf16 sdpa__pack_vpair_bf16"
 
 case "$mode" in
 dump)
@@ -80,6 +82,19 @@ check)
         need sdpa__row_max_avx2 1 'vmaxps\s+.*%ymm' "ymm max"
         need sdpa__load_row_avx2 1 'vcvtph2ps\s+.*%ymm' "F16C converts"
         need sdpa__load_col_avx2 1 'vcvtph2ps\s+.*%ymm' "F16C converts"
+        # AVX-512: 8 x 32 blocks, 16 zmm FMAs per k step, 8 broadcasts of A
+        need sdpa__gemm_avx512 16 'vfmadd[0-9]+ps\s+.*%zmm' "zmm FMAs"
+        need sdpa__gemm_avx512 8 'vbroadcastss|\{1to16\}' "broadcasts of A (vbroadcastss or {1to16} operands)"
+        need sdpa__exp_row_avx512 7 'vfn?madd[0-9]+ps\s+.*%zmm' "zmm FMAs"
+        need sdpa__exp_row_avx512 1 'vscalefps' "vscalefps (2^n)"
+        need sdpa__exp_row_avx512 2 '\{%k[1-7]\}' "opmasked instructions (tails)"
+        need sdpa__row_max_avx512 1 'vmaxps\s+.*%zmm' "zmm max"
+        need sdpa__load_row_avx512 1 'vcvtph2ps\s+.*%zmm' "zmm F16 converts"
+        # bf16 products: vdpbf16ps blocks and AMX tiles
+        need sdpa__bgemm_avx512 16 'vdpbf16ps\s+.*%zmm' "zmm vdpbf16ps"
+        need sdpa__bgemm_amx 4 'tdpbf16ps' "AMX tdpbf16ps"
+        need sdpa__bgemm_amx 4 'tileloadd' "AMX tile loads"
+        need sdpa__bgemm_amx 1 'ldtilecfg' "tile configuration"
         # what the auto-vectoriser made of the portable micro-kernel
         need sdpa__gemm_scalar 4 '(mul|add)ps\s' "packed SSE multiplies/adds"
         ;;

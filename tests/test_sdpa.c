@@ -1063,7 +1063,8 @@ static void print_paths(void)
         if (sdpa_path_supported((sdpa_path)p)) printf("%s\n", sdpa_path_name((sdpa_path)p));
 }
 
-#ifdef SDPA__HAVE_AVX2
+#if defined(SDPA__HAVE_AVX2) || defined(SDPA__HAVE_AVX512)
+#define HAVE_SIMD_KERNELS 1
 /* ulp distance, NaN-aware: a NaN where a number is wanted counts as huge */
 static int64_t ulp_dist(float got, float want)
 {
@@ -1073,84 +1074,109 @@ static int64_t ulp_dist(float got, float want)
     return e < 0 ? -e : e;
 }
 
-static void test_avx2_kernels(void)
+/* One path's kernels, checked against the scalar ones. */
+typedef struct kernel_set {
+    const char *name;
+    void (*gemm)(int64_t, int64_t, int64_t, const float *, int64_t, const float *, int64_t, float *, int64_t, int);
+    float (*row_max)(const float *, int64_t);
+    float (*exp_row)(float *, int64_t, float);
+    void (*load_row)(float *, const char *, sdpa_dtype, int64_t, float);
+    void (*load_col)(float *, int64_t, const char *, sdpa_dtype, int64_t);
+} kernel_set;
+
+static int same_float(float a, float b) { return a == b || (a != a && b != b); }
+
+static void test_simd_kernels(const kernel_set *ks)
 {
-    float buf[64 + 8], x[24];
+    float buf[64 + 16], x[24];
     int64_t worst = 0, n, k;
     double worst_x = 0;
-    int bad = 0;
-    case_begin("avx2 exp: max ulp error <= 2 on a sweep of [-87.3, 88.7], specials as scalar");
-    for (k = 0; k < (g_quick ? 2000000 : 17600000); k += 8) {
+    int bad = 0, dt;
+    case_begin("%s exp: max ulp error <= 2 on a sweep of [-87.3, 88.7], specials as scalar", ks->name);
+    for (k = 0; k < (g_quick ? 2000000 : 17600000); k += 13) {
         int c;
-        for (c = 0; c < 8; ++c) buf[c] = (float)(-87.3 + 176.0 * (double)(k + c) / (g_quick ? 2000000.0 : 17600000.0));
-        memcpy(x, buf, 8 * sizeof(float));
-        sdpa__exp_row_avx2(buf, 8, 0.0f);
-        for (c = 0; c < 8; ++c) {
+        for (c = 0; c < 13; ++c) buf[c] = (float)(-87.3 + 176.0 * (double)(k + c) / (g_quick ? 2000000.0 : 17600000.0));
+        memcpy(x, buf, 13 * sizeof(float));
+        ks->exp_row(buf, 13, 0.0f);
+        for (c = 0; c < 13; ++c) {
             int64_t e = ulp_dist(buf[c], (float)exp((double)x[c]));
             if (e > worst) worst = e, worst_x = x[c];
         }
     }
     CHECK(worst <= 2, "max error %lld ulp at x = %.9g", LL(worst), worst_x);
     x[0] = -INFINITY; x[1] = NAN; x[2] = 100.0f; x[3] = -100.0f; x[4] = 0.0f; x[5] = -0.0f; x[6] = -1e30f; x[7] = 88.7f;
-    memcpy(buf, x, 8 * sizeof(float));
-    sdpa__exp_row_avx2(buf, 8, 0.0f);
-    for (k = 0; k < 8; ++k) {
+    x[8] = -87.4f; x[9] = 88.8f; x[10] = INFINITY; x[11] = -87.3f; x[12] = 1e-30f;
+    memcpy(buf, x, 13 * sizeof(float));
+    ks->exp_row(buf, 13, 0.0f);
+    for (k = 0; k < 13; ++k) {
         float want = sdpa__expf(x[k]);
-        CHECK(ulp_dist(buf[k], want) <= 2 && (want != 0.0f || buf[k] == 0.0f), "avx2 exp(%g) = %.9g, scalar %.9g",
-              x[k], buf[k], want);
+        CHECK(ulp_dist(buf[k], want) <= 2 && (want != 0.0f || buf[k] == 0.0f), "%s exp(%g) = %.9g, scalar %.9g",
+              ks->name, x[k], buf[k], want);
     }
     case_end();
 
-    case_begin("avx2 exp_row and row_max: every length 0..40, guards after the row untouched, sums as scalar");
+    case_begin("%s exp_row and row_max: every length 0..40, guards after the row untouched, sums as scalar", ks->name);
     for (n = 0; n <= 40; ++n) {
         float ref[48], sum_a, sum_s, mx_a, mx_s;
         for (k = 0; k < n; ++k) buf[k] = ref[k] = (float)rnd_range(-30, 5);
-        for (k = n; k < n + 8; ++k) buf[k] = 1e30f; /* would win the max and overflow exp if read */
-        mx_a = n ? sdpa__row_max_avx2(buf, n) : 0.0f;
+        for (k = n; k < n + 16; ++k) buf[k] = 1e30f; /* would win the max and overflow exp if read */
+        mx_a = n ? ks->row_max(buf, n) : 0.0f;
         mx_s = n ? sdpa__row_max(ref, n) : 0.0f;
-        CHECK(mx_a == mx_s, "n=%lld: avx2 row max %.9g, scalar %.9g", LL(n), mx_a, mx_s);
-        sum_a = sdpa__exp_row_avx2(buf, n, mx_s);
+        CHECK(mx_a == mx_s, "n=%lld: %s row max %.9g, scalar %.9g", LL(n), ks->name, mx_a, mx_s);
+        sum_a = ks->exp_row(buf, n, mx_s);
         sum_s = sdpa__exp_row(ref, n, mx_s);
         for (k = 0; k < n; ++k)
             if (ulp_dist(buf[k], ref[k]) > 4 && bad++ < 4) case_fail("n=%lld: e[%lld] %.9g vs scalar %.9g", LL(n), LL(k), buf[k], ref[k]);
-        for (k = n; k < n + 8; ++k)
+        for (k = n; k < n + 16; ++k)
             if (buf[k] != 1e30f && bad++ < 4) case_fail("n=%lld: guard %lld written", LL(n), LL(k));
         CHECK(fabs((double)sum_a - (double)sum_s) <= 1e-6 * fabs((double)sum_s) + 1e-30,
               "n=%lld: sum %.9g vs %.9g", LL(n), sum_a, sum_s);
     }
     case_end();
 
-    case_begin("avx2 F16 loads (row and column forms): all 65536 halves as the scalar ones, every tail, guards kept");
-    {
-        uint16_t *h = (uint16_t *)xcalloc(65536, sizeof(uint16_t));
-        float *ra = (float *)xcalloc(65536 + 8, sizeof(float)), *rs = (float *)xcalloc(65536, sizeof(float));
-        float col[3 * 24 + 3];
-        int64_t i, nbad = 0;
-        for (i = 0; i < 65536; ++i) h[i] = (uint16_t)i;
-        for (i = 65536; i < 65536 + 8; ++i) ra[i] = 7.0f;
-        sdpa__load_row_avx2(ra, (const char *)h, SDPA_F16, 65536, 0.5f);
-        sdpa__load_row(rs, (const char *)h, SDPA_F16, 65536, 0.5f);
-        for (i = 0; i < 65536; ++i)
-            if (!(ra[i] == rs[i] || (ra[i] != ra[i] && rs[i] != rs[i])) && nbad++ < 3)
-                case_fail("half 0x%04llx: avx2 %.9g, scalar %.9g", (unsigned long long)i, ra[i], rs[i]);
-        for (i = 65536; i < 65536 + 8; ++i) CHECK(ra[i] == 7.0f, "row guard %lld written", LL(i - 65536));
-        for (n = 0; n <= 24; ++n) { /* column form: dst[i * 3] */
-            int64_t base = (int64_t)rnd_int(0, 65536 - 24);
-            for (i = 0; i < 3 * 24 + 3; ++i) col[i] = 7.0f;
-            sdpa__load_col_avx2(col, 3, (const char *)(h + base), SDPA_F16, n);
-            for (i = 0; i < 3 * 24 + 3; ++i) {
-                float want = (i % 3 == 0 && i / 3 < n) ? sdpa_f16_to_f32(h[base + i / 3]) : 7.0f;
-                if (!(col[i] == want || (col[i] != col[i] && want != want)) && nbad++ < 3)
+    case_begin("%s loads (row and column forms, F32/F16/BF16): every 16-bit pattern as scalar, every tail, guards kept", ks->name);
+    for (dt = 0; dt < 3; ++dt) {
+        sdpa_dtype t = dt == 0 ? SDPA_F32 : dt == 1 ? SDPA_F16 : SDPA_BF16;
+        int64_t es = t == SDPA_F32 ? 4 : 2, cnt = 65536, i, nbad = 0;
+        char *src = (char *)xcalloc((size_t)(cnt * es), 1);
+        float *ra = (float *)xcalloc((size_t)cnt + 16, sizeof(float)), *rs = (float *)xcalloc((size_t)cnt, sizeof(float));
+        float col[3 * 40 + 3];
+        for (i = 0; i < cnt; ++i) {
+            if (t == SDPA_F32) { float f = (float)rnd_range(-100, 100); memcpy(src + 4 * i, &f, 4); }
+            else { uint16_t h = (uint16_t)i; memcpy(src + 2 * i, &h, 2); }
+        }
+        for (i = cnt; i < cnt + 16; ++i) ra[i] = 7.0f;
+        ks->load_row(ra, src, t, cnt, 0.5f);
+        sdpa__load_row(rs, src, t, cnt, 0.5f);
+        for (i = 0; i < cnt; ++i)
+            if (!same_float(ra[i], rs[i]) && nbad++ < 3)
+                case_fail("dtype %d element %lld: %s %.9g, scalar %.9g", dt, LL(i), ks->name, ra[i], rs[i]);
+        for (i = cnt; i < cnt + 16; ++i) CHECK(ra[i] == 7.0f, "row guard %lld written", LL(i - cnt));
+        for (n = 0; n <= 40; ++n) { /* both forms at every length; column: dst[i * 3] */
+            int64_t base = (int64_t)rnd_int(0, (int)(cnt - 48));
+            float rowa[40 + 16], rows[40];
+            for (i = 0; i < 40 + 16; ++i) rowa[i] = 7.0f;
+            ks->load_row(rowa, src + base * es, t, n, 1.0f);
+            sdpa__load_row(rows, src + base * es, t, n, 1.0f);
+            for (i = 0; i < 40 + 16; ++i)
+                if (!(i < n ? same_float(rowa[i], rows[i]) : rowa[i] == 7.0f) && nbad++ < 3)
+                    case_fail("row n=%lld: element %lld is %.9g", LL(n), LL(i), rowa[i]);
+            for (i = 0; i < 3 * 40 + 3; ++i) col[i] = 7.0f;
+            ks->load_col(col, 3, src + base * es, t, n);
+            for (i = 0; i < 3 * 40 + 3; ++i) {
+                float want = 7.0f;
+                if (i % 3 == 0 && i / 3 < n) sdpa__load_row(&want, src + (base + i / 3) * es, t, 1, 1.0f);
+                if (!same_float(col[i], want) && nbad++ < 3)
                     case_fail("column n=%lld: element %lld is %.9g, want %.9g", LL(n), LL(i), col[i], want);
             }
         }
-        free(h); free(ra); free(rs);
+        free(src); free(ra); free(rs);
     }
     case_end();
 
-    case_begin("avx2 gemm 4x16 micro-kernel equals the scalar one on random blocks (accumulate and not)");
-    for (k = 0; k < 40; ++k) {
-        int64_t M = 4 * rnd_int(1, 4), N = 16 * rnd_int(1, 4), K = rnd_int(1, 70), lda = K + rnd_int(0, 3),
+    case_begin("%s gemm micro-kernel equals the scalar one on random blocks (accumulate and not)", ks->name);
+    for (k = 0; k < 60; ++k) {
+        int64_t M = 4 * rnd_int(1, 5), N = 16 * rnd_int(1, 5), K = rnd_int(1, 70), lda = K + rnd_int(0, 3),
                 ldb = N + 16 * rnd_int(0, 1), ldc = N + 16 * rnd_int(0, 1), i;
         int acc = (int)rnd_int(0, 1);
         float *A = (float *)xcalloc((size_t)(M * lda), sizeof(float));
@@ -1162,13 +1188,55 @@ static void test_avx2_kernels(void)
         for (i = 0; i < K * ldb; ++i) Bm[i] = (float)rnd_range(-1, 1);
         for (i = 0; i < M * ldc; ++i) C1[i] = C2[i] = (float)rnd_range(-1, 1);
         sdpa__gemm_scalar(M, N, K, A, lda, Bm, ldb, C1, ldc, acc);
-        sdpa__gemm_avx2(M, N, K, A, lda, Bm, ldb, C2, ldc, acc);
+        ks->gemm(M, N, K, A, lda, Bm, ldb, C2, ldc, acc);
         for (i = 0; i < M * ldc; ++i) {
             double d = fabs((double)C1[i] - (double)C2[i]);
             if (!(d <= 1e-5 * (double)(K + 1))) { worst_rel = d; break; }
         }
-        CHECK(worst_rel == 0, "M=%lld N=%lld K=%lld acc=%d: avx2 and scalar differ by %.3g", LL(M), LL(N), LL(K),
-              acc, worst_rel);
+        CHECK(worst_rel == 0, "M=%lld N=%lld K=%lld acc=%d: %s and scalar differ by %.3g", LL(M), LL(N), LL(K),
+              acc, ks->name, worst_rel);
+        free(A); free(Bm); free(C1); free(C2);
+    }
+    case_end();
+}
+#endif
+
+#ifdef SDPA__HAVE_AMX
+typedef void (*bgemm_fn)(int64_t, int64_t, int64_t, const uint16_t *, int64_t, const uint32_t *, int64_t, float *,
+                         int64_t, int);
+
+/* A bf16 product kernel against the plain-C contract, on random blocks of
+ * the shapes it accepts (step: the multiple of M and N; AMX wants 32). */
+static void test_bgemm(const char *name, bgemm_fn fn, int64_t step)
+{
+    int64_t t;
+    case_begin("%s bf16 product kernel equals the plain-C one on random blocks (accumulate and not)", name);
+    for (t = 0; t < 40; ++t) {
+        int64_t M = step * rnd_int(1, step == 32 ? 3 : 9), N = (step == 32 ? 32 : 16) * rnd_int(1, 5);
+        int64_t K2 = step == 32 ? 16 * rnd_int(1, 9) : rnd_int(1, 80);
+        int64_t lda = 2 * K2 + 2 * rnd_int(0, 8), ldb = N + 16 * rnd_int(0, 1), ldc = N + 16 * rnd_int(0, 1), i;
+        int acc = (int)rnd_int(0, 1);
+        uint16_t *A = (uint16_t *)xcalloc((size_t)(M * lda), sizeof(uint16_t));
+        uint32_t *Bm = (uint32_t *)xcalloc((size_t)(K2 * ldb), sizeof(uint32_t));
+        float *C1 = (float *)xcalloc((size_t)(M * ldc), sizeof(float));
+        float *C2 = (float *)xcalloc((size_t)(M * ldc), sizeof(float));
+        int64_t nbad = 0;
+        for (i = 0; i < M * lda; ++i) A[i] = sdpa_f32_to_bf16((float)rnd_range(-1, 1));
+        for (i = 0; i < K2 * ldb; ++i)
+            Bm[i] = (uint32_t)sdpa_f32_to_bf16((float)rnd_range(-1, 1)) |
+                    (uint32_t)sdpa_f32_to_bf16((float)rnd_range(-1, 1)) << 16;
+        for (i = 0; i < M * ldc; ++i) C1[i] = C2[i] = (float)rnd_range(-1, 1);
+        sdpa__bgemm_scalar(M, N, K2, A, lda, Bm, ldb, C1, ldc, acc);
+        fn(M, N, K2, A, lda, Bm, ldb, C2, ldc, acc);
+        for (i = 0; i < M * ldc; ++i) {
+            double d = fabs((double)C1[i] - (double)C2[i]);
+            int in_block = (i % ldc) < N; /* columns past N must keep their values */
+            if (in_block ? !(d <= 1e-5 * (double)(2 * K2 + 1)) : C2[i] != C1[i]) {
+                if (nbad++ < 3)
+                    case_fail("M=%lld N=%lld K2=%lld acc=%d: C[%lld][%lld] = %.9g, plain C %.9g", LL(M), LL(N), LL(K2),
+                              acc, LL(i / ldc), LL(i % ldc), C2[i], C1[i]);
+            }
+        }
         free(A); free(Bm); free(C1); free(C2);
     }
     case_end();
@@ -1234,7 +1302,22 @@ static void test_paths(void)
     }
     case_end();
 #ifdef SDPA__HAVE_AVX2
-    if (sdpa_path_supported(SDPA_PATH_AVX2)) test_avx2_kernels();
+    if (sdpa_path_supported(SDPA_PATH_AVX2)) {
+        static const kernel_set ks = {"avx2", sdpa__gemm_avx2, sdpa__row_max_avx2, sdpa__exp_row_avx2,
+                                      sdpa__load_row_avx2, sdpa__load_col_avx2};
+        test_simd_kernels(&ks);
+    }
+#endif
+#ifdef SDPA__HAVE_AVX512
+    if (sdpa_path_supported(SDPA_PATH_AVX512)) {
+        static const kernel_set ks = {"avx512", sdpa__gemm_avx512, sdpa__row_max_avx512, sdpa__exp_row_avx512,
+                                      sdpa__load_row_avx512, sdpa__load_col_avx512};
+        test_simd_kernels(&ks);
+    }
+#endif
+#ifdef SDPA__HAVE_AMX
+    if (sdpa__cpu() & SDPA__CPU_BF16) test_bgemm("avx512-bf16", sdpa__bgemm_avx512, 4);
+    if (sdpa__cpu() & SDPA__CPU_AMX) test_bgemm("amx", sdpa__bgemm_amx, 32);
 #endif
     group_end();
 }
@@ -2935,6 +3018,16 @@ int main(int argc, char **argv)
            (unsigned long long)seed, g_quick ? ", quick" : "",
            sdpa_path_in_use(NULL) > 0 ? sdpa_path_name((sdpa_path)sdpa_path_in_use(NULL)) : "(invalid SDPA_PATH)",
            (unsigned long long)seed);
+#if defined(SDPA__HAVE_AVX2) || defined(SDPA__HAVE_AVX512)
+    {
+        unsigned f = sdpa__cpu();
+        printf("x86 features: avx2 %s, avx512 %s, avx512-bf16 %s, amx %s\n", f & SDPA__CPU_AVX2 ? "yes" : "no",
+               f & SDPA__CPU_AVX512 ? "yes" : "no", f & SDPA__CPU_BF16 ? "yes" : "no", f & SDPA__CPU_AMX ? "yes" : "no");
+    }
+#endif
+#ifdef SDPA__TEST_BF16_SCALAR
+    printf("bf16 mode emulated: BF16 inputs take the packed bf16 products, computed in plain C\n");
+#endif
     fflush(stdout);
 
     test_strerror();
