@@ -446,8 +446,10 @@ clean:
 	rm -rf $(B)
 
 # ---------------------------------------------------------------- assembly
-# make asm: per kernel, the annotated disassembly (source interleaved) and the
-# compilers' vectorisation reports, under $(B)/asm/ (README: Reading the
+# make asm: per kernel and per path (plain_* from bench/plain_kernels.h, the
+# portable sdpa__*, the intrinsics sdpa__*_avx2), the annotated disassembly
+# (source interleaved), the vectoriser's remarks on its loops from gcc and
+# clang, and an instruction-mix summary, under $(B)/asm/ (README: Reading the
 # assembly). make check-asm: each SIMD kernel must contain the instructions
 # it promises (ymm FMAs, F16C converts, masked tails), read from the object.
 asm:
