@@ -127,7 +127,9 @@ case "$mode" in
 dump)
     build "$out" "$CC"
     case "$("$CC" -dumpmachine)" in aarch64*|arm64*) arm=1 ;; *) arm=0 ;; esac
-    # the whole reports (the plain unit's appended)
+    # the whole reports (the plain unit's appended); gcc appends to an
+    # existing file, so start from none
+    rm -f "$out/vec-report-gcc.txt" "$out/vec-report-gcc-plain.txt"
     "$CC" "${FLAGS[@]}" -c "$src" -o /dev/null -fopt-info-vec-all="$out/vec-report-gcc.txt" 2>/dev/null || true
     "$CC" "${FLAGS[@]}" -c "$psrc" -o /dev/null -fopt-info-vec-all="$out/vec-report-gcc-plain.txt" 2>/dev/null || true
     cat "$out/vec-report-gcc-plain.txt" >> "$out/vec-report-gcc.txt" 2>/dev/null || true
