@@ -21,9 +21,9 @@
 
 /* C[M x N] = (accumulate ? C : 0) + A[M x K] B[K x N], the i-j-k triple loop:
  * each C element is a dot product summed in place in memory. C might alias A
- * or B, so the compiler must store and reload C[i][j] around every step, and
- * the k loop is a float reduction it may not reorder (no -ffast-math), with B
- * read down a column (stride ldb). 2 M N K flops. */
+ * or B, so the compiler must store C[i][j] at every step; the k loop is a
+ * float sum it may not reorder, with B read down a column (stride ldb): not
+ * vectorised by gcc or clang, even with -ffast-math. 2 M N K flops. */
 static void plain_gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                        const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate)
 {
@@ -36,8 +36,9 @@ static void plain_gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t 
 }
 
 /* Maximum of s[0..n) with a branch per element; NaN entries are skipped, as
- * in sdpa__row_max. A float max reduction: vectorising it would reorder the
- * compares, which changes the result for -0.0 vs +0.0 and NaN. */
+ * in sdpa__row_max. Compilers make the branch a maxss but keep the chain
+ * serial: in another order the compares could return -0.0 for +0.0 (gcc
+ * vectorises it under -fno-signed-zeros -ffinite-math-only). */
 static float plain_row_max(const float *s, int64_t n)
 {
     float m = -INFINITY;
@@ -48,7 +49,9 @@ static float plain_row_max(const float *s, int64_t n)
 }
 
 /* s[j] = exp(s[j] - m), skipping masked (-inf) scores, and returns the sum:
- * libm's expf (an opaque call per element), a branch, and a serial float sum. */
+ * libm's expf (an opaque call per element), a branch, and a serial float sum.
+ * (With -ffast-math gcc calls glibc's 4-lane _ZGVbN4v_expf instead, and may
+ * then assume that no score is -inf.) */
 static float plain_exp_row(float *s, int64_t n, float m)
 {
     float sum = 0.0f;
