@@ -67,7 +67,10 @@ fn_body() { fn_body_in "$out" "$1"; }
 plain_kernels="plain_gemm plain_exp_row plain_row_max plain_load_row"
 scalar_kernels="sdpa__gemm_scalar sdpa__exp_row sdpa__row_max sdpa__load_row"
 simd_kernels="sdpa__gemm_avx2 sdpa__exp_row_avx2 sdpa__row_max_avx2 sdpa__load_row_avx2 sdpa__load_col_avx2"
-kernels="$plain_kernels $scalar_kernels $simd_kernels"
+# the AVX-512 and NEON versions, dumped when the build has them (absent: skipped)
+other_kernels="sdpa__gemm_avx512 sdpa__exp_row_avx512 sdpa__row_max_avx512 sdpa__load_row_avx512
+sdpa__gemm_neon sdpa__exp_row_neon sdpa__row_max_neon sdpa__load_row_neon"
+kernels="$plain_kernels $scalar_kernels $simd_kernels $other_kernels"
 src_of() { case "$1" in plain_*) echo "$here/bench/plain_kernels.h" ;; *) echo "$here/include/sdpa.h" ;; esac; }
 
 # "FIRST LAST": the lines of function $1's definition in its source (from the
