@@ -21,7 +21,7 @@
  *      elements/ns for the others; ratios of median times against plain and
  *      against autovec
  *
- *   bench_kernels [--quick] [--csv] [--cpu N] [--warmup N] [--reps N] [--help]
+ *   bench_kernels [--quick] [--csv] [--cpu N] [--warmup N] [--reps N] [--threads N] [--help]
  *
  * Exit status: 0 ok; 1 a check failed; 2 bad usage or out of memory.
  */
@@ -84,6 +84,8 @@ static void usage(FILE *f)
         "  --cpu N      the CPU to pin to (default 0)\n"
         "  --warmup N   discarded warm-up samples per version and case (default 2)\n"
         "  --reps N     timed samples per version and case (default 15; --quick 5)\n"
+        "  --threads N  accepted and ignored (one core is timed), so that make bench's\n"
+        "               ARGS serve bench and bench_kernels alike\n"
         "  --help       this text\n");
 }
 
@@ -420,6 +422,7 @@ int main(int argc, char **argv)
         if (!strcmp(arg, "--quick")) O.quick = 1;
         else if (!strcmp(arg, "--csv")) O.csv = 1;
         else if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) { usage(stdout); return 0; }
+        else if (!strcmp(arg, "--threads") && a + 1 < argc) a++;
         else if ((!strcmp(arg, "--cpu") || !strcmp(arg, "--warmup") || !strcmp(arg, "--reps")) && a + 1 < argc) {
             char *end;
             long x = strtol(argv[++a], &end, 10);
@@ -480,6 +483,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    O.cpu %= bc_cpus_online(); /* as bc_pin_to_cpu does */
     pinned = bc_pin_to_cpu(O.cpu);
     fprintf(T, "\n== 2. times: %s CPU %d; %d warm-up + %d samples of ~%.1f ms per version, taking turns;\n"
                "   rate of the median sample [rates of the slowest..fastest]; ratios of median times\n",
