@@ -4,7 +4,9 @@
 #   make run        one OLMo-2-7B attention layer (ARGS="..." are passed on)
 #   make test       test suite, compile tests, two-copies test, example,
 #                   ASan+UBSan and TSan runs
-#   make bench      benchmarks
+#   make bench      benchmarks (bench, then bench-kernels)
+#   make bench-kernels  plain / auto-vectorised / intrinsics version of each
+#                   core loop, timed side by side
 #   make install    PREFIX=/usr/local (DESTDIR honoured); make uninstall
 #   make check-cmake  CMake build + ctest + install + find_package/pkg-config consumers
 #   make CROSS=aarch64-linux-gnu-   cross-build everything into build/aarch64/
@@ -61,9 +63,9 @@ HEADER  := include/sdpa.h
 INC     := -Iinclude
 VERSION := $(shell sed -n 's/^\#define SDPA_VERSION_STRING "\(.*\)"/\1/p' $(HEADER))
 
-PROGRAMS := $(B)/olmo_layer $(B)/test_sdpa $(B)/bench $(B)/simple $(B)/two_copies
+PROGRAMS := $(B)/olmo_layer $(B)/test_sdpa $(B)/bench $(B)/bench_kernels $(B)/simple $(B)/two_copies
 
-.PHONY: all run test bench install uninstall clean check-cmake \
+.PHONY: all run test bench bench-kernels bench-kernels-clang install uninstall clean check-cmake \
         test-unit test-bf16-emu test-compile test-two-copies test-simple test-sanitize test-tsan \
         compile-tests test-arm asm check-asm
 
@@ -90,6 +92,18 @@ $(B)/test_sdpa_bf16emu: tests/test_sdpa.c $(HEADER) | $(B)
 $(B)/bench: bench/bench.c bench/common.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
+# The compiler and flags are printed by the binary: they decide what the
+# auto-vectoriser could do with the plain and autovec versions.
+$(B)/bench_kernels: bench/kernels.c bench/plain_kernels.h bench/common.h $(HEADER) | $(B)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -DBK_CFLAGS='"$(strip $(CFLAGS))"' $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
+
+# The same with clang, to compare what the two auto-vectorisers made of the
+# plain and autovec versions (make bench-kernels-clang; README: Reading the
+# assembly).
+$(B)/clang/bench_kernels: bench/kernels.c bench/plain_kernels.h bench/common.h $(HEADER)
+	@mkdir -p $(@D)
+	clang $(CPPFLAGS) $(CFLAGS) -DBK_CFLAGS='"$(strip $(CFLAGS))"' $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
+
 TWO_COPIES_SRC := tests/two_copies_a.c tests/two_copies_b.c tests/two_copies_main.c
 $(B)/two_copies: $(TWO_COPIES_SRC) $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $(TWO_COPIES_SRC) -o $@ $(LDFLAGS) $(LDLIBS)
@@ -97,8 +111,17 @@ $(B)/two_copies: $(TWO_COPIES_SRC) $(HEADER) | $(B)
 run: $(B)/olmo_layer
 	$(R)./$(B)/olmo_layer $(ARGS)
 
-bench: $(B)/bench
+bench: $(B)/bench $(B)/bench_kernels
 	$(R)./$(B)/bench $(ARGS)
+	$(R)./$(B)/bench_kernels $(ARGS)
+
+bench-kernels: $(B)/bench_kernels
+	$(R)./$(B)/bench_kernels $(ARGS)
+
+bench-kernels-clang:
+	@command -v clang >/dev/null 2>&1 || { echo "bench-kernels-clang: clang is not installed"; exit 1; }
+	@$(MAKE) --no-print-directory $(B)/clang/bench_kernels
+	$(R)./$(B)/clang/bench_kernels $(ARGS)
 
 # ---------------------------------------------------------------- tests
 # Each step runs even when an earlier one failed; the failures are listed at
@@ -431,8 +454,10 @@ clean:
 	rm -rf $(B)
 
 # ---------------------------------------------------------------- assembly
-# make asm: per kernel, the annotated disassembly (source interleaved) and the
-# compilers' vectorisation reports, under $(B)/asm/ (README: Reading the
+# make asm: per kernel and per path (plain_* from bench/plain_kernels.h, the
+# portable sdpa__*, the intrinsics sdpa__*_avx2), the annotated disassembly
+# (source interleaved), the vectoriser's remarks on its loops from gcc and
+# clang, and an instruction-mix summary, under $(B)/asm/ (README: Reading the
 # assembly). make check-asm: each SIMD kernel must contain the instructions
 # it promises (ymm FMAs, F16C converts, masked tails), read from the object.
 asm:

@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # The machine code of sdpa.h's kernels, for people who study it and for CI.
 #
-#   tests/asm.sh dump  OUTDIR   per kernel: annotated disassembly (source
-#                               interleaved) as OUTDIR/<kernel>.s, plus the
-#                               compilers' vectorisation reports
+#   tests/asm.sh dump  OUTDIR   per kernel and per path: annotated disassembly
+#                               (source interleaved) as OUTDIR/<kernel>.s, the
+#                               vectoriser's remarks on its loops as
+#                               OUTDIR/<kernel>.vec-gcc.txt (and .vec-clang.txt),
+#                               the same from clang under OUTDIR/clang/, the whole
+#                               reports, and OUTDIR/summary.txt (instruction mix
+#                               per kernel and compiler)
 #   tests/asm.sh check OUTDIR   each SIMD kernel must contain the instructions
 #                               it promises (ymm FMAs, F16C converts, masked
 #                               tails), read from the object code; exit 1 if not
 #
-# CC (default gcc) builds the object with the project's default flags: no -m
+# Three versions of each core loop are dumped: plain_* (bench/plain_kernels.h,
+# the textbook loops), sdpa__* (the portable C written for the
+# auto-vectoriser) and sdpa__*_avx2 (intrinsics).
+#
+# CC (default gcc) builds the objects with the project's default flags: no -m
 # options, so the SIMD kernels get their ISA from target attributes alone.
+# -gdwarf-4: objdump 2.40 files part of gcc 12's DWARF 5 line table under the
+# .c file instead of sdpa.h, and then interleaves no source there.
 set -euo pipefail
 
 mode=${1:-}
@@ -19,44 +29,161 @@ OBJDUMP=${OBJDUMP:-objdump}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 mkdir -p "$out"
 src="$out/kernels.c"
-obj="$out/kernels.o"
+psrc="$out/plain.c"
 
 # One translation unit holding the implementation; its kernels are static but
-# stay in the object (the dispatch table takes their addresses).
+# stay in the object (the dispatch table takes their addresses). The plain
+# versions get a unit of their own, so that they cannot change what the
+# compiler does with the library's (inlining budgets are per unit); an
+# external table of their addresses keeps them.
 printf '#define SDPA_IMPLEMENTATION\n#include "sdpa.h"\n' > "$src"
-"$CC" -std=c99 -O3 -g -I"$here/include" -c "$src" -o "$obj"
+cat > "$psrc" <<'EOC'
+#define SDPA_IMPLEMENTATION
+#include "sdpa.h"
+#include "plain_kernels.h"
+void (*const plain_kernels_keep[])(void) = {
+    (void (*)(void))plain_gemm, (void (*)(void))plain_row_max,
+    (void (*)(void))plain_exp_row, (void (*)(void))plain_load_row};
+EOC
+FLAGS=(-std=c99 -O3 -I"$here/include" -I"$here/bench")
 
-# The disassembly of one function, source interleaved; empty if absent.
-"$OBJDUMP" -d -S -l --no-show-raw-insn "$obj" > "$out/kernels.dis"
-fn_body() {
-    awk -v f="<$1>:" '$2 == f { p = 1; next } p && /^[0-9a-f]+ <.*>:$/ { exit } p' "$out/kernels.dis"
+# build DIR COMPILER: DIR/kernels.o, DIR/plain.o and their disassembly
+build() {
+    mkdir -p "$1"
+    "$2" "${FLAGS[@]}" -g -gdwarf-4 -c "$src" -o "$1/kernels.o"
+    "$2" "${FLAGS[@]}" -g -gdwarf-4 -c "$psrc" -o "$1/plain.o"
+    "$OBJDUMP" -d -r -S -l --no-show-raw-insn "$1/kernels.o" "$1/plain.o" > "$1/kernels.dis"
 }
 
-# kernels and the path they belong to; scalar ones show what the compiler did
-kernels="sdpa__gemm_scalar sdpa__exp_row sdpa__row_max sdpa__load_row
-sdpa__gemm_avx2 sdpa__exp_row_avx2 sdpa__row_max_avx2 sdpa__load_row_avx2 sdpa__load_col_avx2
-sdpa__gemm_avx512 sdpa__exp_row_avx512 sdpa__row_max_avx512 sdpa__load_row_avx512 sdpa__load_col_avx512
-sdpa__bgemm_avx512 sdpa__bgemm_amx sdpa__split_row_bf16 sdpa__pack_vpair_bf16"
+# The disassembly of one function from DIR/kernels.dis, source interleaved;
+# empty if absent.
+fn_body_in() {
+    awk -v f="<$2>:" '$2 == f { p = 1; next } p && /^[0-9a-f]+ <.*>:$/ { exit } p' "$1/kernels.dis"
+}
+fn_body() { fn_body_in "$out" "$1"; }
+
+# kernels, the source that defines them and the path they belong to; the
+# plain and portable ones show what the compiler did on its own
+plain_kernels="plain_gemm plain_exp_row plain_row_max plain_load_row"
+scalar_kernels="sdpa__gemm_scalar sdpa__exp_row sdpa__row_max sdpa__load_row"
+simd_kernels="sdpa__gemm_avx2 sdpa__exp_row_avx2 sdpa__row_max_avx2 sdpa__load_row_avx2 sdpa__load_col_avx2"
+# the AVX-512 and NEON versions, dumped when the build has them (absent: skipped)
+other_kernels="sdpa__gemm_avx512 sdpa__exp_row_avx512 sdpa__row_max_avx512 sdpa__load_row_avx512
+sdpa__load_col_avx512 sdpa__bgemm_avx512 sdpa__bgemm_amx sdpa__split_row_bf16 sdpa__pack_vpair_bf16
+sdpa__gemm_neon sdpa__exp_row_neon sdpa__row_max_neon sdpa__load_row_neon"
+kernels="$plain_kernels $scalar_kernels $simd_kernels $other_kernels"
+src_of() { case "$1" in plain_*) echo "$here/bench/plain_kernels.h" ;; *) echo "$here/include/sdpa.h" ;; esac; }
+
+# "FIRST LAST": the lines of function $1's definition in its source (from the
+# line that names it to the closing brace in column 0)
+fn_lines() {
+    awk -v f="$1" '
+        $0 ~ "^[A-Za-z_].*[ *]" f "\\(" { cand = NR }
+        cand && !start && /;[ \t]*$/ { cand = 0 }    # a prototype, not the definition
+        cand && /^\{/ && !start { start = cand }
+        start && /^\}/ { print start, NR; exit }' "$(src_of "$1")"
+}
+
+# The remarks of report $2 on lines of kernel $1, in line order, each once.
+# gcc: "file:line:col: optimized|missed: ..."; clang: "file:line:col: remark: ...".
+remarks() {
+    local first last file
+    read -r first last <<< "$(fn_lines "$1")"
+    file=$(src_of "$1")
+    [ -n "$first" ] || return 0
+    # clang names the file as the include path found it, sometimes relative
+    grep -E "(^|/)${file#"$here"/}:" "$2" | grep -E ': (optimized|missed|remark):|vectorized [0-9]+ loops' \
+        | awk -F: -v a="$first" -v b="$last" '$2 >= a && $2 <= b' \
+        | sort -t: -k2,2n -k3,3n -s | awk '!seen[$0]++' | sed "s|^$here/||" || true
+}
+
+# One line of the instruction mix of a disassembled body: instructions, float
+# arithmetic on 128-bit vectors (x86 xmm *ps, AArch64 .4s), on 256-bit ones
+# (ymm), scalar float arithmetic (x86 *ss, AArch64 f* on s registers), and
+# calls, named by their relocations (the object is not linked yet). Moves,
+# loads and stores are not arithmetic and not counted.
+mix() {
+    awk -F'\t' -v arm="$1" '
+        /^\t+[0-9a-f]+: R_/ {
+            if (wantcallee) { t = $NF; sub(/[-+].*/, "", t); callee[t] = 1 }
+            wantcallee = 0; next
+        }
+        /^ *[0-9a-f]+:\t/ {
+            l = $0; sub(/^ *[0-9a-f]+:\t/, "", l); gsub(/\t/, " ", l)   # AArch64: a tab before the operands
+            n++; split(l, w, " "); op = w[1]; args = substr(l, length(op) + 1); wantcallee = 0
+            if (op ~ /^(call|bl)$/ || op ~ /^call/) { calls++; wantcallee = 1 }
+            if (arm) {
+                if (op ~ /^f/ && op !~ /^fmov/ && args ~ /v[0-9]+\.4s/) v128++
+                else if (op ~ /^f/ && op !~ /^fmov/ && args ~ /(^|[ ,])s[0-9]+/) ss++
+            } else {
+                if (op ~ /ps$/ && op !~ /^v?mov/) { if (args ~ /%ymm/) v256++; else if (args ~ /%xmm/) v128++ }
+                if (op ~ /ss$/ && op !~ /^v?mov/ && op !~ /^v?broadcast/) ss++
+            }
+        }
+        END {
+            c = ""; for (t in callee) c = c (c ? "," : "") t
+            printf "%5d insns  %4d 128-bit  %4d 256-bit  %4d scalar  %3d calls%s\n",
+                   n, v128, v256, ss, calls, calls ? " (" c ")" : ""
+        }'
+}
 
 case "$mode" in
 dump)
-    for k in $kernels; do
-        body=$(fn_body "$k")
-        [ -n "$body" ] || continue
-        printf '%s\n' "$body" > "$out/$k.s"
-        echo "$out/$k.s: $(grep -cE '^\s+[0-9a-f]+:' "$out/$k.s") instructions"
-    done
-    "$CC" -std=c99 -O3 -I"$here/include" -c "$src" -o /dev/null \
-        -fopt-info-vec-all="$out/vec-report-gcc.txt" 2>/dev/null || true
-    [ -s "$out/vec-report-gcc.txt" ] && echo "$out/vec-report-gcc.txt: gcc -fopt-info-vec-all"
-    if command -v clang >/dev/null 2>&1; then
-        clang -std=c99 -O3 -I"$here/include" -c "$src" -o /dev/null \
-            -Rpass=loop-vectorize -Rpass-missed=loop-vectorize -Rpass-analysis=loop-vectorize \
-            2> "$out/vec-report-clang.txt" || true
-        echo "$out/vec-report-clang.txt: clang -Rpass=loop-vectorize -Rpass-missed=loop-vectorize"
+    build "$out" "$CC"
+    case "$("$CC" -dumpmachine)" in aarch64*|arm64*) arm=1 ;; *) arm=0 ;; esac
+    # the whole reports (the plain unit's appended); gcc appends to an
+    # existing file, so start from none
+    rm -f "$out/vec-report-gcc.txt" "$out/vec-report-gcc-plain.txt"
+    "$CC" "${FLAGS[@]}" -c "$src" -o /dev/null -fopt-info-vec-all="$out/vec-report-gcc.txt" 2>/dev/null || true
+    "$CC" "${FLAGS[@]}" -c "$psrc" -o /dev/null -fopt-info-vec-all="$out/vec-report-gcc-plain.txt" 2>/dev/null || true
+    cat "$out/vec-report-gcc-plain.txt" >> "$out/vec-report-gcc.txt" 2>/dev/null || true
+    rm -f "$out/vec-report-gcc-plain.txt"
+    [ -s "$out/vec-report-gcc.txt" ] && echo "$out/vec-report-gcc.txt: $CC -fopt-info-vec-all"
+    have_clang=0
+    # clang beside it, when installed and building for the same architecture
+    if command -v clang >/dev/null 2>&1 &&
+        [ "$(clang -dumpmachine | cut -d- -f1)" = "$("$CC" -dumpmachine | cut -d- -f1)" ]; then
+        have_clang=1
+        build "$out/clang" clang
+        : > "$out/vec-report-clang.txt"
+        for f in "$src" "$psrc"; do
+            clang "${FLAGS[@]}" -c "$f" -o /dev/null \
+                -Rpass='loop-vectorize|slp-vectorizer' -Rpass-missed=loop-vectorize \
+                -Rpass-analysis=loop-vectorize \
+                2>> "$out/vec-report-clang.txt" || true
+        done
+        echo "$out/vec-report-clang.txt: clang -Rpass='loop-vectorize|slp-vectorizer' -Rpass-missed=loop-vectorize"
     fi
+    {
+        echo "# instruction mix per kernel, -O3 and no -m flags: instructions in the body,"
+        echo "# float arithmetic on 128-bit and 256-bit vectors and on scalars, calls"
+        for k in $kernels; do
+            body=$(fn_body "$k")
+            [ -n "$body" ] || continue
+            printf '%s\n' "$body" > "$out/$k.s"
+            remarks "$k" "$out/vec-report-gcc.txt" > "$out/$k.vec-gcc.txt"
+            printf '%-22s %-6s %s\n' "$k" "$CC" "$(printf '%s\n' "$body" | mix "$arm")"
+            if [ "$have_clang" = 1 ]; then
+                body=$(fn_body_in "$out/clang" "$k")
+                if [ -n "$body" ]; then
+                    printf '%s\n' "$body" > "$out/clang/$k.s"
+                    printf '%-22s %-6s %s\n' "" clang "$(printf '%s\n' "$body" | mix "$arm")"
+                else
+                    printf '%-22s %-6s %s\n' "" clang "inlined everywhere: no body of its own"
+                fi
+                remarks "$k" "$out/vec-report-clang.txt" > "$out/$k.vec-clang.txt"
+            fi
+        done
+    } > "$out/summary.txt"
+    for k in $kernels; do
+        [ -f "$out/$k.s" ] || continue
+        echo "$out/$k.s: $(grep -cE '^ +[0-9a-f]+:' "$out/$k.s") instructions; remarks: $k.vec-gcc.txt$([ "$have_clang" = 1 ] && echo ", $k.vec-clang.txt, clang/$k.s")"
+    done
+    echo "$out/summary.txt: instruction mix per kernel and compiler"
+    cat "$out/summary.txt"
     ;;
 check)
+    build "$out" "$CC"
     fail=0
     # need KERNEL MIN REGEX WHAT: at least MIN matching instructions in KERNEL
     need() {
@@ -95,8 +222,13 @@ check)
         need sdpa__bgemm_amx 4 'tdpbf16ps' "AMX tdpbf16ps"
         need sdpa__bgemm_amx 4 'tileloadd' "AMX tile loads"
         need sdpa__bgemm_amx 1 'ldtilecfg' "tile configuration"
-        # what the auto-vectoriser made of the portable micro-kernel
+        # what the auto-vectoriser made of the portable kernels (SSE2 only:
+        # no -m flags): the micro-kernel; the exp loop, which vectorises only
+        # while sdpa__expf stays branch-free (its degree-7 polynomial alone is
+        # 14 multiplies and adds per vector); the F32 and BF16 row loads
         need sdpa__gemm_scalar 4 '(mul|add)ps\s' "packed SSE multiplies/adds"
+        need sdpa__exp_row 16 '(mul|add)ps\s' "packed SSE multiplies/adds"
+        need sdpa__load_row 2 'mulps\s' "packed SSE multiplies"
         ;;
     *)
         echo "check-asm: $arch has no SIMD path yet; nothing to check"
