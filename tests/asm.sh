@@ -66,10 +66,10 @@ fn_body() { fn_body_in "$out" "$1"; }
 # plain and portable ones show what the compiler did on its own
 plain_kernels="plain_gemm plain_exp_row plain_row_max plain_load_row"
 scalar_kernels="sdpa__gemm_scalar sdpa__exp_row sdpa__row_max sdpa__load_row"
-simd_kernels="sdpa__gemm_avx2 sdpa__exp_row_avx2 sdpa__row_max_avx2 sdpa__load_row_avx2 sdpa__load_col_avx2"
+simd_kernels="sdpa__gemm_avx2 sdpa__exp_row_avx2 sdpa__row_max_avx2 sdpa__load_row_avx2 sdpa__load_kt_avx2 sdpa__pack_k_avx2"
 # the AVX-512 and NEON versions, dumped when the build has them (absent: skipped)
 other_kernels="sdpa__gemm_avx512 sdpa__exp_row_avx512 sdpa__row_max_avx512 sdpa__load_row_avx512
-sdpa__load_col_avx512 sdpa__bgemm_avx512 sdpa__bgemm_amx sdpa__split_row_bf16 sdpa__pack_vpair_bf16
+sdpa__bgemm_avx512 sdpa__bgemm_amx sdpa__split_row_bf16 sdpa__pack_vpair_bf16
 sdpa__gemm_neon sdpa__exp_row_neon sdpa__row_max_neon sdpa__load_row_neon"
 kernels="$plain_kernels $scalar_kernels $simd_kernels $other_kernels"
 src_of() { case "$1" in plain_*) echo "$here/bench/plain_kernels.h" ;; *) echo "$here/include/sdpa.h" ;; esac; }
@@ -208,7 +208,11 @@ check)
         need sdpa__exp_row_avx2 1 'vmaskmovps' "masked loads/stores"
         need sdpa__row_max_avx2 1 'vmaxps\s+.*%ymm' "ymm max"
         need sdpa__load_row_avx2 1 'vcvtph2ps\s+.*%ymm' "F16C converts"
-        need sdpa__load_col_avx2 1 'vcvtph2ps\s+.*%ymm' "F16C converts"
+        # the K block transposed 8 x 8 in registers (F32 path) and bf16 pairs packed alike
+        shuf='v(unpck[lh]p[sd]|shufp[sd]|perm2f128|insertf128|permpd|permps|blendps|movlhps|movhlps)\s+.*%ymm'
+        need sdpa__load_kt_avx2 16 "$shuf" "ymm shuffles (8 x 8 transpose)"
+        need sdpa__load_kt_avx2 1 'vcvtph2ps\s+.*%ymm' "F16C converts"
+        need sdpa__pack_k_avx2 16 "$shuf" "ymm shuffles (8 x 8 transpose)"
         # AVX-512: 8 x 32 blocks, 16 zmm FMAs per k step, 8 broadcasts of A
         need sdpa__gemm_avx512 16 'vfmadd[0-9]+ps\s+.*%zmm' "zmm FMAs"
         need sdpa__gemm_avx512 8 'vbroadcastss|\{1to16\}' "broadcasts of A (vbroadcastss or {1to16} operands)"

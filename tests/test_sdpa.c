@@ -1081,7 +1081,8 @@ typedef struct kernel_set {
     float (*row_max)(const float *, int64_t);
     float (*exp_row)(float *, int64_t, float);
     void (*load_row)(float *, const char *, sdpa_dtype, int64_t, float);
-    void (*load_col)(float *, int64_t, const char *, sdpa_dtype, int64_t);
+    void (*load_kt)(float *, int64_t, const char *, int64_t, sdpa_dtype, int64_t, int64_t);
+    void (*pack_k)(uint32_t *, int64_t, const char *, int64_t, int64_t, int64_t, int64_t);
 } kernel_set;
 
 static int same_float(float a, float b) { return a == b || (a != a && b != b); }
@@ -1134,13 +1135,12 @@ static void test_simd_kernels(const kernel_set *ks)
     }
     case_end();
 
-    case_begin("%s loads (row and column forms, F32/F16/BF16): every 16-bit pattern as scalar, every tail, guards kept", ks->name);
+    case_begin("%s row loads (F32/F16/BF16): every 16-bit pattern as scalar, every tail, guards kept", ks->name);
     for (dt = 0; dt < 3; ++dt) {
         sdpa_dtype t = dt == 0 ? SDPA_F32 : dt == 1 ? SDPA_F16 : SDPA_BF16;
         int64_t es = t == SDPA_F32 ? 4 : 2, cnt = 65536, i, nbad = 0;
         char *src = (char *)xcalloc((size_t)(cnt * es), 1);
         float *ra = (float *)xcalloc((size_t)cnt + 16, sizeof(float)), *rs = (float *)xcalloc((size_t)cnt, sizeof(float));
-        float col[3 * 40 + 3];
         for (i = 0; i < cnt; ++i) {
             if (t == SDPA_F32) { float f = (float)rnd_range(-100, 100); memcpy(src + 4 * i, &f, 4); }
             else { uint16_t h = (uint16_t)i; memcpy(src + 2 * i, &h, 2); }
@@ -1152,7 +1152,7 @@ static void test_simd_kernels(const kernel_set *ks)
             if (!same_float(ra[i], rs[i]) && nbad++ < 3)
                 case_fail("dtype %d element %lld: %s %.9g, scalar %.9g", dt, LL(i), ks->name, ra[i], rs[i]);
         for (i = cnt; i < cnt + 16; ++i) CHECK(ra[i] == 7.0f, "row guard %lld written", LL(i - cnt));
-        for (n = 0; n <= 40; ++n) { /* both forms at every length; column: dst[i * 3] */
+        for (n = 0; n <= 40; ++n) { /* every length */
             int64_t base = (int64_t)rnd_int(0, (int)(cnt - 48));
             float rowa[40 + 16], rows[40];
             for (i = 0; i < 40 + 16; ++i) rowa[i] = 7.0f;
@@ -1161,16 +1161,38 @@ static void test_simd_kernels(const kernel_set *ks)
             for (i = 0; i < 40 + 16; ++i)
                 if (!(i < n ? same_float(rowa[i], rows[i]) : rowa[i] == 7.0f) && nbad++ < 3)
                     case_fail("row n=%lld: element %lld is %.9g", LL(n), LL(i), rowa[i]);
-            for (i = 0; i < 3 * 40 + 3; ++i) col[i] = 7.0f;
-            ks->load_col(col, 3, src + base * es, t, n);
-            for (i = 0; i < 3 * 40 + 3; ++i) {
-                float want = 7.0f;
-                if (i % 3 == 0 && i / 3 < n) sdpa__load_row(&want, src + (base + i / 3) * es, t, 1, 1.0f);
-                if (!same_float(col[i], want) && nbad++ < 3)
-                    case_fail("column n=%lld: element %lld is %.9g, want %.9g", LL(n), LL(i), col[i], want);
-            }
         }
         free(src); free(ra); free(rs);
+    }
+    case_end();
+
+    case_begin("%s transposed K block and bf16 pair packing: every key count and head dim 0..27, as scalar, "
+               "guards kept", ks->name);
+    for (k = 0; k < 200; ++k) {
+        sdpa_dtype t = k % 3 == 0 ? SDPA_F32 : k % 3 == 1 ? SDPA_F16 : SDPA_BF16;
+        int64_t nk = rnd_int(0, 27), D = rnd_int(0, 27), es = t == SDPA_F32 ? 4 : 2, kst = D * es + es * rnd_int(0, 5);
+        int64_t ld = nk + rnd_int(0, 9) + 1, dp = (D + 31) / 32 * 32, i, nbad = 0;
+        char *src = (char *)xcalloc((size_t)(nk * kst + 8), 1);
+        float *a = (float *)xcalloc((size_t)(ld * D + 1), sizeof(float)), *b = (float *)xcalloc((size_t)(ld * D + 1), sizeof(float));
+        uint32_t *pa = (uint32_t *)xcalloc((size_t)(ld * dp / 2 + 1), 4), *pb = (uint32_t *)xcalloc((size_t)(ld * dp / 2 + 1), 4);
+        for (i = 0; i < nk * kst; ++i) src[i] = (char)rnd_int(0, 255);
+        for (i = 0; i < ld * D + 1; ++i) a[i] = b[i] = 7.0f;
+        for (i = 0; i < ld * dp / 2 + 1; ++i) pa[i] = pb[i] = 0x77777777u;
+        ks->load_kt(a, ld, src, kst, t, nk, D);
+        sdpa__load_kt(b, ld, src, kst, t, nk, D);
+        for (i = 0; i < ld * D + 1; ++i)
+            if (!same_float(a[i], b[i]) && nbad++ < 3)
+                case_fail("dtype %d nk=%lld D=%lld ld=%lld: Kt[%lld] = %.9g, scalar %.9g", (int)t, LL(nk), LL(D), LL(ld),
+                          LL(i), a[i], b[i]);
+        if (t == SDPA_BF16) {
+            ks->pack_k(pa, ld, src, kst, nk, D, dp);
+            sdpa__pack_k(pb, ld, src, kst, nk, D, dp);
+            for (i = 0; i < ld * dp / 2 + 1; ++i)
+                if (pa[i] != pb[i] && nbad++ < 3)
+                    case_fail("nk=%lld D=%lld ld=%lld: packed word %lld = %08x, scalar %08x", LL(nk), LL(D), LL(ld), LL(i),
+                              pa[i], pb[i]);
+        }
+        free(src); free(a); free(b); free(pa); free(pb);
     }
     case_end();
 
@@ -1304,14 +1326,14 @@ static void test_paths(void)
 #ifdef SDPA__HAVE_AVX2
     if (sdpa_path_supported(SDPA_PATH_AVX2)) {
         static const kernel_set ks = {"avx2", sdpa__gemm_avx2, sdpa__row_max_avx2, sdpa__exp_row_avx2,
-                                      sdpa__load_row_avx2, sdpa__load_col_avx2};
+                                      sdpa__load_row_avx2, sdpa__load_kt_avx2, sdpa__pack_k_avx2};
         test_simd_kernels(&ks);
     }
 #endif
 #ifdef SDPA__HAVE_AVX512
     if (sdpa_path_supported(SDPA_PATH_AVX512)) {
         static const kernel_set ks = {"avx512", sdpa__gemm_avx512, sdpa__row_max_avx512, sdpa__exp_row_avx512,
-                                      sdpa__load_row_avx512, sdpa__load_col_avx512};
+                                      sdpa__load_row_avx512, sdpa__load_kt_avx2, sdpa__pack_k_avx2};
         test_simd_kernels(&ks);
     }
 #endif
