@@ -141,10 +141,12 @@ test:
 	echo "make test: all steps passed ($(TEST_STEPS))"
 
 # TEST_ARGS="mask" runs only the groups whose name contains it.
-# The suite once per code path this build and CPU can run (scalar, avx2),
-# each forced through SDPA_PATH.
+# The suite once per code path this build and CPU can run (scalar, avx2;
+# scalar, neon), each forced through SDPA_PATH; TEST_PATHS="auto" (or a
+# list of names) runs those instead of every path --paths prints.
+TEST_PATHS ?=
 test-unit: $(B)/test_sdpa
-	@set -e; paths=$$($(R)./$(B)/test_sdpa --paths); \
+	@set -e; paths="$(TEST_PATHS)"; [ -n "$$paths" ] || paths=$$($(R)./$(B)/test_sdpa --paths); \
 	test -n "$$paths" || { echo "test-unit: $(R)./$(B)/test_sdpa --paths printed no path"; exit 1; }; \
 	for p in $$paths; do \
 	    echo "SDPA_PATH=$$p $(R)./$(B)/test_sdpa $(TEST_ARGS)"; \
@@ -222,6 +224,11 @@ $(B)/compile/$(1)-simple: examples/simple.c $(HEADER) | $(B)/compile
 CT_BINS += $(B)/compile/$(1)-simple
 endef
 $(foreach c,$(CT_CCS),$(eval $(call ct_example,$(c))))
+
+# AArch64 builds: the header without its NEON path, as SDPA_NO_NEON gives it.
+ifneq ($(filter aarch64%,$(CROSS_ARCH)),)
+$(foreach c,$(CT_CCS),$(eval $(call ct_c,$(c),c99-no-neon,-std=c99 -DSDPA_NO_NEON)))
+endif
 
 # gcc's OpenMP build of the threading layer (the header switches to OpenMP
 # when _OPENMP is defined). Linked -static (cross builds), libgomp makes ld
@@ -322,21 +329,26 @@ test-tsan: | $(B)/tsan
 # ---------------------------------------------------------------- ARM
 # make test-arm: cross-build everything for AArch64 into build/aarch64/
 # (static, see CROSS above), then, once per emulated CPU model, run the cross
-# build's `make test` steps under qemu-aarch64 -cpu <model>: the suite once per
-# path that --paths reports on that model, the compile tests (C99/C11,
-# C++11/C++17, -pedantic -Werror, each running the smoke test), the
-# two-copies test and examples/simple; then examples/olmo_layer on a small
-# shape (it checks itself against float64). The models: max (every feature
-# qemu knows), cortex-a76 (dotprod, fp16 arithmetic: Pi 5, Graviton 2's N1
-# class) and cortex-a53 (plain ARMv8.0: no dotprod, no fp16 arithmetic, so
-# the fallbacks run). Under emulation the suite runs ~20x slower than
-# natively, hence --quick: ~100 s per model and path on this 2-core machine,
-# ~6 min for the three; ARM_TEST_ARGS= runs the full suite (~170 s per model
-# and path). ARM_CPUS="cortex-a72 neoverse-n1" picks other models.
+# build's `make test` steps under qemu-aarch64 -cpu <model>: the suite, the
+# compile tests (C99/C11, C++11/C++17, -pedantic -Werror, each running the
+# smoke test), the two-copies test and examples/simple; then
+# examples/olmo_layer on a small shape (it checks itself against float64).
+# The models: max (every feature qemu knows), cortex-a76 (dotprod, fp16
+# arithmetic: Pi 5, Graviton 2's N1 class) and cortex-a53 (plain ARMv8.0: no
+# dotprod, no fp16 arithmetic). On the models in ARM_ALL_PATHS_CPUS the suite
+# runs once per path that --paths reports (scalar, neon); on the others once,
+# on the path AUTO picks (neon), whose run still forces every path through a
+# few float64-checked cases and checks the NEON kernels against the scalar
+# ones. Under emulation the suite runs ~20x slower than natively, hence
+# --quick: ~110 s per model and path on this 2-core machine, ~9 min in all;
+# ARM_TEST_ARGS= runs the full suite (~4 min per model and path).
+# ARM_CPUS="cortex-a72 neoverse-n1" picks other models,
+# ARM_ALL_PATHS_CPUS="max cortex-a53" runs every path on more of them.
 # Without the cross compilers or qemu: SKIPPED, or a failure under CI=true.
 ARM_CROSS     ?= aarch64-linux-gnu-
 ARM_QEMU      ?= qemu-aarch64
 ARM_CPUS      ?= max cortex-a76 cortex-a53
+ARM_ALL_PATHS_CPUS ?= max
 ARM_TEST_ARGS ?= --quick
 ARM_B         := build/$(firstword $(subst -, ,$(ARM_CROSS)))
 ARM_VARS      := CROSS=$(ARM_CROSS) QEMU=$(ARM_QEMU)
@@ -356,9 +368,10 @@ test-arm:
 	$(MAKE) --no-print-directory $(ARM_VARS) all compile-tests || failed="$$failed build"; \
 	times="build $$(( $$(date +%s) - t0 ))s"; \
 	for cpu in $(ARM_CPUS); do \
-	    t1=$$(date +%s); \
-	    echo "==> make CROSS=$(ARM_CROSS) QEMU_CPU=$$cpu TEST_ARGS=$(ARM_TEST_ARGS) test"; \
-	    $(MAKE) --no-print-directory $(ARM_VARS) QEMU_CPU=$$cpu TEST_ARGS="$(ARM_TEST_ARGS)" test \
+	    t1=$$(date +%s); tp=auto; \
+	    case " $(ARM_ALL_PATHS_CPUS) " in *" $$cpu "*) tp="";; esac; \
+	    echo "==> make CROSS=$(ARM_CROSS) QEMU_CPU=$$cpu TEST_ARGS=$(ARM_TEST_ARGS) TEST_PATHS=$$tp test"; \
+	    $(MAKE) --no-print-directory $(ARM_VARS) QEMU_CPU=$$cpu TEST_ARGS="$(ARM_TEST_ARGS)" TEST_PATHS="$$tp" test \
 	        || failed="$$failed $$cpu"; \
 	    echo "$(ARM_QEMU) -cpu $$cpu ./$(ARM_B)/olmo_layer --seq 256 --heads 4 --no-naive"; \
 	    $(ARM_QEMU) -cpu $$cpu ./$(ARM_B)/olmo_layer --seq 256 --heads 4 --no-naive \
@@ -459,7 +472,9 @@ clean:
 # (source interleaved), the vectoriser's remarks on its loops from gcc and
 # clang, and an instruction-mix summary, under $(B)/asm/ (README: Reading the
 # assembly). make check-asm: each SIMD kernel must contain the instructions
-# it promises (ymm FMAs, F16C converts, masked tails), read from the object.
+# it promises (ymm FMAs, F16C converts, masked tails; with
+# CROSS=aarch64-linux-gnu-, fmla and fcvtl in the NEON kernels' inner
+# loops), read from the object.
 asm:
 	CC="$(CC)" OBJDUMP="$(CROSS)objdump" tests/asm.sh dump $(B)/asm
 

@@ -40,6 +40,7 @@
  *                        or clang >= 8)
  *   SDPA_NO_AMX          leave out the AMX path and the AVX512-BF16 kernel
  *                        (they need gcc >= 11 or clang >= 12)
+ *   SDPA_NO_NEON         leave out the NEON path (AArch64)
  *   Built-in threads are POSIX threads on Unix-like systems; with OpenMP
  *   (-fopenmp, _OPENMP defined) OpenMP is used instead; elsewhere the library
  *   runs on the calling thread unless a parallel_for hook is given.
@@ -86,6 +87,8 @@
  *   One binary picks its path at run time: the AVX2 kernels are compiled with
  *   per-function target attributes (no -m flags needed) and used when CPUID
  *   reports AVX2, FMA and F16C and XGETBV shows the OS saves the ymm registers.
+ *   On AArch64 the NEON kernels (Advanced SIMD, part of the base ISA) are used,
+ *   after a check of the kernel's HWCAP_ASIMD on Linux.
  *   params->path or $SDPA_PATH forces a path; sdpa_path_in_use() names it.
  *
  * THREADING AND STATE
@@ -307,6 +310,16 @@ SDPA_API int         sdpa_path_in_use(const sdpa_params *params);
 #endif
 #if !defined(SDPA_NO_THREADS) && defined(_OPENMP)
 #include <omp.h>
+#endif
+
+/* NEON is part of the AArch64 base ISA: no target attributes are needed, and
+ * __ARM_NEON is defined unless the user built with +nosimd. */
+#if !defined(SDPA_NO_SIMD) && !defined(SDPA_NO_NEON) && defined(__aarch64__) && defined(__ARM_NEON)
+#define SDPA__HAVE_NEON 1
+#include <arm_neon.h>
+#if defined(__linux__)
+#include <sys/auxv.h>
+#endif
 #endif
 
 #if !defined(SDPA_NO_SIMD) && !defined(SDPA_NO_AVX2) && (defined(__x86_64__) || defined(__i386__)) && \
@@ -1121,6 +1134,280 @@ static void sdpa__pv_skip_zeros(int64_t M, int64_t N, int64_t K, const float *P,
         }
 }
 
+/* ---- NEON kernels (AArch64; chosen at run time) --------------------------- */
+
+#ifdef SDPA__HAVE_NEON
+/* The 4 x 16 micro-kernel in 16 q-register accumulators. k is unrolled by 4:
+ * one 4-float load from each A row feeds four k steps through fmla's lane
+ * form, so a step costs four 16-byte loads of B and 16 fmla, and the loop
+ * body is 20 loads and 64 fmla for 4 k. 16 accumulators + 4 A + 4 B vectors
+ * fit AArch64's 32 registers with room to spare. M % 4 == 0, N % 16 == 0;
+ * no load reaches past row ends (A is read 4 at a time only while kk+4 <= K). */
+#define SDPA__NEON_KSTEP(bp, va0, va1, va2, va3, l)                                                    \
+    do {                                                                                               \
+        float32x4_t b0_ = vld1q_f32(bp), b1_ = vld1q_f32((bp) + 4);                                    \
+        float32x4_t b2_ = vld1q_f32((bp) + 8), b3_ = vld1q_f32((bp) + 12);                             \
+        x00 = vfmaq_laneq_f32(x00, b0_, va0, l); x01 = vfmaq_laneq_f32(x01, b1_, va0, l);              \
+        x02 = vfmaq_laneq_f32(x02, b2_, va0, l); x03 = vfmaq_laneq_f32(x03, b3_, va0, l);              \
+        x10 = vfmaq_laneq_f32(x10, b0_, va1, l); x11 = vfmaq_laneq_f32(x11, b1_, va1, l);              \
+        x12 = vfmaq_laneq_f32(x12, b2_, va1, l); x13 = vfmaq_laneq_f32(x13, b3_, va1, l);              \
+        x20 = vfmaq_laneq_f32(x20, b0_, va2, l); x21 = vfmaq_laneq_f32(x21, b1_, va2, l);              \
+        x22 = vfmaq_laneq_f32(x22, b2_, va2, l); x23 = vfmaq_laneq_f32(x23, b3_, va2, l);              \
+        x30 = vfmaq_laneq_f32(x30, b0_, va3, l); x31 = vfmaq_laneq_f32(x31, b1_, va3, l);              \
+        x32 = vfmaq_laneq_f32(x32, b2_, va3, l); x33 = vfmaq_laneq_f32(x33, b3_, va3, l);              \
+    } while (0)
+
+static void sdpa__gemm_neon(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                            const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate)
+{
+    int64_t i, j, kk;
+    for (i = 0; i < M; i += 4) {
+        const float *a0 = A + i * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+        for (j = 0; j < N; j += 16) {
+            float *c0 = C + i * ldc + j, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;
+            float32x4_t x00, x01, x02, x03, x10, x11, x12, x13, x20, x21, x22, x23, x30, x31, x32, x33;
+            if (accumulate) {
+                x00 = vld1q_f32(c0); x01 = vld1q_f32(c0 + 4); x02 = vld1q_f32(c0 + 8); x03 = vld1q_f32(c0 + 12);
+                x10 = vld1q_f32(c1); x11 = vld1q_f32(c1 + 4); x12 = vld1q_f32(c1 + 8); x13 = vld1q_f32(c1 + 12);
+                x20 = vld1q_f32(c2); x21 = vld1q_f32(c2 + 4); x22 = vld1q_f32(c2 + 8); x23 = vld1q_f32(c2 + 12);
+                x30 = vld1q_f32(c3); x31 = vld1q_f32(c3 + 4); x32 = vld1q_f32(c3 + 8); x33 = vld1q_f32(c3 + 12);
+            } else {
+                x00 = x01 = x02 = x03 = x10 = x11 = x12 = x13 = vdupq_n_f32(0.0f);
+                x20 = x21 = x22 = x23 = x30 = x31 = x32 = x33 = vdupq_n_f32(0.0f);
+            }
+            for (kk = 0; kk + 4 <= K; kk += 4) {
+                const float *b = B + kk * ldb + j;
+                float32x4_t va0 = vld1q_f32(a0 + kk), va1 = vld1q_f32(a1 + kk);
+                float32x4_t va2 = vld1q_f32(a2 + kk), va3 = vld1q_f32(a3 + kk);
+                SDPA__NEON_KSTEP(b, va0, va1, va2, va3, 0);
+                SDPA__NEON_KSTEP(b + ldb, va0, va1, va2, va3, 1);
+                SDPA__NEON_KSTEP(b + 2 * ldb, va0, va1, va2, va3, 2);
+                SDPA__NEON_KSTEP(b + 3 * ldb, va0, va1, va2, va3, 3);
+            }
+            for (; kk < K; kk++) { /* K % 4 steps: A broadcast one float at a time */
+                const float *b = B + kk * ldb + j;
+                float32x4_t va0 = vld1q_dup_f32(a0 + kk), va1 = vld1q_dup_f32(a1 + kk);
+                float32x4_t va2 = vld1q_dup_f32(a2 + kk), va3 = vld1q_dup_f32(a3 + kk);
+                SDPA__NEON_KSTEP(b, va0, va1, va2, va3, 0);
+            }
+            vst1q_f32(c0, x00); vst1q_f32(c0 + 4, x01); vst1q_f32(c0 + 8, x02); vst1q_f32(c0 + 12, x03);
+            vst1q_f32(c1, x10); vst1q_f32(c1 + 4, x11); vst1q_f32(c1 + 8, x12); vst1q_f32(c1 + 12, x13);
+            vst1q_f32(c2, x20); vst1q_f32(c2 + 4, x21); vst1q_f32(c2 + 8, x22); vst1q_f32(c2 + 12, x23);
+            vst1q_f32(c3, x30); vst1q_f32(c3 + 4, x31); vst1q_f32(c3 + 8, x32); vst1q_f32(c3 + 12, x33);
+        }
+    }
+}
+#undef SDPA__NEON_KSTEP
+
+/* sdpa__expf on 4 lanes: the same reduction, polynomial and two-factor 2^n,
+ * with fused multiply-adds; max error 2 ulp (checked by the tests). The
+ * range tests are float compares here: intrinsics need no if-conversion. */
+SDPA__INLINE float32x4_t sdpa__exp4_neon(float32x4_t x)
+{
+    const float32x4_t shifter = vdupq_n_f32(12582912.0f);
+    uint32x4_t under = vcltq_f32(x, vdupq_n_f32(-87.33654f)); /* bits 0xc2aeac4f, as scalar */
+    uint32x4_t over = vcgtq_f32(x, vdupq_n_f32(88.72283f));   /* bits 0x42b17217 */
+    uint32x4_t nan = vmvnq_u32(vceqq_f32(x, x));
+    uint32x4_t special = vorrq_u32(vorrq_u32(under, over), nan);
+    float32x4_t xc = vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(x), special));
+    float32x4_t t = vfmaq_f32(shifter, xc, vdupq_n_f32(1.44269504088896341f));
+    float32x4_t n = vsubq_f32(t, shifter);
+    float32x4_t r = vfmsq_f32(xc, n, vdupq_n_f32(0.693145751953125f));
+    float32x4_t p = vdupq_n_f32(1.0f / 5040.0f);
+    uint32x4_t m, h, pb;
+    r = vfmsq_f32(r, n, vdupq_n_f32(1.428606765330187045e-6f));
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 720.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 120.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 24.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 6.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(0.5f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    /* m = n + 256 from t's mantissa; 2^n = 2^(h-128) * 2^(m-h-128), h = m/2 */
+    m = vsubq_u32(vandq_u32(vreinterpretq_u32_f32(t), vdupq_n_u32(0x7fffffu)), vdupq_n_u32(0x400000u - 256u));
+    h = vshrq_n_u32(m, 1);
+    p = vmulq_f32(p, vreinterpretq_f32_u32(vshlq_n_u32(vsubq_u32(h, vdupq_n_u32(1u)), 23)));
+    p = vmulq_f32(p, vreinterpretq_f32_u32(vshlq_n_u32(vsubq_u32(vsubq_u32(m, h), vdupq_n_u32(1u)), 23)));
+    pb = vbicq_u32(vreinterpretq_u32_f32(p), special);
+    pb = vorrq_u32(pb, vandq_u32(over, vdupq_n_u32(0x7f800000u)));
+    pb = vorrq_u32(pb, vandq_u32(nan, vorrq_u32(vreinterpretq_u32_f32(x), vdupq_n_u32(0x00400000u))));
+    return vreinterpretq_f32_u32(pb);
+}
+
+/* Lane sums in a fixed order, so results do not depend on threads. */
+SDPA__INLINE float sdpa__hsum_neon(float32x4_t v)
+{
+    return ((vgetq_lane_f32(v, 0) + vgetq_lane_f32(v, 1)) + vgetq_lane_f32(v, 2)) + vgetq_lane_f32(v, 3);
+}
+
+/* fmaxnm takes the number when one operand is a (quiet) NaN: NaN scores are
+ * skipped, as in the scalar kernel; 8 floats a step in two chains. */
+static float sdpa__row_max_neon(const float *s, int64_t n)
+{
+    float32x4_t m0 = vdupq_n_f32(-(float)INFINITY), m1 = m0;
+    float m;
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        m0 = vmaxnmq_f32(m0, vld1q_f32(s + j));
+        m1 = vmaxnmq_f32(m1, vld1q_f32(s + j + 4));
+    }
+    if (j + 4 <= n) {
+        m0 = vmaxnmq_f32(m0, vld1q_f32(s + j));
+        j += 4;
+    }
+    m = vmaxnmvq_f32(vmaxnmq_f32(m0, m1));
+    for (; j < n; j++) m = s[j] > m ? s[j] : m;
+    return m;
+}
+
+/* s[j] = exp(s[j] - m), 8 a step in two independent chains (an in-order
+ * core such as the A53 overlaps them); the last n % 4 go through a 4-float
+ * copy on the stack, so nothing past s[n-1] is read or written. */
+static float sdpa__exp_row_neon(float *s, int64_t n, float m)
+{
+    float32x4_t vm = vdupq_n_f32(m), acc0 = vdupq_n_f32(0.0f), acc1 = acc0;
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        float32x4_t e0 = sdpa__exp4_neon(vsubq_f32(vld1q_f32(s + j), vm));
+        float32x4_t e1 = sdpa__exp4_neon(vsubq_f32(vld1q_f32(s + j + 4), vm));
+        vst1q_f32(s + j, e0);
+        vst1q_f32(s + j + 4, e1);
+        acc0 = vaddq_f32(acc0, e0);
+        acc1 = vaddq_f32(acc1, e1);
+    }
+    if (j + 4 <= n) {
+        float32x4_t e0 = sdpa__exp4_neon(vsubq_f32(vld1q_f32(s + j), vm));
+        vst1q_f32(s + j, e0);
+        acc0 = vaddq_f32(acc0, e0);
+        j += 4;
+    }
+    if (j < n) {
+        static const uint32_t idx[4] = {0, 1, 2, 3};
+        float tmp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        uint32x4_t live = vcltq_u32(vld1q_u32(idx), vdupq_n_u32((uint32_t)(n - j)));
+        float32x4_t e;
+        memcpy(tmp, s + j, (size_t)(n - j) * sizeof(float));
+        e = sdpa__exp4_neon(vsubq_f32(vld1q_f32(tmp), vm));
+        e = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(e), live));
+        vst1q_f32(tmp, e);
+        memcpy(s + j, tmp, (size_t)(n - j) * sizeof(float));
+        acc1 = vaddq_f32(acc1, e);
+    }
+    return sdpa__hsum_neon(vaddq_f32(acc0, acc1));
+}
+
+/* Widening loads, 8 elements a step: F16 by fcvtl/fcvtl2 (ARMv8.0, exact
+ * for every half), BF16 by a 16-bit left shift (shll), F32 as it is. */
+SDPA__INLINE void sdpa__widen8_neon(const char *src, sdpa_dtype t, int64_t i, float32x4_t *lo, float32x4_t *hi)
+{
+    if (t == SDPA_F32) {
+        const float *s = (const float *)(const void *)src + i;
+        *lo = vld1q_f32(s);
+        *hi = vld1q_f32(s + 4);
+    } else {
+        uint16x8_t u = vld1q_u16((const uint16_t *)(const void *)src + i);
+        if (t == SDPA_F16) {
+            float16x8_t f = vreinterpretq_f16_u16(u);
+            *lo = vcvt_f32_f16(vget_low_f16(f));
+            *hi = vcvt_high_f32_f16(f);
+        } else {
+            *lo = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(u), 16));
+            *hi = vreinterpretq_f32_u32(vshll_high_n_u16(u, 16));
+        }
+    }
+}
+
+static void sdpa__load_row_neon(float *dst, const char *src, sdpa_dtype t, int64_t n, float mul)
+{
+    float32x4_t vm = vdupq_n_f32(mul), lo, hi;
+    int64_t i = 0;
+    /* one loop per dtype, so the dtype test is not in the loop */
+    if (t == SDPA_F32)
+        for (; i + 8 <= n; i += 8) {
+            sdpa__widen8_neon(src, SDPA_F32, i, &lo, &hi);
+            vst1q_f32(dst + i, vmulq_f32(lo, vm)); vst1q_f32(dst + i + 4, vmulq_f32(hi, vm));
+        }
+    else if (t == SDPA_F16)
+        for (; i + 8 <= n; i += 8) {
+            sdpa__widen8_neon(src, SDPA_F16, i, &lo, &hi);
+            vst1q_f32(dst + i, vmulq_f32(lo, vm)); vst1q_f32(dst + i + 4, vmulq_f32(hi, vm));
+        }
+    else
+        for (; i + 8 <= n; i += 8) {
+            sdpa__widen8_neon(src, SDPA_BF16, i, &lo, &hi);
+            vst1q_f32(dst + i, vmulq_f32(lo, vm)); vst1q_f32(dst + i + 4, vmulq_f32(hi, vm));
+        }
+    if (i < n) sdpa__load_row(dst + i, src + i * sdpa__esize(t), t, n - i, mul);
+}
+
+/* The column form, dst[i * ld] = src[i]: widened 8 at a time as above, then
+ * stored one lane at a time (the K tile is transposed by these stores). */
+static void sdpa__load_col_neon(float *dst, int64_t ld, const char *src, sdpa_dtype t, int64_t n)
+{
+    float32x4_t lo, hi;
+    int64_t i = 0;
+    if (t == SDPA_F32) { /* nothing to widen: the scalar loop is the same stores */
+        sdpa__load_col(dst, ld, src, t, n);
+        return;
+    }
+    for (; i + 8 <= n; i += 8) {
+        float *d = dst + i * ld;
+        if (t == SDPA_F16)
+            sdpa__widen8_neon(src, SDPA_F16, i, &lo, &hi);
+        else
+            sdpa__widen8_neon(src, SDPA_BF16, i, &lo, &hi);
+        vst1q_lane_f32(d, lo, 0); vst1q_lane_f32(d + ld, lo, 1);
+        vst1q_lane_f32(d + 2 * ld, lo, 2); vst1q_lane_f32(d + 3 * ld, lo, 3);
+        vst1q_lane_f32(d + 4 * ld, hi, 0); vst1q_lane_f32(d + 5 * ld, hi, 1);
+        vst1q_lane_f32(d + 6 * ld, hi, 2); vst1q_lane_f32(d + 7 * ld, hi, 3);
+    }
+    if (i < n) sdpa__load_col(dst + i * ld, ld, src + i * sdpa__esize(t), t, n - i);
+}
+
+static void sdpa__load_kt_neon(float *Kt, int64_t ld, const char *kb, int64_t ks, sdpa_dtype t, int64_t nk, int64_t D)
+{
+    int64_t j;
+    for (j = 0; j < nk; j++) sdpa__load_col_neon(Kt + j, ld, kb + j * ks, t, D);
+}
+
+/* AArch64 features, as SDPA__ARM_* bits. ASIMD (NEON) is in the base ISA;
+ * the others are for later kernels: fp16 arithmetic (ARMv8.2 FEAT_FP16),
+ * dotprod (sdot/udot), bf16 (bfdot, bfmmla), i8mm (smmla). Linux reports
+ * them in the auxiliary vector (a read of a libc variable, no system call,
+ * so nothing is cached); elsewhere (Apple, other systems) the answer is what
+ * the compiler was told to target. */
+enum { SDPA__ARM_ASIMD = 1, SDPA__ARM_FP16 = 2, SDPA__ARM_DOTPROD = 4, SDPA__ARM_BF16 = 8, SDPA__ARM_I8MM = 16 };
+
+static unsigned sdpa__cpu_arm(void)
+{
+    unsigned f = 0;
+#if defined(__linux__)
+    /* the kernel's uapi values, for libc headers that predate them */
+    unsigned long hw = getauxval(16 /* AT_HWCAP */), hw2 = getauxval(26 /* AT_HWCAP2 */);
+    if (hw & (1ul << 1)) f |= SDPA__ARM_ASIMD;     /* HWCAP_ASIMD */
+    if (hw & (1ul << 10)) f |= SDPA__ARM_FP16;     /* HWCAP_ASIMDHP */
+    if (hw & (1ul << 20)) f |= SDPA__ARM_DOTPROD;  /* HWCAP_ASIMDDP */
+    if (hw2 & (1ul << 14)) f |= SDPA__ARM_BF16;    /* HWCAP2_BF16 */
+    if (hw2 & (1ul << 13)) f |= SDPA__ARM_I8MM;    /* HWCAP2_I8MM */
+#else
+    f |= SDPA__ARM_ASIMD;
+#if defined(__ARM_FEATURE_FP16_VECTOR_ARITHMETIC)
+    f |= SDPA__ARM_FP16;
+#endif
+#if defined(__ARM_FEATURE_DOTPROD)
+    f |= SDPA__ARM_DOTPROD;
+#endif
+#if defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+    f |= SDPA__ARM_BF16;
+#endif
+#if defined(__ARM_FEATURE_MATMUL_INT8)
+    f |= SDPA__ARM_I8MM;
+#endif
+#endif
+    return f;
+}
+#endif /* SDPA__HAVE_NEON */
+
 /* ---- AVX2 + FMA kernels (x86; chosen at run time) ------------------------- */
 
 #ifdef SDPA__HAVE_AVX2
@@ -1802,6 +2089,9 @@ SDPA_API int sdpa_path_supported(sdpa_path path)
 #ifdef SDPA__HAVE_AMX
     case SDPA_PATH_AMX: return (sdpa__cpu() & SDPA__CPU_AMX) != 0;
 #endif
+#ifdef SDPA__HAVE_NEON
+    case SDPA_PATH_NEON: return (sdpa__cpu_arm() & SDPA__ARM_ASIMD) != 0;
+#endif
     default: return 0;
     }
 }
@@ -1883,6 +2173,15 @@ static void sdpa__set_kernels(sdpa__plan *P)
     if (P->q.dtype == SDPA_BF16 && !P->bf16) {
         P->bf16 = 1;
         P->bgemm = sdpa__bgemm_scalar;
+    }
+#endif
+#ifdef SDPA__HAVE_NEON
+    if (P->path == SDPA_PATH_NEON) {
+        P->gemm = sdpa__gemm_neon;
+        P->row_max = sdpa__row_max_neon;
+        P->exp_row = sdpa__exp_row_neon;
+        P->load_row = sdpa__load_row_neon;
+        P->load_kt = sdpa__load_kt_neon;
     }
 #endif
 }

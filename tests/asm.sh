@@ -10,7 +10,8 @@
 #                               per kernel and compiler)
 #   tests/asm.sh check OUTDIR   each SIMD kernel must contain the instructions
 #                               it promises (ymm FMAs, F16C converts, masked
-#                               tails), read from the object code; exit 1 if not
+#                               tails; NEON: fmla, fcvtl in the inner loops),
+#                               read from the object code; exit 1 if not
 #
 # Three versions of each core loop are dumped: plain_* (bench/plain_kernels.h,
 # the textbook loops), sdpa__* (the portable C written for the
@@ -70,7 +71,7 @@ simd_kernels="sdpa__gemm_avx2 sdpa__exp_row_avx2 sdpa__row_max_avx2 sdpa__load_r
 # the AVX-512 and NEON versions, dumped when the build has them (absent: skipped)
 other_kernels="sdpa__gemm_avx512 sdpa__exp_row_avx512 sdpa__row_max_avx512 sdpa__load_row_avx512
 sdpa__bgemm_avx512 sdpa__bgemm_amx sdpa__split_row_bf16 sdpa__pack_vpair_bf16
-sdpa__gemm_neon sdpa__exp_row_neon sdpa__row_max_neon sdpa__load_row_neon"
+sdpa__gemm_neon sdpa__exp_row_neon sdpa__row_max_neon sdpa__load_row_neon sdpa__load_col_neon"
 kernels="$plain_kernels $scalar_kernels $simd_kernels $other_kernels"
 src_of() { case "$1" in plain_*) echo "$here/bench/plain_kernels.h" ;; *) echo "$here/include/sdpa.h" ;; esac; }
 
@@ -124,6 +125,34 @@ mix() {
             c = ""; for (t in callee) c = c (c ? "," : "") t
             printf "%5d insns  %4d 128-bit  %4d 256-bit  %4d scalar  %3d calls%s\n",
                    n, v128, v256, ss, calls, calls ? " (" c ")" : ""
+        }'
+}
+
+# hot_loop KERNEL REGEX: the number of instructions matching REGEX in the
+# kernel's innermost loop (a backward branch with no other inside it) that
+# holds the most of them; 0 when it has no loop.
+hot_loop() {
+    fn_body "$1" | awk -F '\t' -v re="$2" '
+        function hex(s,   i, v) { v = 0; for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1; return v }
+        $0 ~ /^ *[0-9a-f]+:\t/ {
+            n++; a = $1; gsub(/[ :]/, "", a); addr[n] = hex(a); ins[n] = $2 " " $3
+            if (match($3, /[0-9a-f]+ </)) {
+                t = hex(substr($3, RSTART, RLENGTH - 2))
+                if (t < addr[n]) { nl++; lo[nl] = t; hi[nl] = addr[n] }
+            }
+        }
+        END {
+            best = 0
+            for (l = 1; l <= nl; l++) {
+                inner = 1
+                for (m = 1; m <= nl; m++)
+                    if (m != l && lo[m] >= lo[l] && hi[m] <= hi[l] && (lo[m] != lo[l] || hi[m] != hi[l])) inner = 0
+                if (!inner) continue
+                c = 0
+                for (i = 1; i <= n; i++) if (addr[i] >= lo[l] && addr[i] <= hi[l] && ins[i] ~ re) c++
+                if (c > best) best = c
+            }
+            print best
         }'
 }
 
@@ -197,6 +226,17 @@ check)
             echo "check-asm: $1: $n $4, want >= $2: FAIL"; fail=1
         fi
     }
+    # need_loop KERNEL MIN REGEX WHAT: the same, counted in its hottest inner loop
+    need_loop() {
+        local n
+        if [ -z "$(fn_body "$1")" ]; then echo "check-asm: $1: not in the object"; fail=1; return; fi
+        n=$(hot_loop "$1" "$3")
+        if [ "$n" -ge "$2" ]; then
+            echo "check-asm: $1: $n $4 in its inner loop (>= $2): ok"
+        else
+            echo "check-asm: $1: $n $4 in its inner loop, want >= $2: FAIL"; fail=1
+        fi
+    }
     arch=$("$CC" -dumpmachine)
     case "$arch" in
     x86_64*|i?86*)
@@ -233,6 +273,17 @@ check)
         need sdpa__gemm_scalar 4 '(mul|add)ps\s' "packed SSE multiplies/adds"
         need sdpa__exp_row 16 '(mul|add)ps\s' "packed SSE multiplies/adds"
         need sdpa__load_row 2 'mulps\s' "packed SSE multiplies"
+        ;;
+    aarch64*)
+        # in the kernels' innermost loops, not merely somewhere in them:
+        # the 4x16 micro-kernel, k unrolled by 4: 64 fmla by lane per loop
+        need_loop sdpa__gemm_neon 64 '^fmla v[0-9]+\.4s, v[0-9]+\.4s, v[0-9]+\.s\[' "fmla by lane"
+        # exp on two vectors a step: 2 x (1 + 2 + 7) fused multiply-adds
+        need_loop sdpa__exp_row_neon 20 '^fml[as] v[0-9]+\.4s' "vector fmla/fmls"
+        need_loop sdpa__row_max_neon 2 '^fmaxnm v[0-9]+\.4s' "vector fmaxnm"
+        need_loop sdpa__load_row_neon 2 '^fcvtl2? v[0-9]+\.4s' "F16 widenings (fcvtl)"
+        need_loop sdpa__load_row_neon 2 '^(shll2?|ushll2?) v[0-9]+\.4s' "BF16 widenings (shll)"
+        need_loop sdpa__load_col_neon 2 '^fcvtl2? v[0-9]+\.4s' "F16 widenings (fcvtl)"
         ;;
     *)
         echo "check-asm: $arch has no SIMD path yet; nothing to check"

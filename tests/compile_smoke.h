@@ -257,6 +257,11 @@ static int smoke_run(void) {
         fails++;
     }
 
+#if defined(SDPA_NO_SIMD) || defined(SDPA_NO_NEON)
+    /* 8. a path left out at build time is not offered */
+    if (sdpa_path_supported(SDPA_PATH_NEON)) { fprintf(stderr, "neon offered though left out\n"); fails++; }
+#endif
+
     printf("smoke (%s): %s\n", sdpa_version(), fails ? "FAILED" : "ok");
     return fails;
 }

@@ -27,6 +27,10 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#ifdef SDPA__HAVE_NEON
+#include <sys/mman.h> /* mprotect: fences after buffers in the NEON kernel tests */
+#include <unistd.h>
+#endif
 
 #define LL(x) ((long long)(x))
 
@@ -1063,8 +1067,7 @@ static void print_paths(void)
         if (sdpa_path_supported((sdpa_path)p)) printf("%s\n", sdpa_path_name((sdpa_path)p));
 }
 
-#if defined(SDPA__HAVE_AVX2) || defined(SDPA__HAVE_AVX512)
-#define HAVE_SIMD_KERNELS 1
+#if defined(SDPA__HAVE_AVX2) || defined(SDPA__HAVE_NEON)
 /* ulp distance, NaN-aware: a NaN where a number is wanted counts as huge */
 static int64_t ulp_dist(float got, float want)
 {
@@ -1073,7 +1076,9 @@ static int64_t ulp_dist(float got, float want)
     e = f32_ord(got) - f32_ord(want);
     return e < 0 ? -e : e;
 }
+#endif
 
+#ifdef SDPA__HAVE_AVX2
 /* One path's kernels, checked against the scalar ones. */
 typedef struct kernel_set {
     const char *name;
@@ -1265,6 +1270,209 @@ static void test_bgemm(const char *name, bgemm_fn fn, int64_t step)
 }
 #endif
 
+#ifdef SDPA__HAVE_NEON
+/* Memory that ends where a PROT_NONE page begins: a kernel that touches one
+ * byte past the end faults (SIGSEGV) instead of reading a neighbour's data.
+ * The page after the buffer is made accessible again before it is freed. */
+typedef struct fence {
+    char *raw, *end;
+    size_t pg;
+} fence;
+
+static void *fence_alloc(fence *f, size_t bytes)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), body = (bytes + pg - 1) / pg * pg;
+    char *base;
+    f->pg = pg;
+    f->raw = (char *)xcalloc(body + 2 * pg, 1);
+    base = f->raw + (pg - (size_t)((uintptr_t)f->raw % pg)) % pg;
+    f->end = base + body;
+    if (mprotect(f->end, pg, PROT_NONE) != 0) f->end = NULL; /* no fence: the checks still run */
+    return base + body - bytes;
+}
+
+static void fence_free(fence *f)
+{
+    if (f->end) mprotect(f->end, f->pg, PROT_READ | PROT_WRITE);
+    free(f->raw);
+}
+
+/* The NEON kernels against the scalar ones and float64, tails and all. Every
+ * source row ends at a fence, so a tail that read past its row would crash. */
+static void test_neon_kernels(void)
+{
+    static const sdpa_dtype dts[3] = {SDPA_F32, SDPA_F16, SDPA_BF16};
+    fence fa, fb;
+    float *buf, *ref, x[16];
+    int64_t worst = 0, n, k, npts = g_quick ? 2000000 : 17600000;
+    double worst_x = 0;
+    int bad = 0, d;
+
+    case_begin("neon exp: max ulp error <= 2 on a sweep of [-87.3, 88.7] and below it, specials as scalar");
+    buf = (float *)fence_alloc(&fa, 16 * sizeof(float));
+    for (k = 0; k < npts; k += 16) {
+        int c;
+        for (c = 0; c < 16; ++c) buf[c] = x[c] = (float)(-87.3 + 176.0 * (double)(k + c) / (double)npts);
+        sdpa__exp_row_neon(buf, 16, 0.0f);
+        for (c = 0; c < 16; ++c) {
+            int64_t e = ulp_dist(buf[c], (float)exp((double)x[c]));
+            if (e > worst) worst = e, worst_x = x[c];
+        }
+    }
+    CHECK(worst <= 2, "max error %lld ulp at x = %.9g", LL(worst), worst_x);
+    for (k = 0; k < 20000; k += 16) { /* [-104, -87.3]: below FLT_MIN, flushed or within FLT_MIN */
+        int c;
+        for (c = 0; c < 16; ++c) buf[c] = x[c] = (float)(-104.0 + 16.7 * (double)(k + c) / 20000.0);
+        sdpa__exp_row_neon(buf, 16, 0.0f);
+        for (c = 0; c < 16; ++c)
+            if (!(buf[c] >= 0 && buf[c] <= FLT_MIN * 2 && fabs(buf[c] - exp((double)x[c])) <= FLT_MIN) && bad++ < 4)
+                case_fail("exp(%.9g) = %.9g, want %.9g", x[c], buf[c], exp((double)x[c]));
+    }
+    x[0] = -INFINITY; x[1] = NAN; x[2] = 100.0f; x[3] = -100.0f; x[4] = 0.0f; x[5] = -0.0f; x[6] = -1e30f;
+    x[7] = 88.7f; x[8] = INFINITY; x[9] = FLT_MAX; x[10] = -FLT_MAX; x[11] = 88.72283f;
+    x[12] = nextafterf(88.72283f, 100.0f); x[13] = -87.33654f; x[14] = nextafterf(-87.33654f, -100.0f);
+    x[15] = -NAN;
+    memcpy(buf, x, sizeof x);
+    sdpa__exp_row_neon(buf, 16, 0.0f);
+    for (k = 0; k < 16; ++k) {
+        float want = sdpa__expf(x[k]);
+        CHECK(ulp_dist(buf[k], want) <= 2 && (want != 0.0f || buf[k] == 0.0f), "neon exp(%g) = %.9g, scalar %.9g",
+              x[k], buf[k], want);
+    }
+    fence_free(&fa);
+    case_end();
+
+    case_begin("neon exp_row and row_max: every length 0..40 ending at a fence, NaN and -inf entries, sums as scalar");
+    for (n = 0; n <= 40; ++n) {
+        int64_t at_max = n > 0 ? (rnd_int(0, 1) ? n - 1 : rnd_int(0, n - 1)) : -1, nan_at = -1;
+        float sum_a, sum_s, mx_a, mx_s;
+        buf = (float *)fence_alloc(&fa, (size_t)n * sizeof(float));
+        ref = (float *)xcalloc((size_t)n + 1, sizeof(float));
+        for (k = 0; k < n; ++k) buf[k] = ref[k] = (float)rnd_range(-30, 5);
+        if (n > 1) buf[0] = ref[0] = -INFINITY;
+        if (n > 0) buf[at_max] = ref[at_max] = (float)rnd_range(5, 6); /* often in a tail lane */
+        if (n > 1 && rnd_int(0, 1)) /* NaNs, skipped by the max as in scalar, in a lane without the max */
+            for (k = rnd_int(0, 3); k < n; k += rnd_int(1, 9))
+                if (k != at_max) buf[k] = ref[k] = NAN, nan_at = k;
+        mx_a = n ? sdpa__row_max_neon(buf, n) : 0.0f;
+        mx_s = n ? sdpa__row_max(ref, n) : 0.0f;
+        CHECK(mx_a == mx_s, "n=%lld: neon row max %.9g, scalar %.9g (max at %lld, last NaN at %lld)", LL(n), mx_a, mx_s,
+              LL(at_max), LL(nan_at));
+        sum_a = sdpa__exp_row_neon(buf, n, mx_s);
+        sum_s = sdpa__exp_row(ref, n, mx_s);
+        for (k = 0; k < n; ++k)
+            if (ulp_dist(buf[k], ref[k]) > 4 && bad++ < 4)
+                case_fail("n=%lld: e[%lld] %.9g vs scalar %.9g", LL(n), LL(k), buf[k], ref[k]);
+        if (nan_at >= 0)
+            CHECK(sum_a != sum_a, "n=%lld: a NaN entry gave the sum %.9g, want NaN", LL(n), sum_a);
+        else
+            CHECK(fabs((double)sum_a - (double)sum_s) <= 1e-6 * fabs((double)sum_s) + 1e-30,
+                  "n=%lld: sum %.9g vs %.9g", LL(n), sum_a, sum_s);
+        fence_free(&fa);
+        free(ref);
+    }
+    for (n = 1; n <= 40; ++n) { /* one number among NaNs, at every position: found by both */
+        int64_t at;
+        buf = (float *)fence_alloc(&fa, (size_t)n * sizeof(float));
+        for (at = 0; at < n; ++at) {
+            for (k = 0; k < n; ++k) buf[k] = k == at ? -5.0f : NAN;
+            if (sdpa__row_max_neon(buf, n) != -5.0f && bad++ < 4)
+                case_fail("n=%lld: row max of NaNs and -5 at %lld is %g", LL(n), LL(at), sdpa__row_max_neon(buf, n));
+        }
+        fence_free(&fa);
+    }
+    for (k = 0; k < 11; ++k) x[k] = NAN; /* a row of NaN: -inf from both */
+    CHECK(sdpa__row_max_neon(x, 11) == sdpa__row_max(x, 11), "row max of 11 NaNs: neon %g, scalar %g",
+          sdpa__row_max_neon(x, 11), sdpa__row_max(x, 11));
+    case_end();
+
+    case_begin("neon loads, row form: all 65536 F16 and BF16 values as the scalar ones, F32, every tail ending at a fence");
+    {
+        uint16_t *h = (uint16_t *)fence_alloc(&fa, 65536 * sizeof(uint16_t));
+        float *ra = (float *)xcalloc(65536 + 8, sizeof(float)), *rs = (float *)xcalloc(65536, sizeof(float));
+        int64_t i, nbad = 0;
+        for (i = 0; i < 65536; ++i) h[i] = (uint16_t)i;
+        for (d = 1; d < 3; ++d) {
+            for (i = 65536; i < 65536 + 8; ++i) ra[i] = 7.0f;
+            sdpa__load_row_neon(ra, (const char *)h, dts[d], 65536, 0.5f);
+            sdpa__load_row(rs, (const char *)h, dts[d], 65536, 0.5f);
+            for (i = 0; i < 65536; ++i)
+                if (!(ra[i] == rs[i] || (ra[i] != ra[i] && rs[i] != rs[i])) && nbad++ < 3)
+                    case_fail("%s 0x%04llx: neon %.9g, scalar %.9g", dt_name(dts[d]), (unsigned long long)i, ra[i], rs[i]);
+            for (i = 65536; i < 65536 + 8; ++i) CHECK(ra[i] == 7.0f, "%s: row guard %lld written", dt_name(dts[d]), LL(i - 65536));
+        }
+        fence_free(&fa);
+        for (d = 0; d < 3; ++d)
+            for (n = 0; n <= 40; ++n) {
+                size_t es = dt_size(dts[d]);
+                char *src = (char *)fence_alloc(&fa, (size_t)n * es);
+                float mul = (float)rnd_range(0.1, 2.0);
+                for (i = 0; i < n * (int64_t)es; ++i) src[i] = (char)rnd_int(0, 255);
+                for (i = 0; i < n + 8; ++i) ra[i] = 7.0f;
+                sdpa__load_row_neon(ra, src, dts[d], n, mul);
+                sdpa__load_row(rs, src, dts[d], n, mul);
+                for (i = 0; i < n; ++i)
+                    if (!(ra[i] == rs[i] || (ra[i] != ra[i] && rs[i] != rs[i])) && nbad++ < 3)
+                        case_fail("%s n=%lld: element %lld neon %.9g, scalar %.9g", dt_name(dts[d]), LL(n), LL(i), ra[i], rs[i]);
+                for (i = n; i < n + 8; ++i)
+                    if (ra[i] != 7.0f && nbad++ < 3) case_fail("%s n=%lld: guard %lld written", dt_name(dts[d]), LL(n), LL(i));
+                fence_free(&fa);
+            }
+        free(ra); free(rs);
+    }
+    case_end();
+
+    case_begin("neon loads, column form: every dtype, lengths 0..40 ending at a fence, only dst[i * ld] written");
+    {
+        float col[3 * 40 + 3];
+        int64_t i, nbad = 0;
+        for (d = 0; d < 3; ++d)
+            for (n = 0; n <= 40; ++n) {
+                size_t es = dt_size(dts[d]);
+                char *src = (char *)fence_alloc(&fa, (size_t)n * es);
+                for (i = 0; i < n * (int64_t)es; ++i) src[i] = (char)rnd_int(0, 255);
+                for (i = 0; i < 3 * 40 + 3; ++i) col[i] = 7.0f;
+                sdpa__load_col_neon(col, 3, src, dts[d], n);
+                for (i = 0; i < 3 * 40 + 3; ++i) {
+                    float want = 7.0f;
+                    if (i % 3 == 0 && i / 3 < n) sdpa__load_row(&want, src + (i / 3) * (int64_t)es, dts[d], 1, 1.0f);
+                    if (!(col[i] == want || (col[i] != col[i] && want != want)) && nbad++ < 3)
+                        case_fail("%s column n=%lld: element %lld is %.9g, want %.9g", dt_name(dts[d]), LL(n), LL(i), col[i], want);
+                }
+                fence_free(&fa);
+            }
+    }
+    case_end();
+
+    case_begin("neon gemm 4x16 micro-kernel: random blocks as scalar (every K %% 4, accumulate and not), A and B ending at fences");
+    for (k = 0; k < 60; ++k) {
+        int64_t M = 4 * rnd_int(1, 4), N = 16 * rnd_int(1, 4), K = k < 12 ? k + 1 : rnd_int(1, 70),
+                lda = K + rnd_int(0, 3), ldb = N + 16 * rnd_int(0, 1), ldc = N + 16 * rnd_int(0, 1), i;
+        int acc = (int)rnd_int(0, 1);
+        /* the last row of A and of B hold only K and N floats: they end at the fence */
+        float *A = (float *)fence_alloc(&fa, (size_t)((M - 1) * lda + K) * sizeof(float));
+        float *Bm = (float *)fence_alloc(&fb, (size_t)((K - 1) * ldb + N) * sizeof(float));
+        float *C1 = (float *)xcalloc((size_t)(M * ldc), sizeof(float));
+        float *C2 = (float *)xcalloc((size_t)(M * ldc), sizeof(float));
+        double worst_rel = 0;
+        for (i = 0; i < (M - 1) * lda + K; ++i) A[i] = (float)rnd_range(-1, 1);
+        for (i = 0; i < (K - 1) * ldb + N; ++i) Bm[i] = (float)rnd_range(-1, 1);
+        for (i = 0; i < M * ldc; ++i) C1[i] = C2[i] = (float)rnd_range(-1, 1);
+        sdpa__gemm_scalar(M, N, K, A, lda, Bm, ldb, C1, ldc, acc);
+        sdpa__gemm_neon(M, N, K, A, lda, Bm, ldb, C2, ldc, acc);
+        for (i = 0; i < M * ldc; ++i) { /* the columns between N and ldc too: both leave them */
+            double dd = fabs((double)C1[i] - (double)C2[i]);
+            if (!(dd <= 1e-5 * (double)(K + 1))) { worst_rel = dd; break; }
+        }
+        CHECK(worst_rel == 0, "M=%lld N=%lld K=%lld acc=%d: neon and scalar differ by %.3g", LL(M), LL(N), LL(K),
+              acc, worst_rel);
+        fence_free(&fa); fence_free(&fb);
+        free(C1); free(C2);
+    }
+    case_end();
+}
+#endif
+
 static void test_paths(void)
 {
     const char *env = getenv("SDPA_PATH");
@@ -1340,6 +1548,10 @@ static void test_paths(void)
 #ifdef SDPA__HAVE_AMX
     if (sdpa__cpu() & SDPA__CPU_BF16) test_bgemm("avx512-bf16", sdpa__bgemm_avx512, 4);
     if (sdpa__cpu() & SDPA__CPU_AMX) test_bgemm("amx", sdpa__bgemm_amx, 32);
+#endif
+#ifdef SDPA__HAVE_NEON
+    CHECK(sdpa_path_supported(SDPA_PATH_NEON) == 1, "NEON is in the AArch64 base ISA, yet reported missing");
+    if (sdpa_path_supported(SDPA_PATH_NEON)) test_neon_kernels();
 #endif
     group_end();
 }
@@ -3049,6 +3261,14 @@ int main(int argc, char **argv)
 #endif
 #ifdef SDPA__TEST_BF16_SCALAR
     printf("bf16 mode emulated: BF16 inputs take the packed bf16 products, computed in plain C\n");
+#endif
+#ifdef SDPA__HAVE_NEON
+    { /* what this core offers beyond NEON: for the kernels to come, and bug reports */
+        unsigned f = sdpa__cpu_arm();
+        printf("aarch64 features:%s%s%s%s%s\n", f & SDPA__ARM_ASIMD ? " asimd" : " (no asimd)",
+               f & SDPA__ARM_FP16 ? " fp16" : "", f & SDPA__ARM_DOTPROD ? " dotprod" : "",
+               f & SDPA__ARM_BF16 ? " bf16" : "", f & SDPA__ARM_I8MM ? " i8mm" : "");
+    }
 #endif
     fflush(stdout);
 
