@@ -530,8 +530,8 @@ int main(int argc, char **argv)
                "  %% of the peak of the path's F32 instructions (scalar: this build's SSE2 mulps+addps;\n"
                "  avx2: ymm FMA; avx512 and amx: zmm FMA); speedup over the scalar path at the same\n"
                "  dtype and thread count. BF16 rows: inputs rounded to BF16 (amx: AMX-BF16 tiles;\n"
-               "  avx512: vdpbf16ps where the CPU has AVX512-BF16), with their speed against the same\n"
-               "  path's F32 row and their largest difference from the F32 output\n",
+               "  other paths widen BF16 to F32), with their speed against the same path's F32 row\n"
+               "  and their largest difference from the F32 output\n",
             (long long)L_path, (int)H_all, O.reps);
     {
         double scalar_med[2][2] = { { 0, 0 }, { 0, 0 } }, f32_med[SDPA_PATH_NEON + 1][2];

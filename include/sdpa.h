@@ -38,8 +38,8 @@
  *                        with gcc or clang)
  *   SDPA_NO_AVX512       leave out the AVX-512 and AMX paths (x86-64, gcc >= 9
  *                        or clang >= 8)
- *   SDPA_NO_AMX          leave out the AMX path and the AVX512-BF16 kernel
- *                        (they need gcc >= 11 or clang >= 12)
+ *   SDPA_NO_AMX          leave out the AMX path (it needs gcc >= 11 or
+ *                        clang >= 12)
  *   SDPA_NO_NEON         leave out the NEON path (AArch64)
  *   Built-in threads are POSIX threads on Unix-like systems; with OpenMP
  *   (-fopenmp, _OPENMP defined) OpenMP is used instead; elsewhere the library
@@ -337,8 +337,7 @@ SDPA_API int         sdpa_path_in_use(const sdpa_params *params);
 #include <immintrin.h>
 #define SDPA__TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #if !defined(SDPA_NO_AMX) && (defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11)
-#define SDPA__HAVE_AMX 1 /* and the AVX512-BF16 kernel beside it */
-#define SDPA__TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
+#define SDPA__HAVE_AMX 1
 #define SDPA__TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #endif
 #endif
@@ -574,6 +573,8 @@ typedef struct sdpa__plan {
     void (*load_row)(float *dst, const char *src, sdpa_dtype t, int64_t n, float mul);
     void (*load_kt)(float *Kt, int64_t ld, const char *kb, int64_t ks, sdpa_dtype t, int64_t nk, int64_t D);
     void (*pack_k)(uint32_t *Kp, int64_t ld, const char *kb, int64_t ks, int64_t nk, int64_t D, int64_t dp);
+    int (*pack_v)(uint32_t *dst, const char *v0, const char *v1, int64_t Dv, int64_t dvp);
+    void (*split_p)(uint16_t *hi, uint16_t *lo, const float *src, int64_t n, int64_t npad);
 } sdpa__plan;
 
 static int64_t sdpa__esize(sdpa_dtype t)
@@ -1612,7 +1613,7 @@ SDPA__TARGET_AVX2 static void sdpa__load_kt_avx2(float *Kt, int64_t ld, const ch
 #if defined(SDPA__HAVE_AVX2) || defined(SDPA__HAVE_AVX512)
 #define SDPA__CPU_AVX2 1u      /* AVX2 + FMA + F16C, ymm state saved by the OS */
 #define SDPA__CPU_AVX512 2u    /* AVX-512 F/BW/VL/DQ, zmm and opmask state saved */
-#define SDPA__CPU_BF16 4u      /* AVX512-BF16 (vdpbf16ps) */
+#define SDPA__CPU_BF16 4u      /* AVX512-BF16 (reported by the tests; no kernel uses it) */
 #define SDPA__CPU_AMX 8u       /* AMX-TILE + AMX-BF16, tile data usable by this process */
 #define SDPA__CPU_KNOWN 0x100u /* the cache below is filled */
 
@@ -1835,56 +1836,14 @@ SDPA__TARGET_AVX512 static void sdpa__load_row_avx512(float *dst, const char *sr
 
 #endif /* SDPA__HAVE_AVX512 */
 
-/* ---- bf16 products: AVX512-BF16 and AMX (x86-64; chosen at run time) ------ */
+/* ---- bf16 products on AMX tiles (x86-64; chosen at run time) -------------- */
 
 #ifdef SDPA__HAVE_AMX
-/* Both kernels compute C[M x N] (+)= A B for bf16 A [M x 2 K2] (row-major,
+/* The kernel computes C[M x N] (+)= A B for bf16 A [M x 2 K2] (row-major,
  * lda in elements) and B in pair-packed ("VNNI") form: B[p][n] holds rows
  * 2p and 2p+1 of column n as two bf16 in one 32-bit word (low half first),
  * ldb in words. Products of two bf16 are exact in fp32; the sums are fp32.
- * M % 4 == 0 and N % 16 == 0 here; the AMX one needs M, N, 2 K2 % 32 == 0. */
-
-/* vdpbf16ps: per pair p, 16 lanes of C += a.lo b.lo + a.hi b.hi. 8 x 32
- * blocks as the F32 kernel, with the pair of A broadcast as one word. */
-static inline __attribute__((always_inline)) SDPA__TARGET_BF16 void
-sdpa__bblock_avx512(const int R, const int W, int64_t K2, const uint16_t *a, int64_t lda, const uint32_t *b,
-                    int64_t ldb, float *c, int64_t ldc, int accumulate)
-{
-    __m512 acc[8][2];
-    int64_t p;
-    int r, w;
-    SDPA__UNROLL for (r = 0; r < R; r++) SDPA__UNROLL for (w = 0; w < W; w++)
-        acc[r][w] = accumulate ? _mm512_loadu_ps(c + r * ldc + 16 * w) : _mm512_setzero_ps();
-    for (p = 0; p < K2; p++) {
-        __m512i b0 = _mm512_loadu_si512(b + p * ldb), b1 = W > 1 ? _mm512_loadu_si512(b + p * ldb + 16) : b0;
-        SDPA__UNROLL for (r = 0; r < R; r++) {
-            uint32_t pair;
-            __m512i ar;
-            memcpy(&pair, a + r * lda + 2 * p, 4);
-            ar = _mm512_set1_epi32((int)pair);
-            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], (__m512bh)ar, (__m512bh)b0);
-            if (W > 1) acc[r][1] = _mm512_dpbf16_ps(acc[r][1], (__m512bh)ar, (__m512bh)b1);
-        }
-    }
-    SDPA__UNROLL for (r = 0; r < R; r++) SDPA__UNROLL for (w = 0; w < W; w++)
-        _mm512_storeu_ps(c + r * ldc + 16 * w, acc[r][w]);
-}
-
-SDPA__TARGET_BF16 static void sdpa__bgemm_avx512(int64_t M, int64_t N, int64_t K2, const uint16_t *A, int64_t lda,
-                                                 const uint32_t *B, int64_t ldb, float *C, int64_t ldc, int accumulate)
-{
-    int64_t i = 0, j;
-    for (; i + 8 <= M; i += 8) {
-        for (j = 0; j + 32 <= N; j += 32)
-            sdpa__bblock_avx512(8, 2, K2, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, accumulate);
-        if (j < N) sdpa__bblock_avx512(8, 1, K2, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, accumulate);
-    }
-    if (i < M) {
-        for (j = 0; j + 32 <= N; j += 32)
-            sdpa__bblock_avx512(4, 2, K2, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, accumulate);
-        if (j < N) sdpa__bblock_avx512(4, 1, K2, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, accumulate);
-    }
-}
+ * M, N and 2 K2 are multiples of 32. */
 
 /* AMX: eight tile registers of 16 rows x 64 bytes. tmm0..3 hold a 32 x 32
  * block of C (2 x 2 tiles of 16 x 16 fp32), tmm4/5 two 16-row strips of A
@@ -1989,32 +1948,6 @@ static void sdpa__pack_k(uint32_t *Kp, int64_t ld, const char *kb, int64_t ks, i
     for (j = 0; j < nk; j++) sdpa__pack_key_bf16(Kp, ld, j, kb + j * ks, D, dp);
 }
 
-#ifdef SDPA__HAVE_AVX2
-/* The same with the full pairs of eight keys moved as 8 x 8 blocks of 32-bit
- * words by the F32 transpose (pure data movement: the bits pass unchanged);
- * the odd element, the zero padding and leftover keys go one by one. */
-SDPA__TARGET_AVX2 static void sdpa__pack_k_avx2(uint32_t *Kp, int64_t ld, const char *kb, int64_t ks, int64_t nk,
-                                                int64_t D, int64_t dp)
-{
-    int64_t j = 0, p, W8 = D / 2 / 8 * 8;
-    int c;
-    for (; j + 8 <= nk; j += 8) {
-        for (p = 0; p < W8; p += 8) {
-            __m256 r[8];
-            for (c = 0; c < 8; c++) r[c] = _mm256_loadu_ps((const float *)(const void *)(kb + (j + c) * ks + p * 4));
-            sdpa__transpose8_avx2(r);
-            for (c = 0; c < 8; c++) _mm256_storeu_ps((float *)(void *)(Kp + (p + c) * ld + j), r[c]);
-        }
-        for (c = 0; c < 8; c++) { /* words W8 .. dp/2 of key j + c */
-            const uint16_t *k = (const uint16_t *)(const void *)(kb + (j + c) * ks);
-            for (p = W8; p < D / 2; p++) Kp[p * ld + j + c] = (uint32_t)k[2 * p] | (uint32_t)k[2 * p + 1] << 16;
-            if (D & 1) Kp[p++ * ld + j + c] = k[D - 1];
-            for (; p < dp / 2; p++) Kp[p * ld + j + c] = 0;
-        }
-    }
-    for (; j < nk; j++) sdpa__pack_key_bf16(Kp, ld, j, kb + j * ks, D, dp);
-}
-#endif
 
 /* src[0..n) split into two bf16 rows, hi = bf16(x) and lo = bf16(x - hi)
  * (x - hi is exact), then zeros to npad: hi + lo carries 16 significant
@@ -2060,6 +1993,83 @@ static int sdpa__pack_vpair_bf16(uint32_t *SDPA__RESTRICT dst, const char *v0, c
     for (n = Dv; n < dvp; n++) dst[n] = 0;
     return (int)bad;
 }
+
+#ifdef SDPA__HAVE_AVX2
+/* The same with the full pairs of eight keys moved as 8 x 8 blocks of 32-bit
+ * words by the F32 transpose (pure data movement: the bits pass unchanged);
+ * the odd element, the zero padding and leftover keys go one by one. */
+SDPA__TARGET_AVX2 static void sdpa__pack_k_avx2(uint32_t *Kp, int64_t ld, const char *kb, int64_t ks, int64_t nk,
+                                                int64_t D, int64_t dp)
+{
+    int64_t j = 0, p, W8 = D / 2 / 8 * 8;
+    int c;
+    for (; j + 8 <= nk; j += 8) {
+        for (p = 0; p < W8; p += 8) {
+            __m256 r[8];
+            for (c = 0; c < 8; c++) r[c] = _mm256_loadu_ps((const float *)(const void *)(kb + (j + c) * ks + p * 4));
+            sdpa__transpose8_avx2(r);
+            for (c = 0; c < 8; c++) _mm256_storeu_ps((float *)(void *)(Kp + (p + c) * ld + j), r[c]);
+        }
+        for (c = 0; c < 8; c++) { /* words W8 .. dp/2 of key j + c */
+            const uint16_t *k = (const uint16_t *)(const void *)(kb + (j + c) * ks);
+            for (p = W8; p < D / 2; p++) Kp[p * ld + j + c] = (uint32_t)k[2 * p] | (uint32_t)k[2 * p + 1] << 16;
+            if (D & 1) Kp[p++ * ld + j + c] = k[D - 1];
+            for (; p < dp / 2; p++) Kp[p * ld + j + c] = 0;
+        }
+    }
+    for (; j < nk; j++) sdpa__pack_key_bf16(Kp, ld, j, kb + j * ks, D, dp);
+}
+
+/* sdpa__bf16_bits_rne on 8 lanes, as 32-bit values. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 __m256i sdpa__bf16_rne_avx2(__m256i u)
+{
+    __m256i one = _mm256_set1_epi32(1);
+    __m256i r = _mm256_srli_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), _mm256_and_si256(_mm256_srli_epi32(u, 16), one)), 16);
+    __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+    __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
+    return _mm256_blendv_epi8(r, quiet, nan);
+}
+
+/* 8 32-bit lanes holding 16-bit values, stored as 8 uint16 in order. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 void sdpa__store8_u16_avx2(uint16_t *dst, __m256i v)
+{
+    __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(v, v), 0x08); /* lanes 0-3 and 4-7 low */
+    _mm_storeu_si128((__m128i *)(void *)dst, _mm256_castsi256_si128(p));
+}
+
+/* sdpa__split_row_bf16, 8 at a time (the same bits). */
+SDPA__TARGET_AVX2 static void sdpa__split_row_avx2(uint16_t *hi, uint16_t *lo, const float *src, int64_t n, int64_t npad)
+{
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 x = _mm256_loadu_ps(src + j);
+        __m256i h = sdpa__bf16_rne_avx2(_mm256_castps_si256(x));
+        __m256 rest = _mm256_sub_ps(x, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
+        sdpa__store8_u16_avx2(hi + j, h);
+        sdpa__store8_u16_avx2(lo + j, sdpa__bf16_rne_avx2(_mm256_castps_si256(rest)));
+    }
+    sdpa__split_row_bf16(hi + j, lo + j, src + j, n - j, npad - j);
+}
+
+/* sdpa__pack_vpair_bf16, 8 columns at a time: two rows interleaved by
+ * unpacks, Inf/NaN found by a compare on the exponent bits. */
+SDPA__TARGET_AVX2 static int sdpa__pack_vpair_avx2(uint32_t *dst, const char *v0, const char *v1, int64_t Dv, int64_t dvp)
+{
+    const uint16_t *a = (const uint16_t *)(const void *)v0, *b = (const uint16_t *)(const void *)v1;
+    __m128i e = _mm_set1_epi16(0x7f80), bad = _mm_setzero_si128();
+    int64_t n = 0;
+    for (; n + 8 <= Dv; n += 8) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(a + n));
+        __m128i y = b ? _mm_loadu_si128((const __m128i *)(const void *)(b + n)) : _mm_setzero_si128();
+        bad = _mm_or_si128(bad, _mm_cmpeq_epi16(_mm_and_si128(x, e), e));
+        bad = _mm_or_si128(bad, _mm_cmpeq_epi16(_mm_and_si128(y, e), e));
+        _mm_storeu_si128((__m128i *)(void *)(dst + n), _mm_unpacklo_epi16(x, y));
+        _mm_storeu_si128((__m128i *)(void *)(dst + n + 4), _mm_unpackhi_epi16(x, y));
+    }
+    return (_mm_movemask_epi8(bad) != 0) | sdpa__pack_vpair_bf16(dst + n, v0 + n * 2, v1 ? v1 + n * 2 : NULL, Dv - n, dvp - n);
+}
+#endif
 
 /* ---- dispatch --------------------------------------------------------------- */
 
@@ -2137,6 +2147,8 @@ static void sdpa__set_kernels(sdpa__plan *P)
     P->load_row = sdpa__load_row;
     P->load_kt = sdpa__load_kt;
     P->pack_k = sdpa__pack_k;
+    P->pack_v = sdpa__pack_vpair_bf16;
+    P->split_p = sdpa__split_row_bf16;
 #ifdef SDPA__HAVE_AVX2
     if (P->path == SDPA_PATH_AVX2) {
         P->gemm = sdpa__gemm_avx2;
@@ -2145,6 +2157,8 @@ static void sdpa__set_kernels(sdpa__plan *P)
         P->load_row = sdpa__load_row_avx2;
         P->load_kt = sdpa__load_kt_avx2;
         P->pack_k = sdpa__pack_k_avx2;
+        P->pack_v = sdpa__pack_vpair_avx2;
+        P->split_p = sdpa__split_row_avx2;
     }
 #endif
 #ifdef SDPA__HAVE_AVX512
@@ -2155,18 +2169,20 @@ static void sdpa__set_kernels(sdpa__plan *P)
         P->load_row = sdpa__load_row_avx512;
         P->load_kt = sdpa__load_kt_avx2;
         P->pack_k = sdpa__pack_k_avx2;
+        P->pack_v = sdpa__pack_vpair_avx2;
+        P->split_p = sdpa__split_row_avx2;
     }
 #endif
     P->bf16 = 0;
     P->bgemm = NULL;
 #ifdef SDPA__HAVE_AMX
-    /* BF16 inputs: bf16 products on AMX tiles, or with vdpbf16ps */
+    /* BF16 inputs on the amx path: bf16 products on AMX tiles. (A vdpbf16ps
+     * form for the avx512 path measured 0.36-0.59x of its F32 kernels on a
+     * Sapphire Rapids-class Xeon: packing and the split P cost more than the
+     * doubled product rate gains; removed.) */
     if (P->q.dtype == SDPA_BF16 && P->path == SDPA_PATH_AMX) {
         P->bf16 = 1;
         P->bgemm = sdpa__bgemm_amx;
-    } else if (P->q.dtype == SDPA_BF16 && P->path == SDPA_PATH_AVX512 && (sdpa__cpu() & SDPA__CPU_BF16)) {
-        P->bf16 = 1;
-        P->bgemm = sdpa__bgemm_avx512;
     }
 #endif
 #ifdef SDPA__TEST_BF16_SCALAR
@@ -2363,13 +2379,13 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
             for (j = 0; j < nkp; j += 2) {
                 uint32_t *dst = W->Vp + (j / 2) * dvp;
                 if (j >= nk) { for (d = 0; d < dvp; d++) dst[d] = 0; continue; }
-                bad |= sdpa__pack_vpair_bf16(dst, vb + j * P->v.s[2] * P->v.esize,
+                bad |= P->pack_v(dst, vb + j * P->v.s[2] * P->v.esize,
                                              j + 1 < nk ? vb + (j + 1) * P->v.s[2] * P->v.esize : NULL, Dv, dvp);
             }
             if (!bad) {
                 uint16_t *plo = W->Pb + P->tqp * tkp;
                 for (r = 0; r < rp; r++)
-                    sdpa__split_row_bf16(W->Pb + r * tkp, plo + r * tkp, W->S + r * tkp, nk, nkp);
+                    P->split_p(W->Pb + r * tkp, plo + r * tkp, W->S + r * tkp, nk, nkp);
                 P->bgemm(rp, dvp, nkp / 2, W->Pb, tkp, W->Vp, dvp, W->O, dvp, 1);
                 P->bgemm(rp, dvp, nkp / 2, plo, tkp, W->Vp, dvp, W->O, dvp, 1);
                 continue;

@@ -70,7 +70,7 @@ scalar_kernels="sdpa__gemm_scalar sdpa__exp_row sdpa__row_max sdpa__load_row"
 simd_kernels="sdpa__gemm_avx2 sdpa__exp_row_avx2 sdpa__row_max_avx2 sdpa__load_row_avx2 sdpa__load_kt_avx2 sdpa__pack_k_avx2"
 # the AVX-512 and NEON versions, dumped when the build has them (absent: skipped)
 other_kernels="sdpa__gemm_avx512 sdpa__exp_row_avx512 sdpa__row_max_avx512 sdpa__load_row_avx512
-sdpa__bgemm_avx512 sdpa__bgemm_amx sdpa__split_row_bf16 sdpa__pack_vpair_bf16
+sdpa__bgemm_amx sdpa__split_row_bf16 sdpa__pack_vpair_bf16
 sdpa__gemm_neon sdpa__exp_row_neon sdpa__row_max_neon sdpa__load_row_neon sdpa__load_col_neon"
 kernels="$plain_kernels $scalar_kernels $simd_kernels $other_kernels"
 src_of() { case "$1" in plain_*) echo "$here/bench/plain_kernels.h" ;; *) echo "$here/include/sdpa.h" ;; esac; }
@@ -261,8 +261,7 @@ check)
         need sdpa__exp_row_avx512 2 '\{%k[1-7]\}' "opmasked instructions (tails)"
         need sdpa__row_max_avx512 1 'vmaxps\s+.*%zmm' "zmm max"
         need sdpa__load_row_avx512 1 'vcvtph2ps\s+.*%zmm' "zmm F16 converts"
-        # bf16 products: vdpbf16ps blocks and AMX tiles
-        need sdpa__bgemm_avx512 16 'vdpbf16ps\s+.*%zmm' "zmm vdpbf16ps"
+        # bf16 products on AMX tiles
         need sdpa__bgemm_amx 4 'tdpbf16ps' "AMX tdpbf16ps"
         need sdpa__bgemm_amx 4 'tileloadd' "AMX tile loads"
         need sdpa__bgemm_amx 1 'ldtilecfg' "tile configuration"

@@ -1088,6 +1088,8 @@ typedef struct kernel_set {
     void (*load_row)(float *, const char *, sdpa_dtype, int64_t, float);
     void (*load_kt)(float *, int64_t, const char *, int64_t, sdpa_dtype, int64_t, int64_t);
     void (*pack_k)(uint32_t *, int64_t, const char *, int64_t, int64_t, int64_t, int64_t);
+    int (*pack_v)(uint32_t *, const char *, const char *, int64_t, int64_t);
+    void (*split_p)(uint16_t *, uint16_t *, const float *, int64_t, int64_t);
 } kernel_set;
 
 static int same_float(float a, float b) { return a == b || (a != a && b != b); }
@@ -1201,6 +1203,36 @@ static void test_simd_kernels(const kernel_set *ks)
     }
     case_end();
 
+    case_begin("%s bf16 mode: V pair packing (Inf/NaN flagged) and P split into hi + lo, every length 0..40, "
+               "as scalar, guards kept", ks->name);
+    for (k = 0; k < 300; ++k) {
+        int64_t n = rnd_int(0, 40), npad = n + rnd_int(0, 9), i, nbad = 0;
+        uint16_t va[48], vb[48], ha[64], la[64], hb[64], lb[64];
+        uint32_t wa[64], wb[64];
+        float pv[48];
+        int with_b = (int)rnd_int(0, 3) != 0, special = (int)rnd_int(0, 2) == 0, fa, fb;
+        for (i = 0; i < 48; ++i) {
+            va[i] = (uint16_t)rnd_int(0, 0xffff);
+            vb[i] = (uint16_t)rnd_int(0, 0xffff);
+            if (!special) { va[i] &= 0xbfffu; vb[i] &= 0xbfffu; } /* exponent below all ones: finite */
+            pv[i] = (float)rnd_range(0, 1);
+            if (special && rnd_int(0, 7) == 0) pv[i] = rnd_int(0, 1) ? NAN : (float)rnd_range(0, 1e-38);
+        }
+        for (i = 0; i < 64; ++i) { wa[i] = wb[i] = 0x77777777u; ha[i] = la[i] = hb[i] = lb[i] = 0x7777u; }
+        fa = ks->pack_v(wa, (const char *)va, with_b ? (const char *)vb : NULL, n, npad);
+        fb = sdpa__pack_vpair_bf16(wb, (const char *)va, with_b ? (const char *)vb : NULL, n, npad);
+        CHECK(!fa == !fb, "pack_v n=%lld: Inf/NaN flag %d, scalar %d", LL(n), fa, fb);
+        ks->split_p(ha, la, pv, n, npad);
+        sdpa__split_row_bf16(hb, lb, pv, n, npad);
+        for (i = 0; i < 64; ++i) {
+            if (wa[i] != wb[i] && nbad++ < 3) case_fail("pack_v n=%lld npad=%lld: word %lld %08x, scalar %08x", LL(n), LL(npad), LL(i), wa[i], wb[i]);
+            if ((ha[i] != hb[i] || la[i] != lb[i]) && nbad++ < 3)
+                case_fail("split_p n=%lld npad=%lld: [%lld] hi %04x lo %04x, scalar %04x %04x", LL(n), LL(npad), LL(i), ha[i],
+                          la[i], hb[i], lb[i]);
+        }
+    }
+    case_end();
+
     case_begin("%s gemm micro-kernel equals the scalar one on random blocks (accumulate and not)", ks->name);
     for (k = 0; k < 60; ++k) {
         int64_t M = 4 * rnd_int(1, 5), N = 16 * rnd_int(1, 5), K = rnd_int(1, 70), lda = K + rnd_int(0, 3),
@@ -1233,14 +1265,13 @@ typedef void (*bgemm_fn)(int64_t, int64_t, int64_t, const uint16_t *, int64_t, c
                          int64_t, int);
 
 /* A bf16 product kernel against the plain-C contract, on random blocks of
- * the shapes it accepts (step: the multiple of M and N; AMX wants 32). */
-static void test_bgemm(const char *name, bgemm_fn fn, int64_t step)
+ * the shapes it accepts (M, N and 2 K2 multiples of 32). */
+static void test_bgemm(const char *name, bgemm_fn fn)
 {
     int64_t t;
     case_begin("%s bf16 product kernel equals the plain-C one on random blocks (accumulate and not)", name);
     for (t = 0; t < 40; ++t) {
-        int64_t M = step * rnd_int(1, step == 32 ? 3 : 9), N = (step == 32 ? 32 : 16) * rnd_int(1, 5);
-        int64_t K2 = step == 32 ? 16 * rnd_int(1, 9) : rnd_int(1, 80);
+        int64_t M = 32 * rnd_int(1, 3), N = 32 * rnd_int(1, 5), K2 = 16 * rnd_int(1, 9);
         int64_t lda = 2 * K2 + 2 * rnd_int(0, 8), ldb = N + 16 * rnd_int(0, 1), ldc = N + 16 * rnd_int(0, 1), i;
         int acc = (int)rnd_int(0, 1);
         uint16_t *A = (uint16_t *)xcalloc((size_t)(M * lda), sizeof(uint16_t));
@@ -1534,20 +1565,21 @@ static void test_paths(void)
 #ifdef SDPA__HAVE_AVX2
     if (sdpa_path_supported(SDPA_PATH_AVX2)) {
         static const kernel_set ks = {"avx2", sdpa__gemm_avx2, sdpa__row_max_avx2, sdpa__exp_row_avx2,
-                                      sdpa__load_row_avx2, sdpa__load_kt_avx2, sdpa__pack_k_avx2};
+                                      sdpa__load_row_avx2, sdpa__load_kt_avx2, sdpa__pack_k_avx2,
+                                      sdpa__pack_vpair_avx2, sdpa__split_row_avx2};
         test_simd_kernels(&ks);
     }
 #endif
 #ifdef SDPA__HAVE_AVX512
     if (sdpa_path_supported(SDPA_PATH_AVX512)) {
         static const kernel_set ks = {"avx512", sdpa__gemm_avx512, sdpa__row_max_avx512, sdpa__exp_row_avx512,
-                                      sdpa__load_row_avx512, sdpa__load_kt_avx2, sdpa__pack_k_avx2};
+                                      sdpa__load_row_avx512, sdpa__load_kt_avx2, sdpa__pack_k_avx2,
+                                      sdpa__pack_vpair_avx2, sdpa__split_row_avx2};
         test_simd_kernels(&ks);
     }
 #endif
 #ifdef SDPA__HAVE_AMX
-    if (sdpa__cpu() & SDPA__CPU_BF16) test_bgemm("avx512-bf16", sdpa__bgemm_avx512, 4);
-    if (sdpa__cpu() & SDPA__CPU_AMX) test_bgemm("amx", sdpa__bgemm_amx, 32);
+    if (sdpa__cpu() & SDPA__CPU_AMX) test_bgemm("amx", sdpa__bgemm_amx);
 #endif
 #ifdef SDPA__HAVE_NEON
     CHECK(sdpa_path_supported(SDPA_PATH_NEON) == 1, "NEON is in the AArch64 base ISA, yet reported missing");
