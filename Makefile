@@ -209,13 +209,15 @@ $(foreach c,$(CT_CCS),\
   $(eval $(call ct_c,$(c),c99-no-threads,-std=c99 -DSDPA_NO_THREADS))\
   $(eval $(call ct_c,$(c),c99-static,-std=c99 -DSDPA_STATIC))\
   $(eval $(call ct_c,$(c),c99-no-simd,-std=c99 -DSDPA_NO_SIMD))\
+  $(eval $(call ct_c,$(c),c99-no-avx512,-std=c99 -DSDPA_NO_AVX512))\
   $(eval $(call ct_c,$(c),c99-system-first,-std=c99 -DCOMPILE_TEST_SYSTEM_FIRST)))
 $(foreach c,$(CT_CXXS),\
   $(eval $(call ct_cxx,$(c),cxx11,-std=c++11))\
   $(eval $(call ct_cxx,$(c),cxx17,-std=c++17))\
   $(eval $(call ct_cxx,$(c),cxx11-no-threads,-std=c++11 -DSDPA_NO_THREADS))\
   $(eval $(call ct_cxx,$(c),cxx17-static,-std=c++17 -DSDPA_STATIC))\
-  $(eval $(call ct_cxx,$(c),cxx17-no-avx2,-std=c++17 -DSDPA_NO_AVX2)))
+  $(eval $(call ct_cxx,$(c),cxx17-no-avx2,-std=c++17 -DSDPA_NO_AVX2))\
+  $(eval $(call ct_cxx,$(c),cxx17-no-amx,-std=c++17 -DSDPA_NO_AMX)))
 
 # The README's example, held to the same standard.
 define ct_example

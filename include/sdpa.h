@@ -82,11 +82,18 @@
  *   never reaches it, whatever its K and V hold. A NaN score (NaN input, or
  *   score_mod returning NaN) makes that row NaN. lse is within
  *   2e-5 + 2e-6 |ref| of the float64 reference.
+ *   The amx path with BF16 inputs computes Q.K^T and P.V on AMX tiles: the
+ *   bf16 products are exact and summed in fp32, the scale is applied to the
+ *   sums, and P enters P.V as two bf16 parts (hi + lo, 16 significant bits);
+ *   the bounds above hold unchanged.
  *
  * DISPATCH
- *   One binary picks its path at run time: the AVX2 kernels are compiled with
+ *   One binary picks its path at run time: the x86 kernels are compiled with
  *   per-function target attributes (no -m flags needed) and used when CPUID
- *   reports AVX2, FMA and F16C and XGETBV shows the OS saves the ymm registers.
+ *   reports the instructions and XGETBV shows the OS saves their registers:
+ *   avx2 (AVX2, FMA, F16C; ymm), avx512 (F/BW/VL/DQ; zmm and opmasks), amx
+ *   (AMX-TILE and AMX-BF16; tile state, which Linux grants a process on an
+ *   arch_prctl(ARCH_REQ_XCOMP_PERM) that the first probe makes).
  *   On AArch64 the NEON kernels (Advanced SIMD, part of the base ISA) are used,
  *   after a check of the kernel's HWCAP_ASIMD on Linux.
  *   params->path or $SDPA_PATH forces a path; sdpa_path_in_use() names it.

@@ -257,9 +257,18 @@ static int smoke_run(void) {
         fails++;
     }
 
-#if defined(SDPA_NO_SIMD) || defined(SDPA_NO_NEON)
     /* 8. a path left out at build time is not offered */
+#if defined(SDPA_NO_SIMD) || defined(SDPA_NO_NEON)
     if (sdpa_path_supported(SDPA_PATH_NEON)) { fprintf(stderr, "neon offered though left out\n"); fails++; }
+#endif
+#if defined(SDPA_NO_SIMD) || defined(SDPA_NO_AVX2)
+    if (sdpa_path_supported(SDPA_PATH_AVX2)) { fprintf(stderr, "avx2 offered though left out\n"); fails++; }
+#endif
+#if defined(SDPA_NO_SIMD) || defined(SDPA_NO_AVX2) || defined(SDPA_NO_AVX512)
+    if (sdpa_path_supported(SDPA_PATH_AVX512)) { fprintf(stderr, "avx512 offered though left out\n"); fails++; }
+#endif
+#if defined(SDPA_NO_SIMD) || defined(SDPA_NO_AVX2) || defined(SDPA_NO_AVX512) || defined(SDPA_NO_AMX)
+    if (sdpa_path_supported(SDPA_PATH_AMX)) { fprintf(stderr, "amx offered though left out\n"); fails++; }
 #endif
 
     printf("smoke (%s): %s\n", sdpa_version(), fails ? "FAILED" : "ok");
