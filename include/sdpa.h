@@ -922,21 +922,22 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
     {
         /* floats: Q tile, K tile (transposed), scores, V tile, O tile, m, l;
          * bf16 mode adds its packed Q, K, P and V (two bf16 per float) */
-        int64_t f[11], wbytes = 0, part;
+        int64_t a[11], b[11], f, wbytes = 0, part;
         int i, nf = P->bf16 ? 11 : 7;
-        f[0] = P->tqp * P->D;
-        f[1] = P->D * P->tkp;
-        f[2] = P->tqp * P->tkp;
-        f[3] = P->tk * P->dvp;
-        f[4] = P->tqp * P->dvp;
-        f[5] = P->tqp;
-        f[6] = P->tqp;
-        f[7] = P->tqp * P->dp / 2;
-        f[8] = P->dp / 2 * P->tkp;
-        f[9] = P->tqp * P->tkp;     /* P as bf16 hi and lo parts */
-        f[10] = P->tkp / 2 * P->dvp;
-        for (i = 0; i < nf; i++) {
-            if (!sdpa__mul_ok(SDPA__ROUND_UP(f[i], 16), 4, &part) || !sdpa__add_ok(wbytes, part, &wbytes))
+        a[0] = P->tqp;    b[0] = P->D;
+        a[1] = P->D;      b[1] = P->tkp;
+        a[2] = P->tqp;    b[2] = P->tkp;
+        a[3] = P->tk;     b[3] = P->dvp;
+        a[4] = P->tqp;    b[4] = P->dvp;
+        a[5] = P->tqp;    b[5] = 1;
+        a[6] = P->tqp;    b[6] = 1;
+        a[7] = P->tqp;    b[7] = P->dp / 2;
+        a[8] = P->dp / 2; b[8] = P->tkp;
+        a[9] = P->tqp;    b[9] = P->tkp;     /* P as bf16 hi and lo parts */
+        a[10] = P->tkp / 2; b[10] = P->dvp;
+        for (i = 0; i < nf; i++) { /* a head_dim near INT64_MAX / 4 passes the tensor checks: multiply with care */
+            if (!sdpa__mul_ok(a[i], b[i], &f) || f > INT64_MAX - 15 || !sdpa__mul_ok(SDPA__ROUND_UP(f, 16), 4, &part) ||
+                !sdpa__add_ok(wbytes, part, &wbytes))
                 return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: scratch size overflows (head_dim too large)");
         }
         /* per-row bookkeeping: h, i, lo, hi as int64; every part is a

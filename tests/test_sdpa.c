@@ -2984,6 +2984,19 @@ static void test_err_overflow(void)
     q = f.q, o = f.o, q.shape[2] = o.shape[2] = (int64_t)1 << 56;
     expect_err(&f, "Lq = 2^56 (q has 2^62 elements, 2^64 bytes)", &q, &f.k, &f.v, &o, &f.p, SDPA_ERR_OVERFLOW, 0,
                0);
+    /* tensors that fit, scratch that does not: 16 keys x 2^60 floats. q and k
+     * sit at an address far above the outputs (never dereferenced: the call
+     * must fail first), so the aliasing check passes and the scratch size is
+     * what overflows. */
+    q = f.q, k = f.k, v = f.v, o = f.o;
+    q.shape[0] = k.shape[0] = v.shape[0] = o.shape[0] = 1;
+    q.shape[1] = k.shape[1] = v.shape[1] = o.shape[1] = 1;
+    q.shape[2] = k.shape[2] = v.shape[2] = o.shape[2] = 1;
+    q.shape[3] = k.shape[3] = (int64_t)1 << 60;
+    q.data = k.data = (void *)((uintptr_t)1 << 62);
+    contig(&q), contig(&k), contig(&v), contig(&o);
+    expect_err(&f, "head_dim = 2^60 (each tensor fits; the tile scratch does not)", &q, &k, &v, &o, &f.p,
+               SDPA_ERR_OVERFLOW, 0, 0);
     q = f.q, contig(&q), q.stride[1] = INT64_MAX / 2;
     expect_err(&f, "q stride[1] = INT64_MAX/2 with 4 heads", &q, &f.k, &f.v, &f.o, &f.p, SDPA_ERR_OVERFLOW, 0, 0);
     q = f.q, contig(&q), q.stride[1] = (int64_t)1 << 61;
