@@ -71,7 +71,7 @@ simd_kernels="sdpa__gemm_avx2 sdpa__exp_row_avx2 sdpa__row_max_avx2 sdpa__load_r
 # the AVX-512 and NEON versions, dumped when the build has them (absent: skipped)
 other_kernels="sdpa__gemm_avx512 sdpa__exp_row_avx512 sdpa__row_max_avx512 sdpa__load_row_avx512
 sdpa__bgemm_amx sdpa__split_row_bf16 sdpa__pack_vpair_bf16
-sdpa__gemm_neon sdpa__exp_row_neon sdpa__row_max_neon sdpa__load_row_neon sdpa__load_col_neon"
+sdpa__gemm_neon sdpa__exp_row_neon sdpa__row_max_neon sdpa__load_row_neon sdpa__load_kt_neon"
 kernels="$plain_kernels $scalar_kernels $simd_kernels $other_kernels"
 src_of() { case "$1" in plain_*) echo "$here/bench/plain_kernels.h" ;; *) echo "$here/include/sdpa.h" ;; esac; }
 
@@ -282,7 +282,7 @@ check)
         need_loop sdpa__row_max_neon 2 '^fmaxnm v[0-9]+\.4s' "vector fmaxnm"
         need_loop sdpa__load_row_neon 2 '^fcvtl2? v[0-9]+\.4s' "F16 widenings (fcvtl)"
         need_loop sdpa__load_row_neon 2 '^(shll2?|ushll2?) v[0-9]+\.4s' "BF16 widenings (shll)"
-        need_loop sdpa__load_col_neon 2 '^fcvtl2? v[0-9]+\.4s' "F16 widenings (fcvtl)"
+        need_loop sdpa__load_kt_neon 2 '^fcvtl2? v[0-9]+\.4s' "F16 widenings (fcvtl)"
         ;;
     *)
         echo "check-asm: $arch has no SIMD path yet; nothing to check"
