@@ -561,7 +561,10 @@ static inline void bc__peak_worker(void *p, int w, int nw)
 }
 
 /* GFLOP/s of the probe on n_threads pinned threads (best of `tries`). */
-static inline double bc_measure_peak_gflops(int n_threads, int64_t iters, int tries)
+/* Runs a peak probe's worker on n_threads pinned threads, tries times; the
+ * best GFLOP/s, each try timed by its slowest thread. flops_per_iter: the
+ * FLOPs one thread does per iteration of its loop. */
+static inline double bc__best_peak(bc_worker_fn fn, double flops_per_iter, int n_threads, int64_t iters, int tries)
 {
     bc__peak_ctx c;
     double best = 0.0;
@@ -570,12 +573,17 @@ static inline double bc_measure_peak_gflops(int n_threads, int64_t iters, int tr
     c.iters = iters;
     for (t = 0; t < tries; ++t) {
         double slow = 0.0, g;
-        bc_parallel_run(n_threads, 1, bc__peak_worker, &c);
+        bc_parallel_run(n_threads, 1, fn, &c);
         for (w = 0; w < n_threads; ++w) if (c.secs[w] > slow) slow = c.secs[w];
-        g = 2.0 * BC_PEAK_VECS * 4.0 * (double)iters * n_threads / slow * 1e-9;
+        g = flops_per_iter * (double)iters * n_threads / slow * 1e-9;
         if (g > best) best = g;
     }
     return best;
+}
+
+static inline double bc_measure_peak_gflops(int n_threads, int64_t iters, int tries)
+{
+    return bc__best_peak(bc__peak_worker, 2.0 * BC_PEAK_VECS * 4.0, n_threads, iters, tries);
 }
 
 /* The same probe built for AVX2+FMA through a target attribute, run only when
@@ -609,21 +617,9 @@ static void bc__peak_worker_avx2fma(void *p, int w, int nw)
 static inline double bc_measure_peak_gflops_avx2fma(int n_threads, int64_t iters, int tries)
 {
 #if defined(BC_HAVE_AVX2FMA_PROBE)
-    bc__peak_ctx c;
-    double best = 0.0;
-    int t, w;
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0.0;
-    if (n_threads > 256) n_threads = 256;
-    c.iters = iters;
-    for (t = 0; t < tries; ++t) {
-        double slow = 0.0, g;
-        bc_parallel_run(n_threads, 1, bc__peak_worker_avx2fma, &c);
-        for (w = 0; w < n_threads; ++w) if (c.secs[w] > slow) slow = c.secs[w];
-        g = 2.0 * 12.0 * 8.0 * (double)iters * n_threads / slow * 1e-9;
-        if (g > best) best = g;
-    }
-    return best;
+    return bc__best_peak(bc__peak_worker_avx2fma, 2.0 * 12.0 * 8.0, n_threads, iters, tries);
 #else
     (void)n_threads; (void)iters; (void)tries;
     return 0.0;
@@ -665,33 +661,12 @@ static void bc__peak_worker_zmm(void *p, int w, int nw)
 }
 #endif
 
-static inline int bc_cpu_has_avx512f(void)
-{
-#if defined(BC_HAVE_ZMM_PROBE)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
-#else
-    return 0;
-#endif
-}
-
 static inline double bc_measure_peak_gflops_zmm(int n_threads, int64_t iters, int tries)
 {
 #if defined(BC_HAVE_ZMM_PROBE)
-    bc__peak_ctx c;
-    double best = 0.0;
-    int t, w;
-    if (!bc_cpu_has_avx512f()) return 0.0;
-    if (n_threads > 256) n_threads = 256;
-    c.iters = iters;
-    for (t = 0; t < tries; ++t) {
-        double slow = 0.0, g;
-        bc_parallel_run(n_threads, 1, bc__peak_worker_zmm, &c);
-        for (w = 0; w < n_threads; ++w) if (c.secs[w] > slow) slow = c.secs[w];
-        g = 2.0 * 16.0 * 16.0 * (double)iters * n_threads / slow * 1e-9;
-        if (g > best) best = g;
-    }
-    return best;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f")) return 0.0;
+    return bc__best_peak(bc__peak_worker_zmm, 2.0 * 16.0 * 16.0, n_threads, iters, tries);
 #else
     (void)n_threads; (void)iters; (void)tries;
     return 0.0;

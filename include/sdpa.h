@@ -1939,12 +1939,12 @@ static void sdpa__pack_row_bf16(uint16_t *SDPA__RESTRICT dst, const char *src, i
 }
 
 /* Key j of a block into the pair-packed K^T: Kp[p * ld + j] = k[2p] | k[2p+1] << 16
- * for p < dp / 2 (zeros past D). */
-static void sdpa__pack_key_bf16(uint32_t *Kp, int64_t ld, int64_t j, const char *src, int64_t D, int64_t dp)
+ * for p0 <= p < dp / 2 (zeros past D). */
+static void sdpa__pack_key_bf16(uint32_t *Kp, int64_t ld, int64_t j, const char *src, int64_t p0, int64_t D, int64_t dp)
 {
     const uint16_t *k = (const uint16_t *)(const void *)src;
     int64_t p;
-    for (p = 0; p < D / 2; p++) Kp[p * ld + j] = (uint32_t)k[2 * p] | (uint32_t)k[2 * p + 1] << 16;
+    for (p = p0; p < D / 2; p++) Kp[p * ld + j] = (uint32_t)k[2 * p] | (uint32_t)k[2 * p + 1] << 16;
     if (D & 1) Kp[p++ * ld + j] = k[D - 1];
     for (; p < dp / 2; p++) Kp[p * ld + j] = 0;
 }
@@ -1953,7 +1953,7 @@ static void sdpa__pack_key_bf16(uint32_t *Kp, int64_t ld, int64_t j, const char 
 static void sdpa__pack_k(uint32_t *Kp, int64_t ld, const char *kb, int64_t ks, int64_t nk, int64_t D, int64_t dp)
 {
     int64_t j;
-    for (j = 0; j < nk; j++) sdpa__pack_key_bf16(Kp, ld, j, kb + j * ks, D, dp);
+    for (j = 0; j < nk; j++) sdpa__pack_key_bf16(Kp, ld, j, kb + j * ks, 0, D, dp);
 }
 
 
@@ -2018,14 +2018,9 @@ SDPA__TARGET_AVX2 static void sdpa__pack_k_avx2(uint32_t *Kp, int64_t ld, const 
             sdpa__transpose8_avx2(r);
             for (c = 0; c < 8; c++) _mm256_storeu_ps((float *)(void *)(Kp + (p + c) * ld + j), r[c]);
         }
-        for (c = 0; c < 8; c++) { /* words W8 .. dp/2 of key j + c */
-            const uint16_t *k = (const uint16_t *)(const void *)(kb + (j + c) * ks);
-            for (p = W8; p < D / 2; p++) Kp[p * ld + j + c] = (uint32_t)k[2 * p] | (uint32_t)k[2 * p + 1] << 16;
-            if (D & 1) Kp[p++ * ld + j + c] = k[D - 1];
-            for (; p < dp / 2; p++) Kp[p * ld + j + c] = 0;
-        }
+        for (c = 0; c < 8; c++) sdpa__pack_key_bf16(Kp, ld, j + c, kb + (j + c) * ks, W8, D, dp); /* words W8.. */
     }
-    for (; j < nk; j++) sdpa__pack_key_bf16(Kp, ld, j, kb + j * ks, D, dp);
+    for (; j < nk; j++) sdpa__pack_key_bf16(Kp, ld, j, kb + j * ks, 0, D, dp);
 }
 
 /* sdpa__bf16_bits_rne on 8 lanes, as 32-bit values. */
