@@ -63,10 +63,10 @@ HEADER  := include/sdpa.h
 INC     := -Iinclude
 VERSION := $(shell sed -n 's/^\#define SDPA_VERSION_STRING "\(.*\)"/\1/p' $(HEADER))
 
-PROGRAMS := $(B)/olmo_layer $(B)/test_sdpa $(B)/bench $(B)/bench_kernels $(B)/simple $(B)/two_copies
+PROGRAMS := $(B)/olmo_layer $(B)/test_sdpa $(B)/bench $(B)/bench_kernels $(B)/bench_decode $(B)/simple $(B)/decode $(B)/two_copies
 
-.PHONY: all run test bench bench-kernels bench-kernels-clang install uninstall clean check-cmake \
-        test-unit test-bf16-emu test-compile test-two-copies test-simple test-sanitize test-tsan \
+.PHONY: all run test bench bench-decode bench-kernels bench-kernels-clang install uninstall clean check-cmake \
+        test-unit test-bf16-emu test-compile test-two-copies test-simple test-decode test-sanitize test-tsan \
         compile-tests test-arm asm check-asm
 
 all: $(PROGRAMS)
@@ -78,18 +78,24 @@ $(B) $(B)/compile $(B)/asan $(B)/tsan:
 $(B)/olmo_layer: examples/olmo_layer.c bench/common.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
+$(B)/decode: examples/decode.c $(HEADER) | $(B)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
+
 $(B)/simple: examples/simple.c $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
-$(B)/test_sdpa: tests/test_sdpa.c $(HEADER) | $(B)
+$(B)/test_sdpa: tests/test_sdpa.c tests/test_kv.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
 # The suite with bf16 mode forced on for BF16 inputs, its products in plain C:
 # the packing that the AMX and AVX512-BF16 kernels rely on, tested on any CPU.
-$(B)/test_sdpa_bf16emu: tests/test_sdpa.c $(HEADER) | $(B)
+$(B)/test_sdpa_bf16emu: tests/test_sdpa.c tests/test_kv.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DSDPA__TEST_BF16_SCALAR $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
 $(B)/bench: bench/bench.c bench/common.h $(HEADER) | $(B)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
+
+$(B)/bench_decode: bench/decode.c bench/common.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
 # The compiler and flags are printed by the binary: they decide what the
@@ -111,9 +117,13 @@ $(B)/two_copies: $(TWO_COPIES_SRC) $(HEADER) | $(B)
 run: $(B)/olmo_layer
 	$(R)./$(B)/olmo_layer $(ARGS)
 
-bench: $(B)/bench $(B)/bench_kernels
+bench: $(B)/bench $(B)/bench_kernels $(B)/bench_decode
 	$(R)./$(B)/bench $(ARGS)
 	$(R)./$(B)/bench_kernels $(ARGS)
+	$(R)./$(B)/bench_decode $(ARGS)
+
+bench-decode: $(B)/bench_decode
+	$(R)./$(B)/bench_decode $(ARGS)
 
 bench-kernels: $(B)/bench_kernels
 	$(R)./$(B)/bench_kernels $(ARGS)
@@ -128,7 +138,7 @@ bench-kernels-clang:
 # the end and make exits non-zero.
 # Cross builds leave out the sanitizer steps: their runtimes do not work
 # under qemu's user-mode emulation.
-TEST_STEPS := $(strip test-unit test-bf16-emu test-compile test-two-copies test-simple check-asm \
+TEST_STEPS := $(strip test-unit test-bf16-emu test-compile test-two-copies test-simple test-decode check-asm \
               $(if $(CROSS),,test-sanitize test-tsan))
 
 test:
@@ -158,6 +168,10 @@ test-bf16-emu: $(B)/test_sdpa_bf16emu
 
 test-two-copies: $(B)/two_copies
 	$(R)./$(B)/two_copies
+
+# examples/decode.c, short: every storage type prefills and decodes.
+test-decode: $(B)/decode
+	$(R)./$(B)/decode 64 16
 
 # The README shows examples/simple.c verbatim; this keeps the two the same.
 test-simple: $(B)/simple
@@ -271,7 +285,7 @@ SAN_ENV   := ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:strict_
 SAN_CC    ?= gcc
 SAN_BINS  := $(B)/asan/test_sdpa $(B)/asan/two_copies $(B)/asan/smoke
 
-$(B)/asan/test_sdpa: tests/test_sdpa.c $(HEADER) | $(B)/asan
+$(B)/asan/test_sdpa: tests/test_sdpa.c tests/test_kv.h $(HEADER) | $(B)/asan
 	$(SAN_CC) -std=c99 -Wall -Wextra $(SAN_FLAGS) $(INC) $< -o $@ $(LDLIBS)
 $(B)/asan/two_copies: $(TWO_COPIES_SRC) $(HEADER) | $(B)/asan
 	$(SAN_CC) -std=c99 -Wall -Wextra $(SAN_FLAGS) $(INC) $(TWO_COPIES_SRC) -o $@ $(LDLIBS)

@@ -112,41 +112,6 @@ static void problem_bf16(problem *pr)
     pr->tq.dtype = pr->tk.dtype = pr->tv.dtype = SDPA_BF16;
 }
 
-/* An sdpa parallel_for hook on a pool whose worker w is pinned to CPU w:
- * without pinning, Linux may run two of the library's threads on one vCPU
- * of this shared machine and the 2-thread timings swing by 1.5x. */
-typedef struct pinned_job {
-    sdpa_task_fn    fn;
-    void           *ctx;
-    int64_t         n, next;
-    pthread_mutex_t mu;
-} pinned_job;
-
-static void pinned_worker(void *p, int w, int nw)
-{
-    pinned_job *j = (pinned_job *)p;
-    (void)nw;
-    for (;;) {
-        int64_t t;
-        pthread_mutex_lock(&j->mu);
-        t = j->next++;
-        pthread_mutex_unlock(&j->mu);
-        if (t >= j->n) break;
-        j->fn(j->ctx, t, w);
-    }
-}
-
-static int pinned_parallel_for(void *user, int n_workers, int64_t n_tasks, sdpa_task_fn fn, void *ctx)
-{
-    pinned_job j;
-    (void)user;
-    j.fn = fn; j.ctx = ctx; j.n = n_tasks; j.next = 0;
-    if (pthread_mutex_init(&j.mu, NULL) != 0) return -1;
-    bc_parallel_run(n_workers, 1, pinned_worker, &j);
-    pthread_mutex_destroy(&j.mu);
-    return 0;
-}
-
 static double zmm1, zmmN; /* the zmm FMA peak, 0 without AVX-512 */
 
 /* The peak of the instructions a path runs: this build's (SSE2 on x86-64
@@ -163,7 +128,7 @@ static int tiled_run(problem *pr, int threads)
 {
     int rc;
     pr->p.num_threads = threads;
-    pr->p.parallel_for = threads > 1 ? pinned_parallel_for : NULL;
+    pr->p.parallel_for = threads > 1 ? bc_pinned_parallel_for : NULL;
     rc = sdpa_attention(&pr->tq, &pr->tk, &pr->tv, &pr->to, &pr->p);
     if (rc != SDPA_OK) {
         fprintf(stderr, "bench: sdpa_attention failed: %s (%s)\n", sdpa_strerror(rc), pr->errbuf);

@@ -266,6 +266,44 @@ static inline void bc_parallel_run(int n, int pin, bc_worker_fn fn, void *ctx)
     if (pin) bc_unpin();
 }
 
+/* A parallel_for hook (sdpa_parallel_for_fn's signature) on a pool whose
+ * worker w is pinned to CPU w: without pinning, Linux may run two of the
+ * library's threads on one vCPU of this shared machine and the 2-thread
+ * timings swing by 1.5x. */
+typedef void (*bc_task_fn)(void *ctx, int64_t task, int worker);
+
+typedef struct bc__pinned_job {
+    bc_task_fn      fn;
+    void           *ctx;
+    int64_t         n, next;
+    pthread_mutex_t mu;
+} bc__pinned_job;
+
+static inline void bc__pinned_worker(void *p, int w, int nw)
+{
+    bc__pinned_job *j = (bc__pinned_job *)p;
+    (void)nw;
+    for (;;) {
+        int64_t t;
+        pthread_mutex_lock(&j->mu);
+        t = j->next++;
+        pthread_mutex_unlock(&j->mu);
+        if (t >= j->n) break;
+        j->fn(j->ctx, t, w);
+    }
+}
+
+static inline int bc_pinned_parallel_for(void *user, int n_workers, int64_t n_tasks, bc_task_fn fn, void *ctx)
+{
+    bc__pinned_job j;
+    (void)user;
+    j.fn = fn; j.ctx = ctx; j.n = n_tasks; j.next = 0;
+    if (pthread_mutex_init(&j.mu, NULL) != 0) return -1;
+    bc_parallel_run(n_workers, 1, bc__pinned_worker, &j);
+    pthread_mutex_destroy(&j.mu);
+    return 0;
+}
+
 /* ------------------------------------------------------ float64 reference */
 
 /* One query row against one head, in float64:

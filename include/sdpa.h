@@ -172,7 +172,8 @@ enum {
     SDPA_ERR_ALIAS    = -10, /* out or lse overlaps an input or each other */
     SDPA_ERR_PATH     = -11, /* the requested code path is unknown or not available here */
     SDPA_ERR_NOMEM    = -20, /* the allocator returned NULL */
-    SDPA_ERR_THREADS  = -21  /* the user's parallel_for hook reported failure */
+    SDPA_ERR_THREADS  = -21, /* the user's parallel_for hook reported failure */
+    SDPA_ERR_CAPACITY = -22  /* the KV cache would exceed its max_pages */
 };
 
 /* Code paths. A call uses params->path; SDPA_PATH_AUTO (0) means the value
@@ -292,6 +293,94 @@ SDPA_API const char *sdpa_version(void);
 SDPA_API const char *sdpa_path_name(sdpa_path path);
 SDPA_API int         sdpa_path_supported(sdpa_path path);
 SDPA_API int         sdpa_path_in_use(const sdpa_params *params);
+
+/* ---- KV cache ---- */
+
+/* A paged KV cache: K and V of num_seqs sequences x kv_heads, stored in
+ * fixed-size pages of page_size tokens taken from the allocator as sequences
+ * grow (nothing is ever copied to grow), in F32, F16, BF16 or I8 (int8 with
+ * one fp32 scale per token and head: x = scale * q, scale = max|x| / 127).
+ * Sequences can share a prefix's pages (sdpa_kv_cache_fork), roll back
+ * (truncate), and drop the middle of their history while keeping the first
+ * tokens (evict, StreamingLLM's attention sinks).
+ *
+ * Positions: a sequence's tokens are numbered 0..len-1 in the order they
+ * were appended; after an eviction the kept tokens are renumbered
+ * contiguously. These numbers are the key indices j of SEMANTICS.
+ *
+ * Threads: calls that change a cache (append, truncate, evict, fork, reset,
+ * destroy) need the caller's exclusive access; sdpa_kv_cache_attention,
+ * _read, _len and _bytes only read it and may run concurrently with each
+ * other. Messages of failing cache calls go to the config's errbuf (kept by
+ * pointer: it must outlive the cache, and is written without locking). */
+typedef struct sdpa_kv_cache sdpa_kv_cache;
+
+typedef struct sdpa_kv_cache_config {
+    int64_t    num_seqs;     /* sequences, >= 1 */
+    int64_t    kv_heads;     /* >= 1 */
+    int64_t    head_dim;     /* of K, >= 1 */
+    int64_t    head_dim_v;   /* of V, 0 = head_dim */
+    sdpa_dtype dtype;        /* storage: SDPA_F32, SDPA_F16, SDPA_BF16 or SDPA_I8 */
+    int64_t    page_size;    /* tokens per page, 0 = 16; at most 65536 */
+    int64_t    max_pages;    /* pages all sequences may hold at once, 0 = no limit */
+    const sdpa_allocator *allocator;  /* NULL = SDPA_MALLOC/SDPA_FREE; copied */
+    char      *errbuf;       /* optional: receives a message when a call fails */
+    size_t     errbuf_size;
+} sdpa_kv_cache_config;
+
+SDPA_API int  sdpa_kv_cache_create(const sdpa_kv_cache_config *config, sdpa_kv_cache **cache);
+SDPA_API void sdpa_kv_cache_destroy(sdpa_kv_cache *cache);  /* NULL is a no-op */
+
+/* Appends n tokens to sequence seq: k [1, kv_heads, n, head_dim] and
+ * v [1, kv_heads, n, head_dim_v], F32, F16 or BF16 (any strides the core
+ * accepts). All or nothing: on error (SDPA_ERR_CAPACITY when max_pages would
+ * be exceeded, SDPA_ERR_NOMEM, argument errors) the cache is unchanged. */
+SDPA_API int sdpa_kv_cache_append(sdpa_kv_cache *cache, int64_t seq, const sdpa_tensor *k, const sdpa_tensor *v);
+
+/* Keeps the first len tokens of seq (rollback after speculative decoding). */
+SDPA_API int sdpa_kv_cache_truncate(sdpa_kv_cache *cache, int64_t seq, int64_t len);
+
+/* Keeps the first n_sink and the last n_recent tokens of seq and drops the
+ * rest (nothing happens while len <= n_sink + n_recent). Pages that hold no
+ * kept token are released; nothing is copied. */
+SDPA_API int sdpa_kv_cache_evict(sdpa_kv_cache *cache, int64_t seq, int64_t n_sink, int64_t n_recent);
+
+/* Makes dst (its old tokens dropped) start with the first len tokens of src,
+ * sharing src's pages: a common prompt is stored once. Later appends to
+ * either sequence go to pages of their own. dst != src. */
+SDPA_API int sdpa_kv_cache_fork(sdpa_kv_cache *cache, int64_t dst, int64_t src, int64_t len);
+
+/* Drops every token of seq, or of every sequence when seq is -1. */
+SDPA_API int sdpa_kv_cache_reset(sdpa_kv_cache *cache, int64_t seq);
+
+/* Tokens held by seq, or a negative error code. */
+SDPA_API int64_t sdpa_kv_cache_len(const sdpa_kv_cache *cache, int64_t seq);
+
+/* Bytes the cache holds from its allocator right now (pages, page tables and
+ * the cache object itself): exact, not an estimate. */
+SDPA_API int64_t sdpa_kv_cache_bytes(const sdpa_kv_cache *cache);
+
+/* Copies tokens pos..pos+n-1 of seq, as stored (I8 dequantized), into
+ * k [1, kv_heads, n, head_dim] and v [1, kv_heads, n, head_dim_v] (F32, F16
+ * or BF16; either may be NULL). */
+SDPA_API int sdpa_kv_cache_read(const sdpa_kv_cache *cache, int64_t seq, int64_t pos,
+                                const sdpa_tensor *k, const sdpa_tensor *v);
+
+/* Attention of q [B, Hq, n, head_dim] over the cache: batch entry b reads
+ * sequence seqs[b] (seqs NULL: sequence b), and its n queries are that
+ * sequence's last n tokens, so query i sits at position len - n + i (with
+ * params->seqlens_q, the last seqlens_q[b] tokens; rows past them get out = 0
+ * and lse = -inf). out is [B, Hq, n, head_dim_v]. Options as in
+ * sdpa_attention: scale, causal (NONE or BOTTOM_RIGHT), window, softcap,
+ * alibi_slopes, score_mod, lse, seqlens_q, num_threads, parallel_for,
+ * allocator, errbuf, path; mask, seqlens_kv, cu_seqlens_* and TOP_LEFT are
+ * refused (SDPA_ERR_PARAM), tile_q/tile_k are ignored. With few query rows
+ * per kv head (decode), each sequence's keys are split into chunks computed
+ * in parallel and merged exactly through their log-sum-exp; the chunking
+ * depends only on the lengths, so results are bitwise identical for any
+ * thread count. I8 keys and values are read as int8 by the kernels. */
+SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *cache, const int64_t *seqs, const sdpa_tensor *q,
+                                     const sdpa_tensor *out, const sdpa_params *params);
 
 #ifdef __cplusplus
 }
@@ -503,6 +592,7 @@ SDPA_API const char *sdpa_strerror(int code)
     case SDPA_ERR_PATH: return "the requested code path is unknown or not available on this CPU/build";
     case SDPA_ERR_NOMEM: return "out of memory";
     case SDPA_ERR_THREADS: return "the parallel_for hook failed";
+    case SDPA_ERR_CAPACITY: return "the KV cache is full (max_pages reached)";
     default: return "unknown error code";
     }
 }
@@ -2564,6 +2654,1210 @@ SDPA_API int sdpa_attention(const sdpa_tensor *q, const sdpa_tensor *k, const sd
         SDPA_FREE(raw);
     }
     return rc;
+}
+
+
+/* ---- KV cache ------------------------------------------------------------- */
+
+#define SDPA__KV_SPAN 64          /* keys per online-softmax step */
+#define SDPA__KV_ROWS 64          /* query rows per task */
+#define SDPA__KV_CHUNK 512        /* keys per split (decode), at least */
+#define SDPA__KV_MAX_CHUNKS 64    /* splits per sequence, at most */
+#define SDPA__KV_MAX_PAGE 65536
+
+/* Tokens slot..slot+n-1 of `page` are the sequence's positions pos..pos+n-1. */
+typedef struct sdpa__kv_run {
+    char *page;
+    int64_t slot, n, pos;
+} sdpa__kv_run;
+
+typedef struct sdpa__kv_seq {
+    sdpa__kv_run *run;
+    int64_t nrun, cap, len;
+} sdpa__kv_seq;
+
+/* A page: this header, a byte per head (set when that head's V holds a
+ * non-finite value: those keys then take the careful P.V), then K
+ * [heads][page_size][D], V [heads][page_size][Dv] and, for I8, the K and V
+ * scales [heads][page_size]; every part 64-byte aligned. */
+typedef struct sdpa__kv_page {
+    void *raw;     /* what the allocator returned */
+    int64_t refs;  /* runs (of any sequence) that use the page */
+} sdpa__kv_page;
+
+struct sdpa_kv_cache {
+    sdpa_allocator al;         /* al.alloc NULL: SDPA_MALLOC/SDPA_FREE */
+    int64_t nseq, H, D, Dv, ps, max_pages;
+    sdpa_dtype dt;
+    int64_t esize;
+    int64_t off_k, off_v, off_ks, off_vs, page_bytes;
+    int64_t pages;             /* pages held */
+    int64_t bytes;             /* bytes held from the allocator */
+    sdpa__kv_seq *seq;
+    char *errbuf;
+    size_t errbuf_size;
+};
+
+/* Errors of cache calls go to the config's errbuf through sdpa__fail. */
+static const sdpa_params *sdpa__kv_ep(const sdpa_kv_cache *c, sdpa_params *tmp)
+{
+    memset(tmp, 0, sizeof *tmp);
+    tmp->errbuf = c->errbuf;
+    tmp->errbuf_size = c->errbuf_size;
+    return tmp;
+}
+
+static void *sdpa__kv_alloc(sdpa_kv_cache *c, size_t n)
+{
+    void *p = c->al.alloc ? c->al.alloc(c->al.user, n, 64) : SDPA_MALLOC(n);
+    if (p) c->bytes += (int64_t)n;
+    return p;
+}
+
+static void sdpa__kv_free(sdpa_kv_cache *c, void *p, size_t n)
+{
+    if (!p) return;
+    c->bytes -= (int64_t)n;
+    if (c->al.alloc) {
+        if (c->al.free) c->al.free(c->al.user, p, n);
+    } else {
+        SDPA_FREE(p);
+    }
+}
+
+static size_t sdpa__kv_page_alloc_bytes(const sdpa_kv_cache *c) { return (size_t)c->page_bytes + 64u; }
+
+static char *sdpa__kv_page_new(sdpa_kv_cache *c)
+{
+    void *raw = sdpa__kv_alloc(c, sdpa__kv_page_alloc_bytes(c));
+    char *pg;
+    sdpa__kv_page *hd;
+    if (!raw) return NULL;
+    pg = (char *)raw + ((64u - ((uintptr_t)raw & 63u)) & 63u);
+    hd = (sdpa__kv_page *)(void *)pg;
+    hd->raw = raw;
+    hd->refs = 1;
+    memset(pg + sizeof(sdpa__kv_page), 0, (size_t)c->H); /* no non-finite V yet */
+    c->pages++;
+    return pg;
+}
+
+static void sdpa__kv_page_release(sdpa_kv_cache *c, char *pg)
+{
+    sdpa__kv_page *hd = (sdpa__kv_page *)(void *)pg;
+    if (--hd->refs == 0) {
+        sdpa__kv_free(c, hd->raw, sdpa__kv_page_alloc_bytes(c));
+        c->pages--;
+    }
+}
+
+SDPA__INLINE int64_t sdpa__kv_refs(const char *pg) { return ((const sdpa__kv_page *)(const void *)pg)->refs; }
+SDPA__INLINE unsigned char *sdpa__kv_flags(const char *pg) { return (unsigned char *)(uintptr_t)(pg + sizeof(sdpa__kv_page)); }
+
+SDPA__INLINE const char *sdpa__kv_kptr(const sdpa_kv_cache *c, const char *pg, int64_t h, int64_t slot)
+{
+    return pg + c->off_k + (h * c->ps + slot) * c->D * c->esize;
+}
+SDPA__INLINE const char *sdpa__kv_vptr(const sdpa_kv_cache *c, const char *pg, int64_t h, int64_t slot)
+{
+    return pg + c->off_v + (h * c->ps + slot) * c->Dv * c->esize;
+}
+SDPA__INLINE float *sdpa__kv_kscale(const sdpa_kv_cache *c, const char *pg, int64_t h, int64_t slot)
+{
+    return (float *)(uintptr_t)(pg + c->off_ks) + h * c->ps + slot;
+}
+SDPA__INLINE float *sdpa__kv_vscale(const sdpa_kv_cache *c, const char *pg, int64_t h, int64_t slot)
+{
+    return (float *)(uintptr_t)(pg + c->off_vs) + h * c->ps + slot;
+}
+
+/* Element i of a row of dtype t (F32, F16, BF16 or I8) as float. */
+SDPA__INLINE float sdpa__kv_get(const char *src, sdpa_dtype t, int64_t i)
+{
+    if (t == SDPA_F32) return ((const float *)(const void *)src)[i];
+    if (t == SDPA_F16) return sdpa_f16_to_f32(((const uint16_t *)(const void *)src)[i]);
+    if (t == SDPA_BF16) return sdpa_bf16_to_f32(((const uint16_t *)(const void *)src)[i]);
+    return (float)((const signed char *)src)[i];
+}
+
+SDPA__INLINE int sdpa__kv_finite(float x) { return (sdpa__f32_bits(x) & 0x7f800000u) != 0x7f800000u; }
+
+/* Stores n elements of src (dtype st) as dtype dt at dst; I8 rows get one
+ * scale: max|x| / 127, values rounded to nearest (ties away from zero). A row
+ * with a NaN or Inf is stored as q = 0 with a NaN scale. Returns 1 when the
+ * stored row holds a non-finite value. */
+static int sdpa__kv_put(char *dst, float *scale, const char *src, sdpa_dtype st, sdpa_dtype dt, int64_t n)
+{
+    int64_t i;
+    int bad = 0;
+    if (dt == SDPA_I8) {
+        signed char *q = (signed char *)dst;
+        float amax = 0.0f;
+        double inv;
+        for (i = 0; i < n; i++) {
+            float a = fabsf(sdpa__kv_get(src, st, i));
+            if (!sdpa__kv_finite(a)) bad = 1;
+            else if (a > amax) amax = a;
+        }
+        if (bad) {
+            memset(q, 0, (size_t)n);
+            *scale = (float)NAN;
+            return 1;
+        }
+        *scale = (float)((double)amax / 127.0);
+        inv = amax > 0.0f ? 127.0 / (double)amax : 0.0; /* double: no overflow for tiny amax */
+        for (i = 0; i < n; i++) {
+            double y = (double)sdpa__kv_get(src, st, i) * inv;
+            long r = (long)(y + (y >= 0.0 ? 0.5 : -0.5));
+            q[i] = (signed char)(r > 127 ? 127 : (r < -127 ? -127 : r));
+        }
+        return 0;
+    }
+    for (i = 0; i < n; i++) {
+        float x = sdpa__kv_get(src, st, i);
+        if (dt == SDPA_F32) {
+            ((float *)(void *)dst)[i] = x;
+        } else if (dt == SDPA_F16) {
+            uint16_t h = sdpa_f32_to_f16(x);
+            ((uint16_t *)(void *)dst)[i] = h;
+            x = sdpa_f16_to_f32(h);
+        } else {
+            uint16_t h = sdpa_f32_to_bf16(x);
+            ((uint16_t *)(void *)dst)[i] = h;
+            x = sdpa_bf16_to_f32(h);
+        }
+        if (!sdpa__kv_finite(x)) bad = 1;
+    }
+    return bad;
+}
+
+SDPA_API int sdpa_kv_cache_create(const sdpa_kv_cache_config *cfg, sdpa_kv_cache **out)
+{
+    sdpa_params ep;
+    sdpa_kv_cache tmp, *c;
+    int64_t ks, vs, sc, off, a, b;
+    if (!out) return SDPA_ERR_NULL;
+    *out = NULL;
+    if (!cfg) return SDPA_ERR_NULL;
+    memset(&ep, 0, sizeof ep);
+    ep.errbuf = cfg->errbuf;
+    ep.errbuf_size = cfg->errbuf_size;
+    if (cfg->num_seqs < 1 || cfg->kv_heads < 1 || cfg->head_dim < 1 || cfg->head_dim_v < 0)
+        return sdpa__fail(&ep, SDPA_ERR_SHAPE, "sdpa_kv_cache: num_seqs, kv_heads and head_dim must be >= 1, head_dim_v >= 0");
+    if (cfg->dtype != SDPA_F32 && cfg->dtype != SDPA_F16 && cfg->dtype != SDPA_BF16 && cfg->dtype != SDPA_I8)
+        return sdpa__fail(&ep, SDPA_ERR_DTYPE, "sdpa_kv_cache: storage dtype must be F32, F16, BF16 or I8 (got %d)", (int)cfg->dtype);
+    if (cfg->page_size < 0 || cfg->page_size > SDPA__KV_MAX_PAGE || cfg->max_pages < 0)
+        return sdpa__fail(&ep, SDPA_ERR_PARAM, "sdpa_kv_cache: page_size must be in [0, %d], max_pages >= 0", SDPA__KV_MAX_PAGE);
+    memset(&tmp, 0, sizeof tmp);
+    if (cfg->allocator && cfg->allocator->alloc) tmp.al = *cfg->allocator;
+    tmp.nseq = cfg->num_seqs;
+    tmp.H = cfg->kv_heads;
+    tmp.D = cfg->head_dim;
+    tmp.Dv = cfg->head_dim_v ? cfg->head_dim_v : cfg->head_dim;
+    tmp.ps = cfg->page_size ? cfg->page_size : 16;
+    tmp.max_pages = cfg->max_pages;
+    tmp.dt = cfg->dtype;
+    tmp.esize = sdpa__esize(cfg->dtype);
+    tmp.errbuf = cfg->errbuf;
+    tmp.errbuf_size = cfg->errbuf_size;
+    /* page layout, every size checked: K and V parts, then the scales */
+    if (!sdpa__mul_ok(tmp.H, tmp.ps, &a) || !sdpa__mul_ok(a, tmp.D, &b) || !sdpa__mul_ok(b, tmp.esize, &ks) ||
+        !sdpa__mul_ok(a, tmp.Dv, &b) || !sdpa__mul_ok(b, tmp.esize, &vs) || !sdpa__mul_ok(a, 4, &sc) ||
+        ks > INT64_MAX / 8 || vs > INT64_MAX / 8 || sc > INT64_MAX / 8 || tmp.H > INT64_MAX / 8 ||
+        tmp.nseq > INT64_MAX / 64)
+        return sdpa__fail(&ep, SDPA_ERR_OVERFLOW, "sdpa_kv_cache: page size overflows");
+    off = SDPA__ROUND_UP((int64_t)sizeof(sdpa__kv_page) + tmp.H, 64);
+    tmp.off_k = off;  off += SDPA__ROUND_UP(ks, 64);
+    tmp.off_v = off;  off += SDPA__ROUND_UP(vs, 64);
+    tmp.off_ks = tmp.off_vs = off;
+    if (tmp.dt == SDPA_I8) {
+        off += SDPA__ROUND_UP(sc, 64);
+        tmp.off_vs = off;
+        off += SDPA__ROUND_UP(sc, 64);
+    }
+    tmp.page_bytes = off;
+    if (!sdpa__bytes_ok(off + 64) || (uint64_t)(off + 64) > (uint64_t)SIZE_MAX)
+        return sdpa__fail(&ep, SDPA_ERR_OVERFLOW, "sdpa_kv_cache: a page would be larger than addressable memory");
+
+    c = (sdpa_kv_cache *)sdpa__kv_alloc(&tmp, sizeof *c);
+    if (!c) return sdpa__fail(&ep, SDPA_ERR_NOMEM, "sdpa_kv_cache: could not allocate the cache");
+    *c = tmp;
+    c->seq = (sdpa__kv_seq *)sdpa__kv_alloc(c, (size_t)c->nseq * sizeof(sdpa__kv_seq));
+    if (!c->seq) {
+        sdpa__kv_free(c, c, sizeof *c);
+        return sdpa__fail(&ep, SDPA_ERR_NOMEM, "sdpa_kv_cache: could not allocate %lld sequence tables", (long long)cfg->num_seqs);
+    }
+    memset(c->seq, 0, (size_t)c->nseq * sizeof(sdpa__kv_seq));
+    *out = c;
+    return SDPA_OK;
+}
+
+static void sdpa__kv_drop_all(sdpa_kv_cache *c, sdpa__kv_seq *s)
+{
+    int64_t r;
+    for (r = 0; r < s->nrun; r++) sdpa__kv_page_release(c, s->run[r].page);
+    sdpa__kv_free(c, s->run, (size_t)s->cap * sizeof(sdpa__kv_run));
+    s->run = NULL;
+    s->nrun = s->cap = s->len = 0;
+}
+
+SDPA_API void sdpa_kv_cache_destroy(sdpa_kv_cache *c)
+{
+    int64_t s;
+    if (!c) return;
+    for (s = 0; s < c->nseq; s++) sdpa__kv_drop_all(c, &c->seq[s]);
+    sdpa__kv_free(c, c->seq, (size_t)c->nseq * sizeof(sdpa__kv_seq));
+    {
+        sdpa_kv_cache copy = *c; /* the allocator outlives the object it frees */
+        sdpa__kv_free(&copy, c, sizeof *c);
+    }
+}
+
+/* Makes room for `need` runs in s (nothing changes on failure). */
+static int sdpa__kv_reserve(sdpa_kv_cache *c, sdpa__kv_seq *s, int64_t need)
+{
+    sdpa__kv_run *nr;
+    int64_t cap;
+    if (need <= s->cap) return 1;
+    cap = SDPA__MAX(need, SDPA__MAX(8, s->cap * 2));
+    if (cap > (int64_t)(SIZE_MAX / sizeof(sdpa__kv_run)) / 2) return 0;
+    nr = (sdpa__kv_run *)sdpa__kv_alloc(c, (size_t)cap * sizeof(sdpa__kv_run));
+    if (!nr) return 0;
+    if (s->nrun) memcpy(nr, s->run, (size_t)s->nrun * sizeof(sdpa__kv_run));
+    sdpa__kv_free(c, s->run, (size_t)s->cap * sizeof(sdpa__kv_run));
+    s->run = nr;
+    s->cap = cap;
+    return 1;
+}
+
+static int sdpa__kv_seq_arg(const sdpa_kv_cache *c, const sdpa_params *ep, int64_t seq)
+{
+    if (seq < 0 || seq >= c->nseq)
+        return sdpa__fail(ep, SDPA_ERR_PARAM, "sdpa_kv_cache: sequence %lld is outside [0, %lld)", (long long)seq, (long long)c->nseq);
+    return SDPA_OK;
+}
+
+/* Validates a [1, kv_heads, n, dim] float tensor of a cache call. */
+static int sdpa__kv_tensor(const sdpa_kv_cache *c, const sdpa_params *ep, const char *name, const sdpa_tensor *x,
+                           int64_t dim, sdpa__tens *t)
+{
+    int rc = sdpa__tensor(ep, name, x, t);
+    if (rc != SDPA_OK) return rc;
+    if (!sdpa__is_float(t->dtype))
+        return sdpa__fail(ep, SDPA_ERR_DTYPE, "sdpa_kv_cache: %s must be F32, F16 or BF16", name);
+    if (t->n[0] != 1 || t->n[1] != c->H || t->n[3] != dim)
+        return sdpa__fail(ep, SDPA_ERR_SHAPE, "sdpa_kv_cache: %s must be [1, %lld, n, %lld], got [%lld, %lld, %lld, %lld]", name,
+                          (long long)c->H, (long long)dim, (long long)t->n[0], (long long)t->n[1], (long long)t->n[2],
+                          (long long)t->n[3]);
+    return SDPA_OK;
+}
+
+SDPA_API int sdpa_kv_cache_append(sdpa_kv_cache *c, int64_t seq, const sdpa_tensor *k, const sdpa_tensor *v)
+{
+    sdpa_params ep;
+    sdpa__tens kt, vt;
+    sdpa__kv_seq *s;
+    int64_t n, room = 0, newp, t, h, i;
+    char *pages[64], **pg = pages;
+    int rc;
+    if (!c) return SDPA_ERR_NULL;
+    sdpa__kv_ep(c, &ep);
+    if ((rc = sdpa__kv_seq_arg(c, &ep, seq)) != SDPA_OK) return rc;
+    if ((rc = sdpa__kv_tensor(c, &ep, "k", k, c->D, &kt)) != SDPA_OK) return rc;
+    if ((rc = sdpa__kv_tensor(c, &ep, "v", v, c->Dv, &vt)) != SDPA_OK) return rc;
+    n = kt.n[2];
+    if (vt.n[2] != n)
+        return sdpa__fail(&ep, SDPA_ERR_SHAPE, "sdpa_kv_cache_append: k has %lld tokens, v %lld", (long long)n, (long long)vt.n[2]);
+    s = &c->seq[seq];
+    if (n == 0) return SDPA_OK;
+    if (s->len > INT64_MAX / 2 - n)
+        return sdpa__fail(&ep, SDPA_ERR_OVERFLOW, "sdpa_kv_cache_append: sequence length overflows");
+
+    /* the last page takes tokens while it has free slots no one else uses */
+    if (s->nrun > 0) {
+        const sdpa__kv_run *lr = &s->run[s->nrun - 1];
+        if (sdpa__kv_refs(lr->page) == 1) room = c->ps - (lr->slot + lr->n);
+    }
+    newp = n > room ? (n - room + c->ps - 1) / c->ps : 0;
+    if (c->max_pages > 0 && newp > c->max_pages - c->pages)
+        return sdpa__fail(&ep, SDPA_ERR_CAPACITY, "sdpa_kv_cache_append: %lld more pages needed, %lld of %lld free",
+                          (long long)newp, (long long)(c->max_pages - c->pages), (long long)c->max_pages);
+    if (newp > 64) {
+        if ((uint64_t)newp > SIZE_MAX / sizeof(char *) ||
+            !(pg = (char **)sdpa__kv_alloc(c, (size_t)newp * sizeof(char *))))
+            return sdpa__fail(&ep, SDPA_ERR_NOMEM, "sdpa_kv_cache_append: out of memory");
+    }
+    for (i = 0; i < newp; i++)
+        if (!(pg[i] = sdpa__kv_page_new(c))) break;
+    if (i < newp || !sdpa__kv_reserve(c, s, s->nrun + newp)) { /* undo: the cache is as it was */
+        while (i-- > 0) sdpa__kv_page_release(c, pg[i]);
+        if (pg != pages) sdpa__kv_free(c, pg, (size_t)newp * sizeof(char *));
+        return sdpa__fail(&ep, SDPA_ERR_NOMEM, "sdpa_kv_cache_append: out of memory for %lld pages", (long long)newp);
+    }
+
+    /* every check passed: write */
+    for (i = 0; i < newp; i++) {
+        sdpa__kv_run *r = &s->run[s->nrun++];
+        r->page = pg[i];
+        r->slot = 0;
+        r->n = 0;
+        r->pos = s->len + SDPA__MIN(room, n) + i * c->ps;
+    }
+    if (pg != pages) sdpa__kv_free(c, pg, (size_t)newp * sizeof(char *));
+    {
+        int64_t ri = s->nrun - newp - (room > 0 ? 1 : 0); /* the run that takes token 0 */
+        for (t = 0; t < n; t++) {
+            sdpa__kv_run *r = &s->run[ri];
+            int64_t slot;
+            if (r->slot + r->n == c->ps) r = &s->run[++ri];
+            slot = r->slot + r->n;
+            for (h = 0; h < c->H; h++) {
+                const char *ks = kt.data + (h * kt.s[1] + t * kt.s[2]) * kt.esize;
+                const char *vs = vt.data + (h * vt.s[1] + t * vt.s[2]) * vt.esize;
+                sdpa__kv_put((char *)(uintptr_t)sdpa__kv_kptr(c, r->page, h, slot), sdpa__kv_kscale(c, r->page, h, slot), ks,
+                             kt.dtype, c->dt, c->D);
+                if (sdpa__kv_put((char *)(uintptr_t)sdpa__kv_vptr(c, r->page, h, slot), sdpa__kv_vscale(c, r->page, h, slot),
+                                 vs, vt.dtype, c->dt, c->Dv))
+                    sdpa__kv_flags(r->page)[h] = 1;
+            }
+            r->n++;
+        }
+    }
+    s->len += n;
+    return SDPA_OK;
+}
+
+/* Removes positions [a, b) of s (0 <= a <= b <= len); later positions move
+ * down by b - a. Fails (NOMEM, s unchanged) only when a run must split and
+ * the page table cannot grow. */
+static int sdpa__kv_cut(sdpa_kv_cache *c, sdpa__kv_seq *s, int64_t a, int64_t b)
+{
+    int64_t r, w = 0, cut = b - a;
+    if (cut == 0) return 1;
+    for (r = 0; r < s->nrun; r++) { /* one run holding the whole cut strictly inside: split it */
+        sdpa__kv_run *x = &s->run[r];
+        if (x->pos < a && b < x->pos + x->n) {
+            sdpa__kv_run tail;
+            if (!sdpa__kv_reserve(c, s, s->nrun + 1)) return 0;
+            x = &s->run[r];
+            tail = *x;
+            tail.slot += b - x->pos;
+            tail.n = x->pos + x->n - b;
+            tail.pos = a;
+            x->n = a - x->pos;
+            memmove(&s->run[r + 2], &s->run[r + 1], (size_t)(s->nrun - r - 1) * sizeof(sdpa__kv_run));
+            s->run[r + 1] = tail;
+            s->nrun++;
+            ((sdpa__kv_page *)(void *)x->page)->refs++;
+            for (r += 2; r < s->nrun; r++) s->run[r].pos -= cut;
+            s->len -= cut;
+            return 1;
+        }
+    }
+    for (r = 0; r < s->nrun; r++) {
+        sdpa__kv_run x = s->run[r];
+        int64_t e = x.pos + x.n;
+        if (e <= a) { s->run[w++] = x; continue; }
+        if (x.pos >= b) { x.pos -= cut; s->run[w++] = x; continue; }
+        if (x.pos < a) { x.n = a - x.pos; s->run[w++] = x; continue; }  /* keeps its head */
+        if (e > b) {                                                      /* keeps its tail */
+            x.slot += b - x.pos;
+            x.n = e - b;
+            x.pos = a;
+            s->run[w++] = x;
+            continue;
+        }
+        sdpa__kv_page_release(c, x.page);                                 /* wholly cut */
+    }
+    s->nrun = w;
+    s->len -= cut;
+    return 1;
+}
+
+SDPA_API int sdpa_kv_cache_truncate(sdpa_kv_cache *c, int64_t seq, int64_t len)
+{
+    sdpa_params ep;
+    int rc;
+    if (!c) return SDPA_ERR_NULL;
+    sdpa__kv_ep(c, &ep);
+    if ((rc = sdpa__kv_seq_arg(c, &ep, seq)) != SDPA_OK) return rc;
+    if (len < 0 || len > c->seq[seq].len)
+        return sdpa__fail(&ep, SDPA_ERR_PARAM, "sdpa_kv_cache_truncate: len %lld is outside [0, %lld]", (long long)len,
+                          (long long)c->seq[seq].len);
+    sdpa__kv_cut(c, &c->seq[seq], len, c->seq[seq].len); /* a tail cut never splits */
+    return SDPA_OK;
+}
+
+SDPA_API int sdpa_kv_cache_evict(sdpa_kv_cache *c, int64_t seq, int64_t n_sink, int64_t n_recent)
+{
+    sdpa_params ep;
+    sdpa__kv_seq *s;
+    int rc;
+    if (!c) return SDPA_ERR_NULL;
+    sdpa__kv_ep(c, &ep);
+    if ((rc = sdpa__kv_seq_arg(c, &ep, seq)) != SDPA_OK) return rc;
+    if (n_sink < 0 || n_recent < 0)
+        return sdpa__fail(&ep, SDPA_ERR_PARAM, "sdpa_kv_cache_evict: n_sink and n_recent must be >= 0");
+    s = &c->seq[seq];
+    if (n_sink >= s->len || n_recent >= s->len - n_sink) return SDPA_OK;
+    if (!sdpa__kv_cut(c, s, n_sink, s->len - n_recent))
+        return sdpa__fail(&ep, SDPA_ERR_NOMEM, "sdpa_kv_cache_evict: could not grow the page table");
+    return SDPA_OK;
+}
+
+SDPA_API int sdpa_kv_cache_fork(sdpa_kv_cache *c, int64_t dst, int64_t src, int64_t len)
+{
+    sdpa_params ep;
+    sdpa__kv_seq *d, *s;
+    int64_t nr = 0, r;
+    int rc;
+    if (!c) return SDPA_ERR_NULL;
+    sdpa__kv_ep(c, &ep);
+    if ((rc = sdpa__kv_seq_arg(c, &ep, dst)) != SDPA_OK || (rc = sdpa__kv_seq_arg(c, &ep, src)) != SDPA_OK) return rc;
+    if (dst == src) return sdpa__fail(&ep, SDPA_ERR_PARAM, "sdpa_kv_cache_fork: dst and src are both %lld", (long long)dst);
+    d = &c->seq[dst];
+    s = &c->seq[src];
+    if (len < 0 || len > s->len)
+        return sdpa__fail(&ep, SDPA_ERR_PARAM, "sdpa_kv_cache_fork: len %lld is outside [0, %lld]", (long long)len, (long long)s->len);
+    while (nr < s->nrun && s->run[nr].pos < len) nr++;
+    {   /* the new table first, so that a failure leaves dst as it was */
+        sdpa__kv_run *tab = NULL;
+        if (nr > 0 && !(tab = (sdpa__kv_run *)sdpa__kv_alloc(c, (size_t)nr * sizeof(sdpa__kv_run))))
+            return sdpa__fail(&ep, SDPA_ERR_NOMEM, "sdpa_kv_cache_fork: could not allocate the page table");
+        sdpa__kv_drop_all(c, d);
+        if (nr > 0) {
+            memcpy(tab, s->run, (size_t)nr * sizeof(sdpa__kv_run));
+            for (r = 0; r < nr; r++) ((sdpa__kv_page *)(void *)tab[r].page)->refs++;
+            tab[nr - 1].n = len - tab[nr - 1].pos;
+        }
+        d->run = tab;
+        d->nrun = d->cap = nr;
+        d->len = len;
+    }
+    return SDPA_OK;
+}
+
+SDPA_API int sdpa_kv_cache_reset(sdpa_kv_cache *c, int64_t seq)
+{
+    sdpa_params ep;
+    int64_t s;
+    if (!c) return SDPA_ERR_NULL;
+    sdpa__kv_ep(c, &ep);
+    if (seq == -1) {
+        for (s = 0; s < c->nseq; s++) sdpa__kv_drop_all(c, &c->seq[s]);
+        return SDPA_OK;
+    }
+    if (sdpa__kv_seq_arg(c, &ep, seq) != SDPA_OK) return SDPA_ERR_PARAM;
+    sdpa__kv_drop_all(c, &c->seq[seq]);
+    return SDPA_OK;
+}
+
+SDPA_API int64_t sdpa_kv_cache_len(const sdpa_kv_cache *c, int64_t seq)
+{
+    if (!c) return SDPA_ERR_NULL;
+    if (seq < 0 || seq >= c->nseq) return SDPA_ERR_PARAM;
+    return c->seq[seq].len;
+}
+
+SDPA_API int64_t sdpa_kv_cache_bytes(const sdpa_kv_cache *c) { return c ? c->bytes : SDPA_ERR_NULL; }
+
+/* The run of s holding position p (0 <= p < len). */
+static int64_t sdpa__kv_find(const sdpa__kv_seq *s, int64_t p)
+{
+    int64_t lo = 0, hi = s->nrun - 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        if (s->run[mid].pos <= p) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
+SDPA_API int sdpa_kv_cache_read(const sdpa_kv_cache *c, int64_t seq, int64_t pos, const sdpa_tensor *k, const sdpa_tensor *v)
+{
+    sdpa_params ep;
+    sdpa__tens t[2];
+    const sdpa__kv_seq *s;
+    int64_t n = -1, x, h, j, d;
+    int rc, w;
+    if (!c) return SDPA_ERR_NULL;
+    sdpa__kv_ep(c, &ep);
+    if ((rc = sdpa__kv_seq_arg(c, &ep, seq)) != SDPA_OK) return rc;
+    if (!k && !v) return sdpa__fail(&ep, SDPA_ERR_NULL, "sdpa_kv_cache_read: k and v are both NULL");
+    if (k && (rc = sdpa__kv_tensor(c, &ep, "k", k, c->D, &t[0])) != SDPA_OK) return rc;
+    if (v && (rc = sdpa__kv_tensor(c, &ep, "v", v, c->Dv, &t[1])) != SDPA_OK) return rc;
+    if (k) n = t[0].n[2];
+    if (v) {
+        if (n >= 0 && t[1].n[2] != n) return sdpa__fail(&ep, SDPA_ERR_SHAPE, "sdpa_kv_cache_read: k and v token counts differ");
+        n = t[1].n[2];
+    }
+    s = &c->seq[seq];
+    if (pos < 0 || pos > s->len || n > s->len - pos)
+        return sdpa__fail(&ep, SDPA_ERR_PARAM, "sdpa_kv_cache_read: tokens %lld..%lld are outside [0, %lld)", (long long)pos,
+                          (long long)(pos + n - 1), (long long)s->len);
+    if ((k && !sdpa__injective(&t[0])) || (v && !sdpa__injective(&t[1])) || (k && v && sdpa__overlap(&t[0], t[1].lo, t[1].hi)))
+        return sdpa__fail(&ep, SDPA_ERR_ALIAS, "sdpa_kv_cache_read: k and v overlap");
+    for (x = 0; x < n; x++) {
+        const sdpa__kv_run *r = &s->run[sdpa__kv_find(s, pos + x)];
+        int64_t slot = r->slot + (pos + x - r->pos);
+        for (w = 0; w < 2; w++) {
+            int64_t dim = w ? c->Dv : c->D;
+            if (!(w ? v : k)) continue;
+            for (h = 0; h < c->H; h++) {
+                const char *src = w ? sdpa__kv_vptr(c, r->page, h, slot) : sdpa__kv_kptr(c, r->page, h, slot);
+                float sc = c->dt != SDPA_I8 ? 1.0f : *(w ? sdpa__kv_vscale(c, r->page, h, slot) : sdpa__kv_kscale(c, r->page, h, slot));
+                char *dst = (char *)(uintptr_t)t[w].data + (h * t[w].s[1] + x * t[w].s[2]) * t[w].esize;
+                for (j = 0; j < dim; j += 64) { /* through a small buffer: store_row takes floats */
+                    float buf[64];
+                    int64_t m = SDPA__MIN(64, dim - j);
+                    for (d = 0; d < m; d++) buf[d] = sdpa__kv_get(src, c->dt, j + d) * sc;
+                    sdpa__store_row(dst + j * t[w].esize, t[w].dtype, buf, m, 1.0f);
+                }
+            }
+        }
+    }
+    return SDPA_OK;
+}
+
+/* ---- attention over the cache: kernels ---------------------------------- */
+
+/* S[r * lds + j] = dot(Q row r, key j) * ksc[j] (ksc NULL: 1) for r < M,
+ * j < N. Key j is row j of K (D elements of dtype t, F32/F16/BF16/I8, packed
+ * rows): read as stored, never widened into a copy of the block. */
+typedef void (*sdpa__kdot_fn)(int64_t M, int64_t N, int64_t D, const float *Q, int64_t ldq, const char *K,
+                              sdpa_dtype t, const float *ksc, float *S, int64_t lds, float *tmp);
+/* O[r * ldo + d] += sum_j P[r * ldp + j] * V row j [d] for r < M, d < Dv. */
+typedef void (*sdpa__vacc_fn)(int64_t M, int64_t N, int64_t Dv, const float *P, int64_t ldp, const char *V,
+                              sdpa_dtype t, float *O, int64_t ldo, float *tmp);
+
+static void sdpa__kv_widen(float *SDPA__RESTRICT dst, const char *src, sdpa_dtype t, int64_t n)
+{
+    int64_t i;
+    if (t == SDPA_I8) {
+        const signed char *s = (const signed char *)src;
+        for (i = 0; i < n; i++) dst[i] = (float)s[i];
+    } else {
+        sdpa__load_row(dst, src, t, n, 1.0f);
+    }
+}
+
+/* Portable forms: the key (value) row widened once into tmp (one row, in
+ * L1), then 8-lane dot products (axpys) that the compiler vectorises. */
+static void sdpa__kdot_scalar(int64_t M, int64_t N, int64_t D, const float *Q, int64_t ldq, const char *K,
+                              sdpa_dtype t, const float *ksc, float *S, int64_t lds, float *tmp)
+{
+    int64_t j, r, d, ks = D * sdpa__esize(t);
+    for (j = 0; j < N; j++) {
+        sdpa__kv_widen(tmp, K + j * ks, t, D);
+        for (r = 0; r < M; r++) {
+            const float *SDPA__RESTRICT q = Q + r * ldq;
+            float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s;
+            int c;
+            for (d = 0; d + 8 <= D; d += 8)
+                for (c = 0; c < 8; c++) lane[c] += q[d + c] * tmp[d + c];
+            s = ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
+            for (; d < D; d++) s += q[d] * tmp[d];
+            S[r * lds + j] = ksc ? s * ksc[j] : s;
+        }
+    }
+}
+
+/* Skips zero probabilities, so a key a row cannot see adds nothing even when
+ * its V row holds Inf or NaN: the careful form every path uses for such rows. */
+static void sdpa__vacc_scalar(int64_t M, int64_t N, int64_t Dv, const float *P, int64_t ldp, const char *V,
+                              sdpa_dtype t, float *O, int64_t ldo, float *tmp)
+{
+    int64_t j, r, d, vs = Dv * sdpa__esize(t);
+    for (j = 0; j < N; j++) {
+        sdpa__kv_widen(tmp, V + j * vs, t, Dv);
+        for (r = 0; r < M; r++) {
+            float p = P[r * ldp + j], *SDPA__RESTRICT o = O + r * ldo;
+            if (p == 0.0f) continue;
+            for (d = 0; d < Dv; d++) o[d] += p * tmp[d];
+        }
+    }
+}
+
+#ifdef SDPA__HAVE_AVX2
+#ifndef SDPA__UNROLL
+#if defined(__GNUC__) && !defined(__clang__)
+#define SDPA__UNROLL _Pragma("GCC unroll 16")
+#else
+#define SDPA__UNROLL _Pragma("unroll")
+#endif
+#endif
+
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 __m256 sdpa__ld8_kv_avx2(const char *p, sdpa_dtype t)
+{
+    if (t == SDPA_I8) return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p)));
+    return sdpa__load8_avx2(p, t);
+}
+
+/* One dot product finished: lanes summed (fixed tree), the D % 8 tail
+ * elements added, the key's scale applied. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 float
+sdpa__kdot_end_avx2(__m256 acc, const float *q, const char *kr, sdpa_dtype t, int64_t d, int64_t D, float sc)
+{
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    float s;
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    s = _mm_cvtss_f32(x);
+    for (; d < D; d++) s += q[d] * sdpa__kv_get(kr, t, d);
+    return s * sc;
+}
+
+/* R query rows x KC keys in R*KC accumulators; each key's 8 elements are
+ * loaded and widened once for all R rows. Every dot product is summed in the
+ * same order whichever block computes it. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 void
+sdpa__kdot_blk_avx2(const int R, const int KC, int64_t D, const float *q, int64_t ldq, const char *kr, sdpa_dtype t,
+                    const float *ksc, float *S, int64_t lds)
+{
+    const int64_t es = t == SDPA_F32 ? 4 : (t == SDPA_I8 ? 1 : 2), ks = D * es, D8 = D & ~(int64_t)7;
+    __m256 acc[2][8], x[2];
+    int64_t d;
+    int a, c;
+    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (c = 0; c < KC; c++) acc[a][c] = _mm256_setzero_ps();
+    for (d = 0; d < D8; d += 8) {
+        SDPA__UNROLL for (a = 0; a < R; a++) x[a] = _mm256_loadu_ps(q + a * ldq + d);
+        SDPA__UNROLL for (c = 0; c < KC; c++) {
+            __m256 kv = sdpa__ld8_kv_avx2(kr + c * ks + d * es, t);
+            SDPA__UNROLL for (a = 0; a < R; a++) acc[a][c] = _mm256_fmadd_ps(x[a], kv, acc[a][c]);
+        }
+    }
+    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (c = 0; c < KC; c++)
+        S[a * lds + c] = sdpa__kdot_end_avx2(acc[a][c], q + a * ldq, kr + c * ks, t, D8, D, ksc ? ksc[c] : 1.0f);
+}
+
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 void
+sdpa__kdot_body_avx2(int64_t M, int64_t N, int64_t D, const float *Q, int64_t ldq, const char *K, sdpa_dtype t,
+                     const float *ksc, float *S, int64_t lds)
+{
+    const int64_t ks = D * (t == SDPA_F32 ? 4 : (t == SDPA_I8 ? 1 : 2));
+    int64_t r = 0, j;
+    for (; r + 2 <= M; r += 2) { /* row pairs x 4 keys: 8 accumulators */
+        for (j = 0; j + 4 <= N; j += 4)
+            sdpa__kdot_blk_avx2(2, 4, D, Q + r * ldq, ldq, K + j * ks, t, ksc ? ksc + j : NULL, S + r * lds + j, lds);
+        for (; j < N; j++)
+            sdpa__kdot_blk_avx2(2, 1, D, Q + r * ldq, ldq, K + j * ks, t, ksc ? ksc + j : NULL, S + r * lds + j, lds);
+    }
+    if (r < M) { /* the odd row x 8 keys */
+        for (j = 0; j + 8 <= N; j += 8)
+            sdpa__kdot_blk_avx2(1, 8, D, Q + r * ldq, ldq, K + j * ks, t, ksc ? ksc + j : NULL, S + r * lds + j, lds);
+        for (; j < N; j++)
+            sdpa__kdot_blk_avx2(1, 1, D, Q + r * ldq, ldq, K + j * ks, t, ksc ? ksc + j : NULL, S + r * lds + j, lds);
+    }
+}
+
+SDPA__TARGET_AVX2 static void sdpa__kdot_avx2(int64_t M, int64_t N, int64_t D, const float *Q, int64_t ldq, const char *K,
+                                              sdpa_dtype t, const float *ksc, float *S, int64_t lds, float *tmp)
+{
+    (void)tmp;
+    switch (t) { /* one copy per dtype: the loads compile to their instructions */
+    case SDPA_F32: sdpa__kdot_body_avx2(M, N, D, Q, ldq, K, SDPA_F32, ksc, S, lds); break;
+    case SDPA_F16: sdpa__kdot_body_avx2(M, N, D, Q, ldq, K, SDPA_F16, ksc, S, lds); break;
+    case SDPA_BF16: sdpa__kdot_body_avx2(M, N, D, Q, ldq, K, SDPA_BF16, ksc, S, lds); break;
+    default: sdpa__kdot_body_avx2(M, N, D, Q, ldq, K, SDPA_I8, ksc, S, lds); break;
+    }
+}
+
+/* R rows x 8W columns of O in R*W accumulators, over N keys: per key, W
+ * loads (widened once for all rows) and R broadcasts. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 void
+sdpa__vacc_blk_avx2(const int R, const int W, int64_t N, int64_t Dv, const float *P, int64_t ldp, const char *V,
+                    sdpa_dtype t, float *O, int64_t ldo)
+{
+    const int64_t es = t == SDPA_F32 ? 4 : (t == SDPA_I8 ? 1 : 2), vs = Dv * es;
+    __m256 acc[4][8];
+    int64_t j;
+    int a, w;
+    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (w = 0; w < W; w++) acc[a][w] = _mm256_loadu_ps(O + a * ldo + 8 * w);
+    for (j = 0; j < N; j++) {
+        __m256 x[8];
+        SDPA__UNROLL for (w = 0; w < W; w++) x[w] = sdpa__ld8_kv_avx2(V + j * vs + 8 * w * es, t);
+        SDPA__UNROLL for (a = 0; a < R; a++) {
+            __m256 p = _mm256_broadcast_ss(P + a * ldp + j);
+            SDPA__UNROLL for (w = 0; w < W; w++) acc[a][w] = _mm256_fmadd_ps(p, x[w], acc[a][w]);
+        }
+    }
+    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (w = 0; w < W; w++) _mm256_storeu_ps(O + a * ldo + 8 * w, acc[a][w]);
+}
+
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 void
+sdpa__vacc_body_avx2(int64_t M, int64_t N, int64_t Dv, const float *P, int64_t ldp, const char *V, sdpa_dtype t,
+                     float *O, int64_t ldo)
+{
+    const int64_t es = t == SDPA_F32 ? 4 : (t == SDPA_I8 ? 1 : 2), vs = Dv * es, D8 = Dv & ~(int64_t)7;
+    int64_t r = 0, d, j;
+    for (; r + 4 <= M; r += 4) { /* 4 rows x 16 columns */
+        for (d = 0; d + 16 <= D8; d += 16) sdpa__vacc_blk_avx2(4, 2, N, Dv, P + r * ldp, ldp, V + d * es, t, O + r * ldo + d, ldo);
+        if (d < D8) sdpa__vacc_blk_avx2(4, 1, N, Dv, P + r * ldp, ldp, V + d * es, t, O + r * ldo + d, ldo);
+    }
+    for (; r < M; r++) { /* single rows x 64 columns */
+        for (d = 0; d + 64 <= D8; d += 64) sdpa__vacc_blk_avx2(1, 8, N, Dv, P + r * ldp, ldp, V + d * es, t, O + r * ldo + d, ldo);
+        for (; d + 16 <= D8; d += 16) sdpa__vacc_blk_avx2(1, 2, N, Dv, P + r * ldp, ldp, V + d * es, t, O + r * ldo + d, ldo);
+        if (d < D8) sdpa__vacc_blk_avx2(1, 1, N, Dv, P + r * ldp, ldp, V + d * es, t, O + r * ldo + d, ldo);
+    }
+    if (D8 < Dv) /* the Dv % 8 tail, in key order like the vectors */
+        for (r = 0; r < M; r++)
+            for (j = 0; j < N; j++) {
+                float p = P[r * ldp + j];
+                for (d = D8; d < Dv; d++) O[r * ldo + d] += p * sdpa__kv_get(V + j * vs, t, d);
+            }
+}
+
+SDPA__TARGET_AVX2 static void sdpa__vacc_avx2(int64_t M, int64_t N, int64_t Dv, const float *P, int64_t ldp, const char *V,
+                                              sdpa_dtype t, float *O, int64_t ldo, float *tmp)
+{
+    (void)tmp;
+    switch (t) {
+    case SDPA_F32: sdpa__vacc_body_avx2(M, N, Dv, P, ldp, V, SDPA_F32, O, ldo); break;
+    case SDPA_F16: sdpa__vacc_body_avx2(M, N, Dv, P, ldp, V, SDPA_F16, O, ldo); break;
+    case SDPA_BF16: sdpa__vacc_body_avx2(M, N, Dv, P, ldp, V, SDPA_BF16, O, ldo); break;
+    default: sdpa__vacc_body_avx2(M, N, Dv, P, ldp, V, SDPA_I8, O, ldo); break;
+    }
+}
+#endif /* SDPA__HAVE_AVX2 */
+
+/* ---- attention over the cache: the forward -------------------------------- */
+
+/* One call's plan. Batch entry b: its sequence, n rows per head (vq valid),
+ * rows = G * vq query rows per kv head in blocks of SDPA__KV_ROWS, its keys
+ * in nch chunks of ch keys. Tasks are (b, kv head, row block, chunk); with
+ * nch > 1 each writes a partial (m, l, unnormalised O) per row, and a merge
+ * task per (b, kv head) combines them in chunk order. */
+typedef struct sdpa__kvplan {
+    sdpa__plan P;                 /* options, kernels, q and out */
+    const sdpa_kv_cache *c;
+    const int64_t *seqs;
+    sdpa__kdot_fn kdot;
+    sdpa__vacc_fn vacc;
+    int64_t *task_start;          /* [B + 1] */
+    int64_t *merge_start;         /* [B + 1] */
+    int64_t *part_start;          /* [B + 1] in rows of Dv + 2 floats */
+    int64_t *nch, *ch;            /* [B] */
+    float *part;
+    int64_t ldo;                  /* O row stride in scratch */
+    int64_t n_merge;
+} sdpa__kvplan;
+
+static void sdpa__kv_seqinfo(const sdpa__kvplan *K, int64_t b, sdpa__seq *sq, const sdpa__kv_seq **s)
+{
+    int64_t sb = K->seqs ? K->seqs[b] : b;
+    *s = &K->c->seq[sb];
+    sq->b = sq->bt = b;
+    sq->q0 = 0;
+    sq->nq = K->P.Lq;
+    sq->vq = K->P.sq ? K->P.sq[b] : K->P.Lq;
+    sq->k0 = 0;
+    sq->vk = (*s)->len;
+}
+
+static int64_t sdpa__kv_rblocks(const sdpa__kvplan *K, const sdpa__seq *sq)
+{
+    return (K->P.G * sq->vq + SDPA__KV_ROWS - 1) / SDPA__KV_ROWS;
+}
+
+/* Keys per chunk and chunks for a batch entry with `rows` query rows per kv
+ * head over len keys: split only for few rows (decode) and long contexts. */
+static int64_t sdpa__kv_chunks(int64_t rows, int64_t len, int64_t *ch)
+{
+    *ch = SDPA__MAX(len, 1);
+    if (rows <= 0 || rows > SDPA__KV_ROWS || len <= SDPA__KV_CHUNK) return 1;
+    *ch = SDPA__ROUND_UP(SDPA__MAX(SDPA__KV_CHUNK, (len + SDPA__KV_MAX_CHUNKS - 1) / SDPA__KV_MAX_CHUNKS), SDPA__KV_SPAN);
+    return (len + *ch - 1) / *ch;
+}
+
+static int64_t sdpa__kv_search(const int64_t *start, int64_t n, int64_t t)
+{
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        if (start[mid] <= t) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* Writes one finished row: out = O / l, lse = m + log l; l == 0 gives zeros
+ * and -inf, a NaN l a NaN row. */
+static void sdpa__kv_store(const sdpa__plan *P, int64_t b, int64_t h, int64_t i, float *o, float m, float l)
+{
+    int64_t d;
+    float mul = l > 0.0f ? 1.0f / l : l;
+    if (l == 0.0f) {
+        for (d = 0; d < P->Dv; d++) o[d] = 0.0f;
+        mul = 1.0f;
+    }
+    sdpa__store_row((char *)(uintptr_t)P->o.data + (b * P->o.s[0] + h * P->o.s[1] + i * P->o.s[2]) * P->o.esize, P->o.dtype, o,
+                    P->Dv, mul);
+    if (P->lse) P->lse[(b * P->Hq + h) * P->Lq + i] = l > 0.0f ? m + logf(l) : (l == 0.0f ? -(float)INFINITY : l);
+}
+
+/* A worker's scratch: Q [rows][D], S [rows][span], one K/V row, O
+ * [rows][ldo], m, l, then h, i, lo, hi; each part a multiple of 64 bytes. */
+static void sdpa__kv_carve(const sdpa__kvplan *K, int worker, sdpa__ws *W, float **tmp)
+{
+    float *f = (float *)(void *)(K->P.ws + (size_t)worker * K->P.ws_worker);
+    W->Q = f;  f += SDPA__ROUND_UP(SDPA__KV_ROWS * K->P.D, 16);
+    W->S = f;  f += SDPA__KV_ROWS * SDPA__KV_SPAN;
+    *tmp = f;  f += SDPA__ROUND_UP(SDPA__MAX(K->P.D, K->ldo), 16);
+    W->O = f;  f += SDPA__KV_ROWS * K->ldo;
+    W->m = f;  f += SDPA__KV_ROWS;
+    W->l = f;  f += SDPA__KV_ROWS;
+    W->h = (int64_t *)(void *)f;
+    W->i = W->h + SDPA__KV_ROWS;
+    W->lo = W->i + SDPA__KV_ROWS;
+    W->hi = W->lo + SDPA__KV_ROWS;
+}
+
+static void sdpa__kv_task(void *ctx, int64_t task, int worker)
+{
+    const sdpa__kvplan *K = (const sdpa__kvplan *)ctx;
+    const sdpa__plan *P = &K->P;
+    const sdpa_kv_cache *c = K->c;
+    const int has_extras = P->softcap > 0.0f || P->alibi || P->score_mod;
+    const sdpa__kv_seq *s;
+    sdpa__seq sq;
+    sdpa__ws W;
+    int64_t b, rem, nrb, nch, g, rb, ci, r0, nr, r, c0, c1, klo = INT64_MAX, khi = -1, s0, j, d;
+    int64_t D = P->D, Dv = P->Dv, ldo = K->ldo;
+    float *tmp;
+    if (task < 0 || task >= P->n_tasks || worker < 0 || worker >= P->n_workers) return;
+    b = sdpa__kv_search(K->task_start, P->B, task);
+    sdpa__kv_seqinfo(K, b, &sq, &s);
+    nrb = sdpa__kv_rblocks(K, &sq);
+    nch = K->nch[b];
+    rem = task - K->task_start[b];
+    g = rem / (nrb * nch);
+    rem %= nrb * nch;
+    rb = rem / nch;
+    ci = rem % nch;
+    sdpa__kv_carve(K, worker, &W, &tmp);
+    r0 = rb * SDPA__KV_ROWS;
+    nr = SDPA__MIN(SDPA__KV_ROWS, P->G * sq.vq - r0);
+    c0 = ci * K->ch[b];
+    c1 = SDPA__MIN(sq.vk, c0 + K->ch[b]);
+
+    /* rows: query i = row / G (position i + len - vq), head g * G + row % G */
+    for (r = 0; r < nr; r++) {
+        int64_t i = (r0 + r) / P->G, lo = c0, hi = c1 - 1, pos = sdpa__pos(P, &sq, i);
+        W.h[r] = g * P->G + (r0 + r) % P->G;
+        W.i[r] = i;
+        if (P->causal != SDPA_CAUSAL_NONE) hi = SDPA__MIN(hi, pos);
+        if (P->window && P->wl >= 0) lo = SDPA__MAX(lo, pos - P->wl);
+        if (P->window && P->wr >= 0) hi = SDPA__MIN(hi, pos + P->wr);
+        if (hi < lo) { lo = 0; hi = -1; }
+        W.lo[r] = lo;
+        W.hi[r] = hi;
+        if (hi >= lo) { klo = SDPA__MIN(klo, lo); khi = SDPA__MAX(khi, hi); }
+        P->load_row(W.Q + r * D, P->q.data + (b * P->q.s[0] + W.h[r] * P->q.s[1] + i * P->q.s[2]) * P->q.esize,
+                    P->q.dtype, D, P->scale);
+        W.m[r] = -(float)INFINITY;
+        W.l[r] = 0.0f;
+        for (d = 0; d < Dv; d++) W.O[r * ldo + d] = 0.0f;
+    }
+
+    /* spans of SDPA__KV_SPAN keys aligned to multiples of it, so a row's
+     * result does not depend on the rows that share its task */
+    for (s0 = khi < 0 ? 0 : klo / SDPA__KV_SPAN * SDPA__KV_SPAN; s0 <= khi; s0 += SDPA__KV_SPAN) {
+        int64_t ns = SDPA__MIN(SDPA__KV_SPAN, khi + 1 - s0), ri0 = sdpa__kv_find(s, s0), ri;
+        int any = 0;
+        for (ri = ri0, j = s0; j < s0 + ns; ri++) { /* S = Q K^T, run by run */
+            const sdpa__kv_run *x = &s->run[ri];
+            int64_t slot = x->slot + (j - x->pos), cnt = SDPA__MIN(x->pos + x->n, s0 + ns) - j;
+            K->kdot(nr, cnt, D, W.Q, D, sdpa__kv_kptr(c, x->page, g, slot), c->dt,
+                    c->dt == SDPA_I8 ? sdpa__kv_kscale(c, x->page, g, slot) : NULL, W.S + (j - s0), SDPA__KV_SPAN, tmp);
+            j += cnt;
+        }
+        for (r = 0; r < nr; r++) { /* online softmax, as in sdpa__run_tile */
+            float *sr = W.S + r * SDPA__KV_SPAN, mnew, alpha, sum;
+            int64_t jlo = SDPA__MAX(W.lo[r] - s0, 0), jhi = SDPA__MIN(W.hi[r] - s0, ns - 1);
+            if (jlo > jhi) { for (j = 0; j < ns; j++) sr[j] = 0.0f; continue; }
+            if (has_extras) sdpa__score_extras(P, &sq, W.h[r], W.i[r], s0, sr, jlo, jhi);
+            mnew = P->row_max(sr + jlo, jhi - jlo + 1);
+            mnew = W.m[r] > mnew ? W.m[r] : mnew;
+            if (mnew == -(float)INFINITY) { for (j = 0; j < ns; j++) sr[j] = 0.0f; continue; }
+            for (j = 0; j < jlo; j++) sr[j] = 0.0f;
+            for (j = jhi + 1; j < ns; j++) sr[j] = 0.0f;
+            sum = P->exp_row(sr + jlo, jhi - jlo + 1, mnew);
+            alpha = sdpa__expf(W.m[r] - mnew);
+            if (alpha != 1.0f)
+                for (d = 0; d < Dv; d++) W.O[r * ldo + d] *= alpha;
+            W.l[r] = W.l[r] * alpha + sum;
+            W.m[r] = mnew;
+            any = 1;
+        }
+        if (!any || Dv == 0) continue;
+        for (ri = ri0, j = s0; j < s0 + ns; ri++) { /* O += P V, run by run */
+            const sdpa__kv_run *x = &s->run[ri];
+            int64_t slot = x->slot + (j - x->pos), cnt = SDPA__MIN(x->pos + x->n, s0 + ns) - j, jj;
+            float *pj = W.S + (j - s0);
+            if (c->dt == SDPA_I8) { /* the value scales folded into P; a hidden key stays 0 even with a NaN scale */
+                const float *vsc = sdpa__kv_vscale(c, x->page, g, slot);
+                for (r = 0; r < nr; r++)
+                    for (jj = 0; jj < cnt; jj++) {
+                        float *pv = pj + r * SDPA__KV_SPAN + jj;
+                        *pv = *pv == 0.0f ? 0.0f : *pv * vsc[jj];
+                    }
+            }
+            (sdpa__kv_flags(x->page)[g] ? sdpa__vacc_scalar : K->vacc)(nr, cnt, Dv, pj, SDPA__KV_SPAN,
+                                                                       sdpa__kv_vptr(c, x->page, g, slot), c->dt, W.O, ldo, tmp);
+            j += cnt;
+        }
+    }
+
+    if (nch == 1) {
+        for (r = 0; r < nr; r++) sdpa__kv_store(P, b, W.h[r], W.i[r], W.O + r * ldo, W.m[r], W.l[r]);
+    } else {
+        for (r = 0; r < nr; r++) { /* partial row: m, l, O (zeros when no key was seen) */
+            float *pr = K->part + (K->part_start[b] + (g * nch + ci) * P->G * sq.vq + r0 + r) * (Dv + 2);
+            pr[0] = W.m[r];
+            pr[1] = W.l[r];
+            for (d = 0; d < Dv; d++) pr[2 + d] = W.l[r] == 0.0f ? 0.0f : W.O[r * ldo + d];
+        }
+    }
+}
+
+/* Combines a (b, kv head)'s chunk partials in chunk order: m = max m_c,
+ * l = sum l_c e^(m_c - m), O = sum O_c e^(m_c - m). */
+static void sdpa__kv_merge(void *ctx, int64_t task, int worker)
+{
+    const sdpa__kvplan *K = (const sdpa__kvplan *)ctx;
+    const sdpa__plan *P = &K->P;
+    const sdpa__kv_seq *s;
+    sdpa__seq sq;
+    sdpa__ws W;
+    float *tmp;
+    int64_t b, g, r, rows, ci, nch, d, Dv = P->Dv;
+    if (task < 0 || task >= K->n_merge || worker < 0 || worker >= P->n_workers) return;
+    b = sdpa__kv_search(K->merge_start, P->B, task);
+    sdpa__kv_seqinfo(K, b, &sq, &s);
+    g = task - K->merge_start[b];
+    nch = K->nch[b];
+    rows = P->G * sq.vq;
+    sdpa__kv_carve(K, worker, &W, &tmp);
+    for (r = 0; r < rows; r++) {
+        float m = -(float)INFINITY, l = 0.0f;
+        const float *pr = K->part + (K->part_start[b] + g * nch * rows + r) * (Dv + 2);
+        for (ci = 0; ci < nch; ci++) {
+            float mc = pr[ci * rows * (Dv + 2)];
+            m = mc > m ? mc : m;
+        }
+        for (d = 0; d < Dv; d++) W.O[d] = 0.0f;
+        for (ci = 0; ci < nch; ci++) {
+            const float *x = pr + ci * rows * (Dv + 2);
+            float w;
+            if (x[1] == 0.0f) continue; /* saw no key */
+            w = sdpa__expf(x[0] - m);   /* a NaN l or m makes the row NaN */
+            l += x[1] * w;
+            for (d = 0; d < Dv; d++) W.O[d] += x[2 + d] * w;
+        }
+        sdpa__kv_store(P, b, g * P->G + r % P->G, r / P->G, W.O, m, l);
+    }
+}
+
+SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs, const sdpa_tensor *q,
+                                     const sdpa_tensor *out, const sdpa_params *pp)
+{
+    sdpa_params zero_params;
+    const sdpa_params *p = pp ? pp : &zero_params;
+    sdpa__kvplan K;
+    sdpa__plan *P = &K.P;
+    int64_t b, nparts = 0, ntask = 0, nmerge = 0, lse_n = 0, idx, a[6], e[6], wbytes = 0, f, hdr, bytes;
+    uintptr_t lse_lo = 0, lse_hi = 0;
+    size_t total;
+    void *raw;
+    char *base;
+    int rc, i, nthreads;
+
+    memset(&zero_params, 0, sizeof zero_params);
+    memset(&K, 0, sizeof K);
+    if (!c) return sdpa__fail(pp, SDPA_ERR_NULL, "sdpa_kv_cache_attention: cache is NULL");
+    if ((rc = sdpa__tensor(pp, "q", q, &P->q)) != SDPA_OK) return rc;
+    if ((rc = sdpa__tensor(pp, "out", out, &P->o)) != SDPA_OK) return rc;
+    if (!sdpa__is_float(P->q.dtype) || !sdpa__is_float(P->o.dtype))
+        return sdpa__fail(pp, SDPA_ERR_DTYPE, "sdpa_kv_cache_attention: q and out must be F32, F16 or BF16");
+    P->B = P->q.n[0]; P->Hq = P->q.n[1]; P->Lq = P->q.n[2]; P->D = P->q.n[3];
+    P->Hkv = c->H; P->Dv = c->Dv; P->Lk = 0;
+    if (P->D != c->D)
+        return sdpa__fail(pp, SDPA_ERR_SHAPE, "sdpa_kv_cache_attention: q head_dim %lld, the cache's %lld", (long long)P->D,
+                          (long long)c->D);
+    if (P->Hq % c->H != 0 || P->Hq == 0)
+        return sdpa__fail(pp, SDPA_ERR_HEADS, "sdpa_kv_cache_attention: q heads (%lld) must be a positive multiple of kv heads (%lld)",
+                          (long long)P->Hq, (long long)c->H);
+    P->G = P->Hq / c->H;
+    if (P->o.n[0] != P->B || P->o.n[1] != P->Hq || P->o.n[2] != P->Lq || P->o.n[3] != P->Dv)
+        return sdpa__fail(pp, SDPA_ERR_SHAPE, "sdpa_kv_cache_attention: out must be [%lld, %lld, %lld, %lld]", (long long)P->B,
+                          (long long)P->Hq, (long long)P->Lq, (long long)P->Dv);
+    if (!sdpa__injective(&P->o))
+        return sdpa__fail(pp, SDPA_ERR_STRIDE, "sdpa_kv_cache_attention: out strides make distinct elements overlap");
+    if (p->mask || p->seqlens_kv || p->cu_seqlens_q || p->cu_seqlens_kv || p->causal == SDPA_CAUSAL_TOP_LEFT)
+        return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: mask, seqlens_kv, cu_seqlens and TOP_LEFT causal are not supported");
+    if (p->causal != SDPA_CAUSAL_NONE && p->causal != SDPA_CAUSAL_BOTTOM_RIGHT)
+        return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: causal = %d is not an sdpa_causal value", (int)p->causal);
+    if (p->scale != p->scale || p->scale == (float)INFINITY || p->scale == -(float)INFINITY)
+        return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: scale must be finite");
+    if (!(p->softcap >= 0.0f) || p->softcap == (float)INFINITY)
+        return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: softcap must be finite and >= 0");
+    if (p->num_threads < 0) return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: num_threads must be >= 0");
+    for (b = 0; b < P->B; b++) {
+        if (seqs && (seqs[b] < 0 || seqs[b] >= c->nseq))
+            return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: seqs[%lld] = %lld is outside [0, %lld)", (long long)b,
+                              (long long)seqs[b], (long long)c->nseq);
+        if (!seqs && b >= c->nseq)
+            return sdpa__fail(pp, SDPA_ERR_SHAPE, "sdpa_kv_cache_attention: batch %lld > the cache's %lld sequences (pass seqs)",
+                              (long long)P->B, (long long)c->nseq);
+        if (p->seqlens_q && (p->seqlens_q[b] < 0 || p->seqlens_q[b] > P->Lq))
+            return sdpa__fail(pp, SDPA_ERR_SEQLENS, "sdpa_kv_cache_attention: seqlens_q[%lld] = %lld is outside [0, %lld]",
+                              (long long)b, (long long)p->seqlens_q[b], (long long)P->Lq);
+    }
+    P->scale = p->scale != 0.0f ? p->scale : (float)(1.0 / sqrt((double)P->D));
+    P->softcap = p->softcap;
+    P->causal = p->causal;
+    P->window = p->window != 0;
+    P->wl = SDPA__MIN(p->window_left, INT64_MAX / 4); /* positions stay below INT64_MAX / 2 */
+    P->wr = SDPA__MIN(p->window_right, INT64_MAX / 4);
+    P->alibi = p->alibi_slopes;
+    P->score_mod = p->score_mod;
+    P->score_mod_user = p->score_mod_user;
+    P->sq = p->seqlens_q;
+    if (p->lse) {
+        if (!sdpa__mul_ok(P->B, P->Hq, &lse_n) || !sdpa__mul_ok(lse_n, P->Lq, &lse_n) || lse_n > INT64_MAX / 4 ||
+            !sdpa__bytes_ok(lse_n * 4))
+            return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa_kv_cache_attention: lse size overflows");
+        lse_lo = (uintptr_t)p->lse;
+        lse_hi = lse_lo + (uintptr_t)lse_n * 4u;
+        if (lse_n > 0 && lse_hi < lse_lo) return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa_kv_cache_attention: lse wraps around");
+    }
+    P->lse = p->lse;
+    if (sdpa__overlap(&P->q, P->o.lo, P->o.hi)) return sdpa__fail(pp, SDPA_ERR_ALIAS, "sdpa_kv_cache_attention: out overlaps q");
+    if (sdpa__overlap(&P->q, lse_lo, lse_hi)) return sdpa__fail(pp, SDPA_ERR_ALIAS, "sdpa_kv_cache_attention: lse overlaps q");
+    if (sdpa__overlap(&P->o, lse_lo, lse_hi)) return sdpa__fail(pp, SDPA_ERR_ALIAS, "sdpa_kv_cache_attention: lse overlaps out");
+    rc = sdpa__resolve_path(pp, p->path);
+    if (rc < 0) return rc;
+    P->path = (sdpa_path)rc;
+    sdpa__set_kernels(P); /* row_max, exp_row and load_row; no bf16 mode here */
+    P->bf16 = 0;
+    K.kdot = sdpa__kdot_scalar;
+    K.vacc = sdpa__vacc_scalar;
+#ifdef SDPA__HAVE_AVX2
+    if (P->path == SDPA_PATH_AVX2 || P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX) {
+        K.kdot = sdpa__kdot_avx2;
+        K.vacc = sdpa__vacc_avx2;
+    }
+#endif
+    K.c = c;
+    K.seqs = seqs;
+
+    /* per-worker scratch (sdpa__kv_carve), sizes checked */
+    K.ldo = SDPA__ROUND_UP(P->Dv, 16);
+    a[0] = SDPA__KV_ROWS;      e[0] = P->D;
+    a[1] = SDPA__KV_ROWS;      e[1] = SDPA__KV_SPAN;
+    a[2] = 1;                  e[2] = SDPA__MAX(P->D, K.ldo);
+    a[3] = SDPA__KV_ROWS;      e[3] = K.ldo;
+    a[4] = 2 * SDPA__KV_ROWS;  e[4] = 1;
+    a[5] = 8 * SDPA__KV_ROWS;  e[5] = 1; /* the int64 h, i, lo, hi */
+    for (i = 0; i < 6; i++)
+        if (!sdpa__mul_ok(a[i], e[i], &f) || f > INT64_MAX - 15 || !sdpa__mul_ok(SDPA__ROUND_UP(f, 16), 4, &f) ||
+            !sdpa__add_ok(wbytes, f, &wbytes))
+            return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa_kv_cache_attention: scratch size overflows");
+    P->ws_worker = (size_t)wbytes;
+
+    /* tasks and partials; the chunking depends on the lengths only */
+    for (b = 0; b < P->B; b++) {
+        sdpa__seq sq;
+        const sdpa__kv_seq *s;
+        int64_t rows, nch, ch, t;
+        sdpa__kv_seqinfo(&K, b, &sq, &s);
+        rows = P->G * sq.vq;
+        nch = sdpa__kv_chunks(rows, sq.vk, &ch);
+        if (nch > 1) {
+            if (!sdpa__mul_ok(rows * nch, c->H, &t) || !sdpa__add_ok(nparts, t, &nparts))
+                return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa_kv_cache_attention: partial results overflow");
+            nmerge += c->H;
+        }
+        if (!sdpa__mul_ok(sdpa__kv_rblocks(&K, &sq) * nch, c->H, &t) || !sdpa__add_ok(ntask, t, &ntask))
+            return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa_kv_cache_attention: task count overflows");
+    }
+    nthreads = p->num_threads ? p->num_threads : sdpa__default_threads();
+    if (!p->parallel_for) {
+#if defined(SDPA_NO_THREADS)
+        nthreads = 1;
+#endif
+        if (nthreads > SDPA_MAX_THREADS) nthreads = SDPA_MAX_THREADS;
+    }
+    if ((int64_t)nthreads > ntask) nthreads = ntask > 0 ? (int)ntask : 1;
+    P->n_workers = nthreads;
+    P->n_tasks = ntask;
+    K.n_merge = nmerge;
+    hdr = SDPA__ROUND_UP((5 * P->B + 3) * 8, 64);
+    if (P->B > INT64_MAX / 64 || !sdpa__mul_ok(nparts, P->Dv + 2, &f) || f > INT64_MAX / 8 ||
+        !sdpa__mul_ok((int64_t)P->ws_worker, P->n_workers, &bytes) || !sdpa__add_ok(bytes, hdr + SDPA__ROUND_UP(f * 4, 64) + 64, &bytes) ||
+        !sdpa__bytes_ok(bytes) || (uint64_t)bytes > (uint64_t)SIZE_MAX)
+        return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa_kv_cache_attention: scratch size overflows");
+
+    /* every check passed: rows past seqlens_q first, then the tasks */
+    for (b = 0; b < P->B; b++) {
+        int64_t vq = P->sq ? P->sq[b] : P->Lq, h, ii, d;
+        for (h = 0; h < P->Hq; h++)
+            for (ii = vq; ii < P->Lq; ii++) {
+                char *dst = (char *)(uintptr_t)P->o.data + (b * P->o.s[0] + h * P->o.s[1] + ii * P->o.s[2]) * P->o.esize;
+                float zero[16] = {0};
+                for (d = 0; d < P->Dv; d += 16) sdpa__store_row(dst + d * P->o.esize, P->o.dtype, zero, SDPA__MIN(16, P->Dv - d), 1.0f);
+                if (P->lse) P->lse[(b * P->Hq + h) * P->Lq + ii] = -(float)INFINITY;
+            }
+    }
+    if (ntask == 0) return SDPA_OK;
+    total = (size_t)bytes;
+    raw = p->allocator && p->allocator->alloc ? p->allocator->alloc(p->allocator->user, total, 64) : SDPA_MALLOC(total);
+    if (!raw) return sdpa__fail(pp, SDPA_ERR_NOMEM, "sdpa_kv_cache_attention: could not allocate %llu bytes of scratch", (unsigned long long)total);
+    base = (char *)raw + ((64u - ((uintptr_t)raw & 63u)) & 63u);
+    K.task_start = (int64_t *)(void *)base;
+    K.merge_start = K.task_start + P->B + 1;
+    K.part_start = K.merge_start + P->B + 1;
+    K.nch = K.part_start + P->B + 1;
+    K.ch = K.nch + P->B;
+    K.part = (float *)(void *)(base + hdr);
+    P->ws = base + hdr + SDPA__ROUND_UP(f * 4, 64);
+    ntask = nmerge = nparts = 0;
+    for (b = 0; b < P->B; b++) {
+        sdpa__seq sq;
+        const sdpa__kv_seq *s;
+        int64_t rows, ch;
+        sdpa__kv_seqinfo(&K, b, &sq, &s);
+        rows = P->G * sq.vq;
+        K.nch[b] = sdpa__kv_chunks(rows, sq.vk, &ch);
+        K.ch[b] = ch;
+        K.task_start[b] = ntask;
+        K.merge_start[b] = nmerge;
+        K.part_start[b] = nparts;
+        if (K.nch[b] > 1) {
+            nparts += rows * K.nch[b] * c->H;
+            nmerge += c->H;
+        }
+        ntask += sdpa__kv_rblocks(&K, &sq) * K.nch[b] * c->H;
+    }
+    K.task_start[P->B] = ntask;
+    K.merge_start[P->B] = nmerge;
+    K.part_start[P->B] = nparts;
+
+    for (idx = 0; idx < 2 && rc >= 0; idx++) {
+        sdpa_task_fn fn = idx == 0 ? sdpa__kv_task : sdpa__kv_merge;
+        int64_t n = idx == 0 ? ntask : nmerge;
+        if (n == 0) continue;
+        if (p->parallel_for) {
+            if (p->parallel_for(p->parallel_user, P->n_workers, n, fn, &K) != 0)
+                rc = sdpa__fail(pp, SDPA_ERR_THREADS, "sdpa_kv_cache_attention: the parallel_for hook returned failure");
+        } else {
+            sdpa__run_builtin(P->n_workers, n, fn, &K);
+        }
+    }
+    if (p->allocator && p->allocator->alloc) {
+        if (p->allocator->free) p->allocator->free(p->allocator->user, raw, total);
+    } else {
+        SDPA_FREE(raw);
+    }
+    return rc < 0 ? rc : SDPA_OK;
 }
 
 #ifdef __cplusplus

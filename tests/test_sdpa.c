@@ -3277,6 +3277,8 @@ static void test_err_alias(void)
 
 /* ======================================================================== */
 
+#include "test_kv.h"
+
 int main(int argc, char **argv)
 {
     const char *env_seed = getenv("SDPA_TEST_SEED"), *env_quick = getenv("SDPA_TEST_QUICK");
@@ -3359,6 +3361,7 @@ int main(int argc, char **argv)
     test_workspace();
     test_concurrent();
     test_random();
+    test_kv();
 
     printf("largest err/tol: F32 out %.3f, F16 out %.3f, BF16 out %.3f, lse %.3f; total %.1f s\n", g_ratio[0],
            g_ratio[1], g_ratio[2], g_ratio[3], now_s() - t0);

@@ -1,0 +1,126 @@
+/* bench/decode.c - `make bench-decode`: one decode step of attention over the
+ * KV cache, per storage type, against this machine's read bandwidth.
+ *
+ *   One sequence, 32 query heads, head_dim 128, MHA (32 kv heads) and GQA
+ *   (8 kv heads), contexts 4k / 16k / 64k (--quick: 4k, 16k). Per case the
+ *   cache is filled with random K/V, then one query token attends over it:
+ *   warm-ups discarded, median of --reps steps, all threads pinned (worker w
+ *   on CPU w). Reported: time per step, tokens/s (one attention layer), K/V
+ *   bytes read per second and against the read bandwidth measured here, the
+ *   cache's bytes, and the output's relative L2 error against the F32 cache.
+ *
+ *   bench_decode [--quick] [--csv] [--threads N] [--reps N] [--warmup N]
+ *
+ * Exit status: 0 ok, 1 a step failed or an output is off by more than its
+ * storage's bound, 2 bad usage.
+ */
+#define _GNU_SOURCE
+#include "common.h"
+
+#define SDPA_IMPLEMENTATION
+#include "sdpa.h"
+
+static const sdpa_dtype k_st[4] = {SDPA_F32, SDPA_F16, SDPA_BF16, SDPA_I8};
+static const char *const k_st_name[4] = {"F32", "F16", "BF16", "I8"};
+
+/* Fills seq 0 of a new cache with len tokens of random K/V (same values for
+ * every storage type: the seed fixes them), appended 1024 at a time. */
+static sdpa_kv_cache *make_cache(sdpa_dtype st, int64_t Hkv, int64_t D, int64_t len)
+{
+    sdpa_kv_cache_config cfg;
+    sdpa_kv_cache *c = NULL;
+    int64_t chunk = 1024, t;
+    float *k = (float *)bc_xmalloc((size_t)(Hkv * chunk * D) * 4), *v = (float *)bc_xmalloc((size_t)(Hkv * chunk * D) * 4);
+    memset(&cfg, 0, sizeof cfg);
+    cfg.num_seqs = 1, cfg.kv_heads = Hkv, cfg.head_dim = D, cfg.dtype = st, cfg.page_size = 16;
+    if (sdpa_kv_cache_create(&cfg, &c) != SDPA_OK) { fprintf(stderr, "bench_decode: create failed\n"); exit(2); }
+    for (t = 0; t < len; t += chunk) {
+        int64_t n = len - t < chunk ? len - t : chunk;
+        sdpa_tensor kt = {k, SDPA_F32, {1, Hkv, n, D}, {0}}, vt = {v, SDPA_F32, {1, Hkv, n, D}, {0}};
+        bc_fill_uniform(k, (size_t)(Hkv * n * D), 1000 + (uint64_t)t, -1.0f, 1.0f);
+        bc_fill_uniform(v, (size_t)(Hkv * n * D), 2000 + (uint64_t)t, -1.0f, 1.0f);
+        if (sdpa_kv_cache_append(c, 0, &kt, &vt) != SDPA_OK) { fprintf(stderr, "bench_decode: append failed (memory?)\n"); exit(2); }
+    }
+    free(k), free(v);
+    return c;
+}
+
+int main(int argc, char **argv)
+{
+    int quick = 0, csv = 0, threads = bc_cpus_online(), reps = 20, warmup = 3, a, bad = 0, ci, hi, si, r;
+    const int64_t ctxs[3] = {4096, 16384, 65536}, hkvs[2] = {32, 8}, Hq = 32, D = 128;
+    double bw, res[3][2][4][2]; /* [ctx][heads][storage]: tokens/s, bytes */
+    FILE *T;
+    for (a = 1; a < argc; ++a) {
+        if (!strcmp(argv[a], "--quick")) quick = 1;
+        else if (!strcmp(argv[a], "--csv")) csv = 1;
+        else if ((!strcmp(argv[a], "--threads") || !strcmp(argv[a], "--reps") || !strcmp(argv[a], "--warmup")) && a + 1 < argc) {
+            char *end;
+            long x = strtol(argv[a + 1], &end, 10);
+            if (*end || x < 1 || x > 256) { fprintf(stderr, "bench_decode: bad value for %s\n", argv[a]); return 2; }
+            if (!strcmp(argv[a], "--threads")) threads = (int)x;
+            else if (!strcmp(argv[a], "--reps")) reps = (int)x;
+            else warmup = (int)x;
+            a++;
+        } else {
+            fprintf(stderr, "usage: bench_decode [--quick] [--csv] [--threads N] [--reps N] [--warmup N]\n");
+            return 2;
+        }
+    }
+    if (quick) reps = reps > 7 ? 7 : reps;
+    T = csv ? stderr : stdout;
+    memset(res, 0, sizeof res);
+    bw = bc_measure_read_bw((size_t)512 << 20, threads, 5);
+    fprintf(T, "sdpa.h %s decode bench: path %s, %d threads (pinned), read bandwidth %.1f GB/s on %d threads\n"
+               "  (uint32 sum over 512 MiB, best of 5). One query token, 32 heads, head_dim 128; median of %d\n"
+               "  steps after %d warm-ups. GB/s = K/V bytes read (with I8 scales) / time; err = relative L2\n"
+               "  of the output against the F32 cache's\n",
+            sdpa_version(), sdpa_path_name((sdpa_path)sdpa_path_in_use(NULL)), threads, bw, threads, reps, warmup);
+    if (csv) printf("ctx,q_heads,kv_heads,storage,threads,median_s,min_s,max_s,tokens_per_s,kv_bytes,GBps,frac_bw,cache_bytes,rel_l2\n");
+    for (ci = 0; ci < (quick ? 2 : 3); ci++)
+        for (hi = 0; hi < 2; hi++) {
+            int64_t ctx = ctxs[ci], Hkv = hkvs[hi], n = Hq * D;
+            float *q = (float *)bc_xmalloc((size_t)n * 4), *ref = (float *)bc_xmalloc((size_t)n * 4);
+            float *out = (float *)bc_xmalloc((size_t)n * 4);
+            bc_fill_uniform(q, (size_t)n, 77, -1.0f, 1.0f);
+            fprintf(T, "\n  ctx %6lld, %s (%lld kv heads)\n", (long long)ctx, Hkv == Hq ? "MHA" : "GQA 32/8", (long long)Hkv);
+            for (si = 0; si < 4; si++) {
+                sdpa_kv_cache *c = make_cache(k_st[si], Hkv, D, ctx);
+                sdpa_tensor qt = {q, SDPA_F32, {1, Hq, 1, D}, {0}}, ot = {out, SDPA_F32, {1, Hq, 1, D}, {0}};
+                sdpa_params p;
+                double t[256], med, lo = 1e30, hi2 = 0, kvb, num = 0, den = 0, err, esz = si == 0 ? 4 : (si == 3 ? 1 : 2);
+                memset(&p, 0, sizeof p);
+                p.causal = SDPA_CAUSAL_BOTTOM_RIGHT;
+                p.num_threads = threads;
+                p.parallel_for = threads > 1 ? bc_pinned_parallel_for : NULL;
+                for (r = 0; r < warmup + reps && r < 256; r++) {
+                    double t0 = bc_now();
+                    if (sdpa_kv_cache_attention(c, NULL, &qt, &ot, &p) != SDPA_OK) { fprintf(T, "  step failed\n"); bad = 1; break; }
+                    if (r >= warmup) t[r - warmup] = bc_now() - t0;
+                }
+                med = bc_median(t, reps);
+                for (r = 0; r < reps; r++) { lo = t[r] < lo ? t[r] : lo; hi2 = t[r] > hi2 ? t[r] : hi2; }
+                if (si == 0) memcpy(ref, out, (size_t)n * 4);
+                for (r = 0; r < n; r++) {
+                    num += ((double)out[r] - ref[r]) * ((double)out[r] - ref[r]);
+                    den += (double)ref[r] * ref[r];
+                }
+                err = sqrt(num / den);
+                if (!(err <= (si == 0 ? 0.0 : si == 3 ? 0.02 : 0.01))) { fprintf(T, "  CHECK FAILED: error %.2e\n", err); bad = 1; }
+                kvb = (double)ctx * (double)Hkv * (2.0 * D * esz + (si == 3 ? 8.0 : 0.0));
+                res[ci][hi][si][0] = 1.0 / med;
+                res[ci][hi][si][1] = (double)sdpa_kv_cache_bytes(c);
+                fprintf(T, "    %-4s %9.1f us [%8.1f..%8.1f] %8.1f tok/s %7.1f GB/s %4.0f%% of bw  cache %7.1f MiB (%.3f of F32)  err %.1e\n",
+                        k_st_name[si], med * 1e6, lo * 1e6, hi2 * 1e6, 1.0 / med, kvb / med * 1e-9, 100.0 * kvb / med * 1e-9 / bw,
+                        res[ci][hi][si][1] / 1048576.0, res[ci][hi][si][1] / res[ci][hi][0][1], err);
+                if (csv)
+                    printf("%lld,%lld,%lld,%s,%d,%.6e,%.6e,%.6e,%.2f,%.0f,%.3f,%.4f,%.0f,%.3e\n", (long long)ctx, (long long)Hq,
+                           (long long)Hkv, k_st_name[si], threads, med, lo, hi2, 1.0 / med, kvb, kvb / med * 1e-9,
+                           kvb / med * 1e-9 / bw, res[ci][hi][si][1], err);
+                sdpa_kv_cache_destroy(c);
+            }
+            fprintf(T, "    I8 / F16 tokens/s: %.2fx\n", res[ci][hi][3][0] / res[ci][hi][1][0]);
+            free(q), free(ref), free(out);
+        }
+    return bad;
+}

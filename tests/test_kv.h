@@ -1,0 +1,770 @@
+/* KV cache tests, included by test_sdpa.c (they use its harness, tensors and
+ * conversions). A model holds what each sequence should contain as floats;
+ * every check reads the cache back or runs attention over it and compares
+ * with the model and with a float64 reference computed here. */
+
+/* ---- the model ------------------------------------------------------------ */
+
+typedef struct {
+    float *k, *v;     /* [len][H][D], [len][H][Dv]: the values appended */
+    int64_t len, cap;
+} kv_mseq;
+
+typedef struct {
+    int64_t nseq, H, D, Dv;
+    sdpa_dtype dt;
+    kv_mseq *s;
+} kv_model;
+
+static void km_init(kv_model *m, int64_t nseq, int64_t H, int64_t D, int64_t Dv, sdpa_dtype dt)
+{
+    m->nseq = nseq, m->H = H, m->D = D, m->Dv = Dv, m->dt = dt;
+    m->s = (kv_mseq *)xcalloc((size_t)nseq, sizeof(kv_mseq));
+}
+
+static void km_free(kv_model *m)
+{
+    int64_t i;
+    for (i = 0; i < m->nseq; i++) free(m->s[i].k), free(m->s[i].v);
+    free(m->s);
+}
+
+static void km_reserve(kv_model *m, kv_mseq *s, int64_t len)
+{
+    if (len <= s->cap) return;
+    s->cap = len * 2 + 16;
+    s->k = (float *)realloc(s->k, (size_t)(s->cap * m->H * m->D) * sizeof(float));
+    s->v = (float *)realloc(s->v, (size_t)(s->cap * m->H * m->Dv) * sizeof(float));
+    if (!s->k || !s->v) { fprintf(stderr, "test_kv: out of memory\n"); exit(2); }
+}
+
+/* removes tokens [a, b) */
+static void km_cut(kv_model *m, kv_mseq *s, int64_t a, int64_t b)
+{
+    size_t kr = (size_t)(m->H * m->D), vr = (size_t)(m->H * m->Dv);
+    if (b == a) return; /* also keeps NULL arrays away from memmove */
+    memmove(s->k + a * kr, s->k + b * kr, (size_t)(s->len - b) * kr * sizeof(float));
+    memmove(s->v + a * vr, s->v + b * vr, (size_t)(s->len - b) * vr * sizeof(float));
+    s->len -= b - a;
+}
+
+/* A random [1, H, n, dim] tensor (random dtype and layout) whose values are
+ * also written, as floats, to dst[t][h][d] (token-major, like the model). */
+static void kv_rand_tensor(tbuf *tb, sdpa_dtype dt, int64_t H, int64_t n, int64_t dim, float *dst, double amp,
+                           int outlier)
+{
+    int64_t h, t, d;
+    tb_alloc(tb, dt, 1, H, n, dim, (int)rnd_int(LAY_ZERO, LAY_PERM), 16);
+    for (h = 0; h < H; h++)
+        for (t = 0; t < n; t++)
+            for (d = 0; d < dim; d++) {
+                double x = rnd_range(-amp, amp);
+                if (outlier && d % 17 == 3) x *= 20.0; /* a few large channels, as real K has */
+                tb_put(tb, tb_off(tb, 0, h, t, d), x);
+                dst[(t * H + h) * dim + d] = (float)tb_get(tb, tb_off(tb, 0, h, t, d));
+            }
+}
+
+static int kv_append(sdpa_kv_cache *c, kv_model *m, int64_t seq, int64_t n, double amp, int outlier)
+{
+    kv_mseq *s = &m->s[seq];
+    tbuf k, v;
+    sdpa_dtype dt = (sdpa_dtype)rnd_int(SDPA_F32, SDPA_BF16);
+    int rc;
+    km_reserve(m, s, s->len + n);
+    kv_rand_tensor(&k, dt, m->H, n, m->D, s->k + s->len * m->H * m->D, amp, outlier);
+    kv_rand_tensor(&v, dt, m->H, n, m->Dv, s->v + s->len * m->H * m->Dv, amp, 0);
+    rc = sdpa_kv_cache_append(c, seq, &k.t, &v.t);
+    if (rc == SDPA_OK) s->len += n;
+    tb_free(&k);
+    tb_free(&v);
+    return rc;
+}
+
+/* The value the cache should return for x stored as dt, or for I8 the
+ * largest error allowed (half a quantization step of a row with max amax). */
+static int kv_stored_ok(sdpa_dtype dt, float x, float got, float amax)
+{
+    if (dt == SDPA_F32) return f32_bits(x) == f32_bits(got);
+    if (dt == SDPA_F16) return f32_bits((float)ref_f16_value(ref_f32_to_f16(x))) == f32_bits(got);
+    if (dt == SDPA_BF16) return f32_bits(bits_f32((uint32_t)ref_f32_to_bf16(x) << 16)) == f32_bits(got);
+    return fabs((double)got - x) <= (double)amax / 127.0 * 0.5 * (1 + 1e-5) + fabs(x) * 2.4e-7; /* + got's rounding */
+}
+
+/* Reads every token of seq back (F32) and compares with the model. */
+static void kv_check_contents(const sdpa_kv_cache *c, const kv_model *m, int64_t seq)
+{
+    const kv_mseq *s = &m->s[seq];
+    int64_t len = sdpa_kv_cache_len(c, seq), t, h, d, w, bad = 0;
+    tbuf k, v;
+    CHECK(len == s->len, "seq %lld: len %lld, model %lld", LL(seq), LL(len), LL(s->len));
+    if (len != s->len || len == 0) return;
+    tb_alloc(&k, SDPA_F32, 1, m->H, len, m->D, (int)rnd_int(LAY_ZERO, LAY_PADROW), 16);
+    tb_alloc(&v, SDPA_F32, 1, m->H, len, m->Dv, LAY_CONTIG, 16);
+    CHECK(sdpa_kv_cache_read(c, seq, 0, &k.t, &v.t) == SDPA_OK, "read failed");
+    for (w = 0; w < 2; w++) {
+        const tbuf *tb = w ? &v : &k;
+        int64_t dim = w ? m->Dv : m->D;
+        const float *src = w ? s->v : s->k;
+        for (t = 0; t < len; t++)
+            for (h = 0; h < m->H; h++) {
+                float amax = 0.0f;
+                for (d = 0; d < dim; d++) amax = fmaxf(amax, fabsf(src[(t * m->H + h) * dim + d]));
+                for (d = 0; d < dim; d++) {
+                    float x = src[(t * m->H + h) * dim + d], got = (float)tb_get(tb, tb_off(tb, 0, h, t, d));
+                    if (!kv_stored_ok(m->dt, x, got, amax) && bad++ < 3)
+                        case_fail("seq %lld %s token %lld head %lld [%lld]: got %.9g for %.9g (%s, row max %.9g)", LL(seq), w ? "v" : "k",
+                                  LL(t), LL(h), LL(d), got, x, dt_name(m->dt), amax);
+                }
+            }
+    }
+    tb_free(&k);
+    tb_free(&v);
+}
+
+/* ---- attention: the float64 reference -------------------------------------- */
+
+/* out[b][h][i][:] for q (a tbuf [B, Hq, n, D]) over K/V given as float
+ * arrays per batch entry: kk[b][(t * H + g) * D + d]. */
+static void kv_reference(const tbuf *q, int64_t H, int64_t D, int64_t Dv, float *const *kk, float *const *vv,
+                         const int64_t *len, const sdpa_params *p, double *out, double *lse)
+{
+    int64_t B = q->t.shape[0], Hq = q->t.shape[1], n = q->t.shape[2], G = Hq / H, b, h, i, j, d;
+    double scale = p->scale != 0.0f ? p->scale : 1.0 / sqrt((double)D);
+    for (b = 0; b < B; b++) {
+        int64_t vq = p->seqlens_q ? p->seqlens_q[b] : n, L = len[b];
+        double *s = (double *)xcalloc((size_t)(L > 0 ? L : 1), sizeof(double));
+        for (h = 0; h < Hq; h++)
+            for (i = 0; i < n; i++) {
+                int64_t g = h / G, pos = i + L - vq;
+                double mx = -INFINITY, sum = 0.0;
+                double *o = out + ((b * Hq + h) * n + i) * Dv;
+                for (d = 0; d < Dv; d++) o[d] = 0.0;
+                lse[(b * Hq + h) * n + i] = -INFINITY;
+                if (i >= vq) continue;
+                for (j = 0; j < L; j++) {
+                    int vis = 1;
+                    double x = 0.0;
+                    if (p->causal == SDPA_CAUSAL_BOTTOM_RIGHT && j > pos) vis = 0;
+                    if (p->window && p->window_left >= 0 && j < pos - p->window_left) vis = 0;
+                    if (p->window && p->window_right >= 0 && j > pos + p->window_right) vis = 0;
+                    if (!vis) { s[j] = -INFINITY; continue; }
+                    for (d = 0; d < D; d++) x += tb_get(q, tb_off(q, b, h, i, d)) * (double)kk[b][(j * H + g) * D + d];
+                    x *= scale;
+                    if (p->softcap > 0.0f) x = p->softcap * tanh(x / p->softcap);
+                    if (p->alibi_slopes) x -= p->alibi_slopes[h] * (double)(pos > j ? pos - j : j - pos);
+                    s[j] = x;
+                    if (x > mx) mx = x;
+                }
+                if (mx == -INFINITY) continue;
+                for (j = 0; j < L; j++)
+                    if (s[j] != -INFINITY) {
+                        double e = exp(s[j] - mx);
+                        sum += e;
+                        for (d = 0; d < Dv; d++) o[d] += e * (double)vv[b][(j * H + g) * Dv + d];
+                    }
+                for (d = 0; d < Dv; d++) o[d] /= sum;
+                lse[(b * Hq + h) * n + i] = mx + log(sum);
+            }
+        free(s);
+    }
+}
+
+/* Runs attention over the cache for batch entries seqs[] with random
+ * options, and checks out and lse against the reference over what the cache
+ * returns on read (so I8 is checked against its own dequantized values).
+ * Also: a second run with another thread count must be bitwise identical. */
+static void kv_check_attention(const sdpa_kv_cache *c, const kv_model *m, const int64_t *seqs, int64_t B, int64_t G,
+                               int64_t n, int opts)
+{
+    int64_t Hq = m->H * G, b, h, i, d, len[8], sl[8];
+    float *kk[8], *vv[8], *lse1, *lse2, slopes[64];
+    double *ref, *rlse, worst = 0.0;
+    tbuf q, o, o2;
+    sdpa_params p;
+    sdpa_dtype odt = (sdpa_dtype)rnd_int(SDPA_F32, SDPA_BF16);
+    int rc, bad = 0;
+    memset(&p, 0, sizeof p);
+    if (opts) {
+        if (rnd_int(0, 2)) p.causal = SDPA_CAUSAL_BOTTOM_RIGHT;
+        if (rnd_int(0, 3) == 0) { p.window = 1; p.window_left = rnd_int(-1, 300); p.window_right = rnd_int(-1, 3); }
+        if (rnd_int(0, 4) == 0) p.softcap = (float)rnd_range(0.5, 5.0);
+        if (rnd_int(0, 4) == 0 && Hq <= 64) {
+            for (h = 0; h < Hq; h++) slopes[h] = (float)rnd_range(0.0, 0.1);
+            p.alibi_slopes = slopes;
+        }
+        if (rnd_int(0, 3) == 0) {
+            for (b = 0; b < B; b++) sl[b] = rnd_int(0, n);
+            p.seqlens_q = sl;
+        }
+        if (rnd_int(0, 3) == 0) p.scale = (float)rnd_range(0.05, 0.5);
+    }
+    for (b = 0; b < B; b++) {
+        len[b] = sdpa_kv_cache_len(c, seqs[b]);
+        kk[b] = (float *)xcalloc((size_t)(len[b] * m->H * m->D + 1), sizeof(float));
+        vv[b] = (float *)xcalloc((size_t)(len[b] * m->H * m->Dv + 1), sizeof(float));
+        if (len[b] > 0) { /* what the cache holds, token-major */
+            sdpa_tensor kt = {kk[b], SDPA_F32, {1, m->H, len[b], m->D}, {0, m->D, m->H * m->D, 1}};
+            sdpa_tensor vt = {vv[b], SDPA_F32, {1, m->H, len[b], m->Dv}, {0, m->Dv, m->H * m->Dv, 1}};
+            CHECK(sdpa_kv_cache_read(c, seqs[b], 0, &kt, &vt) == SDPA_OK, "read failed");
+        }
+    }
+    tb_alloc(&q, (sdpa_dtype)rnd_int(SDPA_F32, SDPA_BF16), B, Hq, n, m->D, (int)rnd_int(LAY_ZERO, LAY_PERM), 16);
+    for (b = 0; b < B; b++)
+        for (h = 0; h < Hq; h++)
+            for (i = 0; i < n; i++)
+                for (d = 0; d < m->D; d++) tb_put(&q, tb_off(&q, b, h, i, d), rnd_range(-1.0, 1.0));
+    tb_alloc(&o, odt, B, Hq, n, m->Dv, (int)rnd_int(LAY_ZERO, LAY_PERM), 16);
+    tb_alloc(&o2, odt, B, Hq, n, m->Dv, LAY_CONTIG, 16);
+    lse1 = (float *)xcalloc((size_t)(B * Hq * n + 1), sizeof(float));
+    lse2 = (float *)xcalloc((size_t)(B * Hq * n + 1), sizeof(float));
+    for (i = 0; i < B * Hq * n; i++) lse1[i] = lse2[i] = NAN;
+    ref = (double *)xcalloc((size_t)(B * Hq * n * m->Dv + 1), sizeof(double));
+    rlse = (double *)xcalloc((size_t)(B * Hq * n + 1), sizeof(double));
+    kv_reference(&q, m->H, m->D, m->Dv, kk, vv, len, &p, ref, rlse);
+
+    p.lse = lse1;
+    p.num_threads = (int)rnd_int(1, 4);
+    rc = sdpa_kv_cache_attention(c, seqs, &q.t, &o.t, &p);
+    CHECK(rc == SDPA_OK, "attention: %s", sdpa_strerror(rc));
+    for (b = 0; b < B && rc == SDPA_OK; b++)
+        for (h = 0; h < Hq; h++)
+            for (i = 0; i < n; i++) {
+                double rl = rlse[(b * Hq + h) * n + i], gl = lse1[(b * Hq + h) * n + i];
+                if (!(rl == gl || fabs(gl - rl) <= tol_lse(rl)) && bad++ < 3)
+                    case_fail("lse b %lld h %lld i %lld: %.9g, ref %.9g", LL(b), LL(h), LL(i), gl, rl);
+                for (d = 0; d < m->Dv; d++) {
+                    double r = ref[((b * Hq + h) * n + i) * m->Dv + d], g = tb_get(&o, tb_off(&o, b, h, i, d));
+                    double e = fabs(g - r), t = tol_out(odt, r);
+                    if (!(e <= t) && bad++ < 3)
+                        case_fail("out b %lld h %lld i %lld d %lld: %.9g, ref %.9g (len %lld)", LL(b), LL(h), LL(i), LL(d), g, r,
+                                  LL(len[b]));
+                    if (e / t > worst) worst = e / t;
+                }
+            }
+    if (odt == SDPA_F32 && worst > g_ratio[0]) g_ratio[0] = worst;
+    /* another thread count, through the parallel_for-less built-in pool */
+    p.lse = lse2;
+    p.num_threads = p.num_threads == 1 ? 3 : 1;
+    rc = sdpa_kv_cache_attention(c, seqs, &q.t, &o2.t, &p);
+    CHECK(rc == SDPA_OK, "attention (threads %d): %s", p.num_threads, sdpa_strerror(rc));
+    for (b = 0; b < B && rc == SDPA_OK; b++)
+        for (h = 0; h < Hq; h++)
+            for (i = 0; i < n; i++) {
+                float a1 = lse1[(b * Hq + h) * n + i], a2 = lse2[(b * Hq + h) * n + i];
+                if (f32_bits(a1) != f32_bits(a2) && bad++ < 3) case_fail("lse differs between thread counts");
+                for (d = 0; d < m->Dv; d++) {
+                    double g1 = tb_get(&o, tb_off(&o, b, h, i, d)), g2 = tb_get(&o2, tb_off(&o2, b, h, i, d));
+                    if (g1 != g2 && bad++ < 3) case_fail("out differs between thread counts: %.9g vs %.9g", g1, g2);
+                }
+            }
+    for (b = 0; b < B; b++) free(kk[b]), free(vv[b]);
+    free(ref), free(rlse), free(lse1), free(lse2);
+    tb_free(&q), tb_free(&o), tb_free(&o2);
+}
+
+static sdpa_kv_cache *kv_new(kv_model *m, int64_t nseq, int64_t H, int64_t D, int64_t Dv, sdpa_dtype dt, int64_t ps,
+                             int64_t max_pages, const sdpa_allocator *al)
+{
+    sdpa_kv_cache_config cfg;
+    sdpa_kv_cache *c = NULL;
+    int rc;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.num_seqs = nseq, cfg.kv_heads = H, cfg.head_dim = D, cfg.head_dim_v = Dv == D && rnd_int(0, 1) ? 0 : Dv;
+    cfg.dtype = dt, cfg.page_size = ps, cfg.max_pages = max_pages, cfg.allocator = al;
+    rc = sdpa_kv_cache_create(&cfg, &c);
+    CHECK(rc == SDPA_OK && c, "create: %s", sdpa_strerror(rc));
+    km_init(m, nseq, H, D, Dv, dt);
+    return c;
+}
+
+static const sdpa_dtype k_kv_dts[4] = {SDPA_F32, SDPA_F16, SDPA_BF16, SDPA_I8};
+
+/* ---- groups ----------------------------------------------------------------- */
+
+/* Attention over the cache against the reference: page sizes, head dims,
+ * GQA, lengths on both sides of the split (512 keys), appends of any size,
+ * several sequences with a seqs map, every option. */
+static void test_kv_attention(void)
+{
+    static const int64_t dims[] = {1, 7, 8, 16, 33, 64, 128};
+    static const int64_t pss[] = {1, 3, 16, 16, 64, 100};
+    static const int64_t lens[] = {0, 1, 5, 63, 64, 65, 200, 513, 1100, 2100};
+    int cases = g_quick ? 40 : 160, ci;
+    if (!group_begin("kv cache attention")) return;
+    for (ci = 0; ci < cases; ci++) {
+        kv_model m;
+        sdpa_kv_cache *c;
+        int64_t nseq = rnd_int(1, 3), H = rnd_int(1, 3), G = rnd_of((const int64_t[]){1, 1, 2, 4, 5}, 5);
+        int64_t D = rnd_of(dims, 7), Dv = rnd_int(0, 3) ? D : rnd_of(dims, 7), ps = rnd_of(pss, 6), s, seqs[8], B, n;
+        sdpa_dtype dt = k_kv_dts[ci % 4];
+        if (D * H * G > 2000 && ci % 2) D = Dv = 16;
+        case_begin("%s page %lld H %lld G %lld D %lld Dv %lld seqs %lld", dt_name(dt), LL(ps), LL(H), LL(G), LL(D), LL(Dv),
+                   LL(nseq));
+        c = kv_new(&m, nseq, H, D, Dv, dt, ps, 0, NULL);
+        if (!c) { case_end(); continue; }
+        for (s = 0; s < nseq; s++) {
+            int64_t want = rnd_of(lens, g_quick ? 8 : 10);
+            while (m.s[s].len < want) { /* appends of random sizes: page boundaries anywhere */
+                int64_t k = rnd_int(1, 300);
+                CHECK(kv_append(c, &m, s, k < want - m.s[s].len ? k : want - m.s[s].len, 1.0, 0) == SDPA_OK, "append");
+            }
+        }
+        B = rnd_int(1, 3);
+        for (s = 0; s < B; s++) seqs[s] = rnd_int(0, nseq - 1);
+        n = rnd_of((const int64_t[]){1, 1, 2, 3, 5, 17, 40}, 7);
+        for (s = 0; s < nseq; s++) kv_check_contents(c, &m, s);
+        kv_check_attention(c, &m, seqs, B, G, n, 1);
+        sdpa_kv_cache_destroy(c);
+        km_free(&m);
+        case_end();
+    }
+    group_end();
+}
+
+/* F32 storage: attention over the cache against sdpa_attention over the same
+ * contiguous K/V (different kernels and summation order: near, not bitwise). */
+static void test_kv_vs_sdpa(void)
+{
+    int ci;
+    if (!group_begin("kv cache vs sdpa_attention")) return;
+    for (ci = 0; ci < (g_quick ? 6 : 20); ci++) {
+        kv_model m;
+        int64_t H = rnd_int(1, 4), G = rnd_int(1, 4), D = rnd_of((const int64_t[]){8, 64, 80, 128}, 4), L = rnd_int(1, 1500);
+        int64_t n = rnd_int(1, 9), Hq = H * G, i, total;
+        sdpa_kv_cache *c = kv_new(&m, 1, H, D, D, SDPA_F32, rnd_int(1, 40), 0, NULL);
+        float *qv, *o1, *o2;
+        sdpa_params p;
+        double worst = 0.0;
+        case_begin("H %lld G %lld D %lld L %lld n %lld", LL(H), LL(G), LL(D), LL(L), LL(n));
+        if (!c) { case_end(); continue; }
+        while (m.s[0].len < L) {
+            int64_t k = rnd_int(1, 500);
+            kv_append(c, &m, 0, k < L - m.s[0].len ? k : L - m.s[0].len, 1.0, 0);
+        }
+        total = Hq * n * D;
+        qv = (float *)xcalloc((size_t)total, sizeof(float));
+        o1 = (float *)xcalloc((size_t)total, sizeof(float));
+        o2 = (float *)xcalloc((size_t)total, sizeof(float));
+        for (i = 0; i < total; i++) qv[i] = (float)rnd_range(-1, 1);
+        memset(&p, 0, sizeof p);
+        p.causal = SDPA_CAUSAL_BOTTOM_RIGHT;
+        {
+            sdpa_tensor q = {qv, SDPA_F32, {1, Hq, n, D}, {0}}, o = {o1, SDPA_F32, {1, Hq, n, D}, {0}};
+            sdpa_tensor o_ = {o2, SDPA_F32, {1, Hq, n, D}, {0}};
+            sdpa_tensor k = {m.s[0].k, SDPA_F32, {1, H, L, D}, {0, D, H * D, 1}}, v = {m.s[0].v, SDPA_F32, {1, H, L, D}, {0, D, H * D, 1}};
+            CHECK(sdpa_kv_cache_attention(c, NULL, &q, &o, &p) == SDPA_OK, "cache attention failed");
+            CHECK(sdpa_attention(&q, &k, &v, &o_, &p) == SDPA_OK, "sdpa_attention failed");
+        }
+        for (i = 0; i < total; i++) {
+            double e = fabs((double)o1[i] - o2[i]) / (1e-6 + 1e-5 * fabs(o2[i]));
+            if (!(e <= 1.0)) { case_fail("[%lld]: cache %.9g, sdpa %.9g", LL(i), o1[i], o2[i]); break; }
+            if (e > worst) worst = e;
+        }
+        free(qv), free(o1), free(o2);
+        sdpa_kv_cache_destroy(c);
+        km_free(&m);
+        case_end();
+    }
+    group_end();
+}
+
+/* Counting allocator: live bytes, and a failure after `fail_after` calls. */
+typedef struct {
+    int64_t live, calls, fail_after; /* fail_after < 0: never */
+} kv_alloc_state;
+
+static void *kv_alloc_fn(void *user, size_t size, size_t align)
+{
+    kv_alloc_state *a = (kv_alloc_state *)user;
+    void *p;
+    (void)align;
+    if (a->fail_after >= 0 && a->calls >= a->fail_after) return NULL;
+    a->calls++;
+    p = malloc(size + 16); /* misaligned on purpose: the cache must align its pages */
+    if (!p) return NULL;
+    memcpy(p, &size, sizeof size);
+    a->live += (int64_t)size;
+    return (char *)p + 8;
+}
+
+static void kv_free_fn(void *user, void *ptr, size_t size)
+{
+    kv_alloc_state *a = (kv_alloc_state *)user;
+    size_t got;
+    memcpy(&got, (char *)ptr - 8, sizeof got);
+    if (got != size) a->live = INT64_MIN / 2; /* a size mismatch shows as a huge leak */
+    a->live -= (int64_t)size;
+    free((char *)ptr - 8);
+}
+
+/* Random sequences of append / truncate / evict / fork / reset against the
+ * model, with the contents, the byte count and attention checked as it goes. */
+static void test_kv_ops(void)
+{
+    int ci, steps = g_quick ? 60 : 200;
+    if (!group_begin("kv cache operations")) return;
+    for (ci = 0; ci < (g_quick ? 8 : 24); ci++) {
+        kv_alloc_state as = {0, 0, -1};
+        sdpa_allocator al = {kv_alloc_fn, kv_free_fn, NULL};
+        kv_model m;
+        int64_t nseq = rnd_int(2, 4), H = rnd_int(1, 2), D = rnd_of((const int64_t[]){3, 8, 24, 64}, 4), ps = rnd_int(1, 20);
+        sdpa_dtype dt = k_kv_dts[ci % 4];
+        sdpa_kv_cache *c;
+        int st;
+        al.user = &as;
+        case_begin("%s page %lld H %lld D %lld seqs %lld", dt_name(dt), LL(ps), LL(H), LL(D), LL(nseq));
+        c = kv_new(&m, nseq, H, D, D, dt, ps, 0, &al);
+        if (!c) { case_end(); continue; }
+        CHECK(sdpa_kv_cache_bytes(c) == as.live, "bytes %lld, allocator says %lld", LL(sdpa_kv_cache_bytes(c)), LL(as.live));
+        for (st = 0; st < steps && g_case_ok; st++) {
+            int64_t s = rnd_int(0, nseq - 1), len = m.s[s].len, op = rnd_int(0, 9);
+            if (op <= 3) {
+                CHECK(kv_append(c, &m, s, rnd_int(0, 3 * ps + 2), 1.0, 0) == SDPA_OK, "append");
+            } else if (op == 4) { /* rollback */
+                int64_t to = rnd_int(0, len);
+                CHECK(sdpa_kv_cache_truncate(c, s, to) == SDPA_OK, "truncate");
+                km_cut(&m, &m.s[s], to, len);
+            } else if (op == 5) { /* StreamingLLM eviction */
+                int64_t sink = rnd_int(0, 6), recent = rnd_int(0, 40);
+                CHECK(sdpa_kv_cache_evict(c, s, sink, recent) == SDPA_OK, "evict");
+                if (len > sink + recent) km_cut(&m, &m.s[s], sink, len - recent);
+            } else if (op == 6) { /* a shared prefix */
+                int64_t d = rnd_int(0, nseq - 1), n = rnd_int(0, len), before = sdpa_kv_cache_bytes(c);
+                if (d == s) continue;
+                CHECK(sdpa_kv_cache_fork(c, d, s, n) == SDPA_OK, "fork");
+                km_reserve(&m, &m.s[d], n);
+                if (n > 0) {
+                    memcpy(m.s[d].k, m.s[s].k, (size_t)(n * H * D) * sizeof(float));
+                    memcpy(m.s[d].v, m.s[s].v, (size_t)(n * H * D) * sizeof(float));
+                }
+                m.s[d].len = n;
+                (void)before;
+            } else if (op == 7) {
+                CHECK(sdpa_kv_cache_reset(c, s) == SDPA_OK, "reset");
+                m.s[s].len = 0;
+            } else if (op == 8) {
+                int64_t seqs[3], G = rnd_int(1, 3), k;
+                for (k = 0; k < 3; k++) seqs[k] = rnd_int(0, nseq - 1);
+                kv_check_attention(c, &m, seqs, rnd_int(1, 3), G, rnd_int(1, 4), 1);
+            } else {
+                kv_check_contents(c, &m, s);
+            }
+            CHECK(sdpa_kv_cache_bytes(c) == as.live, "step %d: bytes %lld, allocator says %lld", st,
+                  LL(sdpa_kv_cache_bytes(c)), LL(as.live));
+        }
+        {
+            int64_t s;
+            for (s = 0; s < nseq; s++) kv_check_contents(c, &m, s);
+        }
+        CHECK(sdpa_kv_cache_reset(c, -1) == SDPA_OK, "reset all");
+        CHECK(sdpa_kv_cache_bytes(c) == as.live && as.live < 4096, "after reset: %lld bytes held", LL(as.live));
+        sdpa_kv_cache_destroy(c);
+        CHECK(as.live == 0, "%lld bytes leaked", LL(as.live));
+        km_free(&m);
+        case_end();
+    }
+    group_end();
+}
+
+/* Pages: sharing saves memory and writes stay private; capacity and
+ * allocation failures leave the cache exactly as it was. */
+static void test_kv_pages(void)
+{
+    int dti;
+    if (!group_begin("kv cache pages and limits")) return;
+    for (dti = 0; dti < 4; dti++) {
+        sdpa_dtype dt = k_kv_dts[dti];
+        kv_alloc_state as = {0, 0, -1};
+        sdpa_allocator al = {kv_alloc_fn, kv_free_fn, NULL};
+        kv_model m;
+        sdpa_kv_cache *c;
+        int64_t b0, b1, b2, i, seqs[2] = {0, 1};
+        al.user = &as;
+
+        case_begin("%s: fork shares the prefix's pages", dt_name(dt));
+        c = kv_new(&m, 2, 2, 32, 32, dt, 16, 0, &al);
+        kv_append(c, &m, 0, 100, 1.0, 0);
+        b0 = sdpa_kv_cache_bytes(c);
+        CHECK(sdpa_kv_cache_fork(c, 1, 0, 100) == SDPA_OK, "fork");
+        b1 = sdpa_kv_cache_bytes(c);
+        CHECK(b1 - b0 < 1024, "fork of 100 tokens took %lld bytes", LL(b1 - b0));
+        km_reserve(&m, &m.s[1], 100);
+        memcpy(m.s[1].k, m.s[0].k, 100 * 2 * 32 * sizeof(float));
+        memcpy(m.s[1].v, m.s[0].v, 100 * 2 * 32 * sizeof(float));
+        m.s[1].len = 100;
+        kv_append(c, &m, 1, 5, 1.0, 0); /* 100 % 16 != 0: the shared last page is not written */
+        kv_append(c, &m, 0, 7, 1.0, 0);
+        kv_check_contents(c, &m, 0);
+        kv_check_contents(c, &m, 1);
+        kv_check_attention(c, &m, seqs, 2, 2, 3, 1);
+        case_end();
+
+        case_begin("%s: capacity", dt_name(dt));
+        sdpa_kv_cache_destroy(c);
+        km_free(&m);
+        c = kv_new(&m, 2, 2, 32, 32, dt, 16, 7, &al); /* 7 pages of 16 tokens */
+        CHECK(kv_append(c, &m, 0, 100, 1.0, 0) == SDPA_OK, "100 tokens fit in 7 pages");
+        b0 = sdpa_kv_cache_bytes(c);
+        CHECK(kv_append(c, &m, 1, 17, 1.0, 0) == SDPA_ERR_CAPACITY, "17 more tokens need 2 pages, 0 free");
+        CHECK(kv_append(c, &m, 0, 13, 1.0, 0) == SDPA_ERR_CAPACITY, "13 more need a page");
+        CHECK(kv_append(c, &m, 0, 12, 1.0, 0) == SDPA_OK, "12 fit the last page");
+        CHECK(sdpa_kv_cache_bytes(c) == b0, "bytes changed without a new page");
+        CHECK(sdpa_kv_cache_len(c, 1) == 0 && sdpa_kv_cache_len(c, 0) == 112, "lengths after the failures");
+        CHECK(sdpa_kv_cache_evict(c, 0, 4, 20) == SDPA_OK, "evict");
+        km_cut(&m, &m.s[0], 4, 92);
+        CHECK(kv_append(c, &m, 1, 64, 1.0, 0) == SDPA_OK, "evicted pages are free again");
+        kv_check_contents(c, &m, 0);
+        kv_check_contents(c, &m, 1);
+        case_end();
+
+        case_begin("%s: allocation failures change nothing", dt_name(dt));
+        for (i = 0; i < 12; i++) {
+            int rc;
+            b2 = sdpa_kv_cache_bytes(c);
+            as.fail_after = as.calls + i % 3;
+            rc = i % 2 ? sdpa_kv_cache_fork(c, 1, 0, sdpa_kv_cache_len(c, 0)) : kv_append(c, &m, 1, 40, 1.0, 0);
+            as.fail_after = -1;
+            if (rc == SDPA_OK) {
+                if (i % 2) {
+                    int64_t n = m.s[0].len;
+                    km_reserve(&m, &m.s[1], n);
+                    memcpy(m.s[1].k, m.s[0].k, (size_t)(n * 2 * 32) * sizeof(float));
+                    memcpy(m.s[1].v, m.s[0].v, (size_t)(n * 2 * 32) * sizeof(float));
+                    m.s[1].len = n;
+                }
+            } else {
+                CHECK(rc == SDPA_ERR_NOMEM || rc == SDPA_ERR_CAPACITY, "failure %d: %s", (int)i, sdpa_strerror(rc));
+                CHECK(sdpa_kv_cache_bytes(c) == b2, "a failed call changed the bytes held");
+            }
+            CHECK(sdpa_kv_cache_bytes(c) == as.live, "bytes %lld, allocator %lld", LL(sdpa_kv_cache_bytes(c)), LL(as.live));
+            kv_check_contents(c, &m, 0);
+            kv_check_contents(c, &m, 1);
+        }
+        sdpa_kv_cache_destroy(c);
+        km_free(&m);
+        CHECK(as.live == 0, "%lld bytes leaked", LL(as.live));
+        case_end();
+    }
+    group_end();
+}
+
+/* Memory: bytes per token of each storage type against F32 (head_dim 128). */
+static void test_kv_memory(void)
+{
+    int64_t bytes[4], i;
+    int dti;
+    if (!group_begin("kv cache memory")) return;
+    case_begin("bytes per storage type, 8 heads x 128, 4096 tokens");
+    for (dti = 0; dti < 4; dti++) {
+        kv_model m;
+        sdpa_kv_cache *c = kv_new(&m, 1, 8, 128, 128, k_kv_dts[dti], 16, 0, NULL);
+        for (i = 0; i < 4096; i += 512) kv_append(c, &m, 0, 512, 1.0, 0);
+        bytes[dti] = sdpa_kv_cache_bytes(c);
+        sdpa_kv_cache_destroy(c);
+        km_free(&m);
+    }
+    CHECK(bytes[1] <= bytes[0] * 0.51 && bytes[2] <= bytes[0] * 0.51, "F16/BF16 %.3f / %.3f of F32",
+          (double)bytes[1] / bytes[0], (double)bytes[2] / bytes[0]);
+    CHECK(bytes[3] <= bytes[0] * 0.27, "I8 %.3f of F32 (issue: at most 0.27)", (double)bytes[3] / bytes[0]);
+    CHECK(bytes[0] >= 4096 * 8 * 128 * 2 * 4, "F32 %lld bytes is less than the data", LL(bytes[0]));
+    case_end();
+    group_end();
+}
+
+/* int8 storage against F32 storage: relative L2 error and cosine similarity
+ * of decode outputs, random data and data with outlier channels in K. */
+static void test_kv_i8_accuracy(void)
+{
+    int outl;
+    if (!group_begin("kv cache int8 accuracy")) return;
+    for (outl = 0; outl < 2; outl++) {
+        kv_model m8, m32;
+        int64_t H = 4, G = 4, D = 128, L = 2048, n = 1, Hq = H * G, i, total = Hq * n * D;
+        sdpa_kv_cache *c8 = kv_new(&m8, 1, H, D, D, SDPA_I8, 16, 0, NULL), *c32 = kv_new(&m32, 1, H, D, D, SDPA_F32, 16, 0, NULL);
+        float *qv = (float *)xcalloc((size_t)total, sizeof(float)), *o8 = (float *)xcalloc((size_t)total, sizeof(float));
+        float *o32 = (float *)xcalloc((size_t)total, sizeof(float));
+        double num = 0, den = 0, dot = 0, n8 = 0, rel, cosv;
+        sdpa_tensor q = {qv, SDPA_F32, {1, Hq, n, D}, {0}}, a = {o8, SDPA_F32, {1, Hq, n, D}, {0}};
+        sdpa_tensor b = {o32, SDPA_F32, {1, Hq, n, D}, {0}};
+        sdpa_params p;
+        case_begin("%s", outl ? "outlier channels in K" : "uniform random");
+        memset(&p, 0, sizeof p);
+        p.causal = SDPA_CAUSAL_BOTTOM_RIGHT;
+        while (m8.s[0].len < L) { /* the same tokens into both caches */
+            uint64_t r = g_rng;
+            kv_append(c8, &m8, 0, 256, 2.0, outl);
+            g_rng = r;
+            kv_append(c32, &m32, 0, 256, 2.0, outl);
+        }
+        for (i = 0; i < total; i++) qv[i] = (float)rnd_range(-2, 2);
+        CHECK(sdpa_kv_cache_attention(c8, NULL, &q, &a, &p) == SDPA_OK, "i8 attention");
+        CHECK(sdpa_kv_cache_attention(c32, NULL, &q, &b, &p) == SDPA_OK, "f32 attention");
+        for (i = 0; i < total; i++) {
+            num += ((double)o8[i] - o32[i]) * ((double)o8[i] - o32[i]);
+            den += (double)o32[i] * o32[i];
+            dot += (double)o8[i] * o32[i];
+            n8 += (double)o8[i] * o8[i];
+        }
+        rel = sqrt(num / den);
+        cosv = dot / sqrt(n8 * den);
+        printf("       int8 KV cache vs F32 (%s, D 128, 2048 keys): rel L2 %.2e, cosine %.6f\n",
+               outl ? "outlier channels" : "uniform", rel, cosv);
+        /* bounds about 1.5-2x the errors measured (per-token scales: an outlier
+         * channel coarsens its token's whole row) */
+        CHECK(rel > 0.0 && (outl ? rel < 0.15 && cosv > 0.99 : rel < 0.012 && cosv > 0.9999), "rel L2 %.3g, cosine %.6f", rel, cosv);
+        free(qv), free(o8), free(o32);
+        sdpa_kv_cache_destroy(c8), sdpa_kv_cache_destroy(c32);
+        km_free(&m8), km_free(&m32);
+        case_end();
+    }
+    group_end();
+}
+
+/* Non-finite values stay in the rows that see them; I8 stores them as a
+ * NaN scale. */
+static void test_kv_nonfinite(void)
+{
+    int dti;
+    if (!group_begin("kv cache NaN/Inf")) return;
+    for (dti = 0; dti < 4; dti++) {
+        kv_model m;
+        sdpa_dtype dt = k_kv_dts[dti];
+        int64_t D = 16, L = 40, n = 4, i, d, bad = 20; /* token 38: seen by queries at 38, 39 only */
+        sdpa_kv_cache *c = kv_new(&m, 1, 1, D, D, dt, 8, 0, NULL);
+        float qv[4 * 16], ov[4 * 16], *kk, *vv;
+        sdpa_tensor q = {qv, SDPA_F32, {1, 1, n, D}, {0}}, o = {ov, SDPA_F32, {1, 1, n, D}, {0}};
+        sdpa_params p;
+        int w;
+        for (w = 0; w < 2; w++) {
+            case_begin("%s: %s in V, then in K, of a key hidden by causal from two rows", dt_name(dt), w ? "Inf" : "NaN");
+            sdpa_kv_cache_reset(c, 0);
+            m.s[0].len = 0;
+            kv_append(c, &m, 0, L, 1.0, 0);
+            kk = (float *)xcalloc((size_t)(L * D), sizeof(float));
+            vv = (float *)xcalloc((size_t)(L * D), sizeof(float));
+            memcpy(kk, m.s[0].k, (size_t)(L * D) * sizeof(float));
+            memcpy(vv, m.s[0].v, (size_t)(L * D) * sizeof(float));
+            vv[38 * D + 5] = w ? INFINITY : NAN;
+            bad = 38;
+            {
+                sdpa_tensor kt = {kk, SDPA_F32, {1, 1, L, D}, {0}}, vt = {vv, SDPA_F32, {1, 1, L, D}, {0}};
+                sdpa_kv_cache_reset(c, 0);
+                CHECK(sdpa_kv_cache_append(c, 0, &kt, &vt) == SDPA_OK, "append");
+            }
+            for (i = 0; i < n * D; i++) qv[i] = (float)rnd_range(-1, 1);
+            memset(&p, 0, sizeof p);
+            p.causal = SDPA_CAUSAL_BOTTOM_RIGHT;
+            CHECK(sdpa_kv_cache_attention(c, NULL, &q, &o, &p) == SDPA_OK, "attention");
+            for (i = 0; i < n; i++) { /* query i sits at position 36 + i */
+                int fin = 1;
+                for (d = 0; d < D; d++) fin &= isfinite(ov[i * D + d]) != 0;
+                if (36 + i < bad) CHECK(fin, "row %lld does not see key %lld but is not finite", LL(i), LL(bad));
+                else CHECK(!isfinite(ov[i * D + 5]), "row %lld sees the non-finite V but is finite", LL(i));
+            }
+            free(kk), free(vv);
+            case_end();
+        }
+        sdpa_kv_cache_destroy(c);
+        km_free(&m);
+    }
+    group_end();
+}
+
+/* Bad arguments: the right code, a message, nothing written. */
+static void test_kv_errors(void)
+{
+    sdpa_kv_cache_config cfg;
+    sdpa_kv_cache *c = NULL;
+    char eb[256];
+    float kb[2 * 3 * 8], qv[4 * 8], ov[4 * 8], o2[4 * 8];
+    sdpa_tensor k = {kb, SDPA_F32, {1, 2, 3, 8}, {0}}, q = {qv, SDPA_F32, {1, 4, 1, 8}, {0}}, o = {ov, SDPA_F32, {1, 4, 1, 8}, {0}};
+    sdpa_params p;
+    int64_t i, seq = 1;
+    if (!group_begin("kv cache errors")) return;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.num_seqs = 2, cfg.kv_heads = 2, cfg.head_dim = 8, cfg.dtype = SDPA_F16, cfg.errbuf = eb, cfg.errbuf_size = sizeof eb;
+    for (i = 0; i < (int64_t)(sizeof kb / 4); i++) kb[i] = (float)i / 50.0f;
+    for (i = 0; i < 32; i++) qv[i] = 0.1f * (float)i;
+
+    case_begin("create");
+    cfg.dtype = SDPA_BOOL;
+    CHECK(sdpa_kv_cache_create(&cfg, &c) == SDPA_ERR_DTYPE && !c, "BOOL storage");
+    CHECK(strstr(eb, "dtype") != NULL, "message: %s", eb);
+    cfg.dtype = SDPA_F16;
+    cfg.head_dim = 0;
+    CHECK(sdpa_kv_cache_create(&cfg, &c) == SDPA_ERR_SHAPE && !c, "head_dim 0");
+    cfg.head_dim = 8;
+    cfg.page_size = -1;
+    CHECK(sdpa_kv_cache_create(&cfg, &c) == SDPA_ERR_PARAM && !c, "page_size -1");
+    cfg.page_size = 0;
+    cfg.head_dim = INT64_MAX / 4;
+    CHECK(sdpa_kv_cache_create(&cfg, &c) == SDPA_ERR_OVERFLOW && !c, "huge head_dim");
+    cfg.head_dim = 8;
+    CHECK(sdpa_kv_cache_create(NULL, &c) == SDPA_ERR_NULL, "NULL config");
+    CHECK(sdpa_kv_cache_create(&cfg, &c) == SDPA_OK && c, "a good config");
+    case_end();
+    if (!c) { group_end(); return; }
+
+    case_begin("append, truncate, evict, fork, read");
+    CHECK(sdpa_kv_cache_append(c, 2, &k, &k) == SDPA_ERR_PARAM, "sequence 2 of 2");
+    CHECK(sdpa_kv_cache_append(c, -1, &k, &k) == SDPA_ERR_PARAM, "sequence -1");
+    k.shape[1] = 3;
+    CHECK(sdpa_kv_cache_append(c, 0, &k, &k) == SDPA_ERR_SHAPE, "3 heads, cache has 2");
+    k.shape[1] = 2;
+    k.dtype = SDPA_I8;
+    CHECK(sdpa_kv_cache_append(c, 0, &k, &k) == SDPA_ERR_DTYPE, "I8 input");
+    k.dtype = SDPA_F32;
+    CHECK(sdpa_kv_cache_append(c, 0, &k, NULL) == SDPA_ERR_NULL, "NULL v");
+    CHECK(sdpa_kv_cache_len(c, 0) == 0 && sdpa_kv_cache_len(c, 5) == SDPA_ERR_PARAM, "len");
+    CHECK(sdpa_kv_cache_append(c, 1, &k, &k) == SDPA_OK, "good append");
+    CHECK(sdpa_kv_cache_truncate(c, 1, 4) == SDPA_ERR_PARAM, "truncate past the end");
+    CHECK(sdpa_kv_cache_truncate(c, 1, -1) == SDPA_ERR_PARAM, "truncate to -1");
+    CHECK(sdpa_kv_cache_evict(c, 1, -1, 2) == SDPA_ERR_PARAM, "evict -1 sinks");
+    CHECK(sdpa_kv_cache_fork(c, 1, 1, 1) == SDPA_ERR_PARAM, "fork onto itself");
+    CHECK(sdpa_kv_cache_fork(c, 0, 1, 4) == SDPA_ERR_PARAM, "fork 4 of 3 tokens");
+    CHECK(sdpa_kv_cache_reset(c, 7) == SDPA_ERR_PARAM, "reset 7");
+    CHECK(sdpa_kv_cache_read(c, 1, 1, &k, NULL) == SDPA_ERR_PARAM, "read 3 tokens from 1 of 3");
+    CHECK(sdpa_kv_cache_len(c, 1) == 3, "the failures changed the length");
+    case_end();
+
+    case_begin("attention: bad arguments write nothing");
+    memset(&p, 0, sizeof p);
+    for (i = 0; i < 32; i++) ov[i] = o2[i] = NAN;
+    p.causal = SDPA_CAUSAL_TOP_LEFT;
+    CHECK(sdpa_kv_cache_attention(c, &seq, &q, &o, &p) == SDPA_ERR_PARAM, "TOP_LEFT");
+    p.causal = SDPA_CAUSAL_NONE;
+    p.mask = &q;
+    CHECK(sdpa_kv_cache_attention(c, &seq, &q, &o, &p) == SDPA_ERR_PARAM, "mask");
+    p.mask = NULL;
+    q.shape[1] = 3;
+    CHECK(sdpa_kv_cache_attention(c, &seq, &q, &o, &p) == SDPA_ERR_HEADS, "3 q heads over 2 kv heads");
+    q.shape[1] = 4;
+    o.shape[3] = 7;
+    CHECK(sdpa_kv_cache_attention(c, &seq, &q, &o, &p) == SDPA_ERR_SHAPE, "out head_dim 7");
+    o.shape[3] = 8;
+    seq = 2;
+    CHECK(sdpa_kv_cache_attention(c, &seq, &q, &o, &p) == SDPA_ERR_PARAM, "seqs[0] = 2");
+    seq = 1;
+    o.data = qv;
+    CHECK(sdpa_kv_cache_attention(c, &seq, &q, &o, &p) == SDPA_ERR_ALIAS, "out is q");
+    o.data = ov;
+    CHECK(memcmp(ov, o2, sizeof ov) == 0, "out was written by a failing call");
+    CHECK(sdpa_kv_cache_attention(c, &seq, &q, &o, &p) == SDPA_OK, "good call");
+    for (i = 0; i < 32; i++) CHECK(isfinite(ov[i]), "out[%lld] = %g", LL(i), ov[i]);
+    case_end();
+    sdpa_kv_cache_destroy(c);
+    group_end();
+}
+
+static void test_kv(void)
+{
+    test_kv_errors();
+    test_kv_attention();
+    test_kv_vs_sdpa();
+    test_kv_ops();
+    test_kv_pages();
+    test_kv_memory();
+    test_kv_nonfinite();
+    test_kv_i8_accuracy();
+}
