@@ -32,7 +32,7 @@ static sdpa_kv_cache *make_cache(sdpa_dtype st, int64_t Hkv, int64_t D, int64_t 
     int64_t chunk = 1024, t;
     float *k = (float *)bc_xmalloc((size_t)(Hkv * chunk * D) * 4), *v = (float *)bc_xmalloc((size_t)(Hkv * chunk * D) * 4);
     memset(&cfg, 0, sizeof cfg);
-    cfg.num_seqs = 1, cfg.kv_heads = Hkv, cfg.head_dim = D, cfg.dtype = st, cfg.page_size = 16;
+    cfg.num_seqs = 1, cfg.kv_heads = Hkv, cfg.head_dim = D, cfg.dtype = st;
     if (sdpa_kv_cache_create(&cfg, &c) != SDPA_OK) { fprintf(stderr, "bench_decode: create failed\n"); exit(2); }
     for (t = 0; t < len; t += chunk) {
         int64_t n = len - t < chunk ? len - t : chunk;
