@@ -7,6 +7,8 @@
 #   make bench      benchmarks (bench, then bench-kernels)
 #   make bench-kernels  plain / auto-vectorised / intrinsics version of each
 #                   core loop, timed side by side
+#   make bench SLEEF=1, make bench-kernels SLEEF=1  the same, plus the
+#                   built-in exp against SLEEF's (needs libsleef-dev)
 #   make test-sleef the suite built with -DSDPA_USE_SLEEF -lsleef (part of
 #                   make test; skipped without libsleef-dev)
 #   make install    PREFIX=/usr/local (DESTDIR honoured); make uninstall
@@ -99,6 +101,22 @@ $(B)/bench: bench/bench.c bench/common.h $(HEADER) | $(B)
 $(B)/bench_kernels: bench/kernels.c bench/plain_kernels.h bench/common.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DBK_CFLAGS='"$(strip $(CFLAGS))"' $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
+# SLEEF=1: the benches also link bench/sleef_copy.c, a second copy of the
+# header built with SDPA_USE_SLEEF, and time its exp beside the built-in one
+# in the same process (bench: section 7; bench-kernels: the +sleef rows).
+# Their binaries go to $(B)/sleef/.
+SLEEF ?=
+BB := $(B)$(if $(SLEEF),/sleef)
+SLEEF_COPY := bench/sleef_copy.c bench/sleef_copy.h
+$(B)/sleef/bench: bench/bench.c bench/common.h $(SLEEF_COPY) $(HEADER)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -DBENCH_SLEEF $(INC) bench/bench.c bench/sleef_copy.c -o $@ \
+	    $(LDFLAGS) -lsleef $(LDLIBS)
+$(B)/sleef/bench_kernels: bench/kernels.c bench/plain_kernels.h bench/common.h $(SLEEF_COPY) $(HEADER)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -DBENCH_SLEEF -DBK_CFLAGS='"$(strip $(CFLAGS))"' $(INC) \
+	    bench/kernels.c bench/sleef_copy.c -o $@ $(LDFLAGS) -lsleef $(LDLIBS)
+
 # The same with clang, to compare what the two auto-vectorisers made of the
 # plain and autovec versions (make bench-kernels-clang; README: Reading the
 # assembly).
@@ -113,12 +131,12 @@ $(B)/two_copies: $(TWO_COPIES_SRC) $(HEADER) | $(B)
 run: $(B)/olmo_layer
 	$(R)./$(B)/olmo_layer $(ARGS)
 
-bench: $(B)/bench $(B)/bench_kernels
-	$(R)./$(B)/bench $(ARGS)
-	$(R)./$(B)/bench_kernels $(ARGS)
+bench: $(BB)/bench $(BB)/bench_kernels
+	$(R)./$(BB)/bench $(ARGS)
+	$(R)./$(BB)/bench_kernels $(ARGS)
 
-bench-kernels: $(B)/bench_kernels
-	$(R)./$(B)/bench_kernels $(ARGS)
+bench-kernels: $(BB)/bench_kernels
+	$(R)./$(BB)/bench_kernels $(ARGS)
 
 bench-kernels-clang:
 	@command -v clang >/dev/null 2>&1 || { echo "bench-kernels-clang: clang is not installed"; exit 1; }
