@@ -7,6 +7,10 @@
 #   make bench      benchmarks (bench, then bench-kernels)
 #   make bench-kernels  plain / auto-vectorised / intrinsics version of each
 #                   core loop, timed side by side
+#   make bench SLEEF=1, make bench-kernels SLEEF=1  the same, plus the
+#                   built-in exp against SLEEF's (needs libsleef-dev)
+#   make test-sleef the suite built with -DSDPA_USE_SLEEF -lsleef (part of
+#                   make test; skipped without libsleef-dev)
 #   make install    PREFIX=/usr/local (DESTDIR honoured); make uninstall
 #   make check-cmake  CMake build + ctest + install + find_package/pkg-config consumers
 #   make CROSS=aarch64-linux-gnu-   cross-build everything into build/aarch64/
@@ -67,7 +71,7 @@ PROGRAMS := $(B)/olmo_layer $(B)/test_sdpa $(B)/bench $(B)/bench_kernels $(B)/be
 
 .PHONY: all run test bench bench-decode bench-kernels bench-kernels-clang install uninstall clean check-cmake \
         test-unit test-bf16-emu test-compile test-two-copies test-simple test-decode test-sanitize test-tsan \
-        compile-tests test-arm asm check-asm
+        compile-tests test-arm asm check-asm test-sleef sleef-bins
 
 all: $(PROGRAMS)
 
@@ -103,6 +107,22 @@ $(B)/bench_decode: bench/decode.c bench/common.h $(HEADER) | $(B)
 $(B)/bench_kernels: bench/kernels.c bench/plain_kernels.h bench/common.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DBK_CFLAGS='"$(strip $(CFLAGS))"' $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
+# SLEEF=1: the benches also link bench/sleef_copy.c, a second copy of the
+# header built with SDPA_USE_SLEEF, and time its exp beside the built-in one
+# in the same process (bench: section 7; bench-kernels: the +sleef rows).
+# Their binaries go to $(B)/sleef/.
+SLEEF ?=
+BB := $(B)$(if $(SLEEF),/sleef)
+SLEEF_COPY := bench/sleef_copy.c bench/sleef_copy.h
+$(B)/sleef/bench: bench/bench.c bench/common.h $(SLEEF_COPY) $(HEADER)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -DBENCH_SLEEF $(INC) bench/bench.c bench/sleef_copy.c -o $@ \
+	    $(LDFLAGS) -lsleef $(LDLIBS)
+$(B)/sleef/bench_kernels: bench/kernels.c bench/plain_kernels.h bench/common.h $(SLEEF_COPY) $(HEADER)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -DBENCH_SLEEF -DBK_CFLAGS='"$(strip $(CFLAGS))"' $(INC) \
+	    bench/kernels.c bench/sleef_copy.c -o $@ $(LDFLAGS) -lsleef $(LDLIBS)
+
 # The same with clang, to compare what the two auto-vectorisers made of the
 # plain and autovec versions (make bench-kernels-clang; README: Reading the
 # assembly).
@@ -117,16 +137,16 @@ $(B)/two_copies: $(TWO_COPIES_SRC) $(HEADER) | $(B)
 run: $(B)/olmo_layer
 	$(R)./$(B)/olmo_layer $(ARGS)
 
-bench: $(B)/bench $(B)/bench_kernels $(B)/bench_decode
-	$(R)./$(B)/bench $(ARGS)
-	$(R)./$(B)/bench_kernels $(ARGS)
+bench: $(BB)/bench $(BB)/bench_kernels $(B)/bench_decode
+	$(R)./$(BB)/bench $(ARGS)
+	$(R)./$(BB)/bench_kernels $(ARGS)
 	$(R)./$(B)/bench_decode $(ARGS)
 
 bench-decode: $(B)/bench_decode
 	$(R)./$(B)/bench_decode $(ARGS)
 
-bench-kernels: $(B)/bench_kernels
-	$(R)./$(B)/bench_kernels $(ARGS)
+bench-kernels: $(BB)/bench_kernels
+	$(R)./$(BB)/bench_kernels $(ARGS)
 
 bench-kernels-clang:
 	@command -v clang >/dev/null 2>&1 || { echo "bench-kernels-clang: clang is not installed"; exit 1; }
@@ -137,9 +157,9 @@ bench-kernels-clang:
 # Each step runs even when an earlier one failed; the failures are listed at
 # the end and make exits non-zero.
 # Cross builds leave out the sanitizer steps: their runtimes do not work
-# under qemu's user-mode emulation.
-TEST_STEPS := $(strip test-unit test-bf16-emu test-compile test-two-copies test-simple test-decode check-asm \
-              $(if $(CROSS),,test-sanitize test-tsan))
+# under qemu's user-mode emulation; and test-sleef (see there).
+TEST_STEPS := $(strip test-unit $(if $(CROSS),,test-sleef) test-bf16-emu test-compile test-two-copies \
+              test-simple test-decode check-asm $(if $(CROSS),,test-sanitize test-tsan))
 
 test:
 	@failed=""; \
@@ -273,6 +293,69 @@ test-compile: $(CT_BINS)
 	    if out=$$($(R)./$$t 2>&1); then echo "compile test $$t: ok"; \
 	    else echo "$$out"; echo "compile test $$t: FAILED"; fail=1; fi; \
 	done; exit $$fail
+
+# SDPA_USE_SLEEF: the suite with SLEEF's vector exp, once per path as in
+# test-unit (its exp tests then hold the SIMD kernels to SLEEF's 1 ulp and to
+# SLEEF's own bits), and the header compiled with it by each compiler, also
+# with -mavx2 and -mavx512* (sleef.h declares its x86 functions only when
+# the flags enable their ISA; the header declares them otherwise). The
+# -m builds are linked, not run (this CPU may lack the ISA).
+# Without sleef.h and libsleef: skipped, or a failure under CI=true unless
+# SDPA_CI_NO_SLEEF is set (.ci/run sets it where apt has no libsleef-dev).
+# Not in cross builds: they link statically, and Debian's libsleef-dev has
+# no static library (nor is an arm64 sleef.h installed for the cross gcc).
+SLEEF_CT_BINS :=
+SLEEF_CT_RUN  :=
+SLEEF_AVX2    := -mavx2 -mfma -mf16c
+SLEEF_AVX512  := $(SLEEF_AVX2) -mavx512f -mavx512bw -mavx512vl -mavx512dq
+# $(1) compiler, $(2) variant name, $(3) source, $(4) warnings, $(5) flags, $(6) run: y or empty
+define ct_sleef
+$(B)/compile-sleef/$(1)-$(2): $(3) $(HEADER)
+	@mkdir -p $$(@D)
+	$$(call ct_cmd,$(1)) $(4) -DSDPA_USE_SLEEF $(5) $(INC) $$< -o $$@ $(LDFLAGS) -lsleef $(LDLIBS)
+SLEEF_CT_BINS += $(B)/compile-sleef/$(1)-$(2)
+SLEEF_CT_RUN += $(if $(6),$(B)/compile-sleef/$(1)-$(2))
+endef
+$(foreach c,$(CT_CCS),\
+  $(eval $(call ct_sleef,$(c),c99,tests/compile_c99.c,$(CT_CWARN),-std=c99,y))\
+  $(eval $(call ct_sleef,$(c),c99-static,tests/compile_c99.c,$(CT_CWARN),-std=c99 -DSDPA_STATIC,y))\
+  $(eval $(call ct_sleef,$(c),c99-no-avx512,tests/compile_c99.c,$(CT_CWARN),-std=c99 -DSDPA_NO_AVX512,y))\
+  $(eval $(call ct_sleef,$(c),c99-no-simd,tests/compile_c99.c,$(CT_CWARN),-std=c99 -DSDPA_NO_SIMD,y))\
+  $(eval $(call ct_sleef,$(c),c99-mavx2,tests/compile_c99.c,$(CT_CWARN),-std=c99 $(SLEEF_AVX2),))\
+  $(eval $(call ct_sleef,$(c),c99-mavx512,tests/compile_c99.c,$(CT_CWARN),-std=c99 $(SLEEF_AVX512),)))
+$(foreach c,$(CT_CXXS),\
+  $(eval $(call ct_sleef,$(c),cxx11,tests/compile_cxx.cpp,$(CT_CXXWARN),-std=c++11,y))\
+  $(eval $(call ct_sleef,$(c),cxx17-mavx512,tests/compile_cxx.cpp,$(CT_CXXWARN),-std=c++17 $(SLEEF_AVX512),)))
+
+sleef-bins: $(B)/test_sdpa_sleef $(SLEEF_CT_BINS)
+
+$(B)/test_sdpa_sleef: tests/test_sdpa.c $(HEADER) | $(B)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -DSDPA_USE_SLEEF $(INC) $< -o $@ $(LDFLAGS) -lsleef $(LDLIBS)
+
+test-sleef:
+	@if [ -n "$(CROSS)" ]; then \
+	    echo "test-sleef: skipped: SLEEF is left out of cross builds (static links; no static libsleef)"; exit 0; \
+	fi; \
+	mkdir -p $(B); \
+	printf '#include <sleef.h>\nint main(void) { return Sleef_expf_u10(0.0f) != 1.0f; }\n' > $(B)/sleef_probe.c; \
+	if ! { $(CC) $(B)/sleef_probe.c -o $(B)/sleef_probe -lsleef -lm >/dev/null 2>&1 && ./$(B)/sleef_probe; }; then \
+	    echo "test-sleef: skipped: libsleef-dev not installed (Debian: apt-get install libsleef-dev)"; \
+	    if [ "$${CI:-}" = true ] && [ -z "$${SDPA_CI_NO_SLEEF:-}" ]; then \
+	        echo "test-sleef: FAILED: CI=true, where SLEEF may not be skipped (SDPA_CI_NO_SLEEF=1 allows it)"; exit 1; \
+	    fi; \
+	    exit 0; \
+	fi; \
+	$(MAKE) --no-print-directory sleef-bins || exit 1; \
+	paths="$(TEST_PATHS)"; [ -n "$$paths" ] || paths=$$(./$(B)/test_sdpa_sleef --paths); \
+	for p in $$paths; do \
+	    echo "SDPA_PATH=$$p ./$(B)/test_sdpa_sleef $(TEST_ARGS)"; \
+	    SDPA_PATH=$$p ./$(B)/test_sdpa_sleef $(TEST_ARGS) || exit 1; \
+	done; \
+	for t in $(SLEEF_CT_RUN); do \
+	    if out=$$(./$$t 2>&1); then echo "compile test $$t (SDPA_USE_SLEEF): ok"; \
+	    else echo "$$out"; echo "compile test $$t (SDPA_USE_SLEEF): FAILED"; exit 1; fi; \
+	done; \
+	echo "compile tests built, not run (ISA flags): $(filter-out $(SLEEF_CT_RUN),$(SLEEF_CT_BINS))"
 
 # ASan+UBSan build of the suite, run with --quick (and of the two-copies and
 # smoke tests). gcc first, then clang, then $(CC): the first whose sanitizer

@@ -11,6 +11,11 @@
  *   4. tiled vs naive at Lq = Lk = 4096, D = 128, causal and not, 1 thread
  *      (pinned) and all threads: median of the repeats after discarded
  *      warm-ups, min..max spread, GFLOP/s, fraction of peak, naive/tiled
+ *   5. each code path at Lq = Lk = 2048, D = 128 (6. with --scaling: threads)
+ *   7. built with -DBENCH_SLEEF and bench/sleef_copy.c (make bench SLEEF=1):
+ *      per SIMD path, the built-in exp against SLEEF's (a second copy of the
+ *      library built with SDPA_USE_SLEEF), section 5's problem on 1 thread,
+ *      the two taking turns run by run
  *
  *   bench [--quick] [--csv] [--threads N] [--warmup N] [--reps N] [--help]
  *
@@ -24,6 +29,9 @@
 
 #define SDPA_IMPLEMENTATION
 #include "sdpa.h"
+#ifdef BENCH_SLEEF
+#include "sleef_copy.h"
+#endif
 
 #include <sys/wait.h>
 
@@ -270,6 +278,26 @@ static timing time_naive(problem *pr, int threads, bc_naive_ws *ws)
     }
     return summarise(t, O.reps);
 }
+
+#ifdef BENCH_SLEEF
+/* One 1-thread run through this copy of the library (built-in exp) or the
+ * SDPA_USE_SLEEF copy; returns its time. */
+static double exp_run(problem *pr, int sleef)
+{
+    double t0 = bc_now();
+    int rc;
+    pr->p.num_threads = 1;
+    pr->p.parallel_for = NULL;
+    rc = sleef ? bsl_attention(&pr->tq, &pr->tk, &pr->tv, &pr->to, &pr->p)
+               : sdpa_attention(&pr->tq, &pr->tk, &pr->tv, &pr->to, &pr->p);
+    if (rc != SDPA_OK) {
+        fprintf(stderr, "bench: sdpa_attention%s failed: %s (%s)\n", sleef ? " (SLEEF copy)" : "", sdpa_strerror(rc),
+                pr->errbuf);
+        exit(1);
+    }
+    return bc_now() - t0;
+}
+#endif
 
 /* One configuration; returns naive/tiled (median over median). Sets *bad on a
  * failed accuracy check of the timed outputs. */
@@ -578,6 +606,55 @@ int main(int argc, char **argv)
                 }
             }
     }
+
+#ifdef BENCH_SLEEF
+    {
+        int path;
+        fprintf(T, "\n== 7. exp: built-in polynomial vs SLEEF (SDPA_USE_SLEEF, a second copy of the library):\n"
+                   "  Lq = Lk = %lld, D = 128, not causal, %d heads, F32, 1 thread pinned; the two take turns\n"
+                   "  run by run after %d warm-ups each; median of %d [min..max]; largest output difference\n",
+                (long long)L_path, (int)H_all, O.warmup, O.reps);
+        for (path = SDPA_PATH_AVX2; sdpa_path_name((sdpa_path)path); ++path) {
+            problem pr;
+            double t[2][256], diff = 0.0, g[2];
+            float *first;
+            timing tm[2];
+            size_t n, e;
+            int r, c, pinned;
+            if (!sdpa_path_supported((sdpa_path)path) || path == SDPA_PATH_AMX) continue; /* amx F32: avx512's */
+            problem_make(&pr, 1, H_all, L_path, L_path, 128, 0, 11, 0);
+            pr.p.path = (sdpa_path)path;
+            n = (size_t)(H_all * L_path * 128);
+            first = (float *)bc_xmalloc(n * 4);
+            pinned = bc_pin_to_cpu(0);
+            for (r = 0; r < O.warmup; ++r) { exp_run(&pr, 0); exp_run(&pr, 1); }
+            for (r = 0; r < O.reps; ++r)
+                for (c = 0; c < 2; ++c) {
+                    t[c][r] = exp_run(&pr, c);
+                    if (c == 0) memcpy(first, pr.out, n * 4);
+                    else if (r == 0)
+                        for (e = 0; e < n; ++e) {
+                            double d = fabs((double)pr.out[e] - (double)first[e]);
+                            if (!(d <= diff)) diff = d; /* NaN sticks */
+                        }
+                }
+            if (pinned) bc_unpin();
+            for (c = 0; c < 2; ++c) {
+                tm[c] = summarise(t[c], O.reps);
+                g[c] = bc_attn_flops(&pr.s) / tm[c].med * 1e-9;
+                csv_row("exp", sdpa_path_name((sdpa_path)path), c ? "sleef" : "builtin", 1, H_all, L_path, 128, 0,
+                        tm[c].med, tm[c].lo, tm[c].hi, g[c], 0, c ? tm[0].med / tm[1].med : 1.0, 0, c ? diff : 0);
+            }
+            fprintf(T, "  %-7s built-in %.4f s [%.4f..%.4f] %6.2f GF/s   SLEEF %.4f s [%.4f..%.4f] %6.2f GF/s"
+                       "   SLEEF %5.3fx the speed, max diff %.1e\n",
+                    sdpa_path_name((sdpa_path)path), tm[0].med, tm[0].lo, tm[0].hi, g[0], tm[1].med, tm[1].lo,
+                    tm[1].hi, g[1], tm[0].med / tm[1].med, diff);
+            if (!(diff <= 1e-4)) { fprintf(T, "  CHECK FAILED: SLEEF's output differs from the built-in's\n"); bad = 1; }
+            free(first);
+            problem_free(&pr);
+        }
+    }
+#endif
 
     fprintf(T, "\n== summary (%.0f s)\n", bc_now() - t_start);
     fprintf(T, "  tiled no slower than naive at L=%lld, D=128: %s (worst naive/tiled %.2fx)%s\n",

@@ -7,6 +7,9 @@
  *            scalar path's kernel)
  *   avx2     sdpa.h's intrinsics (and avx512, neon, when this build has them
  *            and the CPU runs them)
+ *   +sleef   built with -DBENCH_SLEEF and bench/sleef_copy.c (make
+ *            bench-kernels SLEEF=1): each SIMD path's exp_row from the copy
+ *            of sdpa.h built with SDPA_USE_SLEEF, beside the built-in one
  * Kernels: the gemm micro-kernel as S = Q Kᵀ (M 64, N 64, K 128) and as
  * O += P V (M 64, N 128, K 64); exp_row, row_max and load_row (F16) over rows
  * of 64 to 4096 floats.
@@ -31,6 +34,9 @@
 #define SDPA_IMPLEMENTATION
 #include "sdpa.h"
 #include "plain_kernels.h"
+#ifdef BENCH_SLEEF
+#include "sleef_copy.h"
+#endif
 
 #include <float.h>
 
@@ -56,13 +62,22 @@ static const version VERSIONS[] = {
     {"autovec", SDPA_PATH_SCALAR, sdpa__gemm_scalar, sdpa__row_max, sdpa__exp_row, sdpa__load_row},
 #ifdef SDPA__HAVE_AVX2
     {"avx2", SDPA_PATH_AVX2, sdpa__gemm_avx2, sdpa__row_max_avx2, sdpa__exp_row_avx2, sdpa__load_row_avx2},
+#ifdef BENCH_SLEEF
+    {"avx2+sleef", SDPA_PATH_AVX2, NULL, NULL, bsl_exp_row_avx2, NULL},
+#endif
 #endif
 #ifdef SDPA__HAVE_AVX512
     {"avx512", SDPA_PATH_AVX512, sdpa__gemm_avx512, sdpa__row_max_avx512, sdpa__exp_row_avx512,
      sdpa__load_row_avx512},
+#ifdef BENCH_SLEEF
+    {"avx512+sleef", SDPA_PATH_AVX512, NULL, NULL, bsl_exp_row_avx512, NULL},
+#endif
 #endif
 #ifdef SDPA__HAVE_NEON
     {"neon", SDPA_PATH_NEON, sdpa__gemm_neon, sdpa__row_max_neon, sdpa__exp_row_neon, sdpa__load_row_neon},
+#ifdef BENCH_SLEEF
+    {"neon+sleef", SDPA_PATH_NEON, NULL, NULL, bsl_exp_row_neon, NULL},
+#endif
 #endif
 };
 #define NV ((int)(sizeof VERSIONS / sizeof VERSIONS[0]))
@@ -411,7 +426,7 @@ int main(int argc, char **argv)
 {
     static const int64_t row_sizes[] = {64, 256, 1024, 4096}, row_sizes_quick[] = {64, 4096};
     kcase cases[2 + 3 * 4];
-    int ncases = 0, a, i, v, nrows, pinned;
+    int ncases = 0, a, i, v, nrows, pinned, vw = 8; /* vw: width of the version column */
     const int64_t *rows;
     char model[128];
     double t_start = bc_now();
@@ -489,7 +504,8 @@ int main(int argc, char **argv)
                "   rate of the median sample [rates of the slowest..fastest]; ratios of median times\n",
             pinned ? "pinned to" : "NOT pinned (sched_setaffinity failed) to", O.cpu, O.warmup, O.reps,
             O.quick ? 0.5 : 2.0);
-    fprintf(T, "  %-8s %-22s %-8s %10s  %-26s %9s %9s\n", "kernel", "shape", "version", "per call",
+    for (v = 0; v < NV; v++) vw = (int)strlen(VERSIONS[v].name) > vw ? (int)strlen(VERSIONS[v].name) : vw;
+    fprintf(T, "  %-8s %-22s %-*s %10s  %-26s %9s %9s\n", "kernel", "shape", vw, "version", "per call",
             "rate [slowest..fastest]", "vs plain", "vs autov");
     for (i = 0; i < ncases; i++) {
         kcase *c = &cases[i];
@@ -502,8 +518,8 @@ int main(int argc, char **argv)
             if (t[v].med <= 0.0) continue;
             snprintf(rate, sizeof rate, "%7.2f [%.2f..%.2f] %s", w / t[v].med * 1e-9, w / t[v].hi * 1e-9,
                      w / t[v].lo * 1e-9, unit);
-            fprintf(T, "  %-8s %-22s %-8s %8.3f us  %-26s %8.2fx %8.2fx\n", v == 0 ? c->kernel : "",
-                    v == 0 ? c->shape : "", VERSIONS[v].name, t[v].med * 1e6, rate, t[0].med / t[v].med,
+            fprintf(T, "  %-8s %-22s %-*s %8.3f us  %-26s %8.2fx %8.2fx\n", v == 0 ? c->kernel : "",
+                    v == 0 ? c->shape : "", vw, VERSIONS[v].name, t[v].med * 1e6, rate, t[0].med / t[v].med,
                     t[REF].med / t[v].med);
             if (O.csv)
                 printf("%s,\"%s\",%s,\"%s\",%.0f,%.9f,%.9f,%.9f,%.4f,%s,%.4f,%.4f\n", c->kernel, c->shape,

@@ -41,6 +41,13 @@
  *   SDPA_NO_AMX          leave out the AMX path (it needs gcc >= 11 or
  *                        clang >= 12)
  *   SDPA_NO_NEON         leave out the NEON path (AArch64)
+ *   SDPA_USE_SLEEF       the avx2, avx512/amx and neon paths take their
+ *                        vector exp from SLEEF (Sleef_expf8_u10avx2,
+ *                        Sleef_expf16_u10avx512f, Sleef_expf4_u10advsimd);
+ *                        needs <sleef.h> and linking with -lsleef (Debian:
+ *                        libsleef-dev). The scalar path and the per-row
+ *                        rescale factor keep the built-in exp. (default: off,
+ *                        the built-in polynomial everywhere)
  *   Built-in threads are POSIX threads on Unix-like systems; with OpenMP
  *   (-fopenmp, _OPENMP defined) OpenMP is used instead; elsewhere the library
  *   runs on the calling thread unless a parallel_for hook is given.
@@ -70,6 +77,9 @@
  *   sequence; F16/BF16 are widened exactly on load and rounded to nearest-even
  *   once on store. exp is a built-in polynomial with a maximum error of
  *   2 ulp over the float range (tests/test_sdpa.c checks it on a dense sweep).
+ *   With SDPA_USE_SLEEF the SIMD paths' exp is SLEEF's u10 expf, documented
+ *   as 1.0 ulp at most (the same sweep checks 1 ulp). Both give exp(-inf) = 0
+ *   and NaN for NaN, and flush results below FLT_MIN (x < -87.33654) to 0.
  *   Tested bounds against a float64 reference, per output element, with
  *   |v| <= 1:  F32 out: 2e-5 + 1e-4 |ref|;  F16 out: 2e-3 |ref| + 1e-4;
  *   BF16 out: 8e-3 |ref| + 1e-3 (the bound is the final rounding: ref is
@@ -435,6 +445,28 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *cache, const int64_t *
 #if !defined(SDPA_NO_AMX) && (defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11)
 #define SDPA__HAVE_AMX 1
 #define SDPA__TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#endif
+#endif
+
+/* SDPA_USE_SLEEF: the vector exp kernels call SLEEF. sleef.h declares its
+ * x86 functions only when the compiler's flags enable their ISA (__AVX__,
+ * __AVX512F__), which the default flags do not; the ones used are then
+ * declared here, with the target attributes that give them their vector
+ * ABI (clang refuses the call without). On AArch64 sleef.h declares the
+ * AdvSIMD ones itself. */
+#if defined(SDPA_USE_SLEEF) && (defined(SDPA__HAVE_AVX2) || defined(SDPA__HAVE_NEON))
+#include <sleef.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+#if defined(SDPA__HAVE_AVX2) && !defined(__AVX__)
+SDPA__TARGET_AVX2 __m256 Sleef_expf8_u10avx2(__m256);
+#endif
+#if defined(SDPA__HAVE_AVX512) && !defined(__AVX512F__)
+SDPA__TARGET_AVX512 __m512 Sleef_expf16_u10avx512f(__m512);
+#endif
+#ifdef __cplusplus
+}
 #endif
 #endif
 
@@ -1298,6 +1330,14 @@ static void sdpa__gemm_neon(int64_t M, int64_t N, int64_t K, const float *A, int
 }
 #undef SDPA__NEON_KSTEP
 
+#ifdef SDPA_USE_SLEEF
+/* SLEEF's expf on 4 lanes (1.0 ulp), flushed below -87.33654 as on x86. */
+SDPA__INLINE float32x4_t sdpa__exp4_neon(float32x4_t x)
+{
+    uint32x4_t under = vcltq_f32(x, vdupq_n_f32(-87.33654f));
+    return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(Sleef_expf4_u10advsimd(x)), under));
+}
+#else
 /* sdpa__expf on 4 lanes: the same reduction, polynomial and two-factor 2^n,
  * with fused multiply-adds; max error 2 ulp (checked by the tests). The
  * range tests are float compares here: intrinsics need no if-conversion. */
@@ -1332,6 +1372,7 @@ SDPA__INLINE float32x4_t sdpa__exp4_neon(float32x4_t x)
     pb = vorrq_u32(pb, vandq_u32(nan, vorrq_u32(vreinterpretq_u32_f32(x), vdupq_n_u32(0x00400000u))));
     return vreinterpretq_f32_u32(pb);
 }
+#endif /* SDPA_USE_SLEEF */
 
 /* Lane sums in a fixed order, so results do not depend on threads. */
 SDPA__INLINE float sdpa__hsum_neon(float32x4_t v)
@@ -1550,6 +1591,18 @@ SDPA__TARGET_AVX2 static void sdpa__gemm_avx2(int64_t M, int64_t N, int64_t K, c
     }
 }
 
+#ifdef SDPA_USE_SLEEF
+/* SLEEF's expf on 8 lanes (1.0 ulp). Its results below FLT_MIN are
+ * subnormal; they are flushed to 0 below -87.33654, as by the built-in exp,
+ * so that both meet one contract and no subnormal P enters the P.V FMAs
+ * (slow on some cores). SLEEF gives exp(-inf) = 0, NaN for NaN, inf above
+ * 88.72283. One call a vector: libsleef is not inlined. */
+SDPA__TARGET_AVX2 static __m256 sdpa__exp8_avx2(__m256 x)
+{
+    __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(-87.33654f), _CMP_LT_OQ);
+    return _mm256_andnot_ps(under, Sleef_expf8_u10avx2(x));
+}
+#else
 /* sdpa__expf on 8 lanes, the same reduction and polynomial with FMAs (max
  * error 2 ulp, checked by the tests): specials by compare masks. */
 SDPA__TARGET_AVX2 static __m256 sdpa__exp8_avx2(__m256 x)
@@ -1584,6 +1637,7 @@ SDPA__TARGET_AVX2 static __m256 sdpa__exp8_avx2(__m256 x)
     p = _mm256_or_ps(p, _mm256_and_ps(over, _mm256_set1_ps((float)INFINITY)));
     return _mm256_or_ps(p, _mm256_and_ps(nan, _mm256_or_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x00400000)))));
 }
+#endif /* SDPA_USE_SLEEF */
 
 /* Lanes j < n all ones: tails are loaded and stored through this mask, so
  * nothing past s[n-1] is touched. */
@@ -1836,6 +1890,14 @@ SDPA__TARGET_AVX512 static void sdpa__gemm_avx512(int64_t M, int64_t N, int64_t 
     }
 }
 
+#ifdef SDPA_USE_SLEEF
+/* SLEEF's expf on 16 lanes (1.0 ulp), flushed below -87.33654 as on avx2. */
+SDPA__TARGET_AVX512 static __m512 sdpa__exp16_avx512(__m512 x)
+{
+    __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.33654f), _CMP_LT_OQ);
+    return _mm512_mask_mov_ps(Sleef_expf16_u10avx512f(x), under, _mm512_setzero_ps());
+}
+#else
 /* sdpa__expf on 16 lanes: the same reduction and polynomial; 2^n applied by
  * vscalefps (exact, no overflow in the intermediate), specials by opmasks. */
 SDPA__TARGET_AVX512 static __m512 sdpa__exp16_avx512(__m512 x)
@@ -1861,6 +1923,7 @@ SDPA__TARGET_AVX512 static __m512 sdpa__exp16_avx512(__m512 x)
     p = _mm512_mask_mov_ps(p, over, _mm512_set1_ps((float)INFINITY));
     return _mm512_mask_mov_ps(p, nan, _mm512_or_ps(x, _mm512_castsi512_ps(_mm512_set1_epi32(0x00400000))));
 }
+#endif /* SDPA_USE_SLEEF */
 
 /* The first min(n, 16) lanes, n >= 0. */
 SDPA__TARGET_AVX512 static __mmask16 sdpa__tail_mask_avx512(int64_t n)
