@@ -329,7 +329,7 @@ $(foreach c,$(CT_CXXS),\
 
 sleef-bins: $(B)/test_sdpa_sleef $(SLEEF_CT_BINS)
 
-$(B)/test_sdpa_sleef: tests/test_sdpa.c $(HEADER) | $(B)
+$(B)/test_sdpa_sleef: tests/test_sdpa.c tests/test_kv.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DSDPA_USE_SLEEF $(INC) $< -o $@ $(LDFLAGS) -lsleef $(LDLIBS)
 
 test-sleef:
