@@ -86,6 +86,9 @@
  *   bf16 products are exact and summed in fp32, the scale is applied to the
  *   sums, and P enters P.V as two bf16 parts (hi + lo, 16 significant bits);
  *   the bounds above hold unchanged.
+ *   params->precision = SDPA_PRECISION_INT8_QK takes Q.K^T on int8 operands
+ *   (see "int8" among the declarations); the bounds above do not hold there:
+ *   the README states its measured accuracy and the bounds its tests hold.
  *
  * DISPATCH
  *   One binary picks its path at run time: the x86 kernels are compiled with
@@ -96,6 +99,8 @@
  *   arch_prctl(ARCH_REQ_XCOMP_PERM) that the first probe makes).
  *   On AArch64 the NEON kernels (Advanced SIMD, part of the base ISA) are used,
  *   after a check of the kernel's HWCAP_ASIMD on Linux.
+ *   int8 mode's Q.K^T uses AVX512-VNNI on the avx512 and amx paths where CPUID
+ *   reports it (AVX2 otherwise), and sdot on AArch64 where HWCAP_ASIMDDP is set.
  *   params->path or $SDPA_PATH forces a path; sdpa_path_in_use() names it.
  *
  * THREADING AND STATE
