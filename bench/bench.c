@@ -524,26 +524,30 @@ int main(int argc, char **argv)
                "  avx2: ymm FMA; avx512 and amx: zmm FMA); speedup over the scalar path at the same\n"
                "  dtype and thread count. BF16 rows: inputs rounded to BF16 (amx: AMX-BF16 tiles;\n"
                "  other paths widen BF16 to F32), with their speed against the same path's F32 row\n"
-               "  and their largest difference from the F32 output\n",
+               "  and their largest difference from the F32 output. I8QK rows: F32 inputs, int8 mode\n"
+               "  (Q.K^T on int8, K smoothed; the pre-pass over K timed with it), their speed against the\n"
+               "  path's F32 row and their relative L2 difference from the F32 output\n",
             (long long)L_path, (int)H_all, O.reps);
     {
-        double scalar_med[2][2] = { { 0, 0 }, { 0, 0 } }, f32_med[SDPA_PATH_NEON + 1][2];
+        static const char *const dt_names[3] = {"F32", "BF16", "I8QK"}, *const dt_csv[3] = {"tiled", "tiled_bf16", "tiled_i8qk"};
+        double scalar_med[3][2] = { { 0, 0 }, { 0, 0 }, { 0, 0 } }, f32_med[SDPA_PATH_NEON + 1][2];
         float *f32_out = NULL;
         int path, t, dt;
         memset(f32_med, 0, sizeof f32_med);
-        for (dt = 0; dt < 2; ++dt)
+        for (dt = 0; dt < 3; ++dt)
             for (path = SDPA_PATH_SCALAR; sdpa_path_name((sdpa_path)path); ++path) {
                 if (!sdpa_path_supported((sdpa_path)path)) continue;
                 for (t = 0; t < 2; ++t) {
                     int thr = t == 0 ? 1 : O.threads, pinned = 0;
                     problem pr;
                     timing tt;
-                    double g, pk = path_peak(path, thr == 1, peak1, peakN, fma1, fmaN), diff = 0.0;
+                    double g, pk = path_peak(path, thr == 1, peak1, peakN, fma1, fmaN), diff = 0.0, num = 0.0, den = 0.0;
                     size_t n, e;
                     if (t == 1 && O.threads == 1) break;
                     problem_make(&pr, 1, H_all, L_path, L_path, 128, 0, 11, 0);
                     n = (size_t)(H_all * L_path * 128);
-                    if (dt) problem_bf16(&pr);
+                    if (dt == 1) problem_bf16(&pr);
+                    if (dt == 2) pr.p.precision = SDPA_PRECISION_INT8_QK;
                     pr.p.path = (sdpa_path)path;
                     if (thr == 1) pinned = bc_pin_to_cpu(0);
                     tt = time_tiled(&pr, thr);
@@ -554,16 +558,20 @@ int main(int argc, char **argv)
                     for (e = 0; e < n; ++e) {
                         double d = fabs((double)pr.out[e] - (double)f32_out[e]);
                         if (!(d <= diff)) diff = d; /* NaN sticks */
+                        num += d * d;
+                        den += (double)f32_out[e] * (double)f32_out[e];
                     }
+                    if (dt == 2) diff = diff == diff ? sqrt(num / (den > 0.0 ? den : 1.0)) : diff;
                     g = bc_attn_flops(&pr.s) / tt.med * 1e-9;
                     fprintf(T, "  %-4s %-7s %2d%s  %8.3f s [%7.3f..%7.3f] %7.2f GF/s %4.0f%% of %6.1f %6.2fx scalar",
-                            dt ? "BF16" : "F32", sdpa_path_name((sdpa_path)path), thr, pinned ? "p" : " ", tt.med, tt.lo,
+                            dt_names[dt], sdpa_path_name((sdpa_path)path), thr, pinned ? "p" : " ", tt.med, tt.lo,
                             tt.hi, g, 100.0 * g / pk, pk, scalar_med[dt][t] / tt.med);
-                    if (dt) fprintf(T, " %5.2fx F32, max diff %.1e", f32_med[path][t] / tt.med, diff);
+                    if (dt == 1) fprintf(T, " %5.2fx F32, max diff %.1e", f32_med[path][t] / tt.med, diff);
+                    if (dt == 2) fprintf(T, " %5.2fx F32, rel L2 %.1e", f32_med[path][t] / tt.med, diff);
                     else if (diff > 1e-4) fprintf(T, " max diff %.1e", diff);
                     fprintf(T, "\n");
-                    if (!(diff <= (dt ? 0.05 : 1e-4))) { fprintf(T, "  CHECK FAILED: output differs from the first F32 run\n"); bad = 1; }
-                    csv_row("paths", sdpa_path_name((sdpa_path)path), dt ? "tiled_bf16" : "tiled", thr, H_all, L_path,
+                    if (!(diff <= (dt == 1 ? 0.05 : dt == 2 ? 0.02 : 1e-4))) { fprintf(T, "  CHECK FAILED: output differs from the first F32 run\n"); bad = 1; }
+                    csv_row("paths", sdpa_path_name((sdpa_path)path), dt_csv[dt], thr, H_all, L_path,
                             128, 0, tt.med, tt.lo, tt.hi, g, g / pk, scalar_med[dt][t] / tt.med, 0, diff);
                     problem_free(&pr);
                 }

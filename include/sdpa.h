@@ -96,6 +96,9 @@
  *   bf16 products are exact and summed in fp32, the scale is applied to the
  *   sums, and P enters P.V as two bf16 parts (hi + lo, 16 significant bits);
  *   the bounds above hold unchanged.
+ *   params->precision = SDPA_PRECISION_INT8_QK takes Q.K^T on int8 operands
+ *   (see "int8" among the declarations); the bounds above do not hold there:
+ *   the README states its measured accuracy and the bounds its tests hold.
  *
  * DISPATCH
  *   One binary picks its path at run time: the x86 kernels are compiled with
@@ -106,6 +109,8 @@
  *   arch_prctl(ARCH_REQ_XCOMP_PERM) that the first probe makes).
  *   On AArch64 the NEON kernels (Advanced SIMD, part of the base ISA) are used,
  *   after a check of the kernel's HWCAP_ASIMD on Linux.
+ *   int8 mode's Q.K^T uses AVX512-VNNI on the avx512 and amx paths where CPUID
+ *   reports it (AVX2 otherwise), and sdot on AArch64 where HWCAP_ASIMDDP is set.
  *   params->path or $SDPA_PATH forces a path; sdpa_path_in_use() names it.
  *
  * THREADING AND STATE
@@ -275,6 +280,8 @@ typedef struct sdpa_params {      /* all-zero = PyTorch's defaults */
     size_t             errbuf_size;
 
     sdpa_path          path;          /* 0 = $SDPA_PATH or the best available */
+
+    int                precision;     /* an sdpa_precision; 0 = float products (see "int8" below) */
 } sdpa_params;
 
 SDPA_API int sdpa_attention(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v,
@@ -303,6 +310,45 @@ SDPA_API const char *sdpa_version(void);
 SDPA_API const char *sdpa_path_name(sdpa_path path);
 SDPA_API int         sdpa_path_supported(sdpa_path path);
 SDPA_API int         sdpa_path_in_use(const sdpa_params *params);
+
+/* ---- int8 ---- */
+
+/* Symmetric int8 quantisation of a rows x cols float matrix (row r at
+ * x + r * ldx), with one float scale per row (per token) or per column (per
+ * channel): scale = max |x| / 127 over the row or column, q = x / scale
+ * rounded to nearest (ties to even), in [-127, 127] (never -128). Round trip:
+ * |q * scale - x| <= scale (1/2 + 2^-14) (float roundings). A row (column) whose max |x| is
+ * below 1e-30, zeros included, gets scale 0 and q 0. NaN or Inf anywhere in x
+ * is refused (SDPA_ERR_PARAM, naming the element) before anything is written.
+ * scale has rows (SDPA_QUANT_PER_ROW) or cols (SDPA_QUANT_PER_COL) entries.
+ * errbuf (may be NULL) receives a message on error, as params->errbuf does. */
+typedef enum sdpa_quant_axis { SDPA_QUANT_PER_ROW = 0, SDPA_QUANT_PER_COL = 1 } sdpa_quant_axis;
+
+SDPA_API int sdpa_quantize_i8(const float *x, int64_t rows, int64_t cols, int64_t ldx, int8_t *q, int64_t ldq,
+                              float *scale, sdpa_quant_axis axis, char *errbuf, size_t errbuf_size);
+/* x = q * scale (one float product per element; NaN/Inf scales propagate). */
+SDPA_API int sdpa_dequantize_i8(const int8_t *q, int64_t rows, int64_t cols, int64_t ldq, const float *scale,
+                                sdpa_quant_axis axis, float *x, int64_t ldx, char *errbuf, size_t errbuf_size);
+
+/* params->precision. INT8_QK is SageAttention's idea on CPUs: Q.K^T on int8
+ * operands with int32 sums, P.V in float as usual. Each key is smoothed by
+ * subtracting the mean key of its sequence and kv head (softmax does not
+ * change: q.mean is one constant per row, added back to the scores so that
+ * lse, softcap, ALiBi, masks and score_mod see the true score), then each
+ * key and each query row is quantised per token (one float scale each; the
+ * attention scale folds into the query's). Scores are dequantised as
+ * int32 * (scale_q * scale_k) + scale * q.mean. Costs a pre-pass over K (in
+ * parallel tasks; O(Lk * head_dim) bytes of scratch, see
+ * sdpa_workspace_size) and head_dim <= 65536 (int32 sums cannot overflow).
+ * Accuracy: README, "int8 attention". A NaN or Inf in a query row spoils
+ * that row only (as in float mode); a NaN or Inf key makes the rows that
+ * see it NaN, and turns the smoothing off for its sequence and kv head.
+ * INT8_QK_NOSMOOTH is the same without the smoothing: for measurements. */
+typedef enum sdpa_precision {
+    SDPA_PRECISION_DEFAULT = 0,
+    SDPA_PRECISION_INT8_QK = 1,
+    SDPA_PRECISION_INT8_QK_NOSMOOTH = 2
+} sdpa_precision;
 
 /* ---- KV cache ---- */
 
@@ -395,8 +441,8 @@ SDPA_API int sdpa_kv_cache_read(const sdpa_kv_cache *cache, int64_t seq, int64_t
  * and lse = -inf). out is [B, Hq, n, head_dim_v]. Options as in
  * sdpa_attention: scale, causal (NONE or BOTTOM_RIGHT), window, softcap,
  * alibi_slopes, score_mod, lse, seqlens_q, num_threads, parallel_for,
- * allocator, errbuf, path; mask, seqlens_kv, cu_seqlens_* and TOP_LEFT are
- * refused (SDPA_ERR_PARAM), tile_q/tile_k are ignored. With few query rows
+ * allocator, errbuf, path; mask, seqlens_kv, cu_seqlens_*, TOP_LEFT and a
+ * precision mode are refused (SDPA_ERR_PARAM), tile_q/tile_k are ignored. With few query rows
  * per kv head (decode), each sequence's keys are split into chunks computed
  * in parallel and merged exactly through their log-sum-exp; the chunking
  * depends only on the lengths, so results are bitwise identical for any
@@ -496,6 +542,7 @@ SDPA__TARGET_AVX512 __m512 Sleef_expf16_u10avx512f(__m512);
 #define SDPA_MAX_THREADS 256
 #endif
 #define SDPA__MAX_TILE 4096 /* largest tile_q / tile_k accepted */
+#define SDPA__I8_MAXD 65536 /* int8 mode's largest head_dim: 255 * 127 * 65536 < 2^31 */
 
 #ifdef __cplusplus
 #define SDPA__RESTRICT __restrict
@@ -716,6 +763,18 @@ typedef struct sdpa__plan {
     void (*pack_k)(uint32_t *Kp, int64_t ld, const char *kb, int64_t ks, int64_t nk, int64_t D, int64_t dp);
     int (*pack_v)(uint32_t *dst, const char *v0, const char *v1, int64_t Dv, int64_t dvp);
     void (*split_p)(uint16_t *hi, uint16_t *lo, const float *src, int64_t n, int64_t npad);
+    /* int8 mode (params->precision): Q.K^T on int8 operands, K smoothed,
+     * quantised and packed by a pre-pass (see "int8 mode") */
+    int i8, i8_smooth;
+    int64_t dq;               /* head_dim padded to 16 */
+    int64_t kbytes;           /* one packed K block: quads [dq/4][tkp], scales [tkp], key sums [tkp] */
+    int64_t nblk, nchk;       /* K blocks, pre-pass chunks (all sequences and kv heads) */
+    int64_t *blk0, *chk0;     /* [nseq + 1] first block, first chunk of each sequence */
+    char *kq;                 /* the K blocks */
+    float *kpart, *kmean;     /* chunk sums [nchk][D]; means [nseq][Hkv][D] */
+    size_t i8_bytes;          /* bytes of all that */
+    void (*qk_i8)(int64_t M, int64_t N, int64_t P4, const int8_t *A, int64_t lda, const int8_t *B, int64_t ldb,
+                  const int32_t *bsum, int32_t *C, int64_t ldc);
 } sdpa__plan;
 
 static int64_t sdpa__esize(sdpa_dtype t)
@@ -892,6 +951,8 @@ static void sdpa__gemm_scalar(int64_t M, int64_t N, int64_t K, const float *A, i
                               const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate);
 static int sdpa__resolve_path(const sdpa_params *pp, sdpa_path want);
 static void sdpa__set_kernels(sdpa__plan *P);
+static void sdpa__set_kernels_i8(sdpa__plan *P);
+static int sdpa__i8_plan(sdpa__plan *P, const sdpa_params *pp);
 
 /* Validates everything and resolves defaults into P (no allocation). */
 static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v,
@@ -1041,6 +1102,13 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
         if (sdpa__overlap(&P->o, lse_lo, lse_hi)) return sdpa__fail(pp, SDPA_ERR_ALIAS, "sdpa: lse overlaps out");
     }
 
+    if (p->precision < SDPA_PRECISION_DEFAULT || p->precision > SDPA_PRECISION_INT8_QK_NOSMOOTH)
+        return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa: precision = %d is not an sdpa_precision value", p->precision);
+    P->i8 = p->precision != SDPA_PRECISION_DEFAULT;
+    P->i8_smooth = p->precision == SDPA_PRECISION_INT8_QK;
+    if (P->i8 && P->D > SDPA__I8_MAXD)
+        return sdpa__fail(pp, SDPA_ERR_SHAPE, "sdpa: int8 mode needs head_dim <= %d (got %lld)", SDPA__I8_MAXD, (long long)P->D);
+
     rc = sdpa__resolve_path(pp, p->path);
     if (rc < 0) return rc;
     P->path = (sdpa_path)rc;
@@ -1055,9 +1123,10 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
     P->dp = SDPA__ROUND_UP(P->D, 32);
     {
         /* floats: Q tile, K tile (transposed), scores, V tile, O tile, m, l;
-         * bf16 mode adds its packed Q, K, P and V (two bf16 per float) */
+         * bf16 mode adds its packed Q, K, P and V (two bf16 per float);
+         * int8 mode its Q tile, scales and shifts, and int32 scores */
         int64_t a[11], b[11], f, wbytes = 0, part;
-        int i, nf = P->bf16 ? 11 : 7;
+        int i, nf = P->bf16 || P->i8 ? 11 : 7;
         a[0] = P->tqp;    b[0] = P->D;
         a[1] = P->D;      b[1] = P->tkp;
         a[2] = P->tqp;    b[2] = P->tkp;
@@ -1069,6 +1138,13 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
         a[8] = P->dp / 2; b[8] = P->tkp;
         a[9] = P->tqp;    b[9] = P->tkp;     /* P as bf16 hi and lo parts */
         a[10] = P->tkp / 2; b[10] = P->dvp;
+        if (P->i8) {
+            P->dq = SDPA__ROUND_UP(P->D, 16); /* D <= SDPA__I8_MAXD */
+            a[7] = P->tqp;  b[7] = P->dq / 4;
+            a[8] = P->tqp;  b[8] = 1;
+            a[9] = P->tqp;  b[9] = 1;
+            a[10] = P->tqp; b[10] = P->tkp;
+        }
         for (i = 0; i < nf; i++) { /* a head_dim near INT64_MAX / 4 passes the tensor checks: multiply with care */
             if (!sdpa__mul_ok(a[i], b[i], &f) || f > INT64_MAX - 15 || !sdpa__mul_ok(SDPA__ROUND_UP(f, 16), 4, &part) ||
                 !sdpa__add_ok(wbytes, part, &wbytes))
@@ -1098,18 +1174,21 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
     }
     if ((int64_t)nthreads > total) nthreads = total > 0 ? (int)total : 1;
     P->n_workers = nthreads;
+    if (P->i8 && (rc = sdpa__i8_plan(P, pp)) != SDPA_OK) return rc;
     if (!sdpa__mul_ok((int64_t)P->ws_worker, P->n_workers, &bytes) || P->nseq > INT64_MAX / 16 ||
-        !sdpa__add_ok(bytes, SDPA__ROUND_UP((P->nseq + 1) * 8, 64) + 64, &bytes) || !sdpa__bytes_ok(bytes))
+        !sdpa__add_ok(bytes, SDPA__ROUND_UP((P->nseq + 1) * 8, 64) + 64, &bytes) ||
+        !sdpa__add_ok(bytes, (int64_t)P->i8_bytes, &bytes) || !sdpa__bytes_ok(bytes))
         return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: scratch size overflows");
     return SDPA_OK;
 }
 
-/* Scratch: the task prefix array, then each worker's part, 64-byte aligned
- * (the final 64 bytes let an unaligned allocation be aligned). */
+/* Scratch: the task prefix array, then each worker's part, then int8 mode's
+ * K blocks, 64-byte aligned (the final 64 bytes let an unaligned allocation
+ * be aligned). */
 static size_t sdpa__ws_bytes(const sdpa__plan *P)
 {
     if (P->n_tasks == 0) return 0;
-    return SDPA__ROUND_UP((size_t)(P->nseq + 1) * 8u, 64u) + P->ws_worker * (size_t)P->n_workers + 64u;
+    return SDPA__ROUND_UP((size_t)(P->nseq + 1) * 8u, 64u) + P->ws_worker * (size_t)P->n_workers + P->i8_bytes + 64u;
 }
 
 SDPA_API int64_t sdpa_workspace_size(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v,
@@ -1779,6 +1858,7 @@ SDPA__TARGET_AVX2 static void sdpa__load_kt_avx2(float *Kt, int64_t ld, const ch
 #define SDPA__CPU_AVX512 2u    /* AVX-512 F/BW/VL/DQ, zmm and opmask state saved */
 #define SDPA__CPU_BF16 4u      /* AVX512-BF16 (reported by the tests; no kernel uses it) */
 #define SDPA__CPU_AMX 8u       /* AMX-TILE + AMX-BF16, tile data usable by this process */
+#define SDPA__CPU_VNNI 16u     /* AVX512-VNNI (vpdpbusd: int8 mode's Q.K^T) */
 #define SDPA__CPU_KNOWN 0x100u /* the cache below is filled */
 
 /* Linux hands out AMX tile state only to processes that ask for it (an
@@ -1820,11 +1900,11 @@ static unsigned sdpa__cpu_probe(void)
         if ((f & SDPA__CPU_AVX2) && (b7 & 0xc0030000u) == 0xc0030000u && (x0 & 0xe0u) == 0xe0u) {
             f |= SDPA__CPU_AVX512;
             if ((a71 >> 5) & 1u) f |= SDPA__CPU_BF16;
+            if ((c7 >> 11) & 1u) f |= SDPA__CPU_VNNI;
             /* AMX-BF16 (22), AMX-TILE (24); XCR0 XTILECFG and XTILEDATA */
             if ((d7 & 0x01400000u) == 0x01400000u && (x0 & 0x60000u) == 0x60000u && sdpa__amx_permit())
                 f |= SDPA__CPU_AMX;
         }
-        (void)c7;
     }
     return f;
 }
@@ -2368,6 +2448,388 @@ static void sdpa__set_kernels(sdpa__plan *P)
         P->load_kt = sdpa__load_kt_neon;
     }
 #endif
+    sdpa__set_kernels_i8(P);
+}
+
+/* ---- int8: quantisation (portable C) --------------------------------------- */
+
+/* Symmetric int8 with float scales (see sdpa_quantize_i8): q = rne(x / scale)
+ * in [-127, 127], scale = max |x| / 127. -128 is never produced, so every
+ * product of two int8 values is at most 127^2 in magnitude: the AVX2 kernel
+ * relies on it. */
+#define SDPA__I8_TINY 1e-30f   /* max |x| below this: scale 0, q 0 */
+#define SDPA__I8_CHUNK 16      /* K blocks per pre-pass task */
+
+/* rne(x * inv) clamped to [-127, 127]; x * inv finite. Adding and removing
+ * 1.5 * 2^23 rounds to nearest even (|y| <= 127); the assignments drop any
+ * excess precision (C99 with FLT_EVAL_METHOD 2). */
+SDPA__INLINE int8_t sdpa__q8(float x, float inv)
+{
+    float y = x * inv, t;
+    y = y > 127.0f ? 127.0f : (y < -127.0f ? -127.0f : y);
+    t = y + 12582912.0f;
+    y = t - 12582912.0f;
+    return (int8_t)(int)y;
+}
+
+/* q[0..n) = the int8 form of x[0..n), zeros to npad; returns the scale: 0 when
+ * max |x| < SDPA__I8_TINY, NaN when x holds a NaN or Inf (q all zero then). */
+static float sdpa__quant_row_i8(int8_t *SDPA__RESTRICT q, const float *SDPA__RESTRICT x, int64_t n, int64_t npad)
+{
+    float lane[16], amax = 0.0f, inv;
+    int64_t i = 0;
+    int c, bad;
+    for (c = 0; c < 16; c++) lane[c] = 0.0f;
+    for (; i + 16 <= n; i += 16)
+        for (c = 0; c < 16; c++) {
+            float a = fabsf(x[i + c]);
+            lane[c] = a > lane[c] ? a : lane[c];
+        }
+    for (; i < n; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    for (c = 0; c < 16; c++) amax = lane[c] > amax ? lane[c] : amax;
+    bad = sdpa__nonfinite_probe(x, n) != 0.0f;
+    if (bad || !(amax >= SDPA__I8_TINY)) {
+        memset(q, 0, (size_t)npad);
+        return bad ? (float)NAN : 0.0f;
+    }
+    inv = 127.0f / amax;
+    for (i = 0; i < n; i++) q[i] = sdpa__q8(x[i], inv);
+    for (; i < npad; i++) q[i] = 0;
+    return amax / 127.0f;
+}
+
+/* Checks a rows x cols matrix at base with leading dimension ld (elements of
+ * es bytes) and gives its byte range [lo, hi). */
+static int sdpa__mat_ok(const sdpa_params *pp, const char *name, const void *base, int64_t rows, int64_t cols,
+                        int64_t ld, int64_t es, uintptr_t *lo, uintptr_t *hi)
+{
+    int64_t n, bytes;
+    *lo = *hi = 0;
+    if (rows == 0 || cols == 0) return SDPA_OK;
+    if (ld < cols) return sdpa__fail(pp, SDPA_ERR_STRIDE, "sdpa: ld of %s (%lld) is below cols (%lld)", name, (long long)ld, (long long)cols);
+    if (!base) return sdpa__fail(pp, SDPA_ERR_NULL, "sdpa: %s is NULL", name);
+    if (!sdpa__mul_ok(rows - 1, ld, &n) || !sdpa__add_ok(n, cols, &n) || !sdpa__mul_ok(n, es, &bytes) ||
+        !sdpa__bytes_ok(bytes) || (uintptr_t)base > UINTPTR_MAX - (uintptr_t)bytes)
+        return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: %s spans more bytes than addressable", name);
+    *lo = (uintptr_t)base;
+    *hi = *lo + (uintptr_t)bytes;
+    return SDPA_OK;
+}
+
+/* The shared checks of sdpa_quantize_i8 and sdpa_dequantize_i8: shapes, the
+ * axis, the three ranges (x, q, scale) and that none overlaps the outputs. */
+static int sdpa__quant_args(const sdpa_params *pp, const void *x, int64_t ldx, const void *q, int64_t ldq,
+                            const float *scale, int64_t rows, int64_t cols, int axis, int x_out)
+{
+    uintptr_t xl, xh, ql, qh, sl, sh;
+    int64_t n;
+    int rc;
+    if (rows < 0 || cols < 0)
+        return sdpa__fail(pp, SDPA_ERR_SHAPE, "sdpa: rows (%lld) and cols (%lld) must be >= 0", (long long)rows, (long long)cols);
+    if (axis != SDPA_QUANT_PER_ROW && axis != SDPA_QUANT_PER_COL)
+        return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa: axis = %d is not an sdpa_quant_axis value", axis);
+    if ((rc = sdpa__mat_ok(pp, "x", x, rows, cols, ldx, 4, &xl, &xh)) != SDPA_OK) return rc;
+    if ((rc = sdpa__mat_ok(pp, "q", q, rows, cols, ldq, 1, &ql, &qh)) != SDPA_OK) return rc;
+    n = axis == SDPA_QUANT_PER_ROW ? rows : cols;
+    if ((rc = sdpa__mat_ok(pp, "scale", scale, rows && cols ? 1 : 0, n, n, 4, &sl, &sh)) != SDPA_OK) return rc;
+    {
+        sdpa__tens a, b;
+        a.lo = x_out ? xl : ql; a.hi = x_out ? xh : qh;
+        b.lo = x_out ? ql : xl; b.hi = x_out ? qh : xh;
+        if (sdpa__overlap(&a, b.lo, b.hi)) return sdpa__fail(pp, SDPA_ERR_ALIAS, "sdpa: x and q overlap");
+        if (sdpa__overlap(&a, sl, sh)) return sdpa__fail(pp, SDPA_ERR_ALIAS, "sdpa: scale overlaps %s", x_out ? "x" : "q");
+        if (!x_out && sdpa__overlap(&b, sl, sh)) return sdpa__fail(pp, SDPA_ERR_ALIAS, "sdpa: scale overlaps x");
+    }
+    return SDPA_OK;
+}
+
+SDPA_API int sdpa_quantize_i8(const float *x, int64_t rows, int64_t cols, int64_t ldx, int8_t *q, int64_t ldq,
+                              float *scale, sdpa_quant_axis axis, char *errbuf, size_t errbuf_size)
+{
+    sdpa_params pp;
+    int64_t r, c;
+    int rc;
+    memset(&pp, 0, sizeof pp);
+    pp.errbuf = errbuf;
+    pp.errbuf_size = errbuf_size;
+    if ((rc = sdpa__quant_args(&pp, x, ldx, q, ldq, scale, rows, cols, (int)axis, 0)) != SDPA_OK) return rc;
+    if (rows == 0 || cols == 0) return SDPA_OK;
+    for (r = 0; r < rows; r++) /* refuse NaN and Inf before writing anything */
+        if (sdpa__nonfinite_probe(x + r * ldx, cols) != 0.0f)
+            for (c = 0; c < cols; c++)
+                if (x[r * ldx + c] - x[r * ldx + c] != 0.0f)
+                    return sdpa__fail(&pp, SDPA_ERR_PARAM, "sdpa: x[%lld][%lld] is NaN or Inf", (long long)r, (long long)c);
+    if (axis == SDPA_QUANT_PER_ROW) {
+        for (r = 0; r < rows; r++) scale[r] = sdpa__quant_row_i8(q + r * ldq, x + r * ldx, cols, cols);
+    } else {
+        /* scale[] holds max |x| of each column until the end */
+        for (c = 0; c < cols; c++) scale[c] = 0.0f;
+        for (r = 0; r < rows; r++)
+            for (c = 0; c < cols; c++) scale[c] = fabsf(x[r * ldx + c]) > scale[c] ? fabsf(x[r * ldx + c]) : scale[c];
+        for (r = 0; r < rows; r++)
+            for (c = 0; c < cols; c++)
+                q[r * ldq + c] = sdpa__q8(x[r * ldx + c], scale[c] >= SDPA__I8_TINY ? 127.0f / scale[c] : 0.0f);
+        for (c = 0; c < cols; c++) scale[c] = scale[c] >= SDPA__I8_TINY ? scale[c] / 127.0f : 0.0f;
+    }
+    return SDPA_OK;
+}
+
+SDPA_API int sdpa_dequantize_i8(const int8_t *q, int64_t rows, int64_t cols, int64_t ldq, const float *scale,
+                                sdpa_quant_axis axis, float *x, int64_t ldx, char *errbuf, size_t errbuf_size)
+{
+    sdpa_params pp;
+    int64_t r, c;
+    int rc;
+    memset(&pp, 0, sizeof pp);
+    pp.errbuf = errbuf;
+    pp.errbuf_size = errbuf_size;
+    if ((rc = sdpa__quant_args(&pp, x, ldx, q, ldq, scale, rows, cols, (int)axis, 1)) != SDPA_OK) return rc;
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++)
+            x[r * ldx + c] = (float)q[r * ldq + c] * (axis == SDPA_QUANT_PER_ROW ? scale[r] : scale[c]);
+    return SDPA_OK;
+}
+
+/* ---- int8: Q.K^T kernels ------------------------------------------------------ */
+
+/* C[M x N] = A B in int32, exactly. A: M rows of 4 P4 int8 (lda bytes apart).
+ * B quad-packed: the 4 bytes at B + 4 (p ldb + n) are rows 4p..4p+3 of
+ * column n. bsum[n] = the sum of column n (for kernels that offset A).
+ * M % 4 == 0, N % 16 == 0, P4 % 4 == 0; entries in [-127, 127] and
+ * 4 P4 <= SDPA__I8_MAXD, so no sum leaves int32. In int8 mode A is the
+ * quantised Q tile, B a K block (column n = key n), C the scores. */
+typedef void (*sdpa__qk_i8_fn)(int64_t M, int64_t N, int64_t P4, const int8_t *A, int64_t lda, const int8_t *B,
+                               int64_t ldb, const int32_t *bsum, int32_t *C, int64_t ldc);
+
+/* The reference: plain C. */
+static void sdpa__qk_i8_scalar(int64_t M, int64_t N, int64_t P4, const int8_t *A, int64_t lda, const int8_t *B,
+                               int64_t ldb, const int32_t *bsum, int32_t *C, int64_t ldc)
+{
+    int64_t i, j, p;
+    int c;
+    (void)bsum;
+    for (i = 0; i < M; i++)
+        for (j = 0; j < N; j += 16) {
+            int32_t acc[16];
+            for (c = 0; c < 16; c++) acc[c] = 0;
+            for (p = 0; p < P4; p++) {
+                const int8_t *a = A + i * lda + 4 * p, *b = B + 4 * (p * ldb + j);
+                for (c = 0; c < 16; c++)
+                    acc[c] += a[0] * b[4 * c] + a[1] * b[4 * c + 1] + a[2] * b[4 * c + 2] + a[3] * b[4 * c + 3];
+            }
+            for (c = 0; c < 16; c++) C[i * ldc + j + c] = acc[c];
+        }
+}
+
+#ifdef SDPA__HAVE_AVX2
+/* A 4 x 16 block in 8 ymm accumulators of int32. vpmaddubsw multiplies
+ * unsigned by signed bytes and adds pairs into int16 with saturation, so the
+ * signs are moved: |a| (unsigned) times sign(a) b. The products are a b
+ * exactly, each at most 127^2 (no -128: see SDPA__I8_TINY's note), so a
+ * pair sums to at most 32258 < 32767: it never saturates. vpmaddwd by ones
+ * then adds the pairs of each key's quad into int32. Per quad step and row:
+ * one broadcast, one vpabsb, and per 8 keys vpsignb, vpmaddubsw, vpmaddwd,
+ * vpaddd (32 products). */
+SDPA__TARGET_AVX2 static void sdpa__qk_i8_avx2(int64_t M, int64_t N, int64_t P4, const int8_t *A, int64_t lda,
+                                               const int8_t *B, int64_t ldb, const int32_t *bsum, int32_t *C, int64_t ldc)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    int64_t i, j, p;
+    (void)bsum;
+    for (i = 0; i < M; i += 4)
+        for (j = 0; j < N; j += 16) {
+            __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
+                    c31 = c00;
+            const int8_t *b = B + 4 * j, *a = A + i * lda;
+            for (p = 0; p < P4; p++, b += 4 * ldb, a += 4) {
+                __m256i k0 = _mm256_loadu_si256((const __m256i *)(const void *)b);
+                __m256i k1 = _mm256_loadu_si256((const __m256i *)(const void *)(b + 32));
+#define SDPA__I8_ROW(r, x0, x1)                                                                               \
+    do {                                                                                                      \
+        int32_t w;                                                                                            \
+        __m256i s, u;                                                                                         \
+        memcpy(&w, a + (r) * lda, 4);                                                                         \
+        s = _mm256_set1_epi32(w);                                                                             \
+        u = _mm256_abs_epi8(s);                                                                               \
+        x0 = _mm256_add_epi32(x0, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(k0, s)), ones)); \
+        x1 = _mm256_add_epi32(x1, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(k1, s)), ones)); \
+    } while (0)
+                SDPA__I8_ROW(0, c00, c01);
+                SDPA__I8_ROW(1, c10, c11);
+                SDPA__I8_ROW(2, c20, c21);
+                SDPA__I8_ROW(3, c30, c31);
+#undef SDPA__I8_ROW
+            }
+            {
+                int32_t *c = C + i * ldc + j;
+                _mm256_storeu_si256((__m256i *)(void *)c, c00);
+                _mm256_storeu_si256((__m256i *)(void *)(c + 8), c01);
+                _mm256_storeu_si256((__m256i *)(void *)(c + ldc), c10);
+                _mm256_storeu_si256((__m256i *)(void *)(c + ldc + 8), c11);
+                _mm256_storeu_si256((__m256i *)(void *)(c + 2 * ldc), c20);
+                _mm256_storeu_si256((__m256i *)(void *)(c + 2 * ldc + 8), c21);
+                _mm256_storeu_si256((__m256i *)(void *)(c + 3 * ldc), c30);
+                _mm256_storeu_si256((__m256i *)(void *)(c + 3 * ldc + 8), c31);
+            }
+        }
+}
+#endif
+
+#ifdef SDPA__HAVE_AVX512
+#define SDPA__TARGET_VNNI __attribute__((target("avx512vnni,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+/* AVX512-VNNI: vpdpbusd adds four u8 x s8 products into each int32 lane,
+ * without saturation. A is made unsigned by a + 128 (xor 0x80 per byte), so
+ * the sums are a.b + 128 sum(b); bsum takes the second term off. Every
+ * partial sum is below 255 * 127 * 65536 < 2^31. A 4 x 16W block in 4W zmm
+ * accumulators; per quad step W loads of B, 4 broadcasts, 4W vpdpbusd (64
+ * products each). */
+static inline __attribute__((always_inline)) SDPA__TARGET_VNNI void
+sdpa__qk_i8_block_vnni(const int W, int64_t P4, const int8_t *a, int64_t lda, const int8_t *b, int64_t ldb,
+                       const int32_t *bsum, int32_t *c, int64_t ldc)
+{
+    const __m512i flip = _mm512_set1_epi32((int)0x80808080u);
+    __m512i acc[4][2];
+    int64_t p;
+    int r, w;
+    SDPA__UNROLL for (r = 0; r < 4; r++) SDPA__UNROLL for (w = 0; w < W; w++) acc[r][w] = _mm512_setzero_si512();
+    for (p = 0; p < P4; p++, b += 4 * ldb) {
+        __m512i b0 = _mm512_loadu_si512((const void *)b), b1 = W > 1 ? _mm512_loadu_si512((const void *)(b + 64)) : b0;
+        SDPA__UNROLL for (r = 0; r < 4; r++) {
+            int32_t x;
+            __m512i u;
+            memcpy(&x, a + r * lda + 4 * p, 4);
+            u = _mm512_xor_si512(_mm512_set1_epi32(x), flip);
+            acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], u, b0);
+            if (W > 1) acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], u, b1);
+        }
+    }
+    SDPA__UNROLL for (w = 0; w < W; w++) {
+        __m512i off = _mm512_maskz_slli_epi32(SDPA__ALL16, _mm512_loadu_si512((const void *)(bsum + 16 * w)), 7);
+        SDPA__UNROLL for (r = 0; r < 4; r++)
+            _mm512_storeu_si512((void *)(c + r * ldc + 16 * w), _mm512_sub_epi32(acc[r][w], off));
+    }
+}
+
+SDPA__TARGET_VNNI static void sdpa__qk_i8_vnni(int64_t M, int64_t N, int64_t P4, const int8_t *A, int64_t lda,
+                                               const int8_t *B, int64_t ldb, const int32_t *bsum, int32_t *C, int64_t ldc)
+{
+    int64_t i, j;
+    for (i = 0; i < M; i += 4) {
+        for (j = 0; j + 32 <= N; j += 32)
+            sdpa__qk_i8_block_vnni(2, P4, A + i * lda, lda, B + 4 * j, ldb, bsum + j, C + i * ldc + j, ldc);
+        if (j < N) sdpa__qk_i8_block_vnni(1, P4, A + i * lda, lda, B + 4 * j, ldb, bsum + j, C + i * ldc + j, ldc);
+    }
+}
+#endif
+
+#ifdef SDPA__HAVE_NEON
+/* Without dotprod (cortex-a53, a72): smull multiplies 8 byte pairs into
+ * int16 (|a b| <= 2^14, exact), sadalp adds neighbouring pairs into int32;
+ * a quad of one key leaves two halves in adjacent lanes, added by addp at the
+ * end. A 4 x 8 block in 16 accumulators; per quad step and row one
+ * broadcast quad, per 4 keys smull, smull2 and two sadalp. */
+static void sdpa__qk_i8_neon(int64_t M, int64_t N, int64_t P4, const int8_t *A, int64_t lda, const int8_t *B,
+                             int64_t ldb, const int32_t *bsum, int32_t *C, int64_t ldc)
+{
+    int64_t i, j, p;
+    int r;
+    (void)bsum;
+    for (i = 0; i < M; i += 4)
+        for (j = 0; j < N; j += 8) {
+            int32x4_t lo[4][2], hi[4][2];
+            const int8_t *b = B + 4 * j;
+            for (r = 0; r < 4; r++) lo[r][0] = lo[r][1] = hi[r][0] = hi[r][1] = vdupq_n_s32(0);
+            for (p = 0; p < P4; p++, b += 4 * ldb) {
+                int8x16_t k0 = vld1q_s8(b), k1 = vld1q_s8(b + 16);
+                for (r = 0; r < 4; r++) {
+                    int32_t x;
+                    int8x16_t q;
+                    memcpy(&x, A + (i + r) * lda + 4 * p, 4);
+                    q = vreinterpretq_s8_s32(vdupq_n_s32(x));
+                    lo[r][0] = vpadalq_s16(lo[r][0], vmull_s8(vget_low_s8(k0), vget_low_s8(q)));
+                    hi[r][0] = vpadalq_s16(hi[r][0], vmull_high_s8(k0, q));
+                    lo[r][1] = vpadalq_s16(lo[r][1], vmull_s8(vget_low_s8(k1), vget_low_s8(q)));
+                    hi[r][1] = vpadalq_s16(hi[r][1], vmull_high_s8(k1, q));
+                }
+            }
+            for (r = 0; r < 4; r++) {
+                vst1q_s32(C + (i + r) * ldc + j, vpaddq_s32(lo[r][0], hi[r][0]));
+                vst1q_s32(C + (i + r) * ldc + j + 4, vpaddq_s32(lo[r][1], hi[r][1]));
+            }
+        }
+}
+
+/* With dotprod (FEAT_DotProd, ARMv8.2+, flagged by HWCAP_ASIMDDP): sdot
+ * adds four s8 x s8 products into each int32 lane; the by-element form takes
+ * the quad of A from a lane of a 16-byte row load. A 4 x 16 block in 16
+ * accumulators; per 4 quad steps 4 row loads, 16 loads of B, 64 sdot. gcc
+ * builds it with a target attribute; clang 14 has no such form for the
+ * intrinsic, so clang builds use it only when told to target dotprod. */
+#if defined(__ARM_FEATURE_DOTPROD)
+#define SDPA__HAVE_SDOT 1
+#define SDPA__TARGET_DOTPROD
+#elif defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 9
+#define SDPA__HAVE_SDOT 1
+#define SDPA__TARGET_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
+
+#ifdef SDPA__HAVE_SDOT
+SDPA__TARGET_DOTPROD static void sdpa__qk_i8_sdot(int64_t M, int64_t N, int64_t P4, const int8_t *A, int64_t lda,
+                                                  const int8_t *B, int64_t ldb, const int32_t *bsum, int32_t *C, int64_t ldc)
+{
+    int64_t i, j, p;
+    int r, w;
+    (void)bsum;
+    for (i = 0; i < M; i += 4)
+        for (j = 0; j < N; j += 16) {
+            int32x4_t acc[4][4];
+            for (r = 0; r < 4; r++)
+                for (w = 0; w < 4; w++) acc[r][w] = vdupq_n_s32(0);
+            for (p = 0; p < P4; p += 4) {
+                int8x16_t a[4];
+                const int8_t *b = B + 4 * (p * ldb + j);
+                for (r = 0; r < 4; r++) a[r] = vld1q_s8(A + (i + r) * lda + 4 * p);
+#define SDPA__SDOT_STEP(l)                                                                   \
+    do {                                                                                     \
+        for (w = 0; w < 4; w++) {                                                            \
+            int8x16_t k = vld1q_s8(b + 4 * ((l) * ldb + 4 * w));                             \
+            for (r = 0; r < 4; r++) acc[r][w] = vdotq_laneq_s32(acc[r][w], k, a[r], (l));    \
+        }                                                                                    \
+    } while (0)
+                SDPA__SDOT_STEP(0);
+                SDPA__SDOT_STEP(1);
+                SDPA__SDOT_STEP(2);
+                SDPA__SDOT_STEP(3);
+#undef SDPA__SDOT_STEP
+            }
+            for (r = 0; r < 4; r++)
+                for (w = 0; w < 4; w++) vst1q_s32(C + (i + r) * ldc + j + 4 * w, acc[r][w]);
+        }
+}
+#endif
+#endif /* SDPA__HAVE_NEON */
+
+static void sdpa__set_kernels_i8(sdpa__plan *P)
+{
+    P->qk_i8 = sdpa__qk_i8_scalar;
+    if (!P->i8) return;
+    P->bf16 = 0; /* int8 mode takes the place of bf16 mode */
+    P->bgemm = NULL;
+#ifdef SDPA__HAVE_AVX2
+    if (P->path == SDPA_PATH_AVX2 || P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX) P->qk_i8 = sdpa__qk_i8_avx2;
+#endif
+#ifdef SDPA__HAVE_AVX512
+    if ((P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX) && (sdpa__cpu() & SDPA__CPU_VNNI))
+        P->qk_i8 = sdpa__qk_i8_vnni;
+#endif
+#ifdef SDPA__HAVE_NEON
+    if (P->path == SDPA_PATH_NEON) {
+        P->qk_i8 = sdpa__qk_i8_neon;
+#ifdef SDPA__HAVE_SDOT
+        if (sdpa__cpu_arm() & SDPA__ARM_DOTPROD) P->qk_i8 = sdpa__qk_i8_sdot;
+#endif
+    }
+#endif
 }
 
 /* ---- the tiled forward ---------------------------------------------------- */
@@ -2376,6 +2838,9 @@ typedef struct sdpa__ws {
     float *Q, *Kt, *S, *V, *O, *m, *l;
     uint16_t *Qb, *Pb; /* bf16 mode: Q [tqp][dp]; P [2][tqp][tkp], hi then lo */
     uint32_t *Kp, *Vp; /* bf16 pairs: K^T [dp/2][tkp], V [tkp/2][dvp] */
+    int8_t *Qi;        /* int8 mode: Q [tqp][dq], its scales qs and shifts qc, scores Si [tqp][tkp] */
+    float *qs, *qc;
+    int32_t *Si;
     int64_t *h, *i, *lo, *hi;
 } sdpa__ws;
 
@@ -2397,10 +2862,236 @@ static void sdpa__ws_carve(const sdpa__plan *P, char *base, sdpa__ws *W)
         W->Pb = (uint16_t *)(void *)f; f += SDPA__ROUND_UP(P->tqp * P->tkp, 16);
         W->Vp = (uint32_t *)(void *)f; f += SDPA__ROUND_UP(P->tkp / 2 * P->dvp, 16);
     }
+    W->Qi = NULL;
+    W->qs = W->qc = NULL;
+    W->Si = NULL;
+    if (P->i8) {
+        W->Qi = (int8_t *)(void *)f;   f += SDPA__ROUND_UP(P->tqp * P->dq / 4, 16);
+        W->qs = f;                     f += SDPA__ROUND_UP(P->tqp, 16);
+        W->qc = f;                     f += SDPA__ROUND_UP(P->tqp, 16);
+        W->Si = (int32_t *)(void *)f;  f += SDPA__ROUND_UP(P->tqp * P->tkp, 16);
+    }
     W->h = (int64_t *)(void *)f;
     W->i = W->h + P->tqp;
     W->lo = W->i + P->tqp;
     W->hi = W->lo + P->tqp;
+}
+
+/* ---- int8 mode: the K pre-pass and the scores ---------------------------------- */
+
+/* K is smoothed, quantised and packed once per call, before the tiles run:
+ * for each sequence s and kv head g, its keys in blocks of tk (aligned as the
+ * tiles read them), each block [dq/4][tkp] quads, then tkp scales and tkp
+ * key sums (padding keys: zeros). Blocks of (s, g) are consecutive; blk0[s]
+ * is the first block of sequence s (kv heads included), chk0[s] its first
+ * pre-pass task. A task is a chunk of SDPA__I8_CHUNK blocks of one (s, g):
+ * the first pass sums its keys (kpart), the second takes the mean from those
+ * sums (in chunk order) and quantises its blocks. The chunks depend on tk
+ * only, so the result is the same for any thread count. */
+
+static void sdpa__run_builtin(int n_workers, int64_t n_tasks, sdpa_task_fn fn, void *ctx);
+
+/* Blocks and chunks of a sequence with vk keys, per kv head. */
+static int64_t sdpa__i8_nblk(const sdpa__plan *P, int64_t vk) { return (vk + P->tk - 1) / P->tk; }
+static int64_t sdpa__i8_nchk(const sdpa__plan *P, int64_t vk)
+{
+    return (sdpa__i8_nblk(P, vk) + SDPA__I8_CHUNK - 1) / SDPA__I8_CHUNK;
+}
+
+/* Sizes the pre-pass: block and chunk counts and the bytes of its memory. */
+static int sdpa__i8_plan(sdpa__plan *P, const sdpa_params *pp)
+{
+    int64_t s, nb = 0, nc = 0, t, bytes, part;
+    P->kbytes = P->dq * P->tkp + 8 * P->tkp;
+    for (s = 0; s < P->nseq; s++) {
+        sdpa__seq sq;
+        sdpa__seq_get(P, s, &sq);
+        if (!sdpa__mul_ok(sdpa__i8_nblk(P, sq.vk), P->Hkv, &t) || !sdpa__add_ok(nb, t, &nb) ||
+            !sdpa__mul_ok(sdpa__i8_nchk(P, sq.vk), P->Hkv, &t) || !sdpa__add_ok(nc, t, &nc))
+            return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: int8 mode: block count overflows");
+    }
+    P->nblk = nb;
+    P->nchk = nc;
+    /* blk0, chk0; K blocks; chunk sums [nchk][D]; means [nseq * Hkv][D] */
+    bytes = 2 * SDPA__ROUND_UP((P->nseq + 1) * 8, 64);
+    if (!sdpa__mul_ok(nb, P->kbytes, &part) || !sdpa__add_ok(bytes, part, &bytes) ||
+        !sdpa__mul_ok(nc, P->D, &part) || part > INT64_MAX / 8 || !sdpa__add_ok(bytes, SDPA__ROUND_UP(part * 4, 64), &bytes) ||
+        !sdpa__mul_ok(P->nseq, P->Hkv, &part) || !sdpa__mul_ok(part, P->D, &part) || part > INT64_MAX / 8 ||
+        !sdpa__add_ok(bytes, SDPA__ROUND_UP(part * 4, 64), &bytes) || !sdpa__bytes_ok(bytes))
+        return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: int8 mode: scratch size overflows");
+    P->i8_bytes = (size_t)bytes;
+    return SDPA_OK;
+}
+
+/* Lays the pre-pass memory out at base (64-byte aligned) and fills blk0, chk0. */
+static void sdpa__i8_carve(sdpa__plan *P, char *base)
+{
+    int64_t s, nb = 0, nc = 0, arr = SDPA__ROUND_UP((P->nseq + 1) * 8, 64);
+    P->blk0 = (int64_t *)(void *)base;
+    P->chk0 = (int64_t *)(void *)(base + arr);
+    P->kq = base + 2 * arr;
+    P->kpart = (float *)(void *)(P->kq + P->nblk * P->kbytes);
+    P->kmean = P->kpart + SDPA__ROUND_UP(P->nchk * P->D, 16);
+    for (s = 0; s < P->nseq; s++) {
+        sdpa__seq sq;
+        sdpa__seq_get(P, s, &sq);
+        P->blk0[s] = nb;
+        P->chk0[s] = nc;
+        nb += sdpa__i8_nblk(P, sq.vk) * P->Hkv;
+        nc += sdpa__i8_nchk(P, sq.vk) * P->Hkv;
+    }
+    P->blk0[P->nseq] = nb;
+    P->chk0[P->nseq] = nc;
+}
+
+/* Pre-pass task t: its sequence, kv head g, chunk c and the chunks per head. */
+static void sdpa__i8_task_get(const sdpa__plan *P, int64_t t, sdpa__seq *sq, int64_t *g, int64_t *c, int64_t *nc)
+{
+    int64_t lo = 0, hi = P->nseq - 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        if (P->chk0[mid] <= t) lo = mid; else hi = mid - 1;
+    }
+    sdpa__seq_get(P, lo, sq);
+    *nc = sdpa__i8_nchk(P, sq->vk);
+    *g = (t - P->chk0[lo]) / *nc;
+    *c = (t - P->chk0[lo]) % *nc;
+}
+
+static const char *sdpa__i8_key(const sdpa__plan *P, const sdpa__seq *sq, int64_t g, int64_t j)
+{
+    return P->k.data + (sq->bt * P->k.s[0] + g * P->k.s[1] + (sq->k0 + j) * P->k.s[2]) * P->k.esize;
+}
+
+/* First pass: kpart[t] = the sum of the chunk's keys (fp32, in key order). */
+static void sdpa__i8_sum_task(void *ctx, int64_t t, int worker)
+{
+    const sdpa__plan *P = (const sdpa__plan *)ctx;
+    sdpa__ws W;
+    sdpa__seq sq;
+    int64_t g, c, nc, j, j1, d, D = P->D;
+    float *sum = P->kpart + t * D;
+    if (t < 0 || t >= P->nchk || worker < 0 || worker >= P->n_workers) return;
+    sdpa__ws_carve(P, P->ws + (size_t)worker * P->ws_worker, &W);
+    sdpa__i8_task_get(P, t, &sq, &g, &c, &nc);
+    for (d = 0; d < D; d++) sum[d] = 0.0f;
+    j1 = SDPA__MIN(sq.vk, (c + 1) * SDPA__I8_CHUNK * P->tk);
+    for (j = c * SDPA__I8_CHUNK * P->tk; j < j1; j++) {
+        P->load_row(W.Q, sdpa__i8_key(P, &sq, g, j), P->k.dtype, D, 1.0f);
+        for (d = 0; d < D; d++) sum[d] += W.Q[d];
+    }
+}
+
+/* The mean key of (sequence, g) from its chunk sums; zeros without smoothing
+ * or when it is not finite (a NaN or Inf key: the scores it reaches are NaN
+ * anyway, and the other keys keep their own values). */
+static void sdpa__i8_mean(const sdpa__plan *P, const float *part, int64_t nc, int64_t vk, float *mean)
+{
+    int64_t c, d, D = P->D;
+    for (d = 0; d < D; d++) mean[d] = 0.0f;
+    if (!P->i8_smooth) return;
+    for (c = 0; c < nc; c++)
+        for (d = 0; d < D; d++) mean[d] += part[c * D + d];
+    for (d = 0; d < D; d++) mean[d] /= (float)vk;
+    if (sdpa__nonfinite_probe(mean, D) != 0.0f)
+        for (d = 0; d < D; d++) mean[d] = 0.0f;
+}
+
+/* Second pass: the chunk's blocks, smoothed, quantised and packed. */
+static void sdpa__i8_quant_task(void *ctx, int64_t t, int worker)
+{
+    const sdpa__plan *P = (const sdpa__plan *)ctx;
+    sdpa__ws W;
+    sdpa__seq sq;
+    int64_t g, c, nc, nb, blk, d, D = P->D, dq = P->dq, tkp = P->tkp;
+    float *row, *mean;
+    int8_t *q;
+    if (t < 0 || t >= P->nchk || worker < 0 || worker >= P->n_workers) return;
+    sdpa__ws_carve(P, P->ws + (size_t)worker * P->ws_worker, &W);
+    row = W.Q;    /* D floats of the tqp x D tile */
+    mean = W.Kt;  /* D floats of the D x tkp tile */
+    q = W.Qi;     /* dq bytes */
+    sdpa__i8_task_get(P, t, &sq, &g, &c, &nc);
+    nb = sdpa__i8_nblk(P, sq.vk);
+    sdpa__i8_mean(P, P->kpart + (t - c) * D, nc, sq.vk, mean);
+    if (c == 0) memcpy(P->kmean + (sq.b * P->Hkv + g) * D, mean, (size_t)D * 4u);
+    for (blk = c * SDPA__I8_CHUNK; blk < SDPA__MIN(nb, (c + 1) * SDPA__I8_CHUNK); blk++) {
+        char *base = P->kq + (P->blk0[sq.b] + g * nb + blk) * P->kbytes;
+        int8_t *quads = (int8_t *)base;
+        float *scl = (float *)(void *)(base + dq * tkp);
+        int32_t *ksum = (int32_t *)(void *)(scl + tkp);
+        int64_t j, j0 = blk * P->tk, nk = SDPA__MIN(P->tk, sq.vk - j0), p;
+        for (j = 0; j < nk; j++) {
+            int32_t s = 0;
+            P->load_row(row, sdpa__i8_key(P, &sq, g, j0 + j), P->k.dtype, D, 1.0f);
+            for (d = 0; d < D; d++) row[d] -= mean[d];
+            scl[j] = sdpa__quant_row_i8(q, row, D, dq);
+            for (d = 0; d < D; d++) s += q[d];
+            ksum[j] = s;
+            for (p = 0; p < dq / 4; p++) memcpy(quads + 4 * (p * tkp + j), q + 4 * p, 4);
+        }
+        for (; j < tkp; j++) {
+            scl[j] = 0.0f;
+            ksum[j] = 0;
+            for (p = 0; p < dq / 4; p++) memset(quads + 4 * (p * tkp + j), 0, 4);
+        }
+    }
+}
+
+/* Runs both passes through the hook or the built-in threads. */
+static int sdpa__i8_prepass(sdpa__plan *P, const sdpa_params *pp)
+{
+    int pass;
+    if (P->nchk == 0) return SDPA_OK;
+    for (pass = 0; pass < 2; pass++) {
+        sdpa_task_fn fn = pass ? sdpa__i8_quant_task : sdpa__i8_sum_task;
+        if (pp && pp->parallel_for) {
+            if (pp->parallel_for(pp->parallel_user, P->n_workers, P->nchk, fn, P) != 0)
+                return sdpa__fail(pp, SDPA_ERR_THREADS, "sdpa: the parallel_for hook returned failure");
+        } else {
+            sdpa__run_builtin(P->n_workers, P->nchk, fn, P);
+        }
+    }
+    return SDPA_OK;
+}
+
+/* The Q tile in int8 mode: rows quantised one by one (so a row's result does
+ * not depend on its tile), their scales times the attention scale, and
+ * qc[r] = scale * q.mean, the smoothing's score shift; padding rows zero. */
+static void sdpa__i8_q_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq, int64_t g, int64_t nr, int64_t rp)
+{
+    int64_t r, d, D = P->D;
+    const float *mean = P->kmean + (sq->b * P->Hkv + g) * D;
+    for (r = 0; r < nr; r++) {
+        const char *src = P->q.data + (sq->bt * P->q.s[0] + W->h[r] * P->q.s[1] + (sq->q0 + W->i[r]) * P->q.s[2]) * P->q.esize;
+        float c = 0.0f;
+        P->load_row(W->Q, src, P->q.dtype, D, 1.0f);
+        W->qs[r] = sdpa__quant_row_i8(W->Qi + r * P->dq, W->Q, D, P->dq) * P->scale;
+        if (sq->vk > 0) /* else no key is seen, and the mean was not computed */
+            for (d = 0; d < D; d++) c += W->Q[d] * mean[d];
+        W->qc[r] = c * P->scale;
+    }
+    for (; r < rp; r++) {
+        memset(W->Qi + r * P->dq, 0, (size_t)P->dq);
+        W->qs[r] = W->qc[r] = 0.0f;
+    }
+}
+
+/* Scores of rows [0, nr) against keys j0.. of the block: S = dequantised
+ * int32 products plus the shift. */
+static void sdpa__i8_scores(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq, int64_t g, int64_t j0, int64_t nk,
+                            int64_t nkp, int64_t nr, int64_t rp)
+{
+    int64_t nb = sdpa__i8_nblk(P, sq->vk), r, j, tkp = P->tkp;
+    const char *base = P->kq + (P->blk0[sq->b] + g * nb + j0 / P->tk) * P->kbytes;
+    const float *ks = (const float *)(const void *)(base + P->dq * tkp);
+    P->qk_i8(rp, nkp, P->dq / 4, W->Qi, P->dq, (const int8_t *)base, tkp, (const int32_t *)(const void *)(ks + tkp),
+             W->Si, tkp);
+    for (r = 0; r < nr; r++) {
+        float *SDPA__RESTRICT s = W->S + r * tkp, a = W->qs[r], c = W->qc[r];
+        const int32_t *si = W->Si + r * tkp;
+        for (j = 0; j < nk; j++) s[j] = (float)si[j] * (a * ks[j]) + c;
+    }
 }
 
 /* Position of query i on the key axis (see SEMANTICS in the header). */
@@ -2477,8 +3168,10 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
         if (hi >= lo) { klo = SDPA__MIN(klo, lo); khi = SDPA__MAX(khi, hi); }
     }
 
-    /* Q tile, pre-scaled (bf16 mode: as stored, scaled in S); padding rows are zero */
-    for (r = 0; r < nr; r++) {
+    /* Q tile, pre-scaled (bf16 mode: as stored, scaled in S; int8 mode:
+     * quantised, scaled in S); padding rows are zero */
+    if (P->i8) sdpa__i8_q_tile(P, W, sq, g, nr, rp);
+    for (r = 0; r < nr && !P->i8; r++) {
         const char *src = P->q.data + (sq->bt * P->q.s[0] + W->h[r] * P->q.s[1] + (sq->q0 + W->i[r]) * P->q.s[2]) * P->q.esize;
         if (P->bf16)
             sdpa__pack_row_bf16(W->Qb + r * P->dp, src, D, P->dp);
@@ -2487,7 +3180,7 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
     }
     if (P->bf16)
         for (r = nr * P->dp; r < rp * P->dp; r++) W->Qb[r] = 0;
-    else
+    else if (!P->i8)
         for (r = nr * D; r < rp * D; r++) W->Q[r] = 0.0f;
     for (r = 0; r < rp; r++) { W->m[r] = -(float)INFINITY; W->l[r] = 0.0f; }
     for (r = 0; r < rp * dvp; r++) W->O[r] = 0.0f;
@@ -2500,7 +3193,9 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
         const char *vb = P->v.data + (sq->bt * P->v.s[0] + g * P->v.s[1] + (sq->k0 + j0) * P->v.s[2]) * P->v.esize;
         int any = 0;
 
-        if (P->bf16) {
+        if (P->i8) {
+            sdpa__i8_scores(P, W, sq, g, j0, nk, nkp, nr, rp);
+        } else if (P->bf16) {
             P->pack_k(W->Kp, tkp, kb, P->k.s[2] * P->k.esize, nk, D, P->dp);
             for (d = 0; d < P->dp / 2; d++)
                 for (j = nk; j < nkp; j++) W->Kp[d * tkp + j] = 0;
@@ -2715,11 +3410,15 @@ SDPA_API int sdpa_attention(const sdpa_tensor *q, const sdpa_tensor *k, const sd
         acc += sdpa__tiles_per_group(&P, sq.nq) * P.Hkv;
     }
     P.task_start[P.nseq] = acc;
+    if (P.i8) {
+        sdpa__i8_carve(&P, P.ws + P.ws_worker * (size_t)P.n_workers);
+        rc = sdpa__i8_prepass(&P, params);
+    }
 
-    if (params && params->parallel_for) {
+    if (rc == SDPA_OK && params && params->parallel_for) {
         if (params->parallel_for(params->parallel_user, P.n_workers, P.n_tasks, sdpa__task, &P) != 0)
             rc = sdpa__fail(params, SDPA_ERR_THREADS, "sdpa: the parallel_for hook returned failure");
-    } else {
+    } else if (rc == SDPA_OK) {
         sdpa__run_builtin(P.n_workers, P.n_tasks, sdpa__task, &P);
     }
 
@@ -3876,6 +4575,8 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
         return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: mask, seqlens_kv, cu_seqlens and TOP_LEFT causal are not supported");
     if (p->causal != SDPA_CAUSAL_NONE && p->causal != SDPA_CAUSAL_BOTTOM_RIGHT)
         return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: causal = %d is not an sdpa_causal value", (int)p->causal);
+    if (p->precision != SDPA_PRECISION_DEFAULT)
+        return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: precision modes other than the default are not supported (I8 storage is the cache's int8)");
     if (p->scale != p->scale || p->scale == (float)INFINITY || p->scale == -(float)INFINITY)
         return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: scale must be finite");
     if (!(p->softcap >= 0.0f) || p->softcap == (float)INFINITY)

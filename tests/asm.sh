@@ -71,7 +71,8 @@ simd_kernels="sdpa__gemm_avx2 sdpa__exp_row_avx2 sdpa__row_max_avx2 sdpa__load_r
 # the AVX-512 and NEON versions, dumped when the build has them (absent: skipped)
 other_kernels="sdpa__gemm_avx512 sdpa__exp_row_avx512 sdpa__row_max_avx512 sdpa__load_row_avx512
 sdpa__bgemm_amx sdpa__split_row_bf16 sdpa__pack_vpair_bf16
-sdpa__gemm_neon sdpa__exp_row_neon sdpa__row_max_neon sdpa__load_row_neon sdpa__load_kt_neon"
+sdpa__gemm_neon sdpa__exp_row_neon sdpa__row_max_neon sdpa__load_row_neon sdpa__load_kt_neon
+sdpa__qk_i8_scalar sdpa__qk_i8_avx2 sdpa__qk_i8_vnni sdpa__qk_i8_neon sdpa__qk_i8_sdot"
 kernels="$plain_kernels $scalar_kernels $simd_kernels $other_kernels"
 src_of() { case "$1" in plain_*) echo "$here/bench/plain_kernels.h" ;; *) echo "$here/include/sdpa.h" ;; esac; }
 
@@ -265,6 +266,13 @@ check)
         need sdpa__bgemm_amx 4 'tdpbf16ps' "AMX tdpbf16ps"
         need sdpa__bgemm_amx 4 'tileloadd' "AMX tile loads"
         need sdpa__bgemm_amx 1 'ldtilecfg' "tile configuration"
+        # int8 Q.K^T: per quad step and 8 keys of a row, vpsignb, vpmaddubsw
+        # (never saturating: see the kernel), vpmaddwd by ones; 4 x 16 block
+        need sdpa__qk_i8_avx2 8 'vpsignb\s+.*%ymm' "vpsignb"
+        need sdpa__qk_i8_avx2 8 'vpmaddubsw\s+.*%ymm' "vpmaddubsw"
+        need sdpa__qk_i8_avx2 8 'vpmaddwd\s+.*%ymm' "vpmaddwd"
+        # AVX512-VNNI: 4 x 32 blocks, 8 vpdpbusd per quad step
+        need sdpa__qk_i8_vnni 8 'vpdpbusd\s+.*%zmm' "zmm vpdpbusd"
         # what the auto-vectoriser made of the portable kernels (SSE2 only:
         # no -m flags): the micro-kernel; the exp loop, which vectorises only
         # while sdpa__expf stays branch-free (its degree-7 polynomial alone is
@@ -283,6 +291,14 @@ check)
         need_loop sdpa__load_row_neon 2 '^fcvtl2? v[0-9]+\.4s' "F16 widenings (fcvtl)"
         need_loop sdpa__load_row_neon 2 '^(shll2?|ushll2?) v[0-9]+\.4s' "BF16 widenings (shll)"
         need_loop sdpa__load_kt_neon 2 '^fcvtl2? v[0-9]+\.4s' "F16 widenings (fcvtl)"
+        # int8 Q.K^T, 4 x 16 block: 4 quad steps x 16 sdot by element per loop
+        # (gcc builds; clang builds have the kernel only with +dotprod)
+        if [ -n "$(fn_body sdpa__qk_i8_sdot)" ] || ! "$CC" --version | grep -q clang; then
+            need_loop sdpa__qk_i8_sdot 64 '^sdot v[0-9]+\.4s, v[0-9]+\.16b, v[0-9]+\.4b\[' "sdot by element"
+        fi
+        # without dotprod: 4 rows x 8 keys, smull/smull2 and sadalp per quad step
+        need_loop sdpa__qk_i8_neon 16 '^smull2? v[0-9]+\.8h' "smull/smull2"
+        need_loop sdpa__qk_i8_neon 16 '^sadalp v[0-9]+\.4s' "sadalp"
         ;;
     *)
         echo "check-asm: $arch has no SIMD path yet; nothing to check"

@@ -3326,6 +3326,535 @@ static void test_err_alias(void)
 
 /* ======================================================================== */
 
+/* ======================================================================== */
+/* int8: the quantisation helpers, the Q.K^T kernels, int8 attention        */
+/* ======================================================================== */
+
+/* Random values whose magnitude spans many octaves, zeros and tiny rows. */
+static float i8_sample(double mag) { return (float)(rnd_range(-1, 1) * mag); }
+
+static void test_i8_quant(void)
+{
+    static const int64_t colsv[] = {1, 2, 3, 15, 16, 17, 63, 64, 65, 70};
+    char eb[256];
+    int k, axis;
+    if (!group_begin("int8 quantize helpers")) return;
+
+    for (axis = 0; axis < 2; ++axis) {
+        double worst = 0, worst_rt = 0;
+        int64_t nbad = 0;
+        case_begin("%s scales: scale = max|x|/127, q = rne(x/scale), round trip within scale/2, guards kept",
+                   axis ? "per-channel" : "per-token");
+        /* the bound: x * (127 / amax) and the scale are rounded to float
+         * (127 x 2^-23 each in units of the scale), then q * scale */
+        for (k = 0; k < 300; ++k) {
+            int64_t rows = rnd_int(0, 9), cols = rnd_of(colsv, 10), ldx = cols + rnd_int(0, 3), ldq = cols + rnd_int(0, 5);
+            int64_t ns = axis ? cols : rows, r, c, nx = rows * ldx + 1, nq = rows * ldq + 16;
+            float *x = (float *)xcalloc((size_t)nx, 4), *xd = (float *)xcalloc((size_t)nx, 4);
+            float *sc = (float *)xcalloc((size_t)ns + 4, 4);
+            int8_t *q = (int8_t *)xcalloc((size_t)nq, 1);
+            int rc;
+            for (r = 0; r < rows; ++r) {
+                double mag = pow(10.0, rnd_range(-6, 6));
+                int kind = (int)rnd_int(0, 9);
+                for (c = 0; c < cols; ++c) {
+                    double m = axis ? pow(10.0, (double)(c % 7) - 3.0) : mag;
+                    x[r * ldx + c] = kind == 0 ? 0.0f : kind == 1 ? i8_sample(1e-31) : i8_sample(m);
+                }
+            }
+            memset(q, 0x55, (size_t)nq);
+            for (c = 0; c < ns + 4; ++c) sc[c] = -7.0f;
+            rc = sdpa_quantize_i8(x, rows, cols, ldx, q, ldq, sc, (sdpa_quant_axis)axis, NULL, 0);
+            CHECK(rc == SDPA_OK, "rows %lld cols %lld: rc %d", LL(rows), LL(cols), rc);
+            for (c = ns; c < ns + 4; ++c) CHECK(sc[c] == -7.0f, "scale guard %lld written", LL(c - ns));
+            for (r = 0; r < rows; ++r)
+                for (c = cols; c < ldq; ++c) CHECK(q[r * ldq + c] == 0x55, "q padding [%lld][%lld] written", LL(r), LL(c));
+            for (c = rows * ldq; c < nq; ++c) CHECK(q[c] == 0x55, "q guard written");
+            if (rows == 0) { free(x); free(xd); free(sc); free(q); continue; }
+            for (c = 0; c < ns; ++c) { /* the scale, from max |x| in float */
+                float amax = 0.0f;
+                int64_t i, n = axis ? rows : cols;
+                for (i = 0; i < n; ++i) {
+                    float a = fabsf(axis ? x[i * ldx + c] : x[c * ldx + i]);
+                    amax = a > amax ? a : amax;
+                }
+                if (!(sc[c] == (amax >= 1e-30f ? amax / 127.0f : 0.0f)) && nbad++ < 3)
+                    case_fail("scale[%lld] = %.9g, want %.9g", LL(c), sc[c], amax / 127.0f);
+            }
+            rc = sdpa_dequantize_i8(q, rows, cols, ldq, sc, (sdpa_quant_axis)axis, xd, ldx, NULL, 0);
+            CHECK(rc == SDPA_OK, "dequantize rc %d", rc);
+            for (r = 0; r < rows; ++r)
+                for (c = 0; c < cols; ++c) {
+                    float s = axis ? sc[c] : sc[r], xv = x[r * ldx + c];
+                    int qv = q[r * ldq + c];
+                    double e = s > 0 ? fabs((double)qv - (double)xv / (double)s) : (qv == 0 ? 0.0 : 9.0);
+                    double rt = s > 0 ? fabs((double)xd[r * ldx + c] - (double)xv) / (double)s : fabs((double)xd[r * ldx + c] - (double)xv) / 1e-30;
+                    if (e > worst) worst = e;
+                    if (rt > worst_rt) worst_rt = rt;
+                    if ((qv < -127 || qv > 127 || e > 0.5 + 3e-5 || xd[r * ldx + c] != (float)qv * s || rt > 0.5 + 1.0 / 16384) &&
+                        nbad++ < 3)
+                        case_fail("rows %lld cols %lld [%lld][%lld]: x %.9g q %d scale %.9g back %.9g", LL(rows), LL(cols), LL(r),
+                                  LL(c), xv, qv, s, xd[r * ldx + c]);
+                }
+            free(x); free(xd); free(sc); free(q);
+        }
+        /* the bound is reached: q is rounded, not truncated or biased */
+        CHECK(worst > 0.45 && worst <= 0.5 + 3e-5, "largest |q - x/scale| %.6f: rounding looks wrong", worst);
+        CHECK(worst_rt > 0.45, "largest round-trip error %.6f scale: suspiciously small", worst_rt);
+        case_end();
+    }
+
+    case_begin("NaN and Inf refused with SDPA_ERR_PARAM naming the element, nothing written");
+    for (k = 0; k < 30; ++k) {
+        int64_t rows = rnd_int(1, 6), cols = rnd_int(1, 40), r0 = rnd_int(0, rows - 1), c0 = rnd_int(0, cols - 1), i;
+        float x[6 * 40], sc[40];
+        int8_t q[6 * 40];
+        char want[64];
+        int rc, ax = (int)rnd_int(0, 1);
+        for (i = 0; i < rows * cols; ++i) x[i] = i8_sample(3.0);
+        x[r0 * cols + c0] = k % 3 == 0 ? NAN : k % 3 == 1 ? INFINITY : -INFINITY;
+        memset(q, 0x55, sizeof q);
+        for (i = 0; i < 40; ++i) sc[i] = -7.0f;
+        eb[0] = 0;
+        rc = sdpa_quantize_i8(x, rows, cols, cols, q, cols, sc, (sdpa_quant_axis)ax, eb, sizeof eb);
+        snprintf(want, sizeof want, "x[%lld][%lld]", LL(r0), LL(c0));
+        CHECK(rc == SDPA_ERR_PARAM && strstr(eb, want), "rc %d, message '%s', want %s", rc, eb, want);
+        for (i = 0; i < (int64_t)sizeof q; ++i) CHECK(q[i] == 0x55, "q[%lld] written", LL(i));
+        for (i = 0; i < 40; ++i) CHECK(sc[i] == -7.0f, "scale[%lld] written", LL(i));
+    }
+    case_end();
+
+    case_begin("argument errors: codes and messages, nothing written");
+    {
+        float x[64], sc[8], xo[64];
+        int8_t q[64];
+        int i;
+        for (i = 0; i < 64; ++i) x[i] = (float)i;
+#define I8_ERR(want, call)                                                                               \
+    do {                                                                                                 \
+        int rc_;                                                                                         \
+        memset(q, 0x55, sizeof q);                                                                       \
+        for (i = 0; i < 8; ++i) sc[i] = -7.0f;                                                           \
+        eb[0] = 0;                                                                                       \
+        rc_ = (call);                                                                                    \
+        CHECK(rc_ == (want) && eb[0] != 0, "%s: rc %d (want %d), message '%s'", #call, rc_, want, eb);   \
+        for (i = 0; i < 64; ++i) CHECK(q[i] == 0x55, "%s wrote q", #call);                               \
+        for (i = 0; i < 8; ++i) CHECK(sc[i] == -7.0f, "%s wrote scale", #call);                          \
+    } while (0)
+        I8_ERR(SDPA_ERR_NULL, sdpa_quantize_i8(NULL, 2, 4, 4, q, 4, sc, SDPA_QUANT_PER_ROW, eb, sizeof eb));
+        I8_ERR(SDPA_ERR_NULL, sdpa_quantize_i8(x, 2, 4, 4, NULL, 4, sc, SDPA_QUANT_PER_ROW, eb, sizeof eb));
+        I8_ERR(SDPA_ERR_NULL, sdpa_quantize_i8(x, 2, 4, 4, q, 4, NULL, SDPA_QUANT_PER_COL, eb, sizeof eb));
+        I8_ERR(SDPA_ERR_SHAPE, sdpa_quantize_i8(x, -1, 4, 4, q, 4, sc, SDPA_QUANT_PER_ROW, eb, sizeof eb));
+        I8_ERR(SDPA_ERR_SHAPE, sdpa_quantize_i8(x, 2, -4, 4, q, 4, sc, SDPA_QUANT_PER_ROW, eb, sizeof eb));
+        I8_ERR(SDPA_ERR_STRIDE, sdpa_quantize_i8(x, 2, 4, 3, q, 4, sc, SDPA_QUANT_PER_ROW, eb, sizeof eb));
+        I8_ERR(SDPA_ERR_STRIDE, sdpa_quantize_i8(x, 2, 4, 4, q, 2, sc, SDPA_QUANT_PER_ROW, eb, sizeof eb));
+        I8_ERR(SDPA_ERR_PARAM, sdpa_quantize_i8(x, 2, 4, 4, q, 4, sc, (sdpa_quant_axis)2, eb, sizeof eb));
+        I8_ERR(SDPA_ERR_ALIAS, sdpa_quantize_i8(x, 2, 4, 4, (int8_t *)(void *)(x + 1), 4, sc, SDPA_QUANT_PER_ROW, eb, sizeof eb));
+        I8_ERR(SDPA_ERR_ALIAS, sdpa_quantize_i8(x, 2, 4, 4, q, 4, (float *)(void *)(q + 4), SDPA_QUANT_PER_ROW, eb, sizeof eb));
+        I8_ERR(SDPA_ERR_ALIAS, sdpa_quantize_i8(x, 2, 4, 4, q, 4, x + 7, SDPA_QUANT_PER_ROW, eb, sizeof eb));
+        I8_ERR(SDPA_ERR_OVERFLOW, sdpa_quantize_i8(x, INT64_MAX / 2, 4, 4, q, 4, sc, SDPA_QUANT_PER_ROW, eb, sizeof eb));
+        I8_ERR(SDPA_ERR_ALIAS, sdpa_dequantize_i8((const int8_t *)(void *)xo, 2, 4, 4, sc, SDPA_QUANT_PER_ROW, xo + 1, 4, eb, sizeof eb));
+        I8_ERR(SDPA_ERR_ALIAS, sdpa_dequantize_i8(q, 2, 4, 4, sc, SDPA_QUANT_PER_ROW, sc + 1, 4, eb, sizeof eb));
+        I8_ERR(SDPA_ERR_NULL, sdpa_dequantize_i8(q, 2, 4, 4, NULL, SDPA_QUANT_PER_ROW, xo, 4, eb, sizeof eb));
+#undef I8_ERR
+        memset(q, 0x55, sizeof q);
+        CHECK(sdpa_quantize_i8(NULL, 0, 5, 5, NULL, 5, NULL, SDPA_QUANT_PER_ROW, NULL, 0) == SDPA_OK &&
+                  sdpa_quantize_i8(x, 3, 0, 0, q, 0, sc, SDPA_QUANT_PER_COL, NULL, 0) == SDPA_OK && q[0] == 0x55,
+              "empty matrices must be accepted and write nothing");
+    }
+    case_end();
+    group_end();
+}
+
+typedef void (*qk_i8_fn)(int64_t, int64_t, int64_t, const int8_t *, int64_t, const int8_t *, int64_t, const int32_t *,
+                         int32_t *, int64_t);
+
+/* One Q.K^T kernel against exact integer sums, with extreme values (every
+ * product +-127^2: a saturating form fails) and poisoned, guarded C. */
+static void test_qk_i8_kernel(const char *name, qk_i8_fn fn)
+{
+    int k;
+    case_begin("%s int8 Q.K^T kernel: exact on random and extreme blocks, strides, guards kept", name);
+    for (k = 0; k < 120; ++k) {
+        int64_t M = 4 * rnd_int(1, 4), N = 16 * rnd_int(1, 5), P4 = 4 * rnd_int(1, 12) * (k % 10 == 0 ? 9 : 1);
+        int64_t lda = 4 * P4 + 16 * rnd_int(0, 2), ldb = N + 16 * rnd_int(0, 2), ldc = N + rnd_int(0, 5), i, j, p, nbad = 0;
+        int mode = k % 5; /* 0..2 random, 3 all +127 x +127, 4 +-127 alternating with signs matched */
+        int8_t *A = (int8_t *)xcalloc((size_t)(M * lda), 1), *Bq = (int8_t *)xcalloc((size_t)(P4 * ldb * 4), 1);
+        int32_t *bs = (int32_t *)xcalloc((size_t)N, 4), *C = (int32_t *)xcalloc((size_t)(M * ldc + 8), 4);
+        for (i = 0; i < M * lda; ++i)
+            A[i] = mode < 3 ? (int8_t)rnd_int(-127, 127) : mode == 3 ? 127 : (int8_t)((i & 1) ? -127 : 127);
+        for (i = 0; i < P4 * ldb * 4; ++i)
+            Bq[i] = mode < 3 ? (int8_t)rnd_int(-127, 127) : mode == 3 ? 127 : (int8_t)((i & 1) ? -127 : 127);
+        for (j = 0; j < N; ++j) {
+            int32_t s = 0;
+            for (p = 0; p < 4 * P4; ++p) s += Bq[4 * ((p / 4) * ldb + j) + p % 4];
+            bs[j] = s;
+        }
+        for (i = 0; i < M * ldc + 8; ++i) C[i] = 0x7f7f7f7f;
+        fn(M, N, P4, A, lda, Bq, ldb, bs, C, ldc);
+        for (i = 0; i < M; ++i)
+            for (j = 0; j < ldc; ++j) {
+                int64_t want = 0;
+                if (j >= N) {
+                    if (C[i * ldc + j] != 0x7f7f7f7f && nbad++ < 3) case_fail("C[%lld][%lld] past N written", LL(i), LL(j));
+                    continue;
+                }
+                for (p = 0; p < 4 * P4; ++p) want += (int64_t)A[i * lda + p] * Bq[4 * ((p / 4) * ldb + j) + p % 4];
+                if (C[i * ldc + j] != want && nbad++ < 3)
+                    case_fail("M %lld N %lld P4 %lld mode %d: C[%lld][%lld] = %d, want %lld", LL(M), LL(N), LL(P4), mode,
+                              LL(i), LL(j), C[i * ldc + j], LL(want));
+            }
+        for (i = M * ldc; i < M * ldc + 8; ++i) CHECK(C[i] == 0x7f7f7f7f, "guard after C written");
+        free(A); free(Bq); free(bs); free(C);
+    }
+    case_end();
+}
+
+static void test_i8_kernels(void)
+{
+    if (!group_begin("int8 Q.K^T kernels")) return;
+    test_qk_i8_kernel("scalar", sdpa__qk_i8_scalar);
+#ifdef SDPA__HAVE_AVX2
+    if (sdpa__cpu() & SDPA__CPU_AVX2) test_qk_i8_kernel("avx2", sdpa__qk_i8_avx2);
+#endif
+#ifdef SDPA__HAVE_AVX512
+    if ((sdpa__cpu() & SDPA__CPU_AVX512) && (sdpa__cpu() & SDPA__CPU_VNNI)) test_qk_i8_kernel("avx512-vnni", sdpa__qk_i8_vnni);
+#endif
+#ifdef SDPA__HAVE_NEON
+    test_qk_i8_kernel("neon", sdpa__qk_i8_neon);
+#ifdef SDPA__HAVE_SDOT
+    if (sdpa__cpu_arm() & SDPA__ARM_DOTPROD) test_qk_i8_kernel("neon-sdot", sdpa__qk_i8_sdot);
+#endif
+#endif
+    group_end();
+}
+
+/* int8 attention: a problem in F32, contiguous, with a float64 reference. */
+typedef struct i8_case {
+    int64_t B, Hq, Hkv, Lq, Lk, D, Dv;
+    int causal, nthreads, tile_k, outliers, precision, use_seqlens, packed, nan_q_row, nan_key;
+    float scale, softcap, ref_scale; /* ref_scale: the reference's, if nonzero */
+    int64_t skv[4], cuq[5], cuk[5], nseq;
+} i8_case;
+
+typedef struct i8_res {
+    double rel_l2, cos, lse_err; /* over rows that see a key */
+    int64_t n;                   /* output values compared */
+    int nonfinite;               /* a finite reference row got a non-finite output */
+    int64_t nan_rows_ok;         /* NaN rows where NaN was wanted */
+} i8_res;
+
+/* Float64 reference rows for one sequence: q rows [q0, q0 + nq) of batch b,
+ * keys [k0, k0 + nk), bottom-right causal within the sequence. */
+static void i8_ref_seq(const i8_case *c, const float *q, const float *k, const float *v, int64_t b, int64_t q0, int64_t nq,
+                       int64_t k0, int64_t nk, double *out, double *lse)
+{
+    int64_t h, i, j, d, G = c->Hq / c->Hkv;
+    double sc = c->scale != 0.0f ? c->scale : 1.0 / sqrt((double)c->D);
+    double *s = (double *)xcalloc((size_t)(nk + 1), sizeof(double));
+    for (h = 0; h < c->Hq; ++h)
+        for (i = 0; i < nq; ++i) {
+            const float *qr = q + ((b * c->Hq + h) * c->Lq + q0 + i) * c->D;
+            double m = -INFINITY, l = 0;
+            int64_t hi = c->causal ? SDPA__MIN(nk - 1, i + nk - nq) : nk - 1;
+            double *o = out + ((b * c->Hq + h) * c->Lq + q0 + i) * c->Dv;
+            for (d = 0; d < c->Dv; ++d) o[d] = 0;
+            for (j = 0; j <= hi; ++j) {
+                const float *kr = k + ((b * c->Hkv + h / G) * c->Lk + k0 + j) * c->D;
+                double a = 0;
+                for (d = 0; d < c->D; ++d) a += (double)qr[d] * kr[d];
+                a *= sc;
+                if (c->softcap > 0) a = c->softcap * tanh(a / c->softcap);
+                s[j] = a;
+                if (a > m) m = a;
+            }
+            for (j = 0; j <= hi; ++j) {
+                const float *vr = v + ((b * c->Hkv + h / G) * c->Lk + k0 + j) * c->Dv;
+                double e = exp(s[j] - m);
+                l += e;
+                for (d = 0; d < c->Dv; ++d) o[d] += e * vr[d];
+            }
+            for (d = 0; d < c->Dv; ++d) o[d] = hi >= 0 ? o[d] / l : 0.0;
+            lse[(b * c->Hq + h) * c->Lq + q0 + i] = hi >= 0 ? m + log(l) : -INFINITY;
+        }
+    free(s);
+}
+
+/* Builds random inputs (K with outlier channels and a channel bias when
+ * asked), runs int8 attention and compares it with float64. */
+static i8_res i8_run(const i8_case *c, float **out_keep)
+{
+    int64_t nq = c->B * c->Hq * c->Lq * c->D, nk = c->B * c->Hkv * c->Lk * c->D, nv = c->B * c->Hkv * c->Lk * c->Dv;
+    int64_t no = c->B * c->Hq * c->Lq * c->Dv, nl = c->B * c->Hq * c->Lq, i, d, b, r;
+    float *q = (float *)xcalloc((size_t)nq + 1, 4), *k = (float *)xcalloc((size_t)nk + 1, 4), *v = (float *)xcalloc((size_t)nv + 1, 4);
+    float *o = (float *)xcalloc((size_t)no + 1, 4), *lse = (float *)xcalloc((size_t)nl + 1, 4);
+    double *ro = (double *)xcalloc((size_t)no + 1, 8), *rl = (double *)xcalloc((size_t)nl + 1, 8);
+    double *bias = (double *)xcalloc((size_t)c->D, 8), *gain = (double *)xcalloc((size_t)c->D, 8);
+    double num = 0, den = 0, dot = 0, n1 = 0, n2 = 0;
+    i8_res res;
+    sdpa_tensor tq = {q, SDPA_F32, {c->B, c->Hq, c->Lq, c->D}, {0}}, tk = {k, SDPA_F32, {c->B, c->Hkv, c->Lk, c->D}, {0}};
+    sdpa_tensor tv = {v, SDPA_F32, {c->B, c->Hkv, c->Lk, c->Dv}, {0}}, to = {o, SDPA_F32, {c->B, c->Hq, c->Lq, c->Dv}, {0}};
+    sdpa_params p;
+    pf_state st;
+    int rc;
+    memset(&res, 0, sizeof res);
+    for (d = 0; d < c->D; ++d) { gain[d] = 1.0; bias[d] = 0.0; }
+    if (c->outliers) /* as real K has: a few channels (1 in 16) with a bias 10-50x the others' magnitude
+                      * and a larger spread (1-3x), every channel a small bias */
+        for (d = 0; d < c->D; ++d) {
+            bias[d] = rnd_range(-0.5, 0.5);
+            if (rnd_int(0, 15) == 0 || d == 0) {
+                gain[d] = rnd_range(1, 3);
+                bias[d] = (rnd_int(0, 1) ? 2 : -2) * rnd_range(10, 50);
+            }
+        }
+    for (i = 0; i < nq; ++i) q[i] = (float)rnd_range(-2, 2);
+    for (i = 0; i < nk; ++i) k[i] = (float)(rnd_range(-2, 2) * gain[i % c->D] + bias[i % c->D]);
+    for (i = 0; i < nv; ++i) v[i] = (float)rnd_range(-1, 1);
+    if (c->use_seqlens) /* keys past seqlens_kv hold NaN: they must reach nothing, the mean included */
+        for (b = 0; b < c->B; ++b)
+            for (r = c->skv[b]; r < c->Lk; ++r)
+                for (d = 0; d < c->Hkv; ++d) {
+                    int64_t e;
+                    for (e = 0; e < c->D; ++e) k[((b * c->Hkv + d) * c->Lk + r) * c->D + e] = NAN;
+                }
+    if (c->nan_q_row >= 0) q[c->nan_q_row * c->D] = NAN; /* row nan_q_row of batch 0, head 0 */
+    if (c->nan_key >= 0) k[(int64_t)c->nan_key * c->D + c->D - 1] = NAN; /* key nan_key of batch 0, kv head 0 */
+    for (i = 0; i < no; ++i) o[i] = -12345.0f;
+    memset(&p, 0, sizeof p);
+    p.precision = c->precision;
+    p.scale = c->scale;
+    p.softcap = c->softcap;
+    p.causal = c->causal ? SDPA_CAUSAL_BOTTOM_RIGHT : SDPA_CAUSAL_NONE;
+    p.num_threads = c->nthreads > 0 ? c->nthreads : 0;
+    p.tile_k = c->tile_k;
+    p.lse = lse;
+    if (c->nthreads < 0) { /* the application's pool */
+        memset(&st, 0, sizeof st);
+        st.mode = c->nthreads == -1 ? 1 : 0;
+        p.parallel_for = test_parallel_for;
+        p.parallel_user = &st;
+        p.num_threads = 3;
+    }
+    if (c->use_seqlens) p.seqlens_kv = c->skv;
+    if (c->packed) { p.cu_seqlens_q = c->cuq; p.cu_seqlens_kv = c->cuk; p.num_seqs = c->nseq; }
+    rc = sdpa_attention(&tq, &tk, &tv, &to, &p);
+    CHECK(rc == SDPA_OK, "int8 attention rc %d", rc);
+
+    for (i = 0; i < nl; ++i) rl[i] = -INFINITY;
+    {
+        i8_case cs = *c;
+        if (c->ref_scale != 0.0f) cs.scale = c->ref_scale;
+        if (c->packed) {
+            for (i = 0; i < c->nseq; ++i)
+                i8_ref_seq(&cs, q, k, v, 0, c->cuq[i], c->cuq[i + 1] - c->cuq[i], c->cuk[i], c->cuk[i + 1] - c->cuk[i], ro, rl);
+        } else {
+            for (b = 0; b < c->B; ++b)
+                i8_ref_seq(&cs, q, k, v, b, 0, c->Lq, 0, c->use_seqlens ? c->skv[b] : c->Lk, ro, rl);
+        }
+    }
+    for (r = 0; r < nl; ++r) {
+        int nanrow = 0;
+        for (d = 0; d < c->Dv; ++d) nanrow |= ro[r * c->Dv + d] != ro[r * c->Dv + d];
+        if (rl[r] == -INFINITY) { /* sees no key: exact zeros */
+            for (d = 0; d < c->Dv; ++d) if (o[r * c->Dv + d] != 0.0f) res.nonfinite++;
+            continue;
+        }
+        if (nanrow && (r % c->Lq) == c->nan_q_row && r < c->Lq) continue; /* a NaN query row: anything */
+        if (nanrow) { /* the reference is NaN: so must the output be */
+            int got = 1;
+            for (d = 0; d < c->Dv; ++d) got &= o[r * c->Dv + d] != o[r * c->Dv + d];
+            res.nan_rows_ok += got;
+            continue;
+        }
+        for (d = 0; d < c->Dv; ++d) {
+            double x = o[r * c->Dv + d], y = ro[r * c->Dv + d];
+            if (!(x == x) || fabs(x) > 1e30) res.nonfinite++;
+            else { num += (x - y) * (x - y); den += y * y; dot += x * y; n1 += x * x; n2 += y * y; res.n++; }
+        }
+        if (lse[r] == lse[r]) res.lse_err = SDPA__MAX(res.lse_err, fabs(lse[r] - rl[r]));
+        else res.nonfinite++;
+    }
+    res.rel_l2 = den > 0 ? sqrt(num / den) : 0;
+    res.cos = n1 > 0 && n2 > 0 ? dot / sqrt(n1 * n2) : 1;
+    if (out_keep) *out_keep = o; else free(o);
+    free(q); free(k); free(v); free(lse); free(ro); free(rl); free(bias); free(gain);
+    return res;
+}
+
+static void i8_default(i8_case *c)
+{
+    memset(c, 0, sizeof *c);
+    c->B = 1; c->Hq = 2; c->Hkv = 1; c->Lq = 128; c->Lk = 256; c->D = 128; c->Dv = 64;
+    c->precision = SDPA_PRECISION_INT8_QK;
+    c->nan_q_row = c->nan_key = -1;
+}
+
+/* The stated bounds (README, "int8 attention") over all output rows:
+ * q, k uniform in [-2, 2] (K with outlier channels: see i8_run), v in [-1, 1]. */
+#define I8_TOL_L2 0.03
+#define I8_TOL_COS 0.9996
+#define I8_TOL_LSE 0.2 /* absolute */
+/* A few output values (Lq x Dv tiny) make L2 and cosine noisy: a weighted
+ * mean of 2 keys can be near 0. Below 256 values, 5x the bounds. */
+static int i8_within(const i8_res *r)
+{
+    double f = r->n >= 256 ? 1.0 : 5.0;
+    return r->nonfinite == 0 && r->rel_l2 <= f * I8_TOL_L2 && 1.0 - r->cos <= f * (1.0 - I8_TOL_COS) &&
+           r->lse_err <= I8_TOL_LSE;
+}
+
+static void test_i8_attention(void)
+{
+    static const int64_t dims[] = {1, 3, 8, 40, 64, 72, 80, 96, 128, 129, 256};
+    static const int64_t lens[] = {1, 2, 7, 63, 64, 65, 127, 300};
+    i8_case c;
+    i8_res r, rs;
+    int k, o;
+    const char *path = sdpa_path_name((sdpa_path)sdpa_path_in_use(NULL));
+    if (!group_begin("int8 attention")) return;
+
+    for (o = 0; o < 2; ++o) {
+        double worst = 0, worst_cos = 1, worst_lse = 0;
+        case_begin("%s: %s, relative L2 <= %g and cosine >= %g against float64, over head dims and lengths", path,
+                   o ? "K with outlier channels" : "random data", I8_TOL_L2, I8_TOL_COS);
+        for (k = 0; k < 14; ++k) {
+            i8_default(&c);
+            c.outliers = o;
+            c.D = dims[k % 11]; c.Dv = rnd_of(dims, 11);
+            c.Lq = rnd_of(lens, 8); c.Lk = rnd_of(lens, 8);
+            c.Hkv = rnd_int(1, 2); c.Hq = c.Hkv * rnd_int(1, 3); c.B = rnd_int(1, 2);
+            c.causal = (int)rnd_int(0, 1);
+            c.tile_k = (int)rnd_of(lens + 1, 5);
+            r = i8_run(&c, NULL);
+            worst_lse = SDPA__MAX(worst_lse, r.lse_err);
+            if (r.n >= 256) {
+                worst = SDPA__MAX(worst, r.rel_l2);
+                worst_cos = SDPA__MIN(worst_cos, r.cos);
+            }
+            CHECK(i8_within(&r),
+                  "B %lld Hq %lld Hkv %lld Lq %lld Lk %lld D %lld Dv %lld causal %d tile_k %d: rel L2 %.2e cos %.6f lse err %.2e nonfinite %d",
+                  LL(c.B), LL(c.Hq), LL(c.Hkv), LL(c.Lq), LL(c.Lk), LL(c.D), LL(c.Dv), c.causal, c.tile_k, r.rel_l2, r.cos,
+                  r.lse_err, r.nonfinite);
+        }
+        printf("  int8 %s (%s): worst rel L2 %.2e, cos %.6f (cases of 256+ values), lse error %.2e\n", o ? "outliers" : "random", path, worst,
+               worst_cos, worst_lse);
+        case_end();
+    }
+
+    case_begin("%s: smoothing matters: outlier K, L = 1024, D = 128, without it the error is >= 3x", path);
+    for (o = 0; o < 2; ++o) {
+        i8_default(&c);
+        c.outliers = o; c.Lq = 256; c.Lk = 1024;
+        rs = i8_run(&c, NULL);
+        c.precision = SDPA_PRECISION_INT8_QK_NOSMOOTH;
+        r = i8_run(&c, NULL);
+        printf("  int8 %s L 1024 (%s): smoothed rel L2 %.2e cos %.6f lse %.1e; not smoothed %.2e cos %.6f lse %.1e\n",
+               o ? "outliers" : "random", path, rs.rel_l2, rs.cos, rs.lse_err, r.rel_l2, r.cos, r.lse_err);
+        CHECK(i8_within(&rs), "smoothed: rel L2 %.2e cos %.6f", rs.rel_l2, rs.cos);
+        if (o) CHECK(r.rel_l2 >= 3 * rs.rel_l2, "not smoothed rel L2 %.2e is not 3x the smoothed %.2e", r.rel_l2, rs.rel_l2);
+        else CHECK(i8_within(&r), "random data, not smoothed: rel L2 %.2e cos %.6f", r.rel_l2, r.cos);
+    }
+    case_end();
+
+    case_begin("%s: the bounds catch a wrong scale (x1.05: fails on random and outlier data)", path);
+    for (o = 0; o < 2; ++o) {
+        i8_default(&c);
+        c.outliers = o;
+        c.scale = (float)(1.05 / sqrt(128.0));
+        c.ref_scale = (float)(1.0 / sqrt(128.0));
+        r = i8_run(&c, NULL);
+        if (getenv("I8_DEBUG")) printf("  x1.05 scale %s: rel L2 %.2e cos %.6f\n", o ? "outliers" : "random", r.rel_l2, r.cos);
+        CHECK(r.rel_l2 > I8_TOL_L2 || r.cos < I8_TOL_COS, "%s: x1.05 scale passes: rel L2 %.2e cos %.6f",
+              o ? "outliers" : "random", r.rel_l2, r.cos);
+    }
+    case_end();
+
+    case_begin("%s: every thread count and the application's pool give identical bits", path);
+    {
+        float *o1 = NULL, *o2 = NULL;
+        int64_t n, i;
+        int t;
+        i8_default(&c);
+        c.outliers = 1; c.Lq = 70; c.Lk = 1500; c.Hq = 4; c.Hkv = 2; c.B = 2; c.D = 72; c.tile_k = 32;
+        n = c.B * c.Hq * c.Lq * c.Dv;
+        c.nthreads = 1;
+        {
+            uint64_t seed = g_rng;
+            i8_run(&c, &o1);
+            for (t = 0; t < 4; ++t) {
+                static const int th[4] = {2, 3, 7, -1};
+                g_rng = seed;
+                c.nthreads = th[t];
+                i8_run(&c, &o2);
+                for (i = 0; i < n; ++i)
+                    if (memcmp(&o1[i], &o2[i], 4) != 0) { case_fail("threads %d: out[%lld] %.9g vs %.9g", th[t], LL(i), o2[i], o1[i]); break; }
+                free(o2);
+            }
+        }
+        free(o1);
+    }
+    case_end();
+
+    case_begin("%s: options: GQA, causal, softcap, padded (NaN keys past seqlens_kv) and packed lengths", path);
+    for (k = 0; k < 8; ++k) {
+        i8_default(&c);
+        c.outliers = k & 1;
+        c.Hkv = 2; c.Hq = 6; c.B = 2; c.Lq = 65; c.Lk = 200; c.D = rnd_of(dims, 11);
+        c.causal = (k >> 1) & 1;
+        if (k & 4) c.softcap = 2.0f;
+        if (k < 4) { c.use_seqlens = 1; c.skv[0] = rnd_int(0, 200); c.skv[1] = rnd_int(1, 200); }
+        else {
+            c.B = 1; c.packed = 1; c.nseq = 3;
+            c.cuq[0] = 0; c.cuq[1] = 10; c.cuq[2] = 10; c.cuq[3] = 60;
+            c.cuk[0] = 0; c.cuk[1] = 70; c.cuk[2] = 71; c.cuk[3] = 190;
+        }
+        r = i8_run(&c, NULL);
+        CHECK(i8_within(&r),
+              "k %d D %lld: rel L2 %.2e cos %.6f lse %.2e nonfinite %d", k, LL(c.D), r.rel_l2, r.cos, r.lse_err, r.nonfinite);
+    }
+    case_end();
+
+    case_begin("%s: NaN confined: a NaN query row, a NaN key hidden by causal from earlier rows", path);
+    i8_default(&c);
+    c.Lq = c.Lk = 100; c.causal = 1; c.Hq = 1;
+    c.nan_q_row = 17;
+    c.nan_key = 60;
+    r = i8_run(&c, NULL);
+    /* NaN rows wanted: rows 60..99 (they see key 60); row 17 may hold anything */
+    CHECK(r.nonfinite == 0 && r.nan_rows_ok == 40 && r.rel_l2 <= I8_TOL_L2, "NaN rows as wanted %lld of 40, other rows: rel L2 %.2e nonfinite %d",
+          LL(r.nan_rows_ok), r.rel_l2, r.nonfinite);
+    case_end();
+
+    case_begin("errors: unknown precision, head_dim above 65536; nothing written");
+    {
+        float buf[8] = {0}, ob[4] = {5, 5, 5, 5};
+        float *big = (float *)xcalloc(65537, 4);
+        sdpa_tensor tq = {buf, SDPA_F32, {1, 1, 1, 2}, {0}}, tk = {buf, SDPA_F32, {1, 1, 2, 2}, {0}};
+        sdpa_tensor tv = {buf, SDPA_F32, {1, 1, 2, 2}, {0}}, to = {ob, SDPA_F32, {1, 1, 1, 2}, {0}};
+        sdpa_tensor bq = {big, SDPA_F32, {1, 1, 1, 65537}, {0}}, bk = {big, SDPA_F32, {1, 1, 1, 65537}, {0}};
+        sdpa_tensor bv = {buf, SDPA_F32, {1, 1, 1, 2}, {0}};
+        sdpa_params p;
+        int rc;
+        memset(&p, 0, sizeof p);
+        p.precision = 3;
+        rc = sdpa_attention(&tq, &tk, &tv, &to, &p);
+        CHECK(rc == SDPA_ERR_PARAM && ob[0] == 5, "precision 3: rc %d", rc);
+        p.precision = -1;
+        CHECK(sdpa_attention(&tq, &tk, &tv, &to, &p) == SDPA_ERR_PARAM, "precision -1 accepted");
+        p.precision = SDPA_PRECISION_INT8_QK;
+        rc = sdpa_attention(&bq, &bk, &bv, &to, &p);
+        CHECK(rc == SDPA_ERR_SHAPE && ob[0] == 5, "head_dim 65537: rc %d", rc);
+        p.precision = 0;
+        CHECK(sdpa_attention(&bq, &bk, &bv, &to, &p) == SDPA_OK, "head_dim 65537 in float mode refused");
+        p.precision = SDPA_PRECISION_INT8_QK;
+        CHECK(sdpa_workspace_size(&tq, &tk, &tv, &to, &p) > 0, "workspace size of int8 mode");
+        free(big);
+    }
+    case_end();
+    group_end();
+}
+
 #include "test_kv.h"
 
 int main(int argc, char **argv)
@@ -3411,6 +3940,10 @@ int main(int argc, char **argv)
     test_concurrent();
     test_random();
     test_kv();
+
+    test_i8_quant();
+    test_i8_kernels();
+    test_i8_attention();
 
     printf("largest err/tol: F32 out %.3f, F16 out %.3f, BF16 out %.3f, lse %.3f; total %.1f s\n", g_ratio[0],
            g_ratio[1], g_ratio[2], g_ratio[3], now_s() - t0);
