@@ -4077,7 +4077,8 @@ static void sdpa__kdot16_scalar(int64_t M, int64_t N, int64_t D, const int16_t *
  * NaN or Inf gets a NaN scale, so its scores are NaN. */
 static void sdpa__kv_q16(int16_t *q16, float *qs, const float *x, int64_t n)
 {
-    float amax = 0.0f, inv;
+    float amax = 0.0f;
+    double inv; /* double: 32767 / amax overflows float for amax below ~1e-34 */
     int64_t d;
     int bad = 0;
     for (d = 0; d < n; d++) {
@@ -4086,10 +4087,10 @@ static void sdpa__kv_q16(int16_t *q16, float *qs, const float *x, int64_t n)
         else if (a > amax) amax = a;
     }
     *qs = bad ? (float)NAN : amax / 32767.0f;
-    inv = amax > 0.0f && !bad ? 32767.0f / amax : 0.0f;
+    inv = amax > 0.0f && !bad ? 32767.0 / (double)amax : 0.0;
     for (d = 0; d < n; d++) {
-        float y = x[d] * inv;
-        int32_t v = (int32_t)(y + (y >= 0.0f ? 0.5f : -0.5f));
+        double y = (double)x[d] * inv;
+        int32_t v = (int32_t)(y + (y >= 0.0 ? 0.5 : -0.5));
         q16[d] = (int16_t)(v > 32767 ? 32767 : (v < -32767 ? -32767 : v));
     }
 }
