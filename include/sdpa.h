@@ -2492,23 +2492,39 @@ static void sdpa__copy_row_i8(int8_t *SDPA__RESTRICT dst, const char *src, int64
 typedef void (*sdpa__qk_i8_fn)(int64_t M, int64_t N, int64_t P4, const int8_t *A, int64_t lda, const int8_t *B,
                                int64_t ldb, const int32_t *bsum, int32_t *C, int64_t ldc);
 
-/* The reference: plain C. */
+/* The reference: plain C, a 4 x 16 block per step. A pair of products fits
+ * int16 (entries in [-127, 127]), and int16 products are what SSE2
+ * multiplies (pmullw): written so, the loop vectorises, about 3x the plain
+ * int32 form. */
 static void sdpa__qk_i8_scalar(int64_t M, int64_t N, int64_t P4, const int8_t *A, int64_t lda, const int8_t *B,
                                int64_t ldb, const int32_t *bsum, int32_t *C, int64_t ldc)
 {
     int64_t i, j, p;
-    int c;
+    int c, r;
     (void)bsum;
-    for (i = 0; i < M; i++)
+    for (i = 0; i < M; i += 4)
         for (j = 0; j < N; j += 16) {
-            int32_t acc[16];
-            for (c = 0; c < 16; c++) acc[c] = 0;
+            int32_t acc[4][16];
+            for (r = 0; r < 4; r++)
+                for (c = 0; c < 16; c++) acc[r][c] = 0;
             for (p = 0; p < P4; p++) {
-                const int8_t *a = A + i * lda + 4 * p, *b = B + 4 * (p * ldb + j);
-                for (c = 0; c < 16; c++)
-                    acc[c] += a[0] * b[4 * c] + a[1] * b[4 * c + 1] + a[2] * b[4 * c + 2] + a[3] * b[4 * c + 3];
+                const int8_t *b = B + 4 * (p * ldb + j);
+                int16_t b0[16], b1[16], b2[16], b3[16];
+                for (c = 0; c < 16; c++) {
+                    b0[c] = b[4 * c];
+                    b1[c] = b[4 * c + 1];
+                    b2[c] = b[4 * c + 2];
+                    b3[c] = b[4 * c + 3];
+                }
+                for (r = 0; r < 4; r++) {
+                    const int8_t *a = A + (i + r) * lda + 4 * p;
+                    int16_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+                    for (c = 0; c < 16; c++) /* a pair of products: |sum| <= 2 * 127^2 < 2^15 */
+                        acc[r][c] += (int32_t)(int16_t)(a0 * b0[c] + a1 * b1[c]) + (int16_t)(a2 * b2[c] + a3 * b3[c]);
+                }
             }
-            for (c = 0; c < 16; c++) C[i * ldc + j + c] = acc[c];
+            for (r = 0; r < 4; r++)
+                for (c = 0; c < 16; c++) C[(i + r) * ldc + j + c] = acc[r][c];
         }
 }
 

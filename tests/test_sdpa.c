@@ -3484,6 +3484,7 @@ static void test_i8_kernels(void)
 typedef struct i8_case {
     int64_t B, Hq, Hkv, Lq, Lk, D, Dv;
     int causal, nthreads, tile_k, outliers, precision, use_seqlens, packed, nan_q_row, nan_key;
+    sdpa_dtype dt;  /* of q, k, v: F32, F16 or BF16 (the reference takes the rounded values) */
     float scale, softcap, ref_scale; /* ref_scale: the reference's, if nonzero */
     int64_t skv[4], cuq[5], cuk[5], nseq;
 } i8_case;
@@ -3571,6 +3572,22 @@ static i8_res i8_run(const i8_case *c, float **out_keep)
                 }
     if (c->nan_q_row >= 0) q[c->nan_q_row * c->D] = NAN; /* row nan_q_row of batch 0, head 0 */
     if (c->nan_key >= 0) k[(int64_t)c->nan_key * c->D + c->D - 1] = NAN; /* key nan_key of batch 0, kv head 0 */
+    if (c->dt != SDPA_F32) { /* 16-bit inputs: stored in place over the front of each buffer */
+        float *bufs[3];
+        int64_t cnt[3], w;
+        bufs[0] = q; bufs[1] = k; bufs[2] = v;
+        cnt[0] = nq; cnt[1] = nk; cnt[2] = nv;
+        for (w = 0; w < 3; ++w) {
+            uint16_t *h = (uint16_t *)xcalloc((size_t)cnt[w] + 1, 2);
+            for (i = 0; i < cnt[w]; ++i) {
+                h[i] = c->dt == SDPA_F16 ? sdpa_f32_to_f16(bufs[w][i]) : sdpa_f32_to_bf16(bufs[w][i]);
+                bufs[w][i] = c->dt == SDPA_F16 ? sdpa_f16_to_f32(h[i]) : sdpa_bf16_to_f32(h[i]);
+            }
+            if (w == 0) { tq.data = h; tq.dtype = c->dt; }
+            if (w == 1) { tk.data = h; tk.dtype = c->dt; }
+            if (w == 2) { tv.data = h; tv.dtype = c->dt; }
+        }
+    }
     for (i = 0; i < no; ++i) o[i] = -12345.0f;
     memset(&p, 0, sizeof p);
     p.precision = c->precision;
@@ -3591,6 +3608,7 @@ static i8_res i8_run(const i8_case *c, float **out_keep)
     if (c->packed) { p.cu_seqlens_q = c->cuq; p.cu_seqlens_kv = c->cuk; p.num_seqs = c->nseq; }
     rc = sdpa_attention(&tq, &tk, &tv, &to, &p);
     CHECK(rc == SDPA_OK, "int8 attention rc %d", rc);
+    if (c->dt != SDPA_F32) { free(tq.data); free(tk.data); free(tv.data); }
 
     for (i = 0; i < nl; ++i) rl[i] = -INFINITY;
     {
@@ -3802,9 +3820,11 @@ static void test_i8_attention(void)
     }
     case_end();
 
-    case_begin("%s: options: GQA, causal, softcap, padded (NaN keys past seqlens_kv) and packed lengths", path);
+    case_begin("%s: options: GQA, causal, softcap, padded (NaN keys past seqlens_kv) and packed lengths, "
+               "F16 and BF16 inputs", path);
     for (k = 0; k < 8; ++k) {
         i8_default(&c);
+        c.dt = k % 3 == 0 ? SDPA_F32 : k % 3 == 1 ? SDPA_F16 : SDPA_BF16;
         c.outliers = k & 1;
         c.Hkv = 2; c.Hq = 6; c.B = 2; c.Lq = 65; c.Lk = 200; c.D = rnd_of(dims, 11);
         c.causal = (k >> 1) & 1;
@@ -3817,7 +3837,7 @@ static void test_i8_attention(void)
         }
         r = i8_run(&c, NULL);
         CHECK(i8_within(&r),
-              "k %d D %lld: rel L2 %.2e cos %.6f lse %.2e nonfinite %d", k, LL(c.D), r.rel_l2, r.cos, r.lse_err, r.nonfinite);
+              "k %d D %lld dtype %s: rel L2 %.2e cos %.6f lse %.2e nonfinite %d", k, LL(c.D), dt_name(c.dt), r.rel_l2, r.cos, r.lse_err, r.nonfinite);
     }
     case_end();
 
@@ -3886,6 +3906,17 @@ static void test_i8_attention(void)
             CHECK(sdpa_attention(&iq, &tk, &tv, &to, &p) == SDPA_ERR_NULL && ob[0] == 5, "I8 q without q_scale accepted");
             p.q_scale = ob + 1;
             CHECK(sdpa_attention(&iq, &tk, &tv, &to, &p) == SDPA_ERR_ALIAS && ob[0] == 5, "out overlapping q_scale accepted");
+        }
+        { /* no keys: zeros and lse = -inf, nothing read from K */
+            sdpa_tensor ek = {NULL, SDPA_F32, {1, 1, 0, 2}, {0}}, ev = {NULL, SDPA_F32, {1, 1, 0, 2}, {0}};
+            float l1 = 7.0f;
+            memset(&p, 0, sizeof p);
+            p.precision = SDPA_PRECISION_INT8_QK;
+            p.lse = &l1;
+            ob[0] = ob[1] = 5;
+            rc = sdpa_attention(&tq, &ek, &ev, &to, &p);
+            CHECK(rc == SDPA_OK && ob[0] == 0.0f && ob[1] == 0.0f && l1 == -INFINITY, "Lk = 0: rc %d out %g %g lse %g", rc,
+                  ob[0], ob[1], l1);
         }
         free(big);
     }
