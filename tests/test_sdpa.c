@@ -3533,6 +3533,7 @@ static void test_i8_kernels(void)
 typedef struct i8_case {
     int64_t B, Hq, Hkv, Lq, Lk, D, Dv;
     int causal, nthreads, tile_k, outliers, precision, use_seqlens, packed, nan_q_row, nan_key;
+    sdpa_dtype dt;  /* of q, k, v: F32, F16 or BF16 (the reference takes the rounded values) */
     float scale, softcap, ref_scale; /* ref_scale: the reference's, if nonzero */
     int64_t skv[4], cuq[5], cuk[5], nseq;
 } i8_case;
@@ -3620,6 +3621,22 @@ static i8_res i8_run(const i8_case *c, float **out_keep)
                 }
     if (c->nan_q_row >= 0) q[c->nan_q_row * c->D] = NAN; /* row nan_q_row of batch 0, head 0 */
     if (c->nan_key >= 0) k[(int64_t)c->nan_key * c->D + c->D - 1] = NAN; /* key nan_key of batch 0, kv head 0 */
+    if (c->dt != SDPA_F32) { /* 16-bit inputs: stored in place over the front of each buffer */
+        float *bufs[3];
+        int64_t cnt[3], w;
+        bufs[0] = q; bufs[1] = k; bufs[2] = v;
+        cnt[0] = nq; cnt[1] = nk; cnt[2] = nv;
+        for (w = 0; w < 3; ++w) {
+            uint16_t *h = (uint16_t *)xcalloc((size_t)cnt[w] + 1, 2);
+            for (i = 0; i < cnt[w]; ++i) {
+                h[i] = c->dt == SDPA_F16 ? sdpa_f32_to_f16(bufs[w][i]) : sdpa_f32_to_bf16(bufs[w][i]);
+                bufs[w][i] = c->dt == SDPA_F16 ? sdpa_f16_to_f32(h[i]) : sdpa_bf16_to_f32(h[i]);
+            }
+            if (w == 0) { tq.data = h; tq.dtype = c->dt; }
+            if (w == 1) { tk.data = h; tk.dtype = c->dt; }
+            if (w == 2) { tv.data = h; tv.dtype = c->dt; }
+        }
+    }
     for (i = 0; i < no; ++i) o[i] = -12345.0f;
     memset(&p, 0, sizeof p);
     p.precision = c->precision;
@@ -3640,6 +3657,7 @@ static i8_res i8_run(const i8_case *c, float **out_keep)
     if (c->packed) { p.cu_seqlens_q = c->cuq; p.cu_seqlens_kv = c->cuk; p.num_seqs = c->nseq; }
     rc = sdpa_attention(&tq, &tk, &tv, &to, &p);
     CHECK(rc == SDPA_OK, "int8 attention rc %d", rc);
+    if (c->dt != SDPA_F32) { free(tq.data); free(tk.data); free(tv.data); }
 
     for (i = 0; i < nl; ++i) rl[i] = -INFINITY;
     {
@@ -3702,6 +3720,61 @@ static int i8_within(const i8_res *r)
     double f = r->n >= 256 ? 1.0 : 5.0;
     return r->nonfinite == 0 && r->rel_l2 <= f * I8_TOL_L2 && 1.0 - r->cos <= f * (1.0 - I8_TOL_COS) &&
            r->lse_err <= I8_TOL_LSE;
+}
+
+/* SDPA_I8 q and/or k with per-token scales (made by sdpa_quantize_i8, some
+ * entries then set to -128, read as -127): against float64 on the values
+ * they stand for. I8 q and k: the products are exact, so F32-like bounds. */
+static void i8_run_given(int qi8, int ki8, int causal, double *rel, double *cosv, double *lse_err)
+{
+    i8_case c;
+    int64_t B = 2, Hq = 4, Hkv = 2, Lq = 70, Lk = 300, D = 72, Dv = 40, nq = B * Hq * Lq * D, nk = B * Hkv * Lk * D;
+    int64_t nv = B * Hkv * Lk * Dv, no = B * Hq * Lq * Dv, nl = B * Hq * Lq, i, b;
+    float *q = (float *)xcalloc((size_t)nq, 4), *k = (float *)xcalloc((size_t)nk, 4), *v = (float *)xcalloc((size_t)nv, 4);
+    float *qs = (float *)xcalloc((size_t)(B * Hq * Lq), 4), *ks = (float *)xcalloc((size_t)(B * Hkv * Lk), 4);
+    float *o = (float *)xcalloc((size_t)no, 4), *lse = (float *)xcalloc((size_t)nl, 4);
+    int8_t *q8 = (int8_t *)xcalloc((size_t)nq, 1), *k8 = (int8_t *)xcalloc((size_t)nk, 1);
+    double *ro = (double *)xcalloc((size_t)no, 8), *rl = (double *)xcalloc((size_t)nl, 8), num = 0, den = 0, dot = 0, n1 = 0, n2 = 0;
+    sdpa_tensor tq = {q, SDPA_F32, {B, Hq, Lq, D}, {0}}, tk = {k, SDPA_F32, {B, Hkv, Lk, D}, {0}};
+    sdpa_tensor tv = {v, SDPA_F32, {B, Hkv, Lk, Dv}, {0}}, to = {o, SDPA_F32, {B, Hq, Lq, Dv}, {0}};
+    sdpa_params p;
+    int rc;
+    for (i = 0; i < nq; ++i) q[i] = (float)rnd_range(-2, 2);
+    for (i = 0; i < nk; ++i) k[i] = (float)(rnd_range(-2, 2) + (i % D == 5 ? 40.0 : 0.0));
+    for (i = 0; i < nv; ++i) v[i] = (float)rnd_range(-1, 1);
+    CHECK(sdpa_quantize_i8(q, B * Hq * Lq, D, D, q8, D, qs, SDPA_QUANT_PER_ROW, NULL, 0) == SDPA_OK, "quantize q");
+    CHECK(sdpa_quantize_i8(k, B * Hkv * Lk, D, D, k8, D, ks, SDPA_QUANT_PER_ROW, NULL, 0) == SDPA_OK, "quantize k");
+    for (i = 0; i < 40; ++i) { /* -128 entries: read as -127 */
+        q8[rnd_int(0, nq - 1)] = -128;
+        k8[rnd_int(0, nk - 1)] = -128;
+    }
+    /* the reference sees what the library should: the given values */
+    if (qi8) for (i = 0; i < nq; ++i) q[i] = (float)(q8[i] < -127 ? -127 : q8[i]) * qs[i / D];
+    if (ki8) for (i = 0; i < nk; ++i) k[i] = (float)(k8[i] < -127 ? -127 : k8[i]) * ks[i / D];
+    memset(&c, 0, sizeof c);
+    c.B = B; c.Hq = Hq; c.Hkv = Hkv; c.Lq = Lq; c.Lk = Lk; c.D = D; c.Dv = Dv; c.causal = causal;
+    for (b = 0; b < B; ++b) i8_ref_seq(&c, q, k, v, b, 0, Lq, 0, Lk, ro, rl);
+    if (qi8) { tq.data = q8; tq.dtype = SDPA_I8; }
+    if (ki8) { tk.data = k8; tk.dtype = SDPA_I8; }
+    for (i = 0; i < no; ++i) o[i] = -12345.0f;
+    memset(&p, 0, sizeof p);
+    p.precision = SDPA_PRECISION_INT8_QK;
+    p.q_scale = qi8 ? qs : NULL;
+    p.k_scale = ki8 ? ks : NULL;
+    p.causal = causal ? SDPA_CAUSAL_BOTTOM_RIGHT : SDPA_CAUSAL_NONE;
+    p.lse = lse;
+    rc = sdpa_attention(&tq, &tk, &tv, &to, &p);
+    CHECK(rc == SDPA_OK, "I8 q %d k %d: rc %d", qi8, ki8, rc);
+    *lse_err = 0;
+    for (i = 0; i < no; ++i) {
+        double x = o[i], y = ro[i];
+        if (!(x == x)) x = 1e30;
+        num += (x - y) * (x - y); den += y * y; dot += x * y; n1 += x * x; n2 += y * y;
+    }
+    for (i = 0; i < nl; ++i) *lse_err = SDPA__MAX(*lse_err, lse[i] == lse[i] ? fabs(lse[i] - rl[i]) : 1e30);
+    *rel = sqrt(num / den);
+    *cosv = dot / sqrt(n1 * n2);
+    free(q); free(k); free(v); free(qs); free(ks); free(o); free(lse); free(q8); free(k8); free(ro); free(rl);
 }
 
 static void test_i8_attention(void)
@@ -3796,9 +3869,11 @@ static void test_i8_attention(void)
     }
     case_end();
 
-    case_begin("%s: options: GQA, causal, softcap, padded (NaN keys past seqlens_kv) and packed lengths", path);
+    case_begin("%s: options: GQA, causal, softcap, padded (NaN keys past seqlens_kv) and packed lengths, "
+               "F16 and BF16 inputs", path);
     for (k = 0; k < 8; ++k) {
         i8_default(&c);
+        c.dt = k % 3 == 0 ? SDPA_F32 : k % 3 == 1 ? SDPA_F16 : SDPA_BF16;
         c.outliers = k & 1;
         c.Hkv = 2; c.Hq = 6; c.B = 2; c.Lq = 65; c.Lk = 200; c.D = rnd_of(dims, 11);
         c.causal = (k >> 1) & 1;
@@ -3811,7 +3886,7 @@ static void test_i8_attention(void)
         }
         r = i8_run(&c, NULL);
         CHECK(i8_within(&r),
-              "k %d D %lld: rel L2 %.2e cos %.6f lse %.2e nonfinite %d", k, LL(c.D), r.rel_l2, r.cos, r.lse_err, r.nonfinite);
+              "k %d D %lld dtype %s: rel L2 %.2e cos %.6f lse %.2e nonfinite %d", k, LL(c.D), dt_name(c.dt), r.rel_l2, r.cos, r.lse_err, r.nonfinite);
     }
     case_end();
 
@@ -3826,7 +3901,21 @@ static void test_i8_attention(void)
           LL(r.nan_rows_ok), r.rel_l2, r.nonfinite);
     case_end();
 
-    case_begin("errors: unknown precision, head_dim above 65536; nothing written");
+    case_begin("%s: SDPA_I8 q and/or k with per-token scales (-128 read as -127), against float64 on the values given", path);
+    for (k = 0; k < 6; ++k) {
+        int qi8 = k % 3 != 1, ki8 = k % 3 != 0;
+        double rel, cosv, le;
+        i8_run_given(qi8, ki8, k >= 3, &rel, &cosv, &le);
+        if (getenv("I8_DEBUG")) printf("  given I8 q %d k %d causal %d: rel L2 %.2e cos %.7f lse %.2e\n", qi8, ki8, k >= 3, rel, cosv, le);
+        if (qi8 && ki8) /* exact products: only float rounding of scales, exp and sums */
+            CHECK(rel <= 1e-5 && le <= 1e-4, "I8 q and k, causal %d: rel L2 %.2e (want <= 1e-5), lse err %.2e", k >= 3, rel, le);
+        else
+            CHECK(rel <= I8_TOL_L2 && cosv >= I8_TOL_COS && le <= I8_TOL_LSE, "I8 q %d k %d: rel L2 %.2e cos %.6f lse %.2e",
+                  qi8, ki8, rel, cosv, le);
+    }
+    case_end();
+
+    case_begin("errors: unknown precision, head_dim above 65536, I8 without int8 mode or scales; nothing written");
     {
         float buf[8] = {0}, ob[4] = {5, 5, 5, 5};
         float *big = (float *)xcalloc(65537, 4);
@@ -3849,6 +3938,35 @@ static void test_i8_attention(void)
         CHECK(sdpa_attention(&bq, &bk, &bv, &to, &p) == SDPA_OK, "head_dim 65537 in float mode refused");
         p.precision = SDPA_PRECISION_INT8_QK;
         CHECK(sdpa_workspace_size(&tq, &tk, &tv, &to, &p) > 0, "workspace size of int8 mode");
+        {
+            int8_t q8[2] = {1, 2};
+            float qsc[1] = {0.5f};
+            sdpa_tensor iq = {q8, SDPA_I8, {1, 1, 1, 2}, {0}}, iv = {q8, SDPA_I8, {1, 1, 2, 2}, {0}};
+            p.precision = 0;
+            p.q_scale = qsc;
+            ob[0] = 5;
+            rc = sdpa_attention(&iq, &tk, &tv, &to, &p);
+            CHECK(rc == SDPA_ERR_DTYPE && ob[0] == 5, "I8 q in float mode: rc %d", rc);
+            p.precision = SDPA_PRECISION_INT8_QK;
+            CHECK(sdpa_attention(&iq, &tk, &tv, &to, &p) == SDPA_OK, "I8 q with its scale refused");
+            ob[0] = 5;
+            CHECK(sdpa_attention(&tq, &tk, &iv, &to, &p) == SDPA_ERR_DTYPE && ob[0] == 5, "I8 v accepted");
+            p.q_scale = NULL;
+            CHECK(sdpa_attention(&iq, &tk, &tv, &to, &p) == SDPA_ERR_NULL && ob[0] == 5, "I8 q without q_scale accepted");
+            p.q_scale = ob + 1;
+            CHECK(sdpa_attention(&iq, &tk, &tv, &to, &p) == SDPA_ERR_ALIAS && ob[0] == 5, "out overlapping q_scale accepted");
+        }
+        { /* no keys: zeros and lse = -inf, nothing read from K */
+            sdpa_tensor ek = {NULL, SDPA_F32, {1, 1, 0, 2}, {0}}, ev = {NULL, SDPA_F32, {1, 1, 0, 2}, {0}};
+            float l1 = 7.0f;
+            memset(&p, 0, sizeof p);
+            p.precision = SDPA_PRECISION_INT8_QK;
+            p.lse = &l1;
+            ob[0] = ob[1] = 5;
+            rc = sdpa_attention(&tq, &ek, &ev, &to, &p);
+            CHECK(rc == SDPA_OK && ob[0] == 0.0f && ob[1] == 0.0f && l1 == -INFINITY, "Lk = 0: rc %d out %g %g lse %g", rc,
+                  ob[0], ob[1], l1);
+        }
         free(big);
     }
     case_end();
