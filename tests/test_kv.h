@@ -170,6 +170,32 @@ static void kv_reference(const tbuf *q, int64_t H, int64_t D, int64_t Dv, float 
     }
 }
 
+/* The extra error the header states for I8 storage: scores off by at most
+ * (sum_d |k_d|) * max|q| * scale / 65534 (err), outputs by twice that times
+ * max|v| (out). Plain compares, not fmax: aarch64 gcc 12 -O3 crashed
+ * vectorising fmax reductions here (internal compiler error). */
+static void kv_q16_bound(const tbuf *q, const kv_model *m, float *const *kk, float *const *vv, const int64_t *len,
+                         int64_t B, int64_t n, float scale, double *err, double *out)
+{
+    double qmax = 0.0, ksum = 0.0, vmax = 0.0, sc = scale != 0.0f ? scale : 1.0 / sqrt((double)m->D), a;
+    int64_t Hq = q->t.shape[1], b, h, i, d;
+    for (b = 0; b < B; b++)
+        for (h = 0; h < Hq; h++)
+            for (i = 0; i < n; i++)
+                for (d = 0; d < m->D; d++)
+                    if ((a = fabs(tb_get(q, tb_off(q, b, h, i, d)))) > qmax) qmax = a;
+    for (b = 0; b < B; b++)
+        for (i = 0; i < len[b] * m->H; i++) {
+            double sum = 0.0;
+            for (d = 0; d < m->D; d++) sum += fabs(kk[b][i * m->D + d]);
+            if (sum > ksum) ksum = sum;
+            for (d = 0; d < m->Dv; d++)
+                if ((a = fabs(vv[b][i * m->Dv + d])) > vmax) vmax = a;
+        }
+    *err = ksum * qmax * sc / 65534.0;
+    *out = 2.0 * *err * vmax;
+}
+
 /* Runs attention over the cache for batch entries seqs[] with random
  * options, and checks out and lse against the reference over what the cache
  * returns on read (so I8 is checked against its own dequantized values).
@@ -223,23 +249,8 @@ static void kv_check_attention(const sdpa_kv_cache *c, const kv_model *m, const 
     rlse = (double *)xcalloc((size_t)(B * Hq * n + 1), sizeof(double));
     kv_reference(&q, m->H, m->D, m->Dv, kk, vv, len, &p, ref, rlse);
 
-    if (m->dt == SDPA_I8) { /* I8: queries rounded to 16 bits per row (header): scores off by at most
-                               * (sum_d |k_d|) * max|q| * scale / 65534 */
-        double qmax = 0.0, ksum = 0.0, vmax = 0.0, sc = p.scale != 0.0f ? p.scale : 1.0 / sqrt((double)m->D);
-        for (b = 0; b < B; b++)
-            for (h = 0; h < Hq; h++)
-                for (i = 0; i < n; i++)
-                    for (d = 0; d < m->D; d++) qmax = fmax(qmax, fabs(tb_get(&q, tb_off(&q, b, h, i, d))));
-        for (b = 0; b < B; b++)
-            for (i = 0; i < len[b] * m->H; i++) {
-                double a = 0.0;
-                for (d = 0; d < m->D; d++) a += fabs(kk[b][i * m->D + d]);
-                ksum = fmax(ksum, a);
-                for (d = 0; d < m->Dv; d++) vmax = fmax(vmax, fabs(vv[b][i * m->Dv + d]));
-            }
-        q16_err = ksum * qmax * sc / 65534.0;
-        q16_out = 2.0 * q16_err * vmax;
-    }
+    if (m->dt == SDPA_I8) /* I8: queries rounded to 16 bits per row (header) */
+        kv_q16_bound(&q, m, kk, vv, len, B, n, p.scale, &q16_err, &q16_out);
     p.lse = lse1;
     p.num_threads = (int)rnd_int(1, 4);
     rc = sdpa_kv_cache_attention(c, seqs, &q.t, &o.t, &p);
