@@ -916,6 +916,65 @@ static int sdpa__default_threads(void)
 #endif
 }
 
+/* Worker count for a call with n_tasks tasks: num_threads (0: the CPUs
+ * online), capped by SDPA_MAX_THREADS for the built-in threads and by the
+ * task count; at least 1. */
+static int sdpa__n_workers(const sdpa_params *p, int64_t n_tasks)
+{
+    int n = p->num_threads ? p->num_threads : sdpa__default_threads();
+    if (!p->parallel_for) {
+#if defined(SDPA_NO_THREADS)
+        n = 1;
+#endif
+        if (n > SDPA_MAX_THREADS) n = SDPA_MAX_THREADS;
+    }
+    if ((int64_t)n > n_tasks) n = n_tasks > 0 ? (int)n_tasks : 1;
+    return n;
+}
+
+/* Scratch memory through params->allocator, else SDPA_MALLOC/SDPA_FREE. */
+static void *sdpa__scratch_alloc(const sdpa_params *p, size_t bytes)
+{
+    if (p && p->allocator && p->allocator->alloc) return p->allocator->alloc(p->allocator->user, bytes, 64);
+    return SDPA_MALLOC(bytes);
+}
+
+static void sdpa__scratch_free(const sdpa_params *p, void *raw, size_t bytes)
+{
+    if (p && p->allocator && p->allocator->alloc) {
+        if (p->allocator->free) p->allocator->free(p->allocator->user, raw, bytes);
+    } else {
+        SDPA_FREE(raw);
+    }
+}
+
+static void sdpa__run_builtin(int n_workers, int64_t n_tasks, sdpa_task_fn fn, void *ctx);
+
+/* Runs fn on tasks 0..n-1 through params->parallel_for, else the built-in
+ * threads; SDPA_ERR_THREADS when the hook reports failure. */
+static int sdpa__run_tasks(const sdpa_params *p, int n_workers, int64_t n, sdpa_task_fn fn, void *ctx)
+{
+    if (p && p->parallel_for) {
+        if (p->parallel_for(p->parallel_user, n_workers, n, fn, ctx) != 0)
+            return sdpa__fail(p, SDPA_ERR_THREADS, "sdpa: the parallel_for hook returned failure");
+    } else {
+        sdpa__run_builtin(n_workers, n, fn, ctx);
+    }
+    return SDPA_OK;
+}
+
+/* The s in [0, n) with start[s] <= t (the last one) for non-decreasing
+ * start: the sequence that task t belongs to. */
+static int64_t sdpa__prefix_find(const int64_t *start, int64_t n, int64_t t)
+{
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        if (start[mid] <= t) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
 /* Query rows of sequence s. */
 static void sdpa__seq_get(const sdpa__plan *P, int64_t s, sdpa__seq *q)
 {
@@ -971,7 +1030,7 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
 {
     sdpa_params zero_params;
     const sdpa_params *p = pp;
-    int rc, d, nthreads;
+    int rc, d;
     int64_t s, total, bytes, lse_n = 0;
     uintptr_t lse_lo = 0, lse_hi = 0;
 
@@ -1182,15 +1241,7 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
             return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: task count overflows");
     }
     P->n_tasks = total;
-    nthreads = p->num_threads ? p->num_threads : sdpa__default_threads();
-    if (!p->parallel_for) {
-#if defined(SDPA_NO_THREADS)
-        nthreads = 1;
-#endif
-        if (nthreads > SDPA_MAX_THREADS) nthreads = SDPA_MAX_THREADS;
-    }
-    if ((int64_t)nthreads > total) nthreads = total > 0 ? (int)total : 1;
-    P->n_workers = nthreads;
+    P->n_workers = sdpa__n_workers(p, total);
     if (P->i8 && (rc = sdpa__i8_plan(P, pp)) != SDPA_OK) return rc;
     if (!sdpa__mul_ok((int64_t)P->ws_worker, P->n_workers, &bytes) || P->nseq > INT64_MAX / 16 ||
         !sdpa__add_ok(bytes, SDPA__ROUND_UP((P->nseq + 1) * 8, 64) + 64, &bytes) ||
@@ -2961,7 +3012,6 @@ static void sdpa__ws_carve(const sdpa__plan *P, char *base, sdpa__ws *W)
  * sums (in chunk order) and quantises its blocks. The chunks depend on tk
  * only, so the result is the same for any thread count. */
 
-static void sdpa__run_builtin(int n_workers, int64_t n_tasks, sdpa_task_fn fn, void *ctx);
 
 /* Blocks and chunks of a sequence with vk keys, per kv head. */
 static int64_t sdpa__i8_nblk(const sdpa__plan *P, int64_t vk) { return (vk + P->tk - 1) / P->tk; }
@@ -3019,11 +3069,7 @@ static void sdpa__i8_carve(sdpa__plan *P, char *base)
 /* Pre-pass task t: its sequence, kv head g, chunk c and the chunks per head. */
 static void sdpa__i8_task_get(const sdpa__plan *P, int64_t t, sdpa__seq *sq, int64_t *g, int64_t *c, int64_t *nc)
 {
-    int64_t lo = 0, hi = P->nseq - 1;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo + 1) / 2;
-        if (P->chk0[mid] <= t) lo = mid; else hi = mid - 1;
-    }
+    int64_t lo = sdpa__prefix_find(P->chk0, P->nseq, t);
     sdpa__seq_get(P, lo, sq);
     *nc = sdpa__i8_nchk(P, sq->vk);
     *g = (t - P->chk0[lo]) / *nc;
@@ -3122,13 +3168,8 @@ static int sdpa__i8_prepass(sdpa__plan *P, const sdpa_params *pp)
     int pass;
     if (P->nchk == 0) return SDPA_OK;
     for (pass = 0; pass < 2; pass++) {
-        sdpa_task_fn fn = pass ? sdpa__i8_quant_task : sdpa__i8_sum_task;
-        if (pp && pp->parallel_for) {
-            if (pp->parallel_for(pp->parallel_user, P->n_workers, P->nchk, fn, P) != 0)
-                return sdpa__fail(pp, SDPA_ERR_THREADS, "sdpa: the parallel_for hook returned failure");
-        } else {
-            sdpa__run_builtin(P->n_workers, P->nchk, fn, P);
-        }
+        int rc = sdpa__run_tasks(pp, P->n_workers, P->nchk, pass ? sdpa__i8_quant_task : sdpa__i8_sum_task, P);
+        if (rc != SDPA_OK) return rc;
     }
     return SDPA_OK;
 }
@@ -3379,12 +3420,9 @@ static void sdpa__task(void *ctx, int64_t task, int worker)
     const sdpa__plan *P = (const sdpa__plan *)ctx;
     sdpa__ws W;
     sdpa__seq sq;
-    int64_t lo = 0, hi = P->nseq - 1, rem, tpg;
+    int64_t lo, rem, tpg;
     if (task < 0 || task >= P->n_tasks || worker < 0 || worker >= P->n_workers) return;
-    while (lo < hi) { /* the sequence s with task_start[s] <= task < task_start[s+1] */
-        int64_t mid = lo + (hi - lo + 1) / 2;
-        if (P->task_start[mid] <= task) lo = mid; else hi = mid - 1;
-    }
+    lo = sdpa__prefix_find(P->task_start, P->nseq, task);
     sdpa__seq_get(P, lo, &sq);
     rem = task - P->task_start[lo];
     tpg = sdpa__tiles_per_group(P, sq.nq);
@@ -3481,10 +3519,7 @@ SDPA_API int sdpa_attention(const sdpa_tensor *q, const sdpa_tensor *k, const sd
     if (P.n_tasks == 0) return SDPA_OK;
 
     bytes = sdpa__ws_bytes(&P);
-    if (params && params->allocator && params->allocator->alloc)
-        raw = params->allocator->alloc(params->allocator->user, bytes, 64);
-    else
-        raw = SDPA_MALLOC(bytes);
+    raw = sdpa__scratch_alloc(params, bytes);
     if (!raw) return sdpa__fail(params, SDPA_ERR_NOMEM, "sdpa: could not allocate %llu bytes of scratch", (unsigned long long)bytes);
     base = (char *)raw + ((64u - ((uintptr_t)raw & 63u)) & 63u);
     P.task_start = (int64_t *)(void *)base;
@@ -3501,18 +3536,8 @@ SDPA_API int sdpa_attention(const sdpa_tensor *q, const sdpa_tensor *k, const sd
         rc = sdpa__i8_prepass(&P, params);
     }
 
-    if (rc == SDPA_OK && params && params->parallel_for) {
-        if (params->parallel_for(params->parallel_user, P.n_workers, P.n_tasks, sdpa__task, &P) != 0)
-            rc = sdpa__fail(params, SDPA_ERR_THREADS, "sdpa: the parallel_for hook returned failure");
-    } else if (rc == SDPA_OK) {
-        sdpa__run_builtin(P.n_workers, P.n_tasks, sdpa__task, &P);
-    }
-
-    if (params && params->allocator && params->allocator->alloc) {
-        if (params->allocator->free) params->allocator->free(params->allocator->user, raw, bytes);
-    } else {
-        SDPA_FREE(raw);
-    }
+    if (rc == SDPA_OK) rc = sdpa__run_tasks(params, P.n_workers, P.n_tasks, sdpa__task, &P);
+    sdpa__scratch_free(params, raw, bytes);
     return rc;
 }
 
@@ -4426,16 +4451,6 @@ static int64_t sdpa__kv_chunks(int64_t rows, int64_t len, int64_t *ch)
     return (len + *ch - 1) / *ch;
 }
 
-static int64_t sdpa__kv_search(const int64_t *start, int64_t n, int64_t t)
-{
-    int64_t lo = 0, hi = n - 1;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo + 1) / 2;
-        if (start[mid] <= t) lo = mid; else hi = mid - 1;
-    }
-    return lo;
-}
-
 /* Writes one finished row: out = O / l, lse = m + log l; l == 0 gives zeros
  * and -inf, a NaN l a NaN row. */
 static void sdpa__kv_store(const sdpa__plan *P, int64_t b, int64_t h, int64_t i, float *o, float m, float l)
@@ -4484,7 +4499,7 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
     int64_t D = P->D, Dv = P->Dv, ldo = K->ldo;
     float *tmp;
     if (task < 0 || task >= P->n_tasks || worker < 0 || worker >= P->n_workers) return;
-    b = sdpa__kv_search(K->task_start, P->B, task);
+    b = sdpa__prefix_find(K->task_start, P->B, task);
     sdpa__kv_seqinfo(K, b, &sq, &s);
     nrb = sdpa__kv_rblocks(K, &sq);
     nch = K->nch[b];
@@ -4597,7 +4612,7 @@ static void sdpa__kv_merge(void *ctx, int64_t task, int worker)
     float *tmp;
     int64_t b, g, r, rows, ci, nch, d, Dv = P->Dv;
     if (task < 0 || task >= K->n_merge || worker < 0 || worker >= P->n_workers) return;
-    b = sdpa__kv_search(K->merge_start, P->B, task);
+    b = sdpa__prefix_find(K->merge_start, P->B, task);
     sdpa__kv_seqinfo(K, b, &sq, &s);
     g = task - K->merge_start[b];
     nch = K->nch[b];
@@ -4630,12 +4645,12 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
     const sdpa_params *p = pp ? pp : &zero_params;
     sdpa__kvplan K;
     sdpa__plan *P = &K.P;
-    int64_t b, nparts = 0, ntask = 0, nmerge = 0, lse_n = 0, idx, a[7], e[7], wbytes = 0, f, hdr, bytes;
+    int64_t b, nparts = 0, ntask = 0, nmerge = 0, lse_n = 0, a[7], e[7], wbytes = 0, f, hdr, bytes;
     uintptr_t lse_lo = 0, lse_hi = 0;
     size_t total;
     void *raw;
     char *base;
-    int rc, i, nthreads;
+    int rc, i;
 
     memset(&zero_params, 0, sizeof zero_params);
     memset(&K, 0, sizeof K);
@@ -4753,15 +4768,7 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
         if (!sdpa__mul_ok(sdpa__kv_rblocks(&K, &sq) * nch, c->H, &t) || !sdpa__add_ok(ntask, t, &ntask))
             return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa_kv_cache_attention: task count overflows");
     }
-    nthreads = p->num_threads ? p->num_threads : sdpa__default_threads();
-    if (!p->parallel_for) {
-#if defined(SDPA_NO_THREADS)
-        nthreads = 1;
-#endif
-        if (nthreads > SDPA_MAX_THREADS) nthreads = SDPA_MAX_THREADS;
-    }
-    if ((int64_t)nthreads > ntask) nthreads = ntask > 0 ? (int)ntask : 1;
-    P->n_workers = nthreads;
+    P->n_workers = sdpa__n_workers(p, ntask);
     P->n_tasks = ntask;
     K.n_merge = nmerge;
     hdr = SDPA__ROUND_UP((5 * P->B + 3) * 8, 64);
@@ -4783,7 +4790,7 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
     }
     if (ntask == 0) return SDPA_OK;
     total = (size_t)bytes;
-    raw = p->allocator && p->allocator->alloc ? p->allocator->alloc(p->allocator->user, total, 64) : SDPA_MALLOC(total);
+    raw = sdpa__scratch_alloc(p, total);
     if (!raw) return sdpa__fail(pp, SDPA_ERR_NOMEM, "sdpa_kv_cache_attention: could not allocate %llu bytes of scratch", (unsigned long long)total);
     base = (char *)raw + ((64u - ((uintptr_t)raw & 63u)) & 63u);
     K.task_start = (int64_t *)(void *)base;
@@ -4815,23 +4822,10 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
     K.merge_start[P->B] = nmerge;
     K.part_start[P->B] = nparts;
 
-    for (idx = 0; idx < 2 && rc >= 0; idx++) {
-        sdpa_task_fn fn = idx == 0 ? sdpa__kv_task : sdpa__kv_merge;
-        int64_t n = idx == 0 ? ntask : nmerge;
-        if (n == 0) continue;
-        if (p->parallel_for) {
-            if (p->parallel_for(p->parallel_user, P->n_workers, n, fn, &K) != 0)
-                rc = sdpa__fail(pp, SDPA_ERR_THREADS, "sdpa_kv_cache_attention: the parallel_for hook returned failure");
-        } else {
-            sdpa__run_builtin(P->n_workers, n, fn, &K);
-        }
-    }
-    if (p->allocator && p->allocator->alloc) {
-        if (p->allocator->free) p->allocator->free(p->allocator->user, raw, total);
-    } else {
-        SDPA_FREE(raw);
-    }
-    return rc < 0 ? rc : SDPA_OK;
+    rc = sdpa__run_tasks(pp, P->n_workers, ntask, sdpa__kv_task, &K);
+    if (rc == SDPA_OK && nmerge > 0) rc = sdpa__run_tasks(pp, P->n_workers, nmerge, sdpa__kv_merge, &K);
+    sdpa__scratch_free(p, raw, total);
+    return rc;
 }
 
 #ifdef __cplusplus
