@@ -427,22 +427,30 @@ test-tsan: | $(B)/tsan
 
 # ---------------------------------------------------------------- ARM
 # make test-arm: cross-build everything for AArch64 into build/aarch64/
-# (static, see CROSS above), then, once per emulated CPU model, run the cross
-# build's `make test` steps under qemu-aarch64 -cpu <model>: the suite, the
-# compile tests (C99/C11, C++11/C++17, -pedantic -Werror, each running the
-# smoke test), the two-copies test and examples/simple; then
-# examples/olmo_layer on a small shape (it checks itself against float64).
+# (static, see CROSS above), then run it under qemu-aarch64 on several CPU
+# models in two lanes, the first model in one and the others one after the
+# other in the second (two cores; more at once slows the threaded tests
+# under emulation), each model's output in build/aarch64/test-arm-<model>.log,
+# printed when all are done.
 # The models: max (every feature qemu knows), cortex-a76 (dotprod, fp16
 # arithmetic: Pi 5, Graviton 2's N1 class) and cortex-a53 (plain ARMv8.0: no
-# dotprod, no fp16 arithmetic). On the models in ARM_ALL_PATHS_CPUS the suite
-# runs once per path that --paths reports (scalar, neon); on the others once,
-# on the path AUTO picks (neon), whose run still forces every path through a
-# few float64-checked cases and checks the NEON kernels against the scalar
-# ones. Under emulation the suite runs ~20x slower than natively, hence
-# --quick: ~110 s per model and path on this 2-core machine, ~9 min in all;
-# ARM_TEST_ARGS= runs the full suite (~4 min per model and path).
+# dotprod, no fp16 arithmetic).
+# On the models in ARM_ALL_PATHS_CPUS (max) the cross build's whole
+# `make test` runs: the suite once per path that --paths reports (scalar,
+# neon), the suite again with bf16 mode emulated, the compile tests
+# (C99/C11, C++11/C++17, -pedantic -Werror, each running the smoke test),
+# the two-copies test, examples/simple and examples/decode, check-asm. Those
+# besides the suite on neon do not depend on the CPU model, so on the other
+# models only the suite runs, once, on the path AUTO picks (neon), which
+# still forces every path through a few float64-checked cases and checks the
+# NEON kernels (dotprod or not, fp16 or not) against the scalar ones. Every
+# model then runs examples/olmo_layer on a small shape (it checks itself
+# against float64).
+# Under emulation the suite runs ~20x slower than natively, hence --quick
+# (~2 min per path and model on this 2-core machine; ~8 min in all);
+# ARM_TEST_ARGS= runs the full suite.
 # ARM_CPUS="cortex-a72 neoverse-n1" picks other models,
-# ARM_ALL_PATHS_CPUS="max cortex-a53" runs every path on more of them.
+# ARM_ALL_PATHS_CPUS="max cortex-a53" runs everything on more of them.
 # Without the cross compilers or qemu: SKIPPED, or a failure under CI=true.
 ARM_CROSS     ?= aarch64-linux-gnu-
 ARM_QEMU      ?= qemu-aarch64
@@ -462,22 +470,37 @@ test-arm:
 	    if [ "$${CI:-}" = true ]; then echo "test-arm: FAILED: CI=true, where the AArch64 tests may not be skipped"; exit 1; fi; \
 	    exit 0; \
 	fi; \
-	failed=""; times=""; t0=$$(date +%s); \
+	failed=""; t0=$$(date +%s); \
 	echo "==> make CROSS=$(ARM_CROSS) all compile-tests"; \
 	$(MAKE) --no-print-directory $(ARM_VARS) all compile-tests || failed="$$failed build"; \
 	times="build $$(( $$(date +%s) - t0 ))s"; \
-	for cpu in $(ARM_CPUS); do \
-	    t1=$$(date +%s); tp=auto; \
-	    case " $(ARM_ALL_PATHS_CPUS) " in *" $$cpu "*) tp="";; esac; \
-	    echo "==> make CROSS=$(ARM_CROSS) QEMU_CPU=$$cpu TEST_ARGS=$(ARM_TEST_ARGS) TEST_PATHS=$$tp test"; \
-	    $(MAKE) --no-print-directory $(ARM_VARS) QEMU_CPU=$$cpu TEST_ARGS="$(ARM_TEST_ARGS)" TEST_PATHS="$$tp" test \
-	        || failed="$$failed $$cpu"; \
-	    echo "$(ARM_QEMU) -cpu $$cpu ./$(ARM_B)/olmo_layer --seq 256 --heads 4 --no-naive"; \
-	    $(ARM_QEMU) -cpu $$cpu ./$(ARM_B)/olmo_layer --seq 256 --heads 4 --no-naive \
-	        || failed="$$failed $$cpu:olmo_layer"; \
-	    times="$$times, $$cpu $$(( $$(date +%s) - t1 ))s"; \
-	done; \
-	echo "test-arm: times: $$times; total $$(( $$(date +%s) - t0 ))s"; \
+	if [ -z "$$failed" ]; then \
+	    one() { cpu=$$1; t1=$$(date +%s); steps="test-unit"; tp=auto; rc=0; \
+	        case " $(ARM_ALL_PATHS_CPUS) " in *" $$cpu "*) steps=test; tp="";; esac; \
+	        echo "==> make CROSS=$(ARM_CROSS) QEMU_CPU=$$cpu TEST_ARGS=$(ARM_TEST_ARGS) TEST_PATHS=$$tp $$steps"; \
+	        $(MAKE) --no-print-directory $(ARM_VARS) QEMU_CPU=$$cpu TEST_ARGS="$(ARM_TEST_ARGS)" \
+	            TEST_PATHS="$$tp" $$steps || rc=1; \
+	        echo "$(ARM_QEMU) -cpu $$cpu ./$(ARM_B)/olmo_layer --seq 256 --heads 4 --no-naive"; \
+	        $(ARM_QEMU) -cpu $$cpu ./$(ARM_B)/olmo_layer --seq 256 --heads 4 --no-naive || rc=$$((rc + 2)); \
+	        echo "$$rc $$(( $$(date +%s) - t1 ))" > $(ARM_B)/test-arm-$$cpu.rc; }; \
+	    lane=0; rest=""; \
+	    for cpu in $(ARM_CPUS); do rm -f $(ARM_B)/test-arm-$$cpu.rc; done; \
+	    for cpu in $(ARM_CPUS); do \
+	        if [ $$lane = 0 ]; then (one $$cpu > $(ARM_B)/test-arm-$$cpu.log 2>&1) & lane=1; \
+	        else rest="$$rest $$cpu"; fi; \
+	    done; \
+	    ( for cpu in $$rest; do one $$cpu > $(ARM_B)/test-arm-$$cpu.log 2>&1; done ) & \
+	    wait; \
+	    for cpu in $(ARM_CPUS); do \
+	        echo "======== qemu-aarch64 -cpu $$cpu ($(ARM_B)/test-arm-$$cpu.log)"; \
+	        cat $(ARM_B)/test-arm-$$cpu.log; \
+	        read rc secs < $(ARM_B)/test-arm-$$cpu.rc || { rc=1; secs=?; }; \
+	        case $$rc in 0) ;; 2) failed="$$failed $$cpu:olmo_layer";; 3) failed="$$failed $$cpu $$cpu:olmo_layer";; \
+	            *) failed="$$failed $$cpu";; esac; \
+	        times="$$times, $$cpu $${secs}s"; \
+	    done; \
+	fi; \
+	echo "test-arm: times: $$times (in two lanes); total $$(( $$(date +%s) - t0 ))s"; \
 	if [ -n "$$failed" ]; then echo "test-arm: FAILED:$$failed"; exit 1; fi; \
 	echo "test-arm: all passed on $(ARM_CPUS)"
 
