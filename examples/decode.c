@@ -9,6 +9,9 @@
  *
  *   cc -O2 -Iinclude examples/decode.c -o decode -lm -pthread
  *   ./decode [prompt_tokens [new_tokens [threads]]]     (defaults 512 256 0)
+ *
+ * threads 0 means one per online CPU; they live in one sdpa_pool for the
+ * whole run (a decode step is too short to start threads for each call).
  */
 #define SDPA_IMPLEMENTATION
 #include "sdpa.h"
@@ -75,7 +78,7 @@ static int check(int rc, const char *what, const char *errbuf)
 
 /* Runs n tokens (token-major x [n][DM]) through every layer, their K/V
  * appended to the caches; x is updated in place (residual stream). */
-static void forward(layer *L, float *x, int n, int threads)
+static void forward(layer *L, float *x, int n, sdpa_pool *pool)
 {
     float *q = (float *)malloc(sizeof(float) * (size_t)n * HQ * HD), *k = (float *)malloc(sizeof(float) * (size_t)n * HKV * HD);
     float *v = (float *)malloc(sizeof(float) * (size_t)n * HKV * HD), *o = (float *)malloc(sizeof(float) * (size_t)n * HQ * HD);
@@ -93,7 +96,9 @@ static void forward(layer *L, float *x, int n, int threads)
         sdpa_params p;
         memset(&p, 0, sizeof p);
         p.causal = SDPA_CAUSAL_BOTTOM_RIGHT; /* the n new tokens are the cache's last n */
-        p.num_threads = threads;
+        p.num_threads = sdpa_pool_size(pool); /* threads that stay alive from call to call */
+        p.parallel_for = sdpa_pool_parallel_for;
+        p.parallel_user = pool;
         p.errbuf = err;
         p.errbuf_size = sizeof err;
         matmul(x, L[l].wq, q, n, DM, HQ * HD);
@@ -127,7 +132,9 @@ int main(int argc, char **argv)
     float *emb, *x;
     int *ref_tokens, *tokens, s, t, l, i;
     layer L[LAYERS];
+    sdpa_pool *pool;
     if (prompt < 1 || gen < 1 || threads < 0) { fprintf(stderr, "usage: decode [prompt_tokens [new_tokens [threads]]]\n"); return 1; }
+    if (sdpa_pool_create(threads, 0, &pool) != SDPA_OK) { fprintf(stderr, "decode: could not create the thread pool\n"); return 1; }
     emb = rand_matrix(VOCAB, DM, 1.0f);
     for (l = 0; l < LAYERS; l++) {
         L[l].wq = rand_matrix(DM, HQ * HD, 1.0f / sqrtf((float)DM));
@@ -139,8 +146,8 @@ int main(int argc, char **argv)
     ref_tokens = (int *)calloc((size_t)gen, sizeof(int));
     tokens = (int *)calloc((size_t)gen, sizeof(int));
     if (!x || !ref_tokens || !tokens) { fprintf(stderr, "decode: out of memory\n"); return 1; }
-    printf("toy decoder: %d layers, d_model %d, %d q heads / %d kv heads x %d, vocab %d; prompt %d, %d new tokens, %s %s\n",
-           LAYERS, DM, HQ, HKV, HD, VOCAB, prompt, gen, sdpa_path_name((sdpa_path)sdpa_path_in_use(NULL)), "path");
+    printf("toy decoder: %d layers, d_model %d, %d q heads / %d kv heads x %d, vocab %d; prompt %d, %d new tokens, %s %s, %d threads\n",
+           LAYERS, DM, HQ, HKV, HD, VOCAB, prompt, gen, sdpa_path_name((sdpa_path)sdpa_path_in_use(NULL)), "path", sdpa_pool_size(pool));
     for (s = 0; s < 4; s++) {
         sdpa_kv_cache_config cfg;
         double t0, t1, t2;
@@ -153,13 +160,13 @@ int main(int argc, char **argv)
         g_seed = 7; /* the same prompt for every storage type */
         for (i = 0; i < prompt * DM; i++) x[i] = frand();
         t0 = now_s();
-        forward(L, x, prompt, threads); /* prefill: one call per layer for the whole prompt */
+        forward(L, x, prompt, pool); /* prefill: one call per layer for the whole prompt */
         t1 = now_s();
         for (t = 0; t < gen; t++) { /* decode: next token from the last position, embedded, fed back */
             int tok = argmax_token(x + (size_t)(t == 0 ? prompt - 1 : 0) * DM, emb);
             tokens[t] = tok;
             memcpy(x, emb + (size_t)tok * DM, sizeof(float) * DM);
-            forward(L, x, 1, threads);
+            forward(L, x, 1, pool);
         }
         t2 = now_s();
         for (l = 0; l < LAYERS; l++) bytes += sdpa_kv_cache_bytes(L[l].cache);
@@ -172,5 +179,6 @@ int main(int argc, char **argv)
     }
     for (l = 0; l < LAYERS; l++) free(L[l].wq), free(L[l].wk), free(L[l].wv), free(L[l].wo);
     free(emb), free(x), free(ref_tokens), free(tokens);
+    sdpa_pool_destroy(pool);
     return 0;
 }

@@ -459,6 +459,47 @@ SDPA_API int sdpa_kv_cache_read(const sdpa_kv_cache *cache, int64_t seq, int64_t
 SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *cache, const int64_t *seqs, const sdpa_tensor *q,
                                      const sdpa_tensor *out, const sdpa_params *params);
 
+/* ---- thread pool -------------------------------------------------------------
+ * A pool of worker threads that stay alive between calls, for callers that
+ * make many short calls (decoding: one sdpa_kv_cache_attention per layer and
+ * token, each a millisecond or less) where starting threads per call, as the
+ * built-in threads do, costs a noticeable share. Pass it as the hook:
+ *
+ *   sdpa_pool *pool;
+ *   if (sdpa_pool_create(16, SDPA_POOL_PIN, &pool) == SDPA_OK) {
+ *       p.num_threads = 16;  p.parallel_for = sdpa_pool_parallel_for;  p.parallel_user = pool;
+ *       ... calls ...
+ *       sdpa_pool_destroy(pool);
+ *   }
+ *
+ * n_threads counts the calling thread, which runs tasks too: n_threads - 1
+ * threads are started. Workers that finish a call wait for the next one
+ * spinning for about 0.1 ms, then sleep on a condition variable. A pool runs
+ * one call at a time (concurrent calls from several threads take turns); a
+ * task must not call back into its own pool. Results do not depend on the
+ * pool (tasks are the same, whichever thread runs them).
+ * SDPA_POOL_PIN pins worker w (1..n_threads-1) to the w-th CPU of the
+ * creating thread's affinity mask (Linux on x86-64 and AArch64; elsewhere the
+ * flag is ignored and sdpa_pool_pinned reports 0); the caller is not pinned,
+ * so keep it on the mask's first CPU for a one-thread-per-CPU layout.
+ * Without threads (SDPA_NO_THREADS, OpenMP builds, non-POSIX systems) a pool
+ * runs every task on the calling thread. */
+typedef struct sdpa_pool sdpa_pool;
+#define SDPA_POOL_PIN 1u
+
+/* n_threads in [1, SDPA_MAX_THREADS] (or 0: the number of online CPUs);
+ * flags 0 or SDPA_POOL_PIN. SDPA_ERR_PARAM for other values, SDPA_ERR_NOMEM,
+ * SDPA_ERR_THREADS when no thread could be started (a pool that started
+ * fewer threads than asked works with those: see sdpa_pool_size). */
+SDPA_API int sdpa_pool_create(int n_threads, unsigned flags, sdpa_pool **out);
+SDPA_API void sdpa_pool_destroy(sdpa_pool *pool);          /* waits for the threads; NULL is a no-op */
+SDPA_API int sdpa_pool_size(const sdpa_pool *pool);        /* threads that run tasks, the caller's included */
+SDPA_API int sdpa_pool_pinned(const sdpa_pool *pool);      /* worker threads pinned to a CPU */
+/* The parallel_for hook (sdpa_parallel_for_fn): user is the sdpa_pool.
+ * Runs on min(n_workers, sdpa_pool_size) threads; returns -1 for a NULL pool
+ * or fn, 0 otherwise. */
+SDPA_API int sdpa_pool_parallel_for(void *user, int n_workers, int64_t n_tasks, sdpa_task_fn fn, void *ctx);
+
 #ifdef __cplusplus
 }
 #endif
@@ -4400,6 +4441,246 @@ SDPA__TARGET_AVX2 static void sdpa__vacc_avx2(int64_t M, int64_t N, int64_t Dv, 
 }
 #endif /* SDPA__HAVE_AVX2 */
 
+#ifdef SDPA__HAVE_AVX512
+/* The cache kernels on zmm registers (paths avx512 and amx): the AVX2 forms
+ * at twice the width, D and Dv tails under opmasks (no scalar tail loops, no
+ * byte read past a row). */
+
+/* 16 elements of storage type t at p (lanes outside k read as 0). */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 __m512 sdpa__ld16_kv_avx512(const char *p, sdpa_dtype t,
+                                                                                         __mmask16 k)
+{
+    if (t == SDPA_I8) return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, p)));
+    return sdpa__load16_avx512(p, t, k);
+}
+
+/* The lane sums of four accumulators, each in the same fixed tree (128-bit
+ * blocks 0+2 and 1+3, then those two, then within the block): a key's dot
+ * product has the same bits whichever block of keys computed it. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 void sdpa__sum4_avx512(__m512 a, __m512 b, __m512 c,
+                                                                                   __m512 d, float out[4])
+{
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee));
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xee));
+    __m512 u = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xdd));
+    float lane[16];
+    u = _mm512_add_ps(u, _mm512_permute_ps(u, 0x4e));
+    u = _mm512_add_ps(u, _mm512_permute_ps(u, 0xb1));
+    _mm512_storeu_ps(lane, u);
+    out[0] = lane[0], out[1] = lane[4], out[2] = lane[8], out[3] = lane[12];
+}
+
+/* R query rows x KC keys (KC 1, 2 or 4; R * KC <= 16 accumulators). */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 void
+sdpa__kdot_blk_avx512(const int R, const int KC, int64_t D, const float *q, int64_t ldq, const char *kr, sdpa_dtype t,
+                      const float *ksc, float *S, int64_t lds)
+{
+    const int64_t es = t == SDPA_F32 ? 4 : (t == SDPA_I8 ? 1 : 2), ks = D * es;
+    __m512 acc[4][4], x[4];
+    int64_t d;
+    int a, c;
+    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (c = 0; c < 4; c++) acc[a][c] = _mm512_setzero_ps();
+    for (d = 0; d < D; d += 16) {
+        __mmask16 k = sdpa__tail_mask_avx512(D - d);
+        SDPA__UNROLL for (a = 0; a < R; a++) x[a] = _mm512_maskz_loadu_ps(k, q + a * ldq + d);
+        SDPA__UNROLL for (c = 0; c < KC; c++) {
+            __m512 kv = sdpa__ld16_kv_avx512(kr + c * ks + d * es, t, k);
+            SDPA__UNROLL for (a = 0; a < R; a++) acc[a][c] = _mm512_fmadd_ps(x[a], kv, acc[a][c]);
+        }
+    }
+    SDPA__UNROLL for (a = 0; a < R; a++) {
+        float s[4];
+        sdpa__sum4_avx512(acc[a][0], acc[a][1], acc[a][2], acc[a][3], s);
+        SDPA__UNROLL for (c = 0; c < KC; c++) S[a * lds + c] = s[c] * (ksc ? ksc[c] : 1.0f);
+    }
+}
+
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 void
+sdpa__kdot_body_avx512(int64_t M, int64_t N, int64_t D, const float *Q, int64_t ldq, const char *K, sdpa_dtype t,
+                       const float *ksc, float *S, int64_t lds)
+{
+    const int64_t ks = D * (t == SDPA_F32 ? 4 : (t == SDPA_I8 ? 1 : 2));
+    int64_t r = 0, j;
+#define SDPA__KDOT512(R_, KC_) \
+    sdpa__kdot_blk_avx512(R_, KC_, D, Q + r * ldq, ldq, K + j * ks, t, ksc ? ksc + j : NULL, S + r * lds + j, lds)
+    for (; r + 4 <= M; r += 4) { /* 4 rows (a GQA group) x 4 keys: each key widened once for 4 rows */
+        for (j = 0; j + 4 <= N; j += 4) SDPA__KDOT512(4, 4);
+        for (; j < N; j++) SDPA__KDOT512(4, 1);
+    }
+    for (; r + 2 <= M; r += 2) {
+        for (j = 0; j + 4 <= N; j += 4) SDPA__KDOT512(2, 4);
+        for (; j < N; j++) SDPA__KDOT512(2, 1);
+    }
+    if (r < M) {
+        for (j = 0; j + 4 <= N; j += 4) SDPA__KDOT512(1, 4);
+        for (; j < N; j++) SDPA__KDOT512(1, 1);
+    }
+#undef SDPA__KDOT512
+}
+
+SDPA__TARGET_AVX512 static void sdpa__kdot_avx512(int64_t M, int64_t N, int64_t D, const float *Q, int64_t ldq, const char *K,
+                                                  sdpa_dtype t, const float *ksc, float *S, int64_t lds, float *tmp)
+{
+    (void)tmp;
+    switch (t) {
+    case SDPA_F32: sdpa__kdot_body_avx512(M, N, D, Q, ldq, K, SDPA_F32, ksc, S, lds); break;
+    case SDPA_F16: sdpa__kdot_body_avx512(M, N, D, Q, ldq, K, SDPA_F16, ksc, S, lds); break;
+    case SDPA_BF16: sdpa__kdot_body_avx512(M, N, D, Q, ldq, K, SDPA_BF16, ksc, S, lds); break;
+    default: sdpa__kdot_body_avx512(M, N, D, Q, ldq, K, SDPA_I8, ksc, S, lds); break;
+    }
+}
+
+/* The totals of four int32 accumulators in lanes 0..3 (exact: any order). */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 __m128i sdpa__sum4_epi32_avx512(__m512i a, __m512i b,
+                                                                                            __m512i c, __m512i d)
+{
+    __m512i ab = _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, 0x44), _mm512_shuffle_i32x4(a, b, 0xee));
+    __m512i cd = _mm512_add_epi32(_mm512_shuffle_i32x4(c, d, 0x44), _mm512_shuffle_i32x4(c, d, 0xee));
+    __m512i u = _mm512_add_epi32(_mm512_shuffle_i32x4(ab, cd, 0x88), _mm512_shuffle_i32x4(ab, cd, 0xdd));
+    u = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, (_MM_PERM_ENUM)0x4e));
+    u = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, (_MM_PERM_ENUM)0xb1));
+    return _mm512_castsi512_si128(_mm512_permutexvar_epi32(_mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0), u));
+}
+
+/* int16 queries x int8 keys, 32 pairs per step: the keys' bytes widened to
+ * int16 (vpmovsxbw) once for R rows; with VNNI one vpdpwssd multiplies,
+ * pairs and accumulates, without it vpmaddwd + vpaddd. Exact either way. */
+static inline __attribute__((always_inline)) SDPA__TARGET_VNNI void
+sdpa__kdot16_blk_avx512(const int R, const int KC, const int vnni, int64_t D, const int16_t *q, int64_t ldq,
+                        const float *qsc, const signed char *k, const float *ksc, float *S, int64_t lds)
+{
+    __m512i acc[4][4];
+    int64_t d;
+    int a, c;
+    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (c = 0; c < KC; c++) acc[a][c] = _mm512_setzero_si512();
+    for (d = 0; d < D; d += 32) {
+        __mmask32 m = (__mmask32)(D - d >= 32 ? 0xffffffffu : (1u << (D - d)) - 1u);
+        __m512i x[4];
+        SDPA__UNROLL for (a = 0; a < R; a++) x[a] = _mm512_maskz_loadu_epi16(m, q + a * ldq + d);
+        SDPA__UNROLL for (c = 0; c < KC; c++) {
+            __m512i kv = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, k + c * D + d));
+            SDPA__UNROLL for (a = 0; a < R; a++)
+                acc[a][c] = vnni ? _mm512_dpwssd_epi32(acc[a][c], x[a], kv)
+                                 : _mm512_add_epi32(acc[a][c], _mm512_madd_epi16(x[a], kv));
+        }
+    }
+    SDPA__UNROLL for (a = 0; a < R; a++) { /* the KC sums side by side, scaled as the scalar form does */
+        const __mmask8 km = (__mmask8)((1u << KC) - 1u);
+        __m128 sum = _mm_cvtepi32_ps(sdpa__sum4_epi32_avx512(acc[a][0], KC > 1 ? acc[a][1] : acc[a][0],
+                                                             KC > 2 ? acc[a][2] : acc[a][0], KC > 3 ? acc[a][3] : acc[a][0]));
+        sum = _mm_mul_ps(_mm_mul_ps(sum, _mm_set1_ps(qsc[a])), _mm_maskz_loadu_ps(km, ksc));
+        _mm_mask_storeu_ps(S + a * lds, km, sum);
+    }
+}
+
+static inline __attribute__((always_inline)) SDPA__TARGET_VNNI void
+sdpa__kdot16_body_avx512(const int vnni, int64_t M, int64_t N, int64_t D, const int16_t *Q, int64_t ldq, const float *qsc,
+                         const signed char *K, const float *ksc, float *S, int64_t lds)
+{
+    int64_t r = 0, j;
+#define SDPA__KDOT16_512(R_, KC_) \
+    sdpa__kdot16_blk_avx512(R_, KC_, vnni, D, Q + r * ldq, ldq, qsc + r, K + j * D, ksc + j, S + r * lds + j, lds)
+    for (; r + 4 <= M; r += 4) { /* 4 rows x 4 keys (GQA groups) */
+        for (j = 0; j + 4 <= N; j += 4) SDPA__KDOT16_512(4, 4);
+        for (; j < N; j++) SDPA__KDOT16_512(4, 1);
+    }
+    for (; r < M; r++) { /* single rows x 4 keys */
+        for (j = 0; j + 4 <= N; j += 4) SDPA__KDOT16_512(1, 4);
+        for (; j < N; j++) SDPA__KDOT16_512(1, 1);
+    }
+#undef SDPA__KDOT16_512
+}
+
+/* Two copies: vpdpwssd needs AVX512-VNNI, the other only AVX512BW. */
+SDPA__TARGET_VNNI static void sdpa__kdot16_vnni(int64_t M, int64_t N, int64_t D, const int16_t *Q, int64_t ldq,
+                                                const float *qsc, const signed char *K, const float *ksc, float *S,
+                                                int64_t lds)
+{
+    sdpa__kdot16_body_avx512(1, M, N, D, Q, ldq, qsc, K, ksc, S, lds);
+}
+
+SDPA__TARGET_AVX512 static void sdpa__kdot16_avx512(int64_t M, int64_t N, int64_t D, const int16_t *Q, int64_t ldq,
+                                                    const float *qsc, const signed char *K, const float *ksc, float *S,
+                                                    int64_t lds)
+{
+    int64_t r = 0, j;
+    for (; r < M; r++) /* without VNNI: the plain AVX512BW body, kept out of the VNNI-targeted inline */
+        for (j = 0; j < N; j += 4) {
+            int64_t n = N - j < 4 ? N - j : 4, c;
+            for (c = 0; c < n; c++) {
+                const int16_t *q = Q + r * ldq;
+                const signed char *k = K + (j + c) * D;
+                __m512i acc = _mm512_setzero_si512();
+                int64_t d;
+                for (d = 0; d < D; d += 32) {
+                    __mmask32 m = (__mmask32)(D - d >= 32 ? 0xffffffffu : (1u << (D - d)) - 1u);
+                    acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maskz_loadu_epi16(m, q + d),
+                                                                  _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, k + d))));
+                }
+                S[r * lds + j + c] = (float)_mm512_reduce_add_epi32(acc) * qsc[r] * ksc[j + c];
+            }
+        }
+}
+
+/* R rows x 16W columns of O in R*W accumulators over N keys; the Dv % 16
+ * tail in one masked block. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 void
+sdpa__vacc_blk_avx512(const int R, const int W, int64_t N, int64_t Dv, const float *P, int64_t ldp, const char *V,
+                      sdpa_dtype t, float *O, int64_t ldo, __mmask16 last)
+{
+    const int64_t es = t == SDPA_F32 ? 4 : (t == SDPA_I8 ? 1 : 2), vs = Dv * es;
+    __m512 acc[4][8];
+    int64_t j;
+    int a, w;
+    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (w = 0; w < W; w++)
+        acc[a][w] = _mm512_maskz_loadu_ps(w == W - 1 ? last : SDPA__ALL16, O + a * ldo + 16 * w);
+    for (j = 0; j < N; j++) {
+        __m512 x[8];
+        SDPA__UNROLL for (w = 0; w < W; w++) x[w] = sdpa__ld16_kv_avx512(V + j * vs + 16 * w * es, t, w == W - 1 ? last : SDPA__ALL16);
+        SDPA__UNROLL for (a = 0; a < R; a++) {
+            __m512 p = _mm512_set1_ps(P[a * ldp + j]);
+            SDPA__UNROLL for (w = 0; w < W; w++) acc[a][w] = _mm512_fmadd_ps(p, x[w], acc[a][w]);
+        }
+    }
+    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (w = 0; w < W; w++)
+        _mm512_mask_storeu_ps(O + a * ldo + 16 * w, w == W - 1 ? last : SDPA__ALL16, acc[a][w]);
+}
+
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 void
+sdpa__vacc_body_avx512(int64_t M, int64_t N, int64_t Dv, const float *P, int64_t ldp, const char *V, sdpa_dtype t,
+                       float *O, int64_t ldo)
+{
+    const int64_t es = t == SDPA_F32 ? 4 : (t == SDPA_I8 ? 1 : 2);
+    int64_t r = 0, d;
+#define SDPA__VACC512(R_, W_, LAST_) \
+    sdpa__vacc_blk_avx512(R_, W_, N, Dv, P + r * ldp, ldp, V + d * es, t, O + r * ldo + d, ldo, LAST_)
+    for (; r + 4 <= M; r += 4) { /* 4 rows x 64 columns: 16 accumulators */
+        for (d = 0; d + 64 <= Dv; d += 64) SDPA__VACC512(4, 4, SDPA__ALL16);
+        for (; d + 16 <= Dv; d += 16) SDPA__VACC512(4, 1, SDPA__ALL16);
+        if (d < Dv) SDPA__VACC512(4, 1, sdpa__tail_mask_avx512(Dv - d));
+    }
+    for (; r < M; r++) { /* single rows x 128 columns: 8 accumulators */
+        for (d = 0; d + 128 <= Dv; d += 128) SDPA__VACC512(1, 8, SDPA__ALL16);
+        for (; d + 64 <= Dv; d += 64) SDPA__VACC512(1, 4, SDPA__ALL16);
+        for (; d + 16 <= Dv; d += 16) SDPA__VACC512(1, 1, SDPA__ALL16);
+        if (d < Dv) SDPA__VACC512(1, 1, sdpa__tail_mask_avx512(Dv - d));
+    }
+#undef SDPA__VACC512
+}
+
+SDPA__TARGET_AVX512 static void sdpa__vacc_avx512(int64_t M, int64_t N, int64_t Dv, const float *P, int64_t ldp, const char *V,
+                                                  sdpa_dtype t, float *O, int64_t ldo, float *tmp)
+{
+    (void)tmp;
+    switch (t) {
+    case SDPA_F32: sdpa__vacc_body_avx512(M, N, Dv, P, ldp, V, SDPA_F32, O, ldo); break;
+    case SDPA_F16: sdpa__vacc_body_avx512(M, N, Dv, P, ldp, V, SDPA_F16, O, ldo); break;
+    case SDPA_BF16: sdpa__vacc_body_avx512(M, N, Dv, P, ldp, V, SDPA_BF16, O, ldo); break;
+    default: sdpa__vacc_body_avx512(M, N, Dv, P, ldp, V, SDPA_I8, O, ldo); break;
+    }
+}
+#endif /* SDPA__HAVE_AVX512 */
+
 /* ---- attention over the cache: the forward -------------------------------- */
 
 /* One call's plan. Batch entry b: its sequence, n rows per head (vq valid),
@@ -4731,6 +5012,13 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
         K.kdot16 = sdpa__kdot16_avx2;
     }
 #endif
+#ifdef SDPA__HAVE_AVX512
+    if (P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX) {
+        K.kdot = sdpa__kdot_avx512;
+        K.vacc = sdpa__vacc_avx512;
+        K.kdot16 = (sdpa__cpu() & SDPA__CPU_VNNI) ? sdpa__kdot16_vnni : sdpa__kdot16_avx512;
+    }
+#endif
     if (c->dt != SDPA_I8 || P->D > SDPA__KV_I16_MAX_D) K.kdot16 = NULL;
     else if (!K.kdot16) K.kdot16 = sdpa__kdot16_scalar;
     K.ldq16 = SDPA__ROUND_UP(P->D, 32);
@@ -4826,6 +5114,263 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
     if (rc == SDPA_OK && nmerge > 0) rc = sdpa__run_tasks(pp, P->n_workers, nmerge, sdpa__kv_merge, &K);
     sdpa__scratch_free(p, raw, total);
     return rc;
+}
+
+/* ---- thread pool ------------------------------------------------------------ */
+
+#if defined(SDPA__PTHREADS)
+struct sdpa__pool_slot {
+    struct sdpa_pool *pool;
+    int w;
+};
+
+struct sdpa_pool {
+    pthread_mutex_t call;        /* one parallel_for at a time */
+    pthread_mutex_t mu;          /* everything below */
+    pthread_cond_t wake, done;
+    unsigned long gen;           /* job number; workers wait for it to change */
+    int quit;
+    int n, started, pinned;      /* threads incl. the caller; worker threads running; pinned */
+    sdpa_task_fn fn;             /* the job */
+    void *ctx;
+    int64_t n_tasks, next;
+    int nw, busy;                /* workers 0..nw-1 take part; worker threads still in the job */
+    int cpu[SDPA_MAX_THREADS];   /* worker w's CPU, -1: not pinned */
+    pthread_t th[SDPA_MAX_THREADS];
+    struct sdpa__pool_slot slot[SDPA_MAX_THREADS];
+};
+
+#if defined(__linux__) && (defined(__x86_64__) || defined(__aarch64__))
+#define SDPA__CAN_PIN 1
+/* sched_getaffinity / sched_setaffinity of the calling thread, made directly
+ * like the AMX permission (no feature-test macro for the libc wrappers). */
+static long sdpa__affinity(int set, unsigned long *mask, unsigned long bytes)
+{
+    long ret;
+#if defined(__x86_64__)
+    __asm__ __volatile__("syscall"
+                         : "=a"(ret)
+                         : "0"(set ? 203L : 204L), "D"(0L), "S"(bytes), "d"(mask)
+                         : "rcx", "r11", "memory");
+#else
+    register long x8 __asm__("x8") = set ? 122L : 123L;
+    register long x0 __asm__("x0") = 0L;
+    register long x1 __asm__("x1") = (long)bytes;
+    register long x2 __asm__("x2") = (long)mask;
+    __asm__ __volatile__("svc #0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2) : "memory");
+    ret = x0;
+#endif
+    return ret;
+}
+#endif
+
+static void sdpa__pool_pause(void)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_ia32_pause();
+#elif defined(__GNUC__) && defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+/* Takes tasks until none is left; mu held on entry and on return. */
+static void sdpa__pool_drain(sdpa_pool *pool, int w)
+{
+    while (pool->next < pool->n_tasks) {
+        int64_t t = pool->next++;
+        pthread_mutex_unlock(&pool->mu);
+        pool->fn(pool->ctx, t, w);
+        pthread_mutex_lock(&pool->mu);
+    }
+}
+
+static void *sdpa__pool_main(void *arg)
+{
+    struct sdpa__pool_slot *s = (struct sdpa__pool_slot *)arg;
+    sdpa_pool *pool = s->pool;
+    unsigned long seen = 0;
+    int w = s->w;
+#ifdef SDPA__CAN_PIN
+    if (pool->cpu[w] >= 0) {
+        unsigned long m[SDPA_MAX_THREADS / (8 * sizeof(unsigned long)) + 16];
+        memset(m, 0, sizeof m);
+        m[(unsigned)pool->cpu[w] / (8 * sizeof(unsigned long))] |= 1ul << ((unsigned)pool->cpu[w] % (8 * sizeof(unsigned long)));
+        if (sdpa__affinity(1, m, sizeof m) == 0) {
+            pthread_mutex_lock(&pool->mu);
+            pool->pinned++;
+            pthread_mutex_unlock(&pool->mu);
+        }
+    }
+#endif
+    for (;;) {
+#if defined(__GNUC__)
+        int i; /* a short spin first: back-to-back calls skip the sleep and wake-up */
+        for (i = 0; i < 2000 && __atomic_load_n(&pool->gen, __ATOMIC_ACQUIRE) == seen &&
+                    !__atomic_load_n(&pool->quit, __ATOMIC_ACQUIRE); i++)
+            sdpa__pool_pause();
+#endif
+        pthread_mutex_lock(&pool->mu);
+        while (pool->gen == seen && !pool->quit) pthread_cond_wait(&pool->wake, &pool->mu);
+        if (pool->quit) {
+            pthread_mutex_unlock(&pool->mu);
+            return NULL;
+        }
+        seen = pool->gen;
+        if (w < pool->nw) {
+            sdpa__pool_drain(pool, w);
+            if (--pool->busy == 0) pthread_cond_signal(&pool->done);
+        }
+        pthread_mutex_unlock(&pool->mu);
+    }
+}
+#else
+struct sdpa_pool {
+    int n;
+};
+#endif
+
+SDPA_API int sdpa_pool_create(int n_threads, unsigned flags, sdpa_pool **out)
+{
+    sdpa_pool *pool;
+    if (!out) return SDPA_ERR_NULL;
+    *out = NULL;
+    if (n_threads == 0) n_threads = sdpa__default_threads();
+    if (n_threads < 1 || n_threads > SDPA_MAX_THREADS || (flags & ~SDPA_POOL_PIN)) return SDPA_ERR_PARAM;
+    pool = (sdpa_pool *)SDPA_MALLOC(sizeof *pool);
+    if (!pool) return SDPA_ERR_NOMEM;
+    memset(pool, 0, sizeof *pool);
+#if defined(SDPA__PTHREADS)
+    {
+        int w, ok = 1;
+        for (w = 0; w < n_threads; w++) pool->cpu[w] = -1;
+#ifdef SDPA__CAN_PIN
+        if (flags & SDPA_POOL_PIN) { /* worker w on the w-th CPU that this thread may run on */
+            unsigned long m[SDPA_MAX_THREADS / (8 * sizeof(unsigned long)) + 16];
+            long got;
+            memset(m, 0, sizeof m);
+            got = sdpa__affinity(0, m, sizeof m);
+            if (got > 0) {
+                int c, k = 0;
+                for (c = 0; c < (int)(got * 8) && k < n_threads; c++)
+                    if ((m[c / (8 * (int)sizeof(unsigned long))] >> (c % (8 * (int)sizeof(unsigned long)))) & 1ul)
+                        pool->cpu[k++] = c;
+                pool->cpu[0] = -1; /* the caller is not pinned */
+            }
+        }
+#else
+        (void)flags;
+#endif
+        if (pthread_mutex_init(&pool->call, NULL) != 0) ok = 0;
+        else if (pthread_mutex_init(&pool->mu, NULL) != 0) { pthread_mutex_destroy(&pool->call); ok = 0; }
+        else if (pthread_cond_init(&pool->wake, NULL) != 0) {
+            pthread_mutex_destroy(&pool->mu), pthread_mutex_destroy(&pool->call);
+            ok = 0;
+        } else if (pthread_cond_init(&pool->done, NULL) != 0) {
+            pthread_cond_destroy(&pool->wake), pthread_mutex_destroy(&pool->mu), pthread_mutex_destroy(&pool->call);
+            ok = 0;
+        }
+        if (!ok) {
+            SDPA_FREE(pool);
+            return SDPA_ERR_THREADS;
+        }
+        pool->n = 1;
+        for (w = 1; w < n_threads; w++) { /* slot w runs as worker w; a failed start ends the list */
+            pool->slot[w].pool = pool;
+            pool->slot[w].w = w;
+            if (pthread_create(&pool->th[w], NULL, sdpa__pool_main, &pool->slot[w]) != 0) break;
+            pool->n = w + 1;
+        }
+        pool->started = pool->n - 1;
+        if (n_threads > 1 && pool->n == 1) {
+            sdpa_pool_destroy(pool);
+            return SDPA_ERR_THREADS;
+        }
+    }
+#else
+    (void)flags;
+    pool->n = 1;
+#endif
+    *out = pool;
+    return SDPA_OK;
+}
+
+SDPA_API void sdpa_pool_destroy(sdpa_pool *pool)
+{
+    if (!pool) return;
+#if defined(SDPA__PTHREADS)
+    {
+        int w;
+        pthread_mutex_lock(&pool->mu);
+#if defined(__GNUC__)
+        __atomic_store_n(&pool->quit, 1, __ATOMIC_RELEASE); /* the spinning workers read it without mu */
+#else
+        pool->quit = 1;
+#endif
+        pthread_cond_broadcast(&pool->wake);
+        pthread_mutex_unlock(&pool->mu);
+        for (w = 1; w <= pool->started; w++) pthread_join(pool->th[w], NULL);
+        pthread_cond_destroy(&pool->done);
+        pthread_cond_destroy(&pool->wake);
+        pthread_mutex_destroy(&pool->mu);
+        pthread_mutex_destroy(&pool->call);
+    }
+#endif
+    SDPA_FREE(pool);
+}
+
+SDPA_API int sdpa_pool_size(const sdpa_pool *pool) { return pool ? pool->n : 0; }
+
+SDPA_API int sdpa_pool_pinned(const sdpa_pool *pool)
+{
+#if defined(SDPA__PTHREADS)
+    int n;
+    if (!pool) return 0;
+    pthread_mutex_lock((pthread_mutex_t *)&pool->mu);
+    n = pool->pinned;
+    pthread_mutex_unlock((pthread_mutex_t *)&pool->mu);
+    return n;
+#else
+    (void)pool;
+    return 0;
+#endif
+}
+
+SDPA_API int sdpa_pool_parallel_for(void *user, int n_workers, int64_t n_tasks, sdpa_task_fn fn, void *ctx)
+{
+    sdpa_pool *pool = (sdpa_pool *)user;
+    if (!pool || !fn) return -1;
+    if (n_tasks <= 0) return 0;
+#if defined(SDPA__PTHREADS)
+    if (n_workers > 1 && pool->n > 1) {
+        int nw = SDPA__MIN(n_workers, pool->n);
+        pthread_mutex_lock(&pool->call);
+        pthread_mutex_lock(&pool->mu);
+        pool->fn = fn;
+        pool->ctx = ctx;
+        pool->n_tasks = n_tasks;
+        pool->next = 0;
+        pool->nw = nw;
+        pool->busy = nw - 1;
+#if defined(__GNUC__)
+        __atomic_store_n(&pool->gen, pool->gen + 1, __ATOMIC_RELEASE);
+#else
+        pool->gen++;
+#endif
+        pthread_cond_broadcast(&pool->wake);
+        sdpa__pool_drain(pool, 0);
+        while (pool->busy > 0) pthread_cond_wait(&pool->done, &pool->mu);
+        pool->fn = NULL;
+        pthread_mutex_unlock(&pool->mu);
+        pthread_mutex_unlock(&pool->call);
+        return 0;
+    }
+#endif
+    {
+        int64_t t;
+        (void)n_workers;
+        for (t = 0; t < n_tasks; t++) fn(ctx, t, 0);
+    }
+    return 0;
 }
 
 #ifdef __cplusplus

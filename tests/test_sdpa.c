@@ -2668,6 +2668,157 @@ static void test_concurrent(void)
     group_end();
 }
 
+/* The persistent pool (sdpa_pool_*): argument errors; every task exactly
+ * once with worker indices in range and never shared by two running tasks;
+ * attention through it gives the bits of one thread; back-to-back calls
+ * (the spin and the sleep), calls from several threads at once, pinning. */
+typedef struct {
+    int64_t n;
+    int nw, bad;
+    unsigned char *hits;   /* per task */
+    int *busy;             /* per worker: 1 while one of its tasks runs */
+} pool_probe;
+
+static void pool_probe_task(void *ctx, int64_t t, int w)
+{
+    pool_probe *pr = (pool_probe *)ctx;
+    volatile int spin;
+    if (t < 0 || t >= pr->n || w < 0 || w >= pr->nw) {
+        __atomic_add_fetch(&pr->bad, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    if (__atomic_exchange_n(&pr->busy[w], 1, __ATOMIC_ACQ_REL) != 0) __atomic_add_fetch(&pr->bad, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&pr->hits[t], 1, __ATOMIC_RELAXED);
+    for (spin = 0; spin < (int)(t % 7) * 50; spin++) {
+    }
+    __atomic_store_n(&pr->busy[w], 0, __ATOMIC_RELEASE);
+}
+
+/* Runs n tasks on nw workers through the pool; 1 if all were right. */
+static int pool_probe_run(sdpa_pool *pool, int nw, int64_t n)
+{
+    pool_probe pr;
+    int64_t t;
+    int ok, w;
+    pr.n = n, pr.nw = nw, pr.bad = 0;
+    pr.hits = (unsigned char *)xcalloc((size_t)(n > 0 ? n : 1), 1);
+    pr.busy = (int *)xcalloc((size_t)(nw > 0 ? nw : 1), sizeof(int));
+    ok = sdpa_pool_parallel_for(pool, nw, n, pool_probe_task, &pr) == 0 && pr.bad == 0;
+    for (t = 0; t < n; t++) ok &= pr.hits[t] == 1;
+    for (w = 0; w < nw; w++) ok &= pr.busy[w] == 0;
+    free(pr.hits), free(pr.busy);
+    return ok;
+}
+
+typedef struct {
+    sdpa_pool *pool;
+    int ok;
+} pool_caller;
+
+static void *pool_caller_main(void *arg)
+{
+    pool_caller *c = (pool_caller *)arg;
+    int i;
+    c->ok = 1;
+    for (i = 0; i < 200; i++) c->ok &= pool_probe_run(c->pool, 1 + i % 5, 1 + i % 37);
+    return NULL;
+}
+
+static void test_pool(void)
+{
+    sdpa_pool *pool = NULL;
+    int rc, i, n;
+    if (!group_begin("thread pool")) return;
+
+    case_begin("sdpa_pool_create refuses bad arguments and sets *out to NULL");
+    CHECK(sdpa_pool_create(2, 0, NULL) == SDPA_ERR_NULL, "NULL out accepted");
+    pool = (sdpa_pool *)(uintptr_t)1;
+    CHECK(sdpa_pool_create(-1, 0, &pool) == SDPA_ERR_PARAM && pool == NULL, "n_threads -1 accepted");
+    pool = (sdpa_pool *)(uintptr_t)1;
+    CHECK(sdpa_pool_create(SDPA_MAX_THREADS + 1, 0, &pool) == SDPA_ERR_PARAM && pool == NULL, "too many threads accepted");
+    pool = (sdpa_pool *)(uintptr_t)1;
+    CHECK(sdpa_pool_create(2, 2u, &pool) == SDPA_ERR_PARAM && pool == NULL, "unknown flag accepted");
+    CHECK(sdpa_pool_size(NULL) == 0 && sdpa_pool_pinned(NULL) == 0, "NULL pool has a size");
+    CHECK(sdpa_pool_parallel_for(NULL, 2, 5, pool_probe_task, NULL) == -1, "NULL pool accepted");
+    sdpa_pool_destroy(NULL);
+    case_end();
+
+    for (n = 1; n <= 5; n += 2) {
+        rc = sdpa_pool_create(n, 0, &pool);
+        case_begin("pool of %d: every task once, worker indices in range and unshared", n);
+        CHECK(rc == SDPA_OK && pool, "create: rc = %d", rc);
+        if (rc == SDPA_OK) {
+#if defined(SDPA_NO_THREADS) || defined(_OPENMP)
+            CHECK(sdpa_pool_size(pool) == 1, "size %d without threads", sdpa_pool_size(pool));
+#else
+            CHECK(sdpa_pool_size(pool) == n, "size %d", sdpa_pool_size(pool));
+#endif
+            CHECK(sdpa_pool_parallel_for(pool, 2, 3, NULL, NULL) == -1, "NULL fn accepted");
+            CHECK(pool_probe_run(pool, n, 0), "no tasks");
+            CHECK(pool_probe_run(pool, n, 1), "one task");
+            CHECK(pool_probe_run(pool, n, 1000), "1000 tasks");
+            CHECK(pool_probe_run(pool, n + 3, 97), "more workers asked than the pool has");
+            CHECK(pool_probe_run(pool, 1, 50), "one worker");
+            for (i = 0; i < 300; i++) /* back to back: workers still spinning, or asleep */
+                if (!pool_probe_run(pool, n, 1 + i % 19)) {
+                    case_fail("call %d of 300 went wrong", i);
+                    break;
+                }
+            sdpa_pool_destroy(pool);
+        }
+        case_end();
+    }
+
+    rc = sdpa_pool_create(4, 0, &pool);
+    case_begin("three threads calling one pool at once");
+    CHECK(rc == SDPA_OK, "create: rc = %d", rc);
+    if (rc == SDPA_OK) {
+        pthread_t th[3];
+        pool_caller cl[3];
+        int started[3];
+        for (i = 0; i < 3; i++) cl[i].pool = pool, cl[i].ok = 0;
+        for (i = 0; i < 3; i++) started[i] = pthread_create(&th[i], NULL, pool_caller_main, &cl[i]) == 0;
+        for (i = 0; i < 3; i++) {
+            if (started[i]) pthread_join(th[i], NULL);
+            CHECK(started[i] && cl[i].ok, "caller %d: tasks lost, repeated or sharing a worker", i);
+        }
+        sdpa_pool_destroy(pool);
+    }
+    case_end();
+
+    for (i = 0; i < 4; i++) {
+        tcfg c;
+        tctx x;
+        snap_t s;
+        sdpa_params p;
+        cfg_threads(&c, i);
+        ctx_build(&x, &c);
+        x.p.num_threads = 1;
+        rc = ctx_run(&x, NULL);
+        s = snap_take(&x);
+        case_begin("config %d through a pinned pool of 3: the bits of one thread, twice", i);
+        CHECK(rc == SDPA_OK, "reference run: rc = %d", rc);
+        if (sdpa_pool_create(3, SDPA_POOL_PIN, &pool) == SDPA_OK) {
+            int pinned = sdpa_pool_pinned(pool), r;
+            CHECK(pinned >= 0 && pinned <= sdpa_pool_size(pool) - 1, "%d of %d threads pinned", pinned, sdpa_pool_size(pool));
+            p = x.p;
+            p.num_threads = 3, p.parallel_for = sdpa_pool_parallel_for, p.parallel_user = pool;
+            for (r = 0; r < 2; r++) {
+                rc = ctx_run(&x, &p);
+                CHECK(rc == SDPA_OK, "run %d: rc = %d", r, rc);
+                CHECK(snap_same(&x, &s), "run %d: outputs differ from one thread", r);
+            }
+            sdpa_pool_destroy(pool);
+        } else {
+            case_fail("could not create the pool");
+        }
+        case_end();
+        snap_free(&s);
+        ctx_free(&x);
+    }
+    group_end();
+}
+
 /* ======================================================================== */
 /* Random combinations of everything                                        */
 
@@ -4056,6 +4207,7 @@ int main(int argc, char **argv)
     test_allocator();
     test_workspace();
     test_concurrent();
+    test_pool();
     test_random();
     test_kv();
 
