@@ -29,7 +29,7 @@ if [ $tests = 1 ]; then
     if command -v compute-sanitizer >/dev/null 2>&1; then
         for tool in memcheck racecheck; do
             echo "== compute-sanitizer --tool $tool (quick set)"
-            compute-sanitizer --tool $tool --error-exitcode 9 ./build/cuda/test_cuda --quick > "$OUT/$tool.log" 2>&1
+            timeout ${SAN_TIMEOUT:-200} compute-sanitizer --tool $tool --error-exitcode 9 ./build/cuda/test_cuda --quick > "$OUT/$tool.log" 2>&1
             s=$?
             tail -3 "$OUT/$tool.log"
             [ $s = 0 ] || { echo "$tool: exit $s"; rc=1; }
