@@ -494,12 +494,12 @@ template <int N> __device__ __forceinline__ void sdpa__cu_cp_wait() { asm volati
 __device__ __forceinline__ void sdpa__cu_ldm4(uint32_t addr, uint32_t *r)
 {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr) : "memory");
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
 }
 __device__ __forceinline__ void sdpa__cu_ldm4t(uint32_t addr, uint32_t *r)
 {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr) : "memory");
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
 }
 
 template <typename T> struct sdpa__cu_mma;
@@ -556,6 +556,7 @@ template <typename T, int DP, int NW, int MT, int BN>
 __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args a, int64_t nqb)
 {
     constexpr int BM = NW * 16 * MT, LD = DP + 8, CH = DP / 8, NT = BN / 8, DT = DP / 8;
+    constexpr bool QREG = MT == 1 && DP <= 128; /* Q's fragments stay in registers */
     const float LOG2E = 1.4426950408889634f;
     extern __shared__ __align__(16) unsigned char sdpa__cu_sm[];
     T *Qs = (T *)sdpa__cu_sm, *Ks = Qs + BM * LD, *Vs = Ks + 2 * BN * LD;
@@ -617,6 +618,7 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
         lrow[mt][0] = lrow[mt][1] = 0.0f;
     }
     const float sl2 = a.scale * LOG2E;
+    uint32_t qf[QREG ? DP / 16 : 1][4];
 
     for (int64_t t = 0; t < ntiles; t++) {
         if (t + 1 < ntiles) {
@@ -628,6 +630,10 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
         }
         __syncthreads();
         const T *Kst = Ks + (t & 1) * BN * LD, *Vst = Vs + (t & 1) * BN * LD;
+        if (QREG && t == 0)
+#pragma unroll
+            for (int kk = 0; kk < DP / 16; kk++)
+                sdpa__cu_ldm4(sdpa__cu_sa(Qs + (warp * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), qf[QREG ? kk : 0]);
         float sc[MT][NT][4];
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
@@ -638,7 +644,8 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
             uint32_t af[MT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
-                sdpa__cu_ldm4(sdpa__cu_sa(Qs + (warp * MT * 16 + mt * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), af[mt]);
+                if (QREG) { af[mt][0] = qf[kk][0]; af[mt][1] = qf[kk][1]; af[mt][2] = qf[kk][2]; af[mt][3] = qf[kk][3]; }
+                else sdpa__cu_ldm4(sdpa__cu_sa(Qs + (warp * MT * 16 + mt * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), af[mt]);
 #pragma unroll
             for (int nb = 0; nb < BN / 16; nb++) {
                 uint32_t b[4];
@@ -963,7 +970,9 @@ template <typename T> static cudaError_t sdpa__cu_launch_mma_t(const sdpa__cu_pl
     const int64_t D = P->a.D;
     if (D <= 64) return sdpa__cu_launch_mma<T, 64, 8, 1, 64>(P, st);
     if (D <= 96) return sdpa__cu_launch_mma<T, 96, 8, 1, 64>(P, st);
-    if (D <= 128) return sdpa__cu_launch_mma<T, 128, 8, 1, 64>(P, st);
+    if (D <= 128) {
+        return sdpa__cu_launch_mma<T, 128, 8, 1, 64>(P, st);
+    }
     return sdpa__cu_launch_mma<T, 256, 4, 1, 32>(P, st);
 }
 
@@ -1047,11 +1056,13 @@ typedef struct sdpa__cu_kvargs {
     int64_t H, D, Dv;
 } sdpa__cu_kvargs;
 
+/* Positions are below 2^31 (append checks): 32-bit page arithmetic. */
 __device__ __forceinline__ const char *sdpa__cu_kv_row(const sdpa__cu_kvargs &c, int64_t seq, int64_t pos, int64_t h, int v,
                                                        const float **scale)
 {
-    const char *pg = c.pool + (int64_t)c.table[seq * c.tld + pos / c.ps] * c.page_bytes;
-    int64_t slot = pos % c.ps, es = c.dt == SDPA_F32 ? 4 : c.dt == SDPA_I8 ? 1 : 2;
+    const uint32_t pu = (uint32_t)pos, psu = (uint32_t)c.ps, pi = pu / psu;
+    const char *pg = c.pool + (int64_t)c.table[seq * c.tld + pi] * c.page_bytes;
+    int64_t slot = (int64_t)(pu - pi * psu), es = c.dt == SDPA_F32 ? 4 : c.dt == SDPA_I8 ? 1 : 2;
     *scale = (const float *)(pg + (v ? c.off_vs : c.off_ks)) + h * c.ps + slot;
     return pg + (v ? c.off_v : c.off_k) + (h * c.ps + slot) * (v ? c.Dv : c.D) * es;
 }
@@ -1179,7 +1190,7 @@ __device__ __forceinline__ void sdpa__cu_ld8(const char *row, int dt, int64_t d0
 template <int L, int RB>
 __global__ void __launch_bounds__(128) sdpa__cu_decode(const sdpa__cu_dargs a)
 {
-    constexpr int NG = 128 / L, U = RB >= 8 ? 2 : 4, T = NG * U, DX = 8 * L;
+    constexpr int NG = 128 / L, U = RB >= 8 ? 2 : RB >= 4 ? 4 : 8, T = NG * U, DX = 8 * L;
     const float LOG2E = 1.4426950408889634f;
     __shared__ float S[RB][T];
     __shared__ float alpha_s[RB], m_s[RB], l_s[RB];
@@ -1515,6 +1526,8 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_append(sdpa_cuda_kv_cache *c, int64_t seq, 
     if (n == 0) return SDPA_OK;
     have = (c->len[seq] + c->ps - 1) / c->ps;
     need = (c->len[seq] + n + c->ps - 1) / c->ps;
+    if (c->len[seq] + n > 0x7fffffff)
+        return sdpa__cu_kv_fail(c, SDPA_ERR_CAPACITY, "sdpa_cuda_kv_cache_append: a sequence holds at most 2^31 - 1 tokens");
     if (need > c->max_pages || need - have > c->nfree)
         return sdpa__cu_kv_fail(c, SDPA_ERR_CAPACITY, "sdpa_cuda_kv_cache_append: %lld more pages needed, %lld free",
                                 (long long)(need - have), (long long)c->nfree);
@@ -1677,15 +1690,15 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
     }
     if (A.nrb > 65535 / c->H) return sdpa__cu_fail(pp, SDPA_ERR_SHAPE, "sdpa_cuda_kv_cache_attention: too many query rows per kv head");
     if (A.B * A.Hq * A.n == 0) return SDPA_OK;
-    /* splits: about two waves of blocks on a large GPU, at least 256 keys
+    /* splits: about four waves of blocks on a large GPU, at least 256 keys
      * each; from the shapes only, so results do not depend on the device */
     rows_blocks = A.B * c->H * A.nrb;
-    A.nsplit = (264 + rows_blocks - 1) / rows_blocks;
+    A.nsplit = (528 + rows_blocks - 1) / rows_blocks;
     if (A.nsplit > (maxlen + 255) / 256) A.nsplit = (maxlen + 255) / 256;
     if (A.nsplit > 128) A.nsplit = 128;
     if (A.nsplit < 1) A.nsplit = 1;
-    A.chunk = ((maxlen + A.nsplit - 1) / A.nsplit + 63) / 64 * 64;
-    if (A.chunk < 64) A.chunk = 64;
+    A.chunk = ((maxlen + A.nsplit - 1) / A.nsplit + 127) / 128 * 128;
+    if (A.chunk < 128) A.chunk = 128;
     A.nsplit = (maxlen + A.chunk - 1) / A.chunk;
     if (A.nsplit < 1) A.nsplit = 1;
     if (A.B * A.Hq * A.n > 0x7fffffff || A.B * A.Hq * A.n > INT64_MAX / (A.nsplit * (c->Dv + 2) * 4))
