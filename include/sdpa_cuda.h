@@ -50,8 +50,8 @@
  * NUMERICS
  *   fp32 accumulation and fp32 softmax statistics everywhere. The tensor-core
  *   kernel rounds P to the input type before P.V (as FlashAttention does);
- *   against a float64 reference on the same inputs its outputs measured
- *   relative L2 errors of about 3e-4 (F16) and 3e-3 (BF16) (tests/cuda);
+ *   tests/cuda holds it to relative L2 <= 2e-3 (F16) and 1.6e-2 (BF16)
+ *   against a float64 reference on the same inputs (BF16 out measured 3e-3);
  *   the generic kernel's F32 outputs meet sdpa.h's F32 bound. A query row
  *   that sees no key gives out = 0 and lse = -inf. Results are deterministic:
  *   every output is computed by one thread block in a fixed order, and the
