@@ -159,7 +159,7 @@ bench-kernels-clang:
 # Cross builds leave out the sanitizer steps: their runtimes do not work
 # under qemu's user-mode emulation; and test-sleef (see there).
 TEST_STEPS := $(strip test-unit $(if $(CROSS),,test-sleef) test-bf16-emu test-compile test-two-copies \
-              test-simple test-decode check-asm $(if $(CROSS),,test-sanitize test-tsan))
+              test-simple test-decode check-asm $(if $(CROSS),,test-sanitize test-tsan test-cuda))
 
 test:
 	@failed=""; \
@@ -587,6 +587,32 @@ check-cmake:
 
 clean:
 	rm -rf $(B)
+
+# ---------------------------------------------------------------- CUDA
+# make test-cuda: include/sdpa_cuda.h compiled by nvcc for sm_80 and sm_90
+# (tests/cuda/test_cuda.cu, the implementation included), then its host-side
+# checks; the device checks run where a GPU is, else it says "skipped: no CUDA
+# device". Without nvcc the step prints a skip line and passes.
+# make bench-cuda (on a GPU machine): build, tests, compute-sanitizer, bench table.
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+NVCC_ARCHS ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+# Measured on the 2-core dev machine (shared, busy): 64 s of CPU, 159 s wall for both archs.
+NVCC_TEST_FLAGS ?=
+.PHONY: test-cuda bench-cuda
+$(B)/cuda:
+	@mkdir -p $@
+$(B)/cuda/cpu_impl.o: tests/cuda/cpu_impl.c $(HEADER) | $(B)/cuda
+	$(CC) -O2 -std=c99 $(INC) -c $< -o $@
+$(B)/cuda/test_cuda: tests/cuda/test_cuda.cu include/sdpa_cuda.h $(HEADER) $(B)/cuda/cpu_impl.o | $(B)/cuda
+	$(NVCC) -O2 -std=c++17 $(INC) $(NVCC_ARCHS) $(NVCC_TEST_FLAGS) --threads 2 -Xcompiler -Wall tests/cuda/test_cuda.cu $(B)/cuda/cpu_impl.o -o $@ -lm -lpthread
+test-cuda:
+	@if [ -z "$(NVCC)" ]; then echo "test-cuda: skipped: nvcc not found (CUDA Toolkit not installed)"; exit 0; fi; \
+	start=$$(date +%s); \
+	$(MAKE) --no-print-directory $(B)/cuda/test_cuda || exit 1; \
+	echo "test-cuda: nvcc build took $$(( $$(date +%s) - start )) s"; \
+	./$(B)/cuda/test_cuda
+bench-cuda:
+	sh bench/cuda/run.sh
 
 # ---------------------------------------------------------------- assembly
 # make asm: per kernel and per path (plain_* from bench/plain_kernels.h, the

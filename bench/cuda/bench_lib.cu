@@ -1,0 +1,41 @@
+/* bench/cuda/bench_lib.cu - sdpa_cuda.h as a shared object with flat entry
+ * points for bench.py (ctypes): contiguous tensors, plain arguments. */
+#define SDPA_CUDA_IMPLEMENTATION
+#include "sdpa_cuda.h"
+
+extern "C" {
+
+int bench_attention(void *q, void *k, void *v, void *o, int dt, long long B, long long Hq, long long Hkv, long long L, long long D,
+                    int causal, int kernel, void *stream)
+{
+    sdpa_tensor tq = {q, (sdpa_dtype)dt, {B, Hq, L, D}, {0}}, tk = {k, (sdpa_dtype)dt, {B, Hkv, L, D}, {0}},
+                tv = {v, (sdpa_dtype)dt, {B, Hkv, L, D}, {0}}, to = {o, (sdpa_dtype)dt, {B, Hq, L, D}, {0}};
+    sdpa_params p;
+    memset(&p, 0, sizeof p);
+    p.causal = causal ? SDPA_CAUSAL_TOP_LEFT : SDPA_CAUSAL_NONE;
+    return sdpa_cuda_attention_kernel(&tq, &tk, &tv, &to, &p, (cudaStream_t)stream, (sdpa_cuda_kernel)kernel);
+}
+
+void *bench_kv_create(int dt, long long nseq, long long H, long long D, long long ps, long long max_pages)
+{
+    sdpa_kv_cache_config c;
+    sdpa_cuda_kv_cache *kc = NULL;
+    memset(&c, 0, sizeof c);
+    c.num_seqs = nseq; c.kv_heads = H; c.head_dim = D; c.dtype = (sdpa_dtype)dt; c.page_size = ps; c.max_pages = max_pages;
+    return sdpa_cuda_kv_cache_create(&c, &kc) == SDPA_OK ? (void *)kc : NULL;
+}
+
+int bench_kv_append(void *c, long long seq, void *k, void *v, int dt, long long H, long long n, long long D, void *stream)
+{
+    sdpa_tensor tk = {k, (sdpa_dtype)dt, {1, H, n, D}, {0}}, tv = {v, (sdpa_dtype)dt, {1, H, n, D}, {0}};
+    return sdpa_cuda_kv_cache_append((sdpa_cuda_kv_cache *)c, seq, &tk, &tv, (cudaStream_t)stream);
+}
+
+int bench_kv_attention(void *c, void *q, void *o, int dt, long long B, long long Hq, long long D, void *stream)
+{
+    sdpa_tensor tq = {q, (sdpa_dtype)dt, {B, Hq, 1, D}, {0}}, to = {o, (sdpa_dtype)dt, {B, Hq, 1, D}, {0}};
+    return sdpa_cuda_kv_cache_attention((const sdpa_cuda_kv_cache *)c, NULL, &tq, &to, NULL, (cudaStream_t)stream);
+}
+
+void bench_kv_destroy(void *c) { sdpa_cuda_kv_cache_destroy((sdpa_cuda_kv_cache *)c); }
+}

@@ -1,0 +1,1765 @@
+/* sdpa_cuda.h - sdpa.h's attention as CUDA kernels, callable from C.     v0.1.0
+ *
+ * WHAT IT DOES
+ *   The same function as sdpa.h's sdpa_attention (PyTorch's
+ *   F.scaled_dot_product_attention semantics, GQA, masks, both causal
+ *   alignments, sliding window, softcap, ALiBi, LSE, variable lengths) on an
+ *   NVIDIA GPU, on device pointers and a cudaStream_t; plus a paged KV cache
+ *   in device memory (F16, BF16, F32 or I8 pages with the CPU cache's page
+ *   layout and per-token scales) and flash-decoding over it.
+ *
+ * HOW TO USE
+ *   In exactly one .cu file, compiled by nvcc:
+ *       #define SDPA_CUDA_IMPLEMENTATION
+ *       #include "sdpa_cuda.h"
+ *   Everywhere else (C or C++) just #include "sdpa_cuda.h" (it includes
+ *   sdpa.h for the types and <cuda_runtime_api.h>); link the object with
+ *   -lcudart. Build for the GPU you run on, e.g.
+ *       nvcc -O3 -arch=sm_90 -c sdpa_cuda_impl.cu   (sm_80: A100, sm_86/89: RTX)
+ *   The kernels need compute capability 8.0 or newer (mma.sync bf16, cp.async).
+ *
+ *       sdpa_tensor q = { dq, SDPA_BF16, {B, Hq, Lq, D}, {0} };  // device pointers
+ *       ... k, v, o likewise ...
+ *       sdpa_params p = {0};  p.causal = SDPA_CAUSAL_BOTTOM_RIGHT;
+ *       int rc = sdpa_cuda_attention(&q, &k, &v, &o, &p, stream);
+ *       if (rc) fprintf(stderr, "%s\n", sdpa_cuda_strerror(rc));
+ *
+ * WHAT DIFFERS FROM sdpa.h
+ *   Pointers: q, k, v, out, mask->data and lse are device pointers (or
+ *   managed memory). alibi_slopes, seqlens_q, seqlens_kv and cu_seqlens_* are
+ *   HOST arrays: they are validated on the host, then copied to the device
+ *   on the stream (stream-ordered cudaMallocAsync; freed the same way).
+ *   Not supported: score_mod (a host function; SDPA_ERR_PARAM) and the int8
+ *   precision modes (SDPA_ERR_PARAM). num_threads, parallel_for, allocator,
+ *   path, tile_q and tile_k are ignored.
+ *   Calls are asynchronous: they return after the launches; errors of
+ *   arguments come back before anything is launched, launch errors as
+ *   SDPA_ERR_CUDA (the CUDA error string goes to params->errbuf).
+ *
+ * KERNELS
+ *   F16/BF16 q, k, v with head_dim == head_dim_v, head_dim a multiple of 8
+ *   and at most 256, and every stride but the last a multiple of 8 (16-byte
+ *   rows, 16-byte aligned data): the tensor-core kernel (FlashAttention-2
+ *   style: mma.sync m16n8k16 with fp32 accumulators, ldmatrix, a two-stage
+ *   cp.async pipeline over K/V tiles), compiled for head_dim 64, 96, 128 and
+ *   256; other head dims take the next of those with zero-filled columns.
+ *   Everything else (F32, head_dim not a multiple of 8, head_dim != head_dim_v,
+ *   odd strides): a generic kernel on the CUDA cores in fp32, one warp per
+ *   query row, head dims up to 256.
+ *
+ * NUMERICS
+ *   fp32 accumulation and fp32 softmax statistics everywhere. The tensor-core
+ *   kernel rounds P to the input type before P.V (as FlashAttention does);
+ *   tests/cuda holds it to relative L2 <= 2e-3 (F16) and 1.6e-2 (BF16)
+ *   against a float64 reference on the same inputs (BF16 out measured 3e-3);
+ *   the generic kernel's F32 outputs meet sdpa.h's F32 bound. A query row
+ *   that sees no key gives out = 0 and lse = -inf. Results are deterministic:
+ *   every output is computed by one thread block in a fixed order, and the
+ *   decode split count depends on the shapes only.
+ *   Keys past a sequence's length are never read. A NaN or Inf in a K/V row
+ *   inside the sequence that a row cannot see (causal, window, mask) may still
+ *   reach that row when both share a tensor-core tile (0 * Inf in P.V);
+ *   sdpa.h keeps such rows clean.
+ *
+ * LICENCE: MIT, as sdpa.h.
+ */
+#ifndef SDPA_CUDA_H
+#define SDPA_CUDA_H
+
+#include "sdpa.h"
+#include <cuda_runtime_api.h>
+
+#ifndef SDPA_CUDA_API
+#ifdef SDPA_STATIC
+#define SDPA_CUDA_API static
+#else
+#define SDPA_CUDA_API extern
+#endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A CUDA call failed (launch, allocation, copy): the CUDA error string is in
+ * params->errbuf. Outside sdpa.h's argument (-1..-19) and resource (-20..-22)
+ * codes already taken. */
+#define SDPA_ERR_CUDA (-29)
+
+/* Which kernel a call takes (for tests and measurements). */
+typedef enum sdpa_cuda_kernel {
+    SDPA_CUDA_KERNEL_AUTO = 0,
+    SDPA_CUDA_KERNEL_GENERIC = 1,  /* fp32 CUDA cores, every supported input */
+    SDPA_CUDA_KERNEL_MMA = 2       /* tensor cores, F16/BF16 (see KERNELS); SDPA_ERR_PATH when not eligible */
+} sdpa_cuda_kernel;
+
+SDPA_CUDA_API int sdpa_cuda_attention(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v,
+                                      const sdpa_tensor *out, const sdpa_params *params, cudaStream_t stream);
+SDPA_CUDA_API int sdpa_cuda_attention_kernel(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v,
+                                             const sdpa_tensor *out, const sdpa_params *params, cudaStream_t stream,
+                                             sdpa_cuda_kernel kernel);
+/* The kernel sdpa_cuda_attention would take for these arguments, or a
+ * negative error code (the same validation, nothing launched). */
+SDPA_CUDA_API int sdpa_cuda_kernel_for(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v,
+                                       const sdpa_tensor *out, const sdpa_params *params);
+
+/* sdpa_strerror's words for every code, and SDPA_ERR_CUDA's. */
+SDPA_CUDA_API const char *sdpa_cuda_strerror(int code);
+
+/* ---- KV cache in device memory ----
+ * The pages have the CPU cache's layout without its host header: K
+ * [kv_heads][page_size][head_dim], V [kv_heads][page_size][head_dim_v] and,
+ * for I8, the K and V scales [kv_heads][page_size] (fp32, max|x| / 127 per
+ * token and head; values rounded to nearest, ties away from zero; a row with
+ * NaN or Inf is stored as zeros with a NaN scale), every part 64-byte
+ * aligned: appending the same tokens to this cache and to sdpa.h's stores
+ * the same bytes. config->max_pages (>= 1) pages are allocated at creation
+ * (one cudaMalloc); each sequence holds a page table of up to max_pages
+ * entries. Sequences grow by appending, shrink by truncate or reset; fork
+ * and evict are not provided. The host keeps the page tables: calls that
+ * change the cache need the caller's exclusive access, as in sdpa.h. */
+typedef struct sdpa_cuda_kv_cache sdpa_cuda_kv_cache;
+
+SDPA_CUDA_API int  sdpa_cuda_kv_cache_create(const sdpa_kv_cache_config *config, sdpa_cuda_kv_cache **cache);
+SDPA_CUDA_API void sdpa_cuda_kv_cache_destroy(sdpa_cuda_kv_cache *cache);
+/* k [1, kv_heads, n, head_dim], v [1, kv_heads, n, head_dim_v]: device
+ * tensors, F32, F16 or BF16. All or nothing on argument and capacity errors. */
+SDPA_CUDA_API int sdpa_cuda_kv_cache_append(sdpa_cuda_kv_cache *cache, int64_t seq, const sdpa_tensor *k,
+                                            const sdpa_tensor *v, cudaStream_t stream);
+SDPA_CUDA_API int sdpa_cuda_kv_cache_truncate(sdpa_cuda_kv_cache *cache, int64_t seq, int64_t len);
+SDPA_CUDA_API int sdpa_cuda_kv_cache_reset(sdpa_cuda_kv_cache *cache, int64_t seq); /* -1: every sequence */
+SDPA_CUDA_API int64_t sdpa_cuda_kv_cache_len(const sdpa_cuda_kv_cache *cache, int64_t seq);
+/* Tokens pos..pos+n-1 of seq as stored (I8 dequantized: scale * q, one float
+ * product) into device tensors k [1, kv_heads, n, head_dim] and
+ * v [1, kv_heads, n, head_dim_v] (F32, F16 or BF16; either may be NULL). */
+SDPA_CUDA_API int sdpa_cuda_kv_cache_read(const sdpa_cuda_kv_cache *cache, int64_t seq, int64_t pos,
+                                          const sdpa_tensor *k, const sdpa_tensor *v, cudaStream_t stream);
+/* As sdpa_kv_cache_attention: q [B, Hq, n, head_dim] (device, F32, F16 or
+ * BF16) over the cache; seqs (HOST array, may be NULL) picks each batch
+ * entry's sequence; its n queries are the sequence's last n tokens (or the
+ * last seqlens_q[b], a host array). Options: scale, causal (NONE or
+ * BOTTOM_RIGHT), window, softcap, alibi_slopes (host), lse, seqlens_q; the
+ * rest as sdpa_kv_cache_attention refuses them, and score_mod. Keys are split
+ * into chunks over thread blocks (flash-decoding) and merged exactly through
+ * their log-sum-exp in a fixed order. */
+SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *cache, const int64_t *seqs, const sdpa_tensor *q,
+                                               const sdpa_tensor *out, const sdpa_params *params, cudaStream_t stream);
+/* Device bytes the cache holds (pool and page tables). */
+SDPA_CUDA_API int64_t sdpa_cuda_kv_cache_bytes(const sdpa_cuda_kv_cache *cache);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SDPA_CUDA_H */
+
+/* ======================================================================== */
+/*                              IMPLEMENTATION                              */
+/* ======================================================================== */
+#if defined(SDPA_CUDA_IMPLEMENTATION) && !defined(SDPA_CUDA__IMPLEMENTATION_DONE)
+#define SDPA_CUDA__IMPLEMENTATION_DONE
+
+#ifndef __CUDACC__
+#error "SDPA_CUDA_IMPLEMENTATION must be compiled by nvcc (a .cu file)"
+#endif
+
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SDPA__CU_MAXD 256          /* head dims the kernels take */
+
+/* ---- host: errors, tensors ----------------------------------------------- */
+
+static int sdpa__cu_fail(const sdpa_params *p, int code, const char *fmt, ...)
+{
+    if (p && p->errbuf && p->errbuf_size > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(p->errbuf, p->errbuf_size, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static int sdpa__cu_err(const sdpa_params *p, cudaError_t e, const char *what)
+{
+    return sdpa__cu_fail(p, SDPA_ERR_CUDA, "sdpa_cuda: %s: %s", what, cudaGetErrorString(e));
+}
+
+SDPA_CUDA_API const char *sdpa_cuda_strerror(int code)
+{
+    switch (code) {
+    case SDPA_OK: return "no error";
+    case SDPA_ERR_NULL: return "a required pointer is NULL";
+    case SDPA_ERR_DTYPE: return "unsupported dtype or dtype combination";
+    case SDPA_ERR_SHAPE: return "negative or inconsistent shapes";
+    case SDPA_ERR_STRIDE: return "invalid strides (negative, stride[3] != 1, or overlapping out rows)";
+    case SDPA_ERR_OVERFLOW: return "a size or offset overflows";
+    case SDPA_ERR_HEADS: return "q heads are not a multiple of kv heads";
+    case SDPA_ERR_MASK: return "mask dtype or shape not broadcastable";
+    case SDPA_ERR_PARAM: return "invalid or unsupported option value";
+    case SDPA_ERR_SEQLENS: return "variable-length arrays out of range or not monotonic";
+    case SDPA_ERR_ALIAS: return "out or lse overlaps an input or each other";
+    case SDPA_ERR_PATH: return "the requested kernel is not available for these arguments";
+    case SDPA_ERR_NOMEM: return "out of memory";
+    case SDPA_ERR_THREADS: return "the parallel_for hook reported failure";
+    case SDPA_ERR_CAPACITY: return "the KV cache is full (max_pages reached)";
+    case SDPA_ERR_CUDA: return "a CUDA call failed";
+    default: return "unknown error";
+    }
+}
+
+typedef struct sdpa__cu_tens {
+    const char *data;
+    int dtype;
+    int64_t n[4], s[4], esize;
+    uintptr_t lo, hi;
+} sdpa__cu_tens;
+
+static int64_t sdpa__cu_esize(int t)
+{
+    return t == SDPA_F32 ? 4 : (t == SDPA_F16 || t == SDPA_BF16) ? 2 : (t == SDPA_I8 || t == SDPA_BOOL) ? 1 : 0;
+}
+static int sdpa__cu_mul(int64_t a, int64_t b, int64_t *r)
+{
+    if (a < 0 || b < 0 || (a != 0 && b > INT64_MAX / a)) return 0;
+    *r = a * b;
+    return 1;
+}
+static int sdpa__cu_add(int64_t a, int64_t b, int64_t *r)
+{
+    if (a < 0 || b < 0 || a > INT64_MAX - b) return 0;
+    *r = a + b;
+    return 1;
+}
+static int sdpa__cu_isf(int t) { return t == SDPA_F32 || t == SDPA_F16 || t == SDPA_BF16; }
+
+/* sdpa.h's tensor rules: shapes >= 0, strides >= 0 with stride[3] == 1 (all
+ * zero = contiguous), extent and bytes overflow-checked, size-1 dims get
+ * stride 0. */
+static int sdpa__cu_tensor(const sdpa_params *pp, const char *name, const sdpa_tensor *x, sdpa__cu_tens *t)
+{
+    int d, contiguous = 1;
+    int64_t numel = 1, extent = 1, bytes;
+    if (!x) return sdpa__cu_fail(pp, SDPA_ERR_NULL, "sdpa_cuda: tensor %s is NULL", name);
+    t->dtype = (int)x->dtype;
+    t->esize = sdpa__cu_esize((int)x->dtype);
+    if (t->esize == 0) return sdpa__cu_fail(pp, SDPA_ERR_DTYPE, "sdpa_cuda: %s has unknown dtype %d", name, (int)x->dtype);
+    for (d = 0; d < 4; d++) {
+        if (x->shape[d] < 0)
+            return sdpa__cu_fail(pp, SDPA_ERR_SHAPE, "sdpa_cuda: %s.shape[%d] = %lld is negative", name, d, (long long)x->shape[d]);
+        if (x->stride[d] != 0) contiguous = 0;
+        if (!sdpa__cu_mul(numel, x->shape[d], &numel))
+            return sdpa__cu_fail(pp, SDPA_ERR_OVERFLOW, "sdpa_cuda: %s element count overflows", name);
+        t->n[d] = x->shape[d];
+    }
+    if (contiguous) {
+        int64_t s = 1;
+        for (d = 3; d >= 0; d--) {
+            t->s[d] = s;
+            if (!sdpa__cu_mul(s, x->shape[d] > 1 ? x->shape[d] : 1, &s)) s = 0;
+        }
+    } else {
+        for (d = 0; d < 4; d++) {
+            if (x->stride[d] < 0)
+                return sdpa__cu_fail(pp, SDPA_ERR_STRIDE, "sdpa_cuda: %s.stride[%d] = %lld is negative", name, d,
+                                     (long long)x->stride[d]);
+            t->s[d] = x->stride[d];
+        }
+        if (x->stride[3] != 1)
+            return sdpa__cu_fail(pp, SDPA_ERR_STRIDE, "sdpa_cuda: %s.stride[3] = %lld, must be 1", name, (long long)x->stride[3]);
+    }
+    for (d = 0; d < 4; d++)
+        if (t->n[d] == 1) t->s[d] = 0;
+    if (numel > 0) {
+        for (d = 0; d < 4; d++) {
+            int64_t span;
+            if (!sdpa__cu_mul(t->n[d] - 1, t->s[d], &span) || !sdpa__cu_add(extent, span, &extent))
+                return sdpa__cu_fail(pp, SDPA_ERR_OVERFLOW, "sdpa_cuda: %s strides overflow", name);
+        }
+        if (!sdpa__cu_mul(extent, t->esize, &bytes))
+            return sdpa__cu_fail(pp, SDPA_ERR_OVERFLOW, "sdpa_cuda: %s spans more bytes than addressable", name);
+        if (!x->data) return sdpa__cu_fail(pp, SDPA_ERR_NULL, "sdpa_cuda: %s.data is NULL", name);
+        t->lo = (uintptr_t)x->data;
+        if (t->lo > UINTPTR_MAX - (uintptr_t)bytes)
+            return sdpa__cu_fail(pp, SDPA_ERR_OVERFLOW, "sdpa_cuda: %s wraps around the address space", name);
+        t->hi = t->lo + (uintptr_t)bytes;
+    } else {
+        t->lo = t->hi = 0;
+    }
+    t->data = (const char *)x->data;
+    return SDPA_OK;
+}
+
+static int sdpa__cu_injective(const sdpa__cu_tens *t)
+{
+    int idx[4], n = 0, a, b;
+    int64_t need = 1;
+    for (a = 0; a < 4; a++)
+        if (t->n[a] > 1) idx[n++] = a;
+    for (a = 1; a < n; a++)
+        for (b = a; b > 0 && t->s[idx[b]] < t->s[idx[b - 1]]; b--) {
+            int tmp = idx[b]; idx[b] = idx[b - 1]; idx[b - 1] = tmp;
+        }
+    for (a = 0; a < n; a++) {
+        if (t->s[idx[a]] < need) return 0;
+        need = t->s[idx[a]] * t->n[idx[a]];
+    }
+    return 1;
+}
+
+static int sdpa__cu_overlap(const sdpa__cu_tens *a, uintptr_t lo, uintptr_t hi)
+{
+    return a->lo < a->hi && lo < hi && a->lo < hi && lo < a->hi;
+}
+
+/* ---- the arguments the kernels see ---------------------------------------- */
+
+typedef struct sdpa__cu_args {
+    const char *q, *k, *v, *m;
+    char *o;
+    float *lse;
+    int64_t qs[4], ks[4], vs[4], os[4], ms[4];
+    int qdt, odt, has_mask, mask_bool;
+    int64_t B, Hq, Hkv, G, Lq, Lk, D, Dv;
+    float scale, softcap;
+    int causal, window, packed, extras;  /* extras: softcap, alibi or mask present */
+    int64_t wl, wr;
+    const float *alibi;                  /* device copies */
+    const int64_t *sq, *skv, *cuq, *cuk;
+    int64_t nseq, seq0;                  /* sequences; the generic kernel's first (blockIdx.z + seq0) */
+} sdpa__cu_args;
+
+typedef struct sdpa__cu_seq {
+    int64_t bt, q0, nq, vq, k0, vk;
+} sdpa__cu_seq;
+
+__device__ __forceinline__ void sdpa__cu_seq_get(const sdpa__cu_args &a, int64_t s, sdpa__cu_seq *q)
+{
+    if (!a.packed) {
+        q->bt = s; q->q0 = 0; q->nq = a.Lq;
+        q->vq = a.sq ? a.sq[s] : a.Lq;
+        q->k0 = 0;
+        q->vk = a.skv ? a.skv[s] : a.Lk;
+    } else if (s < a.nseq - 1) {
+        q->bt = 0; q->q0 = a.cuq[s];
+        q->nq = q->vq = a.cuq[s + 1] - a.cuq[s];
+        q->k0 = a.cuk[s];
+        q->vk = a.cuk[s + 1] - a.cuk[s];
+    } else {
+        q->bt = 0; q->q0 = a.cuq[s]; q->nq = a.Lq - q->q0; q->vq = 0; q->k0 = 0; q->vk = 0;
+    }
+}
+
+/* Position of query i on the key axis, and its visible keys [lo, hi]
+ * (hi < lo: none). */
+__device__ __forceinline__ int64_t sdpa__cu_pos(int causal, int64_t i, int64_t vq, int64_t vk)
+{
+    return causal == SDPA_CAUSAL_TOP_LEFT ? i : i + vk - vq;
+}
+__device__ __forceinline__ void sdpa__cu_range(int causal, int window, int64_t wl, int64_t wr, int64_t i, int64_t vq,
+                                               int64_t vk, int64_t *lo, int64_t *hi)
+{
+    int64_t pos = sdpa__cu_pos(causal, i, vq, vk), l = 0, h = vk - 1;
+    if (i >= vq) h = -1;
+    if (causal != SDPA_CAUSAL_NONE && pos < h) h = pos;
+    if (window && wl >= 0 && pos - wl > l) l = pos - wl;
+    if (window && wr >= 0 && pos + wr < h) h = pos + wr;
+    if (h < l) { l = 0; h = -1; }
+    *lo = l;
+    *hi = h;
+}
+
+__device__ __forceinline__ int64_t sdpa__cu_esize_d(int t) { return t == SDPA_F32 ? 4 : (t == SDPA_I8 || t == SDPA_BOOL) ? 1 : 2; }
+
+__device__ __forceinline__ float sdpa__cu_ld(const char *p, int dt)
+{
+    if (dt == SDPA_F32) return *(const float *)p;
+    if (dt == SDPA_F16) return __half2float(*(const __half *)p);
+    if (dt == SDPA_BF16) return __bfloat162float(*(const __nv_bfloat16 *)p);
+    return (float)*(const signed char *)p;
+}
+__device__ __forceinline__ void sdpa__cu_st(char *p, int dt, float x)
+{
+    if (dt == SDPA_F32) *(float *)p = x;
+    else if (dt == SDPA_F16) *(__half *)p = __float2half_rn(x);
+    else *(__nv_bfloat16 *)p = __float2bfloat16_rn(x);
+}
+
+/* softcap, ALiBi and mask on a scaled score s of query i (within its
+ * sequence) and key j, head h; the key is visible. */
+__device__ __forceinline__ float sdpa__cu_extras(const sdpa__cu_args &a, const sdpa__cu_seq &sq, int64_t h, int64_t i,
+                                                 int64_t j, float s)
+{
+    if (a.softcap > 0.0f) s = a.softcap * tanhf(s / a.softcap);
+    if (a.alibi) {
+        int64_t dist = sdpa__cu_pos(a.causal, i, sq.vq, sq.vk) - j;
+        s -= a.alibi[h] * (float)(dist < 0 ? -dist : dist);
+    }
+    if (a.has_mask) {
+        const char *mp = a.m + (sq.bt * a.ms[0] + h * a.ms[1] + (sq.q0 + i) * a.ms[2] + (sq.k0 + j) * a.ms[3]) *
+                                   (a.mask_bool ? 1 : 4);
+        if (a.mask_bool) {
+            if (!*(const unsigned char *)mp) s = -INFINITY;
+        } else {
+            s += *(const float *)mp;
+        }
+    }
+    return s;
+}
+
+/* ---- generic kernel: fp32 on the CUDA cores ------------------------------ */
+
+/* One warp per query row (sequence blockIdx.z, head blockIdx.y, row from
+ * blockIdx.x and the warp); lane l holds q and the output accumulators for
+ * dims l, l+32, ... (head dims <= 256). For each visible key: a dot product
+ * reduced across the warp, then one online-softmax step. Reads K and V once
+ * per query row: O(Lq * Lk * D) bytes (mostly from cache). */
+#define SDPA__CU_GW 4
+__global__ void __launch_bounds__(32 * SDPA__CU_GW) sdpa__cu_fwd_generic(const sdpa__cu_args a)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t s = blockIdx.z + a.seq0, h = blockIdx.y;
+    const int64_t i = (int64_t)blockIdx.x * SDPA__CU_GW + (threadIdx.x >> 5);
+    sdpa__cu_seq sq;
+    sdpa__cu_seq_get(a, s, &sq);
+    if (i >= sq.nq) return;
+    const int64_t g = h / a.G;
+    int64_t lo, hi;
+    sdpa__cu_range(a.causal, a.window, a.wl, a.wr, i, sq.vq, sq.vk, &lo, &hi);
+    float qr[8], acc[8];
+    const char *qp = a.q + (sq.bt * a.qs[0] + h * a.qs[1] + (sq.q0 + i) * a.qs[2]) * sdpa__cu_esize_d(a.qdt);
+#pragma unroll
+    for (int t = 0; t < 8; t++) {
+        int64_t d = lane + 32 * t;
+        qr[t] = (i < sq.vq && d < a.D) ? sdpa__cu_ld(qp + d * sdpa__cu_esize_d(a.qdt), a.qdt) * a.scale : 0.0f;
+        acc[t] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    const int64_t es = sdpa__cu_esize_d(a.qdt);
+    for (int64_t j = lo; j <= hi; j++) {
+        const char *kp = a.k + (sq.bt * a.ks[0] + g * a.ks[1] + (sq.k0 + j) * a.ks[2]) * es;
+        float part = 0.0f;
+#pragma unroll
+        for (int t = 0; t < 8; t++) {
+            int64_t d = lane + 32 * t;
+            if (d < a.D) part += qr[t] * sdpa__cu_ld(kp + d * es, a.qdt);
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
+        float sc = part;
+        if (a.extras) sc = sdpa__cu_extras(a, sq, h, i, j, sc);
+        if (sc == -INFINITY) continue;
+        float mn = fmaxf(m, sc);            /* NaN scores propagate through sc below */
+        float alpha = expf(m - mn), p = expf(sc - mn);
+        if (sc != sc) { mn = sc; alpha = p = sc; }
+        l = l * alpha + p;
+        m = mn;
+        const char *vp = a.v + (sq.bt * a.vs[0] + g * a.vs[1] + (sq.k0 + j) * a.vs[2]) * es;
+#pragma unroll
+        for (int t = 0; t < 8; t++) {
+            int64_t d = lane + 32 * t;
+            if (d < a.Dv) acc[t] = acc[t] * alpha + p * sdpa__cu_ld(vp + d * es, a.qdt);
+        }
+    }
+    const float inv = l > 0.0f ? 1.0f / l : (l != l ? l : 0.0f);
+    char *op = a.o + (sq.bt * a.os[0] + h * a.os[1] + (sq.q0 + i) * a.os[2]) * sdpa__cu_esize_d(a.odt);
+#pragma unroll
+    for (int t = 0; t < 8; t++) {
+        int64_t d = lane + 32 * t;
+        if (d < a.Dv) sdpa__cu_st(op + d * sdpa__cu_esize_d(a.odt), a.odt, l > 0.0f || l != l ? acc[t] * inv : 0.0f);
+    }
+    if (a.lse && lane == 0)
+        a.lse[(sq.bt * a.Hq + h) * a.Lq + sq.q0 + i] = l > 0.0f ? m + logf(l) : (l != l ? l : -INFINITY);
+}
+
+/* ---- tensor-core kernel --------------------------------------------------- */
+
+__device__ __forceinline__ uint32_t sdpa__cu_sa(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+/* 16 bytes global -> shared, asynchronously; bytes = 0 writes zeros (src is
+ * then not read, but stays a valid address). */
+__device__ __forceinline__ void sdpa__cu_cp16(uint32_t dst, const void *src, int bytes)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void sdpa__cu_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void sdpa__cu_cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+__device__ __forceinline__ void sdpa__cu_ldm4(uint32_t addr, uint32_t *r)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+__device__ __forceinline__ void sdpa__cu_ldm4t(uint32_t addr, uint32_t *r)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
+template <typename T> struct sdpa__cu_mma;
+template <> struct sdpa__cu_mma<__half> {
+    static __device__ __forceinline__ void run(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+    {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    static __device__ __forceinline__ uint32_t pack(float x, float y)
+    {
+        __half2 h = __floats2half2_rn(x, y);
+        return *(uint32_t *)&h;
+    }
+};
+template <> struct sdpa__cu_mma<__nv_bfloat16> {
+    static __device__ __forceinline__ void run(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+    {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    static __device__ __forceinline__ uint32_t pack(float x, float y)
+    {
+        __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+        return *(uint32_t *)&h;
+    }
+};
+
+/* Unclamped visible range of query i: [max(0, pos - wl), min(vk - 1, pos, pos + wr)]. */
+__device__ __forceinline__ void sdpa__cu_range_raw(const sdpa__cu_args &a, int64_t i, int64_t vq, int64_t vk, int64_t *lo,
+                                                   int64_t *hi)
+{
+    int64_t pos = sdpa__cu_pos(a.causal, i, vq, vk), l = 0, h = vk - 1;
+    if (a.causal != SDPA_CAUSAL_NONE && pos < h) h = pos;
+    if (a.window && a.wl >= 0 && pos - a.wl > l) l = pos - a.wl;
+    if (a.window && a.wr >= 0 && pos + a.wr < h) h = pos + a.wr;
+    *lo = l;
+    *hi = h;
+}
+
+/* FlashAttention-2's forward on mma.sync. A block owns BM = NW * MT * 16
+ * query rows of one head (each warp MT row tiles of 16) and walks the K/V
+ * tiles of BN keys that any of its rows can see, two stages deep through
+ * cp.async: S = Q K^T (A from Q in shared memory, B from K rows: ldmatrix),
+ * online softmax on the accumulators in registers (exp2, log2-scaled), P
+ * rounded to T in registers as the A operand of O += P V (V through
+ * ldmatrix.trans). Shared rows are padded by 16 bytes: ldmatrix's eight row
+ * addresses then fall in distinct banks. Shared memory:
+ * (BM + 4 BN) (DP + 8) * 2 bytes. Columns past D and keys outside the
+ * block's range are zero-filled, never read. */
+template <typename T, int DP, int NW, int MT, int BN>
+__global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args a, int64_t nqb)
+{
+    constexpr int BM = NW * 16 * MT, LD = DP + 8, CH = DP / 8, NT = BN / 8, DT = DP / 8;
+    constexpr bool QREG = MT == 1 && DP <= 128; /* Q's fragments stay in registers */
+    const float LOG2E = 1.4426950408889634f;
+    extern __shared__ __align__(16) unsigned char sdpa__cu_sm[];
+    T *Qs = (T *)sdpa__cu_sm, *Ks = Qs + BM * LD, *Vs = Ks + 2 * BN * LD;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int64_t s = (int64_t)blockIdx.x / nqb, h = blockIdx.y;
+    const int64_t i0 = (nqb - 1 - (int64_t)blockIdx.x % nqb) * BM; /* longest causal rows first */
+    sdpa__cu_seq sq;
+    sdpa__cu_seq_get(a, s, &sq);
+    if (i0 >= sq.nq) return;
+    const int64_t g = h / a.G;
+    const int64_t ilast = (i0 + BM < sq.nq ? i0 + BM : sq.nq) - 1;
+    int64_t klo = 0, khi = -1, flo = 1, fhi = 0;
+    if (i0 < sq.vq) {
+        int64_t iv = ilast < sq.vq - 1 ? ilast : sq.vq - 1, l0, h0, l1, h1;
+        sdpa__cu_range_raw(a, i0, sq.vq, sq.vk, &l0, &h0);
+        sdpa__cu_range_raw(a, iv, sq.vq, sq.vk, &l1, &h1);
+        klo = l0; khi = h1;           /* lo and hi grow with i */
+        if (iv == ilast) { flo = l1; fhi = h0; } /* keys every row of the block sees */
+    }
+    int64_t rlo[MT][2], rhi[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++)
+            sdpa__cu_range(a.causal, a.window, a.wl, a.wr, i0 + warp * MT * 16 + mt * 16 + rr * 8 + (lane >> 2), sq.vq, sq.vk,
+                           &rlo[mt][rr], &rhi[mt][rr]);
+
+    const char *qb = a.q + (sq.bt * a.qs[0] + h * a.qs[1] + sq.q0 * a.qs[2]) * 2;
+    const char *kb = a.k + (sq.bt * a.ks[0] + g * a.ks[1] + sq.k0 * a.ks[2]) * 2;
+    const char *vb = a.v + (sq.bt * a.vs[0] + g * a.vs[1] + sq.k0 * a.vs[2]) * 2;
+    for (int c = tid; c < BM * CH; c += NW * 32) {
+        int r = c / CH, cc = c % CH;
+        bool ok = i0 + r < sq.vq && cc * 8 < a.D;
+        sdpa__cu_cp16(sdpa__cu_sa(Qs + r * LD + cc * 8), ok ? (const void *)(qb + ((i0 + r) * a.qs[2] + cc * 8) * 2) : a.q,
+                      ok ? 16 : 0);
+    }
+    sdpa__cu_cp_commit();
+    const int64_t jstart = khi >= klo ? klo / BN * BN : 0;
+    const int64_t ntiles = khi >= klo ? (khi - jstart) / BN + 1 : 0;
+    auto load_kv = [&](int stage, int64_t j0) {
+        T *kd = Ks + stage * BN * LD, *vd = Vs + stage * BN * LD;
+        for (int c = tid; c < BN * CH; c += NW * 32) {
+            int r = c / CH, cc = c % CH;
+            int64_t j = j0 + r;
+            bool ok = j >= klo && j <= khi && cc * 8 < a.D;
+            sdpa__cu_cp16(sdpa__cu_sa(kd + r * LD + cc * 8), ok ? (const void *)(kb + (j * a.ks[2] + cc * 8) * 2) : a.k, ok ? 16 : 0);
+            sdpa__cu_cp16(sdpa__cu_sa(vd + r * LD + cc * 8), ok ? (const void *)(vb + (j * a.vs[2] + cc * 8) * 2) : a.v, ok ? 16 : 0);
+        }
+    };
+    if (ntiles > 0) load_kv(0, jstart);
+    sdpa__cu_cp_commit();
+
+    float o[MT][DT][4], mrow[MT][2], lrow[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int dt = 0; dt < DT; dt++) o[mt][dt][0] = o[mt][dt][1] = o[mt][dt][2] = o[mt][dt][3] = 0.0f;
+        mrow[mt][0] = mrow[mt][1] = -INFINITY;
+        lrow[mt][0] = lrow[mt][1] = 0.0f;
+    }
+    const float sl2 = a.scale * LOG2E;
+    uint32_t qf[QREG ? DP / 16 : 1][4];
+
+    for (int64_t t = 0; t < ntiles; t++) {
+        if (t + 1 < ntiles) {
+            load_kv((int)((t + 1) & 1), jstart + (t + 1) * BN);
+            sdpa__cu_cp_commit();
+            sdpa__cu_cp_wait<1>();
+        } else {
+            sdpa__cu_cp_wait<0>();
+        }
+        __syncthreads();
+        const T *Kst = Ks + (t & 1) * BN * LD, *Vst = Vs + (t & 1) * BN * LD;
+        if (QREG && t == 0)
+#pragma unroll
+            for (int kk = 0; kk < DP / 16; kk++)
+                sdpa__cu_ldm4(sdpa__cu_sa(Qs + (warp * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), qf[QREG ? kk : 0]);
+        float sc[MT][NT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) sc[mt][nt][0] = sc[mt][nt][1] = sc[mt][nt][2] = sc[mt][nt][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++) {
+            uint32_t af[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+                if (QREG) { af[mt][0] = qf[kk][0]; af[mt][1] = qf[kk][1]; af[mt][2] = qf[kk][2]; af[mt][3] = qf[kk][3]; }
+                else sdpa__cu_ldm4(sdpa__cu_sa(Qs + (warp * MT * 16 + mt * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), af[mt]);
+#pragma unroll
+            for (int nb = 0; nb < BN / 16; nb++) {
+                uint32_t b[4];
+                sdpa__cu_ldm4(sdpa__cu_sa(Kst + (nb * 16 + ((lane >> 4) & 1) * 8 + (lane & 7)) * LD + kk * 16 + ((lane >> 3) & 1) * 8), b);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    sdpa__cu_mma<T>::run(sc[mt][2 * nb], af[mt], b[0], b[1]);
+                    sdpa__cu_mma<T>::run(sc[mt][2 * nb + 1], af[mt], b[2], b[3]);
+                }
+            }
+        }
+        const int64_t j0 = jstart + t * BN;
+        const bool need = a.extras || !(j0 >= flo && j0 + BN - 1 <= fhi);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int rr = 0; rr < 2; rr++) {
+                const int64_t i = i0 + warp * MT * 16 + mt * 16 + rr * 8 + (lane >> 2);
+                float mx = -INFINITY;
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float x = sc[mt][nt][2 * rr + e];
+                        if (!need) {
+                            x *= sl2;
+                        } else {
+                            int64_t j = j0 + nt * 8 + 2 * (lane & 3) + e;
+                            if (j < rlo[mt][rr] || j > rhi[mt][rr]) x = -INFINITY;
+                            else x = (a.extras ? sdpa__cu_extras(a, sq, h, i, j, x * a.scale) : x * a.scale) * LOG2E;
+                        }
+                        sc[mt][nt][2 * rr + e] = x;
+                        mx = fmaxf(mx, x);
+                    }
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float mn = fmaxf(mrow[mt][rr], mx), mu = mn == -INFINITY ? 0.0f : mn;
+                const float alpha = exp2f(mrow[mt][rr] - mu);
+                mrow[mt][rr] = mn;
+                float ls = 0.0f;
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float p = exp2f(sc[mt][nt][2 * rr + e] - mu);
+                        sc[mt][nt][2 * rr + e] = p;
+                        ls += p;
+                    }
+                lrow[mt][rr] = lrow[mt][rr] * alpha + ls;
+#pragma unroll
+                for (int dt = 0; dt < DT; dt++) {
+                    o[mt][dt][2 * rr] *= alpha;
+                    o[mt][dt][2 * rr + 1] *= alpha;
+                }
+            }
+#pragma unroll
+        for (int kt = 0; kt < BN / 16; kt++) {
+            uint32_t pa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                pa[mt][0] = sdpa__cu_mma<T>::pack(sc[mt][2 * kt][0], sc[mt][2 * kt][1]);
+                pa[mt][1] = sdpa__cu_mma<T>::pack(sc[mt][2 * kt][2], sc[mt][2 * kt][3]);
+                pa[mt][2] = sdpa__cu_mma<T>::pack(sc[mt][2 * kt + 1][0], sc[mt][2 * kt + 1][1]);
+                pa[mt][3] = sdpa__cu_mma<T>::pack(sc[mt][2 * kt + 1][2], sc[mt][2 * kt + 1][3]);
+            }
+#pragma unroll
+            for (int dp = 0; dp < DP / 16; dp++) {
+                uint32_t b[4];
+                sdpa__cu_ldm4t(sdpa__cu_sa(Vst + (kt * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + dp * 16 + (lane >> 4) * 8), b);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    sdpa__cu_mma<T>::run(o[mt][2 * dp], pa[mt], b[0], b[1]);
+                    sdpa__cu_mma<T>::run(o[mt][2 * dp + 1], pa[mt], b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads(); /* the next load overwrites this stage */
+    }
+    sdpa__cu_cp_wait<0>();
+
+    const int64_t oes = a.odt == SDPA_F32 ? 4 : 2;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+            float l = lrow[mt][rr];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            const int64_t i = i0 + warp * MT * 16 + mt * 16 + rr * 8 + (lane >> 2);
+            if (i >= sq.nq) continue;
+            const float inv = l > 0.0f ? 1.0f / l : (l != l ? l : 0.0f);
+            char *op = a.o + (sq.bt * a.os[0] + h * a.os[1] + (sq.q0 + i) * a.os[2]) * oes;
+#pragma unroll
+            for (int dt = 0; dt < DT; dt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int col = dt * 8 + 2 * (lane & 3) + e;
+                    if (col < a.Dv) sdpa__cu_st(op + col * oes, a.odt, o[mt][dt][2 * rr + e] * inv);
+                }
+            if (a.lse && (lane & 3) == 0)
+                a.lse[(sq.bt * a.Hq + h) * a.Lq + sq.q0 + i] =
+                    l > 0.0f ? (mrow[mt][rr] + log2f(l)) * 0.6931471805599453f : (l != l ? l : -INFINITY);
+        }
+}
+
+/* ---- host: validation and launch ----------------------------------------- */
+
+typedef struct sdpa__cu_plan {
+    sdpa__cu_args a;
+    int64_t maxnq;              /* most query rows of one sequence */
+    int mma;                    /* eligible for the tensor-core kernel */
+    /* host arrays to copy to the device */
+    const float *alibi;
+    const int64_t *sq, *skv, *cuq, *cuk;
+    int64_t ncu;                /* entries of each cu_seqlens array */
+} sdpa__cu_plan;
+
+static int sdpa__cu_plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v, const sdpa_tensor *out,
+                              const sdpa_params *pp, sdpa__cu_plan *P)
+{
+    sdpa_params zero;
+    const sdpa_params *p = pp;
+    sdpa__cu_tens tq, tk, tv, to, tm;
+    sdpa__cu_args *A = &P->a;
+    int rc, d;
+    int64_t s, lse_n = 0;
+    uintptr_t lse_lo = 0, lse_hi = 0;
+    memset(P, 0, sizeof *P);
+    memset(&zero, 0, sizeof zero);
+    memset(&tm, 0, sizeof tm);
+    if (!p) p = &zero;
+    if ((rc = sdpa__cu_tensor(pp, "q", q, &tq)) != SDPA_OK) return rc;
+    if ((rc = sdpa__cu_tensor(pp, "k", k, &tk)) != SDPA_OK) return rc;
+    if ((rc = sdpa__cu_tensor(pp, "v", v, &tv)) != SDPA_OK) return rc;
+    if ((rc = sdpa__cu_tensor(pp, "out", out, &to)) != SDPA_OK) return rc;
+    if (!sdpa__cu_isf(tv.dtype) || tq.dtype != tv.dtype || tk.dtype != tv.dtype)
+        return sdpa__cu_fail(pp, SDPA_ERR_DTYPE, "sdpa_cuda: q, k, v must share one dtype of F32, F16, BF16 (got %d, %d, %d)",
+                             tq.dtype, tk.dtype, tv.dtype);
+    if (!sdpa__cu_isf(to.dtype))
+        return sdpa__cu_fail(pp, SDPA_ERR_DTYPE, "sdpa_cuda: out dtype must be F32, F16 or BF16 (got %d)", to.dtype);
+    A->B = tq.n[0]; A->Hq = tq.n[1]; A->Lq = tq.n[2]; A->D = tq.n[3];
+    A->Hkv = tk.n[1]; A->Lk = tk.n[2]; A->Dv = tv.n[3];
+    if (tk.n[0] != A->B || tv.n[0] != A->B || to.n[0] != A->B)
+        return sdpa__cu_fail(pp, SDPA_ERR_SHAPE, "sdpa_cuda: batch sizes differ (q %lld, k %lld, v %lld, out %lld)",
+                             (long long)A->B, (long long)tk.n[0], (long long)tv.n[0], (long long)to.n[0]);
+    if (tk.n[3] != A->D)
+        return sdpa__cu_fail(pp, SDPA_ERR_SHAPE, "sdpa_cuda: head_dim of q (%lld) and k (%lld) differ", (long long)A->D,
+                             (long long)tk.n[3]);
+    if (A->D < 1) return sdpa__cu_fail(pp, SDPA_ERR_SHAPE, "sdpa_cuda: head_dim of q and k must be at least 1");
+    if (A->D > SDPA__CU_MAXD || A->Dv > SDPA__CU_MAXD)
+        return sdpa__cu_fail(pp, SDPA_ERR_SHAPE, "sdpa_cuda: head dims up to %d are supported (got %lld, %lld)", SDPA__CU_MAXD,
+                             (long long)A->D, (long long)A->Dv);
+    if (tv.n[1] != A->Hkv || tv.n[2] != A->Lk)
+        return sdpa__cu_fail(pp, SDPA_ERR_SHAPE, "sdpa_cuda: v is [%lld, %lld, %lld, .] but k is [., %lld, %lld, .]",
+                             (long long)tv.n[0], (long long)tv.n[1], (long long)tv.n[2], (long long)A->Hkv, (long long)A->Lk);
+    if (to.n[1] != A->Hq || to.n[2] != A->Lq || to.n[3] != A->Dv)
+        return sdpa__cu_fail(pp, SDPA_ERR_SHAPE, "sdpa_cuda: out must be [B, Hq, Lq, Dv] = [%lld, %lld, %lld, %lld]",
+                             (long long)A->B, (long long)A->Hq, (long long)A->Lq, (long long)A->Dv);
+    if (A->Hkv == 0 ? A->Hq != 0 : A->Hq % A->Hkv != 0)
+        return sdpa__cu_fail(pp, SDPA_ERR_HEADS, "sdpa_cuda: q heads (%lld) must be a multiple of kv heads (%lld)",
+                             (long long)A->Hq, (long long)A->Hkv);
+    A->G = A->Hkv ? A->Hq / A->Hkv : 1;
+    if (!sdpa__cu_injective(&to))
+        return sdpa__cu_fail(pp, SDPA_ERR_STRIDE, "sdpa_cuda: out strides make distinct elements overlap");
+    if (p->mask) {
+        static const char *dn[4] = {"batch", "heads", "Lq", "Lk"};
+        int64_t want[4];
+        if ((rc = sdpa__cu_tensor(pp, "mask", p->mask, &tm)) != SDPA_OK)
+            return rc == SDPA_ERR_DTYPE ? sdpa__cu_fail(pp, SDPA_ERR_MASK, "sdpa_cuda: mask has unknown dtype") : rc;
+        if (tm.dtype != SDPA_F32 && tm.dtype != SDPA_BOOL)
+            return sdpa__cu_fail(pp, SDPA_ERR_MASK, "sdpa_cuda: mask dtype must be F32 (additive) or BOOL");
+        want[0] = A->B; want[1] = A->Hq; want[2] = A->Lq; want[3] = A->Lk;
+        for (d = 0; d < 4; d++)
+            if (tm.n[d] != 1 && tm.n[d] != want[d])
+                return sdpa__cu_fail(pp, SDPA_ERR_MASK, "sdpa_cuda: mask.shape[%d] (%s) is %lld, must be 1 or %lld", d, dn[d],
+                                     (long long)tm.n[d], (long long)want[d]);
+        A->has_mask = 1;
+        A->mask_bool = tm.dtype == SDPA_BOOL;
+    }
+    if (p->scale != p->scale || p->scale == (float)INFINITY || p->scale == -(float)INFINITY)
+        return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda: scale must be finite");
+    A->scale = p->scale != 0.0f ? p->scale : (float)(1.0 / sqrt((double)A->D));
+    if (!(p->softcap >= 0.0f) || p->softcap == (float)INFINITY)
+        return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda: softcap must be finite and >= 0");
+    A->softcap = p->softcap;
+    if (p->causal != SDPA_CAUSAL_NONE && p->causal != SDPA_CAUSAL_TOP_LEFT && p->causal != SDPA_CAUSAL_BOTTOM_RIGHT)
+        return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda: causal = %d is not an sdpa_causal value", (int)p->causal);
+    A->causal = (int)p->causal;
+    A->window = p->window != 0;
+    {
+        int64_t far = (A->Lq > INT64_MAX / 4 || A->Lk > INT64_MAX / 4) ? INT64_MAX / 4 : A->Lq + A->Lk;
+        A->wl = p->window_left < far ? p->window_left : far;
+        A->wr = p->window_right < far ? p->window_right : far;
+    }
+    if (p->score_mod) return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda: score_mod (a host function) is not supported");
+    if (p->precision != SDPA_PRECISION_DEFAULT)
+        return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda: precision modes other than the default are not supported");
+    if (p->num_threads < 0) return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda: num_threads must be >= 0");
+    P->alibi = p->alibi_slopes;
+
+    if ((p->seqlens_q || p->seqlens_kv) && (p->cu_seqlens_q || p->cu_seqlens_kv))
+        return sdpa__cu_fail(pp, SDPA_ERR_SEQLENS, "sdpa_cuda: seqlens_* and cu_seqlens_* cannot be combined");
+    for (s = 0; s < A->B; s++) {
+        if (p->seqlens_q && (p->seqlens_q[s] < 0 || p->seqlens_q[s] > A->Lq))
+            return sdpa__cu_fail(pp, SDPA_ERR_SEQLENS, "sdpa_cuda: seqlens_q[%lld] = %lld is outside [0, %lld]", (long long)s,
+                                 (long long)p->seqlens_q[s], (long long)A->Lq);
+        if (p->seqlens_kv && (p->seqlens_kv[s] < 0 || p->seqlens_kv[s] > A->Lk))
+            return sdpa__cu_fail(pp, SDPA_ERR_SEQLENS, "sdpa_cuda: seqlens_kv[%lld] = %lld is outside [0, %lld]", (long long)s,
+                                 (long long)p->seqlens_kv[s], (long long)A->Lk);
+    }
+    P->sq = p->seqlens_q;
+    P->skv = p->seqlens_kv;
+    P->maxnq = A->Lq;
+    if (p->cu_seqlens_q || p->cu_seqlens_kv) {
+        if (!p->cu_seqlens_q || !p->cu_seqlens_kv)
+            return sdpa__cu_fail(pp, SDPA_ERR_SEQLENS, "sdpa_cuda: cu_seqlens_q and cu_seqlens_kv must be given together");
+        if (A->B != 1)
+            return sdpa__cu_fail(pp, SDPA_ERR_SEQLENS, "sdpa_cuda: packed sequences (cu_seqlens) need batch 1, got %lld",
+                                 (long long)A->B);
+        if (p->num_seqs < 0 || p->num_seqs > INT64_MAX / 16 - 2)
+            return sdpa__cu_fail(pp, SDPA_ERR_SEQLENS, "sdpa_cuda: num_seqs = %lld is invalid", (long long)p->num_seqs);
+        if (p->cu_seqlens_q[0] != 0 || p->cu_seqlens_kv[0] != 0)
+            return sdpa__cu_fail(pp, SDPA_ERR_SEQLENS, "sdpa_cuda: cu_seqlens must start at 0");
+        P->maxnq = 0;
+        for (s = 0; s < p->num_seqs; s++) {
+            if (p->cu_seqlens_q[s + 1] < p->cu_seqlens_q[s] || p->cu_seqlens_kv[s + 1] < p->cu_seqlens_kv[s])
+                return sdpa__cu_fail(pp, SDPA_ERR_SEQLENS, "sdpa_cuda: cu_seqlens decrease at index %lld", (long long)s + 1);
+            if (p->cu_seqlens_q[s + 1] - p->cu_seqlens_q[s] > P->maxnq) P->maxnq = p->cu_seqlens_q[s + 1] - p->cu_seqlens_q[s];
+        }
+        if (p->cu_seqlens_q[p->num_seqs] > A->Lq || p->cu_seqlens_kv[p->num_seqs] > A->Lk)
+            return sdpa__cu_fail(pp, SDPA_ERR_SEQLENS, "sdpa_cuda: cu_seqlens end past Lq (%lld) or Lk (%lld)", (long long)A->Lq,
+                                 (long long)A->Lk);
+        if (A->Lq - p->cu_seqlens_q[p->num_seqs] > P->maxnq) P->maxnq = A->Lq - p->cu_seqlens_q[p->num_seqs];
+        A->packed = 1;
+        P->cuq = p->cu_seqlens_q;
+        P->cuk = p->cu_seqlens_kv;
+        P->ncu = p->num_seqs + 1;
+        A->nseq = p->num_seqs + 1;
+    } else {
+        A->nseq = A->B;
+    }
+    if (p->lse) {
+        if (!sdpa__cu_mul(A->B, A->Hq, &lse_n) || !sdpa__cu_mul(lse_n, A->Lq, &lse_n) || lse_n > INT64_MAX / 4)
+            return sdpa__cu_fail(pp, SDPA_ERR_OVERFLOW, "sdpa_cuda: lse size overflows");
+        lse_lo = (uintptr_t)p->lse;
+        lse_hi = lse_lo + (uintptr_t)lse_n * 4u;
+        if (lse_n > 0 && lse_hi < lse_lo) return sdpa__cu_fail(pp, SDPA_ERR_OVERFLOW, "sdpa_cuda: lse wraps around the address space");
+    }
+    {
+        const sdpa__cu_tens *in[4] = {&tq, &tk, &tv, &tm};
+        static const char *nm[4] = {"q", "k", "v", "mask"};
+        int i;
+        for (i = 0; i < 4; i++) {
+            if (sdpa__cu_overlap(in[i], to.lo, to.hi)) return sdpa__cu_fail(pp, SDPA_ERR_ALIAS, "sdpa_cuda: out overlaps %s", nm[i]);
+            if (sdpa__cu_overlap(in[i], lse_lo, lse_hi)) return sdpa__cu_fail(pp, SDPA_ERR_ALIAS, "sdpa_cuda: lse overlaps %s", nm[i]);
+        }
+        if (sdpa__cu_overlap(&to, lse_lo, lse_hi)) return sdpa__cu_fail(pp, SDPA_ERR_ALIAS, "sdpa_cuda: lse overlaps out");
+    }
+    if (A->Hq > 65535) return sdpa__cu_fail(pp, SDPA_ERR_SHAPE, "sdpa_cuda: at most 65535 q heads (a grid dimension)");
+    if (A->nseq > 0 && (P->maxnq + 3) / 4 > (int64_t)0x7fffffff / A->nseq)
+        return sdpa__cu_fail(pp, SDPA_ERR_OVERFLOW, "sdpa_cuda: too many query rows for one launch");
+
+    A->q = tq.data; A->k = tk.data; A->v = tv.data; A->o = (char *)(uintptr_t)to.data; A->m = tm.data;
+    A->lse = p->lse;
+    for (d = 0; d < 4; d++) { A->qs[d] = tq.s[d]; A->ks[d] = tk.s[d]; A->vs[d] = tv.s[d]; A->os[d] = to.s[d]; A->ms[d] = tm.s[d]; }
+    A->qdt = tq.dtype;
+    A->odt = to.dtype;
+    A->extras = p->softcap > 0.0f || p->alibi_slopes || A->has_mask;
+    {
+        int ok = (tq.dtype == SDPA_F16 || tq.dtype == SDPA_BF16) && A->D == A->Dv && A->D % 8 == 0;
+        for (d = 0; d < 3 && ok; d++) ok = tq.s[d] % 8 == 0 && tk.s[d] % 8 == 0 && tv.s[d] % 8 == 0;
+        ok = ok && ((uintptr_t)tq.data | (uintptr_t)tk.data | (uintptr_t)tv.data) % 16 == 0;
+        P->mma = ok;
+    }
+    return SDPA_OK;
+}
+
+/* Copies the host arrays the kernels read (slopes, lengths) into one device
+ * buffer taken on the stream; *dbuf is NULL when there are none. */
+static int sdpa__cu_upload(sdpa__cu_plan *P, const sdpa_params *pp, cudaStream_t st, void **dbuf)
+{
+    sdpa__cu_args *A = &P->a;
+    int64_t nal = P->alibi ? A->Hq : 0, nsq = P->sq ? A->B : 0, nskv = P->skv ? A->B : 0, ncu = P->cuq ? P->ncu : 0;
+    size_t bytes = (size_t)(nal * 4 + 7) / 8 * 8 + (size_t)(nsq + nskv + 2 * ncu) * 8, off = 0;
+    char *h, *dev = NULL;
+    cudaError_t e;
+    *dbuf = NULL;
+    if (bytes == 0) return SDPA_OK;
+    h = (char *)malloc(bytes);
+    if (!h) return sdpa__cu_fail(pp, SDPA_ERR_NOMEM, "sdpa_cuda: out of host memory");
+    if ((e = cudaMallocAsync((void **)&dev, bytes, st)) != cudaSuccess) { free(h); return sdpa__cu_err(pp, e, "cudaMallocAsync"); }
+    if (nal) { memcpy(h, P->alibi, (size_t)nal * 4); A->alibi = (const float *)dev; off = (size_t)(nal * 4 + 7) / 8 * 8; }
+    if (nsq) { memcpy(h + off, P->sq, (size_t)nsq * 8); A->sq = (const int64_t *)(dev + off); off += (size_t)nsq * 8; }
+    if (nskv) { memcpy(h + off, P->skv, (size_t)nskv * 8); A->skv = (const int64_t *)(dev + off); off += (size_t)nskv * 8; }
+    if (ncu) {
+        memcpy(h + off, P->cuq, (size_t)ncu * 8); A->cuq = (const int64_t *)(dev + off); off += (size_t)ncu * 8;
+        memcpy(h + off, P->cuk, (size_t)ncu * 8); A->cuk = (const int64_t *)(dev + off); off += (size_t)ncu * 8;
+    }
+    e = cudaMemcpyAsync(dev, h, bytes, cudaMemcpyHostToDevice, st); /* pageable: staged before it returns */
+    free(h);
+    if (e != cudaSuccess) { cudaFreeAsync(dev, st); return sdpa__cu_err(pp, e, "cudaMemcpyAsync"); }
+    *dbuf = dev;
+    return SDPA_OK;
+}
+
+template <typename T, int DP, int NW, int MT, int BN>
+static cudaError_t sdpa__cu_launch_mma(const sdpa__cu_plan *P, cudaStream_t st)
+{
+    constexpr int BM = NW * 16 * MT;
+    const size_t smem = (size_t)(BM + 4 * BN) * (DP + 8) * sizeof(T);
+    cudaError_t e = cudaFuncSetAttribute(sdpa__cu_fwd_mma<T, DP, NW, MT, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+    int64_t nqb = (P->maxnq + BM - 1) / BM;
+    if (nqb == 0 || P->a.nseq == 0 || P->a.Hq == 0) return cudaSuccess;
+    dim3 grid((unsigned)(nqb * P->a.nseq), (unsigned)P->a.Hq);
+    sdpa__cu_fwd_mma<T, DP, NW, MT, BN><<<grid, NW * 32, smem, st>>>(P->a, nqb);
+    return cudaGetLastError();
+}
+
+template <typename T> static cudaError_t sdpa__cu_launch_mma_t(const sdpa__cu_plan *P, cudaStream_t st)
+{
+    const int64_t D = P->a.D;
+    if (D <= 64) return sdpa__cu_launch_mma<T, 64, 8, 1, 64>(P, st);
+    if (D <= 96) return sdpa__cu_launch_mma<T, 96, 8, 1, 64>(P, st);
+    if (D <= 128) {
+        return sdpa__cu_launch_mma<T, 128, 8, 1, 64>(P, st);
+    }
+    return sdpa__cu_launch_mma<T, 256, 4, 1, 32>(P, st);
+}
+
+static int sdpa__cu_choose(const sdpa__cu_plan *P, const sdpa_params *pp, sdpa_cuda_kernel kernel)
+{
+    if (kernel == SDPA_CUDA_KERNEL_GENERIC) return SDPA_CUDA_KERNEL_GENERIC;
+    if (kernel == SDPA_CUDA_KERNEL_MMA && !P->mma)
+        return sdpa__cu_fail(pp, SDPA_ERR_PATH, "sdpa_cuda: the tensor-core kernel needs F16/BF16 q, k, v, head_dim == head_dim_v, "
+                                                "a multiple of 8, strides multiples of 8 and 16-byte aligned data");
+    if (kernel != SDPA_CUDA_KERNEL_AUTO && kernel != SDPA_CUDA_KERNEL_MMA)
+        return sdpa__cu_fail(pp, SDPA_ERR_PATH, "sdpa_cuda: kernel = %d is not an sdpa_cuda_kernel value", (int)kernel);
+    return P->mma ? SDPA_CUDA_KERNEL_MMA : SDPA_CUDA_KERNEL_GENERIC;
+}
+
+SDPA_CUDA_API int sdpa_cuda_kernel_for(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v, const sdpa_tensor *out,
+                                       const sdpa_params *params)
+{
+    sdpa__cu_plan P;
+    int rc = sdpa__cu_plan_make(q, k, v, out, params, &P);
+    return rc != SDPA_OK ? rc : sdpa__cu_choose(&P, params, SDPA_CUDA_KERNEL_AUTO);
+}
+
+SDPA_CUDA_API int sdpa_cuda_attention_kernel(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v,
+                                             const sdpa_tensor *out, const sdpa_params *params, cudaStream_t stream,
+                                             sdpa_cuda_kernel kernel)
+{
+    sdpa__cu_plan P;
+    void *dbuf = NULL;
+    cudaError_t e = cudaSuccess;
+    int rc = sdpa__cu_plan_make(q, k, v, out, params, &P), which;
+    if (rc != SDPA_OK) return rc;
+    if ((which = sdpa__cu_choose(&P, params, kernel)) < 0) return which;
+    if (P.maxnq == 0 || P.a.Hq == 0 || P.a.nseq == 0) return SDPA_OK;
+    if ((rc = sdpa__cu_upload(&P, params, stream, &dbuf)) != SDPA_OK) return rc;
+    if (which == SDPA_CUDA_KERNEL_MMA) {
+        e = P.a.qdt == SDPA_F16 ? sdpa__cu_launch_mma_t<__half>(&P, stream) : sdpa__cu_launch_mma_t<__nv_bfloat16>(&P, stream);
+    } else {
+        int64_t nb = (P.maxnq + SDPA__CU_GW - 1) / SDPA__CU_GW;
+        dim3 grid((unsigned)nb, (unsigned)P.a.Hq, 1);
+        /* sequences beyond gridDim.z's limit go in several launches */
+        for (int64_t s0 = 0; s0 < P.a.nseq && e == cudaSuccess; s0 += 65535) {
+            sdpa__cu_args a = P.a;
+            int64_t ns = P.a.nseq - s0 < 65535 ? P.a.nseq - s0 : 65535;
+            a.seq0 = s0;
+            grid.z = (unsigned)ns;
+            sdpa__cu_fwd_generic<<<grid, 32 * SDPA__CU_GW, 0, stream>>>(a);
+            e = cudaGetLastError();
+        }
+    }
+    if (dbuf) cudaFreeAsync(dbuf, stream);
+    return e == cudaSuccess ? SDPA_OK : sdpa__cu_err(params, e, "kernel launch");
+}
+
+SDPA_CUDA_API int sdpa_cuda_attention(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v, const sdpa_tensor *out,
+                                      const sdpa_params *params, cudaStream_t stream)
+{
+    return sdpa_cuda_attention_kernel(q, k, v, out, params, stream, SDPA_CUDA_KERNEL_AUTO);
+}
+
+/* ---- KV cache ------------------------------------------------------------- */
+
+struct sdpa_cuda_kv_cache {
+    int64_t nseq, H, D, Dv, ps, max_pages, esize;
+    int dt;
+    int64_t off_k, off_v, off_ks, off_vs, page_bytes;
+    char *pool;          /* device: max_pages pages */
+    int32_t *dtable;     /* device: [nseq][max_pages] page of each sequence's page slot */
+    int32_t *table;      /* host copy */
+    int64_t *len;        /* host: tokens of each sequence */
+    int32_t *freel;      /* host: stack of free pages */
+    int64_t nfree;
+    char *errbuf;
+    size_t errbuf_size;
+};
+
+typedef struct sdpa__cu_kvargs {
+    const char *pool;
+    int64_t page_bytes, off_k, off_v, off_ks, off_vs, ps, tld;
+    const int32_t *table;
+    int dt;
+    int64_t H, D, Dv;
+} sdpa__cu_kvargs;
+
+/* Positions are below 2^31 (append checks): 32-bit page arithmetic. */
+__device__ __forceinline__ const char *sdpa__cu_kv_row(const sdpa__cu_kvargs &c, int64_t seq, int64_t pos, int64_t h, int v,
+                                                       const float **scale)
+{
+    const uint32_t pu = (uint32_t)pos, psu = (uint32_t)c.ps, pi = pu / psu;
+    const char *pg = c.pool + (int64_t)c.table[seq * c.tld + pi] * c.page_bytes;
+    int64_t slot = (int64_t)(pu - pi * psu), es = c.dt == SDPA_F32 ? 4 : c.dt == SDPA_I8 ? 1 : 2;
+    *scale = (const float *)(pg + (v ? c.off_vs : c.off_ks)) + h * c.ps + slot;
+    return pg + (v ? c.off_v : c.off_k) + (h * c.ps + slot) * (v ? c.Dv : c.D) * es;
+}
+
+/* One warp per (token, head, K or V): the row converted (or quantised: one
+ * scale per row, the rule of sdpa.h's cache) into its page slot. */
+__global__ void sdpa__cu_kv_put(sdpa__cu_kvargs c, int64_t seq, int64_t pos0, const char *src, int sdt, int64_t s1, int64_t s2,
+                                int v)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t t = blockIdx.x, h = blockIdx.y, n = v ? c.Dv : c.D;
+    const int64_t ses = sdpa__cu_esize_d(sdt);
+    const char *row = src + (h * s1 + t * s2) * ses;
+    const float *scp;
+    char *dst = (char *)(uintptr_t)sdpa__cu_kv_row(c, seq, pos0 + t, h, v, &scp);
+    if (c.dt != SDPA_I8) {
+        for (int64_t d = lane; d < n; d += 32) sdpa__cu_st(dst + d * (c.dt == SDPA_F32 ? 4 : 2), c.dt, sdpa__cu_ld(row + d * ses, sdt));
+        return;
+    }
+    float amax = 0.0f;
+    int bad = 0;
+    for (int64_t d = lane; d < n; d += 32) {
+        float a = fabsf(sdpa__cu_ld(row + d * ses, sdt));
+        if (!(a <= 3.402823466e38f)) bad = 1;
+        else amax = fmaxf(amax, a);
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        bad |= __shfl_xor_sync(0xffffffffu, bad, o);
+    }
+    float *sc = (float *)(uintptr_t)scp;
+    if (bad) {
+        for (int64_t d = lane; d < n; d += 32) dst[d] = 0;
+        if (lane == 0) *sc = __int_as_float(0x7fc00000);
+        return;
+    }
+    const double inv = amax > 0.0f ? 127.0 / (double)amax : 0.0;
+    for (int64_t d = lane; d < n; d += 32) {
+        double y = (double)sdpa__cu_ld(row + d * ses, sdt) * inv;
+        long long r = (long long)(y + (y >= 0.0 ? 0.5 : -0.5));
+        dst[d] = (signed char)(r > 127 ? 127 : (r < -127 ? -127 : r));
+    }
+    if (lane == 0) *sc = (float)((double)amax / 127.0);
+}
+
+__global__ void sdpa__cu_kv_get(sdpa__cu_kvargs c, int64_t seq, int64_t pos0, char *dst, int ddt, int64_t s1, int64_t s2, int v)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t t = blockIdx.x, h = blockIdx.y, n = v ? c.Dv : c.D;
+    const int64_t des = sdpa__cu_esize_d(ddt), es = sdpa__cu_esize_d(c.dt);
+    const float *scp;
+    const char *row = sdpa__cu_kv_row(c, seq, pos0 + t, h, v, &scp);
+    const float sc = c.dt == SDPA_I8 ? *scp : 1.0f;
+    for (int64_t d = lane; d < n; d += 32) sdpa__cu_st(dst + (h * s1 + t * s2 + d) * des, ddt, sdpa__cu_ld(row + d * es, c.dt) * sc);
+}
+
+/* Per batch entry of a cache attention call. */
+typedef struct sdpa__cu_kvb {
+    int64_t seq, len, vq;
+} sdpa__cu_kvb;
+
+typedef struct sdpa__cu_dargs {
+    sdpa__cu_kvargs c;
+    const sdpa__cu_kvb *bi;
+    const char *q;
+    int64_t qs[4];
+    int qdt;
+    char *o;
+    int64_t os[4];
+    int odt;
+    float *lse;
+    float *part;                /* [B][Hq][n][nsplit][Dv + 2]: o (unnormalised), m (log2), l */
+    int64_t B, Hq, G, n, nrb, nsplit, chunk;
+    float scale, softcap;
+    int causal, window, vec;
+    int64_t wl, wr;
+    const float *alibi;
+} sdpa__cu_dargs;
+
+/* 8 elements d0..d0+7 of a row of dtype dt (as floats, zero past n). */
+__device__ __forceinline__ void sdpa__cu_ld8(const char *row, int dt, int64_t d0, int64_t n, bool vec, float *x)
+{
+    if (vec && d0 + 8 <= n) {
+        if (dt == SDPA_F16 || dt == SDPA_BF16) {
+            uint4 u = *(const uint4 *)(row + d0 * 2);
+            const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                if (dt == SDPA_F16) {
+                    __half2 hh = *(const __half2 *)&w[e];
+                    float2 f = __half22float2(hh);
+                    x[2 * e] = f.x; x[2 * e + 1] = f.y;
+                } else {
+                    x[2 * e] = __uint_as_float(w[e] << 16);
+                    x[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+                }
+            }
+        } else if (dt == SDPA_I8) {
+            uint2 u = *(const uint2 *)(row + d0);
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                x[e] = (float)(signed char)((u.x >> (8 * e)) & 0xff);
+                x[4 + e] = (float)(signed char)((u.y >> (8 * e)) & 0xff);
+            }
+        } else {
+            float4 a = *(const float4 *)(row + d0 * 4), b = *(const float4 *)(row + d0 * 4 + 16);
+            x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w; x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
+        }
+        return;
+    }
+#pragma unroll
+    for (int e = 0; e < 8; e++) x[e] = d0 + e < n ? sdpa__cu_ld(row + (d0 + e) * sdpa__cu_esize_d(dt), dt) : 0.0f;
+}
+
+/* Flash-decoding over the paged cache. Block (split x, kv head and row block
+ * y, batch entry z) takes up to RB query rows of one kv head (its G heads x
+ * the n queries) against keys [x * chunk, (x + 1) * chunk) of the sequence.
+ * Groups of L lanes own one key each (lane l: elements 8l..8l+7 of the row,
+ * 16-byte loads), U keys per group per step: the group's dot products reduce
+ * by shuffles into a score tile in shared memory, a warp per row updates the
+ * running max and sum, then each group adds p * V of its keys into its
+ * accumulators; the groups' sums meet in shared memory at the end, in a
+ * fixed order. K and V are read once per row block: the bytes are the
+ * cache's, the arithmetic ~4 flops per byte. */
+template <int L, int RB>
+__global__ void __launch_bounds__(128) sdpa__cu_decode(const sdpa__cu_dargs a)
+{
+    constexpr int NG = 128 / L, U = RB >= 8 ? 2 : RB >= 4 ? 4 : 8, T = NG * U, DX = 8 * L;
+    const float LOG2E = 1.4426950408889634f;
+    __shared__ float S[RB][T];
+    __shared__ float alpha_s[RB], m_s[RB], l_s[RB];
+    __shared__ int64_t rlo[RB], rhi[RB];
+    __shared__ float red[NG * RB * DX > 8 ? NG * RB * DX : 8];
+    const int tid = threadIdx.x, warp = tid >> 5, grp = tid / L, gl = tid % L;
+    const int64_t b = blockIdx.z, sp = blockIdx.x;
+    const int64_t g = blockIdx.y / a.nrb, rb = blockIdx.y % a.nrb;
+    const sdpa__cu_kvb bi = a.bi[b];
+    const int64_t R = a.G * bi.vq, r0 = rb * RB;
+    const int nr = (int)(R - r0 < RB ? (R - r0 > 0 ? R - r0 : 0) : RB);
+    const bool ext = a.softcap > 0.0f || a.alibi;
+    const float qmul = ext ? a.scale : a.scale * LOG2E;
+    const int64_t es = a.c.dt == SDPA_F32 ? 4 : a.c.dt == SDPA_I8 ? 1 : 2;
+
+    float qr[RB][8], acc[RB][8];
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+        int64_t lo = 0, hi = -1;
+#pragma unroll
+        for (int e = 0; e < 8; e++) { qr[r][e] = 0.0f; acc[r][e] = 0.0f; }
+        if (r < nr) {
+            const int64_t hh = (r0 + r) / bi.vq, i = (r0 + r) % bi.vq, h = g * a.G + hh;
+            const char *qp = a.q + (b * a.qs[0] + h * a.qs[1] + i * a.qs[2]) * sdpa__cu_esize_d(a.qdt);
+            sdpa__cu_ld8(qp, a.qdt, (int64_t)gl * 8, a.c.D, false, qr[r]);
+#pragma unroll
+            for (int e = 0; e < 8; e++) qr[r][e] *= qmul;
+            int64_t pos = bi.len - bi.vq + i;
+            hi = bi.len - 1;
+            if (a.causal != SDPA_CAUSAL_NONE && pos < hi) hi = pos;
+            if (a.window && a.wl >= 0 && pos - a.wl > lo) lo = pos - a.wl;
+            if (a.window && a.wr >= 0 && pos + a.wr < hi) hi = pos + a.wr;
+        }
+        if (tid == 0) { m_s[r] = -INFINITY; l_s[r] = 0.0f; rlo[r] = lo; rhi[r] = hi; }
+    }
+    __syncthreads();
+    int64_t k0 = sp * a.chunk, k1 = k0 + a.chunk < bi.len ? k0 + a.chunk : bi.len;
+    {   /* the keys some row of the block sees */
+        int64_t lo = INT64_MAX, hi = -1;
+        for (int r = 0; r < nr; r++)
+            if (rhi[r] >= rlo[r]) { lo = rlo[r] < lo ? rlo[r] : lo; hi = rhi[r] > hi ? rhi[r] : hi; }
+        if (lo > k0) k0 = lo;
+        if (hi + 1 < k1) k1 = hi + 1;
+    }
+    __syncthreads();
+    for (int64_t jt = k0 - (k0 - sp * a.chunk) % T; jt < k1; jt += T) {
+        float kf[U][8], vf[U][8], ksc[U], vsc[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int64_t j = jt + u * NG + grp;
+            ksc[u] = vsc[u] = 1.0f;
+            if (j >= k0 && j < k1) {
+                const float *ks, *vs;
+                const char *kp = sdpa__cu_kv_row(a.c, bi.seq, j, g, 0, &ks), *vp = sdpa__cu_kv_row(a.c, bi.seq, j, g, 1, &vs);
+                sdpa__cu_ld8(kp, a.c.dt, (int64_t)gl * 8, a.c.D, a.vec, kf[u]);
+                sdpa__cu_ld8(vp, a.c.dt, (int64_t)gl * 8, a.c.Dv, a.vec, vf[u]);
+                if (a.c.dt == SDPA_I8) { ksc[u] = *ks; vsc[u] = *vs; }
+            } else {
+#pragma unroll
+                for (int e = 0; e < 8; e++) kf[u][e] = vf[u][e] = 0.0f;
+            }
+        }
+        (void)es;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int64_t j = jt + u * NG + grp;
+#pragma unroll
+            for (int r = 0; r < RB; r++) {
+                if (r >= nr) break;
+                float part = 0.0f;
+#pragma unroll
+                for (int e = 0; e < 8; e++) part += qr[r][e] * kf[u][e];
+#pragma unroll
+                for (int o = L / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
+                if (gl == 0) {
+                    float x = part * ksc[u];
+                    if (j < k0 || j >= k1 || j < rlo[r] || j > rhi[r]) {
+                        x = -INFINITY;
+                    } else if (ext) {
+                        if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
+                        if (a.alibi) {
+                            const int64_t hh = (r0 + r) / bi.vq, i = (r0 + r) % bi.vq;
+                            int64_t dist = bi.len - bi.vq + i - j;
+                            x -= a.alibi[g * a.G + hh] * (float)(dist < 0 ? -dist : dist);
+                        }
+                        x *= LOG2E;
+                    }
+                    S[r][u * NG + grp] = x;
+                }
+            }
+        }
+        __syncthreads();
+        for (int r = warp; r < nr; r += 4) {
+            float mx = -INFINITY;
+            for (int j = tid & 31; j < T; j += 32) mx = fmaxf(mx, S[r][j]);
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            const float mo = m_s[r], mn = fmaxf(mo, mx), mu = mn == -INFINITY ? 0.0f : mn;
+            float sum = 0.0f;
+            for (int j = tid & 31; j < T; j += 32) {
+                float p = exp2f(S[r][j] - mu);
+                S[r][j] = p;
+                sum += p;
+            }
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            __syncwarp();
+            if ((tid & 31) == 0) {
+                const float al = exp2f(mo - mu);
+                alpha_s[r] = al;
+                l_s[r] = l_s[r] * al + sum;
+                m_s[r] = mn;
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < RB; r++) {
+            if (r >= nr) break;
+            const float al = alpha_s[r];
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc[r][e] *= al;
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const float p = S[r][u * NG + grp] * vsc[u];
+                if (p != 0.0f || p != p)
+#pragma unroll
+                    for (int e = 0; e < 8; e++) acc[r][e] += p * vf[u][e];
+            }
+        }
+        __syncthreads();
+    }
+    /* the groups' partial sums, added in group order */
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+        if (r >= nr) break;
+#pragma unroll
+        for (int e = 0; e < 8; e++) red[(grp * RB + r) * DX + gl * 8 + e] = acc[r][e];
+    }
+    __syncthreads();
+    const int64_t Dv = a.c.Dv;
+    for (int64_t x = tid; x < (int64_t)nr * Dv; x += 128) {
+        const int r = (int)(x / Dv), d = (int)(x % Dv);
+        float s = 0.0f;
+        for (int gg = 0; gg < NG; gg++) s += red[(gg * RB + r) * DX + d];
+        const int64_t hh = (r0 + r) / bi.vq, i = (r0 + r) % bi.vq, h = g * a.G + hh;
+        float *pp = a.part + (((b * a.Hq + h) * a.n + i) * a.nsplit + sp) * (Dv + 2);
+        pp[d] = s;
+        if (d == 0) { pp[Dv] = m_s[r]; pp[Dv + 1] = l_s[r]; }
+    }
+    if (Dv == 0)
+        for (int r = tid; r < nr; r += 128) {
+            const int64_t hh = (r0 + r) / bi.vq, i = (r0 + r) % bi.vq, h = g * a.G + hh;
+            float *pp = a.part + (((b * a.Hq + h) * a.n + i) * a.nsplit + sp) * 2;
+            pp[0] = m_s[r]; pp[1] = l_s[r];
+        }
+}
+
+/* One block per output row (b, h, i): the splits merged in order through
+ * their log-sum-exp; rows past seqlens_q give 0 and lse = -inf. */
+__global__ void __launch_bounds__(128) sdpa__cu_merge(const sdpa__cu_dargs a)
+{
+    const int64_t row = blockIdx.x, i = row % a.n, h = (row / a.n) % a.Hq, b = row / (a.n * a.Hq);
+    const int64_t Dv = a.c.Dv, oes = a.odt == SDPA_F32 ? 4 : 2;
+    const bool live = i < a.bi[b].vq;
+    const float *pp = a.part + row * a.nsplit * (Dv + 2);
+    float M = -INFINITY, Ls = 0.0f;
+    if (live) {
+        for (int64_t s = 0; s < a.nsplit; s++) M = fmaxf(M, pp[s * (Dv + 2) + Dv]);
+        for (int64_t s = 0; s < a.nsplit; s++) {
+            const float l = pp[s * (Dv + 2) + Dv + 1];
+            if (l != 0.0f) Ls += exp2f(pp[s * (Dv + 2) + Dv] - M) * l;
+        }
+    }
+    const float inv = Ls > 0.0f ? 1.0f / Ls : (Ls != Ls ? Ls : 0.0f);
+    char *op = a.o + (b * a.os[0] + h * a.os[1] + i * a.os[2]) * oes;
+    for (int64_t d = threadIdx.x; d < Dv; d += blockDim.x) {
+        float acc = 0.0f;
+        if (live)
+            for (int64_t s = 0; s < a.nsplit; s++) {
+                const float l = pp[s * (Dv + 2) + Dv + 1];
+                if (l != 0.0f) acc += exp2f(pp[s * (Dv + 2) + Dv] - M) * pp[s * (Dv + 2) + d];
+            }
+        sdpa__cu_st(op + d * oes, a.odt, Ls > 0.0f || Ls != Ls ? acc * inv : 0.0f);
+    }
+    if (a.lse && threadIdx.x == 0)
+        a.lse[row] = Ls > 0.0f ? (M + log2f(Ls)) * 0.6931471805599453f : (Ls != Ls ? Ls : -INFINITY);
+}
+
+static int sdpa__cu_kv_fail(const sdpa_cuda_kv_cache *c, int code, const char *fmt, ...)
+{
+    if (c && c->errbuf && c->errbuf_size > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->errbuf, c->errbuf_size, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static sdpa__cu_kvargs sdpa__cu_kv_args(const sdpa_cuda_kv_cache *c)
+{
+    sdpa__cu_kvargs k;
+    k.pool = c->pool; k.page_bytes = c->page_bytes; k.off_k = c->off_k; k.off_v = c->off_v; k.off_ks = c->off_ks;
+    k.off_vs = c->off_vs; k.ps = c->ps; k.tld = c->max_pages; k.table = c->dtable; k.dt = c->dt;
+    k.H = c->H; k.D = c->D; k.Dv = c->Dv;
+    return k;
+}
+
+SDPA_CUDA_API int sdpa_cuda_kv_cache_create(const sdpa_kv_cache_config *cfg, sdpa_cuda_kv_cache **out)
+{
+    sdpa_cuda_kv_cache tmp, *c;
+    int64_t a, b, ks, vs, sc, off, pool, tab;
+    cudaError_t e;
+    if (!out) return SDPA_ERR_NULL;
+    *out = NULL;
+    if (!cfg) return SDPA_ERR_NULL;
+    memset(&tmp, 0, sizeof tmp);
+    tmp.errbuf = cfg->errbuf;
+    tmp.errbuf_size = cfg->errbuf_size;
+    if (cfg->num_seqs < 1 || cfg->kv_heads < 1 || cfg->head_dim < 1 || cfg->head_dim_v < 0)
+        return sdpa__cu_kv_fail(&tmp, SDPA_ERR_SHAPE, "sdpa_cuda_kv_cache: num_seqs, kv_heads and head_dim must be >= 1, head_dim_v >= 0");
+    if (cfg->dtype != SDPA_F32 && cfg->dtype != SDPA_F16 && cfg->dtype != SDPA_BF16 && cfg->dtype != SDPA_I8)
+        return sdpa__cu_kv_fail(&tmp, SDPA_ERR_DTYPE, "sdpa_cuda_kv_cache: storage dtype must be F32, F16, BF16 or I8 (got %d)",
+                                (int)cfg->dtype);
+    if (cfg->page_size < 0 || cfg->page_size > 65536 || cfg->max_pages < 1 || cfg->max_pages > 0x7fffffff)
+        return sdpa__cu_kv_fail(&tmp, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache: page_size must be in [0, 65536] and max_pages in [1, 2^31 - 1] "
+                                                      "(the device pool is allocated at creation)");
+    tmp.nseq = cfg->num_seqs; tmp.H = cfg->kv_heads; tmp.D = cfg->head_dim;
+    tmp.Dv = cfg->head_dim_v ? cfg->head_dim_v : cfg->head_dim;
+    if (tmp.D > SDPA__CU_MAXD || tmp.Dv > SDPA__CU_MAXD)
+        return sdpa__cu_kv_fail(&tmp, SDPA_ERR_SHAPE, "sdpa_cuda_kv_cache: head dims up to %d are supported", SDPA__CU_MAXD);
+    tmp.ps = cfg->page_size ? cfg->page_size : 64;
+    tmp.max_pages = cfg->max_pages;
+    tmp.dt = (int)cfg->dtype;
+    tmp.esize = sdpa__cu_esize(tmp.dt);
+    if (!sdpa__cu_mul(tmp.H, tmp.ps, &a) || !sdpa__cu_mul(a, tmp.D, &b) || !sdpa__cu_mul(b, tmp.esize, &ks) ||
+        !sdpa__cu_mul(a, tmp.Dv, &b) || !sdpa__cu_mul(b, tmp.esize, &vs) || !sdpa__cu_mul(a, 4, &sc) || ks > INT64_MAX / 8 ||
+        vs > INT64_MAX / 8 || sc > INT64_MAX / 8)
+        return sdpa__cu_kv_fail(&tmp, SDPA_ERR_OVERFLOW, "sdpa_cuda_kv_cache: page size overflows");
+    off = 0;
+    tmp.off_k = off; off += (ks + 63) / 64 * 64;
+    tmp.off_v = off; off += (vs + 63) / 64 * 64;
+    tmp.off_ks = tmp.off_vs = off;
+    if (tmp.dt == SDPA_I8) {
+        off += (sc + 63) / 64 * 64;
+        tmp.off_vs = off;
+        off += (sc + 63) / 64 * 64;
+    }
+    tmp.page_bytes = off;
+    if (!sdpa__cu_mul(off, tmp.max_pages, &pool) || !sdpa__cu_mul(tmp.nseq, tmp.max_pages, &tab) || tab > INT64_MAX / 16)
+        return sdpa__cu_kv_fail(&tmp, SDPA_ERR_OVERFLOW, "sdpa_cuda_kv_cache: pool size overflows");
+    c = (sdpa_cuda_kv_cache *)calloc(1, sizeof *c);
+    if (!c) return sdpa__cu_kv_fail(&tmp, SDPA_ERR_NOMEM, "sdpa_cuda_kv_cache: out of host memory");
+    *c = tmp;
+    c->table = (int32_t *)malloc((size_t)tab * 4);
+    c->len = (int64_t *)calloc((size_t)c->nseq, 8);
+    c->freel = (int32_t *)malloc((size_t)c->max_pages * 4);
+    if (!c->table || !c->len || !c->freel) {
+        sdpa_cuda_kv_cache_destroy(c);
+        return sdpa__cu_kv_fail(&tmp, SDPA_ERR_NOMEM, "sdpa_cuda_kv_cache: out of host memory");
+    }
+    if ((e = cudaMalloc((void **)&c->pool, (size_t)pool)) != cudaSuccess ||
+        (e = cudaMalloc((void **)&c->dtable, (size_t)tab * 4)) != cudaSuccess) {
+        sdpa_cuda_kv_cache_destroy(c);
+        return sdpa__cu_kv_fail(&tmp, e == cudaErrorMemoryAllocation ? SDPA_ERR_NOMEM : SDPA_ERR_CUDA,
+                                "sdpa_cuda_kv_cache: cudaMalloc of %lld bytes: %s", (long long)pool, cudaGetErrorString(e));
+    }
+    for (a = 0; a < c->max_pages; a++) c->freel[a] = (int32_t)(c->max_pages - 1 - a); /* page 0 handed out first */
+    c->nfree = c->max_pages;
+    *out = c;
+    return SDPA_OK;
+}
+
+SDPA_CUDA_API void sdpa_cuda_kv_cache_destroy(sdpa_cuda_kv_cache *c)
+{
+    if (!c) return;
+    if (c->pool) cudaFree(c->pool);
+    if (c->dtable) cudaFree(c->dtable);
+    free(c->table);
+    free(c->len);
+    free(c->freel);
+    free(c);
+}
+
+SDPA_CUDA_API int64_t sdpa_cuda_kv_cache_bytes(const sdpa_cuda_kv_cache *c)
+{
+    if (!c) return SDPA_ERR_NULL;
+    return c->page_bytes * c->max_pages + c->nseq * c->max_pages * 4;
+}
+
+SDPA_CUDA_API int64_t sdpa_cuda_kv_cache_len(const sdpa_cuda_kv_cache *c, int64_t seq)
+{
+    if (!c) return SDPA_ERR_NULL;
+    if (seq < 0 || seq >= c->nseq)
+        return sdpa__cu_kv_fail(c, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache: sequence %lld is outside [0, %lld)", (long long)seq,
+                                (long long)c->nseq);
+    return c->len[seq];
+}
+
+static int sdpa__cu_kv_tensor(const sdpa_cuda_kv_cache *c, const char *name, const sdpa_tensor *x, int64_t dim, sdpa__cu_tens *t)
+{
+    sdpa_params ep;
+    int rc;
+    memset(&ep, 0, sizeof ep);
+    ep.errbuf = c->errbuf;
+    ep.errbuf_size = c->errbuf_size;
+    if ((rc = sdpa__cu_tensor(&ep, name, x, t)) != SDPA_OK) return rc;
+    if (!sdpa__cu_isf(t->dtype)) return sdpa__cu_kv_fail(c, SDPA_ERR_DTYPE, "sdpa_cuda_kv_cache: %s must be F32, F16 or BF16", name);
+    if (t->n[0] != 1 || t->n[1] != c->H || t->n[3] != dim)
+        return sdpa__cu_kv_fail(c, SDPA_ERR_SHAPE, "sdpa_cuda_kv_cache: %s must be [1, %lld, n, %lld]", name, (long long)c->H,
+                                (long long)dim);
+    if (t->n[2] > 0x7fffffff) return sdpa__cu_kv_fail(c, SDPA_ERR_SHAPE, "sdpa_cuda_kv_cache: %s has too many tokens", name);
+    return SDPA_OK;
+}
+
+SDPA_CUDA_API int sdpa_cuda_kv_cache_append(sdpa_cuda_kv_cache *c, int64_t seq, const sdpa_tensor *k, const sdpa_tensor *v,
+                                            cudaStream_t st)
+{
+    sdpa__cu_tens tk, tv;
+    int64_t n, have, need, p;
+    int rc;
+    cudaError_t e;
+    if (!c) return SDPA_ERR_NULL;
+    if (seq < 0 || seq >= c->nseq)
+        return sdpa__cu_kv_fail(c, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_append: sequence %lld is outside [0, %lld)", (long long)seq,
+                                (long long)c->nseq);
+    if ((rc = sdpa__cu_kv_tensor(c, "k", k, c->D, &tk)) != SDPA_OK) return rc;
+    if ((rc = sdpa__cu_kv_tensor(c, "v", v, c->Dv, &tv)) != SDPA_OK) return rc;
+    n = tk.n[2];
+    if (tv.n[2] != n)
+        return sdpa__cu_kv_fail(c, SDPA_ERR_SHAPE, "sdpa_cuda_kv_cache_append: k has %lld tokens, v %lld", (long long)n,
+                                (long long)tv.n[2]);
+    if (n == 0) return SDPA_OK;
+    have = (c->len[seq] + c->ps - 1) / c->ps;
+    need = (c->len[seq] + n + c->ps - 1) / c->ps;
+    if (c->len[seq] + n > 0x7fffffff)
+        return sdpa__cu_kv_fail(c, SDPA_ERR_CAPACITY, "sdpa_cuda_kv_cache_append: a sequence holds at most 2^31 - 1 tokens");
+    if (need > c->max_pages || need - have > c->nfree)
+        return sdpa__cu_kv_fail(c, SDPA_ERR_CAPACITY, "sdpa_cuda_kv_cache_append: %lld more pages needed, %lld free",
+                                (long long)(need - have), (long long)c->nfree);
+    for (p = have; p < need; p++) c->table[seq * c->max_pages + p] = c->freel[--c->nfree];
+    if (need > have &&
+        (e = cudaMemcpyAsync(c->dtable + seq * c->max_pages + have, c->table + seq * c->max_pages + have, (size_t)(need - have) * 4,
+                             cudaMemcpyHostToDevice, st)) != cudaSuccess) {
+        for (p = need - 1; p >= have; p--) c->freel[c->nfree++] = c->table[seq * c->max_pages + p];
+        return sdpa__cu_kv_fail(c, SDPA_ERR_CUDA, "sdpa_cuda_kv_cache_append: cudaMemcpyAsync: %s", cudaGetErrorString(e));
+    }
+    {
+        sdpa__cu_kvargs ka = sdpa__cu_kv_args(c);
+        dim3 grid((unsigned)n, (unsigned)c->H);
+        sdpa__cu_kv_put<<<grid, 32, 0, st>>>(ka, seq, c->len[seq], tk.data, tk.dtype, tk.s[1], tk.s[2], 0);
+        sdpa__cu_kv_put<<<grid, 32, 0, st>>>(ka, seq, c->len[seq], tv.data, tv.dtype, tv.s[1], tv.s[2], 1);
+        if ((e = cudaGetLastError()) != cudaSuccess)
+            return sdpa__cu_kv_fail(c, SDPA_ERR_CUDA, "sdpa_cuda_kv_cache_append: launch: %s", cudaGetErrorString(e));
+    }
+    c->len[seq] += n;
+    return SDPA_OK;
+}
+
+static void sdpa__cu_kv_cut(sdpa_cuda_kv_cache *c, int64_t seq, int64_t len)
+{
+    int64_t keep = (len + c->ps - 1) / c->ps, have = (c->len[seq] + c->ps - 1) / c->ps, p;
+    for (p = have - 1; p >= keep; p--) c->freel[c->nfree++] = c->table[seq * c->max_pages + p];
+    c->len[seq] = len;
+}
+
+SDPA_CUDA_API int sdpa_cuda_kv_cache_truncate(sdpa_cuda_kv_cache *c, int64_t seq, int64_t len)
+{
+    if (!c) return SDPA_ERR_NULL;
+    if (seq < 0 || seq >= c->nseq)
+        return sdpa__cu_kv_fail(c, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_truncate: sequence %lld is outside [0, %lld)", (long long)seq,
+                                (long long)c->nseq);
+    if (len < 0 || len > c->len[seq])
+        return sdpa__cu_kv_fail(c, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_truncate: len %lld is outside [0, %lld]", (long long)len,
+                                (long long)c->len[seq]);
+    sdpa__cu_kv_cut(c, seq, len);
+    return SDPA_OK;
+}
+
+SDPA_CUDA_API int sdpa_cuda_kv_cache_reset(sdpa_cuda_kv_cache *c, int64_t seq)
+{
+    int64_t s;
+    if (!c) return SDPA_ERR_NULL;
+    if (seq < -1 || seq >= c->nseq)
+        return sdpa__cu_kv_fail(c, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_reset: sequence %lld is outside [-1, %lld)", (long long)seq,
+                                (long long)c->nseq);
+    for (s = 0; s < c->nseq; s++)
+        if (seq == -1 || s == seq) sdpa__cu_kv_cut(c, s, 0);
+    return SDPA_OK;
+}
+
+SDPA_CUDA_API int sdpa_cuda_kv_cache_read(const sdpa_cuda_kv_cache *c, int64_t seq, int64_t pos, const sdpa_tensor *k,
+                                          const sdpa_tensor *v, cudaStream_t st)
+{
+    sdpa__cu_tens t[2];
+    int64_t n = -1;
+    int rc, w;
+    cudaError_t e;
+    if (!c) return SDPA_ERR_NULL;
+    if (seq < 0 || seq >= c->nseq)
+        return sdpa__cu_kv_fail(c, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_read: sequence %lld is outside [0, %lld)", (long long)seq,
+                                (long long)c->nseq);
+    if (!k && !v) return sdpa__cu_kv_fail(c, SDPA_ERR_NULL, "sdpa_cuda_kv_cache_read: k and v are both NULL");
+    if (k && (rc = sdpa__cu_kv_tensor(c, "k", k, c->D, &t[0])) != SDPA_OK) return rc;
+    if (v && (rc = sdpa__cu_kv_tensor(c, "v", v, c->Dv, &t[1])) != SDPA_OK) return rc;
+    if (k) n = t[0].n[2];
+    if (v) {
+        if (n >= 0 && t[1].n[2] != n) return sdpa__cu_kv_fail(c, SDPA_ERR_SHAPE, "sdpa_cuda_kv_cache_read: k and v token counts differ");
+        n = t[1].n[2];
+    }
+    if (pos < 0 || pos > c->len[seq] || n > c->len[seq] - pos)
+        return sdpa__cu_kv_fail(c, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_read: tokens %lld..%lld are outside [0, %lld)", (long long)pos,
+                                (long long)(pos + n - 1), (long long)c->len[seq]);
+    if ((k && !sdpa__cu_injective(&t[0])) || (v && !sdpa__cu_injective(&t[1])) || (k && v && sdpa__cu_overlap(&t[0], t[1].lo, t[1].hi)))
+        return sdpa__cu_kv_fail(c, SDPA_ERR_ALIAS, "sdpa_cuda_kv_cache_read: k and v overlap");
+    if (n == 0) return SDPA_OK;
+    for (w = 0; w < 2; w++) {
+        if (!(w ? v : k)) continue;
+        dim3 grid((unsigned)n, (unsigned)c->H);
+        sdpa__cu_kv_get<<<grid, 32, 0, st>>>(sdpa__cu_kv_args(c), seq, pos, (char *)(uintptr_t)t[w].data, t[w].dtype, t[w].s[1],
+                                              t[w].s[2], w);
+    }
+    if ((e = cudaGetLastError()) != cudaSuccess)
+        return sdpa__cu_kv_fail(c, SDPA_ERR_CUDA, "sdpa_cuda_kv_cache_read: launch: %s", cudaGetErrorString(e));
+    return SDPA_OK;
+}
+
+SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, const int64_t *seqs, const sdpa_tensor *q,
+                                               const sdpa_tensor *out, const sdpa_params *pp, cudaStream_t st)
+{
+    sdpa_params zero;
+    const sdpa_params *p = pp;
+    sdpa__cu_tens tq, to;
+    sdpa__cu_dargs A;
+    int64_t b, lse_n = 0, maxlen = 0, rows_blocks;
+    uintptr_t lse_lo = 0, lse_hi = 0;
+    int rc, d;
+    cudaError_t e;
+    memset(&zero, 0, sizeof zero);
+    memset(&A, 0, sizeof A);
+    if (!p) p = &zero;
+    if (!c) return sdpa__cu_fail(pp, SDPA_ERR_NULL, "sdpa_cuda_kv_cache_attention: cache is NULL");
+    if ((rc = sdpa__cu_tensor(pp, "q", q, &tq)) != SDPA_OK) return rc;
+    if ((rc = sdpa__cu_tensor(pp, "out", out, &to)) != SDPA_OK) return rc;
+    if (!sdpa__cu_isf(tq.dtype) || !sdpa__cu_isf(to.dtype))
+        return sdpa__cu_fail(pp, SDPA_ERR_DTYPE, "sdpa_cuda_kv_cache_attention: q and out must be F32, F16 or BF16");
+    A.B = tq.n[0]; A.Hq = tq.n[1]; A.n = tq.n[2];
+    if (tq.n[3] != c->D)
+        return sdpa__cu_fail(pp, SDPA_ERR_SHAPE, "sdpa_cuda_kv_cache_attention: q head_dim %lld, the cache's %lld", (long long)tq.n[3],
+                             (long long)c->D);
+    if (A.Hq % c->H != 0 || A.Hq == 0)
+        return sdpa__cu_fail(pp, SDPA_ERR_HEADS, "sdpa_cuda_kv_cache_attention: q heads (%lld) must be a positive multiple of kv heads (%lld)",
+                             (long long)A.Hq, (long long)c->H);
+    A.G = A.Hq / c->H;
+    if (to.n[0] != A.B || to.n[1] != A.Hq || to.n[2] != A.n || to.n[3] != c->Dv)
+        return sdpa__cu_fail(pp, SDPA_ERR_SHAPE, "sdpa_cuda_kv_cache_attention: out must be [%lld, %lld, %lld, %lld]", (long long)A.B,
+                             (long long)A.Hq, (long long)A.n, (long long)c->Dv);
+    if (!sdpa__cu_injective(&to))
+        return sdpa__cu_fail(pp, SDPA_ERR_STRIDE, "sdpa_cuda_kv_cache_attention: out strides make distinct elements overlap");
+    if (p->mask || p->seqlens_kv || p->cu_seqlens_q || p->cu_seqlens_kv || p->causal == SDPA_CAUSAL_TOP_LEFT || p->score_mod)
+        return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_attention: mask, seqlens_kv, cu_seqlens, TOP_LEFT causal and score_mod are not supported");
+    if (p->causal != SDPA_CAUSAL_NONE && p->causal != SDPA_CAUSAL_BOTTOM_RIGHT)
+        return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_attention: causal = %d is not an sdpa_causal value", (int)p->causal);
+    if (p->precision != SDPA_PRECISION_DEFAULT)
+        return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_attention: precision modes other than the default are not supported");
+    if (p->scale != p->scale || p->scale == (float)INFINITY || p->scale == -(float)INFINITY)
+        return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_attention: scale must be finite");
+    if (!(p->softcap >= 0.0f) || p->softcap == (float)INFINITY)
+        return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_attention: softcap must be finite and >= 0");
+    if (p->num_threads < 0) return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_attention: num_threads must be >= 0");
+    if (A.B > 65535) return sdpa__cu_fail(pp, SDPA_ERR_SHAPE, "sdpa_cuda_kv_cache_attention: batch up to 65535");
+    for (b = 0; b < A.B; b++) {
+        int64_t sb = seqs ? seqs[b] : b;
+        if (seqs && (seqs[b] < 0 || seqs[b] >= c->nseq))
+            return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_attention: seqs[%lld] = %lld is outside [0, %lld)", (long long)b,
+                                 (long long)seqs[b], (long long)c->nseq);
+        if (!seqs && b >= c->nseq)
+            return sdpa__cu_fail(pp, SDPA_ERR_SHAPE, "sdpa_cuda_kv_cache_attention: batch %lld > the cache's %lld sequences (pass seqs)",
+                                 (long long)A.B, (long long)c->nseq);
+        if (p->seqlens_q && (p->seqlens_q[b] < 0 || p->seqlens_q[b] > A.n))
+            return sdpa__cu_fail(pp, SDPA_ERR_SEQLENS, "sdpa_cuda_kv_cache_attention: seqlens_q[%lld] = %lld is outside [0, %lld]",
+                                 (long long)b, (long long)p->seqlens_q[b], (long long)A.n);
+        if (c->len[sb] > maxlen) maxlen = c->len[sb];
+    }
+    if (p->lse) {
+        if (!sdpa__cu_mul(A.B, A.Hq, &lse_n) || !sdpa__cu_mul(lse_n, A.n, &lse_n) || lse_n > INT64_MAX / 4)
+            return sdpa__cu_fail(pp, SDPA_ERR_OVERFLOW, "sdpa_cuda_kv_cache_attention: lse size overflows");
+        lse_lo = (uintptr_t)p->lse;
+        lse_hi = lse_lo + (uintptr_t)lse_n * 4u;
+    }
+    if (sdpa__cu_overlap(&tq, to.lo, to.hi)) return sdpa__cu_fail(pp, SDPA_ERR_ALIAS, "sdpa_cuda_kv_cache_attention: out overlaps q");
+    if (sdpa__cu_overlap(&tq, lse_lo, lse_hi)) return sdpa__cu_fail(pp, SDPA_ERR_ALIAS, "sdpa_cuda_kv_cache_attention: lse overlaps q");
+    if (sdpa__cu_overlap(&to, lse_lo, lse_hi)) return sdpa__cu_fail(pp, SDPA_ERR_ALIAS, "sdpa_cuda_kv_cache_attention: lse overlaps out");
+    {
+        const int64_t rbk = A.G * A.n <= 1 ? 1 : A.G * A.n <= 4 ? 4 : 8; /* the kernel's rows per block */
+        A.nrb = (A.G * A.n + rbk - 1) / rbk;
+    }
+    if (A.nrb > 65535 / c->H) return sdpa__cu_fail(pp, SDPA_ERR_SHAPE, "sdpa_cuda_kv_cache_attention: too many query rows per kv head");
+    if (A.B * A.Hq * A.n == 0) return SDPA_OK;
+    /* splits: about four waves of blocks on a large GPU, at least 256 keys
+     * each; from the shapes only, so results do not depend on the device */
+    rows_blocks = A.B * c->H * A.nrb;
+    A.nsplit = (528 + rows_blocks - 1) / rows_blocks;
+    if (A.nsplit > (maxlen + 255) / 256) A.nsplit = (maxlen + 255) / 256;
+    if (A.nsplit > 128) A.nsplit = 128;
+    if (A.nsplit < 1) A.nsplit = 1;
+    A.chunk = ((maxlen + A.nsplit - 1) / A.nsplit + 127) / 128 * 128;
+    if (A.chunk < 128) A.chunk = 128;
+    A.nsplit = (maxlen + A.chunk - 1) / A.chunk;
+    if (A.nsplit < 1) A.nsplit = 1;
+    if (A.B * A.Hq * A.n > 0x7fffffff || A.B * A.Hq * A.n > INT64_MAX / (A.nsplit * (c->Dv + 2) * 4))
+        return sdpa__cu_fail(pp, SDPA_ERR_OVERFLOW, "sdpa_cuda_kv_cache_attention: too many rows for one launch");
+
+    A.c = sdpa__cu_kv_args(c);
+    A.q = tq.data; A.qdt = tq.dtype; A.o = (char *)(uintptr_t)to.data; A.odt = to.dtype; A.lse = p->lse;
+    for (d = 0; d < 4; d++) { A.qs[d] = tq.s[d]; A.os[d] = to.s[d]; }
+    A.scale = p->scale != 0.0f ? p->scale : (float)(1.0 / sqrt((double)c->D));
+    A.softcap = p->softcap;
+    A.causal = (int)p->causal;
+    A.window = p->window != 0;
+    A.wl = p->window_left < INT64_MAX / 4 ? p->window_left : INT64_MAX / 4;
+    A.wr = p->window_right < INT64_MAX / 4 ? p->window_right : INT64_MAX / 4;
+    A.vec = c->D % 8 == 0 && c->Dv % 8 == 0;
+    {
+        size_t nb = (size_t)A.B * sizeof(sdpa__cu_kvb), na = p->alibi_slopes ? (size_t)A.Hq * 4 : 0;
+        size_t partb = (size_t)(A.B * A.Hq * A.n * A.nsplit * (c->Dv + 2)) * 4;
+        char *h = (char *)malloc(nb + na), *dev = NULL;
+        sdpa__cu_kvb *bi = (sdpa__cu_kvb *)(void *)h;
+        if (!h) return sdpa__cu_fail(pp, SDPA_ERR_NOMEM, "sdpa_cuda_kv_cache_attention: out of host memory");
+        for (b = 0; b < A.B; b++) {
+            bi[b].seq = seqs ? seqs[b] : b;
+            bi[b].len = c->len[bi[b].seq];
+            bi[b].vq = p->seqlens_q ? p->seqlens_q[b] : A.n;
+        }
+        if (na) memcpy(h + nb, p->alibi_slopes, na);
+        if ((e = cudaMallocAsync((void **)&dev, nb + na + partb + 16, st)) != cudaSuccess) {
+            free(h);
+            return sdpa__cu_err(pp, e, "cudaMallocAsync");
+        }
+        e = cudaMemcpyAsync(dev, h, nb + na, cudaMemcpyHostToDevice, st);
+        free(h);
+        if (e == cudaSuccess) {
+            A.bi = (const sdpa__cu_kvb *)(void *)dev;
+            A.alibi = na ? (const float *)(void *)(dev + nb) : NULL;
+            A.part = (float *)(void *)(dev + (nb + na + 15) / 16 * 16);
+            int64_t L = 1;
+            while (L * 8 < (c->D > c->Dv ? c->D : c->Dv)) L *= 2;
+            if (L < 8) L = 8;
+            dim3 grid((unsigned)A.nsplit, (unsigned)(c->H * A.nrb), (unsigned)A.B);
+            const int64_t R = A.G * A.n; /* rows per kv head: 1 (MHA decode), <= 4 (GQA), more */
+#define SDPA__CU_DEC(LL)                                                              \
+    do {                                                                              \
+        if (R <= 1) sdpa__cu_decode<LL, 1><<<grid, 128, 0, st>>>(A);                  \
+        else if (R <= 4) sdpa__cu_decode<LL, 4><<<grid, 128, 0, st>>>(A);             \
+        else sdpa__cu_decode<LL, 8><<<grid, 128, 0, st>>>(A);                         \
+    } while (0)
+            if (L <= 8) SDPA__CU_DEC(8);
+            else if (L == 16) SDPA__CU_DEC(16);
+            else SDPA__CU_DEC(32);
+#undef SDPA__CU_DEC
+            if ((e = cudaGetLastError()) == cudaSuccess) {
+                sdpa__cu_merge<<<(unsigned)(A.B * A.Hq * A.n), 128, 0, st>>>(A);
+                e = cudaGetLastError();
+            }
+        }
+        cudaFreeAsync(dev, st);
+        if (e != cudaSuccess) return sdpa__cu_err(pp, e, "sdpa_cuda_kv_cache_attention");
+    }
+    return SDPA_OK;
+}
+
+#endif /* SDPA_CUDA_IMPLEMENTATION */
