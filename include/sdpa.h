@@ -189,6 +189,7 @@ enum {
     SDPA_ERR_NOMEM    = -20, /* the allocator returned NULL */
     SDPA_ERR_THREADS  = -21, /* the user's parallel_for hook reported failure */
     SDPA_ERR_CAPACITY = -22  /* the KV cache would exceed its max_pages */
+    /* -29 is SDPA_ERR_CUDA, defined by sdpa_cuda.h: a CUDA call failed */
 };
 
 /* Code paths. A call uses params->path; SDPA_PATH_AUTO (0) means the value
