@@ -4445,13 +4445,16 @@ SDPA__TARGET_AVX2 static void sdpa__vacc_avx2(int64_t M, int64_t N, int64_t Dv, 
 #ifdef SDPA__HAVE_AVX512
 /* The cache kernels on zmm registers (paths avx512 and amx): the AVX2 forms
  * at twice the width, D and Dv tails under opmasks (no scalar tail loops, no
- * byte read past a row). */
+ * byte read past a row). Intrinsics whose gcc 12 form starts from an
+ * _mm512_undefined_* value are written as their maskz forms with every lane
+ * on, as elsewhere in this file: g++ -O2 -Wall warns (maybe-uninitialized)
+ * on the plain ones. */
 
 /* 16 elements of storage type t at p (lanes outside k read as 0). */
 static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 __m512 sdpa__ld16_kv_avx512(const char *p, sdpa_dtype t,
                                                                                          __mmask16 k)
 {
-    if (t == SDPA_I8) return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, p)));
+    if (t == SDPA_I8) return _mm512_maskz_cvtepi32_ps(SDPA__ALL16, _mm512_maskz_cvtepi8_epi32(SDPA__ALL16, _mm_maskz_loadu_epi8(k, p)));
     return sdpa__load16_avx512(p, t, k);
 }
 
@@ -4461,12 +4464,12 @@ static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 __m512 sdpa__ld
 static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 void sdpa__sum4_avx512(__m512 a, __m512 b, __m512 c,
                                                                                    __m512 d, float out[4])
 {
-    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee));
-    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xee));
-    __m512 u = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xdd));
+    __m512 ab = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(SDPA__ALL16, a, b, 0x44), _mm512_maskz_shuffle_f32x4(SDPA__ALL16, a, b, 0xee));
+    __m512 cd = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(SDPA__ALL16, c, d, 0x44), _mm512_maskz_shuffle_f32x4(SDPA__ALL16, c, d, 0xee));
+    __m512 u = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(SDPA__ALL16, ab, cd, 0x88), _mm512_maskz_shuffle_f32x4(SDPA__ALL16, ab, cd, 0xdd));
     float lane[16];
-    u = _mm512_add_ps(u, _mm512_permute_ps(u, 0x4e));
-    u = _mm512_add_ps(u, _mm512_permute_ps(u, 0xb1));
+    u = _mm512_add_ps(u, _mm512_maskz_permute_ps(SDPA__ALL16, u, 0x4e));
+    u = _mm512_add_ps(u, _mm512_maskz_permute_ps(SDPA__ALL16, u, 0xb1));
     _mm512_storeu_ps(lane, u);
     out[0] = lane[0], out[1] = lane[4], out[2] = lane[8], out[3] = lane[12];
 }
@@ -4535,12 +4538,12 @@ SDPA__TARGET_AVX512 static void sdpa__kdot_avx512(int64_t M, int64_t N, int64_t 
 static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 __m128i sdpa__sum4_epi32_avx512(__m512i a, __m512i b,
                                                                                             __m512i c, __m512i d)
 {
-    __m512i ab = _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, 0x44), _mm512_shuffle_i32x4(a, b, 0xee));
-    __m512i cd = _mm512_add_epi32(_mm512_shuffle_i32x4(c, d, 0x44), _mm512_shuffle_i32x4(c, d, 0xee));
-    __m512i u = _mm512_add_epi32(_mm512_shuffle_i32x4(ab, cd, 0x88), _mm512_shuffle_i32x4(ab, cd, 0xdd));
-    u = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, (_MM_PERM_ENUM)0x4e));
-    u = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, (_MM_PERM_ENUM)0xb1));
-    return _mm512_castsi512_si128(_mm512_permutexvar_epi32(_mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0), u));
+    __m512i ab = _mm512_add_epi32(_mm512_maskz_shuffle_i32x4(SDPA__ALL16, a, b, 0x44), _mm512_maskz_shuffle_i32x4(SDPA__ALL16, a, b, 0xee));
+    __m512i cd = _mm512_add_epi32(_mm512_maskz_shuffle_i32x4(SDPA__ALL16, c, d, 0x44), _mm512_maskz_shuffle_i32x4(SDPA__ALL16, c, d, 0xee));
+    __m512i u = _mm512_add_epi32(_mm512_maskz_shuffle_i32x4(SDPA__ALL16, ab, cd, 0x88), _mm512_maskz_shuffle_i32x4(SDPA__ALL16, ab, cd, 0xdd));
+    u = _mm512_add_epi32(u, _mm512_maskz_shuffle_epi32(SDPA__ALL16, u, (_MM_PERM_ENUM)0x4e));
+    u = _mm512_add_epi32(u, _mm512_maskz_shuffle_epi32(SDPA__ALL16, u, (_MM_PERM_ENUM)0xb1));
+    return _mm512_maskz_extracti32x4_epi32((__mmask8)0xf, _mm512_maskz_permutexvar_epi32(SDPA__ALL16, _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0), u), 0);
 }
 
 /* int16 queries x int8 keys, 32 pairs per step: the keys' bytes widened to
@@ -4618,7 +4621,7 @@ SDPA__TARGET_AVX512 static void sdpa__kdot16_avx512(int64_t M, int64_t N, int64_
                     acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maskz_loadu_epi16(m, q + d),
                                                                   _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, k + d))));
                 }
-                S[r * lds + j + c] = (float)_mm512_reduce_add_epi32(acc) * qsc[r] * ksc[j + c];
+                S[r * lds + j + c] = (float)_mm_cvtsi128_si32(sdpa__sum4_epi32_avx512(acc, acc, acc, acc)) * qsc[r] * ksc[j + c];
             }
         }
 }
