@@ -71,7 +71,7 @@ PROGRAMS := $(B)/olmo_layer $(B)/test_sdpa $(B)/bench $(B)/bench_kernels $(B)/be
 
 .PHONY: all run test bench bench-decode bench-kernels bench-kernels-clang install uninstall clean check-cmake \
         test-unit test-bf16-emu test-compile test-two-copies test-simple test-decode test-sanitize test-tsan \
-        compile-tests test-arm asm check-asm test-sleef sleef-bins
+        compile-tests test-arm asm check-asm test-sleef sleef-bins test-hwy test-hwy-arm bench-hwy
 
 all: $(PROGRAMS)
 
@@ -503,6 +503,113 @@ test-arm:
 	echo "test-arm: times: $$times (in two lanes); total $$(( $$(date +%s) - t0 ))s"; \
 	if [ -n "$$failed" ]; then echo "test-arm: FAILED:$$failed"; exit 1; fi; \
 	echo "test-arm: all passed on $(ARM_CPUS)"
+
+# ---------------------------------------------------------------- Highway
+# The Highway backend (include/sdpa_hwy.h), optional: not in make all, make
+# test or test-arm. Needs Highway's headers and libhwy (Debian: libhwy-dev;
+# for test-hwy-arm also libhwy-dev:arm64, see .ci/run). Its implementation
+# file, tests/hwy_impl.cc, is C++17 built without -march flags (Highway
+# compiles each target with its own attributes); the tests and the bench
+# are C99 linked with it and -lhwy, dynamically (Debian ships no libhwy.a).
+#   make test-hwy      the suite (tests/test_hwy.c) on every Highway target
+#                      this CPU runs, forced in turn, plus compile checks:
+#                      the implementation warning-free (-Werror) under g++
+#                      and clang++, the declarations as C99 and C++11
+#   make test-hwy-arm  the suite cross-built for AArch64 and run under
+#                      qemu-aarch64 at SVE vector lengths of 16, 32 and 64
+#                      bytes, each run on the targets that length adds
+#                      (HWY_ARM_RUNS), --quick with HWY_ARM_ARGS's groups
+#   make bench-hwy     bench/hwy.c: Highway targets against sdpa.h's paths
+# Without Highway: SKIPPED, or a failure under CI=true.
+HWY_CXXFLAGS ?= -O2 -g -std=c++17 -Wall -Wextra -Werror
+HWY_LIBS     ?= -lhwy
+HB := $(B)/hwy
+
+# test_hwy.c includes test_sdpa.c for its harness and groups; the groups it
+# does not run are dead code there, where gcc's inliner warns about sdpa.h's
+# int8 helpers (array bounds, loop bounds) as it does not in test_sdpa.
+HWY_TEST_WNO := -Wno-unused-function -Wno-array-bounds -Wno-aggressive-loop-optimizations
+$(HB)/hwy_impl.o: tests/hwy_impl.cc include/sdpa_hwy.h $(HEADER)
+	@mkdir -p $(@D)
+	$(CXX) $(CPPFLAGS) $(HWY_CXXFLAGS) $(INC) -c $< -o $@
+$(HB)/test_hwy: tests/test_hwy.c tests/test_sdpa.c tests/test_kv.h include/sdpa_hwy.h $(HEADER) $(HB)/hwy_impl.o
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(HWY_TEST_WNO) $(INC) -c $< -o $@.o
+	$(CXX) $@.o $(HB)/hwy_impl.o -o $@ $(HWY_LIBS) $(LDLIBS)
+$(HB)/bench_hwy: bench/hwy.c bench/common.h include/sdpa_hwy.h $(HEADER) $(HB)/hwy_impl.o
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) -c $< -o $@.o
+	$(CXX) $@.o $(HB)/hwy_impl.o -o $@ $(HWY_LIBS) $(LDLIBS)
+
+# Compile checks: the implementation under clang++ too with -Werror (the
+# build above is $(CXX)'s, -Werror as well: Highway's headers are included,
+# its 1.0.3 quirks show here first), and the declarations alone as C99 and
+# C++11, -pedantic -Werror.
+HWY_CT := $(HB)/ct-clang++.o $(HB)/ct-decl-c99.o $(HB)/ct-decl-cxx11.o
+$(HB)/ct-clang++.o: tests/hwy_impl.cc include/sdpa_hwy.h $(HEADER)
+	@mkdir -p $(@D)
+	@c=$(patsubst ct-%.o,%,$(@F)); if ! command -v $$c >/dev/null 2>&1; then echo "$$c: not installed, skipped"; touch $@; \
+	else echo "$$c -std=c++17 -O2 -Wall -Wextra -Werror -c $<"; $$c -std=c++17 -O2 -Wall -Wextra -Werror $(INC) -c $< -o $@; fi
+$(HB)/ct-decl-c99.o: include/sdpa_hwy.h $(HEADER)
+	@mkdir -p $(@D)
+	$(CC) -std=c99 -pedantic -Wall -Wextra -Werror $(INC) -x c -c $< -o $@
+$(HB)/ct-decl-cxx11.o: include/sdpa_hwy.h $(HEADER)
+	@mkdir -p $(@D)
+	$(CXX) -std=c++11 -pedantic -Wall -Wextra -Werror $(INC) -x c++ -c $< -o $@
+
+# 0 when $(1) (a C++ compiler) finds Highway's headers
+hwy_found = printf '\043include <hwy/highway.h>\n' | $(1) -std=c++17 -x c++ -E - >/dev/null 2>&1
+hwy_skip = echo "$(1): SKIPPED: $(2)"; \
+	if [ "$${CI:-}" = true ]; then echo "$(1): FAILED: CI=true, where the Highway tests may not be skipped"; exit 1; fi; exit 0
+
+test-hwy:
+	@$(call hwy_found,$(CXX)) || { $(call hwy_skip,test-hwy,no Highway headers for $(CXX) (Debian: apt-get install libhwy-dev)); }; \
+	t0=$$(date +%s); \
+	$(MAKE) --no-print-directory $(HB)/test_hwy $(HWY_CT) || exit 1; \
+	echo "$(R)./$(HB)/test_hwy $(TEST_ARGS)"; $(R)./$(HB)/test_hwy $(TEST_ARGS) || exit 1; \
+	echo "test-hwy: passed in $$(( $$(date +%s) - t0 ))s"
+
+bench-hwy:
+	@$(call hwy_found,$(CXX)) || { echo "bench-hwy: no Highway headers for $(CXX) (Debian: apt-get install libhwy-dev)"; exit 1; }; \
+	$(MAKE) --no-print-directory $(HB)/bench_hwy && echo "$(R)./$(HB)/bench_hwy $(ARGS)" && $(R)./$(HB)/bench_hwy $(ARGS)
+
+# AArch64: runs <vector length in bytes>:<targets, comma-separated>. Each
+# length runs the targets whose code it changes: SVE2_128 exists only at 16,
+# SVE_256 only at 32; SVE and SVE2 at every length; NEON once. qemu-aarch64
+# runs the dynamic binary without -L: the arm64 loader and libraries come
+# from Debian's multiarch packages (libhwy-dev:arm64 pulls them in); the
+# cross toolchain's own libc under /usr/aarch64-linux-gnu is a different
+# build, and mixing the two hangs pthread_create under qemu.
+HWY_ARM_RUNS ?= 16:NEON,SVE2_128,SVE,SVE2 32:SVE_256,SVE,SVE2 64:SVE,SVE2
+# Under qemu SVE runs ~50x slower than natively: each target gets its
+# kernel tests (which cover every tail, dtype and vector length) and the
+# cheaper attention groups (~10 s of CPU each; all groups: ~3 min per target).
+HWY_ARM_ARGS ?= --quick hwy errors GQA strided alibi score_mod NaN/Inf fully empty
+HWY_ARM_B    := $(ARM_B)/hwy
+
+test-hwy-arm:
+	@missing=""; \
+	for t in $(ARM_CROSS)gcc $(ARM_CROSS)g++ $(ARM_QEMU); do \
+	    command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; \
+	done; \
+	[ -z "$$missing" ] || { $(call hwy_skip,test-hwy-arm,not installed:$$missing); }; \
+	$(call hwy_found,$(ARM_CROSS)g++) && [ -e /usr/lib/aarch64-linux-gnu/libhwy.so ] || \
+	    { $(call hwy_skip,test-hwy-arm,no arm64 libhwy (Debian: dpkg --add-architecture arm64; apt-get install libhwy-dev:arm64)); }; \
+	t0=$$(date +%s); \
+	$(MAKE) --no-print-directory $(ARM_VARS) $(HWY_ARM_B)/test_hwy || exit 1; \
+	failed=""; pids=""; \
+	for run in $(HWY_ARM_RUNS); do \
+	    vl=$${run%%:*}; tg=$$(echo "$${run#*:}" | tr , ' '); \
+	    ( echo "SDPA_HWY_TARGETS=\"$$tg\" $(ARM_QEMU) -cpu max,sve-default-vector-length=$$vl ./$(HWY_ARM_B)/test_hwy $(HWY_ARM_ARGS)"; \
+	      SDPA_HWY_TARGETS="$$tg" $(ARM_QEMU) -cpu max,sve-default-vector-length=$$vl ./$(HWY_ARM_B)/test_hwy $(HWY_ARM_ARGS); \
+	      echo $$? > $(HWY_ARM_B)/vl$$vl.rc ) > $(HWY_ARM_B)/vl$$vl.log 2>&1 & \
+	done; \
+	wait; \
+	for run in $(HWY_ARM_RUNS); do \
+	    vl=$${run%%:*}; echo "======== vector length $$vl bytes ($(HWY_ARM_B)/vl$$vl.log)"; cat $(HWY_ARM_B)/vl$$vl.log; \
+	    [ "$$(cat $(HWY_ARM_B)/vl$$vl.rc 2>/dev/null)" = 0 ] || failed="$$failed vl$$vl"; \
+	done; \
+	echo "test-hwy-arm: $$(( $$(date +%s) - t0 ))s (vector lengths in parallel)"; \
+	if [ -n "$$failed" ]; then echo "test-hwy-arm: FAILED:$$failed"; exit 1; fi; \
+	echo "test-hwy-arm: all passed ($(HWY_ARM_RUNS))"
 
 # ---------------------------------------------------------------- install
 # The header, a pkg-config file and CMake package files (the same layout as
