@@ -877,11 +877,14 @@ static int sdpa__tensor(const sdpa_params *pp, const char *name, const sdpa_tens
     return SDPA_OK;
 }
 
-/* True when distinct indices of `t` never share an element (needed for out). */
+/* True when distinct indices of `t` never share an element (needed for out).
+ * An empty tensor has no elements to share, whatever its strides. */
 static int sdpa__injective(const sdpa__tens *t)
 {
     int idx[4], n = 0, a, b;
     int64_t need = 1;
+    for (a = 0; a < 4; a++)
+        if (t->n[a] == 0) return 1;
     for (a = 0; a < 4; a++)
         if (t->n[a] > 1) idx[n++] = a;
     for (a = 1; a < n; a++) /* insertion sort by stride */
