@@ -870,10 +870,16 @@ static int sdpa__tensor(const sdpa_params *pp, const char *name, const sdpa_tens
         if (t->lo > UINTPTR_MAX - (uintptr_t)bytes)
             return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: %s wraps around the address space", name);
         t->hi = t->lo + (uintptr_t)bytes;
+        t->data = (const char *)x->data;
     } else {
+        /* no elements: offsets are computed but nothing is read or written;
+         * zero strides and a non-null base keep that arithmetic defined
+         * (data may be NULL, and NULL + 0 is undefined in C) */
+        static const char sdpa__no_elements = 0;
         t->lo = t->hi = 0;
+        for (d = 0; d < 4; d++) t->s[d] = 0;
+        t->data = x->data ? (const char *)x->data : &sdpa__no_elements;
     }
-    t->data = (const char *)x->data;
     return SDPA_OK;
 }
 
