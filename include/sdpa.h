@@ -4786,7 +4786,12 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
         !sdpa__bytes_ok(bytes) || (uint64_t)bytes > (uint64_t)SIZE_MAX)
         return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa_kv_cache_attention: scratch size overflows");
 
-    /* every check passed: rows past seqlens_q first, then the tasks */
+    /* every check passed: the scratch (so that SDPA_ERR_NOMEM leaves out
+     * untouched), rows past seqlens_q, then the tasks */
+    total = (size_t)bytes;
+    raw = NULL;
+    if (ntask > 0 && !(raw = sdpa__scratch_alloc(p, total)))
+        return sdpa__fail(pp, SDPA_ERR_NOMEM, "sdpa_kv_cache_attention: could not allocate %llu bytes of scratch", (unsigned long long)total);
     for (b = 0; b < P->B; b++) {
         int64_t vq = P->sq ? P->sq[b] : P->Lq, h, ii, d;
         for (h = 0; h < P->Hq; h++)
@@ -4798,9 +4803,6 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
             }
     }
     if (ntask == 0) return SDPA_OK;
-    total = (size_t)bytes;
-    raw = sdpa__scratch_alloc(p, total);
-    if (!raw) return sdpa__fail(pp, SDPA_ERR_NOMEM, "sdpa_kv_cache_attention: could not allocate %llu bytes of scratch", (unsigned long long)total);
     base = (char *)raw + ((64u - ((uintptr_t)raw & 63u)) & 63u);
     K.task_start = (int64_t *)(void *)base;
     K.merge_start = K.task_start + P->B + 1;

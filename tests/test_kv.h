@@ -785,8 +785,109 @@ static void test_kv_errors(void)
     group_end();
 }
 
+/* Allocation failures injected through the allocator hook: creating a
+ * cache, attention over it (SDPA_ERR_NOMEM must leave out and lse as they
+ * were, rows past seqlens_q included), and sdpa_attention's int8 mode: the
+ * error, and nothing left allocated. */
+static void test_kv_nomem(void)
+{
+    int k;
+    if (!group_begin("allocation failures (kv, int8)")) return;
+    for (k = 0; k < 2; k++) {
+        kv_alloc_state as = {0, 0, k};
+        sdpa_allocator al = {kv_alloc_fn, kv_free_fn, NULL};
+        sdpa_kv_cache_config cfg;
+        sdpa_kv_cache *c = (sdpa_kv_cache *)&cfg; /* must come back NULL */
+        int rc;
+        al.user = &as;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.num_seqs = 3, cfg.kv_heads = 2, cfg.head_dim = 8, cfg.dtype = k_kv_dts[k * 3], cfg.allocator = &al;
+        case_begin("create: allocation %d fails", k + 1);
+        rc = sdpa_kv_cache_create(&cfg, &c);
+        CHECK(rc == SDPA_ERR_NOMEM && c == NULL, "rc %d, cache %p", rc, (void *)c);
+        CHECK(as.live == 0, "%lld bytes left allocated", LL(as.live));
+        case_end();
+    }
+    for (k = 0; k < 4; k++) {
+        kv_alloc_state as = {0, 0, -1}, sa = {0, 0, 0};
+        sdpa_allocator al = {kv_alloc_fn, kv_free_fn, NULL}, sal = {kv_alloc_fn, kv_free_fn, NULL};
+        kv_model m;
+        sdpa_kv_cache *c;
+        int64_t H = 2, G = 2, D = 16, n = 3, B = 2, i, sq[2] = {1, 3}, total = B * H * G * n * D;
+        float qv[2 * 4 * 3 * 16], ov[2 * 4 * 3 * 16], lse[2 * 4 * 3];
+        sdpa_tensor q = {qv, SDPA_F32, {2, 4, 3, 16}, {0}}, o = {ov, SDPA_F32, {2, 4, 3, 16}, {0}};
+        sdpa_params p;
+        int rc, same = 1;
+        al.user = &as, sal.user = &sa;
+        case_begin("%s: attention with seqlens_q, scratch allocation fails: SDPA_ERR_NOMEM, out and lse untouched",
+                   dt_name(k_kv_dts[k]));
+        c = kv_new(&m, 2, H, D, D, k_kv_dts[k], 8, 0, &al);
+        if (!c) { case_end(); continue; }
+        kv_append(c, &m, 0, 40, 1.0, 0);
+        kv_append(c, &m, 1, 700, 1.0, 0); /* long enough to be split into chunks */
+        for (i = 0; i < total; i++) qv[i] = (float)rnd_range(-1, 1), ov[i] = NAN;
+        for (i = 0; i < B * H * G * n; i++) lse[i] = NAN;
+        memset(&p, 0, sizeof p);
+        p.seqlens_q = sq, p.lse = lse, p.allocator = &sal, p.causal = SDPA_CAUSAL_BOTTOM_RIGHT;
+        p.num_threads = 1 + k % 2;
+        rc = sdpa_kv_cache_attention(c, NULL, &q, &o, &p);
+        CHECK(rc == SDPA_ERR_NOMEM, "rc %d (%s)", rc, sdpa_strerror(rc));
+        for (i = 0; i < total; i++) same &= ov[i] != ov[i];
+        for (i = 0; i < B * H * G * n; i++) same &= lse[i] != lse[i];
+        CHECK(same, "out or lse written by a call that failed with SDPA_ERR_NOMEM");
+        CHECK(sa.live == 0, "scratch: %lld bytes left allocated", LL(sa.live));
+        sa.fail_after = -1;
+        rc = sdpa_kv_cache_attention(c, NULL, &q, &o, &p);
+        CHECK(rc == SDPA_OK, "the same call with memory: rc %d", rc);
+        CHECK(ov[(0 * 4 * 3 + 1) * 16] == 0.0f && lse[0 * 4 * 3 + 1] == -INFINITY, "row past seqlens_q: %g, lse %g",
+              ov[16], lse[1]);
+        CHECK(sa.live == 0 && sa.calls == 1, "scratch: %lld bytes left, %lld allocations", LL(sa.live), LL(sa.calls));
+        sdpa_kv_cache_destroy(c);
+        CHECK(as.live == 0, "cache: %lld bytes leaked", LL(as.live));
+        km_free(&m);
+        case_end();
+    }
+    for (k = 0; k < 2; k++) { /* int8 mode: its pre-pass shares the call's one scratch block */
+        float qv[2 * 70 * 24], kb[70 * 24], vb[70 * 24], ov[2 * 70 * 24];
+        sdpa_tensor q = {qv, SDPA_F32, {1, 2, 70, 24}, {0}}, kt = {kb, SDPA_F32, {1, 1, 70, 24}, {0}};
+        sdpa_tensor vt = {vb, SDPA_F32, {1, 1, 70, 24}, {0}}, o = {ov, SDPA_F32, {1, 2, 70, 24}, {0}};
+        cnt_alloc a;
+        sdpa_allocator al;
+        sdpa_params p;
+        int64_t i, n, nalloc;
+        int rc, same = 1;
+        for (i = 0; i < 70 * 24; i++) kb[i] = (float)rnd_range(-1, 1), vb[i] = (float)rnd_range(-1, 1);
+        for (i = 0; i < 2 * 70 * 24; i++) qv[i] = (float)rnd_range(-1, 1);
+        memset(&p, 0, sizeof p);
+        p.precision = k ? SDPA_PRECISION_INT8_QK_NOSMOOTH : SDPA_PRECISION_INT8_QK, p.causal = SDPA_CAUSAL_TOP_LEFT;
+        p.num_threads = 2, p.tile_k = 16;
+        ca_init(&a, &al, 0);
+        p.allocator = &al;
+        case_begin("int8 mode (%s): allocation n of N fails: SDPA_ERR_NOMEM, out untouched, nothing leaked",
+                   k ? "no smoothing" : "smoothed K");
+        CHECK(sdpa_attention(&q, &kt, &vt, &o, &p) == SDPA_OK, "int8 call with memory");
+        ca_check_balance(&a);
+        nalloc = a.n_alloc;
+        CHECK(nalloc >= 1, "no allocation through the hook");
+        pthread_mutex_destroy(&a.mu);
+        for (n = 1; n <= nalloc; n++) {
+            ca_init(&a, &al, n);
+            for (i = 0; i < 2 * 70 * 24; i++) ov[i] = NAN;
+            rc = sdpa_attention(&q, &kt, &vt, &o, &p);
+            CHECK(rc == SDPA_ERR_NOMEM, "allocation %lld of %lld fails: rc %d", LL(n), LL(nalloc), rc);
+            ca_check_balance(&a);
+            for (i = 0; i < 2 * 70 * 24; i++) same &= ov[i] != ov[i];
+            pthread_mutex_destroy(&a.mu);
+        }
+        CHECK(same, "out written by a call that failed with SDPA_ERR_NOMEM");
+        case_end();
+    }
+    group_end();
+}
+
 static void test_kv(void)
 {
+    test_kv_nomem();
     test_kv_errors();
     test_kv_attention();
     test_kv_vs_sdpa();
