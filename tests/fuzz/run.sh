@@ -23,7 +23,7 @@ run_one() {
     local name=$1 bin=$dir/fuzz_$1 seeds=$here/corpus/$1 work=$dir/corpus-$1 log=$dir/$1.log
     mkdir -p "$work"
     # the committed seeds, replayed as they are, then the timed run
-    if ! "$bin" -runs=0 "$seeds" >"$log" 2>&1; then
+    if ! "$bin" -runs=0 -artifact_prefix="$dir/crashes/$name-seed-" "$seeds" >"$log" 2>&1; then
         echo "fuzz $name: a committed seed fails (log: $log)"
         grep -a -m1 -A12 "FUZZ CHECK FAILED\|ERROR: AddressSanitizer\|runtime error\|ERROR: libFuzzer\|ERROR: LeakSanitizer" "$log"
         return 1
