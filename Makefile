@@ -3,7 +3,10 @@
 #   make            build everything into build/
 #   make run        one OLMo-2-7B attention layer (ARGS="..." are passed on)
 #   make test       test suite, compile tests, two-copies test, example,
-#                   ASan+UBSan and TSan runs
+#                   ASan+UBSan, TSan and valgrind runs, the fuzzers (60 s
+#                   each) and a 20 s soak
+#   make fuzz       the libFuzzer harnesses, FUZZ_TIME=300 s each
+#   make soak       the randomized memory soak, SOAK_TIME=180 s
 #   make bench      benchmarks (bench, then bench-kernels)
 #   make bench-kernels  plain / auto-vectorised / intrinsics version of each
 #                   core loop, timed side by side
@@ -71,7 +74,8 @@ PROGRAMS := $(B)/olmo_layer $(B)/test_sdpa $(B)/bench $(B)/bench_kernels $(B)/be
 
 .PHONY: all run test bench bench-decode bench-kernels bench-kernels-clang install uninstall clean check-cmake \
         test-unit test-bf16-emu test-compile test-two-copies test-simple test-decode test-sanitize test-tsan \
-        compile-tests test-arm asm check-asm test-sleef sleef-bins test-hwy test-hwy-arm bench-hwy
+        compile-tests test-arm asm check-asm test-sleef sleef-bins test-hwy test-hwy-arm bench-hwy \
+        fuzz fuzz-build test-fuzz test-valgrind soak test-soak
 
 all: $(PROGRAMS)
 
@@ -156,10 +160,12 @@ bench-kernels-clang:
 # ---------------------------------------------------------------- tests
 # Each step runs even when an earlier one failed; the failures are listed at
 # the end and make exits non-zero.
-# Cross builds leave out the sanitizer steps: their runtimes do not work
+# Cross builds leave out the sanitizer, valgrind, fuzz and soak steps: their
+# runtimes (and the soak's RSS check) do not work
 # under qemu's user-mode emulation; and test-sleef (see there).
 TEST_STEPS := $(strip test-unit $(if $(CROSS),,test-sleef) test-bf16-emu test-compile test-two-copies \
-              test-simple test-decode check-asm $(if $(CROSS),,test-sanitize test-tsan test-cuda))
+              test-simple test-decode check-asm \
+              $(if $(CROSS),,test-sanitize test-tsan test-valgrind test-fuzz test-soak test-cuda))
 
 test:
 	@failed=""; \
@@ -411,7 +417,13 @@ test-sanitize: | $(B)/asan
 TSAN_FLAGS := -O1 -g -fsanitize=thread
 TSAN_CC  ?= gcc
 TSAN_CXX ?= g++
-TSAN_BINS := $(B)/tsan/two_copies $(B)/tsan/compile_cxx
+TSAN_BINS := $(B)/tsan/two_copies $(B)/tsan/compile_cxx $(B)/tsan/test_sdpa
+# The suite's threaded groups: sdpa_attention from 4 threads at once, an
+# application thread pool through parallel_for, and the KV cache from 4
+# threads (each on its own cache, then all reading one shared cache).
+TSAN_GROUPS := "concurrent calls" "parallel_for hook" "kv cache threads"
+$(B)/tsan/test_sdpa: tests/test_sdpa.c tests/test_kv.h $(HEADER) | $(B)/tsan
+	$(TSAN_CC) -std=c99 -Wall -Wextra $(TSAN_FLAGS) $(INC) $< -o $@ $(LDLIBS)
 $(B)/tsan/two_copies: $(TWO_COPIES_SRC) $(HEADER) | $(B)/tsan
 	$(TSAN_CC) -std=c99 -Wall -Wextra $(TSAN_FLAGS) $(INC) $(TWO_COPIES_SRC) -o $@ $(LDLIBS)
 $(B)/tsan/compile_cxx: tests/compile_cxx.cpp tests/compile_smoke.h $(HEADER) | $(B)/tsan
@@ -423,7 +435,115 @@ test-tsan: | $(B)/tsan
 	if [ "$$cc" = clang ]; then cxx=clang++; else cxx=g++; fi; \
 	$(MAKE) --no-print-directory TSAN_CC=$$cc TSAN_CXX=$$cxx $(TSAN_BINS) && \
 	echo "./$(B)/tsan/two_copies" && TSAN_OPTIONS=halt_on_error=1 ./$(B)/tsan/two_copies && \
-	echo "./$(B)/tsan/compile_cxx" && TSAN_OPTIONS=halt_on_error=1 ./$(B)/tsan/compile_cxx
+	echo "./$(B)/tsan/compile_cxx" && TSAN_OPTIONS=halt_on_error=1 ./$(B)/tsan/compile_cxx && \
+	echo "./$(B)/tsan/test_sdpa --quick $(TSAN_GROUPS)" && \
+	TSAN_OPTIONS=halt_on_error=1 ./$(B)/tsan/test_sdpa --quick $(TSAN_GROUPS)
+
+# ---------------------------------------------------------------- valgrind
+# memcheck over the suite on the paths valgrind can run (it has no AVX-512:
+# scalar and avx2 on x86, scalar and neon on AArch64; a path is forced with
+# SDPA_PATH, both at once on the two cores), with --quick and the groups that
+# reach the most code per second: argument errors, strided layouts, empty
+# sizes, NaN/Inf, fully masked rows, allocation failures, the KV cache
+# operations and the int8 helpers (about 1 s natively, 30x that here).
+# Any memcheck error or definite/indirect leak fails (--error-exitcode).
+# Skipped without valgrind, except under CI=true.
+VALGRIND   ?= valgrind
+VG_FLAGS   := -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+              --show-leak-kinds=definite,indirect
+VG_GROUPS  := errors "strided layouts" "empty sizes" NaN/Inf "fully masked" "allocation failures" \
+              "kv cache operations" "kv cache pages" "int8 quantize"
+$(B)/valgrind/test_sdpa: tests/test_sdpa.c tests/test_kv.h $(HEADER)
+	@mkdir -p $(@D)
+	$(CC) -std=c99 -O1 -g -Wall -Wextra $(INC) $< -o $@ $(LDLIBS)
+
+test-valgrind:
+	@if ! command -v $(VALGRIND) >/dev/null 2>&1; then \
+	    echo "test-valgrind: SKIPPED: valgrind not installed (Debian: apt-get install valgrind)"; \
+	    if [ "$${CI:-}" = true ]; then echo "test-valgrind: FAILED: CI=true, where it may not be skipped"; exit 1; fi; \
+	    exit 0; \
+	fi; \
+	$(MAKE) --no-print-directory $(B)/valgrind/test_sdpa || exit 1; \
+	paths=$$(./$(B)/valgrind/test_sdpa --paths | grep -v 'avx512\|amx'); pids=""; \
+	for p in $$paths; do \
+	    echo "SDPA_PATH=$$p SDPA_TEST_QUICK=1 $(VALGRIND) $(VG_FLAGS) ./$(B)/valgrind/test_sdpa $(VG_GROUPS) > $(B)/valgrind/$$p.log"; \
+	    SDPA_PATH=$$p SDPA_TEST_QUICK=1 $(VALGRIND) $(VG_FLAGS) ./$(B)/valgrind/test_sdpa $(VG_GROUPS) \
+	        > $(B)/valgrind/$$p.log 2>&1 & pids="$$pids $$!"; \
+	done; \
+	fail=0; for pid in $$pids; do wait $$pid || fail=1; done; \
+	for p in $$paths; do echo "--- valgrind, path $$p:"; grep -v '^\[ OK \]' $(B)/valgrind/$$p.log; done; \
+	if [ $$fail -ne 0 ]; then echo "test-valgrind: FAILED (logs: $(B)/valgrind/*.log)"; exit 1; fi; \
+	echo "test-valgrind: memcheck clean on paths:" $$paths
+
+# ---------------------------------------------------------------- soak
+# tests/soak.c: a randomized workload (sdpa_attention, the KV cache in a
+# decode loop with evictions, int8 round trips) for SOAK_TIME seconds, that
+# fails when the allocator is not given everything back, the caches outgrow
+# their bounded tokens, or the resident set grows after the warm-up.
+# make soak: 180 s; make test-soak (part of make test): SOAK_CI_TIME, 20 s.
+SOAK_TIME    ?= 180
+SOAK_CI_TIME ?= 20
+$(B)/soak: tests/soak.c $(HEADER) | $(B)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
+
+soak: $(B)/soak
+	$(R)./$(B)/soak $(SOAK_TIME)
+
+test-soak: $(B)/soak
+	$(R)./$(B)/soak $(SOAK_CI_TIME)
+
+# ---------------------------------------------------------------- fuzzing
+# libFuzzer harnesses (tests/fuzz/): sdpa_attention against a float64
+# reference, KV cache operation sequences against a model, int8 quantize /
+# dequantize round trips; each with a seed corpus in tests/fuzz/corpus/ that
+# holds the inputs of the bugs they found. Built with clang's
+# -fsanitize=fuzzer,address,undefined (Debian: clang and libclang-rt-14-dev);
+# comparison tracing is left out (-fno-sanitize-coverage=trace-cmp): it cost
+# 5x the executions in the library's inner loops.
+#   make fuzz         each harness FUZZ_TIME seconds (default 300), in turn
+#   make test-fuzz    (part of make test) the seeds replayed, then the three
+#                     at once for FUZZ_CI_TIME seconds (default 60)
+# A failing input lands in $(B)/fuzz/crashes/; rerun it with
+# ./$(B)/fuzz/fuzz_NAME FILE (FUZZ_VERBOSE=1 prints the decoded call).
+FUZZ_CC      ?= clang
+comma := ,
+FUZZ_FLAGS   := -std=c99 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-coverage=trace-cmp \
+                -fno-sanitize-recover=all -Wall -Wextra
+FUZZ_NAMES   := attention kv_cache quant
+FUZZ_BINS    := $(FUZZ_NAMES:%=$(B)/fuzz/fuzz_%)
+FUZZ_TIME    ?= 300
+FUZZ_CI_TIME ?= 60
+
+# The library is compiled once (fuzz_lib.o), with coverage but without
+# libFuzzer's main, and linked into each harness.
+$(B)/fuzz/fuzz_lib.o: tests/fuzz/fuzz_lib.c $(HEADER)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(subst fuzzer$(comma),fuzzer-no-link$(comma),$(FUZZ_FLAGS)) $(INC) -c $< -o $@
+$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(B)/fuzz/fuzz_lib.o $(HEADER)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(INC) $< $(B)/fuzz/fuzz_lib.o -o $@ -lm -pthread
+
+# Sets shell variable ok when $(FUZZ_CC) links a libFuzzer program.
+fuzz_probe = mkdir -p $(B)/fuzz; ok=""; \
+	printf '\#include <stddef.h>\n\#include <stdint.h>\nint LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }\n' \
+	    > $(B)/fuzz/probe.c; \
+	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined $(B)/fuzz/probe.c -o $(B)/fuzz/probe >/dev/null 2>&1 && ok=1
+
+fuzz-build:
+	@$(call fuzz_probe); \
+	if [ -z "$$ok" ]; then echo "fuzz-build: $(FUZZ_CC) cannot link -fsanitize=fuzzer (Debian: apt-get install clang libclang-rt-14-dev)"; exit 1; fi; \
+	$(MAKE) --no-print-directory $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	tests/fuzz/run.sh $(B)/fuzz $(FUZZ_TIME) serial $(FUZZ_NAMES)
+
+test-fuzz:
+	@$(call fuzz_probe); \
+	if [ -z "$$ok" ]; then \
+	    echo "test-fuzz: SKIPPED: $(FUZZ_CC) cannot link -fsanitize=fuzzer (Debian: apt-get install clang libclang-rt-14-dev)"; \
+	    if [ "$${CI:-}" = true ]; then echo "test-fuzz: FAILED: CI=true, where the fuzzers may not be skipped"; exit 1; fi; \
+	    exit 0; \
+	fi; \
+	$(MAKE) --no-print-directory $(FUZZ_BINS) && tests/fuzz/run.sh $(B)/fuzz $(FUZZ_CI_TIME) parallel $(FUZZ_NAMES)
 
 # ---------------------------------------------------------------- ARM
 # make test-arm: cross-build everything for AArch64 into build/aarch64/

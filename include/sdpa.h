@@ -912,18 +912,27 @@ static int sdpa__tensor(const sdpa_params *pp, const char *name, const sdpa_tens
         if (t->lo > UINTPTR_MAX - (uintptr_t)bytes)
             return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: %s wraps around the address space", name);
         t->hi = t->lo + (uintptr_t)bytes;
+        t->data = (const char *)x->data;
     } else {
+        /* no elements: offsets are computed but nothing is read or written;
+         * zero strides and a non-null base keep that arithmetic defined
+         * (data may be NULL, and NULL + 0 is undefined in C) */
+        static const char sdpa__no_elements = 0;
         t->lo = t->hi = 0;
+        for (d = 0; d < 4; d++) t->s[d] = 0;
+        t->data = x->data ? (const char *)x->data : &sdpa__no_elements;
     }
-    t->data = (const char *)x->data;
     return SDPA_OK;
 }
 
-/* True when distinct indices of `t` never share an element (needed for out). */
+/* True when distinct indices of `t` never share an element (needed for out).
+ * An empty tensor has no elements to share, whatever its strides. */
 static int sdpa__injective(const sdpa__tens *t)
 {
     int idx[4], n = 0, a, b;
     int64_t need = 1;
+    for (a = 0; a < 4; a++)
+        if (t->n[a] == 0) return 1;
     for (a = 0; a < 4; a++)
         if (t->n[a] > 1) idx[n++] = a;
     for (a = 1; a < n; a++) /* insertion sort by stride */
@@ -5069,7 +5078,12 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
         !sdpa__bytes_ok(bytes) || (uint64_t)bytes > (uint64_t)SIZE_MAX)
         return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa_kv_cache_attention: scratch size overflows");
 
-    /* every check passed: rows past seqlens_q first, then the tasks */
+    /* every check passed: the scratch (so that SDPA_ERR_NOMEM leaves out
+     * untouched), rows past seqlens_q, then the tasks */
+    total = (size_t)bytes;
+    raw = NULL;
+    if (ntask > 0 && !(raw = sdpa__scratch_alloc(p, total)))
+        return sdpa__fail(pp, SDPA_ERR_NOMEM, "sdpa_kv_cache_attention: could not allocate %llu bytes of scratch", (unsigned long long)total);
     for (b = 0; b < P->B; b++) {
         int64_t vq = P->sq ? P->sq[b] : P->Lq, h, ii, d;
         for (h = 0; h < P->Hq; h++)
@@ -5081,9 +5095,6 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
             }
     }
     if (ntask == 0) return SDPA_OK;
-    total = (size_t)bytes;
-    raw = sdpa__scratch_alloc(p, total);
-    if (!raw) return sdpa__fail(pp, SDPA_ERR_NOMEM, "sdpa_kv_cache_attention: could not allocate %llu bytes of scratch", (unsigned long long)total);
     base = (char *)raw + ((64u - ((uintptr_t)raw & 63u)) & 63u);
     K.task_start = (int64_t *)(void *)base;
     K.merge_start = K.task_start + P->B + 1;

@@ -785,8 +785,274 @@ static void test_kv_errors(void)
     group_end();
 }
 
+/* Allocation failures injected through the allocator hook: creating a
+ * cache, attention over it (SDPA_ERR_NOMEM must leave out and lse as they
+ * were, rows past seqlens_q included), and sdpa_attention's int8 mode: the
+ * error, and nothing left allocated. */
+static void test_kv_nomem(void)
+{
+    int k;
+    if (!group_begin("allocation failures (kv, int8)")) return;
+    for (k = 0; k < 2; k++) {
+        kv_alloc_state as = {0, 0, k};
+        sdpa_allocator al = {kv_alloc_fn, kv_free_fn, NULL};
+        sdpa_kv_cache_config cfg;
+        sdpa_kv_cache *c = (sdpa_kv_cache *)&cfg; /* must come back NULL */
+        int rc;
+        al.user = &as;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.num_seqs = 3, cfg.kv_heads = 2, cfg.head_dim = 8, cfg.dtype = k_kv_dts[k * 3], cfg.allocator = &al;
+        case_begin("create: allocation %d fails", k + 1);
+        rc = sdpa_kv_cache_create(&cfg, &c);
+        CHECK(rc == SDPA_ERR_NOMEM && c == NULL, "rc %d, cache %p", rc, (void *)c);
+        CHECK(as.live == 0, "%lld bytes left allocated", LL(as.live));
+        case_end();
+    }
+    for (k = 0; k < 4; k++) {
+        kv_alloc_state as = {0, 0, -1}, sa = {0, 0, 0};
+        sdpa_allocator al = {kv_alloc_fn, kv_free_fn, NULL}, sal = {kv_alloc_fn, kv_free_fn, NULL};
+        kv_model m;
+        sdpa_kv_cache *c;
+        int64_t H = 2, G = 2, D = 16, n = 3, B = 2, i, sq[2] = {1, 3}, total = B * H * G * n * D;
+        float qv[2 * 4 * 3 * 16], ov[2 * 4 * 3 * 16], lse[2 * 4 * 3];
+        sdpa_tensor q = {qv, SDPA_F32, {2, 4, 3, 16}, {0}}, o = {ov, SDPA_F32, {2, 4, 3, 16}, {0}};
+        sdpa_params p;
+        int rc, same = 1;
+        al.user = &as, sal.user = &sa;
+        case_begin("%s: attention with seqlens_q, scratch allocation fails: SDPA_ERR_NOMEM, out and lse untouched",
+                   dt_name(k_kv_dts[k]));
+        c = kv_new(&m, 2, H, D, D, k_kv_dts[k], 8, 0, &al);
+        if (!c) { case_end(); continue; }
+        kv_append(c, &m, 0, 40, 1.0, 0);
+        kv_append(c, &m, 1, 700, 1.0, 0); /* long enough to be split into chunks */
+        for (i = 0; i < total; i++) qv[i] = (float)rnd_range(-1, 1), ov[i] = NAN;
+        for (i = 0; i < B * H * G * n; i++) lse[i] = NAN;
+        memset(&p, 0, sizeof p);
+        p.seqlens_q = sq, p.lse = lse, p.allocator = &sal, p.causal = SDPA_CAUSAL_BOTTOM_RIGHT;
+        p.num_threads = 1 + k % 2;
+        rc = sdpa_kv_cache_attention(c, NULL, &q, &o, &p);
+        CHECK(rc == SDPA_ERR_NOMEM, "rc %d (%s)", rc, sdpa_strerror(rc));
+        for (i = 0; i < total; i++) same &= ov[i] != ov[i];
+        for (i = 0; i < B * H * G * n; i++) same &= lse[i] != lse[i];
+        CHECK(same, "out or lse written by a call that failed with SDPA_ERR_NOMEM");
+        CHECK(sa.live == 0, "scratch: %lld bytes left allocated", LL(sa.live));
+        sa.fail_after = -1;
+        rc = sdpa_kv_cache_attention(c, NULL, &q, &o, &p);
+        CHECK(rc == SDPA_OK, "the same call with memory: rc %d", rc);
+        CHECK(ov[(0 * 4 * 3 + 1) * 16] == 0.0f && lse[0 * 4 * 3 + 1] == -INFINITY, "row past seqlens_q: %g, lse %g",
+              ov[16], lse[1]);
+        CHECK(sa.live == 0 && sa.calls == 1, "scratch: %lld bytes left, %lld allocations", LL(sa.live), LL(sa.calls));
+        sdpa_kv_cache_destroy(c);
+        CHECK(as.live == 0, "cache: %lld bytes leaked", LL(as.live));
+        km_free(&m);
+        case_end();
+    }
+    for (k = 0; k < 2; k++) { /* int8 mode: its pre-pass shares the call's one scratch block */
+        float qv[2 * 70 * 24], kb[70 * 24], vb[70 * 24], ov[2 * 70 * 24];
+        sdpa_tensor q = {qv, SDPA_F32, {1, 2, 70, 24}, {0}}, kt = {kb, SDPA_F32, {1, 1, 70, 24}, {0}};
+        sdpa_tensor vt = {vb, SDPA_F32, {1, 1, 70, 24}, {0}}, o = {ov, SDPA_F32, {1, 2, 70, 24}, {0}};
+        cnt_alloc a;
+        sdpa_allocator al;
+        sdpa_params p;
+        int64_t i, n, nalloc;
+        int rc, same = 1;
+        for (i = 0; i < 70 * 24; i++) kb[i] = (float)rnd_range(-1, 1), vb[i] = (float)rnd_range(-1, 1);
+        for (i = 0; i < 2 * 70 * 24; i++) qv[i] = (float)rnd_range(-1, 1);
+        memset(&p, 0, sizeof p);
+        p.precision = k ? SDPA_PRECISION_INT8_QK_NOSMOOTH : SDPA_PRECISION_INT8_QK, p.causal = SDPA_CAUSAL_TOP_LEFT;
+        p.num_threads = 2, p.tile_k = 16;
+        ca_init(&a, &al, 0);
+        p.allocator = &al;
+        case_begin("int8 mode (%s): allocation n of N fails: SDPA_ERR_NOMEM, out untouched, nothing leaked",
+                   k ? "no smoothing" : "smoothed K");
+        CHECK(sdpa_attention(&q, &kt, &vt, &o, &p) == SDPA_OK, "int8 call with memory");
+        ca_check_balance(&a);
+        nalloc = a.n_alloc;
+        CHECK(nalloc >= 1, "no allocation through the hook");
+        pthread_mutex_destroy(&a.mu);
+        for (n = 1; n <= nalloc; n++) {
+            ca_init(&a, &al, n);
+            for (i = 0; i < 2 * 70 * 24; i++) ov[i] = NAN;
+            rc = sdpa_attention(&q, &kt, &vt, &o, &p);
+            CHECK(rc == SDPA_ERR_NOMEM, "allocation %lld of %lld fails: rc %d", LL(n), LL(nalloc), rc);
+            ca_check_balance(&a);
+            for (i = 0; i < 2 * 70 * 24; i++) same &= ov[i] != ov[i];
+            pthread_mutex_destroy(&a.mu);
+        }
+        CHECK(same, "out written by a call that failed with SDPA_ERR_NOMEM");
+        case_end();
+    }
+    group_end();
+}
+
+/* ---- many threads: each on its own cache, and all reading a shared one ---- */
+
+typedef struct {
+    uint64_t rng;
+    int id, fail;
+    char why[160];
+    const sdpa_kv_cache *shared; /* read-only phase */
+    const float *want;           /* serial results over the shared cache */
+    const float *q;
+    int64_t want_n;
+} kvt_arg;
+
+static uint64_t kvt_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static float kvt_val(uint64_t *s) { return (float)((double)(kvt_next(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0); }
+
+#define KVT_FAIL(a, ...) do { if (!(a)->fail) snprintf((a)->why, sizeof (a)->why, __VA_ARGS__); (a)->fail = 1; } while (0)
+
+enum { KVT_H = 2, KVT_D = 32, KVT_G = 2, KVT_B = 3 };
+
+/* decode attention of 3 sequences over cache c: q [3, 4, 1, 32] -> out */
+static int kvt_attend(const sdpa_kv_cache *c, const float *q, float *out, int threads)
+{
+    sdpa_tensor qt = {(void *)(uintptr_t)q, SDPA_F32, {KVT_B, KVT_H * KVT_G, 1, KVT_D}, {0}};
+    sdpa_tensor ot = {out, SDPA_F32, {KVT_B, KVT_H * KVT_G, 1, KVT_D}, {0}};
+    sdpa_params p;
+    memset(&p, 0, sizeof p);
+    p.causal = SDPA_CAUSAL_BOTTOM_RIGHT, p.num_threads = threads;
+    return sdpa_kv_cache_attention(c, NULL, &qt, &ot, &p);
+}
+
+/* Own cache: a random workload of appends, rollbacks, evictions and forks,
+ * its contents checked against the values appended (F32 storage: exact) and
+ * attention checked bitwise between 1 and 3 worker threads. */
+static void *kvt_own(void *arg)
+{
+    kvt_arg *a = (kvt_arg *)arg;
+    kv_alloc_state as = {0, 0, -1};
+    sdpa_allocator al = {kv_alloc_fn, kv_free_fn, NULL};
+    sdpa_kv_cache_config cfg;
+    sdpa_kv_cache *c = NULL;
+    enum { CAP = 400 };
+    static const int64_t nk = KVT_H * KVT_D;
+    float *mk[KVT_B], q[KVT_B * KVT_H * KVT_G * KVT_D], o1[KVT_B * KVT_H * KVT_G * KVT_D], o3[KVT_B * KVT_H * KVT_G * KVT_D];
+    float tok[16 * KVT_H * KVT_D], back[CAP * KVT_H * KVT_D];
+    int64_t len[KVT_B] = {0, 0, 0}, s, i, step;
+    al.user = &as;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.num_seqs = KVT_B, cfg.kv_heads = KVT_H, cfg.head_dim = KVT_D, cfg.dtype = SDPA_F32, cfg.page_size = 1 + a->id * 5;
+    cfg.allocator = &al;
+    if (sdpa_kv_cache_create(&cfg, &c) != SDPA_OK) { KVT_FAIL(a, "create"); return NULL; }
+    for (s = 0; s < KVT_B; s++) mk[s] = (float *)malloc(CAP * nk * sizeof(float)); /* token-major [t][h][d] */
+    for (step = 0; step < 60 && !a->fail; step++) {
+        int op = (int)(kvt_next(&a->rng) % 6);
+        s = (int64_t)(kvt_next(&a->rng) % KVT_B);
+        if (op <= 2 && len[s] + 16 <= CAP) { /* append n tokens given token-major through strides */
+            int64_t n = 1 + (int64_t)(kvt_next(&a->rng) % 16);
+            sdpa_tensor kt = {tok, SDPA_F32, {1, KVT_H, n, KVT_D}, {n * nk, KVT_D, nk, 1}};
+            for (i = 0; i < n * nk; i++) tok[i] = kvt_val(&a->rng);
+            if (sdpa_kv_cache_append(c, s, &kt, &kt) != SDPA_OK) KVT_FAIL(a, "append");
+            memcpy(mk[s] + len[s] * nk, tok, (size_t)(n * nk) * sizeof(float));
+            len[s] += n;
+        } else if (op == 3) {
+            int64_t to = (int64_t)(kvt_next(&a->rng) % (uint64_t)(len[s] + 1));
+            if (sdpa_kv_cache_truncate(c, s, to) != SDPA_OK) KVT_FAIL(a, "truncate");
+            len[s] = to;
+        } else if (op == 4 && len[s] > 12) {
+            if (sdpa_kv_cache_evict(c, s, 4, 8) != SDPA_OK) KVT_FAIL(a, "evict");
+            memmove(mk[s] + 4 * nk, mk[s] + (len[s] - 8) * nk, (size_t)(8 * nk) * sizeof(float));
+            len[s] = 12;
+        } else if (op == 5) {
+            int64_t d = (s + 1) % KVT_B, n = len[s] / 2;
+            if (sdpa_kv_cache_fork(c, d, s, n) != SDPA_OK) KVT_FAIL(a, "fork");
+            memcpy(mk[d], mk[s], (size_t)(n * nk) * sizeof(float));
+            len[d] = n;
+        }
+        if (sdpa_kv_cache_bytes(c) != as.live) KVT_FAIL(a, "step %lld: bytes %lld, allocator %lld", LL(step), LL(sdpa_kv_cache_bytes(c)), LL(as.live));
+        if (step % 10 == 9) {
+            for (i = 0; i < (int64_t)(sizeof q / sizeof q[0]); i++) q[i] = kvt_val(&a->rng);
+            if (kvt_attend(c, q, o1, 1) != SDPA_OK || kvt_attend(c, q, o3, 3) != SDPA_OK) KVT_FAIL(a, "attention");
+            else if (memcmp(o1, o3, sizeof o1) != 0) KVT_FAIL(a, "step %lld: attention differs between 1 and 3 threads", LL(step));
+            for (s = 0; s < KVT_B; s++) {
+                sdpa_tensor kt = {back, SDPA_F32, {1, KVT_H, len[s], KVT_D}, {len[s] * nk, KVT_D, nk, 1}};
+                if (sdpa_kv_cache_len(c, s) != len[s]) KVT_FAIL(a, "seq %lld: len %lld, want %lld", LL(s), LL(sdpa_kv_cache_len(c, s)), LL(len[s]));
+                else if (sdpa_kv_cache_read(c, s, 0, &kt, NULL) != SDPA_OK) KVT_FAIL(a, "read");
+                else if (len[s] && memcmp(back, mk[s], (size_t)(len[s] * nk) * sizeof(float)) != 0) KVT_FAIL(a, "seq %lld: contents differ", LL(s));
+            }
+        }
+    }
+    sdpa_kv_cache_destroy(c);
+    if (as.live != 0) KVT_FAIL(a, "%lld bytes leaked", LL(as.live));
+    for (s = 0; s < KVT_B; s++) free(mk[s]);
+    return NULL;
+}
+
+/* Shared cache, read-only: attention (1 to 3 workers), read, len, bytes. */
+static void *kvt_shared(void *arg)
+{
+    kvt_arg *a = (kvt_arg *)arg;
+    float out[KVT_B * KVT_H * KVT_G * KVT_D], kb[8 * KVT_H * KVT_D];
+    int r;
+    for (r = 0; r < 4 && !a->fail; r++) {
+        sdpa_tensor kt = {kb, SDPA_F32, {1, KVT_H, 8, KVT_D}, {0}};
+        if (kvt_attend(a->shared, a->q, out, 1 + (a->id + r) % 3) != SDPA_OK) KVT_FAIL(a, "attention");
+        else if (memcmp(out, a->want, sizeof out) != 0) KVT_FAIL(a, "round %d: attention differs from the serial call", r);
+        if (sdpa_kv_cache_read(a->shared, r % 2, 3, &kt, NULL) != SDPA_OK) KVT_FAIL(a, "read");
+        if (sdpa_kv_cache_len(a->shared, 0) != a->want_n || sdpa_kv_cache_bytes(a->shared) <= 0) KVT_FAIL(a, "len or bytes");
+    }
+    return NULL;
+}
+
+static void test_kv_threads(void)
+{
+    enum { NT = 4 };
+    pthread_t th[NT];
+    kvt_arg args[NT];
+    int i, started[NT], dti;
+    if (!group_begin("kv cache threads")) return;
+    for (i = 0; i < NT; i++) {
+        memset(&args[i], 0, sizeof args[i]);
+        args[i].id = i, args[i].rng = rnd_u64();
+    }
+    case_begin("%d threads, each a random workload on its own cache (checked contents, bytes, 1 vs 3 workers)", NT);
+    for (i = 0; i < NT; i++) started[i] = pthread_create(&th[i], NULL, kvt_own, &args[i]) == 0;
+    for (i = 0; i < NT; i++) {
+        if (started[i]) pthread_join(th[i], NULL);
+        CHECK(started[i], "thread %d did not start", i);
+        CHECK(!args[i].fail, "thread %d: %s", i, args[i].why);
+    }
+    case_end();
+    for (dti = 0; dti < 2; dti++) {
+        kv_model m;
+        sdpa_kv_cache *c = kv_new(&m, KVT_B, KVT_H, KVT_D, KVT_D, dti ? SDPA_I8 : SDPA_F16, 16, 0, NULL);
+        float q[KVT_B * KVT_H * KVT_G * KVT_D], want[KVT_B * KVT_H * KVT_G * KVT_D];
+        case_begin("%d threads reading one %s cache at once (decode split into chunks): bitwise the serial result", NT,
+                   dti ? "I8" : "F16");
+        if (!c) { case_end(); continue; }
+        kv_append(c, &m, 0, 700, 1.0, 0);
+        kv_append(c, &m, 1, 90, 1.0, 0);
+        kv_append(c, &m, 2, 1, 1.0, 0);
+        for (i = 0; i < (int)(sizeof q / sizeof q[0]); i++) q[i] = (float)rnd_range(-1, 1);
+        CHECK(kvt_attend(c, q, want, 1) == SDPA_OK, "serial attention");
+        for (i = 0; i < NT; i++) {
+            memset(&args[i], 0, sizeof args[i]);
+            args[i].id = i, args[i].shared = c, args[i].want = want, args[i].q = q, args[i].want_n = 700;
+        }
+        for (i = 0; i < NT; i++) started[i] = pthread_create(&th[i], NULL, kvt_shared, &args[i]) == 0;
+        for (i = 0; i < NT; i++) {
+            if (started[i]) pthread_join(th[i], NULL);
+            CHECK(started[i], "thread %d did not start", i);
+            CHECK(!args[i].fail, "thread %d: %s", i, args[i].why);
+        }
+        sdpa_kv_cache_destroy(c);
+        km_free(&m);
+        case_end();
+    }
+    group_end();
+}
+
 static void test_kv(void)
 {
+    test_kv_nomem();
+    test_kv_threads();
     test_kv_errors();
     test_kv_attention();
     test_kv_vs_sdpa();

@@ -2072,6 +2072,39 @@ static void test_empty(void)
         if (i == 3) c.Dv = 0;
         run_cfg(&c);
     }
+    /* head_dim_v 0 with the strides a caller computes for it (row-major:
+     * stride[2] = Dv = 0) and NULL data: out has no elements, so none can
+     * overlap (found by tests/fuzz/fuzz_attention.c: once SDPA_ERR_STRIDE),
+     * and no offset may be taken from a NULL base (UBSan in make
+     * test-sanitize); lse is still computed */
+    for (i = 0; i < 2; ++i) {
+        float qv[2 * 3 * 4], kv[2 * 5 * 4], lse[2 * 3];
+        sdpa_tensor q = {qv, SDPA_F32, {1, 2, 3, 4}, {0}}, k = {kv, SDPA_F32, {1, 2, 5, 4}, {0}};
+        sdpa_tensor v = {NULL, SDPA_F32, {1, 2, 5, 0}, {0, 0, 0, 1}}, o = {NULL, SDPA_F32, {1, 2, 3, 0}, {0, 0, 0, 1}};
+        sdpa_params p;
+        int rc, h, r, j, d;
+        memset(&p, 0, sizeof p);
+        p.lse = lse, p.path = i ? SDPA_PATH_AUTO : SDPA_PATH_SCALAR, p.num_threads = 1;
+        for (j = 0; j < 24; ++j) qv[j] = (float)rnd_range(-1, 1);
+        for (j = 0; j < 40; ++j) kv[j] = (float)rnd_range(-1, 1);
+        for (j = 0; j < 6; ++j) lse[j] = NAN;
+        if (i) v.stride[0] = v.stride[1] = v.stride[2] = 0, v.stride[3] = 0; /* contiguous, NULL data */
+        case_begin("Dv = 0, out strides {0,0,0,1}, v and out NULL (%s)", i ? "auto path, v contiguous" : "scalar");
+        rc = sdpa_attention(&q, &k, &v, &o, &p);
+        CHECK(rc == SDPA_OK, "rc = %d (%s)", rc, sdpa_strerror(rc));
+        for (h = 0; h < 2 && rc == SDPA_OK; ++h)
+            for (r = 0; r < 3; ++r) {
+                double sum = 0, ref;
+                for (j = 0; j < 5; ++j) {
+                    double dot = 0;
+                    for (d = 0; d < 4; ++d) dot += (double)qv[(h * 3 + r) * 4 + d] * kv[(h * 5 + j) * 4 + d];
+                    sum += exp(dot / 2.0);
+                }
+                ref = log(sum);
+                CHECK(fabs(lse[h * 3 + r] - ref) <= tol_lse(ref), "lse[%d][%d] = %g, ref %g", h, r, lse[h * 3 + r], ref);
+            }
+        case_end();
+    }
     group_end();
 }
 
