@@ -88,12 +88,12 @@ $(B)/decode: examples/decode.c $(HEADER) | $(B)
 $(B)/simple: examples/simple.c $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
-$(B)/test_sdpa: tests/test_sdpa.c tests/test_kv.h $(HEADER) | $(B)
+$(B)/test_sdpa: tests/test_sdpa.c tests/test_kv.h tests/test_plan.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
 # The suite with bf16 mode forced on for BF16 inputs, its products in plain C:
 # the packing that the AMX and AVX512-BF16 kernels rely on, tested on any CPU.
-$(B)/test_sdpa_bf16emu: tests/test_sdpa.c tests/test_kv.h $(HEADER) | $(B)
+$(B)/test_sdpa_bf16emu: tests/test_sdpa.c tests/test_kv.h tests/test_plan.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DSDPA__TEST_BF16_SCALAR $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
 $(B)/bench: bench/bench.c bench/common.h $(HEADER) | $(B)
@@ -329,7 +329,7 @@ $(foreach c,$(CT_CXXS),\
 
 sleef-bins: $(B)/test_sdpa_sleef $(SLEEF_CT_BINS)
 
-$(B)/test_sdpa_sleef: tests/test_sdpa.c tests/test_kv.h $(HEADER) | $(B)
+$(B)/test_sdpa_sleef: tests/test_sdpa.c tests/test_kv.h tests/test_plan.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DSDPA_USE_SLEEF $(INC) $< -o $@ $(LDFLAGS) -lsleef $(LDLIBS)
 
 test-sleef:
@@ -368,7 +368,7 @@ SAN_ENV   := ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:strict_
 SAN_CC    ?= gcc
 SAN_BINS  := $(B)/asan/test_sdpa $(B)/asan/two_copies $(B)/asan/smoke
 
-$(B)/asan/test_sdpa: tests/test_sdpa.c tests/test_kv.h $(HEADER) | $(B)/asan
+$(B)/asan/test_sdpa: tests/test_sdpa.c tests/test_kv.h tests/test_plan.h $(HEADER) | $(B)/asan
 	$(SAN_CC) -std=c99 -Wall -Wextra $(SAN_FLAGS) $(INC) $< -o $@ $(LDLIBS)
 $(B)/asan/two_copies: $(TWO_COPIES_SRC) $(HEADER) | $(B)/asan
 	$(SAN_CC) -std=c99 -Wall -Wextra $(SAN_FLAGS) $(INC) $(TWO_COPIES_SRC) -o $@ $(LDLIBS)
