@@ -54,6 +54,7 @@ CFLAGS   ?= -O3 -g -std=c99 -Wall -Wextra
 CPPFLAGS ?=
 LDFLAGS  ?=
 LDLIBS   ?= -lm -pthread
+DL_LIBS  ?= -ldl
 
 PREFIX     ?= /usr/local
 DESTDIR    ?=
@@ -96,8 +97,13 @@ $(B)/test_sdpa: tests/test_sdpa.c tests/test_kv.h tests/test_plan.h $(HEADER) | 
 $(B)/test_sdpa_bf16emu: tests/test_sdpa.c tests/test_kv.h tests/test_plan.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DSDPA__TEST_BF16_SCALAR $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
-$(B)/bench: bench/bench.c bench/common.h $(HEADER) | $(B)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
+$(B)/bench: bench/bench.c bench/map.h bench/common.h $(HEADER) | $(B)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS) $(DL_LIBS)
+
+# The library as a shared object with one flat entry point, for
+# bench/torch_sdpa.py (ctypes): PyTorch beside sdpa.h in one process.
+$(B)/libsdpa_bench.so: bench/shim.c $(HEADER) | $(B)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -shared $(INC) $< -o $@ $(LDLIBS)
 
 $(B)/bench_decode: bench/decode.c bench/common.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
@@ -114,10 +120,10 @@ $(B)/bench_kernels: bench/kernels.c bench/plain_kernels.h bench/common.h $(HEADE
 SLEEF ?=
 BB := $(B)$(if $(SLEEF),/sleef)
 SLEEF_COPY := bench/sleef_copy.c bench/sleef_copy.h
-$(B)/sleef/bench: bench/bench.c bench/common.h $(SLEEF_COPY) $(HEADER)
+$(B)/sleef/bench: bench/bench.c bench/map.h bench/common.h $(SLEEF_COPY) $(HEADER)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DBENCH_SLEEF $(INC) bench/bench.c bench/sleef_copy.c -o $@ \
-	    $(LDFLAGS) -lsleef $(LDLIBS)
+	    $(LDFLAGS) -lsleef $(LDLIBS) $(DL_LIBS)
 $(B)/sleef/bench_kernels: bench/kernels.c bench/plain_kernels.h bench/common.h $(SLEEF_COPY) $(HEADER)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DBENCH_SLEEF -DBK_CFLAGS='"$(strip $(CFLAGS))"' $(INC) \
