@@ -5,6 +5,8 @@
 #   make test       test suite, compile tests, two-copies test, example,
 #                   ASan+UBSan and TSan runs
 #   make bench      benchmarks (bench, then bench-kernels)
+#   make plan-data  the trade-off map on this machine (bench --map) into DATA=build/plan
+#   make plots      PNGs from DATA into PLOTS (gnuplot; bench/plots.py)
 #   make bench-kernels  plain / auto-vectorised / intrinsics version of each
 #                   core loop, timed side by side
 #   make bench SLEEF=1, make bench-kernels SLEEF=1  the same, plus the
@@ -70,6 +72,7 @@ VERSION := $(shell sed -n 's/^\#define SDPA_VERSION_STRING "\(.*\)"/\1/p' $(HEAD
 
 PROGRAMS := $(B)/olmo_layer $(B)/test_sdpa $(B)/bench $(B)/bench_kernels $(B)/bench_decode $(B)/simple $(B)/decode $(B)/two_copies
 
+.PHONY: plan-data plots test-bench-map
 .PHONY: all run test bench bench-decode bench-kernels bench-kernels-clang install uninstall clean check-cmake \
         test-unit test-bf16-emu test-compile test-two-copies test-simple test-decode test-sanitize test-tsan \
         compile-tests test-arm asm check-asm test-sleef sleef-bins
@@ -148,6 +151,24 @@ bench: $(BB)/bench $(BB)/bench_kernels $(B)/bench_decode
 	$(R)./$(BB)/bench_kernels $(ARGS)
 	$(R)./$(B)/bench_decode $(ARGS)
 
+# The trade-off map (issue 6; README: The Goldilocks planner): every mode of
+# bench/map.h on this machine, short, into $(DATA); make plots draws the PNGs
+# from such a folder (bench/plan_run.sh makes one on a bigger machine) into
+# $(PLOTS) with gnuplot.
+DATA  ?= build/plan
+PLOTS ?= $(DATA)
+PLOT_TITLE ?= $(shell lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(shell nproc) threads
+plan-data: $(B)/bench $(B)/libsdpa_bench.so
+	$(R)./$(B)/bench --map --out $(DATA) --json $(DATA)/bench.json $(ARGS)
+
+plots:
+	python3 bench/plots.py $(DATA) $(PLOTS) --title "$(PLOT_TITLE)"
+
+# CI: the map's correctness parts, short (checks, parity across every path,
+# dtype, int8 mode and KV storage, memory table); no timing is judged.
+test-bench-map: $(B)/bench
+	$(R)./$(B)/bench --parity --memory --quick --no-torch --threads 2
+
 bench-decode: $(B)/bench_decode
 	$(R)./$(B)/bench_decode $(ARGS)
 
@@ -165,7 +186,7 @@ bench-kernels-clang:
 # Cross builds leave out the sanitizer steps: their runtimes do not work
 # under qemu's user-mode emulation; and test-sleef (see there).
 TEST_STEPS := $(strip test-unit $(if $(CROSS),,test-sleef) test-bf16-emu test-compile test-two-copies \
-              test-simple test-decode check-asm $(if $(CROSS),,test-sanitize test-tsan))
+              test-simple test-decode $(if $(CROSS),,test-bench-map) check-asm $(if $(CROSS),,test-sanitize test-tsan))
 
 test:
 	@failed=""; \

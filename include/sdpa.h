@@ -553,7 +553,7 @@ SDPA_API void sdpa_plan_model_default(sdpa_plan_model *model);
  * errors it keeps): every supported path, dtype and mode on one thread, the
  * tile factors, the thread efficiency and overheads on max_threads (0 = the
  * CPUs online), decode over small caches of every storage type. Allocates
- * about 40 MB and runs for about a second (longer on slow paths); base (may
+ * about 60 MB and runs for about a second (longer on slow paths); base (may
  * be NULL) gives the allocator and parallel_for hook to time with. Returns
  * SDPA_OK, SDPA_ERR_NOMEM, or SDPA_ERR_PARAM where no clock is available. */
 SDPA_API int sdpa_plan_probe(sdpa_plan_model *model, const sdpa_params *base, int max_threads);
