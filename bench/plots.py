@@ -44,7 +44,7 @@ def block(name, rows):
 
 
 def esc(s):
-    return s.replace("_", "\\_").replace('"', "'")
+    return s.replace('"', "'")
 
 
 def speed_plot(rows, out, title):
@@ -52,7 +52,7 @@ def speed_plot(rows, out, title):
         return None
     threads = sorted({int(r["threads"]) for r in rows})
     panels = [threads[0]] + ([threads[-1]] if len(threads) > 1 else [])
-    s = [f'set terminal pngcairo size 1400,{560 * len(panels)} font ",11"', f'set output "{out}"',
+    s = [f'set terminal pngcairo size 1400,{560 * len(panels)} font ",11" noenhanced', f'set output "{out}"',
          f"set multiplot layout {len(panels)},1 title \"{esc(title)}\"", "set logscale x 2", "set grid",
          'set xlabel "sequence length (Lq = Lk, causal)"', 'set ylabel "GFLOP/s (visible pairs)"',
          "set key outside right"]
@@ -80,7 +80,7 @@ def decode_plot(rows, out, title):
     if not rows:
         return None
     t = max(int(r["threads"]) for r in rows)
-    s = [f'set terminal pngcairo size 1400,560 font ",11"', f'set output "{out}"',
+    s = [f'set terminal pngcairo size 1400,560 font ",11" noenhanced', f'set output "{out}"',
          f'set multiplot layout 1,2 title "{esc(title)}: decode, one token, {t} threads"', "set logscale x 2",
          "set grid", 'set xlabel "context (tokens)"', "set key outside bottom center horizontal"]
     for col, label in (("tok_per_s", "tokens/s (one attention layer)"), ("GBps", "K/V GB/s read")):
@@ -105,8 +105,8 @@ def memory_plot(rows, out, title):
     if not rows:
         return None
     cols = [c for c in rows[0].keys() if c != "L"]
-    s = [f'set terminal pngcairo size 1100,650 font ",11"', f'set output "{out}"',
-         f'set title "{esc(title)}: memory of one OLMo-2-7B attention layer (32 heads, head\\_dim 128)"',
+    s = [f'set terminal pngcairo size 1100,650 font ",11" noenhanced', f'set output "{out}"',
+         f'set title "{esc(title)}: memory of one OLMo-2-7B attention layer (32 heads, head_dim 128)"',
          "set logscale xy 2", "set grid", 'set xlabel "sequence length / context (tokens)"',
          'set ylabel "MiB"', "set key top left"]
     plots = []
@@ -127,7 +127,7 @@ def pareto_plot(rows, out, title):
     for r in rows:
         if r["problem"] not in probs:
             probs.append(r["problem"])
-    s = [f'set terminal pngcairo size 1400,{560 * ((len(probs) + 1) // 2)} font ",11"', f'set output "{out}"',
+    s = [f'set terminal pngcairo size 1400,{560 * ((len(probs) + 1) // 2)} font ",11" noenhanced', f'set output "{out}"',
          f"set multiplot layout {(len(probs) + 1) // 2},{min(2, len(probs))} title \"{esc(title)}: time x memory x error,"
          " every configuration the planner considers (measured)\"",
          "set logscale xy", "set grid", 'set xlabel "median time per call (s)"', 'set ylabel "memory (MiB)"',
@@ -145,12 +145,19 @@ def pareto_plot(rows, out, title):
             if r["frontier"] == "1":
                 front.append(row)
         front.sort()
+        # the time x memory frontier (any error): a staircase through the fastest point of each memory
+        stair, best = [], float("inf")
+        for t, b, e, name in sorted(pts):
+            if b < best:
+                stair.append((t, b))
+                best = b
         s.append(block(f"p{pi}", pts))
         s.append(block(f"f{pi}", front))
-        s.append(f'set title "{esc(p)}: {len(front)} of {len(pts)} on the frontier"')
+        s.append(block(f"t{pi}", stair))
+        s.append(f'set title "{esc(p)}: {len(front)} of {len(pts)} on the time x memory x error frontier"')
         s.append(f"plot $p{pi} using 1:2:3 with points pt 7 ps 0.7 lc palette notitle, "
-                 f'$f{pi} using 1:2 with lines lc rgb "black" title "Pareto frontier (time, memory, error)", '
-                 f"$f{pi} using 1:2:3 with points pt 6 ps 1.6 lc palette notitle")
+                 f'$t{pi} using 1:2 with steps lc rgb "gray40" title "time x memory frontier (any error)", '
+                 f'$f{pi} using 1:2 with points pt 6 ps 1.8 lc rgb "black" title "on the 3-way frontier"')
     s.append("unset multiplot")
     return "\n".join(s)
 
