@@ -38,7 +38,7 @@
 typedef struct bopts {
     int quick, csv, threads, warmup, reps, scaling;
     /* the trade-off map (bench/map.h) */
-    int suite, parity, pareto, plan_eval, memory, no_torch, failed, sweep_reps, cfgs;
+    int suite, parity, pareto, plan_eval, memory, no_torch, failed, sweep_reps, cfgs, sweep_budget;
     const char *lens, *ctxs, *outdir, *json;
 } bopts;
 
@@ -67,8 +67,9 @@ static void usage(FILE *f)
         "  --map        all five\n"
         "  --lens L,..  prefill lengths of --suite (default 512,1024; 512..4096 with >= 8 threads)\n"
         "  --ctxs C,..  decode contexts of --suite (default 4096,16384; up to 65536 with >= 8 threads)\n"
-        "  --configs N  1: OLMo-2-7B only; 2: also 64 heads (default: 2 with >= 8 threads)\n"
+        "  --configs N  1: OLMo-2-7B only; 2: also 64 heads; 3: 64 heads only (default: 2 with >= 8 threads)\n"
         "  --sweep-reps N  timed runs per configuration in sweeps (default 3)\n"
+        "  --sweep-budget S  start no further sweep problem after S seconds (the first two always run)\n"
         "  --no-torch   leave PyTorch out (default: bench/torch_sdpa.py through $BENCH_PYTHON or python3)\n"
         "  --out DIR    also write DIR/<table>.csv (for make plots)\n"
         "  --json FILE  also write every row as JSON\n");
@@ -441,12 +442,14 @@ int main(int argc, char **argv)
             else if (!strcmp(arg, "--ctxs")) O.ctxs = v;
             else if (!strcmp(arg, "--out")) O.outdir = v;
             else O.json = v;
-        } else if ((!strcmp(arg, "--configs") || !strcmp(arg, "--sweep-reps")) && a + 1 < argc) {
+        } else if ((!strcmp(arg, "--configs") || !strcmp(arg, "--sweep-reps") || !strcmp(arg, "--sweep-budget")) &&
+                   a + 1 < argc) {
             char *end;
             long x = strtol(argv[++a], &end, 10);
-            if (*end || x < 1 || x > 64) { fprintf(stderr, "bench: bad value for %s\n", arg); usage(stderr); return 2; }
-            if (!strcmp(arg, "--configs")) O.cfgs = (int)x;
-            else O.sweep_reps = (int)x;
+            if (*end || x < 1 || x > 100000) { fprintf(stderr, "bench: bad value for %s\n", arg); usage(stderr); return 2; }
+            if (!strcmp(arg, "--configs")) O.cfgs = (int)(x > 64 ? 64 : x);
+            else if (!strcmp(arg, "--sweep-budget")) O.sweep_budget = (int)x;
+            else O.sweep_reps = (int)(x > 64 ? 64 : x);
         }
         else if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) { usage(stdout); return 0; }
         else if ((!strcmp(arg, "--threads") || !strcmp(arg, "--warmup") || !strcmp(arg, "--reps")) && a + 1 < argc) {

@@ -26,6 +26,7 @@
  * --json FILE.
  */
 #include <dlfcn.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 /* ------------------------------------------------------------ output */
@@ -105,6 +106,12 @@ static void row_f(const char *key, double x)
     row__add(key, b, b);
 }
 
+/* SIGTERM / SIGINT (bench/plan_run.sh's timeouts): the next finished row
+ * closes the files, so the CSV and the JSON stay whole, and the bench exits. */
+static volatile sig_atomic_t mt_stop;
+static void mt_on_signal(int sig) { (void)sig; mt_stop = 1; }
+static void mt_close(void);
+
 static void row_end(void)
 {
     mt_table *t = M.cur;
@@ -118,10 +125,17 @@ static void row_end(void)
     if (t->csv) { fprintf(t->csv, "%s\n", M.vals); fflush(t->csv); }
     if (M.json) fprintf(M.json, "%s\n  {\"table\": \"%s\"%s}", M.json_rows++ ? "," : "", t->name, M.js);
     M.cur = NULL;
+    if (mt_stop) {
+        fprintf(T, "\nbench: stopped by a signal after %d rows; the CSV and JSON files are closed\n", M.json_rows);
+        mt_close();
+        exit(3);
+    }
 }
 
 static void mt_open(const char *dir, const char *json)
 {
+    signal(SIGTERM, mt_on_signal);
+    signal(SIGINT, mt_on_signal);
     M.dir = dir;
     if (dir) mkdir(dir, 0777); /* one level; an existing folder is fine */
     if (json) {
@@ -233,13 +247,14 @@ static void mprob_make(mprob *P, int64_t B, int64_t Hq, int64_t Hkv, int64_t Lq,
     bc_fill_uniform(P->q, (size_t)P->nq, seed * 3 + 1, -2.0f, 2.0f);
     bc_fill_uniform(P->k, (size_t)P->nk, seed * 3 + 2, -2.0f, 2.0f);
     bc_fill_uniform(P->v, (size_t)P->nk, seed * 3 + 3, -1.0f, 1.0f);
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < 3 && !(want_ref & 4); i++) { /* 4: no F16/BF16 copies (decode) */
         const float *src = i == 0 ? P->q : (i == 1 ? P->k : P->v);
         int64_t n = i == 0 ? P->nq : P->nk, j;
         P->h16[i] = (uint16_t *)bc_xmalloc((size_t)n * 2);
         P->b16[i] = (uint16_t *)bc_xmalloc((size_t)n * 2);
         for (j = 0; j < n; j++) { P->h16[i][j] = sdpa_f32_to_f16(src[j]); P->b16[i][j] = sdpa_f32_to_bf16(src[j]); }
     }
+    want_ref &= 3;
     if (!want_ref) return;
     s = want_ref == 2 ? 1 : (Lq / 16 > 0 ? Lq / 16 : 1); /* 2: every row */
     P->rows = (int64_t *)bc_xmalloc((size_t)(B * Hq * (Lq / s + 2)) * sizeof(int64_t));
@@ -493,14 +508,14 @@ static void torch_time_row(const char *line, void *vctx)
 
 static const char *const k_mode_name[4] = {"F32", "F16in", "BF16in", "I8QK"};
 
-static void suite_prefill(const int64_t *lens, int nl, int ncfg)
+static void suite_prefill(const int64_t *lens, int nl, int c0, int ncfg)
 {
     int ci, li, path, mode, ti, thr[4], nthr = thread_list(thr);
     fprintf(T, "\n== suite: prefill, causal, head_dim 128, batch 1; %d warm-ups, median of %d [min..max]; GF/s over\n"
                "  visible pairs; %% of the path's FMA peak; GB/s = q, k, v, out bytes / time; workspace from\n"
                "  sdpa_workspace_size; RSS = peak RSS growth of the first call; err = rel L2 vs float64 (sampled rows)\n",
             O.warmup, O.reps);
-    for (ci = 0; ci < ncfg; ci++)
+    for (ci = c0; ci < ncfg; ci++)
         for (li = 0; li < nl; li++) {
             const mcfg *c = &k_cfgs[ci];
             int64_t L = lens[li];
@@ -648,7 +663,7 @@ static void suite_prefill(const int64_t *lens, int nl, int ncfg)
         }
 }
 
-static void suite_decode(const int64_t *ctxs, int nc, int ncfg)
+static void suite_decode(const int64_t *ctxs, int nc, int c0, int ncfg)
 {
     int ci, xi, st, path, ti, thr[4], nthr = thread_list(thr);
     static const sdpa_dtype sts[4] = {SDPA_F32, SDPA_F16, SDPA_BF16, SDPA_I8};
@@ -656,13 +671,13 @@ static void suite_decode(const int64_t *ctxs, int nc, int ncfg)
     fprintf(T, "\n== suite: decode, one query token over the KV cache, head_dim 128, batch 1; median of %d;\n"
                "  GB/s = K/V bytes read (I8: with scales) / time, %% of the read bandwidth; cache = sdpa_kv_cache_bytes;\n"
                "  err = rel L2 vs float64 over the F32 values\n", O.reps);
-    for (ci = 0; ci < ncfg; ci++)
+    for (ci = c0; ci < ncfg; ci++)
         for (xi = 0; xi < nc; xi++) {
             const mcfg *c = &k_cfgs[ci];
             mprob P;
             double *got;
             float *out;
-            mprob_make(&P, 1, c->Hq, c->Hkv, 1, ctxs[xi], 128, 1, 31 + (uint64_t)ctxs[xi], 1);
+            mprob_make(&P, 1, c->Hq, c->Hkv, 1, ctxs[xi], 128, 1, 31 + (uint64_t)ctxs[xi], 1 | 4);
             out = (float *)bc_xmalloc((size_t)P.nq * 4);
             got = (double *)bc_xmalloc((size_t)(P.nrows * P.D) * sizeof(double));
             fprintf(T, " %s (%lld/%lld heads), context %lld\n", c->name, (long long)c->Hq, (long long)c->Hkv, (long long)ctxs[xi]);
@@ -917,7 +932,7 @@ static void sweep_run(msweep *S, const char *name, const sdpa_plan_problem *pb)
     S->err = (double *)bc_xmalloc((size_t)S->n * sizeof(double));
     sdpa_plan_candidates(&S->pb, NULL, S->c, S->n, &S->n);
     mprob_make(&P, pb->batch, pb->q_heads, pb->kv_heads, decode ? (pb->q_len ? pb->q_len : 1) : pb->q_len,
-               pb->kv_len ? pb->kv_len : pb->q_len, pb->head_dim, decode || pb->causal, 5, 1);
+               pb->kv_len ? pb->kv_len : pb->q_len, pb->head_dim, decode || pb->causal, 5, decode ? 1 | 4 : 1);
     out = bc_xmalloc((size_t)P.nq * 4);
     got = (double *)bc_xmalloc((size_t)(P.nrows * P.D) * sizeof(double));
     for (i = 0; i < S->n; i++) {
@@ -1293,9 +1308,17 @@ static void run_sweeps(int pareto, int eval)
     char names[16][64];
     msweep S[16];
     int n = sweep_problems(pb, names, eval), i;
+    double t0 = bc_now();
     fprintf(T, "\n== sweep: every configuration the planner considers, measured (median of %d after %d warm-ups)\n",
             O.sweep_reps, O.warmup);
-    for (i = 0; i < n; i++) sweep_run(&S[i], names[i], &pb[i]);
+    for (i = 0; i < n; i++) {
+        if (i >= 2 && O.sweep_budget > 0 && bc_now() - t0 > O.sweep_budget) {
+            fprintf(T, "  --sweep-budget %d s spent: the last %d problems left out\n", O.sweep_budget, n - i);
+            n = i;
+            break;
+        }
+        sweep_run(&S[i], names[i], &pb[i]);
+    }
     if (pareto)
         for (i = 0; i < (eval ? 2 : n); i++) pareto_print(&S[i]);
     if (eval) plan_eval(S, n);
@@ -1312,10 +1335,14 @@ static int run_map(void)
     nl = (int)parse_list(O.lens ? O.lens : (O.quick ? "256" : (O.threads >= 8 ? "512,1024,2048,4096" : "512,1024")), lens, 16);
     nc = (int)parse_list(O.ctxs ? O.ctxs : (O.quick ? "2048" : (O.threads >= 8 ? "4096,16384,65536" : "4096,16384")), ctxs, 16);
     nm = (int)parse_list("256,512,1024,2048,4096,8192,16384,32768,65536", mlens, 16);
-    if (ncfg < 1 || ncfg > 2) ncfg = O.threads >= 8 ? 2 : 1;
+    if (ncfg < 1 || ncfg > 3) ncfg = O.threads >= 8 ? 2 : 1;
     if (O.memory) run_memory(mlens, nm);
     if (O.parity) run_parity();
-    if (O.suite) { suite_prefill(lens, nl, ncfg); suite_decode(ctxs, nc, ncfg); }
+    if (O.suite) { /* --configs 1: 7B, 2: both, 3: the 64-head one */
+        int c0 = ncfg == 3 ? 1 : 0, c1 = ncfg == 1 ? 1 : 2;
+        suite_prefill(lens, nl, c0, c1);
+        suite_decode(ctxs, nc, c0, c1);
+    }
     if (O.pareto || O.plan_eval) run_sweeps(O.pareto, O.plan_eval);
     return O.failed;
 }

@@ -3,15 +3,17 @@
 # one command: builds, runs the planner's tests, then the bench's map modes
 # in two timed phases, and draws the plots when gnuplot is there. Meant for
 # the GPU machine's 16-core Xeon host (AVX-512, AMX, torch at python3):
-# about 5 minutes there, each phase capped so that the whole stays under 8.
+# about 6-7 minutes there, each phase capped so that the whole stays under 8.
 #
 #   bench/plan_run.sh OUT [THREADS]
 #
 # OUT gets: machine.txt, test_plan.log, map.log + map.json (memory, parity,
 # Pareto sweep, planner against exhaustive search), suite.log + suite.json
-# (OLMo-2 prefill and decode per path/mode/storage/threads, naive and
-# PyTorch baselines), every table as OUT/<table>.csv, and the PNGs (or a
-# line saying gnuplot is missing: then run `make plots DATA=OUT` elsewhere).
+# (OLMo-2-7B prefill and decode per path/mode/storage/threads, naive and
+# PyTorch baselines), suite_h64.log + .json and h64/ (the 64-head shape),
+# every table as OUT/<table>.csv, and the PNGs (or a line saying gnuplot is
+# missing: then run `make plots DATA=OUT` elsewhere). Phases: 180 + 180 + 60 s
+# at most, plus the build: under 8 minutes.
 # PyTorch: bench/torch_sdpa.py through $BENCH_PYTHON (default python3), skipped
 # with a line when torch cannot be imported. OpenBLAS: dlopen'ed when present,
 # skipped with a line otherwise.
@@ -31,12 +33,18 @@ cat "$out/machine.txt"
 make -s -j"$thr" build/bench build/libsdpa_bench.so build/test_sdpa || exit 1
 echo "== planner tests (build/test_sdpa planner: every path's picks, memory against the library, the probe)"
 ./build/test_sdpa planner 2>&1 | tee "$out/test_plan.log" | tail -8
-echo "== map: memory, parity, Pareto sweep, planner against exhaustive search (cap 200 s)"
-timeout 200 ./build/bench --memory --parity --pareto --plan-eval --threads "$thr" --out "$out" \
-    --json "$out/map.json" > "$out/map.log" 2>&1
-echo "   exit $? after $(( $(date +%s) - t0 )) s"; grep -A4 "summary (pick" "$out/map.log"
-echo "== suite: OLMo-2 prefill (L 512..4096) and decode (4k..64k), per path/mode/storage/threads (cap 230 s)"
-timeout 230 ./build/bench --suite --threads "$thr" --out "$out" --json "$out/suite.json" > "$out/suite.log" 2>&1
+echo "== map: memory, parity, Pareto sweep, planner against exhaustive search (cap 180 s)"
+timeout -k 15 180 ./build/bench --memory --parity --pareto --plan-eval --sweep-budget 110 --threads "$thr" \
+    --out "$out" --json "$out/map.json" > "$out/map.log" 2>&1
+echo "   exit $? after $(( $(date +%s) - t0 )) s"; grep -A6 "fitted to all sweeps" "$out/map.log"
+echo "== suite, OLMo-2-7B: prefill L 512..4096, decode 4k..64k, per path/mode/storage/threads (cap 180 s)"
+timeout -k 15 180 ./build/bench --suite --configs 1 --reps 3 --threads "$thr" --out "$out" \
+    --json "$out/suite.json" > "$out/suite.log" 2>&1
+echo "   exit $? after $(( $(date +%s) - t0 )) s"
+echo "== suite, 64 query heads / 8 kv heads: prefill L 1024, 4096, decode 16k, 64k (cap 60 s)"
+mkdir -p "$out/h64"
+timeout -k 10 60 ./build/bench --suite --configs 3 --reps 3 --lens 1024,4096 --ctxs 16384,65536 --threads "$thr" \
+    --out "$out/h64" --json "$out/suite_h64.json" > "$out/suite_h64.log" 2>&1
 echo "   exit $? after $(( $(date +%s) - t0 )) s"
 python3 bench/plots.py "$out" --title "$(lscpu | sed -n 's/^Model name: *//p' | head -1), $thr threads" 2>&1 | tail -5
 echo "plan_run: done in $(( $(date +%s) - t0 )) s; logs, CSV, JSON and PNGs in $out"
