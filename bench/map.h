@@ -1016,12 +1016,14 @@ static void pareto_print(const msweep *S)
     free(front);
 }
 
-/* A model fitted to sweeps (all but `skip`): per path/dtype/mode speeds from
- * the one-thread 64 x 64 points, tile factors and thread efficiency as
- * medians of ratios, errors as measured; decode speeds scaled by the median
- * of measured / predicted. Times are turned into rates through the
- * planner's own replay: a prediction with a unit model (1 GFLOP/s, no
- * overheads) is the GFLOP the candidate computes. */
+/* A model fitted to sweeps (all but `skip`), starting from `base` (whose
+ * key loading, pre-pass, overheads and bandwidth it keeps): per path, dtype
+ * and mode the products' speed from the one-thread 64 x 64 points, the tile
+ * factors and the thread efficiency as medians of ratios, the errors as
+ * measured; decode speeds scaled by the median of measured / predicted.
+ * Times become rates through the planner's own replay: a prediction with
+ * unit speeds and nothing else is the GFLOP a candidate computes; one with
+ * infinite speed is what the rest costs. */
 static double dmedian(double *x, int n)
 {
     int i, j;
@@ -1030,86 +1032,109 @@ static double dmedian(double *x, int n)
     return n == 0 ? 0.0 : (n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]));
 }
 
-static void model_fit(sdpa_plan_model *m, const msweep *S, int ns, int skip)
+static int dix3(sdpa_dtype t) { return t == SDPA_F32 ? 0 : t == SDPA_F16 ? 1 : 2; }
+
+/* the products' GFLOP/s a measured prefill candidate shows under model m
+ * (its tile factor and thread efficiency included), or 0 */
+static double fit_rate(const msweep *S, int64_t i, const sdpa_plan_model *m)
 {
-    sdpa_plan_model unit;
+    sdpa_plan_model unit = *m, rest = *m;
+    sdpa_plan_choice u = S->c[i], k = S->c[i];
+    int p, d, e;
+    for (p = 0; p <= SDPA__PATH_LAST; p++) {
+        unit.key_s[p] = unit.i8_key_s[p] = 0.0;
+        for (d = 0; d < 3; d++)
+            for (e = 0; e < 2; e++) {
+                unit.gflops[p][d][e] = m->gflops[p][d][e] > 0 ? 1.0 : 0.0;
+                rest.gflops[p][d][e] = m->gflops[p][d][e] > 0 ? 1e12 : 0.0;
+            }
+    }
+    unit.call_s = unit.worker_s = unit.task_s = 0.0;
+    unit.thread_eff = 1.0; unit.eff_threads = 1;
+    for (p = 0; p < SDPA_PLAN_NTQ; p++) for (d = 0; d < SDPA_PLAN_NTK; d++) unit.tile_speed[p][d] = 1.0;
+    if (sdpa_plan_predict(&S->pb, &unit, &u) != SDPA_OK || sdpa_plan_predict(&S->pb, &rest, &k) != SDPA_OK) return 0.0;
+    if (!(S->med[i] > k.seconds)) return 0.0;
+    return u.seconds / (S->med[i] - k.seconds);
+}
+
+static void model_fit(sdpa_plan_model *m, const sdpa_plan_model *base, const msweep *S, int ns, int skip)
+{
     static double buf[1 << 16];
     int s, p, d, e, qi, ki, nb;
     int64_t i;
-    sdpa_plan_model_default(m);
-    memset(&unit, 0, sizeof unit);
-    for (p = 1; p <= SDPA__PATH_LAST; p++)
-        for (d = 0; d < 3; d++) for (e = 0; e < 2; e++) unit.gflops[p][d][e] = 1.0;
-    for (qi = 0; qi < SDPA_PLAN_NTQ; qi++) for (ki = 0; ki < SDPA_PLAN_NTK; ki++) unit.tile_speed[qi][ki] = 1.0;
-    unit.thread_eff = 1.0; unit.eff_threads = 1;
-    for (d = 0; d < 3; d++) for (e = 0; e < 2; e++) unit.error[d][e] = 0;
-#define FIT_EACH(cond, expr)                                                                   \
-    nb = 0;                                                                                    \
-    for (s = 0; s < ns; s++) {                                                                 \
-        if (s == skip || S[s].pb.kind != SDPA_PLAN_PREFILL) continue;                          \
-        for (i = 0; i < S[s].n && nb < (1 << 16); i++) {                                      \
-            const sdpa_plan_choice *c = &S[s].c[i];                                            \
-            sdpa_plan_choice u = *c;                                                           \
-            if (!(cond)) continue;                                                             \
-            if (sdpa_plan_predict(&S[s].pb, &unit, &u) != SDPA_OK) continue;                   \
-            buf[nb++] = (expr);                                                                \
-        }                                                                                      \
+    *m = *base;
+    m->thread_eff = 1.0; m->eff_threads = 1;
+    for (qi = 0; qi < SDPA_PLAN_NTQ; qi++) for (ki = 0; ki < SDPA_PLAN_NTK; ki++) m->tile_speed[qi][ki] = 1.0;
+#define FIT_EACH(cond, expr)                                                          \
+    nb = 0;                                                                           \
+    for (s = 0; s < ns; s++) {                                                        \
+        if (s == skip || S[s].pb.kind != SDPA_PLAN_PREFILL) continue;                 \
+        for (i = 0; i < S[s].n && nb < (1 << 16); i++) {                             \
+            const sdpa_plan_choice *c = &S[s].c[i];                                   \
+            double x;                                                                 \
+            if (!(cond)) continue;                                                    \
+            x = (expr);                                                               \
+            if (x > 0.0) buf[nb++] = x;                                               \
+        }                                                                             \
     }
+    /* 1. the products' speed (tile factors 1, one thread) */
     for (p = 1; p <= SDPA__PATH_LAST; p++)
         for (d = 0; d < 3; d++)
             for (e = 0; e < 2; e++) {
-                FIT_EACH((int)c->path == p && c->dtype == (d == 0 ? SDPA_F32 : d == 1 ? SDPA_F16 : SDPA_BF16) &&
-                             c->precision == (e ? SDPA_PRECISION_INT8_QK : 0) && c->num_threads == 1 && c->tile_q == 64 &&
-                             c->tile_k == 64,
-                         u.seconds / S[s].med[i])
+                FIT_EACH((int)c->path == p && dix3(c->dtype) == d && (c->precision != 0) == e && c->num_threads == 1 &&
+                             c->tile_q == 64 && c->tile_k == 64,
+                         fit_rate(&S[s], i, m))
                 if (nb) m->gflops[p][d][e] = dmedian(buf, nb);
-                else if (sdpa_path_supported((sdpa_path)p)) m->gflops[p][d][e] = m->gflops[p][d][e]; /* keep the default */
             }
-    for (qi = 0; qi < SDPA_PLAN_NTQ; qi++)
-        for (ki = 0; ki < SDPA_PLAN_NTK; ki++) {
-            FIT_EACH(c->num_threads == 1 && c->tile_q == (32 << qi) && c->tile_k == (32 << ki) &&
-                         m->gflops[c->path][c->dtype == SDPA_F32 ? 0 : c->dtype == SDPA_F16 ? 1 : 2][c->precision ? 1 : 0] > 0,
-                     u.seconds / S[s].med[i] /
-                         m->gflops[c->path][c->dtype == SDPA_F32 ? 0 : c->dtype == SDPA_F16 ? 1 : 2][c->precision ? 1 : 0])
-            if (nb) m->tile_speed[qi][ki] = dmedian(buf, nb);
-        }
+    /* 2. tile factors: the rate at each tile over the path's fitted rate */
+    {
+        sdpa_plan_model m1 = *m;
+        for (qi = 0; qi < SDPA_PLAN_NTQ; qi++)
+            for (ki = 0; ki < SDPA_PLAN_NTK; ki++) {
+                FIT_EACH(c->num_threads == 1 && c->tile_q == (32 << qi) && c->tile_k == (32 << ki) &&
+                             m1.gflops[c->path][dix3(c->dtype)][c->precision ? 1 : 0] > 0,
+                         fit_rate(&S[s], i, &m1) / m1.gflops[c->path][dix3(c->dtype)][c->precision ? 1 : 0])
+                if (nb) m->tile_speed[qi][ki] = dmedian(buf, nb);
+            }
+    }
+    /* 3. thread efficiency at O.threads */
     if (O.threads > 1) {
-        FIT_EACH(c->num_threads == O.threads && c->tile_q == 64 && c->tile_k == 64,
-                 u.seconds / S[s].med[i] /
-                     m->gflops[c->path][c->dtype == SDPA_F32 ? 0 : c->dtype == SDPA_F16 ? 1 : 2][c->precision ? 1 : 0])
+        sdpa_plan_model m1 = *m;
+        FIT_EACH(c->num_threads == O.threads && m1.gflops[c->path][dix3(c->dtype)][c->precision ? 1 : 0] > 0,
+                 fit_rate(&S[s], i, &m1) / m1.gflops[c->path][dix3(c->dtype)][c->precision ? 1 : 0])
         if (nb) {
             double e1 = dmedian(buf, nb);
             m->thread_eff = e1 > 1.0 ? 1.0 : (e1 < 0.05 ? 0.05 : e1);
             m->eff_threads = O.threads;
         }
     }
+    /* 4. errors as measured */
     for (d = 0; d < 3; d++)
         for (e = 0; e < 2; e++) {
-            FIT_EACH(c->dtype == (d == 0 ? SDPA_F32 : d == 1 ? SDPA_F16 : SDPA_BF16) && c->precision == (e ? SDPA_PRECISION_INT8_QK : 0),
-                     S[s].err[i])
+            FIT_EACH(dix3(c->dtype) == d && (c->precision != 0) == e, S[s].err[i])
             if (nb) m->error[d][e] = dmedian(buf, nb);
         }
 #undef FIT_EACH
-    /* decode: the default model's speeds scaled by measured / predicted, per path and storage */
+    /* decode: the base model's speeds scaled by predicted / measured, per path and storage */
     for (p = 1; p <= SDPA__PATH_LAST; p++)
         for (d = 0; d < 4; d++) {
+            sdpa_dtype st = d == 0 ? SDPA_F32 : d == 1 ? SDPA_F16 : d == 2 ? SDPA_BF16 : SDPA_I8;
             nb = 0;
             for (s = 0; s < ns; s++) {
                 if (s == skip || S[s].pb.kind != SDPA_PLAN_DECODE) continue;
                 for (i = 0; i < S[s].n; i++) {
-                    const sdpa_plan_choice *c = &S[s].c[i];
-                    if ((int)c->path == p && c->dtype == (d == 0 ? SDPA_F32 : d == 1 ? SDPA_F16 : d == 2 ? SDPA_BF16 : SDPA_I8) &&
-                        c->num_threads == 1 && nb < (1 << 16))
-                        buf[nb++] = c->seconds / S[s].med[i];
+                    sdpa_plan_choice c = S[s].c[i];
+                    if ((int)c.path == p && c.dtype == st && c.num_threads == 1 && nb < (1 << 16) &&
+                        sdpa_plan_predict(&S[s].pb, base, &c) == SDPA_OK)
+                        buf[nb++] = c.seconds / S[s].med[i];
                 }
             }
-            if (nb) { double f = dmedian(buf, nb); m->kv_gbps[p][d] *= f; m->kv_gflops[p][d] *= f; }
+            if (nb) { double f = dmedian(buf, nb); m->kv_gbps[p][d] = base->kv_gbps[p][d] * f; m->kv_gflops[p][d] = base->kv_gflops[p][d] * f; }
             nb = 0;
             for (s = 0; s < ns; s++) {
                 if (s == skip || S[s].pb.kind != SDPA_PLAN_DECODE) continue;
                 for (i = 0; i < S[s].n; i++)
-                    if (S[s].c[i].dtype == (d == 0 ? SDPA_F32 : d == 1 ? SDPA_F16 : d == 2 ? SDPA_BF16 : SDPA_I8) && nb < (1 << 16))
-                        buf[nb++] = S[s].err[i];
+                    if (S[s].c[i].dtype == st && nb < (1 << 16)) buf[nb++] = S[s].err[i];
             }
             if (nb && p == 1) m->kv_error[d] = dmedian(buf, nb);
         }
@@ -1117,7 +1142,7 @@ static void model_fit(sdpa_plan_model *m, const msweep *S, int ns, int skip)
 
 static void model_print(const char *name, const sdpa_plan_model *m)
 {
-    int p, d;
+    int p, d, ap = sdpa_path_in_use(NULL) > 0 ? sdpa_path_in_use(NULL) : SDPA_PATH_SCALAR;
     fprintf(T, "  model %s: GFLOP/s per thread (F32, F16, BF16 in; /int8):", name);
     for (p = 1; p <= SDPA__PATH_LAST; p++) {
         if (!sdpa_path_supported((sdpa_path)p)) continue;
@@ -1125,9 +1150,10 @@ static void model_print(const char *name, const sdpa_plan_model *m)
         for (d = 0; d < 3; d++) fprintf(T, " %.1f/%.1f", m->gflops[p][d][0], m->gflops[p][d][1]);
         fprintf(T, ";");
     }
-    fprintf(T, " eff %.2f at %d thr; tile 128x64 %.2f, 32x32 %.2f; errors F32 %.1e BF16 %.1e i8 %.1e kv-I8 %.1e\n",
-            m->thread_eff, m->eff_threads, m->tile_speed[2][1], m->tile_speed[0][0], m->error[0][0], m->error[2][0],
-            m->error[0][1], m->kv_error[3]);
+    fprintf(T, " eff %.2f at %d thr; tile 128x64 %.2f, 32x32 %.2f; key load %.2g s/elem (auto path), i8 pre-pass %.2g;"
+               " errors F32 %.1e BF16 %.1e i8 %.1e kv-I8 %.1e\n",
+            m->thread_eff, m->eff_threads, m->tile_speed[2][1], m->tile_speed[0][0], m->key_s[ap], m->i8_key_s[ap],
+            m->error[0][0], m->error[2][0], m->error[0][1], m->kv_error[3]);
     row_begin("model");
     row_s("model", name);
     for (p = 1; p <= SDPA__PATH_LAST; p++) {
@@ -1139,6 +1165,19 @@ static void model_print(const char *name, const sdpa_plan_model *m)
             snprintf(k, sizeof k, "%s_%s_i8", sdpa_path_name((sdpa_path)p), d == 0 ? "F32" : d == 1 ? "F16" : "BF16");
             row_f(k, m->gflops[p][d][1]);
         }
+    }
+    for (p = 1; p <= SDPA__PATH_LAST; p++) {
+        char k[48];
+        if (!sdpa_path_supported((sdpa_path)p)) continue;
+        snprintf(k, sizeof k, "%s_key_s", sdpa_path_name((sdpa_path)p));
+        row_f(k, m->key_s[p]);
+        snprintf(k, sizeof k, "%s_i8_key_s", sdpa_path_name((sdpa_path)p));
+        row_f(k, m->i8_key_s[p]);
+    }
+    for (d = 0; d < SDPA_PLAN_NTQ * SDPA_PLAN_NTK; d++) {
+        char k[48];
+        snprintf(k, sizeof k, "tile_%dx%d", 32 << (d / SDPA_PLAN_NTK), 32 << (d % SDPA_PLAN_NTK));
+        row_f(k, m->tile_speed[d / SDPA_PLAN_NTK][d % SDPA_PLAN_NTK]);
     }
     row_f("thread_eff", m->thread_eff); row_i("eff_threads", m->eff_threads); row_f("call_s", m->call_s);
     row_f("worker_s", m->worker_s); row_f("mem_gbps", m->mem_gbps);
@@ -1188,7 +1227,7 @@ static void plan_eval(msweep *S, int ns)
             if (S[s].c[i].bytes < minb) minb = S[s].c[i].bytes;
             if (S[s].c[i].dtype == SDPA_F32 && S[s].c[i].bytes > f32b) f32b = S[s].c[i].bytes;
         }
-        model_fit(&models[2], S, ns, s);
+        model_fit(&models[2], have_probe ? &models[1] : &models[0], S, ns, s);
         for (bi = 0; bi < 3; bi++)
             for (ti = 0; ti < 3; ti++) {
                 sdpa_plan_problem pb = S[s].pb;
@@ -1241,7 +1280,7 @@ static void plan_eval(msweep *S, int ns)
     }
     {
         sdpa_plan_model all;
-        model_fit(&all, S, ns, -1);
+        model_fit(&all, have_probe ? &models[1] : &models[0], S, ns, -1);
         model_print("fitted to all sweeps", &all);
     }
     fprintf(T, "  summary (pick's measured median / the best's):\n");

@@ -469,8 +469,9 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *cache, const int64_t *
  * (prefill), the tile sizes (prefill) and the thread count. Each candidate
  * gets a predicted time, memory and error from a cost model
  * (sdpa_plan_model): per-thread speeds per path, dtype and mode, tile
- * factors, a thread-efficiency curve, per-call and per-worker overheads,
- * and per-configuration errors. The prediction replays the library's own
+ * factors, per-task key loading, int8's K pre-pass, a thread-efficiency
+ * curve, per-call, per-worker and per-task overheads, and per-configuration
+ * errors. The prediction replays the library's own
  * split into tasks (the same tiles, causal extents and decode chunks) on
  * num_threads workers that take tasks in order, as the built-in pool does.
  * Memory is exact where the library can say it: prefill counts q, k, v and
@@ -542,6 +543,14 @@ typedef struct sdpa_plan_model {
     double call_s;          /* fixed cost of one call, seconds */
     double worker_s;        /* added cost per worker thread per call */
     double task_s;          /* cost per task (tile set-up), seconds */
+    /* prefill, one thread, per path: seconds per key element (D + Dv per
+     * key) a task loads (K transposed or packed, V), paid once per task and
+     * key whatever its rows: why few query rows (chunks, short prompts) and
+     * small tile_q run below the path's GFLOP/s */
+    double key_s[SDPA__PATH_LAST + 1];
+    /* INT8_QK's pre-pass over K (smoothing, quantising, packing): seconds
+     * per key element (D per key), one thread, per path */
+    double i8_key_s[SDPA__PATH_LAST + 1];
     double error[3][2];     /* prefill: rel. L2 per [dtype][precision] */
     double kv_error[4];     /* decode: rel. L2 per storage */
 } sdpa_plan_model;
@@ -4981,23 +4990,29 @@ static int sdpa__plan_dix(sdpa_dtype t)
 
 SDPA_API void sdpa_plan_model_default(sdpa_plan_model *m)
 {
-    /* GFLOP/s of one thread at L = 512..2048, D = 128, tile 64 x 64, not
-     * causal (bench --fit): scalar and avx2 on the 2-core Zen 3 the bench
-     * ran on, avx512 and amx on the 16-core Xeon (README, Performance);
-     * F16 and BF16 in: the widened rows (amx: BF16 on AMX tiles, F16
-     * widened on the avx512 kernels). int8: INT8_QK with its K pre-pass. */
+    /* GFLOP/s of one thread at L = 1024..2048, D = 128, tile 64 x 64, not
+     * causal, with the key loading (key_s) taken out: scalar and avx2 on the
+     * 2-core Zen 3 the bench ran on, avx512 and amx on the 16-core Xeon
+     * (README, Performance); F16 and BF16 in: the widened rows (amx: BF16 on
+     * AMX tiles, F16 widened on the avx512 kernels). On avx2 the tile sweep
+     * (tile_q 32, 64, 128 at 59.0, 66.4, 71.2 GFLOP/s) gives 75.9 GFLOP/s
+     * for the products and 31 ns per key (0.12 ns per element) per task;
+     * the other paths' rates are their measured ones x 1.15. */
     static const double gf[SDPA__PATH_LAST + 1][3][2] = {
         {{0, 0}, {0, 0}, {0, 0}},                 /* auto: never a candidate */
-        {{24.3, 15.1}, {22.0, 14.5}, {23.0, 14.8}}, /* scalar */
-        {{64.0, 68.8}, {60.0, 64.0}, {61.0, 65.0}}, /* avx2 */
-        {{82.5, 95.0}, {78.0, 90.0}, {80.0, 92.0}}, /* avx512 */
-        {{82.5, 95.0}, {78.0, 90.0}, {147.9, 92.0}}, /* amx */
-        {{20.0, 22.0}, {18.0, 20.0}, {18.0, 20.0}}, /* neon (a guess: no AArch64 hardware measured) */
+        {{28.0, 17.4}, {25.3, 16.7}, {26.5, 17.0}}, /* scalar */
+        {{75.9, 79.1}, {69.0, 73.6}, {70.2, 74.8}}, /* avx2 */
+        {{94.9, 109.3}, {89.7, 103.5}, {92.0, 105.8}}, /* avx512 */
+        {{94.9, 109.3}, {89.7, 103.5}, {170.1, 105.8}}, /* amx */
+        {{23.0, 25.3}, {20.7, 23.0}, {20.7, 23.0}}, /* neon (a guess: no AArch64 hardware measured) */
     };
-    /* relative to 64 x 64: avx2 path, 1 thread, L = 1024, D = 128 (Zen 3) */
+    /* the products' speed at tile [tile_q][tile_k] relative to 64 x 64, the
+     * key loading taken out: avx2, 1 thread, L = 1024, D = 128 (Zen 3) */
     static const double ts[SDPA_PLAN_NTQ][SDPA_PLAN_NTK] = {
-        {0.85, 0.89, 0.86}, {0.95, 1.00, 0.96}, {1.00, 1.07, 1.01}, {1.01, 1.06, 1.00},
+        {0.95, 1.00, 0.96}, {0.95, 1.00, 0.96}, {0.93, 1.00, 0.95}, {0.91, 0.96, 0.91},
     };
+    static const double ks[SDPA__PATH_LAST + 1] = {0, 0.3e-9, 0.12e-9, 0.08e-9, 0.08e-9, 0.3e-9};
+    static const double i8k[SDPA__PATH_LAST + 1] = {0, 2e-9, 1e-9, 0.8e-9, 0.8e-9, 2e-9};
     /* decode, one thread, F32 / F16 / BF16 / I8 storage */
     static const double kvb[4] = {12.0, 8.0, 8.5, 5.0}, kvf[4] = {40.0, 30.0, 32.0, 20.0};
     static const double err[3][2] = {{3e-7, 7e-3}, {4e-4, 7e-3}, {3e-3, 8e-3}};
@@ -5009,6 +5024,7 @@ SDPA_API void sdpa_plan_model_default(sdpa_plan_model *m)
             for (e = 0; e < 2; e++) m->gflops[p][d][e] = gf[p][d][e];
     for (p = 0; p < SDPA_PLAN_NTQ; p++)
         for (d = 0; d < SDPA_PLAN_NTK; d++) m->tile_speed[p][d] = ts[p][d];
+    for (p = 0; p <= SDPA__PATH_LAST; p++) { m->key_s[p] = ks[p]; m->i8_key_s[p] = i8k[p]; }
     for (p = 1; p <= SDPA__PATH_LAST; p++)
         for (d = 0; d < 4; d++) {
             double f = p == SDPA_PATH_SCALAR ? 0.5 : (p == SDPA_PATH_NEON ? 0.6 : 1.0);
@@ -5089,40 +5105,36 @@ static void sdpa__plan_heap_push_min(double *h, int n, double add)
     h[i] = x;
 }
 
-/* Replays a prefill's tasks (pairs of query rows x keys computed, in task
- * order) on W workers. Returns the makespan in pair units; *total the sum,
- * *ntasks the task count. Beyond 65536 tasks the tail is estimated (the
- * balance is then within one task of perfect). */
-static double sdpa__plan_prefill_span(const sdpa__pprob *r, int64_t tq, int64_t tk, int W, double *total, int64_t *ntasks)
+/* Replays a prefill's tasks on W workers in task order. A task of `rows`
+ * query rows (padded to 4) and `keys` keys computed costs
+ * a * rows * keys + b * keys + c seconds. Returns the makespan; *total the
+ * sum, *ntasks the task count. Beyond 4096 tasks the tail is estimated
+ * (then the balance is within about half a task of perfect). */
+static double sdpa__plan_prefill_span(const sdpa__pprob *r, int64_t tq, int64_t tk, int W, double a, double b, double c,
+                                      double *total, int64_t *ntasks)
 {
     double h[SDPA_MAX_THREADS], maxc = 0.0, tot = 0.0, span = 0.0;
-    int64_t ntile, tph, hpt, per_group, groups = r->B * r->Hkv, t, n = 0;
+    int64_t tph, hpt, per_group, groups = r->B * r->Hkv, t, g;
     int w, exact;
     if (r->Lq >= tq) { tph = (r->Lq + tq - 1) / tq; hpt = 1; per_group = r->G * tph; }
     else { tph = 1; hpt = tq / r->Lq; per_group = (r->G + hpt - 1) / hpt; }
-    ntile = per_group;
     *ntasks = groups * per_group;
-    exact = *ntasks <= 65536;
+    exact = *ntasks <= 4096;
     for (w = 0; w < W; w++) h[w] = 0.0;
-    {
-        /* cost of tile index t within a group (depends on its row tile only) */
-        int64_t g;
-        for (g = 0; g < (exact ? groups : 1); g++)
-            for (t = 0; t < ntile; t++) {
-                int64_t i0, cnt, khi, keys;
-                double c;
-                if (hpt == 1) { i0 = (t % tph) * tq; cnt = SDPA__MIN(tq, r->Lq - i0); }
-                else { i0 = 0; cnt = r->Lq * SDPA__MIN(hpt, r->G - t * hpt); }
-                khi = r->Lk - 1;
-                if (r->causal) khi = SDPA__MIN(khi, (hpt == 1 ? i0 + cnt - 1 : r->Lq - 1) + r->Lk - r->Lq);
-                keys = khi < 0 ? 0 : SDPA__MIN(r->Lk, SDPA__ROUND_UP(khi + 1, tk));
-                c = (double)SDPA__ROUND_UP(cnt, 4) * (double)keys;
-                tot += c;
-                if (c > maxc) maxc = c;
-                if (exact) sdpa__plan_heap_push_min(h, W, c);
-                n++;
-            }
-    }
+    for (g = 0; g < (exact ? groups : 1); g++)
+        for (t = 0; t < per_group; t++) { /* a task's cost depends on its row tile only */
+            int64_t i0, cnt, khi, keys;
+            double x;
+            if (hpt == 1) { i0 = (t % tph) * tq; cnt = SDPA__MIN(tq, r->Lq - i0); }
+            else { i0 = 0; cnt = r->Lq * SDPA__MIN(hpt, r->G - t * hpt); }
+            khi = r->Lk - 1;
+            if (r->causal) khi = SDPA__MIN(khi, (hpt == 1 ? i0 + cnt - 1 : r->Lq - 1) + r->Lk - r->Lq);
+            keys = khi < 0 ? 0 : SDPA__MIN(r->Lk, SDPA__ROUND_UP(khi + 1, tk));
+            x = a * (double)SDPA__ROUND_UP(cnt, 4) * (double)keys + b * (double)keys + c;
+            tot += x;
+            if (x > maxc) maxc = x;
+            if (exact) sdpa__plan_heap_push_min(h, W, x);
+        }
     if (exact) {
         for (w = 0; w < W; w++) span = h[w] > span ? h[w] : span;
     } else {
@@ -5130,7 +5142,6 @@ static double sdpa__plan_prefill_span(const sdpa__pprob *r, int64_t tq, int64_t 
         span = tot / W + 0.5 * maxc;
     }
     *total = tot;
-    (void)n;
     return span;
 }
 
@@ -5249,10 +5260,18 @@ static int sdpa__plan_predict(const sdpa__pprob *r, const sdpa_plan_model *m, sd
         if (qi < 0 || ki < 0) return SDPA_ERR_PARAM;
         rate = m->gflops[c->path][di][pi] * m->tile_speed[qi][ki];
         if (!(rate > 0.0)) return SDPA_ERR_PATH;
-        span = sdpa__plan_prefill_span(r, c->tile_q, c->tile_k, W, &total, &ntasks);
-        if (W > ntasks) W = ntasks > 0 ? (int)ntasks : 1; /* the library caps workers at the task count */
+        { /* the library caps workers at the task count (as sdpa__tiles_per_group counts them) */
+            int64_t nt0 = r->B * r->Hkv *
+                          (r->Lq >= c->tile_q ? r->G * ((r->Lq + c->tile_q - 1) / c->tile_q)
+                                              : (r->G + c->tile_q / r->Lq - 1) / (c->tile_q / r->Lq));
+            if (W > nt0) W = nt0 > 0 ? (int)nt0 : 1;
+        }
+        span = sdpa__plan_prefill_span(r, c->tile_q, c->tile_k, W, fpp / (rate * 1e9),
+                                       (double)(r->D + r->Dv) * m->key_s[c->path], m->task_s, &total, &ntasks);
+        if (pi) /* the K pre-pass, in parallel chunks */
+            span += (double)r->B * (double)r->Hkv * (double)r->Lk * (double)r->D * m->i8_key_s[c->path] / W;
         eff = sdpa__plan_eff(m, W);
-        secs = (span * fpp / (rate * 1e9) + (double)((ntasks + W - 1) / W) * m->task_s) / eff;
+        secs = span / eff;
         c->seconds = m->call_s + (W > 1 ? W * m->worker_s : 0.0) + secs;
         if ((rc = sdpa__plan_workspace(r, c, &ws)) != SDPA_OK) return rc;
         es = sdpa__esize(c->dtype);
@@ -5395,6 +5414,19 @@ SDPA_API int sdpa_plan(const sdpa_plan_problem *pb, const sdpa_plan_model *model
     return SDPA_ERR_INFEASIBLE;
 }
 
+/* GFLOP of the products and key elements loaded that a one-thread prefill
+ * of H heads, Lq x Lk, head_dim D (not causal, tile 64 x 64) computes, as
+ * the replay counts them. */
+static void sdpa__plan_units(int64_t H, int64_t Lq, int64_t Lk, int64_t D, double *gflop, double *keyel)
+{
+    sdpa__pprob r;
+    int64_t nt;
+    memset(&r, 0, sizeof r);
+    r.B = 1; r.Hq = r.Hkv = H; r.G = 1; r.D = r.Dv = D; r.Lq = Lq; r.Lk = Lk;
+    (void)sdpa__plan_prefill_span(&r, 64, 64, 1, 2.0 * (double)(2 * D) * 1e-9, 0.0, 0.0, gflop, &nt);
+    (void)sdpa__plan_prefill_span(&r, 64, 64, 1, 0.0, (double)(2 * D), 0.0, keyel, &nt);
+}
+
 /* ---- the probe ---- */
 
 /* Seconds on a monotonic clock where the platform has one, else -1. */
@@ -5466,7 +5498,7 @@ SDPA_API int sdpa_plan_probe(sdpa_plan_model *m, const sdpa_params *base, int ma
     sdpa_plan_model def;
     float *f = NULL, *bw = NULL;
     uint16_t *h = NULL;
-    size_t nin = (size_t)HP * L * D, nbig, i;
+    size_t nin = (size_t)HP * L * D, nbig, nf, i;
     int W, path, di, pi, qi, ki, rc = SDPA_OK;
     double flops, base_rate = 0.0;
     uint32_t seed = 12345u;
@@ -5481,39 +5513,76 @@ SDPA_API int sdpa_plan_probe(sdpa_plan_model *m, const sdpa_params *base, int ma
     /* q, k, v, out in F32 (4 x nin) and q, k, v in 16 bits (3 x nin); the
      * decode queries [1, 32, 1, D] and outputs, and a chunk of K/V rows */
     nbig = (size_t)HW * L * D; /* the W-thread run's q, k, v, out */
-    f = (float *)sdpa__scratch_alloc(&p0, (4 * nbig + 4 * 32 * D + 2 * (size_t)KVH * 256 * D) * sizeof(float));
+    /* f: those, then the decode queries and outputs and a chunk of K/V rows;
+     * at least the small prefill runs' q, k, v, out (4 rows over 4096 keys) */
+    nf = 4 * nbig + 4 * 32 * D + 2 * (size_t)KVH * 256 * D;
+    if (nf < 8 * (size_t)HP * D + 2 * (size_t)HP * 4096 * D) nf = 8 * (size_t)HP * D + 2 * (size_t)HP * 4096 * D;
+    f = (float *)sdpa__scratch_alloc(&p0, nf * sizeof(float));
     h = (uint16_t *)sdpa__scratch_alloc(&p0, 3 * nin * sizeof(uint16_t));
     bw = (float *)sdpa__scratch_alloc(&p0, (size_t)BWF * sizeof(float));
     if (!f || !h || !bw) { rc = SDPA_ERR_NOMEM; goto done; }
-    for (i = 0; i < 4 * nbig + 4 * 32 * D + 2 * (size_t)KVH * 256 * D; i++) {
+    for (i = 0; i < nf; i++) {
         seed = seed * 1664525u + 1013904223u;
         f[i] = (float)((double)(seed >> 8) * (2.0 / 16777216.0) - 1.0);
     }
     for (i = 0; i < (size_t)BWF; i++) bw[i] = (float)(i & 255);
     *m = def;
 
-    /* 1. prefill, one thread, every path x dtype x precision: HP heads, L x L, tile 64 x 64 */
-    flops = 2.0 * (2.0 * D) * (double)L * (double)L * HP;
-    for (path = SDPA_PATH_SCALAR; path <= SDPA__PATH_LAST; path++)
-        for (di = 0; di < 3; di++)
-            for (pi = 0; pi < 2; pi++) {
-                sdpa_tensor q = {0, SDPA_F32, {1, HP, L, D}, {0}}, k, v, o;
-                double t;
-                m->gflops[path][di][pi] = 0.0;
-                if (!sdpa_path_supported((sdpa_path)path)) continue;
-                q.data = f; q.dtype = sdpa__plan_dt[di];
-                k = q; v = q; o = q;
-                k.data = f + nin; v.data = f + 2 * nin; o.data = f + 3 * nin; o.dtype = SDPA_F32;
-                if (di) {
-                    for (i = 0; i < 3 * nin; i++) h[i] = di == 1 ? sdpa_f32_to_f16(f[i]) : sdpa_f32_to_bf16(f[i]);
-                    q.data = h; k.data = h + nin; v.data = h + 2 * nin;
-                }
-                p = p0;
-                p.path = (sdpa_path)path; p.precision = pi ? SDPA_PRECISION_INT8_QK : 0; p.num_threads = 1;
+    /* 1. prefill, one thread, every path x dtype x precision: HP heads, L x L
+     * (t_big) and 4 query rows over KS keys (t_small), tile 64 x 64. Both
+     * are a * GFLOP + key_s * key elements (+ the call): two equations give
+     * the products' speed and the per-task key loading; int8's pre-pass is
+     * what its small run costs beyond the float one. */
+    {
+        enum { KS = 4096 };
+        double gb, kb, gs, k4; /* GFLOP and key elements the replay counts: L x L, and 4 x KS */
+        sdpa__plan_units(HP, L, L, D, &gb, &kb);
+        sdpa__plan_units(HP, 4, KS, D, &gs, &k4);
+        flops = gb * 1e9;
+        for (path = SDPA_PATH_SCALAR; path <= SDPA__PATH_LAST; path++) {
+            double ts[2] = {-1.0, -1.0}, ks = 0.0, pre = 0.0;
+            m->key_s[path] = m->i8_key_s[path] = 0.0;
+            for (di = 0; di < 3; di++) for (pi = 0; pi < 2; pi++) m->gflops[path][di][pi] = 0.0;
+            if (!sdpa_path_supported((sdpa_path)path)) continue;
+            for (pi = 0; pi < 2; pi++) { /* the small runs, F32 */
+                sdpa_tensor q = {0, SDPA_F32, {1, HP, 4, D}, {0}}, k, v, o;
+                q.data = f; k = q; k.shape[2] = KS; k.data = f + 4 * HP * D; v = k; v.data = f + 4 * HP * D + (size_t)HP * KS * D;
+                o = q; o.data = f + 4 * HP * D + 2 * (size_t)HP * KS * D;
+                p = p0; p.path = (sdpa_path)path; p.precision = pi ? SDPA_PRECISION_INT8_QK : 0; p.num_threads = 1;
                 p.parallel_for = NULL;
-                t = sdpa__probe_time(&q, &k, &v, &o, &p, 2);
-                if (t > 0.0) m->gflops[path][di][pi] = flops / t * 1e-9;
+                ts[pi] = sdpa__probe_time(&q, &k, &v, &o, &p, 2);
             }
+            for (di = 0; di < 3; di++)
+                for (pi = 0; pi < 2; pi++) {
+                    sdpa_tensor q = {0, SDPA_F32, {1, HP, L, D}, {0}}, k, v, o;
+                    double t, x;
+                    q.data = f; q.dtype = sdpa__plan_dt[di];
+                    k = q; v = q; o = q;
+                    k.data = f + nin; v.data = f + 2 * nin; o.data = f + 3 * nin; o.dtype = SDPA_F32;
+                    if (di) {
+                        for (i = 0; i < 3 * nin; i++) h[i] = di == 1 ? sdpa_f32_to_f16(f[i]) : sdpa_f32_to_bf16(f[i]);
+                        q.data = h; k.data = h + nin; v.data = h + 2 * nin;
+                    }
+                    p = p0;
+                    p.path = (sdpa_path)path; p.precision = pi ? SDPA_PRECISION_INT8_QK : 0; p.num_threads = 1;
+                    p.parallel_for = NULL;
+                    t = sdpa__probe_time(&q, &k, &v, &o, &p, 2);
+                    if (t <= 0.0) continue;
+                    if (di == 0 && pi == 0 && ts[0] > 0.0) { /* solve for 1/rate and key_s */
+                        double det = gb * k4 - kb * gs, tb = t, tsm = ts[0];
+                        x = det != 0.0 ? (tb * k4 - kb * tsm) / det : -1.0;
+                        ks = det != 0.0 ? (gb * tsm - gs * tb) / det : -1.0;
+                        if (!(x > 0.0) || !(ks >= 0.0)) { ks = 0.0; }
+                        m->key_s[path] = ks;
+                        if (ts[1] > ts[0]) pre = (ts[1] - ts[0]) / ((double)HP * KS * D);
+                        m->i8_key_s[path] = pre;
+                    }
+                    t -= kb * ks + (pi ? (double)HP * L * D * pre : 0.0);
+                    if (t <= 0.05 * (t + kb * ks)) t = 0.05 * (t + kb * ks); /* keep the rate finite */
+                    m->gflops[path][di][pi] = gb / t;
+                }
+        }
+    }
 
     /* 2. tiles and 3. threads on the auto path, F32 */
     {
@@ -5654,7 +5723,7 @@ SDPA_API int sdpa_plan_probe(sdpa_plan_model *m, const sdpa_params *base, int ma
     }
 
 done:
-    if (f) sdpa__scratch_free(&p0, f, (4 * nbig + 4 * 32 * D + 2 * (size_t)KVH * 256 * D) * sizeof(float));
+    if (f) sdpa__scratch_free(&p0, f, nf * sizeof(float));
     if (h) sdpa__scratch_free(&p0, h, 3 * nin * sizeof(uint16_t));
     if (bw) sdpa__scratch_free(&p0, bw, (size_t)BWF * sizeof(float));
     if (rc != SDPA_OK) *m = def;

@@ -444,9 +444,83 @@ static void test_plan_probe(void)
     group_end();
 }
 
+/* The replay's arithmetic against hand counts: with unit speeds and nothing
+ * else, a prediction is the GFLOP computed; key loading and the int8
+ * pre-pass add exactly their element counts. */
+static void test_plan_model_math(void)
+{
+    sdpa_plan_model u;
+    sdpa_plan_problem pb;
+    sdpa_plan_choice c;
+    int p, d, e, rc;
+    double want;
+    if (!group_begin("planner: cost model arithmetic")) return;
+    memset(&u, 0, sizeof u);
+    for (p = 1; p <= SDPA__PATH_LAST; p++)
+        for (d = 0; d < 3; d++)
+            for (e = 0; e < 2; e++) u.gflops[p][d][e] = 1.0;
+    for (p = 0; p < SDPA_PLAN_NTQ; p++)
+        for (d = 0; d < SDPA_PLAN_NTK; d++) u.tile_speed[p][d] = 1.0;
+    u.thread_eff = 1.0; u.eff_threads = 1;
+    memset(&c, 0, sizeof c);
+    c.path = SDPA_PATH_SCALAR; c.dtype = SDPA_F32; c.tile_q = 32; c.tile_k = 32; c.num_threads = 1;
+
+    case_begin("not causal: B Hq Lq Lk 4D FLOPs (no row padding when Lq is a multiple of 4)");
+    plan_problem(&pb, SDPA_PLAN_PREFILL, 2, 4, 2, 16, 128, 100);
+    rc = sdpa_plan_predict(&pb, &u, &c);
+    want = 2.0 * 4 * 128 * 100 * 4 * 16 * 1e-9;
+    CHECK(rc == SDPA_OK && fabs(c.seconds - want) <= 1e-12 * want, "rc %d: %.12g s, want %.12g", rc, c.seconds, want);
+    case_end();
+
+    case_begin("causal 64 x 64, tiles 32: row tiles see 32 and 64 keys");
+    plan_problem(&pb, SDPA_PLAN_PREFILL, 1, 1, 1, 16, 64, 0);
+    pb.causal = 1;
+    rc = sdpa_plan_predict(&pb, &u, &c);
+    want = (32.0 * 32 + 32.0 * 64) * 4 * 16 * 1e-9;
+    CHECK(rc == SDPA_OK && fabs(c.seconds - want) <= 1e-12 * want, "rc %d: %.12g s, want %.12g", rc, c.seconds, want);
+    c.tile_k = 64; /* keys rounded up to tile_k: the first row tile computes 64 */
+    rc = sdpa_plan_predict(&pb, &u, &c);
+    want = (32.0 * 64 + 32.0 * 64) * 4 * 16 * 1e-9;
+    CHECK(rc == SDPA_OK && fabs(c.seconds - want) <= 1e-12 * want, "tile_k 64: rc %d: %.12g s, want %.12g", rc, c.seconds, want);
+    c.tile_k = 32;
+    case_end();
+
+    case_begin("two threads split two equal tasks; four threads are capped at the two tasks");
+    plan_problem(&pb, SDPA_PLAN_PREFILL, 1, 2, 2, 16, 32, 0);
+    pb.max_threads = 4;
+    c.num_threads = 2;
+    rc = sdpa_plan_predict(&pb, &u, &c);
+    want = 32.0 * 32 * 4 * 16 * 1e-9;
+    CHECK(rc == SDPA_OK && fabs(c.seconds - want) <= 1e-12 * want, "2 threads: rc %d: %.12g s, want %.12g", rc, c.seconds, want);
+    u.worker_s = 1e-3;
+    c.num_threads = 4;
+    rc = sdpa_plan_predict(&pb, &u, &c);
+    want += 2 * 1e-3;
+    CHECK(rc == SDPA_OK && fabs(c.seconds - want) <= 1e-12 * want, "4 threads: rc %d: %.12g s, want %.12g", rc, c.seconds, want);
+    u.worker_s = 0.0;
+    c.num_threads = 1;
+    case_end();
+
+    case_begin("key loading and the int8 pre-pass add their element counts");
+    plan_problem(&pb, SDPA_PLAN_PREFILL, 1, 2, 1, 16, 32, 96);
+    u.key_s[SDPA_PATH_SCALAR] = 1e-6;
+    u.i8_key_s[SDPA_PATH_SCALAR] = 1e-3;
+    rc = sdpa_plan_predict(&pb, &u, &c);
+    /* G = 2 query heads on 1 kv head, Lq 32 = tile_q: 2 tasks of 32 rows x 96 keys */
+    want = 2.0 * 32 * 96 * 4 * 16 * 1e-9 + 2.0 * 96 * 32 * 1e-6;
+    CHECK(rc == SDPA_OK && fabs(c.seconds - want) <= 1e-12 * want, "float: rc %d: %.12g s, want %.12g", rc, c.seconds, want);
+    c.precision = SDPA_PRECISION_INT8_QK;
+    rc = sdpa_plan_predict(&pb, &u, &c);
+    want += 96.0 * 16 * 1e-3;
+    CHECK(rc == SDPA_OK && fabs(c.seconds - want) <= 1e-12 * want, "int8: rc %d: %.12g s, want %.12g", rc, c.seconds, want);
+    case_end();
+    group_end();
+}
+
 static void test_plan(void)
 {
     test_plan_errors();
+    test_plan_model_math();
     test_plan_picks();
     test_plan_memory();
     test_plan_runs();
