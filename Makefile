@@ -8,6 +8,8 @@
 #   make fuzz       the libFuzzer harnesses, FUZZ_TIME=300 s each
 #   make soak       the randomized memory soak, SOAK_TIME=180 s
 #   make bench      benchmarks (bench, then bench-kernels)
+#   make plan-data  the trade-off map on this machine (bench --map) into DATA=build/plan
+#   make plots      PNGs from DATA into PLOTS (gnuplot; bench/plots.py)
 #   make bench-kernels  plain / auto-vectorised / intrinsics version of each
 #                   core loop, timed side by side
 #   make bench SLEEF=1, make bench-kernels SLEEF=1  the same, plus the
@@ -57,6 +59,7 @@ CFLAGS   ?= -O3 -g -std=c99 -Wall -Wextra
 CPPFLAGS ?=
 LDFLAGS  ?=
 LDLIBS   ?= -lm -pthread
+DL_LIBS  ?= -ldl
 
 PREFIX     ?= /usr/local
 DESTDIR    ?=
@@ -72,6 +75,7 @@ VERSION := $(shell sed -n 's/^\#define SDPA_VERSION_STRING "\(.*\)"/\1/p' $(HEAD
 
 PROGRAMS := $(B)/olmo_layer $(B)/test_sdpa $(B)/bench $(B)/bench_kernels $(B)/bench_decode $(B)/simple $(B)/decode $(B)/two_copies
 
+.PHONY: plan-data plots test-bench-map
 .PHONY: all run test bench bench-decode bench-kernels bench-kernels-clang install uninstall clean check-cmake \
         test-unit test-bf16-emu test-compile test-two-copies test-simple test-decode test-sanitize test-tsan \
         compile-tests test-arm asm check-asm test-sleef sleef-bins test-hwy test-hwy-arm bench-hwy \
@@ -92,16 +96,21 @@ $(B)/decode: examples/decode.c $(HEADER) | $(B)
 $(B)/simple: examples/simple.c $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
-$(B)/test_sdpa: tests/test_sdpa.c tests/test_kv.h $(HEADER) | $(B)
+$(B)/test_sdpa: tests/test_sdpa.c tests/test_kv.h tests/test_plan.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
 # The suite with bf16 mode forced on for BF16 inputs, its products in plain C:
 # the packing that the AMX and AVX512-BF16 kernels rely on, tested on any CPU.
-$(B)/test_sdpa_bf16emu: tests/test_sdpa.c tests/test_kv.h $(HEADER) | $(B)
+$(B)/test_sdpa_bf16emu: tests/test_sdpa.c tests/test_kv.h tests/test_plan.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DSDPA__TEST_BF16_SCALAR $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
-$(B)/bench: bench/bench.c bench/common.h $(HEADER) | $(B)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
+$(B)/bench: bench/bench.c bench/map.h bench/common.h $(HEADER) | $(B)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS) $(DL_LIBS)
+
+# The library as a shared object with one flat entry point, for
+# bench/torch_sdpa.py (ctypes): PyTorch beside sdpa.h in one process.
+$(B)/libsdpa_bench.so: bench/shim.c $(HEADER) | $(B)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -shared $(INC) $< -o $@ $(LDLIBS)
 
 $(B)/bench_decode: bench/decode.c bench/common.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
@@ -118,10 +127,10 @@ $(B)/bench_kernels: bench/kernels.c bench/plain_kernels.h bench/common.h $(HEADE
 SLEEF ?=
 BB := $(B)$(if $(SLEEF),/sleef)
 SLEEF_COPY := bench/sleef_copy.c bench/sleef_copy.h
-$(B)/sleef/bench: bench/bench.c bench/common.h $(SLEEF_COPY) $(HEADER)
+$(B)/sleef/bench: bench/bench.c bench/map.h bench/common.h $(SLEEF_COPY) $(HEADER)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DBENCH_SLEEF $(INC) bench/bench.c bench/sleef_copy.c -o $@ \
-	    $(LDFLAGS) -lsleef $(LDLIBS)
+	    $(LDFLAGS) -lsleef $(LDLIBS) $(DL_LIBS)
 $(B)/sleef/bench_kernels: bench/kernels.c bench/plain_kernels.h bench/common.h $(SLEEF_COPY) $(HEADER)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DBENCH_SLEEF -DBK_CFLAGS='"$(strip $(CFLAGS))"' $(INC) \
@@ -146,6 +155,24 @@ bench: $(BB)/bench $(BB)/bench_kernels $(B)/bench_decode
 	$(R)./$(BB)/bench_kernels $(ARGS)
 	$(R)./$(B)/bench_decode $(ARGS)
 
+# The trade-off map (issue 6; README: The Goldilocks planner): every mode of
+# bench/map.h on this machine, short, into $(DATA); make plots draws the PNGs
+# from such a folder (bench/plan_run.sh makes one on a bigger machine) into
+# $(PLOTS) with gnuplot.
+DATA  ?= build/plan
+PLOTS ?= $(DATA)
+PLOT_TITLE ?= $(shell lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(shell nproc) threads
+plan-data: $(B)/bench $(B)/libsdpa_bench.so
+	$(R)./$(B)/bench --map --out $(DATA) --json $(DATA)/bench.json $(ARGS)
+
+plots:
+	python3 bench/plots.py $(DATA) $(PLOTS) --title "$(PLOT_TITLE)"
+
+# CI: the map's correctness parts, short (checks, parity across every path,
+# dtype, int8 mode and KV storage, memory table); no timing is judged.
+test-bench-map: $(B)/bench
+	$(R)./$(B)/bench --parity --memory --quick --no-torch --threads 2
+
 bench-decode: $(B)/bench_decode
 	$(R)./$(B)/bench_decode $(ARGS)
 
@@ -164,7 +191,7 @@ bench-kernels-clang:
 # runtimes (and the soak's RSS check) do not work
 # under qemu's user-mode emulation; and test-sleef (see there).
 TEST_STEPS := $(strip test-unit $(if $(CROSS),,test-sleef) test-bf16-emu test-compile test-two-copies \
-              test-simple test-decode check-asm \
+              test-simple test-decode $(if $(CROSS),,test-bench-map) check-asm \
               $(if $(CROSS),,test-sanitize test-tsan test-valgrind test-fuzz test-soak test-cuda))
 
 test:
@@ -335,7 +362,7 @@ $(foreach c,$(CT_CXXS),\
 
 sleef-bins: $(B)/test_sdpa_sleef $(SLEEF_CT_BINS)
 
-$(B)/test_sdpa_sleef: tests/test_sdpa.c tests/test_kv.h $(HEADER) | $(B)
+$(B)/test_sdpa_sleef: tests/test_sdpa.c tests/test_kv.h tests/test_plan.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DSDPA_USE_SLEEF $(INC) $< -o $@ $(LDFLAGS) -lsleef $(LDLIBS)
 
 test-sleef:
@@ -374,7 +401,7 @@ SAN_ENV   := ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:strict_
 SAN_CC    ?= gcc
 SAN_BINS  := $(B)/asan/test_sdpa $(B)/asan/two_copies $(B)/asan/smoke
 
-$(B)/asan/test_sdpa: tests/test_sdpa.c tests/test_kv.h $(HEADER) | $(B)/asan
+$(B)/asan/test_sdpa: tests/test_sdpa.c tests/test_kv.h tests/test_plan.h $(HEADER) | $(B)/asan
 	$(SAN_CC) -std=c99 -Wall -Wextra $(SAN_FLAGS) $(INC) $< -o $@ $(LDLIBS)
 $(B)/asan/two_copies: $(TWO_COPIES_SRC) $(HEADER) | $(B)/asan
 	$(SAN_CC) -std=c99 -Wall -Wextra $(SAN_FLAGS) $(INC) $(TWO_COPIES_SRC) -o $@ $(LDLIBS)

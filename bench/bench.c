@@ -37,6 +37,9 @@
 
 typedef struct bopts {
     int quick, csv, threads, warmup, reps, scaling;
+    /* the trade-off map (bench/map.h) */
+    int suite, parity, pareto, plan_eval, memory, no_torch, failed, sweep_reps, cfgs, sweep_budget;
+    const char *lens, *ctxs, *outdir, *json;
 } bopts;
 
 static bopts O;
@@ -53,7 +56,23 @@ static void usage(FILE *f)
         "  --reps N     timed runs per case (default 5; --quick 3)\n"
         "  --scaling    add section 6: thread scaling 1, 2, 4, ... up to --threads per SIMD\n"
         "               path and dtype, on one OLMo-2-7B causal prefill layer\n"
-        "  --help       this text\n");
+        "  --help       this text\n"
+        "the trade-off map (any of these runs section 1's checks, the machine's peaks, then only them):\n"
+        "  --suite      OLMo-2 prefill and decode per path, dtype, int8 mode, KV storage, thread count,\n"
+        "               with the naive (portable C, OpenBLAS if found) and PyTorch baselines\n"
+        "  --parity     every path x dtype x mode and KV storage (and PyTorch) on one problem: all pairs\n"
+        "  --memory     bytes against sequence length: naive, tiled, each KV storage type\n"
+        "  --pareto     every configuration of the planner's space measured; the Pareto frontier\n"
+        "  --plan-eval  the planner's picks against exhaustive search\n"
+        "  --map        all five\n"
+        "  --lens L,..  prefill lengths of --suite (default 512,1024; 512..4096 with >= 8 threads)\n"
+        "  --ctxs C,..  decode contexts of --suite (default 4096,16384; up to 65536 with >= 8 threads)\n"
+        "  --configs N  1: OLMo-2-7B only; 2: also 64 heads; 3: 64 heads only (default: 2 with >= 8 threads)\n"
+        "  --sweep-reps N  timed runs per configuration in sweeps (default 3)\n"
+        "  --sweep-budget S  start no further sweep problem after S seconds (the first two always run)\n"
+        "  --no-torch   leave PyTorch out (default: bench/torch_sdpa.py through $BENCH_PYTHON or python3)\n"
+        "  --out DIR    also write DIR/<table>.csv (for make plots)\n"
+        "  --json FILE  also write every row as JSON\n");
 }
 
 static void csv_row(const char *section, const char *name, const char *impl, int threads,
@@ -391,6 +410,8 @@ static mem_result peak_memory_case(int64_t L, int64_t D, int threads)
     return r;
 }
 
+#include "map.h"
+
 int main(int argc, char **argv)
 {
     int a, ncpu = bc_cpus_online(), fails, bad = 0, mem_fail = 0, i, n_mem;
@@ -401,12 +422,35 @@ int main(int argc, char **argv)
     int64_t L_path;
     char b1[32], b2[32], b3[32];
 
-    O.quick = 0; O.csv = 0; O.threads = ncpu; O.warmup = 3; O.reps = -1;
+    O.quick = 0; O.csv = 0; O.threads = ncpu; O.warmup = 3; O.reps = -1; O.sweep_reps = 3;
     for (a = 1; a < argc; ++a) {
         const char *arg = argv[a];
         if (!strcmp(arg, "--quick")) O.quick = 1;
         else if (!strcmp(arg, "--csv")) O.csv = 1;
         else if (!strcmp(arg, "--scaling")) O.scaling = 1;
+        else if (!strcmp(arg, "--suite")) O.suite = 1;
+        else if (!strcmp(arg, "--parity")) O.parity = 1;
+        else if (!strcmp(arg, "--pareto")) O.pareto = 1;
+        else if (!strcmp(arg, "--plan-eval")) O.plan_eval = 1;
+        else if (!strcmp(arg, "--memory")) O.memory = 1;
+        else if (!strcmp(arg, "--map")) O.suite = O.parity = O.pareto = O.plan_eval = O.memory = 1;
+        else if (!strcmp(arg, "--no-torch")) O.no_torch = 1;
+        else if ((!strcmp(arg, "--lens") || !strcmp(arg, "--ctxs") || !strcmp(arg, "--out") || !strcmp(arg, "--json")) &&
+                 a + 1 < argc) {
+            const char *v = argv[++a];
+            if (!strcmp(arg, "--lens")) O.lens = v;
+            else if (!strcmp(arg, "--ctxs")) O.ctxs = v;
+            else if (!strcmp(arg, "--out")) O.outdir = v;
+            else O.json = v;
+        } else if ((!strcmp(arg, "--configs") || !strcmp(arg, "--sweep-reps") || !strcmp(arg, "--sweep-budget")) &&
+                   a + 1 < argc) {
+            char *end;
+            long x = strtol(argv[++a], &end, 10);
+            if (*end || x < 1 || x > 100000) { fprintf(stderr, "bench: bad value for %s\n", arg); usage(stderr); return 2; }
+            if (!strcmp(arg, "--configs")) O.cfgs = (int)(x > 64 ? 64 : x);
+            else if (!strcmp(arg, "--sweep-budget")) O.sweep_budget = (int)x;
+            else O.sweep_reps = (int)(x > 64 ? 64 : x);
+        }
         else if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) { usage(stdout); return 0; }
         else if ((!strcmp(arg, "--threads") || !strcmp(arg, "--warmup") || !strcmp(arg, "--reps")) && a + 1 < argc) {
             char *end;
@@ -428,6 +472,24 @@ int main(int argc, char **argv)
 
     fprintf(T, "sdpa.h %s benchmark: %d CPUs online, all-threads runs use %d%s\n", sdpa_version(), ncpu,
             O.threads, O.quick ? "  [--quick]" : "");
+
+    if (O.suite || O.parity || O.pareto || O.plan_eval || O.memory) { /* the trade-off map: checks, then only it */
+        int rc;
+        const char *slash = strrchr(argv[0], '/');
+        const char *env = getenv("BENCH_SDPA_LIB");
+        if (env && env[0]) snprintf(torch_lib, sizeof torch_lib, "%s", env);
+        else snprintf(torch_lib, sizeof torch_lib, "%.*slibsdpa_bench.so", slash ? (int)(slash - argv[0] + 1) : 0, argv[0]);
+        fails = run_checks(O.threads);
+        if (fails) {
+            fprintf(T, "FAIL: %d check(s) failed; not timing a wrong result\n", fails);
+            return 1;
+        }
+        mt_open(O.outdir, O.json);
+        rc = run_map();
+        mt_close();
+        fprintf(T, "\n== %s (%.0f s)\n", rc ? "FAIL: an accuracy check of a timed output failed" : "done", bc_now() - t_start);
+        return rc ? 1 : 0;
+    }
 
     /* the peak-memory children go first, while this process holds nothing
      * big: a child inherits its parent's resident pages and ru_maxrss */

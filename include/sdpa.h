@@ -188,7 +188,8 @@ enum {
     SDPA_ERR_PATH     = -11, /* the requested code path is unknown or not available here */
     SDPA_ERR_NOMEM    = -20, /* the allocator returned NULL */
     SDPA_ERR_THREADS  = -21, /* the user's parallel_for hook reported failure */
-    SDPA_ERR_CAPACITY = -22  /* the KV cache would exceed its max_pages */
+    SDPA_ERR_CAPACITY = -22, /* the KV cache would exceed its max_pages */
+    SDPA_ERR_INFEASIBLE = -23 /* sdpa_plan: no configuration fits the memory budget and error tolerance */
     /* -29 is SDPA_ERR_CUDA, defined by sdpa_cuda.h: a CUDA call failed */
 };
 
@@ -501,6 +502,134 @@ SDPA_API int sdpa_pool_pinned(const sdpa_pool *pool);      /* worker threads pin
  * or fn, 0 otherwise. */
 SDPA_API int sdpa_pool_parallel_for(void *user, int n_workers, int64_t n_tasks, sdpa_task_fn fn, void *ctx);
 
+/* ---- planner: the Goldilocks search ---- */
+
+/* sdpa_plan answers "which configuration should run this attention?": the
+ * fastest one whose memory fits a budget and whose error fits a tolerance.
+ * A configuration is a code path, the dtype the data is held in (prefill:
+ * q, k, v and out; decode: the KV cache's storage), the precision mode
+ * (prefill), the tile sizes (prefill) and the thread count. Each candidate
+ * gets a predicted time, memory and error from a cost model
+ * (sdpa_plan_model): per-thread speeds per path, dtype and mode, tile
+ * factors, per-task key loading, int8's K pre-pass, a thread-efficiency
+ * curve, per-call, per-worker and per-task overheads, and per-configuration
+ * errors. The prediction replays the library's own
+ * split into tasks (the same tiles, causal extents and decode chunks) on
+ * num_threads workers that take tasks in order, as the built-in pool does.
+ * Memory is exact where the library can say it: prefill counts q, k, v and
+ * out at the candidate's dtype plus the workspace sdpa_workspace_size
+ * reports for it; decode counts the KV cache's pages, page tables and
+ * object (sdpa_kv_cache_bytes after appending kv_len tokens one page or
+ * more at a time), not the call's scratch (under 1% of the cache beyond 4k
+ * tokens).
+ * The model comes from sdpa_plan_model_default (constants fitted to the
+ * bench's measurements: README, "The Goldilocks planner") or from
+ * sdpa_plan_probe (about a second of timing on this machine). Errors are
+ * relative L2 of out against a float64 reference computed from the F32
+ * values, measured on the bench's uniform random data: real activations
+ * with outlier channels raise the int8 errors (README, "int8 attention");
+ * a caller who measured its own can write them into the model. */
+typedef enum sdpa_plan_kind {
+    SDPA_PLAN_PREFILL = 0,  /* sdpa_attention over q [B, Hq, q_len, D], k/v [B, Hkv, kv_len, D] */
+    SDPA_PLAN_DECODE = 1    /* sdpa_kv_cache_attention: q_len new tokens over a cache of kv_len */
+} sdpa_plan_kind;
+
+typedef struct sdpa_plan_problem { /* zero = default where a default is named */
+    sdpa_plan_kind kind;
+    int64_t batch;          /* sequences, >= 1 */
+    int64_t q_heads, kv_heads; /* q_heads a multiple of kv_heads */
+    int64_t head_dim;       /* >= 1 */
+    int64_t head_dim_v;     /* 0 = head_dim */
+    int64_t q_len;          /* query rows per sequence (decode: 0 = 1) */
+    int64_t kv_len;         /* keys per sequence (prefill: 0 = q_len); the context for decode */
+    int     causal;         /* prefill: nonzero = causal, bottom-right aligned (= top-left when
+                               q_len == kv_len); decode is always causal */
+    int64_t mem_budget;     /* bytes (see above), 0 = no limit */
+    double  max_error;      /* relative L2 tolerance, 0 = 1e-5 (F32 accuracy) */
+    int     max_threads;    /* largest thread count to consider, 0 = the CPUs online */
+    unsigned dtypes;        /* bit (1u << dtype) per allowed dtype, 0 = all (F32, F16, BF16; I8 for decode) */
+    int     no_int8;        /* prefill: nonzero = leave SDPA_PRECISION_INT8_QK out */
+    sdpa_path path;         /* 0 = any path this build and CPU support, else only this one */
+} sdpa_plan_problem;
+
+typedef struct sdpa_plan_choice {
+    sdpa_path  path;
+    sdpa_dtype dtype;       /* prefill: q, k, v, out; decode: the cache's storage */
+    int        precision;   /* an sdpa_precision (prefill; 0 for decode) */
+    int        tile_q, tile_k; /* prefill (0 for decode) */
+    int        num_threads;
+    double     seconds;     /* predicted time of one call */
+    int64_t    bytes;       /* predicted memory (see above) */
+    double     error;       /* predicted relative L2 error against float64 */
+    int        feasible;    /* within the problem's budget and tolerance */
+} sdpa_plan_choice;
+
+#define SDPA_PLAN_NTQ 4     /* tile_q candidates: 32, 64, 128, 256 */
+#define SDPA_PLAN_NTK 3     /* tile_k candidates: 32, 64, 128 */
+
+typedef struct sdpa_plan_model {
+    /* prefill: GFLOP/s of one thread at tile 64 x 64, non-causal, per
+     * [path][dtype F32, F16, BF16][precision DEFAULT, INT8_QK]; FLOPs =
+     * 2 (D + Dv) per query/key pair computed; 0 = not a candidate */
+    double gflops[SDPA__PATH_LAST + 1][3][2];
+    /* speed at tile [tile_q][tile_k] relative to 64 x 64 (0 = not a candidate) */
+    double tile_speed[SDPA_PLAN_NTQ][SDPA_PLAN_NTK];
+    /* decode, one thread, per [path][storage F32, F16, BF16, I8]: GB/s of
+     * K/V bytes (scales included) and GFLOP/s of the products (time =
+     * bytes / kv_gbps + flops / kv_gflops); 0 = not a candidate */
+    double kv_gbps[SDPA__PATH_LAST + 1][4];
+    double kv_gflops[SDPA__PATH_LAST + 1][4];
+    double mem_gbps;        /* read bandwidth of all threads: decode's ceiling (0 = none) */
+    double thread_eff;      /* parallel efficiency measured at eff_threads (1 = linear) */
+    int    eff_threads;     /* the thread count thread_eff was measured at (>= 1) */
+    double call_s;          /* fixed cost of one call, seconds */
+    double worker_s;        /* added cost per worker thread per call */
+    double task_s;          /* cost per task (tile set-up), seconds */
+    /* prefill, one thread, per path: seconds per key element (D + Dv per
+     * key) a task loads (K transposed or packed, V), paid once per task and
+     * key whatever its rows: why few query rows (chunks, short prompts) and
+     * small tile_q run below the path's GFLOP/s */
+    double key_s[SDPA__PATH_LAST + 1];
+    /* INT8_QK's pre-pass over K (smoothing, quantising, packing): seconds
+     * per key element (D per key), one thread, per path */
+    double i8_key_s[SDPA__PATH_LAST + 1];
+    double error[3][2];     /* prefill: rel. L2 per [dtype][precision] */
+    double kv_error[4];     /* decode: rel. L2 per storage */
+} sdpa_plan_model;
+
+/* Fills *model with the built-in constants (see above). */
+SDPA_API void sdpa_plan_model_default(sdpa_plan_model *model);
+
+/* Measures this machine into *model (starting from the defaults, whose
+ * errors it keeps): every supported path, dtype and mode on one thread, the
+ * tile factors, the thread efficiency and overheads on max_threads (0 = the
+ * CPUs online), decode over small caches of every storage type. Allocates
+ * about 60 MB and runs for about a second (longer on slow paths); base (may
+ * be NULL) gives the allocator and parallel_for hook to time with. Returns
+ * SDPA_OK, SDPA_ERR_NOMEM, or SDPA_ERR_PARAM where no clock is available. */
+SDPA_API int sdpa_plan_probe(sdpa_plan_model *model, const sdpa_params *base, int max_threads);
+
+/* Predicts one configuration: the caller sets choice->path (not AUTO),
+ * dtype, precision, tile_q, tile_k (decode: 0) and num_threads; the
+ * prediction and `feasible` are written. model NULL = the defaults.
+ * Errors: SDPA_ERR_NULL, _SHAPE, _HEADS, _DTYPE, _PARAM, _PATH (not
+ * supported here, or the model has no speed for it), _OVERFLOW. */
+SDPA_API int sdpa_plan_predict(const sdpa_plan_problem *problem, const sdpa_plan_model *model, sdpa_plan_choice *choice);
+
+/* Every candidate configuration with its prediction, written to
+ * list[0..cap-1] in a fixed order (cap may be 0 to count); *count receives
+ * the number of candidates. */
+SDPA_API int sdpa_plan_candidates(const sdpa_plan_problem *problem, const sdpa_plan_model *model, sdpa_plan_choice *list,
+                                  int64_t cap, int64_t *count);
+
+/* The fastest feasible candidate (ties: less memory, then less error) into
+ * *best; SDPA_ERR_INFEASIBLE when none fits (*best then holds the candidate
+ * of least memory among those within the tolerance, or of least error, with
+ * feasible = 0). To run it: prefill, params.path, .precision, .tile_q,
+ * .tile_k and .num_threads from it and the tensors in best->dtype; decode,
+ * a cache of storage best->dtype and params.path, .num_threads. */
+SDPA_API int sdpa_plan(const sdpa_plan_problem *problem, const sdpa_plan_model *model, sdpa_plan_choice *best);
+
 #ifdef __cplusplus
 }
 #endif
@@ -517,6 +646,11 @@ SDPA_API int sdpa_pool_parallel_for(void *user, int n_workers, int64_t n_tasks, 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h> /* the planner's probe: clock_gettime where declared */
+#if (defined(__unix__) || defined(__APPLE__)) && !defined(CLOCK_MONOTONIC)
+#include <sys/time.h> /* else gettimeofday (-std=c99 without POSIX feature macros) */
+#define SDPA__PLAN_TIMEOFDAY 1
+#endif
 
 #if !defined(SDPA_NO_THREADS) && !defined(_OPENMP) && (defined(__unix__) || defined(__APPLE__))
 #define SDPA__PTHREADS 1
@@ -735,6 +869,7 @@ SDPA_API const char *sdpa_strerror(int code)
     case SDPA_ERR_NOMEM: return "out of memory";
     case SDPA_ERR_THREADS: return "the parallel_for hook failed";
     case SDPA_ERR_CAPACITY: return "the KV cache is full (max_pages reached)";
+    case SDPA_ERR_INFEASIBLE: return "no configuration fits the memory budget and the error tolerance";
     default: return "unknown error code";
     }
 }
@@ -5386,6 +5521,773 @@ SDPA_API int sdpa_pool_parallel_for(void *user, int n_workers, int64_t n_tasks, 
         for (t = 0; t < n_tasks; t++) fn(ctx, t, 0);
     }
     return 0;
+}
+
+/* ======================================================================== */
+/* ---- planner: the Goldilocks search (sdpa_plan*) ------------------------ */
+/* ======================================================================== */
+/* How a candidate is predicted: see "planner" among the declarations. The
+ * task replay below mirrors sdpa_attention's split (sdpa__tiles_per_group,
+ * sdpa__run_tile) and sdpa_kv_cache_attention's (sdpa__kv_chunks,
+ * sdpa__kv_rblocks); a change there should be mirrored here (the planner's
+ * tests compare its memory with the library's own numbers). */
+
+static const int sdpa__plan_tq[SDPA_PLAN_NTQ] = {32, 64, 128, 256};
+static const int sdpa__plan_tk[SDPA_PLAN_NTK] = {32, 64, 128};
+static const sdpa_dtype sdpa__plan_dt[4] = {SDPA_F32, SDPA_F16, SDPA_BF16, SDPA_I8};
+
+/* dtype -> its row in the model's tables (F32 0, F16 1, BF16 2, I8 3), -1 otherwise */
+static int sdpa__plan_dix(sdpa_dtype t)
+{
+    switch (t) {
+    case SDPA_F32: return 0;
+    case SDPA_F16: return 1;
+    case SDPA_BF16: return 2;
+    case SDPA_I8: return 3;
+    default: return -1;
+    }
+}
+
+SDPA_API void sdpa_plan_model_default(sdpa_plan_model *m)
+{
+    /* GFLOP/s of one thread at L = 1024..2048, D = 128, tile 64 x 64, not
+     * causal, with the key loading (key_s) taken out: scalar and avx2 on the
+     * 2-core Zen 3 the bench ran on, avx512 and amx on the 16-core Xeon
+     * (README, Performance); F16 and BF16 in: the widened rows (amx: BF16 on
+     * AMX tiles, F16 widened on the avx512 kernels). On avx2 the tile sweep
+     * (tile_q 32, 64, 128 at 59.0, 66.4, 71.2 GFLOP/s) gives 75.9 GFLOP/s
+     * for the products and 31 ns per key (0.12 ns per element) per task;
+     * the other paths' rates are their measured ones x 1.15. */
+    static const double gf[SDPA__PATH_LAST + 1][3][2] = {
+        {{0, 0}, {0, 0}, {0, 0}},                 /* auto: never a candidate */
+        {{28.0, 17.4}, {25.3, 16.7}, {26.5, 17.0}}, /* scalar */
+        {{75.9, 79.1}, {69.0, 73.6}, {70.2, 74.8}}, /* avx2 */
+        {{94.9, 109.3}, {89.7, 103.5}, {92.0, 105.8}}, /* avx512 */
+        {{94.9, 109.3}, {89.7, 103.5}, {170.1, 105.8}}, /* amx */
+        {{23.0, 25.3}, {20.7, 23.0}, {20.7, 23.0}}, /* neon (a guess: no AArch64 hardware measured) */
+    };
+    /* the products' speed at tile [tile_q][tile_k] relative to 64 x 64, the
+     * key loading taken out: avx2, 1 thread, L = 1024, D = 128 (Zen 3) */
+    static const double ts[SDPA_PLAN_NTQ][SDPA_PLAN_NTK] = {
+        {0.95, 1.00, 0.96}, {0.95, 1.00, 0.96}, {0.93, 1.00, 0.95}, {0.91, 0.96, 0.91},
+    };
+    static const double ks[SDPA__PATH_LAST + 1] = {0, 0.3e-9, 0.12e-9, 0.08e-9, 0.08e-9, 0.3e-9};
+    static const double i8k[SDPA__PATH_LAST + 1] = {0, 2e-9, 1e-9, 0.8e-9, 0.8e-9, 2e-9};
+    /* decode, one thread, F32 / F16 / BF16 / I8 storage */
+    static const double kvb[4] = {12.0, 8.0, 8.5, 5.0}, kvf[4] = {40.0, 30.0, 32.0, 20.0};
+    static const double err[3][2] = {{3e-7, 7e-3}, {4e-4, 7e-3}, {3e-3, 8e-3}};
+    static const double kverr[4] = {3e-7, 4e-4, 3e-3, 6.5e-3};
+    int p, d, e;
+    memset(m, 0, sizeof *m);
+    for (p = 0; p <= SDPA__PATH_LAST; p++)
+        for (d = 0; d < 3; d++)
+            for (e = 0; e < 2; e++) m->gflops[p][d][e] = gf[p][d][e];
+    for (p = 0; p < SDPA_PLAN_NTQ; p++)
+        for (d = 0; d < SDPA_PLAN_NTK; d++) m->tile_speed[p][d] = ts[p][d];
+    for (p = 0; p <= SDPA__PATH_LAST; p++) { m->key_s[p] = ks[p]; m->i8_key_s[p] = i8k[p]; }
+    for (p = 1; p <= SDPA__PATH_LAST; p++)
+        for (d = 0; d < 4; d++) {
+            double f = p == SDPA_PATH_SCALAR ? 0.5 : (p == SDPA_PATH_NEON ? 0.6 : 1.0);
+            m->kv_gbps[p][d] = kvb[d] * f;
+            m->kv_gflops[p][d] = kvf[d] * f;
+        }
+    m->mem_gbps = 20.0;
+    m->thread_eff = 0.9;
+    m->eff_threads = 2;
+    m->call_s = 5e-6;
+    m->worker_s = 2e-5;
+    m->task_s = 2e-7;
+    for (d = 0; d < 3; d++)
+        for (e = 0; e < 2; e++) m->error[d][e] = err[d][e];
+    for (d = 0; d < 4; d++) m->kv_error[d] = kverr[d];
+}
+
+/* A problem with its defaults resolved and its sizes checked. */
+typedef struct sdpa__pprob {
+    int decode, causal, maxw, no_int8;
+    int64_t B, Hq, Hkv, G, D, Dv, Lq, Lk, budget;
+    double tol;
+    unsigned dtypes;
+    sdpa_path path;
+} sdpa__pprob;
+
+static int sdpa__plan_resolve(const sdpa_plan_problem *pb, const sdpa_plan_model *m, sdpa__pprob *r)
+{
+    int64_t t;
+    if (!pb) return SDPA_ERR_NULL;
+    memset(r, 0, sizeof *r);
+    if (pb->kind != SDPA_PLAN_PREFILL && pb->kind != SDPA_PLAN_DECODE) return SDPA_ERR_PARAM;
+    r->decode = pb->kind == SDPA_PLAN_DECODE;
+    if (pb->batch < 1 || pb->q_heads < 1 || pb->kv_heads < 1 || pb->head_dim < 1 || pb->head_dim_v < 0 ||
+        pb->q_len < 0 || pb->kv_len < 0 || (!r->decode && pb->q_len < 1))
+        return SDPA_ERR_SHAPE;
+    if (pb->q_heads % pb->kv_heads != 0) return SDPA_ERR_HEADS;
+    if (pb->mem_budget < 0 || !(pb->max_error >= 0.0) || pb->max_error > 1e300 || pb->max_threads < 0 ||
+        pb->max_threads > SDPA_MAX_THREADS || (pb->path != SDPA_PATH_AUTO && !sdpa_path_name(pb->path)) ||
+        (unsigned)pb->path > (unsigned)SDPA__PATH_LAST || (m && (m->eff_threads < 1 || !(m->thread_eff > 0.0))))
+        return SDPA_ERR_PARAM;
+    if (pb->dtypes & ~((1u << SDPA_F32) | (1u << SDPA_F16) | (1u << SDPA_BF16) | (1u << SDPA_I8))) return SDPA_ERR_DTYPE;
+    if (!r->decode && (pb->dtypes & (1u << SDPA_I8))) return SDPA_ERR_DTYPE; /* int8 prefill is a precision mode */
+    r->B = pb->batch; r->Hq = pb->q_heads; r->Hkv = pb->kv_heads; r->G = r->Hq / r->Hkv;
+    r->D = pb->head_dim; r->Dv = pb->head_dim_v ? pb->head_dim_v : pb->head_dim;
+    r->Lq = r->decode && pb->q_len == 0 ? 1 : pb->q_len;
+    r->Lk = !r->decode && pb->kv_len == 0 ? r->Lq : pb->kv_len;
+    r->causal = r->decode || pb->causal;
+    r->budget = pb->mem_budget;
+    r->tol = pb->max_error > 0.0 ? pb->max_error : 1e-5;
+    r->maxw = pb->max_threads ? pb->max_threads : sdpa__default_threads();
+    r->dtypes = pb->dtypes ? pb->dtypes
+                           : (1u << SDPA_F32) | (1u << SDPA_F16) | (1u << SDPA_BF16) | (r->decode ? (1u << SDPA_I8) : 0u);
+    r->no_int8 = pb->no_int8;
+    r->path = pb->path;
+    /* every element count must fit int64: the tensors (or the cache) could not exist otherwise */
+    if (!sdpa__mul_ok(r->B, r->Hq, &t) || !sdpa__mul_ok(t, r->Lq, &t) || !sdpa__mul_ok(t, SDPA__MAX(r->D, r->Dv), &t) ||
+        !sdpa__mul_ok(r->B, r->Hkv, &t) || !sdpa__mul_ok(t, r->Lk, &t) || !sdpa__mul_ok(t, r->D + r->Dv, &t) ||
+        t > INT64_MAX / 8)
+        return SDPA_ERR_OVERFLOW;
+    return SDPA_OK;
+}
+
+/* Worker-free times as a min-heap: the next task goes to the worker that
+ * is free first, as the built-in pool's shared counter hands them out. */
+static void sdpa__plan_heap_push_min(double *h, int n, double add)
+{
+    int i = 0;
+    double x = h[0] + add;
+    for (;;) { /* sift the new root down */
+        int c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && h[c + 1] < h[c]) c++;
+        if (h[c] >= x) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = x;
+}
+
+/* Replays a prefill's tasks on W workers in task order. A task of `rows`
+ * query rows (padded to 4) and `keys` keys computed costs
+ * a * rows * keys + b * keys + c seconds. Returns the makespan; *total the
+ * sum, *ntasks the task count. Beyond 4096 tasks the tail is estimated
+ * (then the balance is within about half a task of perfect). */
+static double sdpa__plan_prefill_span(const sdpa__pprob *r, int64_t tq, int64_t tk, int W, double a, double b, double c,
+                                      double *total, int64_t *ntasks)
+{
+    double h[SDPA_MAX_THREADS], maxc = 0.0, tot = 0.0, span = 0.0;
+    int64_t tph, hpt, per_group, groups = r->B * r->Hkv, t, g;
+    int w, exact;
+    if (r->Lq >= tq) { tph = (r->Lq + tq - 1) / tq; hpt = 1; per_group = r->G * tph; }
+    else { tph = 1; hpt = tq / r->Lq; per_group = (r->G + hpt - 1) / hpt; }
+    *ntasks = groups * per_group;
+    exact = *ntasks <= 4096;
+    for (w = 0; w < W; w++) h[w] = 0.0;
+    for (g = 0; g < (exact ? groups : 1); g++)
+        for (t = 0; t < per_group; t++) { /* a task's cost depends on its row tile only */
+            int64_t i0, cnt, khi, keys;
+            double x;
+            if (hpt == 1) { i0 = (t % tph) * tq; cnt = SDPA__MIN(tq, r->Lq - i0); }
+            else { i0 = 0; cnt = r->Lq * SDPA__MIN(hpt, r->G - t * hpt); }
+            khi = r->Lk - 1;
+            if (r->causal) khi = SDPA__MIN(khi, (hpt == 1 ? i0 + cnt - 1 : r->Lq - 1) + r->Lk - r->Lq);
+            keys = khi < 0 ? 0 : SDPA__MIN(r->Lk, SDPA__ROUND_UP(khi + 1, tk));
+            x = a * (double)SDPA__ROUND_UP(cnt, 4) * (double)keys + b * (double)keys + c;
+            tot += x;
+            if (x > maxc) maxc = x;
+            if (exact) sdpa__plan_heap_push_min(h, W, x);
+        }
+    if (exact) {
+        for (w = 0; w < W; w++) span = h[w] > span ? h[w] : span;
+    } else {
+        tot *= (double)groups;
+        span = tot / W + 0.5 * maxc;
+    }
+    *total = tot;
+    return span;
+}
+
+static double sdpa__plan_eff(const sdpa_plan_model *m, int W)
+{
+    double e;
+    if (W <= 1 || m->eff_threads <= 1) return 1.0;
+    e = 1.0 - (1.0 - m->thread_eff) * (double)(W - 1) / (double)(m->eff_threads - 1);
+    return e < 0.05 ? 0.05 : (e > 1.0 ? 1.0 : e);
+}
+
+/* Workspace of a prefill candidate, from sdpa__plan_make itself: tensors
+ * with fake, non-overlapping addresses (nothing is read through them). */
+static int sdpa__plan_workspace(const sdpa__pprob *r, const sdpa_plan_choice *c, int64_t *ws)
+{
+    sdpa_tensor q, k, v, o;
+    sdpa_params p;
+    sdpa__plan P;
+    int64_t es = sdpa__esize(c->dtype), nq, nk, nv, no;
+    uintptr_t at = 4096;
+    int rc;
+    memset(&q, 0, sizeof q);
+    q.dtype = c->dtype;
+    q.shape[0] = r->B; q.shape[1] = r->Hq; q.shape[2] = r->Lq; q.shape[3] = r->D;
+    k = q; k.shape[1] = r->Hkv; k.shape[2] = r->Lk;
+    v = k; v.shape[3] = r->Dv;
+    o = q; o.shape[3] = r->Dv;
+    nq = r->B * r->Hq * r->Lq * r->D * es; nk = r->B * r->Hkv * r->Lk * r->D * es;
+    nv = r->B * r->Hkv * r->Lk * r->Dv * es; no = r->B * r->Hq * r->Lq * r->Dv * es; /* fit: resolve checked */
+    if ((uint64_t)nq + (uint64_t)nk + (uint64_t)nv + (uint64_t)no + 8192u > (uint64_t)(UINTPTR_MAX - at))
+        return SDPA_ERR_OVERFLOW;
+    q.data = (void *)at; at += (uintptr_t)nq + 64u;
+    k.data = (void *)at; at += (uintptr_t)nk + 64u;
+    v.data = (void *)at; at += (uintptr_t)nv + 64u;
+    o.data = (void *)at;
+    memset(&p, 0, sizeof p);
+    p.causal = r->causal ? SDPA_CAUSAL_BOTTOM_RIGHT : SDPA_CAUSAL_NONE;
+    p.path = c->path;
+    p.precision = c->precision;
+    p.tile_q = c->tile_q;
+    p.tile_k = c->tile_k;
+    p.num_threads = c->num_threads;
+    p.parallel_for = NULL;
+    rc = sdpa__plan_make(&q, &k, &v, &o, &p, &P);
+    if (rc != SDPA_OK) return rc;
+    *ws = (int64_t)sdpa__ws_bytes(&P);
+    return SDPA_OK;
+}
+
+/* Bytes of a cache of this problem's shape, storage st, after kv_len
+ * tokens per sequence: the object and sequence tables from an empty cache
+ * the library builds, the page size from its layout, the run tables as
+ * appends one page at a time grow them (8, 16, 32, ... entries). */
+static int sdpa__plan_cache_bytes(const sdpa__pprob *r, sdpa_dtype st, int64_t *bytes)
+{
+    sdpa_kv_cache_config cfg;
+    sdpa_kv_cache *c = NULL;
+    int64_t pages, cap = 8, per, b0, pb, tot;
+    int rc;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.num_seqs = r->B; cfg.kv_heads = r->Hkv; cfg.head_dim = r->D; cfg.head_dim_v = r->Dv; cfg.dtype = st;
+    rc = sdpa_kv_cache_create(&cfg, &c);
+    if (rc != SDPA_OK) return rc;
+    b0 = c->bytes;
+    pb = (int64_t)sdpa__kv_page_alloc_bytes(c);
+    pages = (r->Lk + c->ps - 1) / c->ps;
+    sdpa_kv_cache_destroy(c);
+    if (pages == 0) { *bytes = b0; return SDPA_OK; }
+    while (cap < pages) cap *= 2;
+    if (!sdpa__mul_ok(pages, pb, &per) || !sdpa__add_ok(per, cap * (int64_t)sizeof(sdpa__kv_run), &per) ||
+        !sdpa__mul_ok(per, r->B, &tot) || !sdpa__add_ok(tot, b0, &tot))
+        return SDPA_ERR_OVERFLOW;
+    *bytes = tot;
+    return SDPA_OK;
+}
+
+/* Predicts one candidate (its configuration fields set) into c. */
+static int sdpa__plan_predict(const sdpa__pprob *r, const sdpa_plan_model *m, sdpa_plan_choice *c)
+{
+    int di = sdpa__plan_dix(c->dtype), W = c->num_threads, rc;
+    double eff, fpp = 2.0 * (double)(r->D + r->Dv), secs;
+    if ((unsigned)c->path > (unsigned)SDPA__PATH_LAST || c->path == SDPA_PATH_AUTO || !sdpa_path_supported(c->path))
+        return SDPA_ERR_PATH;
+    if (W < 1 || W > SDPA_MAX_THREADS) return SDPA_ERR_PARAM;
+    eff = sdpa__plan_eff(m, W);
+    if (r->decode) {
+        int64_t rows = r->G * r->Lq, ch, nch, rb, ntask, bytes;
+        double bpk, perkey, span, tot, kvbytes;
+        if (di < 0 || c->precision != 0 || c->tile_q != 0 || c->tile_k != 0) return SDPA_ERR_PARAM;
+        if (!(m->kv_gbps[c->path][di] > 0.0) || !(m->kv_gflops[c->path][di] > 0.0)) return SDPA_ERR_PATH;
+        nch = sdpa__kv_chunks(rows, r->Lk, &ch);
+        rb = (rows + SDPA__KV_ROWS - 1) / SDPA__KV_ROWS;
+        ntask = r->B * r->Hkv * rb * nch;
+        bpk = (double)(r->D + r->Dv) * (double)sdpa__esize(c->dtype) + (c->dtype == SDPA_I8 ? 8.0 : 0.0);
+        /* one task: its chunk of keys, read once for up to SDPA__KV_ROWS rows */
+        perkey = bpk / (m->kv_gbps[c->path][di] * 1e9) +
+                 fpp * (double)SDPA__MIN(rows, SDPA__KV_ROWS) / (m->kv_gflops[c->path][di] * 1e9);
+        tot = (double)ntask * ((double)ch * perkey + m->task_s);
+        span = (double)((ntask + W - 1) / W) * ((double)ch * perkey + m->task_s);
+        if (span > tot) span = tot;
+        kvbytes = bpk * (double)r->Lk * (double)r->Hkv * (double)r->B;
+        secs = span / eff;
+        if (m->mem_gbps > 0.0 && kvbytes / (m->mem_gbps * 1e9) > secs) secs = kvbytes / (m->mem_gbps * 1e9);
+        c->seconds = m->call_s + (W > 1 ? W * m->worker_s : 0.0) + secs;
+        if ((rc = sdpa__plan_cache_bytes(r, c->dtype, &bytes)) != SDPA_OK) return rc;
+        c->bytes = bytes;
+        c->error = m->kv_error[di];
+    } else {
+        int qi = -1, ki = -1, i, pi = c->precision == SDPA_PRECISION_INT8_QK ? 1 : 0;
+        int64_t ntasks, ws, es, t, tb = 0;
+        double total, span, rate;
+        if (di < 0 || di > 2) return SDPA_ERR_DTYPE;
+        if (c->precision != SDPA_PRECISION_DEFAULT && c->precision != SDPA_PRECISION_INT8_QK) return SDPA_ERR_PARAM;
+        for (i = 0; i < SDPA_PLAN_NTQ; i++) if (sdpa__plan_tq[i] == c->tile_q) qi = i;
+        for (i = 0; i < SDPA_PLAN_NTK; i++) if (sdpa__plan_tk[i] == c->tile_k) ki = i;
+        if (qi < 0 || ki < 0) return SDPA_ERR_PARAM;
+        rate = m->gflops[c->path][di][pi] * m->tile_speed[qi][ki];
+        if (!(rate > 0.0)) return SDPA_ERR_PATH;
+        { /* the library caps workers at the task count (as sdpa__tiles_per_group counts them) */
+            int64_t nt0 = r->B * r->Hkv *
+                          (r->Lq >= c->tile_q ? r->G * ((r->Lq + c->tile_q - 1) / c->tile_q)
+                                              : (r->G + c->tile_q / r->Lq - 1) / (c->tile_q / r->Lq));
+            if (W > nt0) W = nt0 > 0 ? (int)nt0 : 1;
+        }
+        span = sdpa__plan_prefill_span(r, c->tile_q, c->tile_k, W, fpp / (rate * 1e9),
+                                       (double)(r->D + r->Dv) * m->key_s[c->path], m->task_s, &total, &ntasks);
+        if (pi) /* the K pre-pass, in parallel chunks */
+            span += (double)r->B * (double)r->Hkv * (double)r->Lk * (double)r->D * m->i8_key_s[c->path] / W;
+        eff = sdpa__plan_eff(m, W);
+        secs = span / eff;
+        c->seconds = m->call_s + (W > 1 ? W * m->worker_s : 0.0) + secs;
+        if ((rc = sdpa__plan_workspace(r, c, &ws)) != SDPA_OK) return rc;
+        es = sdpa__esize(c->dtype);
+        t = r->B * r->Hq * r->Lq * (r->D + r->Dv) * es; /* q and out; sizes checked in resolve */
+        tb = r->B * r->Hkv * r->Lk * (r->D + r->Dv) * es; /* k and v */
+        if (!sdpa__add_ok(t, tb, &t) || !sdpa__add_ok(t, ws, &t)) return SDPA_ERR_OVERFLOW;
+        c->bytes = t;
+        c->error = m->error[di][pi];
+        (void)qi;
+    }
+    c->feasible = (r->budget == 0 || c->bytes <= r->budget) && c->error <= r->tol;
+    return SDPA_OK;
+}
+
+SDPA_API int sdpa_plan_predict(const sdpa_plan_problem *pb, const sdpa_plan_model *model, sdpa_plan_choice *c)
+{
+    sdpa_plan_model def;
+    sdpa__pprob r;
+    int rc;
+    if (!pb || !c) return SDPA_ERR_NULL;
+    if (!model) { sdpa_plan_model_default(&def); model = &def; }
+    if ((rc = sdpa__plan_resolve(pb, model, &r)) != SDPA_OK) return rc;
+    if (r.path != SDPA_PATH_AUTO && c->path != r.path) return SDPA_ERR_PATH;
+    if (!(r.dtypes & (1u << c->dtype))) return SDPA_ERR_DTYPE;
+    return sdpa__plan_predict(&r, model, c);
+}
+
+/* Calls fn on every candidate in a fixed order: path, dtype, precision,
+ * tile_q, tile_k, threads (1, 2, 4, ... and max_threads). A candidate the
+ * model has no speed for, or whose path is unsupported, is skipped. */
+typedef int (*sdpa__plan_fn)(void *ctx, const sdpa_plan_choice *c);
+
+static int sdpa__plan_each(const sdpa__pprob *r, const sdpa_plan_model *m, sdpa__plan_fn fn, void *ctx)
+{
+    int path, di, pi, qi, ki, w, rc;
+    for (path = SDPA_PATH_SCALAR; path <= SDPA__PATH_LAST; path++) {
+        if (!sdpa_path_supported((sdpa_path)path) || (r->path != SDPA_PATH_AUTO && path != (int)r->path)) continue;
+        for (di = 0; di < 4; di++) {
+            if (!(r->dtypes & (1u << sdpa__plan_dt[di]))) continue;
+            for (pi = 0; pi < (r->decode || r->no_int8 ? 1 : 2); pi++)
+                for (qi = 0; qi < (r->decode ? 1 : SDPA_PLAN_NTQ); qi++)
+                    for (ki = 0; ki < (r->decode ? 1 : SDPA_PLAN_NTK); ki++)
+                        for (w = 1;; w = w * 2 < r->maxw ? w * 2 : r->maxw) {
+                            sdpa_plan_choice c;
+                            memset(&c, 0, sizeof c);
+                            c.path = (sdpa_path)path;
+                            c.dtype = sdpa__plan_dt[di];
+                            c.precision = pi ? SDPA_PRECISION_INT8_QK : SDPA_PRECISION_DEFAULT;
+                            c.tile_q = r->decode ? 0 : sdpa__plan_tq[qi];
+                            c.tile_k = r->decode ? 0 : sdpa__plan_tk[ki];
+                            c.num_threads = w;
+                            rc = sdpa__plan_predict(r, m, &c);
+                            if (rc == SDPA_OK) {
+                                if ((rc = fn(ctx, &c)) != SDPA_OK) return rc;
+                            } else if (rc != SDPA_ERR_PATH) {
+                                return rc;
+                            }
+                            if (w >= r->maxw) break;
+                        }
+        }
+    }
+    return SDPA_OK;
+}
+
+typedef struct sdpa__plan_list { sdpa_plan_choice *list; int64_t cap, n; } sdpa__plan_list;
+
+static int sdpa__plan_collect(void *ctx, const sdpa_plan_choice *c)
+{
+    sdpa__plan_list *L = (sdpa__plan_list *)ctx;
+    if (L->n < L->cap) L->list[L->n] = *c;
+    L->n++;
+    return SDPA_OK;
+}
+
+SDPA_API int sdpa_plan_candidates(const sdpa_plan_problem *pb, const sdpa_plan_model *model, sdpa_plan_choice *list,
+                                  int64_t cap, int64_t *count)
+{
+    sdpa_plan_model def;
+    sdpa__pprob r;
+    sdpa__plan_list L;
+    int rc;
+    if (!pb || !count || (cap > 0 && !list)) return SDPA_ERR_NULL;
+    if (cap < 0) return SDPA_ERR_PARAM;
+    *count = 0;
+    if (!model) { sdpa_plan_model_default(&def); model = &def; }
+    if ((rc = sdpa__plan_resolve(pb, model, &r)) != SDPA_OK) return rc;
+    L.list = list; L.cap = cap; L.n = 0;
+    rc = sdpa__plan_each(&r, model, sdpa__plan_collect, &L);
+    if (rc == SDPA_OK) *count = L.n;
+    return rc;
+}
+
+typedef struct sdpa__plan_best {
+    sdpa_plan_choice best, fallback;
+    int have, have_fb, fb_tol; /* fb_tol: the fallback meets the tolerance */
+    double tol;
+} sdpa__plan_best;
+
+static int sdpa__plan_better(const sdpa_plan_choice *a, const sdpa_plan_choice *b)
+{
+    if (a->seconds != b->seconds) return a->seconds < b->seconds;
+    if (a->bytes != b->bytes) return a->bytes < b->bytes;
+    return a->error < b->error;
+}
+
+static int sdpa__plan_keep(void *ctx, const sdpa_plan_choice *c)
+{
+    sdpa__plan_best *B = (sdpa__plan_best *)ctx;
+    if (c->feasible) {
+        if (!B->have || sdpa__plan_better(c, &B->best)) B->best = *c;
+        B->have = 1;
+    } else if (!B->have) {
+        /* the closest miss: least memory among those within the tolerance, else least error */
+        int tol = c->error <= B->tol;
+        if (!B->have_fb || (tol && !B->fb_tol) ||
+            (tol == B->fb_tol && (tol ? c->bytes < B->fallback.bytes : c->error < B->fallback.error))) {
+            B->fallback = *c;
+            B->fb_tol = tol;
+        }
+        B->have_fb = 1;
+    }
+    return SDPA_OK;
+}
+
+SDPA_API int sdpa_plan(const sdpa_plan_problem *pb, const sdpa_plan_model *model, sdpa_plan_choice *best)
+{
+    sdpa_plan_model def;
+    sdpa__pprob r;
+    sdpa__plan_best B;
+    int rc;
+    if (!pb || !best) return SDPA_ERR_NULL;
+    memset(best, 0, sizeof *best);
+    if (!model) { sdpa_plan_model_default(&def); model = &def; }
+    if ((rc = sdpa__plan_resolve(pb, model, &r)) != SDPA_OK) return rc;
+    memset(&B, 0, sizeof B);
+    B.tol = r.tol;
+    if ((rc = sdpa__plan_each(&r, model, sdpa__plan_keep, &B)) != SDPA_OK) return rc;
+    if (B.have) { *best = B.best; return SDPA_OK; }
+    if (B.have_fb) *best = B.fallback;
+    return SDPA_ERR_INFEASIBLE;
+}
+
+/* GFLOP of the products and key elements loaded that a one-thread prefill
+ * of H heads, Lq x Lk, head_dim D (not causal, tile 64 x 64) computes, as
+ * the replay counts them. */
+static void sdpa__plan_units(int64_t H, int64_t Lq, int64_t Lk, int64_t D, double *gflop, double *keyel)
+{
+    sdpa__pprob r;
+    int64_t nt;
+    memset(&r, 0, sizeof r);
+    r.B = 1; r.Hq = r.Hkv = H; r.G = 1; r.D = r.Dv = D; r.Lq = Lq; r.Lk = Lk;
+    (void)sdpa__plan_prefill_span(&r, 64, 64, 1, 2.0 * (double)(2 * D) * 1e-9, 0.0, 0.0, gflop, &nt);
+    (void)sdpa__plan_prefill_span(&r, 64, 64, 1, 0.0, (double)(2 * D), 0.0, keyel, &nt);
+}
+
+/* ---- the probe ---- */
+
+/* Seconds on a monotonic clock where the platform has one, else -1. */
+static double sdpa__plan_now(void)
+{
+#if defined(CLOCK_MONOTONIC)
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    return -1.0;
+#elif defined(SDPA__PLAN_TIMEOFDAY)
+    struct timeval tv;
+    if (gettimeofday(&tv, NULL) == 0) return (double)tv.tv_sec + 1e-6 * (double)tv.tv_usec;
+    return -1.0;
+#else
+    return -1.0;
+#endif
+}
+
+typedef struct sdpa__probe_bw {
+    const float *buf;
+    int64_t chunk, n;
+    float sink[SDPA_MAX_THREADS];
+} sdpa__probe_bw;
+
+static void sdpa__probe_bw_task(void *ctx, int64_t task, int worker)
+{
+    sdpa__probe_bw *b = (sdpa__probe_bw *)ctx;
+    const float *x = b->buf + task * b->chunk;
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    int64_t i;
+    for (i = 0; i + 4 <= b->chunk; i += 4) { s0 += x[i]; s1 += x[i + 1]; s2 += x[i + 2]; s3 += x[i + 3]; }
+    b->sink[worker] += s0 + s1 + s2 + s3;
+}
+
+/* Best time of `reps` calls (after one warm-up), or -1 if a call failed. */
+static double sdpa__probe_time(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v, const sdpa_tensor *o,
+                               const sdpa_params *p, int reps)
+{
+    double best = -1.0;
+    int r;
+    for (r = 0; r <= reps; r++) {
+        double t0 = sdpa__plan_now(), t;
+        if (sdpa_attention(q, k, v, o, p) != SDPA_OK) return -1.0;
+        t = sdpa__plan_now() - t0;
+        if (r > 0 && (best < 0.0 || t < best)) best = t;
+    }
+    return best;
+}
+
+static double sdpa__probe_kv_time(const sdpa_kv_cache *c, const sdpa_tensor *q, const sdpa_tensor *o, const sdpa_params *p,
+                                  int reps)
+{
+    double best = -1.0;
+    int r;
+    for (r = 0; r <= reps; r++) {
+        double t0 = sdpa__plan_now(), t;
+        if (sdpa_kv_cache_attention(c, NULL, q, o, p) != SDPA_OK) return -1.0;
+        t = sdpa__plan_now() - t0;
+        if (r > 0 && (best < 0.0 || t < best)) best = t;
+    }
+    return best;
+}
+
+SDPA_API int sdpa_plan_probe(sdpa_plan_model *m, const sdpa_params *base, int max_threads)
+{
+    enum { L = 512, D = 128, HP = 2, KVH = 8, KVL = 2048, BWF = 8 << 20 };
+    int64_t HW;
+    sdpa_params p0, p;
+    sdpa_plan_model def;
+    float *f = NULL, *bw = NULL;
+    uint16_t *h = NULL;
+    size_t nin = (size_t)HP * L * D, nbig, nf, i;
+    int W, path, di, pi, qi, ki, rc = SDPA_OK;
+    double flops, base_rate = 0.0;
+    uint32_t seed = 12345u;
+    if (!m) return SDPA_ERR_NULL;
+    if (max_threads < 0 || max_threads > SDPA_MAX_THREADS) return SDPA_ERR_PARAM;
+    if (sdpa__plan_now() < 0.0) return SDPA_ERR_PARAM;
+    W = max_threads ? max_threads : sdpa__default_threads();
+    HW = SDPA__MAX(HP, (W + 1) / 2); /* heads of the W-thread run: 4W tasks of 64 rows */
+    sdpa_plan_model_default(&def);
+    memset(&p0, 0, sizeof p0);
+    if (base) { p0.allocator = base->allocator; p0.parallel_for = base->parallel_for; p0.parallel_user = base->parallel_user; }
+    /* q, k, v, out in F32 (4 x nin) and q, k, v in 16 bits (3 x nin); the
+     * decode queries [1, 32, 1, D] and outputs, and a chunk of K/V rows */
+    nbig = (size_t)HW * L * D; /* the W-thread run's q, k, v, out */
+    /* f: those, then the decode queries and outputs and a chunk of K/V rows;
+     * at least the small prefill runs' q, k, v, out (4 rows over 4096 keys) */
+    nf = 4 * nbig + 4 * 32 * D + 2 * (size_t)KVH * 256 * D;
+    if (nf < 8 * (size_t)HP * D + 2 * (size_t)HP * 4096 * D) nf = 8 * (size_t)HP * D + 2 * (size_t)HP * 4096 * D;
+    f = (float *)sdpa__scratch_alloc(&p0, nf * sizeof(float));
+    h = (uint16_t *)sdpa__scratch_alloc(&p0, 3 * nin * sizeof(uint16_t));
+    bw = (float *)sdpa__scratch_alloc(&p0, (size_t)BWF * sizeof(float));
+    if (!f || !h || !bw) { rc = SDPA_ERR_NOMEM; goto done; }
+    for (i = 0; i < nf; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        f[i] = (float)((double)(seed >> 8) * (2.0 / 16777216.0) - 1.0);
+    }
+    for (i = 0; i < (size_t)BWF; i++) bw[i] = (float)(i & 255);
+    *m = def;
+
+    /* 1. prefill, one thread, every path x dtype x precision: HP heads, L x L
+     * (t_big) and 4 query rows over KS keys (t_small), tile 64 x 64. Both
+     * are a * GFLOP + key_s * key elements (+ the call): two equations give
+     * the products' speed and the per-task key loading; int8's pre-pass is
+     * what its small run costs beyond the float one. */
+    {
+        enum { KS = 4096 };
+        double gb, kb, gs, k4; /* GFLOP and key elements the replay counts: L x L, and 4 x KS */
+        sdpa__plan_units(HP, L, L, D, &gb, &kb);
+        sdpa__plan_units(HP, 4, KS, D, &gs, &k4);
+        flops = gb * 1e9;
+        for (path = SDPA_PATH_SCALAR; path <= SDPA__PATH_LAST; path++) {
+            double ts[2] = {-1.0, -1.0}, ks = 0.0, pre = 0.0;
+            m->key_s[path] = m->i8_key_s[path] = 0.0;
+            for (di = 0; di < 3; di++) for (pi = 0; pi < 2; pi++) m->gflops[path][di][pi] = 0.0;
+            if (!sdpa_path_supported((sdpa_path)path)) continue;
+            for (pi = 0; pi < 2; pi++) { /* the small runs, F32 */
+                sdpa_tensor q = {0, SDPA_F32, {1, HP, 4, D}, {0}}, k, v, o;
+                q.data = f; k = q; k.shape[2] = KS; k.data = f + 4 * HP * D; v = k; v.data = f + 4 * HP * D + (size_t)HP * KS * D;
+                o = q; o.data = f + 4 * HP * D + 2 * (size_t)HP * KS * D;
+                p = p0; p.path = (sdpa_path)path; p.precision = pi ? SDPA_PRECISION_INT8_QK : 0; p.num_threads = 1;
+                p.parallel_for = NULL;
+                ts[pi] = sdpa__probe_time(&q, &k, &v, &o, &p, 2);
+            }
+            for (di = 0; di < 3; di++)
+                for (pi = 0; pi < 2; pi++) {
+                    sdpa_tensor q = {0, SDPA_F32, {1, HP, L, D}, {0}}, k, v, o;
+                    double t, x;
+                    q.data = f; q.dtype = sdpa__plan_dt[di];
+                    k = q; v = q; o = q;
+                    k.data = f + nin; v.data = f + 2 * nin; o.data = f + 3 * nin; o.dtype = SDPA_F32;
+                    if (di) {
+                        for (i = 0; i < 3 * nin; i++) h[i] = di == 1 ? sdpa_f32_to_f16(f[i]) : sdpa_f32_to_bf16(f[i]);
+                        q.data = h; k.data = h + nin; v.data = h + 2 * nin;
+                    }
+                    p = p0;
+                    p.path = (sdpa_path)path; p.precision = pi ? SDPA_PRECISION_INT8_QK : 0; p.num_threads = 1;
+                    p.parallel_for = NULL;
+                    t = sdpa__probe_time(&q, &k, &v, &o, &p, 2);
+                    if (t <= 0.0) continue;
+                    if (di == 0 && pi == 0 && ts[0] > 0.0) { /* solve for 1/rate and key_s */
+                        double det = gb * k4 - kb * gs, tb = t, tsm = ts[0];
+                        x = det != 0.0 ? (tb * k4 - kb * tsm) / det : -1.0;
+                        ks = det != 0.0 ? (gb * tsm - gs * tb) / det : -1.0;
+                        if (!(x > 0.0) || !(ks >= 0.0)) { ks = 0.0; }
+                        m->key_s[path] = ks;
+                        if (ts[1] > ts[0]) pre = (ts[1] - ts[0]) / ((double)HP * KS * D);
+                        m->i8_key_s[path] = pre;
+                    }
+                    t -= kb * ks + (pi ? (double)HP * L * D * pre : 0.0);
+                    if (t <= 0.05 * (t + kb * ks)) t = 0.05 * (t + kb * ks); /* keep the rate finite */
+                    m->gflops[path][di][pi] = gb / t;
+                }
+        }
+    }
+
+    /* 2. tiles and 3. threads on the auto path, F32 */
+    {
+        sdpa_tensor q = {0, SDPA_F32, {1, HP, L, D}, {0}}, k, v, o;
+        int ap = sdpa_path_in_use(&p0);
+        double t64;
+        if (ap < 0) { rc = ap; goto done; }
+        q.data = f; k = q; v = q; o = q;
+        k.data = f + nin; v.data = f + 2 * nin; o.data = f + 3 * nin;
+        p = p0; p.path = (sdpa_path)ap; p.num_threads = 1; p.parallel_for = NULL;
+        { /* two rounds over the tiles, the best time of each: a noisy neighbour spoils one sample, rarely two */
+            double tt[SDPA_PLAN_NTQ][SDPA_PLAN_NTK];
+            int round;
+            for (round = 0; round < 2; round++)
+                for (qi = 0; qi < SDPA_PLAN_NTQ; qi++)
+                    for (ki = 0; ki < SDPA_PLAN_NTK; ki++) {
+                        double t;
+                        p.tile_q = sdpa__plan_tq[qi]; p.tile_k = sdpa__plan_tk[ki];
+                        t = sdpa__probe_time(&q, &k, &v, &o, &p, 1);
+                        if (round == 0 || (t > 0.0 && (tt[qi][ki] <= 0.0 || t < tt[qi][ki]))) tt[qi][ki] = t;
+                    }
+            t64 = tt[1][1];
+            for (qi = 0; qi < SDPA_PLAN_NTQ; qi++)
+                for (ki = 0; ki < SDPA_PLAN_NTK; ki++)
+                    m->tile_speed[qi][ki] = tt[qi][ki] > 0.0 && t64 > 0.0 ? t64 / tt[qi][ki] : 0.0;
+        }
+        base_rate = t64 > 0.0 ? flops / t64 : 0.0;
+        /* call overhead: one query, one key, one thread; then W threads with W tasks */
+        {
+            sdpa_tensor q1 = q, k1, v1, o1;
+            double t1 = 1e30, tw = 1e30;
+            int r;
+            q1.shape[1] = W; q1.shape[2] = 1;
+            k1 = q1; v1 = q1; o1 = q1;
+            k1.data = f + nbig; v1.data = f + 2 * nbig; o1.data = f + 3 * nbig;
+            p = p0; p.path = (sdpa_path)ap; p.num_threads = 1; p.parallel_for = NULL;
+            q1.shape[1] = k1.shape[1] = v1.shape[1] = o1.shape[1] = 1;
+            for (r = 0; r < 20; r++) {
+                double t = sdpa__probe_time(&q1, &k1, &v1, &o1, &p, 1);
+                if (t > 0.0 && t < t1) t1 = t;
+            }
+            q1.shape[1] = k1.shape[1] = v1.shape[1] = o1.shape[1] = W;
+            p = p0; p.path = (sdpa_path)ap; p.num_threads = W;
+            for (r = 0; r < 20 && W > 1; r++) {
+                double t = sdpa__probe_time(&q1, &k1, &v1, &o1, &p, 1);
+                if (t > 0.0 && t < tw) tw = t;
+            }
+            if (t1 < 1e30) m->call_s = t1;
+            if (W > 1 && tw < 1e30) m->worker_s = tw > t1 ? (tw - t1) / W : 0.0;
+        }
+        /* threads: HW heads on W workers against the one-thread rate */
+        if (W > 1 && base_rate > 0.0) {
+            sdpa_tensor qw = q, kw, vw, ow;
+            double t;
+            qw.shape[1] = HW; qw.data = f;
+            kw = qw; vw = qw; ow = qw;
+            kw.data = f + nbig; vw.data = f + 2 * nbig; ow.data = f + 3 * nbig;
+            p = p0; p.path = (sdpa_path)ap; p.num_threads = W;
+            t = sdpa__probe_time(&qw, &kw, &vw, &ow, &p, 2);
+            t -= m->call_s + W * m->worker_s;
+            if (t > 0.0) {
+                double e = (flops * (double)HW / HP / t) / (base_rate * W);
+                m->thread_eff = e > 1.0 ? 1.0 : (e < 0.05 ? 0.05 : e);
+                m->eff_threads = W;
+            }
+        } else {
+            m->thread_eff = 1.0; m->eff_threads = 1;
+        }
+    }
+
+    /* 4. read bandwidth, W workers, over BWF floats in 64 KiB chunks */
+    {
+        sdpa__probe_bw B;
+        double best = 0.0;
+        int r;
+        memset(&B, 0, sizeof B);
+        B.buf = bw; B.chunk = 16384; B.n = BWF / 16384;
+        p = p0; p.num_threads = W;
+        for (r = 0; r < 4; r++) {
+            double t0 = sdpa__plan_now(), t;
+            if ((rc = sdpa__run_tasks(&p, sdpa__n_workers(&p, B.n), B.n, sdpa__probe_bw_task, &B)) != SDPA_OK) goto done;
+            t = sdpa__plan_now() - t0;
+            if (r > 0 && t > 0.0 && (double)BWF * 4.0 / t * 1e-9 > best) best = (double)BWF * 4.0 / t * 1e-9;
+        }
+        m->mem_gbps = best;
+    }
+
+    /* 5. decode, one thread: KVH kv heads x KVL tokens per storage; MHA (KVH
+     * query heads) and GQA (4 KVH) separate the bytes from the products */
+    for (di = 0; di < 4; di++) {
+        sdpa_kv_cache_config cfg;
+        sdpa_kv_cache *c = NULL;
+        int64_t t0;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.num_seqs = 1; cfg.kv_heads = KVH; cfg.head_dim = D; cfg.dtype = sdpa__plan_dt[di];
+        cfg.allocator = p0.allocator;
+        if ((rc = sdpa_kv_cache_create(&cfg, &c)) != SDPA_OK) goto done;
+        for (t0 = 0; t0 < KVL && rc == SDPA_OK; t0 += 256) {
+            float *kb = f + 4 * nbig + 4 * 32 * D;
+            sdpa_tensor kt = {0, SDPA_F32, {1, KVH, 256, D}, {0}}, vt;
+            kt.data = kb; vt = kt; vt.data = kb + (size_t)KVH * 256 * D;
+            rc = sdpa_kv_cache_append(c, 0, &kt, &vt);
+        }
+        for (path = SDPA_PATH_SCALAR; path <= SDPA__PATH_LAST && rc == SDPA_OK; path++) {
+            sdpa_tensor q = {0, SDPA_F32, {1, KVH, 1, D}, {0}}, o;
+            double t1, t4, bytes = (double)KVL * KVH * (2.0 * D * (double)sdpa__esize(cfg.dtype) + (di == 3 ? 8.0 : 0.0));
+            double fl = 2.0 * 2.0 * D * (double)KVL * KVH, gb, gf;
+            m->kv_gbps[path][di] = m->kv_gflops[path][di] = 0.0;
+            if (!sdpa_path_supported((sdpa_path)path)) continue;
+            q.data = f + 4 * nbig; o = q; o.data = f + 4 * nbig + 32 * D;
+            p = p0; p.path = (sdpa_path)path; p.num_threads = 1; p.parallel_for = NULL;
+            p.causal = SDPA_CAUSAL_BOTTOM_RIGHT;
+            { /* MHA and GQA in turns, the best of 4 each */
+                int r;
+                t1 = t4 = 1e30;
+                for (r = 0; r < 4; r++) {
+                    double a, b;
+                    q.shape[1] = o.shape[1] = KVH;
+                    a = sdpa__probe_kv_time(c, &q, &o, &p, 1);
+                    q.shape[1] = o.shape[1] = 4 * KVH;
+                    b = sdpa__probe_kv_time(c, &q, &o, &p, 1);
+                    if (a <= 0.0 || b <= 0.0) { t1 = -1.0; break; }
+                    t1 = a < t1 ? a : t1;
+                    t4 = b < t4 ? b : t4;
+                }
+            }
+            if (t1 <= 0.0 || t4 <= 0.0) continue;
+            t1 -= m->call_s; t4 -= m->call_s;
+            gf = t4 > t1 ? 3.0 * fl / (t4 - t1) : 1e6;
+            if (t1 - fl / gf <= 0.05 * t1) gf = fl / (0.95 * t1); /* at least 5% of the time to the bytes */
+            gb = bytes / (t1 - fl / gf);
+            if (gb > 1e11) gb = 1e11; /* ill-conditioned when the cache sits in a big L3: keep it plausible */
+            m->kv_gbps[path][di] = gb * 1e-9;
+            m->kv_gflops[path][di] = gf * 1e-9;
+        }
+        sdpa_kv_cache_destroy(c);
+        if (rc != SDPA_OK) goto done;
+    }
+
+done:
+    if (f) sdpa__scratch_free(&p0, f, nf * sizeof(float));
+    if (h) sdpa__scratch_free(&p0, h, 3 * nin * sizeof(uint16_t));
+    if (bw) sdpa__scratch_free(&p0, bw, (size_t)BWF * sizeof(float));
+    if (rc != SDPA_OK) *m = def;
+    return rc;
 }
 
 #ifdef __cplusplus

@@ -1645,7 +1645,7 @@ static void test_strerror(void)
     static const int codes[] = {SDPA_OK,           SDPA_ERR_NULL,  SDPA_ERR_DTYPE,   SDPA_ERR_SHAPE,
                                 SDPA_ERR_STRIDE,   SDPA_ERR_OVERFLOW, SDPA_ERR_HEADS, SDPA_ERR_MASK,
                                 SDPA_ERR_PARAM,    SDPA_ERR_SEQLENS, SDPA_ERR_ALIAS, SDPA_ERR_NOMEM,
-                                SDPA_ERR_THREADS};
+                                SDPA_ERR_THREADS,  SDPA_ERR_INFEASIBLE};
     static const int odd[] = {-11, -19, -22, -1000, 1, 5, INT_MIN, INT_MAX};
     int n = (int)(sizeof codes / sizeof codes[0]), i, j;
     if (!group_begin("strerror and version")) return;
@@ -4158,6 +4158,7 @@ static void test_i8_attention(void)
 }
 
 #include "test_kv.h"
+#include "test_plan.h"
 
 int main(int argc, char **argv)
 {
@@ -4247,6 +4248,7 @@ int main(int argc, char **argv)
     test_i8_quant();
     test_i8_kernels();
     test_i8_attention();
+    test_plan();
 
     printf("largest err/tol: F32 out %.3f, F16 out %.3f, BF16 out %.3f, lse %.3f; total %.1f s\n", g_ratio[0],
            g_ratio[1], g_ratio[2], g_ratio[3], now_s() - t0);
