@@ -61,6 +61,13 @@
  *   reach that row when both share a tensor-core tile (0 * Inf in P.V);
  *   sdpa.h keeps such rows clean.
  *
+ * BUILD CHECKS
+ *   With SDPA_CUDA_FEW_KERNELS defined, each kernel template (tensor-core
+ *   prefill, both decode kernels) is compiled at one parameter set only and
+ *   their launches return SDPA_ERR_CUDA ("operation not supported"): a quick
+ *   check that the header compiles for an architecture, for machines without
+ *   a GPU (make test-cuda uses it there). Never define it in a real build.
+ *
  * LICENCE: MIT, as sdpa.h.
  */
 #ifndef SDPA_CUDA_H
@@ -968,12 +975,17 @@ static cudaError_t sdpa__cu_launch_mma(const sdpa__cu_plan *P, cudaStream_t st)
 template <typename T> static cudaError_t sdpa__cu_launch_mma_t(const sdpa__cu_plan *P, cudaStream_t st)
 {
     const int64_t D = P->a.D;
+#ifdef SDPA_CUDA_FEW_KERNELS
+    if (D >= 0) return cudaErrorNotSupported;        /* always: no launch in a check build */
+    return sdpa__cu_launch_mma<T, 128, 8, 1, 64>(P, st); /* one instantiation, compiled */
+#else
     if (D <= 64) return sdpa__cu_launch_mma<T, 64, 8, 1, 64>(P, st);
     if (D <= 96) return sdpa__cu_launch_mma<T, 96, 8, 1, 64>(P, st);
     if (D <= 128) {
         return sdpa__cu_launch_mma<T, 128, 8, 1, 64>(P, st);
     }
     return sdpa__cu_launch_mma<T, 256, 4, 1, 32>(P, st);
+#endif
 }
 
 static int sdpa__cu_choose(const sdpa__cu_plan *P, const sdpa_params *pp, sdpa_cuda_kernel kernel)
@@ -2090,12 +2102,23 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
         else if (c->D == 128) SDPA__CU_DECF(ST, 128);                                 \
         else SDPA__CU_DECF(ST, 256);                                                  \
     } while (0)
+#ifdef SDPA_CUDA_FEW_KERNELS
+            if (R < 0 && fast) { /* never taken: keeps one instantiation of each kernel template compiled */
+                sdpa__cu_decode<16, 4><<<grid, 128, 0, st>>>(A);
+                e = sdpa__cu_decode_fast_launch<SDPA_BF16, 128, 1>(grid, st, A);
+                e = sdpa__cu_decode_fast_launch<SDPA_I8, 128, 1>(grid, st, A);
+                e = sdpa__cu_decode_fast_launch<SDPA_I8, 128, 4>(grid, st, A);
+            }
+            e = cudaErrorNotSupported;
+            (void)L;
+#else
             if (fast && c->dt == SDPA_F16) SDPA__CU_DECD(SDPA_F16);
             else if (fast && c->dt == SDPA_BF16) SDPA__CU_DECD(SDPA_BF16);
             else if (fast) SDPA__CU_DECD(SDPA_I8);
             else if (L <= 8) SDPA__CU_DEC(8);
             else if (L == 16) SDPA__CU_DEC(16);
             else SDPA__CU_DEC(32);
+#endif
 #undef SDPA__CU_DEC
 #undef SDPA__CU_DECF
 #undef SDPA__CU_DECD

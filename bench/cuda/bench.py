@@ -100,6 +100,10 @@ for D, H, L, causal in cfgs:
             res[nm] = float("nan")
     err = rel(o, ref) if (rc == 0 and ref is not None) else float("nan")
     ours = flops / bench(run) / 1e12 if rc == 0 else float("nan")
+    if base:
+        brun = lambda: base.bench_attention(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), BF16, B, H, H, L, D, int(causal), 0, stream())
+        bt = flops / bench(brun) / 1e12 if brun() == 0 else float("nan")
+        print(f"     base (--base) {bt:7.1f} TFLOP/s, ours/base {ours / bt:5.2f}")
     print(f"{D:>4} {H:>3} {L:>6} {str(causal):>6} | {ours:7.1f} {res['flash']:7.1f} {res['cudnn']:7.1f} {res['efficient']:7.1f} | "
           f"{ours / res['flash']:10.2f} {ours / res['cudnn']:10.2f} {ours / mm:6.2f} | {err:8.1e}")
     del q, k, v, o, ref
