@@ -61,6 +61,13 @@
  *   reach that row when both share a tensor-core tile (0 * Inf in P.V);
  *   sdpa.h keeps such rows clean.
  *
+ * BUILD CHECKS
+ *   With SDPA_CUDA_FEW_KERNELS defined, each kernel template (tensor-core
+ *   prefill, both decode kernels) is compiled at one parameter set only and
+ *   their launches return SDPA_ERR_CUDA ("operation not supported"): a quick
+ *   check that the header compiles for an architecture, for machines without
+ *   a GPU (make test-cuda uses it there). Never define it in a real build.
+ *
  * LICENCE: MIT, as sdpa.h.
  */
 #ifndef SDPA_CUDA_H
@@ -968,12 +975,17 @@ static cudaError_t sdpa__cu_launch_mma(const sdpa__cu_plan *P, cudaStream_t st)
 template <typename T> static cudaError_t sdpa__cu_launch_mma_t(const sdpa__cu_plan *P, cudaStream_t st)
 {
     const int64_t D = P->a.D;
+#ifdef SDPA_CUDA_FEW_KERNELS
+    if (D >= 0) return cudaErrorNotSupported;        /* always: no launch in a check build */
+    return sdpa__cu_launch_mma<T, 128, 8, 1, 64>(P, st); /* one instantiation, compiled */
+#else
     if (D <= 64) return sdpa__cu_launch_mma<T, 64, 8, 1, 64>(P, st);
     if (D <= 96) return sdpa__cu_launch_mma<T, 96, 8, 1, 64>(P, st);
     if (D <= 128) {
         return sdpa__cu_launch_mma<T, 128, 8, 1, 64>(P, st);
     }
     return sdpa__cu_launch_mma<T, 256, 4, 1, 32>(P, st);
+#endif
 }
 
 static int sdpa__cu_choose(const sdpa__cu_plan *P, const sdpa_params *pp, sdpa_cuda_kernel kernel)
@@ -1348,6 +1360,333 @@ __global__ void __launch_bounds__(128) sdpa__cu_decode(const sdpa__cu_dargs a)
         }
 }
 
+/* E cache elements (8 of F16/BF16: 16 bytes; 8 or 16 of I8) as floats. I8 by the
+ * 2^23 trick: the byte, its sign bit flipped, as the mantissa of 2^23 + 128 +
+ * x (one PRMT and one FADD per element, no I2F). */
+template <int ST, int E> __device__ __forceinline__ void sdpa__cu_cvt(const uint4 u, float *x)
+{
+    if (ST == SDPA_I8) {
+        const uint32_t w[4] = {u.x ^ 0x80808080u, u.y ^ 0x80808080u, u.z ^ 0x80808080u, u.w ^ 0x80808080u};
+#pragma unroll
+        for (int e = 0; e < E; e++) x[e] = __uint_as_float(__byte_perm(w[e / 4], 0x4b000000u, 0x7540 | (e % 4))) - 8388736.0f;
+    } else {
+        const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            if (ST == SDPA_F16) {
+                float2 f = __half22float2(*(const __half2 *)&w[e]);
+                x[2 * e] = f.x; x[2 * e + 1] = f.y;
+            } else {
+                x[2 * e] = __uint_as_float(w[e] << 16);
+                x[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+            }
+        }
+    }
+}
+
+/* Flash-decoding over the paged cache, fast path: F16/BF16/I8 storage,
+ * head_dim == head_dim_v == D in {64, 128, 256}. Block (split x, kv head and
+ * row block y, batch z), 4 warps; the block's RB query rows (its kv head's G
+ * heads x n queries) against keys [x * chunk, (x + 1) * chunk). Each warp
+ * runs its own online softmax over steps of KS keys (warp w: steps w, w + 4,
+ * ...), so the loop has no block barrier: D/E lanes own a key (E = 8
+ * elements each, one 16-byte load; I8: 16 elements in one 16-byte load when
+ * RB = 1, else 8 bytes), U keys per group per step; the
+ * dot products reduce by xor shuffles inside the group, the step's max
+ * across groups. Loads in flight: RB = 1 keeps the step's 2U loads in
+ * registers, issued before any use; RB >= 4 (more registers per key) copies
+ * each lane's own K/V chunks with cp.async into a private S-stage ring in
+ * shared memory, S - 1 steps ahead, so each lane waits on its own copies
+ * only (no barrier). At the end the groups' sums meet by shuffles and the 4
+ * warps' in shared memory, in a fixed order. Bytes: the cache's K and V rows
+ * (and scales) once per row block. */
+template <int ST, int D, int RB> struct sdpa__cu_dfc {
+    /* E elements per lane: 16 for I8 in registers (16-byte loads there too) */
+    static constexpr int E = ST == SDPA_I8 && RB <= 1 ? 16 : 8;
+    static constexpr int NW = 4, LK = D / E, KW = 32 / LK, U = RB <= 1 ? 8 : RB <= 4 ? 4 : 2, KS = U * KW,
+                         S = RB <= 1 ? 0 : 16 / U, EB = ST == SDPA_I8 ? 1 : 2, CB = E * EB; /* bytes of a lane's chunk */
+    static constexpr int RING = S * U * NW * 32 * (2 * CB + (ST == SDPA_I8 ? 8 : 0));
+    static constexpr int MERGE = NW * RB * (D + 2) * 4;
+    static constexpr int SMEM = RING > MERGE ? RING : MERGE;
+};
+
+template <int ST, int D, int RB>
+__global__ void __launch_bounds__(128) sdpa__cu_decode_fast(const sdpa__cu_dargs a)
+{
+    typedef sdpa__cu_dfc<ST, D, RB> C;
+    constexpr int E = C::E, NW = C::NW, LK = C::LK, KW = C::KW, U = C::U, KS = C::KS, S = C::S, EB = C::EB, CB = C::CB;
+    const float LOG2E = 1.4426950408889634f;
+    extern __shared__ __align__(16) char sdpa__cu_dsm[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, grp = lane / LK, gl = lane % LK;
+    const int64_t b = blockIdx.z, sp = blockIdx.x;
+    const int64_t g = blockIdx.y / a.nrb, rb = blockIdx.y % a.nrb;
+    const sdpa__cu_kvb bi = a.bi[b];
+    const int64_t R = a.G * bi.vq, r0 = rb * RB;
+    const int nr = (int)(R - r0 < RB ? (R - r0 > 0 ? R - r0 : 0) : RB);
+    const bool ext = a.softcap > 0.0f || a.alibi;
+    const float qmul = ext ? a.scale : a.scale * LOG2E;
+
+    float qr[RB][E], acc[RB][E], m[RB], l[RB];
+    int lo[RB], hi[RB];
+    int kmin = 0x7fffffff, kmax = -1;
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+        int64_t rl = 0, rh = -1;
+        m[r] = -INFINITY; l[r] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < E; e++) { qr[r][e] = 0.0f; acc[r][e] = 0.0f; }
+        if (r < nr) {
+            const int64_t hh = (r0 + r) / bi.vq, i = (r0 + r) % bi.vq, h = g * a.G + hh;
+            const char *qp = a.q + (b * a.qs[0] + h * a.qs[1] + i * a.qs[2]) * sdpa__cu_esize_d(a.qdt);
+            for (int e = 0; e < E; e += 8) sdpa__cu_ld8(qp, a.qdt, (int64_t)gl * E + e, D, false, qr[r] + e);
+#pragma unroll
+            for (int e = 0; e < E; e++) qr[r][e] *= qmul;
+            const int64_t pos = bi.len - bi.vq + i;
+            rh = bi.len - 1;
+            if (a.causal != SDPA_CAUSAL_NONE && pos < rh) rh = pos;
+            if (a.window && a.wl >= 0 && pos - a.wl > rl) rl = pos - a.wl;
+            if (a.window && a.wr >= 0 && pos + a.wr < rh) rh = pos + a.wr;
+            if (rh >= rl) { kmin = (int)rl < kmin ? (int)rl : kmin; kmax = (int)rh > kmax ? (int)rh : kmax; }
+        }
+        lo[r] = (int)rl; hi[r] = rh < rl ? -1 : (int)rh;
+    }
+    const int cb = (int)(sp * a.chunk);
+    int k0 = cb, k1 = (int)(sp * a.chunk + a.chunk < bi.len ? sp * a.chunk + a.chunk : bi.len);
+    if (kmin > k0) k0 = kmin;
+    if (kmax + 1 < k1) k1 = kmax + 1;
+    const uint32_t ps = (uint32_t)a.c.ps;
+    const int32_t *tab = a.c.table + bi.seq * a.c.tld;
+    const int64_t hk = g * (int64_t)ps * D * EB, hs = g * (int64_t)ps; /* the head's offset in a page (rows, scales) */
+    /* warp w's steps start at jfirst + i * NW * KS, i < nsteps; none when no
+     * row sees a key of the split (k0 may be INT_MAX then: no arithmetic on it) */
+    const int jfirst = k0 < k1 ? cb + (k0 - cb) / KS * KS + warp * KS : 0;
+    const int nsteps = k0 < k1 && jfirst < k1 ? (k1 - jfirst + NW * KS - 1) / (NW * KS) : 0;
+
+    /* the step's page (when the whole step lies in one), then the addresses of
+     * this lane's K/V chunks (and scales) for key jt + u * KW + grp (< len) */
+    struct pgs { const char *pg; uint32_t s0; bool one; };
+    auto page = [&](int jt) {
+        pgs r;
+        const uint32_t pi = (uint32_t)jt / ps;
+        r.s0 = (uint32_t)jt - pi * ps;
+        r.one = r.s0 + KS <= ps;
+        r.pg = a.c.pool + (int64_t)tab[pi] * a.c.page_bytes;
+        return r;
+    };
+    auto addr = [&](int jt, const pgs &P, int u, const char **kp, const char **vp, const float **ksp, const float **vsp) {
+        const char *pg = P.pg;
+        uint32_t slot = P.s0 + u * KW + grp;
+        if (!P.one) { /* the step straddles pages */
+            const uint32_t j = (uint32_t)(jt + u * KW + grp), pj = j / ps;
+            pg = a.c.pool + (int64_t)tab[pj] * a.c.page_bytes;
+            slot = j - pj * ps;
+        }
+        *kp = pg + a.c.off_k + hk + ((int64_t)slot * D + gl * E) * EB;
+        *vp = pg + a.c.off_v + hk + ((int64_t)slot * D + gl * E) * EB;
+        *ksp = (const float *)(pg + a.c.off_ks) + hs + slot;
+        *vsp = (const float *)(pg + a.c.off_vs) + hs + slot;
+    };
+    /* the ring: [S][U][K, V][128 lanes] chunks, then [S][U][K, V][128] scales */
+    const uint32_t ring = (uint32_t)__cvta_generic_to_shared(sdpa__cu_dsm);
+    auto issue = [&](int i) { /* step i's copies into stage i % S, one commit group */
+        if (S > 0 && i < nsteps) {
+            const int jt = jfirst + i * NW * KS, st = i % (S > 0 ? S : 1);
+            const pgs P = page(jt);
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int j = jt + u * KW + grp;
+                const uint32_t o = (uint32_t)(((st * U + u) * 2) * 128 + threadIdx.x);
+                if (j >= k0 && j < k1) {
+                    const char *kp, *vp;
+                    const float *ksp, *vsp;
+                    addr(jt, P, u, &kp, &vp, &ksp, &vsp);
+                    if (ST == SDPA_I8) {
+                        asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(ring + o * CB), "l"(kp) : "memory");
+                        asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(ring + (o + 128) * CB), "l"(vp) : "memory");
+                        const uint32_t so = (uint32_t)(S * U * 2 * 128 * CB) + o * 4;
+                        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(ring + so), "l"(ksp) : "memory");
+                        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(ring + so + 512), "l"(vsp) : "memory");
+                    } else {
+                        sdpa__cu_cp16(ring + o * CB, kp, 16);
+                        sdpa__cu_cp16(ring + (o + 128) * CB, vp, 16);
+                    }
+                }
+            }
+        }
+        sdpa__cu_cp_commit();
+    };
+    if (S > 0) {
+#pragma unroll
+        for (int i = 0; i < (S > 1 ? S - 1 : 1); i++) issue(i);
+    }
+
+    for (int i = 0; i < nsteps; i++) {
+        const int jt = jfirst + i * NW * KS;
+        uint4 kr[U], vr[U];
+        float ksc[U], vsc[U];
+        if (S > 0) {
+            issue(i + S - 1);
+            sdpa__cu_cp_wait<(S > 1 ? S - 1 : 0)>();
+            const int st = i % (S > 0 ? S : 1);
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int j = jt + u * KW + grp;
+                const bool ok = j >= k0 && j < k1;
+                const int o = ((st * U + u) * 2) * 128 + threadIdx.x;
+                kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
+                ksc[u] = vsc[u] = 1.0f;
+                if (ok) {
+                    if (ST == SDPA_I8) {
+                        const uint2 k2 = *(const uint2 *)(sdpa__cu_dsm + o * CB), v2 = *(const uint2 *)(sdpa__cu_dsm + (o + 128) * CB);
+                        kr[u].x = k2.x; kr[u].y = k2.y; vr[u].x = v2.x; vr[u].y = v2.y;
+                        const float *sc = (const float *)(sdpa__cu_dsm + S * U * 2 * 128 * CB) + o;
+                        ksc[u] = sc[0]; vsc[u] = sc[128];
+                    } else {
+                        kr[u] = *(const uint4 *)(sdpa__cu_dsm + o * CB);
+                        vr[u] = *(const uint4 *)(sdpa__cu_dsm + (o + 128) * CB);
+                    }
+                }
+            }
+        } else {
+            const pgs P = page(jt);
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int j = jt + u * KW + grp;
+                kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
+                ksc[u] = vsc[u] = 1.0f;
+                if (j >= k0 && j < k1) {
+                    const char *kp, *vp;
+                    const float *ksp, *vsp;
+                    addr(jt, P, u, &kp, &vp, &ksp, &vsp);
+                    if (ST == SDPA_I8 && E == 8) {
+                        const uint2 k2 = __ldg((const uint2 *)kp), v2 = __ldg((const uint2 *)vp);
+                        kr[u].x = k2.x; kr[u].y = k2.y; vr[u].x = v2.x; vr[u].y = v2.y;
+                        ksc[u] = __ldg(ksp);
+                        vsc[u] = __ldg(vsp);
+                    } else if (ST == SDPA_I8) {
+                        kr[u] = __ldg((const uint4 *)kp);
+                        vr[u] = __ldg((const uint4 *)vp);
+                        ksc[u] = __ldg(ksp);
+                        vsc[u] = __ldg(vsp);
+                    } else {
+                        kr[u] = __ldg((const uint4 *)kp);
+                        vr[u] = __ldg((const uint4 *)vp);
+                    }
+                }
+            }
+        }
+        float s[U][RB];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            float kf[E];
+            sdpa__cu_cvt<ST, E>(kr[u], kf);
+            const int j = jt + u * KW + grp;
+#pragma unroll
+            for (int r = 0; r < RB; r++) {
+                float part = 0.0f;
+#pragma unroll
+                for (int e = 0; e < E; e++) part = fmaf(qr[r][e], kf[e], part);
+#pragma unroll
+                for (int o = LK / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
+                float x = part * ksc[u];
+                if (j < k0 || j >= k1 || j < lo[r] || j > hi[r]) {
+                    x = -INFINITY;
+                } else if (ext) {
+                    if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
+                    if (a.alibi) {
+                        const int64_t hh = (r0 + r) / bi.vq, i = (r0 + r) % bi.vq;
+                        const int64_t dist = bi.len - bi.vq + i - j;
+                        x -= a.alibi[g * a.G + hh] * (float)(dist < 0 ? -dist : dist);
+                    }
+                    x *= LOG2E;
+                }
+                s[u][r] = x;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < RB; r++) {
+            float mx = s[0][r];
+#pragma unroll
+            for (int u = 1; u < U; u++) mx = fmaxf(mx, s[u][r]);
+#pragma unroll
+            for (int o = LK; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            const float mn = fmaxf(m[r], mx), mu = mn == -INFINITY ? 0.0f : mn, al = exp2f(m[r] - mu);
+            m[r] = mn;
+            l[r] *= al;
+#pragma unroll
+            for (int e = 0; e < E; e++) acc[r][e] *= al;
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const float p = exp2f(s[u][r] - mu);
+                l[r] += p;
+                s[u][r] = p * vsc[u];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            float vf[E];
+            sdpa__cu_cvt<ST, E>(vr[u], vf);
+#pragma unroll
+            for (int r = 0; r < RB; r++) {
+                const float p = s[u][r];
+                if (p != 0.0f || p != p) /* a key a row cannot see adds nothing, NaN or Inf in V included */
+#pragma unroll
+                    for (int e = 0; e < E; e++) acc[r][e] = fmaf(p, vf[e], acc[r][e]);
+            }
+        }
+    }
+    if (S > 0) sdpa__cu_cp_wait<0>(); /* the empty tail groups */
+    __syncthreads(); /* the ring becomes the merge area */
+    float *sm_o = (float *)(void *)sdpa__cu_dsm, *sm_m = sm_o + NW * RB * D, *sm_l = sm_m + NW * RB;
+    /* the warp's groups, by xor shuffles (a fixed tree), then the warps in order */
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+#pragma unroll
+        for (int o = LK; o < 32; o <<= 1) {
+            l[r] += __shfl_xor_sync(0xffffffffu, l[r], o);
+#pragma unroll
+            for (int e = 0; e < E; e++) acc[r][e] += __shfl_xor_sync(0xffffffffu, acc[r][e], o);
+        }
+        if (lane < LK) {
+#pragma unroll
+            for (int e = 0; e < E; e += 4)
+                *(float4 *)&sm_o[(warp * RB + r) * D + gl * E + e] = make_float4(acc[r][e], acc[r][e + 1], acc[r][e + 2], acc[r][e + 3]);
+        }
+        if (lane == 0) { sm_m[warp * RB + r] = m[r]; sm_l[warp * RB + r] = l[r]; }
+    }
+    __syncthreads();
+    for (int x = threadIdx.x; x < nr * D; x += NW * 32) {
+        const int r = x / D, d = x % D;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < NW; w++) M = fmaxf(M, sm_m[w * RB + r]);
+        float o = 0.0f, L = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW; w++)
+            if (sm_l[w * RB + r] != 0.0f) {
+                const float f = exp2f(sm_m[w * RB + r] - M);
+                o += f * sm_o[(w * RB + r) * D + d];
+                L += f * sm_l[w * RB + r];
+            }
+        const int64_t hh = (r0 + r) / bi.vq, i = (r0 + r) % bi.vq, h = g * a.G + hh;
+        float *pp = a.part + (((b * a.Hq + h) * a.n + i) * a.nsplit + sp) * (D + 2);
+        pp[d] = o;
+        if (d == 0) { pp[D] = M; pp[D + 1] = L; }
+    }
+}
+
+/* Launch with the block's dynamic shared memory (over 48 KiB needs the opt-in). */
+template <int ST, int D, int RB> static cudaError_t sdpa__cu_decode_fast_launch(dim3 grid, cudaStream_t st, const sdpa__cu_dargs &A)
+{
+    const int sm = sdpa__cu_dfc<ST, D, RB>::SMEM;
+    if (sm > 48 * 1024) {
+        cudaError_t e = cudaFuncSetAttribute(sdpa__cu_decode_fast<ST, D, RB>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm);
+        if (e != cudaSuccess) return e;
+    }
+    sdpa__cu_decode_fast<ST, D, RB><<<grid, 128, sm, st>>>(A);
+    return cudaGetLastError();
+}
+
 /* One block per output row (b, h, i): the splits merged in order through
  * their log-sum-exp; rows past seqlens_q give 0 and lse = -inf. */
 __global__ void __launch_bounds__(128) sdpa__cu_merge(const sdpa__cu_dargs a)
@@ -1627,7 +1966,7 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
     sdpa__cu_dargs A;
     int64_t b, lse_n = 0, maxlen = 0, rows_blocks;
     uintptr_t lse_lo = 0, lse_hi = 0;
-    int rc, d;
+    int rc, d, fast;
     cudaError_t e;
     memset(&zero, 0, sizeof zero);
     memset(&A, 0, sizeof A);
@@ -1684,21 +2023,25 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
     if (sdpa__cu_overlap(&tq, to.lo, to.hi)) return sdpa__cu_fail(pp, SDPA_ERR_ALIAS, "sdpa_cuda_kv_cache_attention: out overlaps q");
     if (sdpa__cu_overlap(&tq, lse_lo, lse_hi)) return sdpa__cu_fail(pp, SDPA_ERR_ALIAS, "sdpa_cuda_kv_cache_attention: lse overlaps q");
     if (sdpa__cu_overlap(&to, lse_lo, lse_hi)) return sdpa__cu_fail(pp, SDPA_ERR_ALIAS, "sdpa_cuda_kv_cache_attention: lse overlaps out");
+    /* the fast kernel: 16-bit or int8 pages, D == Dv in {64, 128, 256} */
+    fast = (c->dt == SDPA_F16 || c->dt == SDPA_BF16 || c->dt == SDPA_I8) && c->D == c->Dv &&
+           (c->D == 64 || c->D == 128 || c->D == 256);
     {
-        const int64_t rbk = A.G * A.n <= 1 ? 1 : A.G * A.n <= 4 ? 4 : 8; /* the kernel's rows per block */
+        const int64_t rbk = A.G * A.n <= 1 ? 1 : A.G * A.n <= 4 ? 4 : 8; /* the kernels' rows per block */
         A.nrb = (A.G * A.n + rbk - 1) / rbk;
     }
     if (A.nrb > 65535 / c->H) return sdpa__cu_fail(pp, SDPA_ERR_SHAPE, "sdpa_cuda_kv_cache_attention: too many query rows per kv head");
     if (A.B * A.Hq * A.n == 0) return SDPA_OK;
-    /* splits: about four waves of blocks on a large GPU, at least 256 keys
-     * each; from the shapes only, so results do not depend on the device */
+    /* splits: about 2048 blocks (several waves of 4-warp blocks on a large
+     * GPU, so the last wave's tail is short), at least 256 keys each; from
+     * the shapes only, so results do not depend on the device */
     rows_blocks = A.B * c->H * A.nrb;
-    A.nsplit = (528 + rows_blocks - 1) / rows_blocks;
+    A.nsplit = (2048 + rows_blocks - 1) / rows_blocks;
     if (A.nsplit > (maxlen + 255) / 256) A.nsplit = (maxlen + 255) / 256;
     if (A.nsplit > 128) A.nsplit = 128;
     if (A.nsplit < 1) A.nsplit = 1;
-    A.chunk = ((maxlen + A.nsplit - 1) / A.nsplit + 127) / 128 * 128;
-    if (A.chunk < 128) A.chunk = 128;
+    A.chunk = ((maxlen + A.nsplit - 1) / A.nsplit + 255) / 256 * 256;
+    if (A.chunk < 256) A.chunk = 256;
     A.nsplit = (maxlen + A.chunk - 1) / A.chunk;
     if (A.nsplit < 1) A.nsplit = 1;
     if (A.B * A.Hq * A.n > 0x7fffffff || A.B * A.Hq * A.n > INT64_MAX / (A.nsplit * (c->Dv + 2) * 4))
@@ -1747,11 +2090,39 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
         else if (R <= 4) sdpa__cu_decode<LL, 4><<<grid, 128, 0, st>>>(A);             \
         else sdpa__cu_decode<LL, 8><<<grid, 128, 0, st>>>(A);                         \
     } while (0)
-            if (L <= 8) SDPA__CU_DEC(8);
+#define SDPA__CU_DECF(ST, DD)                                                         \
+    do {                                                                              \
+        if (R <= 1) e = sdpa__cu_decode_fast_launch<ST, DD, 1>(grid, st, A);          \
+        else if (R <= 4) e = sdpa__cu_decode_fast_launch<ST, DD, 4>(grid, st, A);     \
+        else e = sdpa__cu_decode_fast_launch<ST, DD, 8>(grid, st, A);                 \
+    } while (0)
+#define SDPA__CU_DECD(ST)                                                             \
+    do {                                                                              \
+        if (c->D == 64) SDPA__CU_DECF(ST, 64);                                        \
+        else if (c->D == 128) SDPA__CU_DECF(ST, 128);                                 \
+        else SDPA__CU_DECF(ST, 256);                                                  \
+    } while (0)
+#ifdef SDPA_CUDA_FEW_KERNELS
+            if (R < 0 && fast) { /* never taken: keeps one instantiation of each kernel template compiled */
+                sdpa__cu_decode<16, 4><<<grid, 128, 0, st>>>(A);
+                e = sdpa__cu_decode_fast_launch<SDPA_BF16, 128, 1>(grid, st, A);
+                e = sdpa__cu_decode_fast_launch<SDPA_I8, 128, 1>(grid, st, A);
+                e = sdpa__cu_decode_fast_launch<SDPA_I8, 128, 4>(grid, st, A);
+            }
+            e = cudaErrorNotSupported;
+            (void)L;
+#else
+            if (fast && c->dt == SDPA_F16) SDPA__CU_DECD(SDPA_F16);
+            else if (fast && c->dt == SDPA_BF16) SDPA__CU_DECD(SDPA_BF16);
+            else if (fast) SDPA__CU_DECD(SDPA_I8);
+            else if (L <= 8) SDPA__CU_DEC(8);
             else if (L == 16) SDPA__CU_DEC(16);
             else SDPA__CU_DEC(32);
+#endif
 #undef SDPA__CU_DEC
-            if ((e = cudaGetLastError()) == cudaSuccess) {
+#undef SDPA__CU_DECF
+#undef SDPA__CU_DECD
+            if (e == cudaSuccess && (e = cudaGetLastError()) == cudaSuccess) {
                 sdpa__cu_merge<<<(unsigned)(A.B * A.Hq * A.n), 128, 0, st>>>(A);
                 e = cudaGetLastError();
             }

@@ -1,6 +1,8 @@
 """bench/cuda/bench.py - sdpa_cuda.h against PyTorch's SDPA backends, same inputs, same run.
 
-Usage: python3 bench/cuda/bench.py LIB.so [--quick]
+Usage: python3 bench/cuda/bench.py LIB.so [--quick] [--decode] [--base=OLD.so]
+--decode: the decode table alone; --base: another build of the library (an
+older header, say) timed on the same decode inputs, in a column of its own.
 Prints the ceilings (bf16 matmul, device copy), a prefill table (TFLOP/s) and a
 decode table (GB/s of K/V read, microseconds); each of our results is checked
 against PyTorch's output first (relative L2)."""
@@ -10,16 +12,26 @@ import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel, SDPBackend
 import triton.testing
 
-lib = ctypes.CDLL(sys.argv[1])
 quick = "--quick" in sys.argv
+decode_only = "--decode" in sys.argv
+base_path = next((a[7:] for a in sys.argv if a.startswith("--base=")), None)
 P = ctypes.c_void_p
 LL = ctypes.c_longlong
-lib.bench_attention.argtypes = [P, P, P, P, ctypes.c_int, LL, LL, LL, LL, LL, ctypes.c_int, ctypes.c_int, P]
-lib.bench_kv_create.restype = P
-lib.bench_kv_create.argtypes = [ctypes.c_int, LL, LL, LL, LL, LL]
-lib.bench_kv_append.argtypes = [P, LL, P, P, ctypes.c_int, LL, LL, LL, P]
-lib.bench_kv_attention.argtypes = [P, P, P, ctypes.c_int, LL, LL, LL, P]
-lib.bench_kv_destroy.argtypes = [P]
+
+
+def load(path):
+    lb = ctypes.CDLL(path)
+    lb.bench_attention.argtypes = [P, P, P, P, ctypes.c_int, LL, LL, LL, LL, LL, ctypes.c_int, ctypes.c_int, P]
+    lb.bench_kv_create.restype = P
+    lb.bench_kv_create.argtypes = [ctypes.c_int, LL, LL, LL, LL, LL]
+    lb.bench_kv_append.argtypes = [P, LL, P, P, ctypes.c_int, LL, LL, LL, P]
+    lb.bench_kv_attention.argtypes = [P, P, P, ctypes.c_int, LL, LL, LL, P]
+    lb.bench_kv_destroy.argtypes = [P]
+    return lb
+
+
+lib = load(sys.argv[1])
+base = load(base_path) if base_path else None
 F16, BF16, I8 = 1, 2, 3
 dev = torch.device("cuda")
 stream = lambda: ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
@@ -63,9 +75,11 @@ for D, H in ((128, 32), (64, 32), (256, 16)):
         Ls = (4096,)
     for L in Ls:
         for causal in (False, True):
-            cfgs.append((D, H, L, causal))
-print("\nprefill, bf16, batch = 16k tokens / L; TFLOP/s (4 B H L^2 D, halved when causal); ours checked vs flash (rel L2)")
-print(f"{'hd':>4} {'H':>3} {'L':>6} {'causal':>6} | {'ours':>7} {'flash':>7} {'cudnn':>7} {'effic':>7} | {'ours/flash':>10} {'ours/cudnn':>10} {'of mm':>6} | {'relL2':>8}")
+            if not decode_only:
+                cfgs.append((D, H, L, causal))
+if cfgs:
+    print("\nprefill, bf16, batch = 16k tokens / L; TFLOP/s (4 B H L^2 D, halved when causal); ours checked vs flash (rel L2)")
+    print(f"{'hd':>4} {'H':>3} {'L':>6} {'causal':>6} | {'ours':>7} {'flash':>7} {'cudnn':>7} {'effic':>7} | {'ours/flash':>10} {'ours/cudnn':>10} {'of mm':>6} | {'relL2':>8}")
 for D, H, L, causal in cfgs:
     B = max(1, 16384 // L)
     q, k, v = (torch.randn(B, H, L, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
@@ -86,13 +100,17 @@ for D, H, L, causal in cfgs:
             res[nm] = float("nan")
     err = rel(o, ref) if (rc == 0 and ref is not None) else float("nan")
     ours = flops / bench(run) / 1e12 if rc == 0 else float("nan")
+    if base:
+        brun = lambda: base.bench_attention(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), BF16, B, H, H, L, D, int(causal), 0, stream())
+        bt = flops / bench(brun) / 1e12 if brun() == 0 else float("nan")
+        print(f"     base (--base) {bt:7.1f} TFLOP/s, ours/base {ours / bt:5.2f}")
     print(f"{D:>4} {H:>3} {L:>6} {str(causal):>6} | {ours:7.1f} {res['flash']:7.1f} {res['cudnn']:7.1f} {res['efficient']:7.1f} | "
           f"{ours / res['flash']:10.2f} {ours / res['cudnn']:10.2f} {ours / mm:6.2f} | {err:8.1e}")
     del q, k, v, o, ref
     torch.cuda.empty_cache()
 
 print("\ndecode, bf16 q/out, hd 128, 32 q heads, one query per sequence; GB/s of K/V read (I8: int8 + scales), microseconds")
-print(f"{'B':>3} {'ctx':>6} {'Hkv':>4} | {'ours bf16':>15} {'ours i8':>15} {'flash':>15} {'cudnn':>15} {'effic':>15} | {'bf16/cudnn':>10} {'i8 tok/s vs best torch':>22} {'of copy bw':>10} | {'relL2 bf16':>10} {'i8':>8}")
+print(f"{'B':>3} {'ctx':>6} {'Hkv':>4} | {'base bf16':>15} {'base i8':>15} | {'ours bf16':>15} {'ours i8':>15} {'flash':>15} {'cudnn':>15} {'effic':>15} | {'bf16/cudnn':>10} {'i8 tok/s vs best torch':>22} {'of copy bw':>10} | {'relL2 bf16':>10} {'i8':>8}")
 dcfg = [(B, ctx, hkv) for B in (1, 16, 64) for ctx in (4096, 32768) for hkv in (32, 8)]
 if quick:
     dcfg = [(16, 4096, 8), (1, 32768, 32)]
@@ -117,25 +135,27 @@ for B, ctx, Hkv in dcfg:
             res[nm] = float("nan")
     ours = {}
     errs = {}
-    for nm, dt in (("bf16", BF16), ("i8", I8)):
+    for nm, dt, lb in (("bf16", BF16, lib), ("i8", I8, lib), ("base_bf16", BF16, base), ("base_i8", I8, base)):
+        if lb is None:
+            ours[nm] = float("nan"); errs[nm] = float("nan"); continue
         ps = 64
-        c = lib.bench_kv_create(dt, B, Hkv, D, ps, B * ((ctx + ps - 1) // ps))
+        c = lb.bench_kv_create(dt, B, Hkv, D, ps, B * ((ctx + ps - 1) // ps))
         if not c:
             ours[nm] = float("nan"); errs[nm] = float("nan"); continue
         for s in range(B):
-            lib.bench_kv_append(c, s, k[s:s + 1].data_ptr(), v[s:s + 1].data_ptr(), BF16, Hkv, ctx, D, stream())
+            lb.bench_kv_append(c, s, k[s:s + 1].data_ptr(), v[s:s + 1].data_ptr(), BF16, Hkv, ctx, D, stream())
         o = torch.empty_like(q)
-        run = lambda: lib.bench_kv_attention(c, q.data_ptr(), o.data_ptr(), BF16, B, Hq, D, stream())
+        run = lambda: lb.bench_kv_attention(c, q.data_ptr(), o.data_ptr(), BF16, B, Hq, D, stream())
         rc = run()
         torch.cuda.synchronize()
         errs[nm] = rel(o, ref) if (rc == 0 and ref is not None) else float("nan")
         ours[nm] = bench(run) if rc == 0 else float("nan")
-        lib.bench_kv_destroy(c)
+        lb.bench_kv_destroy(c)
         torch.cuda.synchronize()
     i8bytes = B * Hkv * ctx * (D + 4) * 2
     g = lambda t, by=kvbytes: f"{by / t / 1e9:7.0f} {t * 1e6:7.1f}"
     cud = res.get("cudnn", float("nan"))
-    print(f"{B:>3} {ctx:>6} {Hkv:>4} | {g(ours['bf16'])} {g(ours['i8'], i8bytes)} {g(res['flash'])} {g(cud)} {g(res['efficient'])} | "
+    print(f"{B:>3} {ctx:>6} {Hkv:>4} | {g(ours['base_bf16'])} {g(ours['base_i8'], i8bytes)} | {g(ours['bf16'])} {g(ours['i8'], i8bytes)} {g(res['flash'])} {g(cud)} {g(res['efficient'])} | "
           f"{cud / ours['bf16']:10.2f} {best / ours['i8'] if best else float('nan'):22.2f} {kvbytes / ours['bf16'] / 1e9 / bw:10.2f} | "
           f"{errs['bf16']:10.1e} {errs['i8']:8.1e}")
     del k, v, q, ref
