@@ -130,7 +130,9 @@
  *   (first to last byte) of q, k, v or mask; the check compares ranges, so
  *   interleaved tensors that share no element are refused too.
  *   Only SDPA_ERR_THREADS (the application's hook failed) can leave out
- *   partly written.
+ *   partly written; SDPA_ERR_NOMEM leaves out and lse untouched (also in
+ *   sdpa_kv_cache_attention). A tensor with a dimension of 0 is valid and has
+ *   no elements: its data may be NULL, and no two of its elements overlap.
  *
  * LICENCE: MIT, see the end of this file.
  */
