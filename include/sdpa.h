@@ -5080,11 +5080,27 @@ static int sdpa__plan_resolve(const sdpa_plan_problem *pb, const sdpa_plan_model
                            : (1u << SDPA_F32) | (1u << SDPA_F16) | (1u << SDPA_BF16) | (r->decode ? (1u << SDPA_I8) : 0u);
     r->no_int8 = pb->no_int8;
     r->path = pb->path;
-    /* every element count must fit int64: the tensors (or the cache) could not exist otherwise */
-    if (!sdpa__mul_ok(r->B, r->Hq, &t) || !sdpa__mul_ok(t, r->Lq, &t) || !sdpa__mul_ok(t, SDPA__MAX(r->D, r->Dv), &t) ||
-        !sdpa__mul_ok(r->B, r->Hkv, &t) || !sdpa__mul_ok(t, r->Lk, &t) || !sdpa__mul_ok(t, r->D + r->Dv, &t) ||
-        t > INT64_MAX / 8)
+    /* q + out and k + v elements, times 4 bytes and some, must fit int64:
+     * the tensors (or the cache) could not exist otherwise */
+    if (r->D > INT64_MAX / 2 || r->Dv > INT64_MAX / 2 || !sdpa__mul_ok(r->B, r->Hq, &t) || !sdpa__mul_ok(t, r->Lq, &t) ||
+        !sdpa__mul_ok(t, r->D + r->Dv, &t) || t > INT64_MAX / 16 || !sdpa__mul_ok(r->B, r->Hkv, &t) ||
+        !sdpa__mul_ok(t, r->Lk, &t) || !sdpa__mul_ok(t, r->D + r->Dv, &t) || t > INT64_MAX / 16)
         return SDPA_ERR_OVERFLOW;
+    if (m) { /* a model with negative or NaN costs would make the search meaningless */
+        int p, d;
+        double x = m->call_s + m->worker_s + m->task_s + m->mem_gbps;
+        for (p = 0; p <= SDPA__PATH_LAST; p++) x += m->key_s[p] + m->i8_key_s[p];
+        for (d = 0; d < 3; d++) x += m->error[d][0] + m->error[d][1];
+        for (d = 0; d < 4; d++) x += m->kv_error[d];
+        if (!(x >= 0.0) || !(m->call_s >= 0.0) || !(m->worker_s >= 0.0) || !(m->task_s >= 0.0) || !(m->mem_gbps >= 0.0))
+            return SDPA_ERR_PARAM;
+        for (p = 0; p <= SDPA__PATH_LAST; p++)
+            if (!(m->key_s[p] >= 0.0) || !(m->i8_key_s[p] >= 0.0)) return SDPA_ERR_PARAM;
+        for (d = 0; d < 3; d++)
+            if (!(m->error[d][0] >= 0.0) || !(m->error[d][1] >= 0.0)) return SDPA_ERR_PARAM;
+        for (d = 0; d < 4; d++)
+            if (!(m->kv_error[d] >= 0.0)) return SDPA_ERR_PARAM;
+    }
     return SDPA_OK;
 }
 
