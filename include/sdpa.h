@@ -7,7 +7,10 @@
  *   variable-length batches (padded and packed), and the log-sum-exp output.
  *   It is computed the FlashAttention way: Q tiles against K/V tiles with a
  *   running max and sum per row, so memory is O(tile * head_dim) per thread
- *   and the Lq x Lk score matrix never exists.
+ *   and the Lq x Lk score matrix never exists. A paged KV cache (F32, F16,
+ *   BF16, I8 storage) serves decoding, and sdpa_plan picks the fastest
+ *   configuration (path, dtype, int8 mode, KV storage, tiles, threads)
+ *   within a memory budget and an error tolerance.
  *
  * HOW TO USE
  *   In exactly one C or C++ file:
@@ -478,8 +481,9 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *cache, const int64_t *
  * out at the candidate's dtype plus the workspace sdpa_workspace_size
  * reports for it; decode counts the KV cache's pages, page tables and
  * object (sdpa_kv_cache_bytes after appending kv_len tokens one page or
- * more at a time), not the call's scratch (under 1% of the cache beyond 4k
- * tokens).
+ * more at a time), not the call's scratch (about 100 KB per worker at
+ * head_dim 128 plus the chunks' partial rows: a few percent of a 4k-token
+ * cache, less beyond).
  * The model comes from sdpa_plan_model_default (constants fitted to the
  * bench's measurements: README, "The Goldilocks planner") or from
  * sdpa_plan_probe (about a second of timing on this machine). Errors are
