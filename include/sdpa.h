@@ -7,7 +7,10 @@
  *   variable-length batches (padded and packed), and the log-sum-exp output.
  *   It is computed the FlashAttention way: Q tiles against K/V tiles with a
  *   running max and sum per row, so memory is O(tile * head_dim) per thread
- *   and the Lq x Lk score matrix never exists.
+ *   and the Lq x Lk score matrix never exists. A paged KV cache (F32, F16,
+ *   BF16, I8 storage) serves decoding, and sdpa_plan picks the fastest
+ *   configuration (path, dtype, int8 mode, KV storage, tiles, threads)
+ *   within a memory budget and an error tolerance.
  *
  * HOW TO USE
  *   In exactly one C or C++ file:
@@ -522,8 +525,9 @@ SDPA_API int sdpa_pool_parallel_for(void *user, int n_workers, int64_t n_tasks, 
  * out at the candidate's dtype plus the workspace sdpa_workspace_size
  * reports for it; decode counts the KV cache's pages, page tables and
  * object (sdpa_kv_cache_bytes after appending kv_len tokens one page or
- * more at a time), not the call's scratch (under 1% of the cache beyond 4k
- * tokens).
+ * more at a time), not the call's scratch (about 100 KB per worker at
+ * head_dim 128 plus the chunks' partial rows: a few percent of a 4k-token
+ * cache, less beyond).
  * The model comes from sdpa_plan_model_default (constants fitted to the
  * bench's measurements: README, "The Goldilocks planner") or from
  * sdpa_plan_probe (about a second of timing on this machine). Errors are
@@ -5642,11 +5646,27 @@ static int sdpa__plan_resolve(const sdpa_plan_problem *pb, const sdpa_plan_model
                            : (1u << SDPA_F32) | (1u << SDPA_F16) | (1u << SDPA_BF16) | (r->decode ? (1u << SDPA_I8) : 0u);
     r->no_int8 = pb->no_int8;
     r->path = pb->path;
-    /* every element count must fit int64: the tensors (or the cache) could not exist otherwise */
-    if (!sdpa__mul_ok(r->B, r->Hq, &t) || !sdpa__mul_ok(t, r->Lq, &t) || !sdpa__mul_ok(t, SDPA__MAX(r->D, r->Dv), &t) ||
-        !sdpa__mul_ok(r->B, r->Hkv, &t) || !sdpa__mul_ok(t, r->Lk, &t) || !sdpa__mul_ok(t, r->D + r->Dv, &t) ||
-        t > INT64_MAX / 8)
+    /* q + out and k + v elements, times 4 bytes and some, must fit int64:
+     * the tensors (or the cache) could not exist otherwise */
+    if (r->D > INT64_MAX / 2 || r->Dv > INT64_MAX / 2 || !sdpa__mul_ok(r->B, r->Hq, &t) || !sdpa__mul_ok(t, r->Lq, &t) ||
+        !sdpa__mul_ok(t, r->D + r->Dv, &t) || t > INT64_MAX / 16 || !sdpa__mul_ok(r->B, r->Hkv, &t) ||
+        !sdpa__mul_ok(t, r->Lk, &t) || !sdpa__mul_ok(t, r->D + r->Dv, &t) || t > INT64_MAX / 16)
         return SDPA_ERR_OVERFLOW;
+    if (m) { /* a model with negative or NaN costs would make the search meaningless */
+        int p, d;
+        double x = m->call_s + m->worker_s + m->task_s + m->mem_gbps;
+        for (p = 0; p <= SDPA__PATH_LAST; p++) x += m->key_s[p] + m->i8_key_s[p];
+        for (d = 0; d < 3; d++) x += m->error[d][0] + m->error[d][1];
+        for (d = 0; d < 4; d++) x += m->kv_error[d];
+        if (!(x >= 0.0) || !(m->call_s >= 0.0) || !(m->worker_s >= 0.0) || !(m->task_s >= 0.0) || !(m->mem_gbps >= 0.0))
+            return SDPA_ERR_PARAM;
+        for (p = 0; p <= SDPA__PATH_LAST; p++)
+            if (!(m->key_s[p] >= 0.0) || !(m->i8_key_s[p] >= 0.0)) return SDPA_ERR_PARAM;
+        for (d = 0; d < 3; d++)
+            if (!(m->error[d][0] >= 0.0) || !(m->error[d][1] >= 0.0)) return SDPA_ERR_PARAM;
+        for (d = 0; d < 4; d++)
+            if (!(m->kv_error[d] >= 0.0)) return SDPA_ERR_PARAM;
+    }
     return SDPA_OK;
 }
 

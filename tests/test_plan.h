@@ -45,7 +45,8 @@ static void test_plan_errors(void)
             {7, -1, SDPA_ERR_PARAM}, {8, -1, SDPA_ERR_PARAM}, {8, SDPA_MAX_THREADS + 1, SDPA_ERR_PARAM},
             {9, 99, SDPA_ERR_PARAM}, {9, -1, SDPA_ERR_PARAM}, {10, 7, SDPA_ERR_PARAM},
             {11, 1u << SDPA_BOOL, SDPA_ERR_DTYPE}, {11, 1u << SDPA_I8, SDPA_ERR_DTYPE},
-            {0, (int64_t)1 << 40, SDPA_ERR_OVERFLOW},
+            {0, (int64_t)1 << 40, SDPA_ERR_OVERFLOW}, {5, (int64_t)1 << 58, SDPA_ERR_OVERFLOW},
+            {6, (int64_t)1 << 58, SDPA_ERR_OVERFLOW}, {3, (int64_t)1 << 62, SDPA_ERR_OVERFLOW}, {4, INT64_MAX, SDPA_ERR_OVERFLOW},
         };
         int i;
         for (i = 0; i < (int)(sizeof t / sizeof t[0]); i++) {
@@ -83,6 +84,12 @@ static void test_plan_errors(void)
             CHECK(sdpa_plan(&bad, &mb, &c) == SDPA_ERR_PARAM, "NaN thread_eff accepted");
             mb = m; mb.eff_threads = 0;
             CHECK(sdpa_plan(&bad, &mb, &c) == SDPA_ERR_PARAM, "eff_threads 0 accepted");
+            mb = m; mb.key_s[SDPA_PATH_SCALAR] = -1e-9;
+            CHECK(sdpa_plan(&bad, &mb, &c) == SDPA_ERR_PARAM, "negative key_s accepted");
+            mb = m; mb.error[1][0] = NAN;
+            CHECK(sdpa_plan(&bad, &mb, &c) == SDPA_ERR_PARAM, "NaN error accepted");
+            mb = m; mb.call_s = -1.0;
+            CHECK(sdpa_plan_predict(&bad, &mb, &c) == SDPA_ERR_PARAM, "negative call_s accepted by predict");
         }
     }
     case_end();
