@@ -1322,19 +1322,19 @@ static int sweep_problems(sdpa_plan_problem *pb, char (*names)[64], int eval)
         ADD(SDPA_PLAN_PREFILL, 8, 8, Ls, 0, 1, nm);
         snprintf(nm, sizeof nm, "decode 7b ctx%lld", (long long)ctx);
         ADD(SDPA_PLAN_DECODE, 32, 32, 1, ctx, 1, nm);
-        if (eval) {
+        if (eval) { /* the cheap ones first: --sweep-budget cuts from the end */
+            snprintf(nm, sizeof nm, "prefill 1h L64");
+            ADD(SDPA_PLAN_PREFILL, 1, 1, 64, 0, 1, nm);
+            snprintf(nm, sizeof nm, "decode 7b ctx%lld", (long long)(ctx / 8));
+            ADD(SDPA_PLAN_DECODE, 32, 32, 1, ctx / 8, 1, nm);
+            snprintf(nm, sizeof nm, "decode 64h/8 ctx%lld", (long long)ctx);
+            ADD(SDPA_PLAN_DECODE, 64, 8, 1, ctx, 1, nm);
+            snprintf(nm, sizeof nm, "chunk 4h q64 k%lld", (long long)(4 * Ls));
+            ADD(SDPA_PLAN_PREFILL, 4, 4, 64, 4 * Ls, 1, nm);
             snprintf(nm, sizeof nm, "prefill gqa-16/4 L%lld", (long long)(Ls / 2));
             ADD(SDPA_PLAN_PREFILL, 16, 4, Ls / 2, 0, 1, nm);
             snprintf(nm, sizeof nm, "prefill 2h L%lld full", (long long)Ls);
             ADD(SDPA_PLAN_PREFILL, 2, 2, Ls, 0, 0, nm);
-            snprintf(nm, sizeof nm, "prefill 1h L64");
-            ADD(SDPA_PLAN_PREFILL, 1, 1, 64, 0, 1, nm);
-            snprintf(nm, sizeof nm, "chunk 4h q64 k%lld", (long long)(4 * Ls));
-            ADD(SDPA_PLAN_PREFILL, 4, 4, 64, 4 * Ls, 1, nm);
-            snprintf(nm, sizeof nm, "decode 64h/8 ctx%lld", (long long)ctx);
-            ADD(SDPA_PLAN_DECODE, 64, 8, 1, ctx, 1, nm);
-            snprintf(nm, sizeof nm, "decode 7b ctx%lld", (long long)(ctx / 8));
-            ADD(SDPA_PLAN_DECODE, 32, 32, 1, ctx / 8, 1, nm);
         }
     }
 #undef ADD

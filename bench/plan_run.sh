@@ -34,7 +34,7 @@ make -s -j"$thr" build/bench build/libsdpa_bench.so build/test_sdpa || exit 1
 echo "== planner tests (build/test_sdpa planner: every path's picks, memory against the library, the probe)"
 ./build/test_sdpa planner 2>&1 | tee "$out/test_plan.log" | tail -8
 echo "== map: memory, parity, Pareto sweep, planner against exhaustive search (cap 180 s)"
-timeout -k 15 180 ./build/bench --memory --parity --pareto --plan-eval --sweep-budget 110 --threads "$thr" \
+timeout -k 15 180 ./build/bench --memory --parity --pareto --plan-eval --sweep-budget 100 --threads "$thr" \
     --out "$out" --json "$out/map.json" > "$out/map.log" 2>&1
 echo "   exit $? after $(( $(date +%s) - t0 )) s"; grep -A6 "fitted to all sweeps" "$out/map.log"
 echo "== suite, OLMo-2-7B: prefill L 512..4096, decode 4k..64k, per path/mode/storage/threads (cap 180 s)"

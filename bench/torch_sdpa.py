@@ -48,16 +48,28 @@ def main(argv):
     k = torch.rand(B, Hkv, Lk, D, generator=g) * 4 - 2
     v = torch.rand(B, Hkv, Lk, D, generator=g) * 2 - 1
 
+    # GQA: enable_gqa (torch >= 2.5) where it exists, else K/V repeated per call (then torch's time includes
+    # the copy; the rows say which)
+    gqa_kw = {}
+    if Hq != Hkv:
+        try:
+            F.scaled_dot_product_attention(torch.zeros(1, 2, 1, 4), torch.zeros(1, 1, 1, 4), torch.zeros(1, 1, 1, 4),
+                                           enable_gqa=True)
+            gqa_kw = {"enable_gqa": True}
+        except TypeError:
+            print("torch has no enable_gqa: K/V repeated per call (its times include the copy)")
+    mask = None
+    if causal and Lq != Lk:  # bottom-right alignment
+        mask = torch.arange(Lk).unsqueeze(0) <= torch.arange(Lq).unsqueeze(1) + (Lk - Lq)
+
     def torch_sdpa(q, k, v):
         kk, vv = k, v
-        if Hq != Hkv:  # GQA without relying on enable_gqa (torch >= 2.5)
+        if Hq != Hkv and not gqa_kw:
             kk = k.repeat_interleave(Hq // Hkv, dim=1)
             vv = v.repeat_interleave(Hq // Hkv, dim=1)
-        if causal and Lq != Lk:
-            i = torch.arange(Lq).unsqueeze(1) + (Lk - Lq)
-            mask = torch.arange(Lk).unsqueeze(0) <= i
-            return F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
-        return F.scaled_dot_product_attention(q, kk, vv, is_causal=bool(causal))
+        if mask is not None:
+            return F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask, **gqa_kw)
+        return F.scaled_dot_product_attention(q, kk, vv, is_causal=bool(causal), **gqa_kw)
 
     ref = torch_sdpa(q.double(), k.double(), v.double())
     dt_code = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
