@@ -486,9 +486,10 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *cache, const int64_t *
  * task must not call back into its own pool. Results do not depend on the
  * pool (tasks are the same, whichever thread runs them).
  * SDPA_POOL_PIN pins worker w (1..n_threads-1) to the w-th CPU of the
- * creating thread's affinity mask (Linux on x86-64 and AArch64; elsewhere the
- * flag is ignored and sdpa_pool_pinned reports 0); the caller is not pinned,
- * so keep it on the mask's first CPU for a one-thread-per-CPU layout.
+ * creating thread's affinity mask before sdpa_pool_create returns (Linux on
+ * x86-64 and AArch64; elsewhere the flag is ignored and sdpa_pool_pinned
+ * reports 0); the caller is not pinned, so keep it on the mask's first CPU
+ * for a one-thread-per-CPU layout.
  * Without threads (SDPA_NO_THREADS, OpenMP builds, non-POSIX systems) a pool
  * runs every task on the calling thread. */
 typedef struct sdpa_pool sdpa_pool;
@@ -5287,6 +5288,7 @@ struct sdpa_pool {
     unsigned long gen;           /* job number; workers wait for it to change */
     int quit;
     int n, started, pinned;      /* threads incl. the caller; worker threads running; pinned */
+    int ready;                   /* worker threads past their start (pinning done) */
     sdpa_task_fn fn;             /* the job */
     void *ctx;
     int64_t n_tasks, next;
@@ -5358,6 +5360,10 @@ static void *sdpa__pool_main(void *arg)
         }
     }
 #endif
+    pthread_mutex_lock(&pool->mu); /* sdpa_pool_create returns once every worker got here */
+    pool->ready++;
+    pthread_cond_signal(&pool->done);
+    pthread_mutex_unlock(&pool->mu);
     for (;;) {
 #if defined(__GNUC__)
         int i; /* a short spin first: back-to-back calls skip the sleep and wake-up */
@@ -5437,6 +5443,9 @@ SDPA_API int sdpa_pool_create(int n_threads, unsigned flags, sdpa_pool **out)
             pool->n = w + 1;
         }
         pool->started = pool->n - 1;
+        pthread_mutex_lock(&pool->mu);
+        while (pool->ready < pool->started) pthread_cond_wait(&pool->done, &pool->mu);
+        pthread_mutex_unlock(&pool->mu);
         if (n_threads > 1 && pool->n == 1) {
             sdpa_pool_destroy(pool);
             return SDPA_ERR_THREADS;
