@@ -3697,6 +3697,30 @@ static void sdpa__run_builtin(int n_workers, int64_t n_tasks, sdpa_task_fn fn, v
     }
 }
 
+/* The call's scratch (sdpa__ws_bytes: *bytes): 64-byte aligned, the
+ * per-sequence task prefixes (P->task_start) first, then each worker's part
+ * (P->ws). NULL when the allocator fails; free with sdpa__scratch_free. */
+static void *sdpa__plan_scratch(sdpa__plan *P, const sdpa_params *params, size_t *bytes)
+{
+    char *base;
+    int64_t s, acc = 0;
+    void *raw;
+    *bytes = sdpa__ws_bytes(P);
+    raw = sdpa__scratch_alloc(params, *bytes);
+    if (!raw) return NULL;
+    base = (char *)raw + ((64u - ((uintptr_t)raw & 63u)) & 63u);
+    P->task_start = (int64_t *)(void *)base;
+    P->ws = base + SDPA__ROUND_UP((size_t)(P->nseq + 1) * 8u, 64u);
+    for (s = 0; s < P->nseq; s++) {
+        sdpa__seq sq;
+        sdpa__seq_get(P, s, &sq);
+        P->task_start[s] = acc;
+        acc += sdpa__tiles_per_group(P, sq.nq) * P->Hkv;
+    }
+    P->task_start[P->nseq] = acc;
+    return raw;
+}
+
 /* ---- the entry point ------------------------------------------------------ */
 
 SDPA_API int sdpa_attention(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v,
@@ -3705,25 +3729,12 @@ SDPA_API int sdpa_attention(const sdpa_tensor *q, const sdpa_tensor *k, const sd
     sdpa__plan P;
     size_t bytes;
     void *raw;
-    char *base;
-    int64_t s, acc = 0;
     int rc = sdpa__plan_make(q, k, v, out, params, &P);
     if (rc != SDPA_OK) return rc;
     if (P.n_tasks == 0) return SDPA_OK;
 
-    bytes = sdpa__ws_bytes(&P);
-    raw = sdpa__scratch_alloc(params, bytes);
+    raw = sdpa__plan_scratch(&P, params, &bytes);
     if (!raw) return sdpa__fail(params, SDPA_ERR_NOMEM, "sdpa: could not allocate %llu bytes of scratch", (unsigned long long)bytes);
-    base = (char *)raw + ((64u - ((uintptr_t)raw & 63u)) & 63u);
-    P.task_start = (int64_t *)(void *)base;
-    P.ws = base + SDPA__ROUND_UP((size_t)(P.nseq + 1) * 8u, 64u);
-    for (s = 0; s < P.nseq; s++) {
-        sdpa__seq sq;
-        sdpa__seq_get(&P, s, &sq);
-        P.task_start[s] = acc;
-        acc += sdpa__tiles_per_group(&P, sq.nq) * P.Hkv;
-    }
-    P.task_start[P.nseq] = acc;
     if (P.i8) {
         sdpa__i8_carve(&P, P.ws + P.ws_worker * (size_t)P.n_workers);
         rc = sdpa__i8_prepass(&P, params);

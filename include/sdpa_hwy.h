@@ -503,27 +503,13 @@ SDPA_HWY_API int sdpa_hwy_attention(const sdpa_tensor *q, const sdpa_tensor *k, 
     sdpa_params pp;
     size_t bytes;
     void *raw;
-    char *base;
-    int64_t s, acc = 0;
     int rc = sdpa_hwy__plan(q, k, v, out, params, &pp, &P);
     if (rc != SDPA_OK) return rc;
     if (P.n_tasks == 0) return SDPA_OK;
 
-    /* as sdpa_attention: task prefix array, then each worker's scratch */
-    bytes = sdpa__ws_bytes(&P);
-    raw = sdpa__scratch_alloc(&pp, bytes);
+    raw = sdpa__plan_scratch(&P, &pp, &bytes); /* as sdpa_attention's */
     if (!raw) return sdpa__fail(&pp, SDPA_ERR_NOMEM, "sdpa_hwy: could not allocate %llu bytes of scratch",
                                 (unsigned long long)bytes);
-    base = (char *)raw + ((64u - ((uintptr_t)raw & 63u)) & 63u);
-    P.task_start = (int64_t *)(void *)base;
-    P.ws = base + SDPA__ROUND_UP((size_t)(P.nseq + 1) * 8u, 64u);
-    for (s = 0; s < P.nseq; s++) {
-        sdpa__seq sq;
-        sdpa__seq_get(&P, s, &sq);
-        P.task_start[s] = acc;
-        acc += sdpa__tiles_per_group(&P, sq.nq) * P.Hkv;
-    }
-    P.task_start[P.nseq] = acc;
     rc = sdpa__run_tasks(&pp, P.n_workers, P.n_tasks, sdpa__task, &P);
     sdpa__scratch_free(&pp, raw, bytes);
     return rc;
