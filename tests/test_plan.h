@@ -296,6 +296,7 @@ static void test_plan_memory(void)
         plan_problem(&pb, SDPA_PLAN_PREFILL, B, Hq, Hkv, D, Lq, Lk);
         pb.head_dim_v = rnd_int(0, 1) ? 0 : rnd_int(1, 70);
         pb.causal = (int)rnd_int(0, 1);
+        if (Lk == 0) Lk = Lq; /* the problem's kv_len 0 means q_len (documented default) */
         memset(&c, 0, sizeof c);
         c.path = SDPA_PATH_SCALAR;
         c.dtype = dts[rnd_int(0, 2)];
