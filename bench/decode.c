@@ -15,7 +15,12 @@
  *   through the last-level cache in between (a 4k-context cache fits in the
  *   Xeon's L3 otherwise); --warm leaves it out.
  *
- *   bench_decode [--quick] [--csv] [--spawn] [--warm] [--threads N] [--reps N] [--warmup N]
+ *   With --torch, each case also times PyTorch's CPU F.scaled_dot_product_attention
+ *   on K/V tensors of the same shape (F32, BF16, F16; enable_gqa for GQA),
+ *   through bench/torch_sdpa.py (python3, or $BENCH_PYTHON), with the same
+ *   threads, steps and eviction; a clear line when torch cannot be imported.
+ *
+ *   bench_decode [--quick] [--csv] [--spawn] [--warm] [--torch] [--threads N] [--reps N] [--warmup N]
  *
  * Exit status: 0 ok, 1 a step failed or an output is off by more than its
  * storage's bound, 2 bad usage.
@@ -70,9 +75,44 @@ static sdpa_kv_cache *make_cache(sdpa_dtype st, int64_t Hkv, int64_t D, int64_t 
     return c;
 }
 
+/* PyTorch's rows for one case, printed beside ours: tokens/s, GB/s, and
+ * our best tokens/s (over the storage types) against torch's best. Returns
+ * -1 once torch is found missing (not tried again). */
+static int torch_decode(int64_t Hq, int64_t Hkv, int64_t ctx, int64_t D, int threads, int reps, int warmup, int evict,
+                        double bw, double ours_best)
+{
+    const char *py = getenv("BENCH_PYTHON");
+    char cmd[1024], line[1024];
+    FILE *f;
+    double best = 0.0;
+    int ran = 0;
+    snprintf(cmd, sizeof cmd, "%s bench/torch_sdpa.py decode %lld %lld %lld %lld %d %d %d %d 2>&1", py && py[0] ? py : "python3",
+             (long long)Hq, (long long)Hkv, (long long)ctx, (long long)D, threads, reps, warmup, evict);
+    f = popen(cmd, "r");
+    if (!f) { fprintf(T, "    PyTorch: skipped (cannot run python3)\n"); return -1; }
+    while (fgets(line, sizeof line, f)) {
+        char dt[32];
+        int thr;
+        double med, lo, hi, kvb;
+        line[strcspn(line, "\n")] = 0;
+        if (sscanf(line, "row,decode,torch,%31[^,],%d,%lf,%lf,%lf,%lf", dt, &thr, &med, &lo, &hi, &kvb) == 6) {
+            fprintf(T, "    torch %-8s %9.1f us [%8.1f..%8.1f] %8.1f tok/s %7.1f GB/s %4.0f%% of bw\n", dt, med * 1e6, lo * 1e6,
+                    hi * 1e6, 1.0 / med, kvb / med * 1e-9, 100.0 * kvb / med * 1e-9 / bw);
+            best = 1.0 / med > best ? 1.0 / med : best;
+            ran = 1;
+        } else {
+            fprintf(T, "    PyTorch: %s\n", line);
+        }
+    }
+    pclose(f);
+    if (!ran) return -1;
+    fprintf(T, "    ours (best storage) / torch (best dtype) tokens/s: %.2fx\n", ours_best / best);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    int quick = 0, csv = 0, spawn = 0, warm = 0, threads = bc_cpus_online(), reps = 20, warmup = 3, a, bad = 0, ci, hi, si, r;
+    int quick = 0, csv = 0, spawn = 0, warm = 0, torch = 0, threads = bc_cpus_online(), reps = 20, warmup = 3, a, bad = 0, ci, hi, si, r;
     const int64_t ctxs[3] = {4096, 16384, 65536}, hkvs[2] = {32, 8}, Hq = 32, D = 128;
     double bw, res[3][2][4][2]; /* [ctx][heads][storage]: tokens/s, bytes */
     FILE *T;
@@ -83,6 +123,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[a], "--spawn")) spawn = 1;
         else if (!strcmp(argv[a], "--warm")) warm = 1;
         else if (!strcmp(argv[a], "--csv")) csv = 1;
+        else if (!strcmp(argv[a], "--torch")) torch = 1;
         else if ((!strcmp(argv[a], "--threads") || !strcmp(argv[a], "--reps") || !strcmp(argv[a], "--warmup")) && a + 1 < argc) {
             char *end;
             long x = strtol(argv[a + 1], &end, 10);
@@ -92,7 +133,7 @@ int main(int argc, char **argv)
             else warmup = (int)x;
             a++;
         } else {
-            fprintf(stderr, "usage: bench_decode [--quick] [--csv] [--spawn] [--warm] [--threads N] [--reps N] [--warmup N]\n");
+            fprintf(stderr, "usage: bench_decode [--quick] [--csv] [--spawn] [--warm] [--torch] [--threads N] [--reps N] [--warmup N]\n");
             return 2;
         }
     }
@@ -160,6 +201,11 @@ int main(int argc, char **argv)
                 sdpa_kv_cache_destroy(c);
             }
             fprintf(T, "    I8 / F16 tokens/s: %.2fx\n", res[ci][hi][3][0] / res[ci][hi][1][0]);
+            if (torch) {
+                double best = 0.0;
+                for (si = 0; si < 4; si++) best = res[ci][hi][si][0] > best ? res[ci][hi][si][0] : best;
+                if (torch_decode(Hq, Hkv, ctx, D, threads, reps, warmup, !warm, bw, best) != 0) torch = 0;
+            }
             free(q), free(ref), free(out);
         }
     sdpa_pool_destroy(pool);

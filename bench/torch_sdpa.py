@@ -10,6 +10,11 @@ also run alone:
 Output: one "row,..." line per result (the bench parses them):
   time:   row,time,<impl>,<dtype>,threads,median_s,min_s,max_s,max_abs,rel_l2,cosine
   parity: row,parity,<a>,<b>,max_abs,rel_l2,cosine
+  python3 bench/torch_sdpa.py decode Hq Hkv ctx D threads reps warmup evict
+  decode: row,decode,torch,<dtype>,threads,median_s,min_s,max_s,kv_bytes
+(decode needs no --lib: one query token over K/V of ctx keys, torch's own
+tensors; with evict 1, 512 MiB of other memory is summed between steps, as
+bench/decode.c does, so K/V come from DRAM.)
 Errors are against float64 attention computed by torch from the same
 (float32) values. causal is bottom-right aligned (as the bench's problems
 and the KV cache are), given to torch as a mask when Lq != Lk. Without torch
@@ -22,7 +27,47 @@ import sys
 import time
 
 
+def decode(args):
+    """One decode step (a query token over ctx keys) per dtype, timed: bench/decode.c --torch runs it."""
+    import torch
+    import torch.nn.functional as F
+    Hq, Hkv, ctx, D, threads, reps, warmup, evict = args
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(99)
+    big = torch.ones((512 << 20) // 4, dtype=torch.int32) if evict else None
+    kw = {"enable_gqa": True} if Hq != Hkv else {}
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        q = (torch.rand(1, Hq, 1, D, generator=g) * 2 - 1).to(dtype)
+        k = (torch.rand(1, Hkv, ctx, D, generator=g) * 2 - 1).to(dtype)
+        v = (torch.rand(1, Hkv, ctx, D, generator=g) * 2 - 1).to(dtype)
+        name = str(dtype).replace("torch.", "")
+        try:
+            ts = []
+            for i in range(warmup + reps):
+                t0 = time.perf_counter()
+                F.scaled_dot_product_attention(q, k, v, **kw)
+                t1 = time.perf_counter()
+                if i >= warmup:
+                    ts.append(t1 - t0)
+                if big is not None:
+                    big.sum()
+        except Exception as e:  # noqa: BLE001 - a dtype without a CPU kernel in this build
+            print(f"torch SDPA decode in {name} failed: {type(e).__name__}: {e}")
+            continue
+        kvb = 2 * Hkv * ctx * D * k.element_size()
+        print(f"row,decode,torch,{name},{threads},{statistics.median(ts):.6e},{min(ts):.6e},{max(ts):.6e},{kvb}")
+        del q, k, v
+    return 0
+
+
 def main(argv):
+    if len(argv) >= 1 and argv[0] == "decode":
+        try:
+            import torch  # noqa: F401
+        except Exception as e:  # noqa: BLE001 - any import failure means: no torch here
+            print(f"SKIP torch is not importable by {sys.executable} ({type(e).__name__}: {e})")
+            return 0
+        return decode([int(a) for a in argv[1:9]])
     if len(argv) < 3 or argv[0] != "--lib":
         print(__doc__)
         return 2
