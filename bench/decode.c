@@ -75,6 +75,8 @@ static sdpa_kv_cache *make_cache(sdpa_dtype st, int64_t Hkv, int64_t D, int64_t 
     return c;
 }
 
+static FILE *T; /* the tables: stdout, or stderr under --csv */
+
 /* PyTorch's rows for one case, printed beside ours: tokens/s, GB/s, and
  * our best tokens/s (over the storage types) against torch's best. Returns
  * -1 once torch is found missing (not tried again). */
@@ -115,7 +117,6 @@ int main(int argc, char **argv)
     int quick = 0, csv = 0, spawn = 0, warm = 0, torch = 0, threads = bc_cpus_online(), reps = 20, warmup = 3, a, bad = 0, ci, hi, si, r;
     const int64_t ctxs[3] = {4096, 16384, 65536}, hkvs[2] = {32, 8}, Hq = 32, D = 128;
     double bw, res[3][2][4][2]; /* [ctx][heads][storage]: tokens/s, bytes */
-    FILE *T;
     sdpa_pool *pool = NULL;
     evict_ctx ev;
     for (a = 1; a < argc; ++a) {
