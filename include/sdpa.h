@@ -3750,6 +3750,12 @@ SDPA_API int sdpa_attention(const sdpa_tensor *q, const sdpa_tensor *k, const sd
 
 #define SDPA__KV_SPAN 64          /* keys per online-softmax step */
 #define SDPA__KV_ROWS 64          /* query rows per task */
+#ifndef SDPA__KV_STEP
+#define SDPA__KV_STEP 8           /* keys per kernel call (prefetch granularity) */
+#endif
+#ifndef SDPA__KV_PF
+#define SDPA__KV_PF 3
+#endif
 #define SDPA__KV_CHUNK 512        /* keys per split (decode), at least */
 #define SDPA__KV_MAX_CHUNKS 64    /* splits per sequence, at most */
 #define SDPA__KV_MAX_PAGE 65536
@@ -4553,12 +4559,12 @@ sdpa__vacc_blk_avx2(const int R, const int W, int64_t N, int64_t Dv, const float
                     sdpa_dtype t, float *O, int64_t ldo)
 {
     const int64_t es = t == SDPA_F32 ? 4 : (t == SDPA_I8 ? 1 : 2), vs = Dv * es;
-    __m256 acc[4][4];
+    __m256 acc[4][8];
     int64_t j;
     int a, w;
     SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (w = 0; w < W; w++) acc[a][w] = _mm256_loadu_ps(O + a * ldo + 8 * w);
     for (j = 0; j < N; j++) {
-        __m256 x[4];
+        __m256 x[8];
         SDPA__UNROLL for (w = 0; w < W; w++) x[w] = sdpa__ld8_kv_avx2(V + j * vs + 8 * w * es, t);
         SDPA__UNROLL for (a = 0; a < R; a++) {
             __m256 p = _mm256_broadcast_ss(P + a * ldp + j);
@@ -4578,8 +4584,9 @@ sdpa__vacc_body_avx2(int64_t M, int64_t N, int64_t Dv, const float *P, int64_t l
         for (d = 0; d + 16 <= D8; d += 16) sdpa__vacc_blk_avx2(4, 2, N, Dv, P + r * ldp, ldp, V + d * es, t, O + r * ldo + d, ldo);
         if (d < D8) sdpa__vacc_blk_avx2(4, 1, N, Dv, P + r * ldp, ldp, V + d * es, t, O + r * ldo + d, ldo);
     }
-    for (; r < M; r++) { /* single rows x 32 columns (64 would spill) */
-        for (d = 0; d + 32 <= D8; d += 32) sdpa__vacc_blk_avx2(1, 4, N, Dv, P + r * ldp, ldp, V + d * es, t, O + r * ldo + d, ldo);
+    for (; r < M; r++) { /* single rows x 64 columns */
+        for (d = 0; d + 64 <= D8; d += 64) sdpa__vacc_blk_avx2(1, 8, N, Dv, P + r * ldp, ldp, V + d * es, t, O + r * ldo + d, ldo);
+        for (; d + 32 <= D8; d += 32) sdpa__vacc_blk_avx2(1, 4, N, Dv, P + r * ldp, ldp, V + d * es, t, O + r * ldo + d, ldo);
         for (; d + 16 <= D8; d += 16) sdpa__vacc_blk_avx2(1, 2, N, Dv, P + r * ldp, ldp, V + d * es, t, O + r * ldo + d, ldo);
         if (d < D8) sdpa__vacc_blk_avx2(1, 1, N, Dv, P + r * ldp, ldp, V + d * es, t, O + r * ldo + d, ldo);
     }
@@ -4933,6 +4940,20 @@ static void sdpa__kv_carve(const sdpa__kvplan *K, int worker, sdpa__ws *W, float
     W->hi = W->lo + SDPA__KV_ROWS;
 }
 
+/* A hint that [p, p + n) is read soon (nothing is read here). The cache's
+ * rows are contiguous per head within a page, but the kernels read K and
+ * then V one after the other: asking for the V rows while Q K^T runs, and
+ * for the next span's K rows while P V runs, keeps two streams in flight. */
+SDPA__INLINE void sdpa__prefetch(const char *p, int64_t n)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    int64_t o;
+    for (o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, SDPA__KV_PF);
+#else
+    (void)p, (void)n;
+#endif
+}
+
 static void sdpa__kv_task(void *ctx, int64_t task, int worker)
 {
     const sdpa__kvplan *K = (const sdpa__kvplan *)ctx;
@@ -4943,7 +4964,8 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
     sdpa__seq sq;
     sdpa__ws W;
     int64_t b, rem, nrb, nch, g, rb, ci, r0, nr, r, c0, c1, klo = INT64_MAX, khi = -1, s0, j, d;
-    int64_t D = P->D, Dv = P->Dv, ldo = K->ldo;
+    int64_t D = P->D, Dv = P->Dv, ldo = K->ldo, krow = D * c->esize, vrow = Dv * c->esize, nkb;
+    const char *nk;
     float *tmp;
     if (task < 0 || task >= P->n_tasks || worker < 0 || worker >= P->n_workers) return;
     b = sdpa__prefix_find(K->task_start, P->B, task);
@@ -4986,16 +5008,20 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
     for (s0 = khi < 0 ? 0 : klo / SDPA__KV_SPAN * SDPA__KV_SPAN; s0 <= khi; s0 += SDPA__KV_SPAN) {
         int64_t ns = SDPA__MIN(SDPA__KV_SPAN, khi + 1 - s0), ri0 = sdpa__kv_find(s, s0), ri;
         int any = 0;
-        for (ri = ri0, j = s0; j < s0 + ns; ri++) { /* S = Q K^T, run by run */
+        for (ri = ri0, j = s0; j < s0 + ns; ri++) { /* S = Q K^T, run by run, SDPA__KV_STEP keys at a time */
             const sdpa__kv_run *x = &s->run[ri];
-            int64_t slot = x->slot + (j - x->pos), cnt = SDPA__MIN(x->pos + x->n, s0 + ns) - j;
-            if (K->kdot16)
-                K->kdot16(nr, cnt, D, (const int16_t *)(const void *)W.Qb, K->ldq16, W.Kt,
-                          (const signed char *)sdpa__kv_kptr(c, x->page, g, slot), sdpa__kv_kscale(c, x->page, g, slot),
-                          W.S + (j - s0), SDPA__KV_SPAN);
-            else
-                K->kdot(nr, cnt, D, W.Q, D, sdpa__kv_kptr(c, x->page, g, slot), c->dt,
-                        c->dt == SDPA_I8 ? sdpa__kv_kscale(c, x->page, g, slot) : NULL, W.S + (j - s0), SDPA__KV_SPAN, tmp);
+            int64_t slot = x->slot + (j - x->pos), cnt = SDPA__MIN(x->pos + x->n, s0 + ns) - j, jj, n;
+            const char *kp = sdpa__kv_kptr(c, x->page, g, slot), *vp = sdpa__kv_vptr(c, x->page, g, slot);
+            const float *ksc = c->dt == SDPA_I8 ? sdpa__kv_kscale(c, x->page, g, slot) : NULL;
+            for (jj = 0; jj < cnt; jj += n) {
+                n = SDPA__MIN(SDPA__KV_STEP, cnt - jj);
+                sdpa__prefetch(vp + jj * vrow, n * vrow); /* these keys' V rows, read after the softmax */
+                if (K->kdot16)
+                    K->kdot16(nr, n, D, (const int16_t *)(const void *)W.Qb, K->ldq16, W.Kt, (const signed char *)kp + jj * krow,
+                              ksc + jj, W.S + (j - s0) + jj, SDPA__KV_SPAN);
+                else
+                    K->kdot(nr, n, D, W.Q, D, kp + jj * krow, c->dt, ksc ? ksc + jj : NULL, W.S + (j - s0) + jj, SDPA__KV_SPAN, tmp);
+            }
             j += cnt;
         }
         for (r = 0; r < nr; r++) { /* online softmax, as in sdpa__run_tile */
@@ -5017,9 +5043,15 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
             any = 1;
         }
         if (!any || Dv == 0) continue;
+        nk = NULL, nkb = 0;
+        if (s0 + SDPA__KV_SPAN <= khi) { /* the next span's first K rows, asked for while P V runs */
+            const sdpa__kv_run *x = &s->run[sdpa__kv_find(s, s0 + SDPA__KV_SPAN)];
+            nk = sdpa__kv_kptr(c, x->page, g, x->slot + (s0 + SDPA__KV_SPAN - x->pos));
+            nkb = SDPA__MIN(SDPA__MIN(x->pos + x->n, khi + 1) - (s0 + SDPA__KV_SPAN), SDPA__KV_SPAN) * krow;
+        }
         for (ri = ri0, j = s0; j < s0 + ns; ri++) { /* O += P V, run by run */
             const sdpa__kv_run *x = &s->run[ri];
-            int64_t slot = x->slot + (j - x->pos), cnt = SDPA__MIN(x->pos + x->n, s0 + ns) - j, jj;
+            int64_t slot = x->slot + (j - x->pos), cnt = SDPA__MIN(x->pos + x->n, s0 + ns) - j, jj, n;
             float *pj = W.S + (j - s0);
             if (c->dt == SDPA_I8) { /* the value scales folded into P; a hidden key stays 0 even with a NaN scale */
                 const float *vsc = sdpa__kv_vscale(c, x->page, g, slot);
@@ -5029,8 +5061,15 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
                         *pv = *pv == 0.0f ? 0.0f : *pv * vsc[jj];
                     }
             }
-            (sdpa__kv_flags(x->page)[g] ? sdpa__vacc_scalar : K->vacc)(nr, cnt, Dv, pj, SDPA__KV_SPAN,
-                                                                       sdpa__kv_vptr(c, x->page, g, slot), c->dt, W.O, ldo, tmp);
+            for (jj = 0; jj < cnt; jj += n) {
+                n = SDPA__MIN(SDPA__KV_STEP, cnt - jj);
+                if (nkb > 0) {
+                    sdpa__prefetch(nk, SDPA__MIN(nkb, n * krow));
+                    nk += n * krow, nkb -= n * krow;
+                }
+                (sdpa__kv_flags(x->page)[g] ? sdpa__vacc_scalar : K->vacc)(nr, n, Dv, pj + jj, SDPA__KV_SPAN,
+                                                                           sdpa__kv_vptr(c, x->page, g, slot + jj), c->dt, W.O, ldo, tmp);
+            }
             j += cnt;
         }
     }
