@@ -4315,6 +4315,20 @@ SDPA_API int sdpa_kv_cache_read(const sdpa_kv_cache *c, int64_t seq, int64_t pos
 
 /* ---- attention over the cache: kernels ---------------------------------- */
 
+/* A hint that [p, p + n) is read soon (nothing is read here). The cache's
+ * rows are contiguous per head within a page, but the kernels read K and
+ * then V one after the other: asking for the V rows while Q K^T runs, and
+ * for the next span's K rows while P V runs, keeps two streams in flight. */
+SDPA__INLINE void sdpa__prefetch(const char *p, int64_t n)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    int64_t o;
+    for (o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, SDPA__KV_PF);
+#else
+    (void)p, (void)n;
+#endif
+}
+
 /* S[r * lds + j] = dot(Q row r, key j) * ksc[j] (ksc NULL: 1) for r < M,
  * j < N. Key j is row j of K (D elements of dtype t, F32/F16/BF16/I8, packed
  * rows): read as stored, never widened into a copy of the block. */
@@ -4392,6 +4406,80 @@ static void sdpa__kdot16_scalar(int64_t M, int64_t N, int64_t D, const int16_t *
             for (d = 0; d < D; d++) acc += (int32_t)q[d] * (int32_t)k[d];
             S[r * lds + j] = (float)acc * qsc[r] * ksc[j];
         }
+}
+
+/* P V for I8 values in integer arithmetic: per row, P times the value
+ * scales, rounded to int16 with one scale for the call (pq = p' / ps, ps =
+ * max p' / 32767), then exact int32 sums of pq * v over the call's keys
+ * (N <= SDPA__KV_SPAN, so |sum| <= 64 * 32767 * 127 < 2^31), then
+ * O += ps * sum. The rounding of p' costs 2^-16 of the row's largest
+ * weight, far below the int8 values' own rounding. A row whose weights are
+ * not finite, or so small that 32767 / max overflows, takes the float form
+ * (vacc with the scales folded in), as does a page flagged non-finite.
+ * P is scratch: the float form overwrites it. pf/pfb: bytes to prefetch
+ * (the next span's K rows) while the sums run. */
+typedef void (*sdpa__vacc8_fn)(int64_t M, int64_t N, int64_t Dv, float *P, int64_t ldp, const float *vsc,
+                               const signed char *V, float *O, int64_t ldo, float *tmp, const char *pf, int64_t pfb);
+
+/* One row's weights as int16 pairs: pp[j / 2] = pq[j] | pq[j + 1] << 16 (a
+ * zero after an odd last key). Returns ps; 0 when every weight is 0 (the
+ * row adds nothing); -1 when the row must take the float form. A weight of
+ * exactly 0 stays 0 even where the scale is NaN. */
+static float sdpa__kv_pq(const float *P, const float *vsc, int64_t N, int32_t *pp)
+{
+    float x[SDPA__KV_SPAN], amax = 0.0f, inv;
+    int64_t j;
+    int bad = 0;
+    for (j = 0; j < N; j++) {
+        float y = P[j] == 0.0f ? 0.0f : P[j] * vsc[j];
+        bad |= !(y >= 0.0f && y <= 3.0e38f);
+        x[j] = y;
+        amax = y > amax ? y : amax;
+    }
+    if (bad || (amax > 0.0f && amax < 1e-30f)) return -1.0f;
+    if (amax == 0.0f) return 0.0f;
+    inv = 32767.0f / amax;
+    for (j = 0; j < N; j += 2) {
+        int32_t a = (int32_t)(x[j] * inv + 0.5f), b = j + 1 < N ? (int32_t)(x[j + 1] * inv + 0.5f) : 0;
+        a = a > 32767 ? 32767 : a;
+        b = b > 32767 ? 32767 : b;
+        pp[j / 2] = (int32_t)((uint32_t)a | ((uint32_t)b << 16));
+    }
+    return amax / 32767.0f;
+}
+
+/* The float form of one row: scales folded into P in place, then vacc. */
+static void sdpa__vacc8_row_float(sdpa__vacc_fn vacc, int64_t N, int64_t Dv, float *P, const float *vsc,
+                                  const signed char *V, float *O, float *tmp)
+{
+    int64_t j;
+    for (j = 0; j < N; j++) P[j] = P[j] == 0.0f ? 0.0f : P[j] * vsc[j];
+    vacc(1, N, Dv, P, 0, (const char *)V, SDPA_I8, O, 0, tmp);
+}
+
+/* Portable form: int32 sums in tmp (Dv of them), key by key, in loops the
+ * compiler vectorises. */
+static void sdpa__vacc8_scalar(int64_t M, int64_t N, int64_t Dv, float *P, int64_t ldp, const float *vsc,
+                               const signed char *V, float *O, int64_t ldo, float *tmp, const char *pf, int64_t pfb)
+{
+    int32_t pp[SDPA__KV_SPAN / 2], *SDPA__RESTRICT acc = (int32_t *)(void *)tmp;
+    int64_t r, j, d;
+    for (r = 0; r < M; r++) {
+        float ps = sdpa__kv_pq(P + r * ldp, vsc, N, pp), *o = O + r * ldo;
+        if (ps < 0.0f) {
+            sdpa__vacc8_row_float(sdpa__vacc_scalar, N, Dv, P + r * ldp, vsc, V, o, tmp);
+            continue;
+        }
+        if (ps == 0.0f) continue;
+        for (d = 0; d < Dv; d++) acc[d] = 0;
+        for (j = 0; j < N; j++) {
+            const signed char *SDPA__RESTRICT v = V + j * Dv;
+            int32_t w = (int32_t)(int16_t)(uint16_t)((uint32_t)pp[j / 2] >> (j % 2 ? 16 : 0));
+            for (d = 0; d < Dv; d++) acc[d] += w * (int32_t)v[d];
+        }
+        for (d = 0; d < Dv; d++) o[d] += ps * (float)acc[d];
+    }
+    sdpa__prefetch(pf, pfb);
 }
 
 /* Rounds a query row to int16 with one scale (max|x| / 32767); a row with a
@@ -4608,6 +4696,142 @@ SDPA__TARGET_AVX2 static void sdpa__vacc_avx2(int64_t M, int64_t N, int64_t Dv, 
     case SDPA_BF16: sdpa__vacc_body_avx2(M, N, Dv, P, ldp, V, SDPA_BF16, O, ldo); break;
     default: sdpa__vacc_body_avx2(M, N, Dv, P, ldp, V, SDPA_I8, O, ldo); break;
     }
+}
+/* The integer sums of one row over columns [d0, Dv), in plain C: exact, so
+ * every path's vector blocks agree with it. */
+static void sdpa__vacc8_cols(int64_t N, int64_t Dv, int64_t d0, const int32_t *pp, float ps, const signed char *V, float *O)
+{
+    int64_t j, d;
+    for (d = d0; d < Dv; d++) {
+        int32_t acc = 0;
+        for (j = 0; j < N; j++) {
+            int32_t w = (int32_t)(int16_t)(uint16_t)((uint32_t)pp[j / 2] >> (j % 2 ? 16 : 0));
+            acc += w * (int32_t)V[j * Dv + d];
+        }
+        O[d] += ps * (float)acc;
+    }
+}
+
+/* R rows x 16W columns of P V over I8 values (R * W <= 4): each key pair's
+ * 16 bytes widened (vpmovsxbw) and interleaved (vpunpck[lh]wd) once for all
+ * rows, vpmaddwd against the rows' int16 weight pairs, int32 sums. The
+ * unpacks leave columns 0-3, 8-11 in `lo` and 4-7, 12-15 in `hi`; the
+ * 128-bit permutes at the end put them back in order. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 void
+sdpa__vacc8_blk_avx2(const int R, const int W, int64_t N, int64_t Dv, const int32_t (*pp)[SDPA__KV_SPAN / 2],
+                     const float *ps, const signed char *V, float *O, int64_t ldo, const char *pf, int64_t pfb)
+{
+    __m256i lo[4][4], hi[4][4], ul[4], uh[4];
+    int64_t j, pstep = pf ? SDPA__ROUND_UP((pfb + N / 2) / (N / 2 + 1), 64) : 0;
+    int a, w;
+    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (w = 0; w < W; w++) lo[a][w] = hi[a][w] = _mm256_setzero_si256();
+    for (j = 0; j < N; j += 2) {
+        if (pfb > 0) { /* a slice of the next span's K per key pair */
+            sdpa__prefetch(pf, SDPA__MIN(pstep, pfb));
+            pf += pstep, pfb -= pstep;
+        }
+        SDPA__UNROLL for (w = 0; w < W; w++) {
+            __m256i x = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(V + j * Dv + 16 * w)));
+            __m256i y = j + 1 < N ? _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(V + (j + 1) * Dv + 16 * w)))
+                                  : _mm256_setzero_si256();
+            ul[w] = _mm256_unpacklo_epi16(x, y);
+            uh[w] = _mm256_unpackhi_epi16(x, y);
+        }
+        SDPA__UNROLL for (a = 0; a < R; a++) {
+            __m256i pw = _mm256_set1_epi32(pp[a][j / 2]);
+            SDPA__UNROLL for (w = 0; w < W; w++) {
+                lo[a][w] = _mm256_add_epi32(lo[a][w], _mm256_madd_epi16(ul[w], pw));
+                hi[a][w] = _mm256_add_epi32(hi[a][w], _mm256_madd_epi16(uh[w], pw));
+            }
+        }
+    }
+    SDPA__UNROLL for (a = 0; a < R; a++) {
+        __m256 s = _mm256_set1_ps(ps[a]);
+        SDPA__UNROLL for (w = 0; w < W; w++) {
+            float *o = O + a * ldo + 16 * w;
+            __m256 x0 = _mm256_cvtepi32_ps(_mm256_permute2x128_si256(lo[a][w], hi[a][w], 0x20));
+            __m256 x1 = _mm256_cvtepi32_ps(_mm256_permute2x128_si256(lo[a][w], hi[a][w], 0x31));
+            _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), _mm256_mul_ps(s, x0)));
+            _mm256_storeu_ps(o + 8, _mm256_add_ps(_mm256_loadu_ps(o + 8), _mm256_mul_ps(s, x1)));
+        }
+    }
+}
+
+/* sdpa__kv_pq on ymm registers (N <= SDPA__KV_SPAN; the tail read under a
+ * mask, nothing past P[N - 1] or vsc[N - 1]); rounds to nearest even. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 float sdpa__kv_pq_avx2(const float *P, const float *vsc,
+                                                                                  int64_t N, int32_t *pp)
+{
+    float x[SDPA__KV_SPAN + 16], amax;
+    __m256 mx = _mm256_setzero_ps(), bad = _mm256_setzero_ps(), big = _mm256_set1_ps(3.0e38f), z = _mm256_setzero_ps(), inv;
+    __m128 h;
+    int64_t j;
+    for (j = 0; j < N; j += 8) {
+        __m256 p, v, y;
+        if (j + 8 <= N) {
+            p = _mm256_loadu_ps(P + j);
+            v = _mm256_loadu_ps(vsc + j);
+        } else {
+            __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(N - j)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            p = _mm256_maskload_ps(P + j, m);
+            v = _mm256_maskload_ps(vsc + j, m);
+        }
+        y = _mm256_and_ps(_mm256_mul_ps(p, v), _mm256_cmp_ps(p, z, _CMP_NEQ_UQ)); /* p == 0 gives 0, NaN p NaN */
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(y, z, _CMP_LT_OQ));
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(y, big, _CMP_NLE_UQ)); /* NaN or above 3e38 */
+        mx = _mm256_max_ps(mx, y);
+        _mm256_storeu_ps(x + j, y);
+    }
+    if (_mm256_movemask_ps(bad)) return -1.0f;
+    h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    amax = _mm_cvtss_f32(h);
+    if (amax > 0.0f && amax < 1e-30f) return -1.0f;
+    if (amax == 0.0f) return 0.0f;
+    for (j = N; j < ((N + 15) & ~(int64_t)15); j++) x[j] = 0.0f;
+    inv = _mm256_set1_ps(32767.0f / amax);
+    for (j = 0; j < N; j += 16) { /* packs interleaves 128-bit lanes; the permute undoes it */
+        __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j), inv));
+        __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8), inv));
+        _mm256_storeu_si256((__m256i *)(void *)(pp + j / 2), _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xd8));
+    }
+    return amax / 32767.0f;
+}
+
+SDPA__TARGET_AVX2 static void sdpa__vacc8_avx2(int64_t M, int64_t N, int64_t Dv, float *P, int64_t ldp, const float *vsc,
+                                               const signed char *V, float *O, int64_t ldo, float *tmp, const char *pf, int64_t pfb)
+{
+    int32_t pp[4][SDPA__KV_SPAN / 2];
+    float ps[4];
+    const int64_t D16 = Dv & ~(int64_t)15;
+    int64_t r = 0, d;
+    while (r < M) {
+        int R = M - r >= 4 ? 4 : 1, a, bad = 0, live = 0;
+        for (a = 0; a < R; a++) {
+            ps[a] = sdpa__kv_pq_avx2(P + (r + a) * ldp, vsc, N, pp[a]);
+            bad |= ps[a] < 0.0f;
+            live |= ps[a] > 0.0f;
+        }
+        if (bad) { /* rare (non-finite or tiny weights): these rows in float */
+            for (a = 0; a < R; a++) sdpa__vacc8_row_float(sdpa__vacc_avx2, N, Dv, P + (r + a) * ldp, vsc, V, O + (r + a) * ldo, tmp);
+        } else if (live) {
+            float *o = O + r * ldo;
+            d = 0;
+            if (R == 4) {
+                for (; d < D16; d += 16, pfb = 0)
+                    sdpa__vacc8_blk_avx2(4, 1, N, Dv, (const int32_t(*)[SDPA__KV_SPAN / 2])pp, ps, V + d, o + d, ldo, pf, pfb);
+            } else {
+                for (; d + 64 <= D16; d += 64, pfb = 0)
+                    sdpa__vacc8_blk_avx2(1, 4, N, Dv, (const int32_t(*)[SDPA__KV_SPAN / 2])pp, ps, V + d, o + d, ldo, pf, pfb);
+                for (; d < D16; d += 16, pfb = 0)
+                    sdpa__vacc8_blk_avx2(1, 1, N, Dv, (const int32_t(*)[SDPA__KV_SPAN / 2])pp, ps, V + d, o + d, ldo, pf, pfb);
+            }
+            for (a = 0; a < R && D16 < Dv; a++) sdpa__vacc8_cols(N, Dv, D16, pp[a], ps[a], V, O + (r + a) * ldo);
+        }
+        r += R;
+    }
+    if (pfb > 0) sdpa__prefetch(pf, pfb);
 }
 #endif /* SDPA__HAVE_AVX2 */
 
@@ -4868,6 +5092,7 @@ typedef struct sdpa__kvplan {
     sdpa__kdot_fn kdot;
     sdpa__vacc_fn vacc;
     sdpa__kdot16_fn kdot16;       /* I8 storage: int16 queries against int8 keys; NULL: kdot */
+    sdpa__vacc8_fn vacc8;         /* I8 storage: integer P V; NULL: vacc with the scales folded in */
     int64_t ldq16;                /* int16 query row stride */
     int64_t *task_start;          /* [B + 1] */
     int64_t *merge_start;         /* [B + 1] */
@@ -4938,20 +5163,6 @@ static void sdpa__kv_carve(const sdpa__kvplan *K, int worker, sdpa__ws *W, float
     W->i = W->h + SDPA__KV_ROWS;
     W->lo = W->i + SDPA__KV_ROWS;
     W->hi = W->lo + SDPA__KV_ROWS;
-}
-
-/* A hint that [p, p + n) is read soon (nothing is read here). The cache's
- * rows are contiguous per head within a page, but the kernels read K and
- * then V one after the other: asking for the V rows while Q K^T runs, and
- * for the next span's K rows while P V runs, keeps two streams in flight. */
-SDPA__INLINE void sdpa__prefetch(const char *p, int64_t n)
-{
-#if defined(__GNUC__) || defined(__clang__)
-    int64_t o;
-    for (o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, SDPA__KV_PF);
-#else
-    (void)p, (void)n;
-#endif
 }
 
 static void sdpa__kv_task(void *ctx, int64_t task, int worker)
@@ -5053,6 +5264,13 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
             const sdpa__kv_run *x = &s->run[ri];
             int64_t slot = x->slot + (j - x->pos), cnt = SDPA__MIN(x->pos + x->n, s0 + ns) - j, jj, n;
             float *pj = W.S + (j - s0);
+            if (K->vacc8 && !sdpa__kv_flags(x->page)[g]) {
+                K->vacc8(nr, cnt, Dv, pj, SDPA__KV_SPAN, sdpa__kv_vscale(c, x->page, g, slot),
+                         (const signed char *)sdpa__kv_vptr(c, x->page, g, slot), W.O, ldo, tmp, nk, nkb);
+                nkb = 0;
+                j += cnt;
+                continue;
+            }
             if (c->dt == SDPA_I8) { /* the value scales folded into P; a hidden key stays 0 even with a NaN scale */
                 const float *vsc = sdpa__kv_vscale(c, x->page, g, slot);
                 for (r = 0; r < nr; r++)
@@ -5215,6 +5433,7 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
         K.kdot = sdpa__kdot_avx2;
         K.vacc = sdpa__vacc_avx2;
         K.kdot16 = sdpa__kdot16_avx2;
+        K.vacc8 = sdpa__vacc8_avx2;
     }
 #endif
 #ifdef SDPA__HAVE_AVX512
@@ -5226,6 +5445,8 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
 #endif
     if (c->dt != SDPA_I8 || P->D > SDPA__KV_I16_MAX_D) K.kdot16 = NULL;
     else if (!K.kdot16) K.kdot16 = sdpa__kdot16_scalar;
+    if (c->dt != SDPA_I8) K.vacc8 = NULL;
+    else if (!K.vacc8) K.vacc8 = sdpa__vacc8_scalar;
     K.ldq16 = SDPA__ROUND_UP(P->D, 32);
     K.c = c;
     K.seqs = seqs;

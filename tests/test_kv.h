@@ -1049,8 +1049,87 @@ static void test_kv_threads(void)
     group_end();
 }
 
+/* The integer P V kernels (I8 values) against float64: random rows with
+ * zero weights (some over keys whose scale is NaN: they must stay hidden),
+ * rows of zeros, of tiny weights and with a NaN weight (the float form),
+ * M 1..9 (the 4-row blocks and single rows), N 1..64, Dv 1..130 (every
+ * 16-column block and tail). O starts random: the kernel adds to it. Bound:
+ * the weights' int16 rounding, N * 127 * max w / 65534, plus float
+ * rounding. */
+static void test_vacc8_kernel(const char *name, sdpa__vacc8_fn fn)
+{
+    int it;
+    for (it = 0; it < (g_quick ? 40 : 150); it++) {
+        int64_t M = rnd_int(1, 9), N = rnd_int(1, SDPA__KV_SPAN), Dv = it < 20 ? rnd_int(1, 20) : rnd_int(1, 130), r, j, d;
+        int64_t ldp = SDPA__KV_SPAN, ldo = Dv + rnd_int(0, 5);
+        float *P = (float *)xcalloc((size_t)(M * ldp), sizeof(float)), *vsc = (float *)xcalloc((size_t)N, sizeof(float));
+        float *Pc = (float *)xcalloc((size_t)(M * ldp), sizeof(float)); /* the kernel may overwrite P (scratch) */
+        float *O = (float *)xcalloc((size_t)(M * ldo), sizeof(float)), *O0 = (float *)xcalloc((size_t)(M * ldo), sizeof(float));
+        float *tmp = (float *)xcalloc((size_t)SDPA__ROUND_UP(ldo, 16) + 16, sizeof(float));
+        signed char *V = (signed char *)xcalloc((size_t)(N * Dv), 1);
+        char *pf = (char *)xcalloc(4096, 1);
+        int kind[9];
+        case_begin("%s: M %lld N %lld Dv %lld", name, LL(M), LL(N), LL(Dv));
+        for (j = 0; j < N; j++) vsc[j] = (float)rnd_range(1e-4, 0.05);
+        for (j = 0; j < N * Dv; j++) V[j] = (signed char)rnd_int(-127, 127);
+        for (r = 0; r < M; r++) {
+            kind[r] = (int)rnd_int(0, 9); /* 0: all zero, 1: tiny, 2: a NaN weight, else random with zeros */
+            for (j = 0; j < N; j++) {
+                float w = rnd_int(0, 3) == 0 ? 0.0f : (float)rnd_unit();
+                P[r * ldp + j] = kind[r] == 0 ? 0.0f : kind[r] == 1 ? w * 1e-36f : w;
+            }
+            if (kind[r] == 2) P[r * ldp + rnd_int(0, N - 1)] = NAN;
+            for (d = 0; d < ldo; d++) O[r * ldo + d] = O0[r * ldo + d] = (float)rnd_range(-1, 1);
+        }
+        for (j = 0; j < N; j++) /* a hidden key (weight 0 in every row) with a NaN scale */
+            if (rnd_int(0, 7) == 0) {
+                int zero = 1;
+                for (r = 0; r < M; r++) zero &= P[r * ldp + j] == 0.0f;
+                if (zero) vsc[j] = NAN;
+            }
+        memcpy(Pc, P, (size_t)(M * ldp) * sizeof(float));
+        fn(M, N, Dv, Pc, ldp, vsc, V, O, ldo, tmp, pf, rnd_int(0, 1) ? 4096 : 0);
+        for (r = 0; r < M; r++) {
+            double amax = 0.0, sa = 0.0;
+            int nan_row = 0;
+            for (j = 0; j < N; j++) {
+                double w = P[r * ldp + j] == 0.0f ? 0.0 : (double)P[r * ldp + j] * vsc[j];
+                if (w != w) nan_row = 1;
+                else amax = w > amax ? w : amax;
+            }
+            for (d = 0; d < Dv; d++) {
+                double ref = O0[r * ldo + d], got = O[r * ldo + d], tol;
+                sa = fabs(ref);
+                for (j = 0; j < N; j++) {
+                    double w = P[r * ldp + j] == 0.0f ? 0.0 : (double)P[r * ldp + j] * vsc[j];
+                    ref += w * V[j * Dv + d];
+                    sa += fabs(w * V[j * Dv + d]);
+                }
+                tol = (double)N * 127.0 * amax / 65534.0 * 1.01 + 2e-6 * sa + 1e-30;
+                if (nan_row) CHECK(got != got, "row %lld col %lld: a NaN weight gave %g", LL(r), LL(d), got);
+                else CHECK(fabs(got - ref) <= tol, "row %lld (kind %d) col %lld: %.9g, want %.9g (tol %.3g)", LL(r), kind[r],
+                           LL(d), got, ref, tol);
+            }
+            for (d = Dv; d < ldo; d++) CHECK(O[r * ldo + d] == O0[r * ldo + d], "row %lld col %lld past Dv written", LL(r), LL(d));
+        }
+        free(P), free(Pc), free(vsc), free(O), free(O0), free(tmp), free(V), free(pf);
+        case_end();
+    }
+}
+
+static void test_kv_vacc8(void)
+{
+    if (!group_begin("kv cache int8 P.V kernels")) return;
+    test_vacc8_kernel("scalar", sdpa__vacc8_scalar);
+#ifdef SDPA__HAVE_AVX2
+    if (sdpa__cpu() & SDPA__CPU_AVX2) test_vacc8_kernel("avx2", sdpa__vacc8_avx2);
+#endif
+    group_end();
+}
+
 static void test_kv(void)
 {
+    test_kv_vacc8();
     test_kv_nomem();
     test_kv_threads();
     test_kv_errors();
