@@ -150,9 +150,9 @@ int main(int argc, char **argv)
     ev.n = warm ? 0 : ((size_t)512 << 20) / 4;
     ev.buf = ev.n ? (const uint32_t *)evbuf_new(ev.n) : NULL;
     fprintf(T, "sdpa.h %s decode bench: path %s, %d threads (pinned, %s), read bandwidth %.1f GB/s on %d threads\n"
-               "  (4-stream uint32 sum over 512 MiB, best of 5). One query token, 32 heads, head_dim 128; median of %d\n"
-               "  steps after %d warm-ups. GB/s = K/V bytes read (with I8 scales) / time; err = relative L2\n"
-               "  of the output against the F32 cache's; %s\n",
+               "  (uint32 sums over 512 MiB, best of 5 passes with each of 1, 2, 4 streams per thread). One query\n"
+               "  token, 32 heads, head_dim 128; median of %d steps after %d warm-ups. GB/s = K/V bytes read (with\n"
+               "  I8 scales) / time; err = relative L2 of the output against the F32 cache's; %s\n",
             sdpa_version(), sdpa_path_name((sdpa_path)sdpa_path_in_use(NULL)), threads,
             threads == 1 ? "the calling thread" : spawn ? "started per call" : "an sdpa_pool", bw, threads, reps, warmup,
             warm ? "the cache stays warm between steps (--warm)" : "512 MiB read between steps (L3 evicted)");
