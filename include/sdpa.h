@@ -4519,16 +4519,20 @@ static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 __m256 sdpa__ld8_
     return sdpa__load8_avx2(p, t);
 }
 
-/* One dot product finished: lanes summed (fixed tree), the D % 8 tail
- * elements added, the key's scale applied. */
-static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 float
-sdpa__kdot_end_avx2(__m256 acc, const float *q, const char *kr, sdpa_dtype t, int64_t d, int64_t D, float sc)
+/* The lane sums of four accumulators at once, each in the same fixed tree
+ * ((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7)): a dot product has the
+ * same bits whichever block (and which slot of the four) computed it. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 __m128 sdpa__hsum4_avx2(__m256 a, __m256 b, __m256 c, __m256 d)
 {
-    __m128 x = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    float s;
-    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    x = _mm_add_ss(x, _mm_movehdup_ps(x));
-    s = _mm_cvtss_f32(x);
+    __m256 x = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+}
+
+/* One dot product finished from its lane sum: the D % 8 tail elements
+ * added, the key's scale applied. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 float
+sdpa__kdot_end_avx2(float s, const float *q, const char *kr, sdpa_dtype t, int64_t d, int64_t D, float sc)
+{
     for (; d < D; d++) s += q[d] * sdpa__kv_get(kr, t, d);
     return s * sc;
 }
@@ -4552,8 +4556,21 @@ sdpa__kdot_blk_avx2(const int R, const int KC, int64_t D, const float *q, int64_
             SDPA__UNROLL for (a = 0; a < R; a++) acc[a][c] = _mm256_fmadd_ps(x[a], kv, acc[a][c]);
         }
     }
-    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (c = 0; c < KC; c++)
-        S[a * lds + c] = sdpa__kdot_end_avx2(acc[a][c], q + a * ldq, kr + c * ks, t, D8, D, ksc ? ksc[c] : 1.0f);
+    if (R == 4) { /* per key, its four rows */
+        SDPA__UNROLL for (c = 0; c < KC; c++) {
+            float h[4];
+            _mm_storeu_ps(h, sdpa__hsum4_avx2(acc[0][c], acc[1][c], acc[2][c], acc[3][c]));
+            SDPA__UNROLL for (a = 0; a < 4; a++)
+                S[a * lds + c] = sdpa__kdot_end_avx2(h[a], q + a * ldq, kr + c * ks, t, D8, D, ksc ? ksc[c] : 1.0f);
+        }
+    } else { /* per row, its keys (up to four; a single one repeated) */
+        SDPA__UNROLL for (a = 0; a < R; a++) {
+            float h[4];
+            _mm_storeu_ps(h, sdpa__hsum4_avx2(acc[a][0], acc[a][KC > 1 ? 1 : 0], acc[a][KC > 2 ? 2 : 0], acc[a][KC > 3 ? 3 : 0]));
+            SDPA__UNROLL for (c = 0; c < KC; c++)
+                S[a * lds + c] = sdpa__kdot_end_avx2(h[c], q + a * ldq, kr + c * ks, t, D8, D, ksc ? ksc[c] : 1.0f);
+        }
+    }
 }
 
 static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 void
@@ -4613,14 +4630,30 @@ sdpa__kdot16_blk_avx2(const int R, const int KC, int64_t D, const int16_t *q, in
             SDPA__UNROLL for (a = 0; a < R; a++) acc[a][c] = _mm256_add_epi32(acc[a][c], _mm256_madd_epi16(x[a], kv));
         }
     }
-    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (c = 0; c < KC; c++) {
-        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(acc[a][c]), _mm256_extracti128_si256(acc[a][c], 1));
-        int32_t sum;
-        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
-        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
-        sum = _mm_cvtsi128_si32(h);
-        for (d = D16; d < D; d++) sum += (int32_t)q[a * ldq + d] * (int32_t)k[c * D + d];
-        S[a * lds + c] = (float)sum * qsc[a] * ksc[c];
+    /* exact integer sums: any order gives the same bits; four at a time */
+    if (R == 4) {
+        SDPA__UNROLL for (c = 0; c < KC; c++) {
+            int32_t h[4];
+            __m256i x = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[0][c], acc[1][c]), _mm256_hadd_epi32(acc[2][c], acc[3][c]));
+            _mm_storeu_si128((__m128i *)(void *)h, _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1)));
+            SDPA__UNROLL for (a = 0; a < 4; a++) {
+                int32_t sum = h[a];
+                for (d = D16; d < D; d++) sum += (int32_t)q[a * ldq + d] * (int32_t)k[c * D + d];
+                S[a * lds + c] = (float)sum * qsc[a] * ksc[c];
+            }
+        }
+    } else {
+        SDPA__UNROLL for (a = 0; a < R; a++) {
+            int32_t h[4];
+            __m256i x = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[a][0], acc[a][KC > 1 ? 1 : 0]),
+                                          _mm256_hadd_epi32(acc[a][KC > 2 ? 2 : 0], acc[a][KC > 3 ? 3 : 0]));
+            _mm_storeu_si128((__m128i *)(void *)h, _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1)));
+            SDPA__UNROLL for (c = 0; c < KC; c++) {
+                int32_t sum = h[c];
+                for (d = D16; d < D; d++) sum += (int32_t)q[a * ldq + d] * (int32_t)k[c * D + d];
+                S[a * lds + c] = (float)sum * qsc[a] * ksc[c];
+            }
+        }
     }
 }
 
@@ -5076,6 +5109,89 @@ SDPA__TARGET_AVX512 static void sdpa__vacc_avx512(int64_t M, int64_t N, int64_t 
     default: sdpa__vacc_body_avx512(M, N, Dv, P, ldp, V, SDPA_I8, O, ldo); break;
     }
 }
+
+/* The integer P V (see sdpa__vacc8_fn) on zmm registers with AVX512-VNNI:
+ * R rows x 32W columns (R * W <= 4), each key pair's 32 bytes widened and
+ * interleaved once for all rows, one vpdpwssd per 16 products-pairs. The
+ * unpacks leave, per 128-bit block, columns 8k..8k+3 in `lo` and
+ * 8k+4..8k+7 in `hi`; two block shuffles restore the order. Without VNNI
+ * the AVX2 form serves (vpmaddwd + vpaddd would gain little at this width). */
+static inline __attribute__((always_inline)) SDPA__TARGET_VNNI void
+sdpa__vacc8_blk_vnni(const int R, const int W, int64_t N, int64_t Dv, const int32_t (*pp)[SDPA__KV_SPAN / 2], const float *ps,
+                     const signed char *V, float *O, int64_t ldo, const char *pf, int64_t pfb)
+{
+    __m512i lo[4][4], hi[4][4], ul[4], uh[4];
+    int64_t j, pstep = pf ? SDPA__ROUND_UP((pfb + N / 2) / (N / 2 + 1), 64) : 0;
+    int a, w;
+    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (w = 0; w < W; w++) lo[a][w] = hi[a][w] = _mm512_setzero_si512();
+    for (j = 0; j < N; j += 2) {
+        if (pfb > 0) {
+            sdpa__prefetch(pf, SDPA__MIN(pstep, pfb));
+            pf += pstep, pfb -= pstep;
+        }
+        SDPA__UNROLL for (w = 0; w < W; w++) {
+            __m512i x = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(V + j * Dv + 32 * w)));
+            __m512i y = j + 1 < N ? _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(V + (j + 1) * Dv + 32 * w)))
+                                  : _mm512_setzero_si512();
+            ul[w] = _mm512_maskz_unpacklo_epi16((__mmask32)0xffffffffu, x, y);
+            uh[w] = _mm512_maskz_unpackhi_epi16((__mmask32)0xffffffffu, x, y);
+        }
+        SDPA__UNROLL for (a = 0; a < R; a++) {
+            __m512i pw = _mm512_set1_epi32(pp[a][j / 2]);
+            SDPA__UNROLL for (w = 0; w < W; w++) {
+                lo[a][w] = _mm512_dpwssd_epi32(lo[a][w], ul[w], pw);
+                hi[a][w] = _mm512_dpwssd_epi32(hi[a][w], uh[w], pw);
+            }
+        }
+    }
+    SDPA__UNROLL for (a = 0; a < R; a++) {
+        __m512 s = _mm512_set1_ps(ps[a]);
+        SDPA__UNROLL for (w = 0; w < W; w++) {
+            float *o = O + a * ldo + 32 * w;
+            __m512i t0 = _mm512_maskz_shuffle_i32x4(SDPA__ALL16, lo[a][w], hi[a][w], 0x44); /* lo0 lo1 hi0 hi1 */
+            __m512i t1 = _mm512_maskz_shuffle_i32x4(SDPA__ALL16, lo[a][w], hi[a][w], 0xee); /* lo2 lo3 hi2 hi3 */
+            t0 = _mm512_maskz_shuffle_i32x4(SDPA__ALL16, t0, t0, 0xd8);                     /* columns 0..15 */
+            t1 = _mm512_maskz_shuffle_i32x4(SDPA__ALL16, t1, t1, 0xd8);                     /* columns 16..31 */
+            _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), _mm512_mul_ps(s, _mm512_maskz_cvtepi32_ps(SDPA__ALL16, t0))));
+            _mm512_storeu_ps(o + 16, _mm512_add_ps(_mm512_loadu_ps(o + 16), _mm512_mul_ps(s, _mm512_maskz_cvtepi32_ps(SDPA__ALL16, t1))));
+        }
+    }
+}
+
+SDPA__TARGET_VNNI static void sdpa__vacc8_vnni(int64_t M, int64_t N, int64_t Dv, float *P, int64_t ldp, const float *vsc,
+                                               const signed char *V, float *O, int64_t ldo, float *tmp, const char *pf, int64_t pfb)
+{
+    int32_t pp[4][SDPA__KV_SPAN / 2];
+    float ps[4];
+    const int64_t D32 = Dv & ~(int64_t)31;
+    int64_t r = 0, d;
+    while (r < M) {
+        int R = M - r >= 4 ? 4 : 1, a, bad = 0, live = 0;
+        for (a = 0; a < R; a++) {
+            ps[a] = sdpa__kv_pq_avx2(P + (r + a) * ldp, vsc, N, pp[a]);
+            bad |= ps[a] < 0.0f;
+            live |= ps[a] > 0.0f;
+        }
+        if (bad) {
+            for (a = 0; a < R; a++) sdpa__vacc8_row_float(sdpa__vacc_avx512, N, Dv, P + (r + a) * ldp, vsc, V, O + (r + a) * ldo, tmp);
+        } else if (live) {
+            float *o = O + r * ldo;
+            d = 0;
+            if (R == 4) {
+                for (; d < D32; d += 32, pfb = 0)
+                    sdpa__vacc8_blk_vnni(4, 1, N, Dv, (const int32_t(*)[SDPA__KV_SPAN / 2])pp, ps, V + d, o + d, ldo, pf, pfb);
+            } else {
+                for (; d + 128 <= D32; d += 128, pfb = 0)
+                    sdpa__vacc8_blk_vnni(1, 4, N, Dv, (const int32_t(*)[SDPA__KV_SPAN / 2])pp, ps, V + d, o + d, ldo, pf, pfb);
+                for (; d < D32; d += 32, pfb = 0)
+                    sdpa__vacc8_blk_vnni(1, 1, N, Dv, (const int32_t(*)[SDPA__KV_SPAN / 2])pp, ps, V + d, o + d, ldo, pf, pfb);
+            }
+            for (a = 0; a < R && D32 < Dv; a++) sdpa__vacc8_cols(N, Dv, D32, pp[a], ps[a], V, O + (r + a) * ldo);
+        }
+        r += R;
+    }
+    if (pfb > 0) sdpa__prefetch(pf, pfb);
+}
 #endif /* SDPA__HAVE_AVX512 */
 
 /* ---- attention over the cache: the forward -------------------------------- */
@@ -5441,6 +5557,7 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
         K.kdot = sdpa__kdot_avx512;
         K.vacc = sdpa__vacc_avx512;
         K.kdot16 = (sdpa__cpu() & SDPA__CPU_VNNI) ? sdpa__kdot16_vnni : sdpa__kdot16_avx512;
+        if (sdpa__cpu() & SDPA__CPU_VNNI) K.vacc8 = sdpa__vacc8_vnni;
     }
 #endif
     if (c->dt != SDPA_I8 || P->D > SDPA__KV_I16_MAX_D) K.kdot16 = NULL;

@@ -1124,6 +1124,9 @@ static void test_kv_vacc8(void)
 #ifdef SDPA__HAVE_AVX2
     if (sdpa__cpu() & SDPA__CPU_AVX2) test_vacc8_kernel("avx2", sdpa__vacc8_avx2);
 #endif
+#ifdef SDPA__HAVE_AVX512
+    if ((sdpa__cpu() & SDPA__CPU_AVX512) && (sdpa__cpu() & SDPA__CPU_VNNI)) test_vacc8_kernel("avx512-vnni", sdpa__vacc8_vnni);
+#endif
     group_end();
 }
 
