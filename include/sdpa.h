@@ -4437,7 +4437,10 @@ static float sdpa__kv_pq(const float *P, const float *vsc, int64_t N, int32_t *p
         amax = y > amax ? y : amax;
     }
     if (bad || (amax > 0.0f && amax < 1e-30f)) return -1.0f;
-    if (amax == 0.0f) return 0.0f;
+    if (amax == 0.0f) {
+        for (j = 0; j < N; j += 2) pp[j / 2] = 0;
+        return 0.0f;
+    }
     inv = 32767.0f / amax;
     for (j = 0; j < N; j += 2) {
         int32_t a = (int32_t)(x[j] * inv + 0.5f), b = j + 1 < N ? (int32_t)(x[j + 1] * inv + 0.5f) : 0;
@@ -4790,8 +4793,9 @@ sdpa__vacc8_blk_avx2(const int R, const int W, int64_t N, int64_t Dv, const int3
     }
 }
 
-/* sdpa__kv_pq on ymm registers (N <= SDPA__KV_SPAN; the tail read under a
- * mask, nothing past P[N - 1] or vsc[N - 1]); rounds to nearest even. */
+/* sdpa__kv_pq on ymm registers (N <= SDPA__KV_SPAN; the tail through a
+ * padded copy, nothing read past P[N - 1] or vsc[N - 1]); rounds to
+ * nearest even. */
 static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 float sdpa__kv_pq_avx2(const float *P, const float *vsc,
                                                                                   int64_t N, int32_t *pp)
 {
@@ -4804,10 +4808,12 @@ static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 float sdpa__kv_pq
         if (j + 8 <= N) {
             p = _mm256_loadu_ps(P + j);
             v = _mm256_loadu_ps(vsc + j);
-        } else {
-            __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(N - j)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-            p = _mm256_maskload_ps(P + j, m);
-            v = _mm256_maskload_ps(vsc + j, m);
+        } else { /* the tail through zero-padded copies */
+            float pt[8] = {0, 0, 0, 0, 0, 0, 0, 0}, vt[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            int64_t t;
+            for (t = 0; t < N - j; t++) pt[t] = P[j + t], vt[t] = vsc[j + t];
+            p = _mm256_loadu_ps(pt);
+            v = _mm256_loadu_ps(vt);
         }
         y = _mm256_and_ps(_mm256_mul_ps(p, v), _mm256_cmp_ps(p, z, _CMP_NEQ_UQ)); /* p == 0 gives 0, NaN p NaN */
         bad = _mm256_or_ps(bad, _mm256_cmp_ps(y, z, _CMP_LT_OQ));
@@ -4821,7 +4827,10 @@ static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 float sdpa__kv_pq
     h = _mm_max_ss(h, _mm_movehdup_ps(h));
     amax = _mm_cvtss_f32(h);
     if (amax > 0.0f && amax < 1e-30f) return -1.0f;
-    if (amax == 0.0f) return 0.0f;
+    if (amax == 0.0f) { /* zero weights: a 4-row block still multiplies them (by a zero scale) */
+        for (j = 0; j < N; j += 2) pp[j / 2] = 0;
+        return 0.0f;
+    }
     for (j = N; j < ((N + 15) & ~(int64_t)15); j++) x[j] = 0.0f;
     inv = _mm256_set1_ps(32767.0f / amax);
     for (j = 0; j < N; j += 16) { /* packs interleaves 128-bit lanes; the permute undoes it */
