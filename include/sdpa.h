@@ -4733,6 +4733,7 @@ SDPA__TARGET_AVX2 static void sdpa__vacc_avx2(int64_t M, int64_t N, int64_t Dv, 
     default: sdpa__vacc_body_avx2(M, N, Dv, P, ldp, V, SDPA_I8, O, ldo); break;
     }
 }
+
 /* The integer sums of one row over columns [d0, Dv), in plain C: exact, so
  * every path's vector blocks agree with it. */
 static void sdpa__vacc8_cols(int64_t N, int64_t Dv, int64_t d0, const int32_t *pp, float ps, const signed char *V, float *O)
