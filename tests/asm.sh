@@ -72,7 +72,8 @@ simd_kernels="sdpa__gemm_avx2 sdpa__exp_row_avx2 sdpa__row_max_avx2 sdpa__load_r
 other_kernels="sdpa__gemm_avx512 sdpa__exp_row_avx512 sdpa__row_max_avx512 sdpa__load_row_avx512
 sdpa__bgemm_amx sdpa__split_row_bf16 sdpa__pack_vpair_bf16
 sdpa__gemm_neon sdpa__exp_row_neon sdpa__row_max_neon sdpa__load_row_neon sdpa__load_kt_neon
-sdpa__qk_i8_scalar sdpa__qk_i8_avx2 sdpa__qk_i8_vnni sdpa__qk_i8_neon sdpa__qk_i8_sdot"
+sdpa__qk_i8_scalar sdpa__qk_i8_avx2 sdpa__qk_i8_vnni sdpa__qk_i8_neon sdpa__qk_i8_sdot
+sdpa__kdot16_avx2 sdpa__kdot16_vnni sdpa__vacc8_avx2 sdpa__vacc8_vnni"
 kernels="$plain_kernels $scalar_kernels $simd_kernels $other_kernels"
 src_of() { case "$1" in plain_*) echo "$here/bench/plain_kernels.h" ;; *) echo "$here/include/sdpa.h" ;; esac; }
 
@@ -273,6 +274,14 @@ check)
         need sdpa__qk_i8_avx2 8 'vpmaddwd\s+.*%ymm' "vpmaddwd"
         # AVX512-VNNI: 4 x 32 blocks, 8 vpdpbusd per quad step
         need sdpa__qk_i8_vnni 8 'vpdpbusd\s+.*%zmm' "zmm vpdpbusd"
+        # KV cache, I8 storage: int16 queries x int8 keys (4 x 2 blocks: 8
+        # vpmaddwd per step), and P V in integer arithmetic: key pairs
+        # interleaved (vpunpck[lh]wd), 8 vpmaddwd / vpdpwssd per pair
+        need sdpa__kdot16_avx2 8 'vpmaddwd\s+.*%ymm' "ymm vpmaddwd"
+        need sdpa__kdot16_vnni 8 'vpdpwssd\s+.*%zmm' "zmm vpdpwssd"
+        need sdpa__vacc8_avx2 8 'vpmaddwd\s+.*%ymm' "ymm vpmaddwd"
+        need sdpa__vacc8_avx2 4 'vpunpck[lh]wd\s+.*%ymm' "ymm key-pair interleaves"
+        need sdpa__vacc8_vnni 8 'vpdpwssd\s+.*%zmm' "zmm vpdpwssd"
         # what the auto-vectoriser made of the portable kernels (SSE2 only:
         # no -m flags): the micro-kernel; the exp loop, which vectorises only
         # while sdpa__expf stays branch-free (its degree-7 polynomial alone is
