@@ -4842,6 +4842,25 @@ static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 float sdpa__kv_pq
     return amax / 32767.0f;
 }
 
+/* A group of R rows' weights for the integer sums (pp, ps): 1 when the
+ * sums should run; 0 when the rows add nothing, or when a weight is not
+ * finite or too small and the rows were done here in the float form
+ * (vacc, scales folded in). */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 int
+sdpa__vacc8_group_avx2(int R, int64_t N, int64_t Dv, float *P, int64_t ldp, const float *vsc, const signed char *V, float *O,
+                       int64_t ldo, float *tmp, sdpa__vacc_fn vacc, int32_t (*pp)[SDPA__KV_SPAN / 2], float *ps)
+{
+    int a, bad = 0, live = 0;
+    for (a = 0; a < R; a++) {
+        ps[a] = sdpa__kv_pq_avx2(P + a * ldp, vsc, N, pp[a]);
+        bad |= ps[a] < 0.0f;
+        live |= ps[a] > 0.0f;
+    }
+    if (!bad) return live;
+    for (a = 0; a < R; a++) sdpa__vacc8_row_float(vacc, N, Dv, P + a * ldp, vsc, V, O + a * ldo, tmp);
+    return 0;
+}
+
 SDPA__TARGET_AVX2 static void sdpa__vacc8_avx2(int64_t M, int64_t N, int64_t Dv, float *P, int64_t ldp, const float *vsc,
                                                const signed char *V, float *O, int64_t ldo, float *tmp, const char *pf, int64_t pfb)
 {
@@ -4850,15 +4869,8 @@ SDPA__TARGET_AVX2 static void sdpa__vacc8_avx2(int64_t M, int64_t N, int64_t Dv,
     const int64_t D16 = Dv & ~(int64_t)15;
     int64_t r = 0, d;
     while (r < M) {
-        int R = M - r >= 4 ? 4 : 1, a, bad = 0, live = 0;
-        for (a = 0; a < R; a++) {
-            ps[a] = sdpa__kv_pq_avx2(P + (r + a) * ldp, vsc, N, pp[a]);
-            bad |= ps[a] < 0.0f;
-            live |= ps[a] > 0.0f;
-        }
-        if (bad) { /* rare (non-finite or tiny weights): these rows in float */
-            for (a = 0; a < R; a++) sdpa__vacc8_row_float(sdpa__vacc_avx2, N, Dv, P + (r + a) * ldp, vsc, V, O + (r + a) * ldo, tmp);
-        } else if (live) {
+        int R = M - r >= 4 ? 4 : 1, a;
+        if (sdpa__vacc8_group_avx2(R, N, Dv, P + r * ldp, ldp, vsc, V, O + r * ldo, ldo, tmp, sdpa__vacc_avx2, pp, ps)) {
             float *o = O + r * ldo;
             d = 0;
             if (R == 4) {
@@ -5176,15 +5188,8 @@ SDPA__TARGET_VNNI static void sdpa__vacc8_vnni(int64_t M, int64_t N, int64_t Dv,
     const int64_t D32 = Dv & ~(int64_t)31;
     int64_t r = 0, d;
     while (r < M) {
-        int R = M - r >= 4 ? 4 : 1, a, bad = 0, live = 0;
-        for (a = 0; a < R; a++) {
-            ps[a] = sdpa__kv_pq_avx2(P + (r + a) * ldp, vsc, N, pp[a]);
-            bad |= ps[a] < 0.0f;
-            live |= ps[a] > 0.0f;
-        }
-        if (bad) {
-            for (a = 0; a < R; a++) sdpa__vacc8_row_float(sdpa__vacc_avx512, N, Dv, P + (r + a) * ldp, vsc, V, O + (r + a) * ldo, tmp);
-        } else if (live) {
+        int R = M - r >= 4 ? 4 : 1, a;
+        if (sdpa__vacc8_group_avx2(R, N, Dv, P + r * ldp, ldp, vsc, V, O + r * ldo, ldo, tmp, sdpa__vacc_avx512, pp, ps)) {
             float *o = O + r * ldo;
             d = 0;
             if (R == 4) {
