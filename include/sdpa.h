@@ -462,7 +462,11 @@ SDPA_API int sdpa_kv_cache_read(const sdpa_kv_cache *cache, int64_t seq, int64_t
  * per kv head (decode), each sequence's keys are split into chunks computed
  * in parallel and merged exactly through their log-sum-exp; the chunking
  * depends only on the lengths, so results are bitwise identical for any
- * thread count. I8 keys and values are read as int8 by the kernels. */
+ * thread count. I8 keys and values are read as int8 by the kernels: the
+ * query is rounded to int16 (one scale per row) for exact int32 Q.K^T sums,
+ * and the attention weights times the value scales to int16 (one scale per
+ * row and 64-key span, 2^-16 of its largest weight) for exact int32 P.V
+ * sums; both roundings sit far below the int8 storage's own. */
 SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *cache, const int64_t *seqs, const sdpa_tensor *q,
                                      const sdpa_tensor *out, const sdpa_params *params);
 
