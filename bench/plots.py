@@ -47,6 +47,16 @@ def esc(s):
     return s.replace('"', "'")
 
 
+def plot_series(s, prefix, series, style=lambda key: ""):
+    """Appends each series' data block to s (named prefix + index, in key
+    order) and returns the gnuplot command that draws them all."""
+    plots = []
+    for i, (k, pts) in enumerate(sorted(series.items())):
+        s.append(block(f"{prefix}{i}", sorted(pts)))
+        plots.append(f'${prefix}{i} using 1:2 with linespoints {style(k)}title "{esc(k)}"')
+    return "plot " + ", ".join(plots) if plots else "plot NaN notitle"
+
+
 def speed_plot(rows, out, title):
     if not rows:
         return None
@@ -65,13 +75,10 @@ def speed_plot(rows, out, title):
             g = num(r["gflops"])
             if g is not None:
                 series.setdefault(key, []).append((int(r["L"]), g))
-        plots = []
-        for i, (k, pts) in enumerate(sorted(series.items())):
-            s.append(block(f"s{t}_{i}", sorted(pts)))
-            dash = "dt 2" if ("naive" in k or "torch" in k or "ctypes" in k) else "dt 1"
-            plots.append(f'$s{t}_{i} using 1:2 with linespoints {dash} title "{esc(k)}"')
+        cmd = plot_series(s, f"s{t}_", series,
+                          lambda k: "dt 2 " if ("naive" in k or "torch" in k or "ctypes" in k) else "dt 1 ")
         s.append(f'set title "{t} thread{"s" if t > 1 else ""}"')
-        s.append("plot " + ", ".join(plots) if plots else "plot NaN notitle")
+        s.append(cmd)
     s.append("unset multiplot")
     return "\n".join(s)
 
@@ -91,12 +98,9 @@ def decode_plot(rows, out, title):
             v = num(r[col])
             if v is not None:
                 series.setdefault(f'{r["config"]} {r["path"]} kv-{r["storage"]}', []).append((int(r["ctx"]), v))
-        plots = []
-        for i, (k, pts) in enumerate(sorted(series.items())):
-            s.append(block(f"d{col}{i}", sorted(pts)))
-            plots.append(f'$d{col}{i} using 1:2 with linespoints title "{esc(k)}"')
+        cmd = plot_series(s, f"d{col}", series)
         s.append(f'set ylabel "{label}"')
-        s.append("plot " + ", ".join(plots) if plots else "plot NaN notitle")
+        s.append(cmd)
     s.append("unset multiplot")
     return "\n".join(s)
 
