@@ -8,6 +8,8 @@
  *   on CPU w). Reported: time per step, tokens/s (one attention layer), K/V
  *   bytes read per second and against the read bandwidth measured here, the
  *   cache's bytes, and the output's relative L2 error against the F32 cache.
+ *   Storage types: F32, F16, BF16, I8 (keys scaled per channel and page, the
+ *   default) and I8t (keys scaled per token).
  *   The threads are an sdpa_pool (pinned, alive across steps, as a decoder
  *   would keep them); --spawn starts pinned threads for every call instead.
  *   Between steps 512 MiB of other memory is read (not timed), so the cache
@@ -50,19 +52,21 @@ static uint32_t *evbuf_new(size_t n)
     return b;
 }
 
-static const sdpa_dtype k_st[4] = {SDPA_F32, SDPA_F16, SDPA_BF16, SDPA_I8};
-static const char *const k_st_name[4] = {"F32", "F16", "BF16", "I8"};
+/* I8: keys scaled per channel and page (the default); I8t: per token */
+#define N_ST 5
+static const sdpa_dtype k_st[N_ST] = {SDPA_F32, SDPA_F16, SDPA_BF16, SDPA_I8, SDPA_I8};
+static const char *const k_st_name[N_ST] = {"F32", "F16", "BF16", "I8", "I8t"};
 
 /* Fills seq 0 of a new cache with len tokens of random K/V (same values for
  * every storage type: the seed fixes them), appended 1024 at a time. */
-static sdpa_kv_cache *make_cache(sdpa_dtype st, int64_t Hkv, int64_t D, int64_t len)
+static sdpa_kv_cache *make_cache(sdpa_dtype st, sdpa_kv_kscale ks, int64_t Hkv, int64_t D, int64_t len)
 {
     sdpa_kv_cache_config cfg;
     sdpa_kv_cache *c = NULL;
     int64_t chunk = 1024, t;
     float *k = (float *)bc_xmalloc((size_t)(Hkv * chunk * D) * 4), *v = (float *)bc_xmalloc((size_t)(Hkv * chunk * D) * 4);
     memset(&cfg, 0, sizeof cfg);
-    cfg.num_seqs = 1, cfg.kv_heads = Hkv, cfg.head_dim = D, cfg.dtype = st;
+    cfg.num_seqs = 1, cfg.kv_heads = Hkv, cfg.head_dim = D, cfg.dtype = st, cfg.kscale = ks;
     if (sdpa_kv_cache_create(&cfg, &c) != SDPA_OK) { fprintf(stderr, "bench_decode: create failed\n"); exit(2); }
     for (t = 0; t < len; t += chunk) {
         int64_t n = len - t < chunk ? len - t : chunk;
@@ -116,7 +120,7 @@ int main(int argc, char **argv)
 {
     int quick = 0, csv = 0, spawn = 0, warm = 0, torch = 0, threads = bc_cpus_online(), reps = 20, warmup = 3, a, bad = 0, ci, hi, si, r;
     const int64_t ctxs[3] = {4096, 16384, 65536}, hkvs[2] = {32, 8}, Hq = 32, D = 128;
-    double bw, res[3][2][4][2]; /* [ctx][heads][storage]: tokens/s, bytes */
+    double bw, res[3][2][N_ST][2]; /* [ctx][heads][storage]: tokens/s, bytes */
     sdpa_pool *pool = NULL;
     evict_ctx ev;
     for (a = 1; a < argc; ++a) {
@@ -164,11 +168,11 @@ int main(int argc, char **argv)
             float *out = (float *)bc_xmalloc((size_t)n * 4);
             bc_fill_uniform(q, (size_t)n, 77, -1.0f, 1.0f);
             fprintf(T, "\n  ctx %6lld, %s (%lld kv heads)\n", (long long)ctx, Hkv == Hq ? "MHA" : "GQA 32/8", (long long)Hkv);
-            for (si = 0; si < 4; si++) {
-                sdpa_kv_cache *c = make_cache(k_st[si], Hkv, D, ctx);
+            for (si = 0; si < N_ST; si++) {
+                sdpa_kv_cache *c = make_cache(k_st[si], si == 4 ? SDPA_KV_KSCALE_TOKEN : SDPA_KV_KSCALE_CHANNEL, Hkv, D, ctx);
                 sdpa_tensor qt = {q, SDPA_F32, {1, Hq, 1, D}, {0}}, ot = {out, SDPA_F32, {1, Hq, 1, D}, {0}};
                 sdpa_params p;
-                double t[256], med, lo = 1e30, hi2 = 0, kvb, num = 0, den = 0, err, esz = si == 0 ? 4 : (si == 3 ? 1 : 2);
+                double t[256], med, lo = 1e30, hi2 = 0, kvb, num = 0, den = 0, err, esz = si == 0 ? 4 : (si >= 3 ? 1 : 2);
                 memset(&p, 0, sizeof p);
                 p.causal = SDPA_CAUSAL_BOTTOM_RIGHT;
                 p.num_threads = threads;
@@ -188,8 +192,9 @@ int main(int argc, char **argv)
                     den += (double)ref[r] * ref[r];
                 }
                 err = sqrt(num / den);
-                if (!(err <= (si == 0 ? 0.0 : si == 3 ? 0.02 : 0.01))) { fprintf(T, "  CHECK FAILED: error %.2e\n", err); bad = 1; }
-                kvb = (double)ctx * (double)Hkv * (2.0 * D * esz + (si == 3 ? 8.0 : 0.0));
+                if (!(err <= (si == 0 ? 0.0 : si >= 3 ? 0.02 : 0.01))) { fprintf(T, "  CHECK FAILED: error %.2e\n", err); bad = 1; }
+                /* I8: two fp32 scales per token and head, keys per channel also head_dim per 64-token page */
+                kvb = (double)ctx * (double)Hkv * (2.0 * D * esz + (si >= 3 ? 8.0 : 0.0) + (si == 3 ? 4.0 * D / 64.0 : 0.0));
                 res[ci][hi][si][0] = 1.0 / med;
                 res[ci][hi][si][1] = (double)sdpa_kv_cache_bytes(c);
                 fprintf(T, "    %-4s %9.1f us [%8.1f..%8.1f] %8.1f tok/s %7.1f GB/s %4.0f%% of bw  cache %7.1f MiB (%.3f of F32)  err %.1e\n",
@@ -201,10 +206,11 @@ int main(int argc, char **argv)
                            kvb / med * 1e-9 / bw, res[ci][hi][si][1], err);
                 sdpa_kv_cache_destroy(c);
             }
-            fprintf(T, "    I8 / F16 tokens/s: %.2fx\n", res[ci][hi][3][0] / res[ci][hi][1][0]);
+            fprintf(T, "    I8 / F16 tokens/s: %.2fx (keys per token, I8t: %.2fx)\n", res[ci][hi][3][0] / res[ci][hi][1][0],
+                    res[ci][hi][4][0] / res[ci][hi][1][0]);
             if (torch) {
                 double best = 0.0;
-                for (si = 0; si < 4; si++) best = res[ci][hi][si][0] > best ? res[ci][hi][si][0] : best;
+                for (si = 0; si < N_ST; si++) best = res[ci][hi][si][0] > best ? res[ci][hi][si][0] : best;
                 if (torch_decode(Hq, Hkv, ctx, D, threads, reps, warmup, !warm, bw, best) != 0) torch = 0;
             }
             free(q), free(ref), free(out);

@@ -382,15 +382,26 @@ typedef enum sdpa_precision {
  *
  * Numerics: F32, F16 and BF16 storage round K and V once on append (to
  * nearest even); attention over them meets sdpa_attention's bounds. I8
- * storage: x = scale * q per token and head (q rounded to nearest, ties away
- * from zero); a row holding NaN or Inf is stored with a NaN scale. Its keys
- * are dotted in exact integer arithmetic with the query rounded to int16 per
- * row (one scale, max|q| / 32767; head_dim > 4096 uses float products), so a
- * score carries an extra error of at most sum_d |k_d| * max|q| * scale /
- * 65534 beyond the F32 bounds over the dequantized K and V. Against F32
- * storage, I8 decode outputs measured relative L2 6e-3 on uniform random K/V
- * and 4-9e-2 with outlier channels in K (one channel in 17 at 20x; the
- * per-token scale then coarsens the whole row).
+ * storage: values x = scale * q per token and head (q rounded to nearest,
+ * ties away from zero); keys by default k_d = s_d * q_d with one scale per
+ * channel, head and page (config.kscale; KIVI's grouping), each s_d growing
+ * as the page fills: a key is off by at most 2.5 steps of its channel's
+ * final scale, itself at most 1.25 max|k_d| / 127 over the page (see
+ * sdpa__kv_put_kchan); SDPA_KV_KSCALE_TOKEN scales keys per token, like the
+ * values (half a step of max|k| / 127). A row holding NaN or Inf is stored
+ * with a NaN scale (keys per channel: a NaN factor; the channel scales stay
+ * as they were). Keys are dotted in exact integer arithmetic with the query
+ * rounded to int16: per row (one scale, max|q| / 32767) for keys per token,
+ * per row and page (q_d * s_d, one scale) for keys per channel; head_dim >
+ * 4096 uses float products. A score so carries an extra error of at most
+ * sum_d |k_d| * max|q| * scale / 65534 (per token) or 127 * head_dim *
+ * max_d |q_d s_d| * scale / 65534 (per channel) beyond the F32 bounds over
+ * the dequantized K and V. Against F32 storage, I8 decode outputs measured
+ * relative L2 7.5e-3 on uniform random K/V either way, and with outlier
+ * channels in K (one channel in 17 at 20x) 1.9e-2 with keys per channel
+ * against 5.5e-2 per token, whose scale the outlier coarsens for the whole
+ * row (tests: "kv cache int8 accuracy"; bench_kscales). The CUDA twin,
+ * sdpa_cuda.h, keeps keys per token whatever kscale says.
  *
  * Threads: calls that change a cache (append, truncate, evict, fork, reset,
  * destroy) need the caller's exclusive access; sdpa_kv_cache_attention,
@@ -398,6 +409,13 @@ typedef enum sdpa_precision {
  * other. Messages of failing cache calls go to the config's errbuf (kept by
  * pointer: it must outlive the cache, and is written without locking). */
 typedef struct sdpa_kv_cache sdpa_kv_cache;
+
+/* How I8 storage scales its keys (values always get one scale per token and
+ * head). */
+typedef enum sdpa_kv_kscale {
+    SDPA_KV_KSCALE_CHANNEL = 0, /* one per channel, head and page (KIVI's grouping): the default */
+    SDPA_KV_KSCALE_TOKEN = 1    /* one per token and head, as the values */
+} sdpa_kv_kscale;
 
 typedef struct sdpa_kv_cache_config {
     int64_t    num_seqs;     /* sequences, >= 1 */
@@ -410,6 +428,7 @@ typedef struct sdpa_kv_cache_config {
     const sdpa_allocator *allocator;  /* NULL = SDPA_MALLOC/SDPA_FREE; copied */
     char      *errbuf;       /* optional: receives a message when a call fails */
     size_t     errbuf_size;
+    sdpa_kv_kscale kscale;   /* I8 keys' scales; ignored by the other dtypes */
 } sdpa_kv_cache_config;
 
 SDPA_API int  sdpa_kv_cache_create(const sdpa_kv_cache_config *config, sdpa_kv_cache **cache);
@@ -463,7 +482,8 @@ SDPA_API int sdpa_kv_cache_read(const sdpa_kv_cache *cache, int64_t seq, int64_t
  * in parallel and merged exactly through their log-sum-exp; the chunking
  * depends only on the lengths, so results are bitwise identical for any
  * thread count. I8 keys and values are read as int8 by the kernels: the
- * query is rounded to int16 (one scale per row) for exact int32 Q.K^T sums,
+ * query is rounded to int16 (one scale per row, or per row and page with the
+ * page's channel scales folded in) for exact int32 Q.K^T sums,
  * and the attention weights times the value scales to int16 (one scale per
  * row and 64-key span, 2^-16 of its largest weight) for exact int32 P.V
  * sums; both roundings sit far below the int8 storage's own. */
@@ -3789,7 +3809,8 @@ struct sdpa_kv_cache {
     int64_t nseq, H, D, Dv, ps, max_pages;
     sdpa_dtype dt;
     int64_t esize;
-    int64_t off_k, off_v, off_ks, off_vs, page_bytes;
+    int64_t off_k, off_v, off_ks, off_vs, off_kc, page_bytes;
+    int kchan;                 /* I8 keys scaled per channel (off_kc: [H][D] scales; off_ks: 1 or NaN per key) */
     int64_t pages;             /* pages held */
     int64_t bytes;             /* bytes held from the allocator */
     sdpa__kv_seq *seq;
@@ -3869,6 +3890,11 @@ SDPA__INLINE float *sdpa__kv_vscale(const sdpa_kv_cache *c, const char *pg, int6
 {
     return (float *)(uintptr_t)(pg + c->off_vs) + h * c->ps + slot;
 }
+/* Per-channel key scales of head h in page pg (kchan). */
+SDPA__INLINE float *sdpa__kv_kchan(const sdpa_kv_cache *c, const char *pg, int64_t h)
+{
+    return (float *)(uintptr_t)(pg + c->off_kc) + h * c->D;
+}
 
 /* Element i of a row of dtype t (F32, F16, BF16 or I8) as float. */
 SDPA__INLINE float sdpa__kv_get(const char *src, sdpa_dtype t, int64_t i)
@@ -3880,6 +3906,13 @@ SDPA__INLINE float sdpa__kv_get(const char *src, sdpa_dtype t, int64_t i)
 }
 
 SDPA__INLINE int sdpa__kv_finite(float x) { return (sdpa__f32_bits(x) & 0x7f800000u) != 0x7f800000u; }
+
+/* y rounded to nearest (ties away from zero) and clamped to [-127, 127]. */
+SDPA__INLINE signed char sdpa__kv_q8(double y)
+{
+    long r = (long)(y + (y >= 0.0 ? 0.5 : -0.5));
+    return (signed char)(r > 127 ? 127 : (r < -127 ? -127 : r));
+}
 
 /* Stores n elements of src (dtype st) as dtype dt at dst; I8 rows get one
  * scale: max|x| / 127, values rounded to nearest (ties away from zero). A row
@@ -3905,11 +3938,7 @@ static int sdpa__kv_put(char *dst, float *scale, const char *src, sdpa_dtype st,
         }
         *scale = (float)((double)amax / 127.0);
         inv = amax > 0.0f ? 127.0 / (double)amax : 0.0; /* double: no overflow for tiny amax */
-        for (i = 0; i < n; i++) {
-            double y = (double)sdpa__kv_get(src, st, i) * inv;
-            long r = (long)(y + (y >= 0.0 ? 0.5 : -0.5));
-            q[i] = (signed char)(r > 127 ? 127 : (r < -127 ? -127 : r));
-        }
+        for (i = 0; i < n; i++) q[i] = sdpa__kv_q8((double)sdpa__kv_get(src, st, i) * inv);
         return 0;
     }
     for (i = 0; i < n; i++) {
@@ -3930,11 +3959,47 @@ static int sdpa__kv_put(char *dst, float *scale, const char *src, sdpa_dtype st,
     return bad;
 }
 
+/* An I8 key with per-channel scales (kchan): slot `slot` of head h in page
+ * pg. A channel's scale grows when a key does not fit it, to |k_d| / 127 or
+ * 1.25x the old scale, whichever is larger, and the page's earlier keys of
+ * that channel (slots below `slot`: a page fills in slot order) are rounded
+ * again to the new scale. With each scale at least 1.25x the one before, the
+ * roundings add up to at most 2.5 steps of the final scale s, and s is at
+ * most 1.25 max|k_d| / 127 over the page's keys (bench_kscales: this
+ * measured as well as growing to |k_d| / 127 exactly, with fewer passes).
+ * The key's factor (off_ks) is 1; a key holding NaN or Inf is stored as
+ * zeros with a NaN factor and leaves the scales alone. */
+static void sdpa__kv_put_kchan(const sdpa_kv_cache *c, char *pg, int64_t h, int64_t slot, const char *src, sdpa_dtype st)
+{
+    signed char *base = (signed char *)(uintptr_t)sdpa__kv_kptr(c, pg, h, 0), *q = base + slot * c->D;
+    float *sc = sdpa__kv_kchan(c, pg, h), *f = sdpa__kv_kscale(c, pg, h, slot);
+    int64_t d, u, D = c->D;
+    if (slot == 0)
+        for (d = 0; d < D; d++) sc[d] = 0.0f;
+    for (d = 0; d < D; d++)
+        if (!sdpa__kv_finite(sdpa__kv_get(src, st, d))) {
+            memset(q, 0, (size_t)D);
+            *f = (float)NAN;
+            return;
+        }
+    for (d = 0; d < D; d++) {
+        double x = (double)sdpa__kv_get(src, st, d), a = fabs(x);
+        if (a > (double)sc[d] * 127.0) {
+            float ns = (float)SDPA__MAX(a / 127.0, 1.25 * (double)sc[d]);
+            double r = (double)sc[d] / (double)ns; /* < 1 (0 for a new channel) */
+            for (u = 0; u < slot; u++) base[u * D + d] = sdpa__kv_q8((double)base[u * D + d] * r);
+            sc[d] = ns;
+        }
+        q[d] = sc[d] > 0.0f ? sdpa__kv_q8(x / (double)sc[d]) : 0;
+    }
+    *f = 1.0f;
+}
+
 SDPA_API int sdpa_kv_cache_create(const sdpa_kv_cache_config *cfg, sdpa_kv_cache **out)
 {
     sdpa_params ep;
     sdpa_kv_cache tmp, *c;
-    int64_t ks, vs, sc, off, a, b;
+    int64_t ks, vs, sc, cs = 0, off, a, b;
     if (!out) return SDPA_ERR_NULL;
     *out = NULL;
     if (!cfg) return SDPA_ERR_NULL;
@@ -3947,6 +4012,8 @@ SDPA_API int sdpa_kv_cache_create(const sdpa_kv_cache_config *cfg, sdpa_kv_cache
         return sdpa__fail(&ep, SDPA_ERR_DTYPE, "sdpa_kv_cache: storage dtype must be F32, F16, BF16 or I8 (got %d)", (int)cfg->dtype);
     if (cfg->page_size < 0 || cfg->page_size > SDPA__KV_MAX_PAGE || cfg->max_pages < 0)
         return sdpa__fail(&ep, SDPA_ERR_PARAM, "sdpa_kv_cache: page_size must be in [0, %d], max_pages >= 0", SDPA__KV_MAX_PAGE);
+    if (cfg->kscale != SDPA_KV_KSCALE_CHANNEL && cfg->kscale != SDPA_KV_KSCALE_TOKEN)
+        return sdpa__fail(&ep, SDPA_ERR_PARAM, "sdpa_kv_cache: kscale must be SDPA_KV_KSCALE_CHANNEL or _TOKEN (got %d)", (int)cfg->kscale);
     memset(&tmp, 0, sizeof tmp);
     if (cfg->allocator && cfg->allocator->alloc) tmp.al = *cfg->allocator;
     tmp.nseq = cfg->num_seqs;
@@ -3956,6 +4023,7 @@ SDPA_API int sdpa_kv_cache_create(const sdpa_kv_cache_config *cfg, sdpa_kv_cache
     tmp.ps = cfg->page_size ? cfg->page_size : 64; /* 16 read 0.7x as fast in decode (short runs per head) */
     tmp.max_pages = cfg->max_pages;
     tmp.dt = cfg->dtype;
+    tmp.kchan = cfg->dtype == SDPA_I8 && cfg->kscale == SDPA_KV_KSCALE_CHANNEL;
     tmp.esize = sdpa__esize(cfg->dtype);
     tmp.errbuf = cfg->errbuf;
     tmp.errbuf_size = cfg->errbuf_size;
@@ -3963,16 +4031,18 @@ SDPA_API int sdpa_kv_cache_create(const sdpa_kv_cache_config *cfg, sdpa_kv_cache
     if (!sdpa__mul_ok(tmp.H, tmp.ps, &a) || !sdpa__mul_ok(a, tmp.D, &b) || !sdpa__mul_ok(b, tmp.esize, &ks) ||
         !sdpa__mul_ok(a, tmp.Dv, &b) || !sdpa__mul_ok(b, tmp.esize, &vs) || !sdpa__mul_ok(a, 4, &sc) ||
         ks > INT64_MAX / 8 || vs > INT64_MAX / 8 || sc > INT64_MAX / 8 || tmp.H > INT64_MAX / 8 ||
-        tmp.nseq > INT64_MAX / 64)
+        tmp.nseq > INT64_MAX / 64 || !sdpa__mul_ok(tmp.H, tmp.D, &cs) || cs > INT64_MAX / 32)
         return sdpa__fail(&ep, SDPA_ERR_OVERFLOW, "sdpa_kv_cache: page size overflows");
     off = SDPA__ROUND_UP((int64_t)sizeof(sdpa__kv_page) + tmp.H, 64);
     tmp.off_k = off;  off += SDPA__ROUND_UP(ks, 64);
     tmp.off_v = off;  off += SDPA__ROUND_UP(vs, 64);
-    tmp.off_ks = tmp.off_vs = off;
+    tmp.off_ks = tmp.off_vs = tmp.off_kc = off;
     if (tmp.dt == SDPA_I8) {
         off += SDPA__ROUND_UP(sc, 64);
         tmp.off_vs = off;
         off += SDPA__ROUND_UP(sc, 64);
+        tmp.off_kc = off;
+        if (tmp.kchan) off += SDPA__ROUND_UP(cs * 4, 64);
     }
     tmp.page_bytes = off;
     if (!sdpa__bytes_ok(off + 64) || (uint64_t)(off + 64) > (uint64_t)SIZE_MAX)
@@ -4113,8 +4183,11 @@ SDPA_API int sdpa_kv_cache_append(sdpa_kv_cache *c, int64_t seq, const sdpa_tens
             for (h = 0; h < c->H; h++) {
                 const char *ks = kt.data + (h * kt.s[1] + t * kt.s[2]) * kt.esize;
                 const char *vs = vt.data + (h * vt.s[1] + t * vt.s[2]) * vt.esize;
-                sdpa__kv_put((char *)(uintptr_t)sdpa__kv_kptr(c, r->page, h, slot), sdpa__kv_kscale(c, r->page, h, slot), ks,
-                             kt.dtype, c->dt, c->D);
+                if (c->kchan)
+                    sdpa__kv_put_kchan(c, r->page, h, slot, ks, kt.dtype);
+                else
+                    sdpa__kv_put((char *)(uintptr_t)sdpa__kv_kptr(c, r->page, h, slot), sdpa__kv_kscale(c, r->page, h, slot), ks,
+                                 kt.dtype, c->dt, c->D);
                 if (sdpa__kv_put((char *)(uintptr_t)sdpa__kv_vptr(c, r->page, h, slot), sdpa__kv_vscale(c, r->page, h, slot),
                                  vs, vt.dtype, c->dt, c->Dv))
                     sdpa__kv_flags(r->page)[h] = 1;
@@ -4304,11 +4377,12 @@ SDPA_API int sdpa_kv_cache_read(const sdpa_kv_cache *c, int64_t seq, int64_t pos
             for (h = 0; h < c->H; h++) {
                 const char *src = w ? sdpa__kv_vptr(c, r->page, h, slot) : sdpa__kv_kptr(c, r->page, h, slot);
                 float sc = c->dt != SDPA_I8 ? 1.0f : *(w ? sdpa__kv_vscale(c, r->page, h, slot) : sdpa__kv_kscale(c, r->page, h, slot));
+                const float *cs = !w && c->kchan ? sdpa__kv_kchan(c, r->page, h) : NULL; /* k = q * channel scale * factor */
                 char *dst = (char *)(uintptr_t)t[w].data + (h * t[w].s[1] + x * t[w].s[2]) * t[w].esize;
                 for (j = 0; j < dim; j += 64) { /* through a small buffer: store_row takes floats */
                     float buf[64];
                     int64_t m = SDPA__MIN(64, dim - j);
-                    for (d = 0; d < m; d++) buf[d] = sdpa__kv_get(src, c->dt, j + d) * sc;
+                    for (d = 0; d < m; d++) buf[d] = (cs ? sdpa__kv_get(src, c->dt, j + d) * cs[j + d] : sdpa__kv_get(src, c->dt, j + d)) * sc;
                     sdpa__store_row(dst + j * t[w].esize, t[w].dtype, buf, m, 1.0f);
                 }
             }
@@ -4511,6 +4585,38 @@ static void sdpa__kv_q16(int16_t *q16, float *qs, const float *x, int64_t n)
     }
 }
 
+/* I8 keys scaled per channel: the query row times a page's channel scales
+ * cs, rounded to int16 with one scale (max / 32767), so that the page's keys
+ * dot it in the integer kernels. Float products, the scale's reciprocal in
+ * float and rounding to nearest even (the default mode): the AVX2 form
+ * below gives the same bits. A row whose largest |x| is below 1e-30 becomes
+ * zeros (scale 0), one with NaN or Inf zeros with a NaN scale. */
+#define SDPA__KV_Q16_TINY 1e-30f
+typedef void (*sdpa__kv_q16c_fn)(int16_t *q16, float *qs, const float *q, const float *cs, int64_t n);
+
+static void sdpa__kv_q16c_scalar(int16_t *q16, float *qs, const float *q, const float *cs, int64_t n)
+{
+    float amax = 0.0f, inv;
+    int64_t d;
+    int bad = 0;
+    for (d = 0; d < n; d++) {
+        float a = fabsf(q[d] * cs[d]);
+        if (!sdpa__kv_finite(a)) bad = 1;
+        else if (a > amax) amax = a;
+    }
+    if (bad || !(amax >= SDPA__KV_Q16_TINY)) {
+        memset(q16, 0, (size_t)n * sizeof(int16_t));
+        *qs = bad ? (float)NAN : 0.0f;
+        return;
+    }
+    *qs = amax / 32767.0f;
+    inv = 32767.0f / amax;
+    for (d = 0; d < n; d++) {
+        long v = lrintf(q[d] * cs[d] * inv); /* |v| <= 32767 (+1 at most from inv's rounding) */
+        q16[d] = (int16_t)(v > 32767 ? 32767 : (v < -32767 ? -32767 : v));
+    }
+}
+
 #ifdef SDPA__HAVE_AVX2
 #ifndef SDPA__UNROLL
 #if defined(__GNUC__) && !defined(__clang__)
@@ -4677,6 +4783,49 @@ SDPA__TARGET_AVX2 static void sdpa__kdot16_avx2(int64_t M, int64_t N, int64_t D,
         for (j = 0; j + 4 <= N; j += 4)
             sdpa__kdot16_blk_avx2(1, 4, D, Q + r * ldq, ldq, qsc + r, K + j * D, ksc + j, S + r * lds + j, lds);
         for (; j < N; j++) sdpa__kdot16_blk_avx2(1, 1, D, Q + r * ldq, ldq, qsc + r, K + j * D, ksc + j, S + r * lds + j, lds);
+    }
+}
+
+/* sdpa__kv_q16c_scalar on ymm registers: the same float operations, the
+ * same bits (vcvtps2dq rounds to nearest even, as lrintf does by default). */
+SDPA__TARGET_AVX2 static void sdpa__kv_q16c_avx2(int16_t *q16, float *qs, const float *q, const float *cs, int64_t n)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f), inf = _mm256_set1_ps((float)INFINITY);
+    __m256 vmax = _mm256_setzero_ps(), vbad = _mm256_setzero_ps(), vinv;
+    float amax, inv, lane[8];
+    int64_t d = 0, n8 = n & ~(int64_t)7;
+    int bad = 0, c;
+    for (; d < n8; d += 8) {
+        __m256 a = _mm256_andnot_ps(sign, _mm256_mul_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(cs + d)));
+        vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(a, inf, _CMP_NLT_UQ)); /* Inf or NaN */
+        vmax = _mm256_max_ps(vmax, a);
+    }
+    bad = _mm256_movemask_ps(vbad) != 0;
+    _mm256_storeu_ps(lane, vmax);
+    amax = 0.0f;
+    for (c = 0; c < 8; c++) amax = lane[c] > amax ? lane[c] : amax;
+    for (; d < n; d++) {
+        float a = fabsf(q[d] * cs[d]);
+        if (!sdpa__kv_finite(a)) bad = 1;
+        else if (a > amax) amax = a;
+    }
+    if (bad || !(amax >= SDPA__KV_Q16_TINY)) {
+        memset(q16, 0, (size_t)n * sizeof(int16_t));
+        *qs = bad ? (float)NAN : 0.0f;
+        return;
+    }
+    *qs = amax / 32767.0f;
+    inv = 32767.0f / amax;
+    vinv = _mm256_set1_ps(inv);
+    for (d = 0; d < n8; d += 8) {
+        __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(cs + d)), vinv));
+        __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)); /* saturates at +-32767.x */
+        w = _mm_max_epi16(w, _mm_set1_epi16(-32767));
+        _mm_storeu_si128((__m128i *)(void *)(q16 + d), w);
+    }
+    for (; d < n; d++) {
+        long v = lrintf(q[d] * cs[d] * inv);
+        q16[d] = (int16_t)(v > 32767 ? 32767 : (v < -32767 ? -32767 : v));
     }
 }
 
@@ -5227,6 +5376,7 @@ typedef struct sdpa__kvplan {
     sdpa__kdot_fn kdot;
     sdpa__vacc_fn vacc;
     sdpa__kdot16_fn kdot16;       /* I8 storage: int16 queries against int8 keys; NULL: kdot */
+    sdpa__kv_q16c_fn q16c;        /* I8 keys per channel: a page's int16 query */
     sdpa__vacc8_fn vacc8;         /* I8 storage: integer P V; NULL: vacc with the scales folded in */
     int64_t ldq16;                /* int16 query row stride */
     int64_t *task_start;          /* [B + 1] */
@@ -5280,13 +5430,15 @@ static void sdpa__kv_store(const sdpa__plan *P, int64_t b, int64_t h, int64_t i,
     if (P->lse) P->lse[(b * P->Hq + h) * P->Lq + i] = l > 0.0f ? m + logf(l) : (l == 0.0f ? -(float)INFINITY : l);
 }
 
-/* A worker's scratch: Q [rows][D], Q as int16 [rows][ldq16] and its scales
- * (I8 storage), S [rows][span], one K/V row, O [rows][ldo], m, l, then h, i,
+/* A worker's scratch: Q [rows][D], Q times a page's key scales [rows][D]
+ * (I8 keys per channel), Q as int16 [rows][ldq16] and its scales (I8 keys
+ * per token), S [rows][span], one K/V row, O [rows][ldo], m, l, then h, i,
  * lo, hi; each part a multiple of 64 bytes. */
-static void sdpa__kv_carve(const sdpa__kvplan *K, int worker, sdpa__ws *W, float **tmp)
+static void sdpa__kv_carve(const sdpa__kvplan *K, int worker, sdpa__ws *W, float **tmp, float **qc)
 {
     float *f = (float *)(void *)(K->P.ws + (size_t)worker * K->P.ws_worker);
     W->Q = f;  f += SDPA__ROUND_UP(SDPA__KV_ROWS * K->P.D, 16);
+    *qc = f;   f += SDPA__ROUND_UP(SDPA__KV_ROWS * K->P.D, 16);
     W->Qb = (uint16_t *)(void *)f; f += SDPA__KV_ROWS * K->ldq16 / 2; /* int16 queries (I8 storage) */
     W->Kt = f; f += SDPA__KV_ROWS;                                     /* their scales */
     W->S = f;  f += SDPA__KV_ROWS * SDPA__KV_SPAN;
@@ -5312,7 +5464,7 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
     int64_t b, rem, nrb, nch, g, rb, ci, r0, nr, r, c0, c1, klo = INT64_MAX, khi = -1, s0, j, d;
     int64_t D = P->D, Dv = P->Dv, ldo = K->ldo, krow = D * c->esize, vrow = Dv * c->esize, nkb;
     const char *nk;
-    float *tmp;
+    float *tmp, *qc;
     if (task < 0 || task >= P->n_tasks || worker < 0 || worker >= P->n_workers) return;
     b = sdpa__prefix_find(K->task_start, P->B, task);
     sdpa__kv_seqinfo(K, b, &sq, &s);
@@ -5323,7 +5475,7 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
     rem %= nrb * nch;
     rb = rem / nch;
     ci = rem % nch;
-    sdpa__kv_carve(K, worker, &W, &tmp);
+    sdpa__kv_carve(K, worker, &W, &tmp, &qc);
     r0 = rb * SDPA__KV_ROWS;
     nr = SDPA__MIN(SDPA__KV_ROWS, P->G * sq.vq - r0);
     c0 = ci * K->ch[b];
@@ -5343,7 +5495,7 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
         if (hi >= lo) { klo = SDPA__MIN(klo, lo); khi = SDPA__MAX(khi, hi); }
         P->load_row(W.Q + r * D, P->q.data + (b * P->q.s[0] + W.h[r] * P->q.s[1] + i * P->q.s[2]) * P->q.esize,
                     P->q.dtype, D, P->scale);
-        if (K->kdot16) sdpa__kv_q16((int16_t *)(void *)W.Qb + r * K->ldq16, W.Kt + r, W.Q + r * D, D);
+        if (K->kdot16 && !c->kchan) sdpa__kv_q16((int16_t *)(void *)W.Qb + r * K->ldq16, W.Kt + r, W.Q + r * D, D);
         W.m[r] = -(float)INFINITY;
         W.l[r] = 0.0f;
         for (d = 0; d < Dv; d++) W.O[r * ldo + d] = 0.0f;
@@ -5358,7 +5510,17 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
             const sdpa__kv_run *x = &s->run[ri];
             int64_t slot = x->slot + (j - x->pos), cnt = SDPA__MIN(x->pos + x->n, s0 + ns) - j, jj, n;
             const char *kp = sdpa__kv_kptr(c, x->page, g, slot), *vp = sdpa__kv_vptr(c, x->page, g, slot);
-            const float *ksc = c->dt == SDPA_I8 ? sdpa__kv_kscale(c, x->page, g, slot) : NULL;
+            const float *ksc = c->dt == SDPA_I8 ? sdpa__kv_kscale(c, x->page, g, slot) : NULL, *qk = W.Q;
+            if (c->kchan) { /* the page's channel scales go into the query: q_d * s_d * k_d */
+                const float *cs = sdpa__kv_kchan(c, x->page, g);
+                if (K->kdot16) {
+                    for (r = 0; r < nr; r++) K->q16c((int16_t *)(void *)W.Qb + r * K->ldq16, W.Kt + r, W.Q + r * D, cs, D);
+                } else {
+                    for (r = 0; r < nr; r++)
+                        for (d = 0; d < D; d++) qc[r * D + d] = W.Q[r * D + d] * cs[d];
+                    qk = qc;
+                }
+            }
             for (jj = 0; jj < cnt; jj += n) {
                 n = SDPA__MIN(SDPA__KV_STEP, cnt - jj);
                 sdpa__prefetch(vp + jj * vrow, n * vrow); /* these keys' V rows, read after the softmax */
@@ -5366,7 +5528,7 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
                     K->kdot16(nr, n, D, (const int16_t *)(const void *)W.Qb, K->ldq16, W.Kt, (const signed char *)kp + jj * krow,
                               ksc + jj, W.S + (j - s0) + jj, SDPA__KV_SPAN);
                 else
-                    K->kdot(nr, n, D, W.Q, D, kp + jj * krow, c->dt, ksc ? ksc + jj : NULL, W.S + (j - s0) + jj, SDPA__KV_SPAN, tmp);
+                    K->kdot(nr, n, D, qk, D, kp + jj * krow, c->dt, ksc ? ksc + jj : NULL, W.S + (j - s0) + jj, SDPA__KV_SPAN, tmp);
             }
             j += cnt;
         }
@@ -5448,7 +5610,7 @@ static void sdpa__kv_merge(void *ctx, int64_t task, int worker)
     const sdpa__kv_seq *s;
     sdpa__seq sq;
     sdpa__ws W;
-    float *tmp;
+    float *tmp, *qc;
     int64_t b, g, r, rows, ci, nch, d, Dv = P->Dv;
     if (task < 0 || task >= K->n_merge || worker < 0 || worker >= P->n_workers) return;
     b = sdpa__prefix_find(K->merge_start, P->B, task);
@@ -5456,7 +5618,7 @@ static void sdpa__kv_merge(void *ctx, int64_t task, int worker)
     g = task - K->merge_start[b];
     nch = K->nch[b];
     rows = P->G * sq.vq;
-    sdpa__kv_carve(K, worker, &W, &tmp);
+    sdpa__kv_carve(K, worker, &W, &tmp, &qc);
     for (r = 0; r < rows; r++) {
         float m = -(float)INFINITY, l = 0.0f;
         const float *pr = K->part + (K->part_start[b] + g * nch * rows + r) * (Dv + 2);
@@ -5563,10 +5725,12 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
     P->bf16 = 0;
     K.kdot = sdpa__kdot_scalar;
     K.vacc = sdpa__vacc_scalar;
+    K.q16c = sdpa__kv_q16c_scalar;
 #ifdef SDPA__HAVE_AVX2
     if (P->path == SDPA_PATH_AVX2 || P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX) {
         K.kdot = sdpa__kdot_avx2;
         K.vacc = sdpa__vacc_avx2;
+        K.q16c = sdpa__kv_q16c_avx2;
         K.kdot16 = sdpa__kdot16_avx2;
         K.vacc8 = sdpa__vacc8_avx2;
     }
@@ -5589,7 +5753,7 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
 
     /* per-worker scratch (sdpa__kv_carve), sizes checked */
     K.ldo = SDPA__ROUND_UP(P->Dv, 16);
-    a[0] = SDPA__KV_ROWS;      e[0] = P->D;
+    a[0] = 2 * SDPA__KV_ROWS;  e[0] = P->D; /* Q and Q times a page's key scales */
     a[1] = SDPA__KV_ROWS;      e[1] = SDPA__KV_SPAN;
     a[2] = 1;                  e[2] = SDPA__MAX(P->D, K.ldo);
     a[3] = SDPA__KV_ROWS;      e[3] = K.ldo;

@@ -119,8 +119,10 @@ SDPA_CUDA_API const char *sdpa_cuda_strerror(int code);
  * for I8, the K and V scales [kv_heads][page_size] (fp32, max|x| / 127 per
  * token and head; values rounded to nearest, ties away from zero; a row with
  * NaN or Inf is stored as zeros with a NaN scale), every part 64-byte
- * aligned: appending the same tokens to this cache and to sdpa.h's stores
- * the same bytes. config->max_pages (>= 1) pages are allocated at creation
+ * aligned: appending the same tokens to this cache and to an sdpa.h cache
+ * made with kscale = SDPA_KV_KSCALE_TOKEN stores the same bytes. I8 keys are
+ * scaled per token here whatever config->kscale says (sdpa.h's default,
+ * per channel and page, is not ported yet). config->max_pages (>= 1) pages are allocated at creation
  * (one cudaMalloc); each sequence holds a page table of up to max_pages
  * entries. Sequences grow by appending, shrink by truncate or reset; fork
  * and evict are not provided. The host keeps the page tables: calls that

@@ -447,6 +447,7 @@ static void kv_case(int st, int64_t D, int64_t Dv, int64_t ps, int qdt, int64_t 
     sdpa_kv_cache_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.num_seqs = 3; cfg.kv_heads = H; cfg.head_dim = D; cfg.head_dim_v = Dv; cfg.dtype = (sdpa_dtype)st; cfg.page_size = ps;
+    cfg.kscale = SDPA_KV_KSCALE_TOKEN; /* the device cache's I8 keys: the CPU cache stores the same bytes then */
     cfg.errbuf = err; cfg.errbuf_size = sizeof err;
     sdpa_kv_cache *cc = NULL;
     sdpa_kv_cache_config ccfg = cfg;

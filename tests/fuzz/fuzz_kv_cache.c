@@ -9,10 +9,16 @@
  * keeps each sequence's tokens as the cache must store them:
  *   - every call agrees with the model (lengths; read gives the stored
  *     values: F32 exact, F16/BF16 the round-to-nearest-even value, I8 within
- *     scale/2 of the input, a NaN scale for a row holding NaN/Inf);
+ *     scale/2 of the input (plus the float rounding of the scale and of the
+ *     product read back), a NaN scale for a row holding NaN/Inf; I8 keys
+ *     scaled per channel (kscale, chosen from the cache's shape so that the
+ *     corpus keeps its meaning) within the header's 2.5 steps of a channel
+ *     scale of at most 1.25 max|k_d| / 127, and re-read after each append:
+ *     a growing scale rounds the page's earlier keys again);
  *   - attention matches a float64 reference over the stored values within
- *     the header's F32 bounds (I8: plus its documented int16 query rounding
- *     term) on rows no NaN/Inf reaches; rows past seqlens_q are 0 / -inf;
+ *     the header's F32 bounds (I8: plus its documented int16 roundings of
+ *     the query and of the weights in P.V) on rows no NaN/Inf reaches; rows
+ *     past seqlens_q are 0 / -inf;
  *   - a failing call (bad argument, SDPA_ERR_CAPACITY, SDPA_ERR_NOMEM)
  *     changes nothing: lengths, contents, bytes held, out;
  *   - sdpa_kv_cache_bytes equals what the allocator holds after every call,
@@ -34,6 +40,8 @@ typedef struct {
 typedef struct {
     int64_t nseq, H, D, Dv, ps, max_pages;
     sdpa_dtype dt;
+    int kchan;                 /* I8 keys scaled per channel */
+    float kmax[MAXH][MAXDIM];  /* the largest finite |k| ever appended (bounds a page's channel scale) */
     mseq s[MAXSEQ];
 } model;
 
@@ -163,9 +171,14 @@ FZ_NOCOV static int op_append(fz_in *in, sdpa_kv_cache *c, model *m, int64_t q, 
                 rt.data = dst, rt.dtype = SDPA_F32, rt.shape[0] = 1, rt.shape[1] = H, rt.shape[2] = n, rt.shape[3] = dim;
                 rt.stride[0] = n * H * dim, rt.stride[1] = dim, rt.stride[2] = H * dim, rt.stride[3] = 1;
                 FZ_CHECK(sdpa_kv_cache_read(c, q, old, w ? NULL : &rt, w ? &rt : NULL) == SDPA_OK, "read after append");
+                for (t = 0; t < n * H && m->kchan && !w; t++) { /* the whole append's keys first: later keys grow scales */
+                    int finite = 1;
+                    for (d = 0; d < dim; d++) finite &= fabsf(x[w][t * dim + d]) <= 3.4e38f;
+                    for (d = 0; d < dim && finite; d++) m->kmax[t % H][d] = fmaxf(m->kmax[t % H][d], fabsf(x[w][t * dim + d]));
+                }
                 for (t = 0; t < n * H; t++) {
                     float amax = 0;
-                    int finite = 1;
+                    int finite = 1, kc = m->kchan && !w;
                     for (d = 0; d < dim; d++) {
                         float a = fabsf(x[w][t * dim + d]);
                         if (!(a <= 3.4e38f)) finite = 0;
@@ -173,15 +186,29 @@ FZ_NOCOV static int op_append(fz_in *in, sdpa_kv_cache *c, model *m, int64_t q, 
                     }
                     for (d = 0; d < dim; d++) {
                         float got = dst[t * dim + d], want = x[w][t * dim + d];
+                        double cmax = kc ? (double)m->kmax[t % H][d] : (double)amax; /* bounds the scale's base */
                         if (!finite) FZ_CHECK(got != got, "I8 row with NaN/Inf: element %g, want NaN", got);
-                        else FZ_CHECK(fabs((double)got - want) <= (double)amax / 127.0 * (0.5 + 1e-5) + 1e-30 &&
-                                          fabs((double)got) <= (double)amax * (1 + 1e-6),
-                                      "I8 stored %.9g for %.9g (row max %g)", got, want, amax);
+                        else FZ_CHECK(fabs((double)got - want) <= cmax / 127.0 * (kc ? 2.5 * 1.25 : 0.5) + cmax * 2.4e-7 + 1e-30 &&
+                                          fabs((double)got) <= cmax * (kc ? 1.25 : 1.0) * (1 + 1e-6),
+                                      "I8 stored %.9g for %.9g (row max %g, channel max %g)", got, want, amax, cmax);
                     }
                 }
             }
         }
         s->len = old + n;
+        if (m->kchan && old > 0) { /* the earlier keys of the page may have been rounded again */
+            sdpa_tensor rt = {0};
+            rt.data = s->k, rt.dtype = SDPA_F32, rt.shape[0] = 1, rt.shape[1] = H, rt.shape[2] = old, rt.shape[3] = m->D;
+            rt.stride[0] = old * H * m->D, rt.stride[1] = m->D, rt.stride[2] = H * m->D, rt.stride[3] = 1;
+            FZ_CHECK(sdpa_kv_cache_read(c, q, 0, &rt, NULL) == SDPA_OK, "read back after append");
+            for (t = 0; t < old * H; t++) /* still within the bound of the (grown) channel scales */
+                for (d = 0; d < m->D; d++) {
+                    float got = s->k[t * m->D + d];
+                    FZ_CHECK(got != got || fabs((double)got) <= (double)m->kmax[t % H][d] * 1.25 * (1 + 1e-6),
+                             "I8 key %lld [%lld] re-read as %.9g, channel max %g", (long long)(t / H), (long long)d, got,
+                             m->kmax[t % H][d]);
+                }
+        }
     }
     free(x[0]), free(x[1]), free(buf[0]), free(buf[1]);
     return rc;
@@ -287,7 +314,7 @@ FZ_NOCOV static void op_attention(fz_in *in, const sdpa_kv_cache *c, const model
             for (i = 0; i < n; i++) {
                 int64_t g = h / G, pos = i + len - vq, row = (b * Hq + h) * n + i;
                 const float *qr = qv + row * D;
-                double sc[MAXTOK], mx = -INFINITY, sum = 0, ref[MAXDIM], rl, qmax = 0, delta = 0;
+                double sc[MAXTOK], mx = -INFINITY, sum = 0, ref[MAXDIM], rl, qmax = 0, delta = 0, pverr = 0;
                 int clean = 1;
                 for (d = 0; d < D; d++) qmax = fmax(qmax, fabs(qr[d] * scale));
                 for (j = 0; j < len; j++) {
@@ -301,6 +328,10 @@ FZ_NOCOV static void op_attention(fz_in *in, const sdpa_kv_cache *c, const model
                     for (d = 0; d < D; d++) x += (double)qr[d] * kr[d], ksum += fabs(kr[d]);
                     for (d = 0; d < Dv; d++) clean &= isfinite(vr[d]) != 0;
                     if (!isfinite(x)) clean = 0;
+                    if (m->kchan) { /* the int16 query per page: 127 * D * max|q_d s_d|, s_d <= 1.25 max|k_d| / 127 */
+                        ksum = 0;
+                        for (d = 0; d < D; d++) ksum = fmax(ksum, 1.25 * (double)D * m->kmax[g][d]);
+                    }
                     if (m->dt == SDPA_I8 && D <= 4096) delta = fmax(delta, ksum * qmax / 65534.0);
                     x *= scale;
                     if (p.softcap > 0) x = p.softcap * tanh(x / p.softcap);
@@ -321,6 +352,22 @@ FZ_NOCOV static void op_attention(fz_in *in, const sdpa_kv_cache *c, const model
                     }
                     for (d = 0; d < Dv; d++) ref[d] /= sum;
                     rl = mx + log(sum);
+                    if (m->dt == SDPA_I8) { /* integer P.V: weights x value scales to int16 per run of a 64-key span */
+                        int64_t j0;
+                        for (j0 = 0; j0 < len; j0 += 64) {
+                            double top = 0;
+                            int64_t cnt = 0;
+                            for (j = j0; j < len && j < j0 + 64; j++) {
+                                double vm = 0;
+                                if (sc[j] == -INFINITY) continue;
+                                for (d = 0; d < Dv; d++) vm = fmax(vm, fabs(s->v[(j * m->H + g) * Dv + d]));
+                                top = fmax(top, exp(sc[j] - mx) * vm);
+                                cnt++;
+                            }
+                            pverr += (double)cnt * top;
+                        }
+                        pverr = pverr / 65534.0 / sum * 1.01;
+                    }
                 }
                 for (d = 0; d < Dv; d++) {
                     double got, tol;
@@ -335,7 +382,7 @@ FZ_NOCOV static void op_attention(fz_in *in, const sdpa_kv_cache *c, const model
                         got = odt == SDPA_F16 ? fz_f16_value(hv) : fz_bf16_value(hv);
                         tol = odt == SDPA_F16 ? 2e-3 * fabs(ref[d]) + 1e-4 : 8e-3 * fabs(ref[d]) + 1e-3;
                     }
-                    tol += 4 * delta;
+                    tol += 4 * delta + pverr;
                     FZ_CHECK(fabs(got - ref[d]) <= tol, "attention b%lld (seq %lld, len %lld) h%lld i%lld d%lld: %.9g, reference %.9g",
                              (long long)b, (long long)seqs[b], (long long)len, (long long)h, (long long)i, (long long)d, got,
                              ref[d]);
@@ -378,6 +425,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (cfg.page_size == 9) cfg.page_size = 16;
     m.ps = cfg.page_size ? cfg.page_size : 64;
     m.max_pages = cfg.max_pages = fz_chance(&in, 4) ? fz_range(&in, 1, 12) : 0;
+    cfg.kscale = (m.nseq + m.H + m.D + cfg.head_dim_v + cfg.page_size) % 2 ? SDPA_KV_KSCALE_TOKEN : SDPA_KV_KSCALE_CHANNEL;
+    m.kchan = m.dt == SDPA_I8 && cfg.kscale == SDPA_KV_KSCALE_CHANNEL;
     g_use_al = use_al = fz_chance(&in, 12);
     cfg.allocator = use_al ? &al : NULL;
     cfg.errbuf = eb, cfg.errbuf_size = sizeof eb;
