@@ -5556,6 +5556,10 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
             const sdpa__kv_run *x = &s->run[sdpa__kv_find(s, s0 + SDPA__KV_SPAN)];
             nk = sdpa__kv_kptr(c, x->page, g, x->slot + (s0 + SDPA__KV_SPAN - x->pos));
             nkb = SDPA__MIN(SDPA__MIN(x->pos + x->n, khi + 1) - (s0 + SDPA__KV_SPAN), SDPA__KV_SPAN) * krow;
+            if (c->dt == SDPA_I8) { /* and its key scales: per key, and per channel (kchan), apart from the rows */
+                sdpa__prefetch((const char *)sdpa__kv_kscale(c, x->page, g, x->slot + (s0 + SDPA__KV_SPAN - x->pos)), nkb / krow * 4);
+                if (c->kchan) sdpa__prefetch((const char *)sdpa__kv_kchan(c, x->page, g), D * 4);
+            }
         }
         for (ri = ri0, j = s0; j < s0 + ns; ri++) { /* O += P V, run by run */
             const sdpa__kv_run *x = &s->run[ri];
