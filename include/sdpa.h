@@ -3986,9 +3986,11 @@ static void sdpa__kv_put_kchan(const sdpa_kv_cache *c, char *pg, int64_t h, int6
         double x = (double)sdpa__kv_get(src, st, d), a = fabs(x);
         if (a > (double)sc[d] * 127.0) {
             float ns = (float)SDPA__MAX(a / 127.0, 1.25 * (double)sc[d]);
-            double r = (double)sc[d] / (double)ns; /* < 1 (0 for a new channel) */
-            for (u = 0; u < slot; u++) base[u * D + d] = sdpa__kv_q8((double)base[u * D + d] * r);
-            sc[d] = ns;
+            if (ns > 0.0f) { /* else |k_d| < ~2e-43: the scale underflows, the key stays 0 */
+                double r = (double)sc[d] / (double)ns; /* < 1 (0 for a new channel) */
+                for (u = 0; u < slot; u++) base[u * D + d] = sdpa__kv_q8((double)base[u * D + d] * r);
+                sc[d] = ns;
+            }
         }
         q[d] = sc[d] > 0.0f ? sdpa__kv_q8(x / (double)sc[d]) : 0;
     }
@@ -5431,14 +5433,14 @@ static void sdpa__kv_store(const sdpa__plan *P, int64_t b, int64_t h, int64_t i,
 }
 
 /* A worker's scratch: Q [rows][D], Q times a page's key scales [rows][D]
- * (I8 keys per channel), Q as int16 [rows][ldq16] and its scales (I8 keys
- * per token), S [rows][span], one K/V row, O [rows][ldo], m, l, then h, i,
- * lo, hi; each part a multiple of 64 bytes. */
+ * (only for I8 keys per channel), Q as int16 [rows][ldq16] and its scales,
+ * S [rows][span], one K/V row, O [rows][ldo], m, l, then h, i, lo, hi; each
+ * part a multiple of 64 bytes. */
 static void sdpa__kv_carve(const sdpa__kvplan *K, int worker, sdpa__ws *W, float **tmp, float **qc)
 {
     float *f = (float *)(void *)(K->P.ws + (size_t)worker * K->P.ws_worker);
     W->Q = f;  f += SDPA__ROUND_UP(SDPA__KV_ROWS * K->P.D, 16);
-    *qc = f;   f += SDPA__ROUND_UP(SDPA__KV_ROWS * K->P.D, 16);
+    *qc = f;   f += K->c->kchan ? SDPA__ROUND_UP(SDPA__KV_ROWS * K->P.D, 16) : 0;
     W->Qb = (uint16_t *)(void *)f; f += SDPA__KV_ROWS * K->ldq16 / 2; /* int16 queries (I8 storage) */
     W->Kt = f; f += SDPA__KV_ROWS;                                     /* their scales */
     W->S = f;  f += SDPA__KV_ROWS * SDPA__KV_SPAN;
@@ -5757,7 +5759,7 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
 
     /* per-worker scratch (sdpa__kv_carve), sizes checked */
     K.ldo = SDPA__ROUND_UP(P->Dv, 16);
-    a[0] = 2 * SDPA__KV_ROWS;  e[0] = P->D; /* Q and Q times a page's key scales */
+    a[0] = (c->kchan ? 2 : 1) * SDPA__KV_ROWS; e[0] = P->D; /* Q, and Q times a page's key scales */
     a[1] = SDPA__KV_ROWS;      e[1] = SDPA__KV_SPAN;
     a[2] = 1;                  e[2] = SDPA__MAX(P->D, K.ldo);
     a[3] = SDPA__KV_ROWS;      e[3] = K.ldo;

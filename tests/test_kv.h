@@ -770,6 +770,40 @@ static void test_kv_nonfinite(void)
         sdpa_kv_cache_destroy(c);
         km_free(&m);
     }
+    { /* keys per channel at the ends of the float range: scales that underflow, denormal ones, huge ones */
+        kv_model m;
+        const int64_t D = 8, L = 24;
+        float kk[24 * 8], vv[24 * 8], got[24 * 8];
+        int64_t t, d;
+        sdpa_kv_cache *c;
+        sdpa_tensor kt = {kk, SDPA_F32, {1, 1, L, D}, {0}}, vt = {vv, SDPA_F32, {1, 1, L, D}, {0}};
+        sdpa_tensor rt = {got, SDPA_F32, {1, 1, L, D}, {0}};
+        case_begin("I8 keys per channel: magnitudes from 1e-45 to 3e38 in one page");
+        g_kv_kscale = SDPA_KV_KSCALE_CHANNEL;
+        c = kv_new(&m, 1, 1, D, D, SDPA_I8, 32, 0, NULL);
+        g_kv_kscale = -1;
+        for (t = 0; t < L; t++)
+            for (d = 0; d < D; d++) { /* channel d grows from its tiny start by 10^(t/2) */
+                static const float start[8] = {1e-45f, 1e-43f, 1e-40f, 1e-38f, 1e-30f, 1.0f, 1e30f, 3e38f};
+                double x = (double)start[d] * pow(10.0, (double)t / 2.0) * (t % 3 == 1 ? -1.0 : 1.0);
+                kk[t * D + d] = (float)(fabs(x) > 3.3e38 ? 3.3e38 : x);
+                vv[t * D + d] = 0.5f;
+            }
+        CHECK(sdpa_kv_cache_append(c, 0, &kt, &vt) == SDPA_OK, "append");
+        CHECK(sdpa_kv_cache_read(c, 0, 0, &rt, NULL) == SDPA_OK, "read");
+        for (d = 0; d < D; d++) {
+            double mx = 0.0, e;
+            for (t = 0; t < L; t++) mx = fabs(kk[t * D + d]) > mx ? fabs(kk[t * D + d]) : mx;
+            for (t = 0; t < L; t++) {
+                e = fabs((double)got[t * D + d] - kk[t * D + d]);
+                CHECK(e <= mx / 127.0 * 2.5 * 1.25 + mx * 2.4e-7 + 2e-43, "channel %lld token %lld: %.9g for %.9g (max %.3g)", LL(d),
+                      LL(t), got[t * D + d], kk[t * D + d], mx);
+            }
+        }
+        sdpa_kv_cache_destroy(c);
+        km_free(&m);
+        case_end();
+    }
     group_end();
 }
 
