@@ -231,6 +231,7 @@ int main(int argc, char **argv)
         sc[i].H = i ? 4 : 2, sc[i].D = i ? 64 : 128, sc[i].ps = i ? 16 : 0;
         cfg.num_seqs = 3, cfg.kv_heads = sc[i].H, cfg.head_dim = sc[i].D, cfg.page_size = sc[i].ps;
         cfg.dtype = i ? SDPA_I8 : SDPA_F16, cfg.allocator = &g_cache_al;
+        cfg.kscale = rint_(0, 1) ? SDPA_KV_KSCALE_TOKEN : SDPA_KV_KSCALE_CHANNEL; /* I8 keys' scales */
         if (sdpa_kv_cache_create(&cfg, &sc[i].c) != SDPA_OK) { printf("soak: create failed\n"); return 1; }
     }
     /* what two caches of 3 sequences can need at most: each sequence's tokens
@@ -239,7 +240,7 @@ int main(int argc, char **argv)
     cache_cap = 0;
     for (i = 0; i < 2; i++) {
         int64_t ps = sc[i].ps ? sc[i].ps : 64, pages = 3 * ((limit + 40) / ps + 3) * 2;
-        int64_t page = sc[i].H * ps * sc[i].D * 2 * (i ? 1 : 2) + sc[i].H * ps * 8 + 256;
+        int64_t page = sc[i].H * ps * sc[i].D * 2 * (i ? 1 : 2) + sc[i].H * ps * 8 + 256 + (i ? sc[i].H * sc[i].D * 4 + 64 : 0);
         cache_cap += pages * page + 3 * 4096 + 1024;
     }
     while ((t = now_s() - t0) < secs && g_fail == 0) {
