@@ -45,7 +45,10 @@ static void kq_token(float *k, int64_t n, int64_t D, const float *mean)
     for (t = 0; t < n; t++) {
         float *x = k + t * D;
         double amax = 0, s;
-        for (d = 0; d < D; d++) amax = fmax(amax, fabs(x[d] - (mean ? mean[d] : 0)));
+        for (d = 0; d < D; d++) { /* plain compares: aarch64 gcc 12 -O3 crashes vectorising fmax reductions */
+            double a = fabs(x[d] - (mean ? mean[d] : 0));
+            if (a > amax) amax = a;
+        }
         s = amax / 127.0;
         for (d = 0; d < D; d++) {
             double m = mean ? mean[d] : 0;
@@ -59,7 +62,8 @@ static void kq_channel(float *k, int64_t n, int64_t D)
     int64_t t, d;
     for (d = 0; d < D; d++) {
         double amax = 0, s;
-        for (t = 0; t < n; t++) amax = fmax(amax, fabs(k[t * D + d]));
+        for (t = 0; t < n; t++)
+            if (fabs(k[t * D + d]) > amax) amax = fabs(k[t * D + d]);
         s = amax / 127.0;
         for (t = 0; t < n; t++) k[t * D + d] = (float)(s > 0 ? q8(k[t * D + d] / s) * s : 0.0);
     }
