@@ -370,8 +370,9 @@ typedef enum sdpa_precision {
 
 /* A paged KV cache: K and V of num_seqs sequences x kv_heads, stored in
  * fixed-size pages of page_size tokens taken from the allocator as sequences
- * grow (nothing is ever copied to grow), in F32, F16, BF16 or I8 (int8 with
- * one fp32 scale per token and head: x = scale * q, scale = max|x| / 127).
+ * grow (nothing is ever copied to grow), in F32, F16, BF16 or I8 (int8: values
+ * with one fp32 scale per token and head, x = scale * q, scale = max|x| / 127;
+ * keys by default with one per channel, head and page, see Numerics below).
  * Sequences can share a prefix's pages (sdpa_kv_cache_fork), roll back
  * (truncate), and drop the middle of their history while keeping the first
  * tokens (evict, StreamingLLM's attention sinks).
