@@ -4597,27 +4597,42 @@ static void sdpa__kv_q16(int16_t *q16, float *qs, const float *x, int64_t n)
 #define SDPA__KV_Q16_TINY 1e-30f
 typedef void (*sdpa__kv_q16c_fn)(int16_t *q16, float *qs, const float *q, const float *cs, int64_t n);
 
-static void sdpa__kv_q16c_scalar(int16_t *q16, float *qs, const float *q, const float *cs, int64_t n)
+/* The scalar pieces, shared with the vector form's tails: elements [d, n)
+ * scanned into *amax (returns 1 for a NaN or Inf), the row's scale set (0
+ * when the row becomes zeros), elements [d, n) rounded. */
+static int sdpa__kv_q16c_scan(const float *q, const float *cs, int64_t d, int64_t n, float *amax)
 {
-    float amax = 0.0f, inv;
-    int64_t d;
     int bad = 0;
-    for (d = 0; d < n; d++) {
+    for (; d < n; d++) {
         float a = fabsf(q[d] * cs[d]);
         if (!sdpa__kv_finite(a)) bad = 1;
-        else if (a > amax) amax = a;
+        else if (a > *amax) *amax = a;
     }
+    return bad;
+}
+static float sdpa__kv_q16c_scale(int16_t *q16, float *qs, int bad, float amax, int64_t n)
+{
     if (bad || !(amax >= SDPA__KV_Q16_TINY)) {
         memset(q16, 0, (size_t)n * sizeof(int16_t));
         *qs = bad ? (float)NAN : 0.0f;
-        return;
+        return 0.0f;
     }
     *qs = amax / 32767.0f;
-    inv = 32767.0f / amax;
-    for (d = 0; d < n; d++) {
+    return 32767.0f / amax; /* the reciprocal both forms multiply by */
+}
+static void sdpa__kv_q16c_round(int16_t *q16, const float *q, const float *cs, float inv, int64_t d, int64_t n)
+{
+    for (; d < n; d++) {
         long v = lrintf(q[d] * cs[d] * inv); /* |v| <= 32767 (+1 at most from inv's rounding) */
         q16[d] = (int16_t)(v > 32767 ? 32767 : (v < -32767 ? -32767 : v));
     }
+}
+
+static void sdpa__kv_q16c_scalar(int16_t *q16, float *qs, const float *q, const float *cs, int64_t n)
+{
+    float amax = 0.0f, inv;
+    int bad = sdpa__kv_q16c_scan(q, cs, 0, n, &amax);
+    if ((inv = sdpa__kv_q16c_scale(q16, qs, bad, amax, n)) != 0.0f) sdpa__kv_q16c_round(q16, q, cs, inv, 0, n);
 }
 
 #ifdef SDPA__HAVE_AVX2
@@ -4803,22 +4818,11 @@ SDPA__TARGET_AVX2 static void sdpa__kv_q16c_avx2(int16_t *q16, float *qs, const 
         vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(a, inf, _CMP_NLT_UQ)); /* Inf or NaN */
         vmax = _mm256_max_ps(vmax, a);
     }
-    bad = _mm256_movemask_ps(vbad) != 0;
     _mm256_storeu_ps(lane, vmax);
     amax = 0.0f;
     for (c = 0; c < 8; c++) amax = lane[c] > amax ? lane[c] : amax;
-    for (; d < n; d++) {
-        float a = fabsf(q[d] * cs[d]);
-        if (!sdpa__kv_finite(a)) bad = 1;
-        else if (a > amax) amax = a;
-    }
-    if (bad || !(amax >= SDPA__KV_Q16_TINY)) {
-        memset(q16, 0, (size_t)n * sizeof(int16_t));
-        *qs = bad ? (float)NAN : 0.0f;
-        return;
-    }
-    *qs = amax / 32767.0f;
-    inv = 32767.0f / amax;
+    bad = sdpa__kv_q16c_scan(q, cs, n8, n, &amax) | (_mm256_movemask_ps(vbad) != 0);
+    if ((inv = sdpa__kv_q16c_scale(q16, qs, bad, amax, n)) == 0.0f) return;
     vinv = _mm256_set1_ps(inv);
     for (d = 0; d < n8; d += 8) {
         __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(cs + d)), vinv));
@@ -4826,10 +4830,7 @@ SDPA__TARGET_AVX2 static void sdpa__kv_q16c_avx2(int16_t *q16, float *qs, const 
         w = _mm_max_epi16(w, _mm_set1_epi16(-32767));
         _mm_storeu_si128((__m128i *)(void *)(q16 + d), w);
     }
-    for (; d < n; d++) {
-        long v = lrintf(q[d] * cs[d] * inv);
-        q16[d] = (int16_t)(v > 32767 ? 32767 : (v < -32767 ? -32767 : v));
-    }
+    sdpa__kv_q16c_round(q16, q, cs, inv, n8, n);
 }
 
 /* R rows x 8W columns of O in R*W accumulators, over N keys: per key, W
