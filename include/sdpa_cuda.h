@@ -39,10 +39,13 @@
  * KERNELS
  *   F16/BF16 q, k, v with head_dim == head_dim_v, head_dim a multiple of 8
  *   and at most 256, and every stride but the last a multiple of 8 (16-byte
- *   rows, 16-byte aligned data): the tensor-core kernel (FlashAttention-2
- *   style: mma.sync m16n8k16 with fp32 accumulators, ldmatrix, a two-stage
- *   cp.async pipeline over K/V tiles), compiled for head_dim 64, 96, 128 and
- *   256; other head dims take the next of those with zero-filled columns.
+ *   rows, 16-byte aligned data), and Lq, Lk < 2^30: the tensor-core kernel
+ *   (FlashAttention-2 style: mma.sync m16n8k16 with fp32 accumulators,
+ *   ldmatrix, a two-stage cp.async pipeline over K/V tiles; 4 warps of 32
+ *   query rows per block for head dims up to 128, 16 rows for 256), compiled
+ *   for head_dim 64, 96, 128 and 256, each with and without softcap, ALiBi
+ *   and the mask; other head dims take the next of those with zero-filled
+ *   columns.
  *   Everything else (F32, head_dim not a multiple of 8, head_dim != head_dim_v,
  *   odd strides): a generic kernel on the CUDA cores in fp32, one warp per
  *   query row, head dims up to 256.
@@ -551,18 +554,31 @@ __device__ __forceinline__ void sdpa__cu_range_raw(const sdpa__cu_args &a, int64
     *hi = h;
 }
 
+__device__ __forceinline__ float sdpa__cu_ex2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
 /* FlashAttention-2's forward on mma.sync. A block owns BM = NW * MT * 16
  * query rows of one head (each warp MT row tiles of 16) and walks the K/V
  * tiles of BN keys that any of its rows can see, two stages deep through
- * cp.async: S = Q K^T (A from Q in shared memory, B from K rows: ldmatrix),
- * online softmax on the accumulators in registers (exp2, log2-scaled), P
- * rounded to T in registers as the A operand of O += P V (V through
- * ldmatrix.trans). Shared rows are padded by 16 bytes: ldmatrix's eight row
- * addresses then fall in distinct banks. Shared memory:
- * (BM + 4 BN) (DP + 8) * 2 bytes. Columns past D and keys outside the
- * block's range are zero-filled, never read. */
-template <typename T, int DP, int NW, int MT, int BN>
-__global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args a, int64_t nqb)
+ * cp.async: S = Q K^T (A from Q, B from K rows: ldmatrix), online softmax on
+ * the accumulators in registers (exp2 of log2-scaled scores; results below
+ * 2^-126 flush to zero, against a row sum >= 1), P rounded to T in registers
+ * as the A operand of O += P V (V through ldmatrix.trans). With MT = 1 and
+ * DP <= 128 Q's fragments stay in registers; otherwise they are read from
+ * shared memory per 16 dims, and each K/V fragment then feeds MT row tiles.
+ * Shared rows are padded by 16 bytes: ldmatrix's eight row addresses then
+ * fall in distinct banks. Shared memory: (BM + 4 BN) (DP + 8) * 2 bytes.
+ * Columns past D and keys outside the block's range are zero-filled, never
+ * read. EX compiles in softcap, ALiBi and the mask (a.extras); without it
+ * only the tiles that cut a row's visible range pay for per-element checks.
+ * Positions are int (the host sends sequences of 2^30 or more to the
+ * generic kernel); element offsets are int64. */
+template <typename T, int DP, int NW, int MT, int BN, bool EX>
+__global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args a, int nqb)
 {
     constexpr int BM = NW * 16 * MT, LD = DP + 8, CH = DP / 8, NT = BN / 8, DT = DP / 8;
     constexpr bool QREG = MT == 1 && DP <= 128; /* Q's fragments stay in registers */
@@ -571,48 +587,77 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
     T *Qs = (T *)sdpa__cu_sm, *Ks = Qs + BM * LD, *Vs = Ks + 2 * BN * LD;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int64_t s = (int64_t)blockIdx.x / nqb, h = blockIdx.y;
-    const int64_t i0 = (nqb - 1 - (int64_t)blockIdx.x % nqb) * BM; /* longest causal rows first */
+    const int i0 = (nqb - 1 - (int)(blockIdx.x % (unsigned)nqb)) * BM; /* longest causal rows first */
     sdpa__cu_seq sq;
     sdpa__cu_seq_get(a, s, &sq);
     if (i0 >= sq.nq) return;
+    const int nq = (int)sq.nq, vq = (int)sq.vq, vk = (int)sq.vk;
     const int64_t g = h / a.G;
-    const int64_t ilast = (i0 + BM < sq.nq ? i0 + BM : sq.nq) - 1;
-    int64_t klo = 0, khi = -1, flo = 1, fhi = 0;
-    if (i0 < sq.vq) {
-        int64_t iv = ilast < sq.vq - 1 ? ilast : sq.vq - 1, l0, h0, l1, h1;
-        sdpa__cu_range_raw(a, i0, sq.vq, sq.vk, &l0, &h0);
-        sdpa__cu_range_raw(a, iv, sq.vq, sq.vk, &l1, &h1);
-        klo = l0; khi = h1;           /* lo and hi grow with i */
-        if (iv == ilast) { flo = l1; fhi = h0; } /* keys every row of the block sees */
+    const int ilast = (i0 + BM < nq ? i0 + BM : nq) - 1;
+    int klo = 0, khi = -1, flo = 1, fhi = 0;
+    if (i0 < vq) {
+        int64_t iv = ilast < vq - 1 ? ilast : vq - 1, l0, h0, l1, h1;
+        sdpa__cu_range_raw(a, i0, vq, vk, &l0, &h0);
+        sdpa__cu_range_raw(a, iv, vq, vk, &l1, &h1);
+        klo = (int)(l0 > 0 ? l0 : 0); /* lo and hi grow with i */
+        khi = (int)(h1 < vk - 1 ? h1 : vk - 1);
+        if (iv == ilast && l1 <= h0) { flo = (int)l1; fhi = (int)h0; } /* keys every row of the block sees */
     }
-    int64_t rlo[MT][2], rhi[MT][2];
+    int rlo[MT][2], rhi[MT][2];
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int rr = 0; rr < 2; rr++)
-            sdpa__cu_range(a.causal, a.window, a.wl, a.wr, i0 + warp * MT * 16 + mt * 16 + rr * 8 + (lane >> 2), sq.vq, sq.vk,
-                           &rlo[mt][rr], &rhi[mt][rr]);
+        for (int rr = 0; rr < 2; rr++) {
+            int64_t l, hh;
+            sdpa__cu_range(a.causal, a.window, a.wl, a.wr, i0 + warp * MT * 16 + mt * 16 + rr * 8 + (lane >> 2), vq, vk, &l, &hh);
+            rlo[mt][rr] = (int)l;
+            rhi[mt][rr] = (int)hh;
+        }
 
     const char *qb = a.q + (sq.bt * a.qs[0] + h * a.qs[1] + sq.q0 * a.qs[2]) * 2;
     const char *kb = a.k + (sq.bt * a.ks[0] + g * a.ks[1] + sq.k0 * a.ks[2]) * 2;
     const char *vb = a.v + (sq.bt * a.vs[0] + g * a.vs[1] + sq.k0 * a.vs[2]) * 2;
-    for (int c = tid; c < BM * CH; c += NW * 32) {
-        int r = c / CH, cc = c % CH;
-        bool ok = i0 + r < sq.vq && cc * 8 < a.D;
-        sdpa__cu_cp16(sdpa__cu_sa(Qs + r * LD + cc * 8), ok ? (const void *)(qb + ((i0 + r) * a.qs[2] + cc * 8) * 2) : a.q,
+    static_assert(BM * CH % (NW * 32) == 0, "whole Q tile copies per thread");
+#pragma unroll
+    for (int it = 0; it < BM * CH / (NW * 32); it++) {
+        const int c = tid + it * NW * 32, r = c / CH, cc = c % CH;
+        bool ok = i0 + r < vq && cc * 8 < a.D;
+        sdpa__cu_cp16(sdpa__cu_sa(Qs + r * LD + cc * 8), ok ? (const void *)(qb + ((int64_t)(i0 + r) * a.qs[2] + cc * 8) * 2) : a.q,
                       ok ? 16 : 0);
     }
     sdpa__cu_cp_commit();
-    const int64_t jstart = khi >= klo ? klo / BN * BN : 0;
-    const int64_t ntiles = khi >= klo ? (khi - jstart) / BN + 1 : 0;
-    auto load_kv = [&](int stage, int64_t j0) {
-        T *kd = Ks + stage * BN * LD, *vd = Vs + stage * BN * LD;
-        for (int c = tid; c < BN * CH; c += NW * 32) {
-            int r = c / CH, cc = c % CH;
-            int64_t j = j0 + r;
-            bool ok = j >= klo && j <= khi && cc * 8 < a.D;
-            sdpa__cu_cp16(sdpa__cu_sa(kd + r * LD + cc * 8), ok ? (const void *)(kb + (j * a.ks[2] + cc * 8) * 2) : a.k, ok ? 16 : 0);
-            sdpa__cu_cp16(sdpa__cu_sa(vd + r * LD + cc * 8), ok ? (const void *)(vb + (j * a.vs[2] + cc * 8) * 2) : a.v, ok ? 16 : 0);
+    const int jstart = khi >= klo ? klo / BN * BN : 0;
+    const int ntiles = khi >= klo ? (khi - jstart) / BN + 1 : 0;
+    /* With NW * 32 a multiple of CH, each thread copies the same 16-byte
+     * column cc of rows r0, r0 + RS, ...: one address, stepped (ROWS);
+     * otherwise (DP = 96) chunk by chunk. */
+    static_assert(BN * CH % (NW * 32) == 0, "whole K/V tile copies per thread");
+    constexpr bool ROWS = NW * 32 % CH == 0;
+    constexpr int RS = ROWS ? NW * 32 / CH : 1;
+    const int r0 = ROWS ? tid / CH : 0, cc0 = ROWS ? tid % CH : 0;
+    const bool cok = cc0 * 8 < a.D;
+    const int64_t kst = a.ks[2] * 2, vst = a.vs[2] * 2;
+    const uint32_t kd0 = sdpa__cu_sa(Ks + r0 * LD + cc0 * 8), vd0 = sdpa__cu_sa(Vs + r0 * LD + cc0 * 8);
+    auto load_kv = [&](int stage, int j0) {
+        if (ROWS) {
+            const char *kp = kb + (int64_t)(j0 + r0) * kst + cc0 * 16, *vp = vb + (int64_t)(j0 + r0) * vst + cc0 * 16;
+#pragma unroll
+            for (int it = 0; it < BN / RS; it++) {
+                const int j = j0 + r0 + it * RS;
+                const bool ok = cok && j >= klo && j <= khi;
+                const uint32_t off = (uint32_t)((stage * BN + it * RS) * LD * 2);
+                sdpa__cu_cp16(kd0 + off, ok ? (const void *)(kp + it * RS * kst) : a.k, ok ? 16 : 0);
+                sdpa__cu_cp16(vd0 + off, ok ? (const void *)(vp + it * RS * vst) : a.v, ok ? 16 : 0);
+            }
+        } else {
+#pragma unroll
+            for (int it = 0; it < BN * CH / (NW * 32); it++) {
+                const int c = tid + it * NW * 32, r = c / CH, cc = c % CH, j = j0 + r;
+                const bool ok = cc * 8 < a.D && j >= klo && j <= khi;
+                const uint32_t off = (uint32_t)(((stage * BN + r) * LD + cc * 8) * 2);
+                sdpa__cu_cp16(sdpa__cu_sa(Ks) + off, ok ? (const void *)(kb + j * kst + cc * 16) : a.k, ok ? 16 : 0);
+                sdpa__cu_cp16(sdpa__cu_sa(Vs) + off, ok ? (const void *)(vb + j * vst + cc * 16) : a.v, ok ? 16 : 0);
+            }
         }
     };
     if (ntiles > 0) load_kv(0, jstart);
@@ -629,9 +674,9 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
     const float sl2 = a.scale * LOG2E;
     uint32_t qf[QREG ? DP / 16 : 1][4];
 
-    for (int64_t t = 0; t < ntiles; t++) {
+    for (int t = 0; t < ntiles; t++) {
         if (t + 1 < ntiles) {
-            load_kv((int)((t + 1) & 1), jstart + (t + 1) * BN);
+            load_kv((t + 1) & 1, jstart + (t + 1) * BN);
             sdpa__cu_cp_commit();
             sdpa__cu_cp_wait<1>();
         } else {
@@ -666,40 +711,50 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
                 }
             }
         }
-        const int64_t j0 = jstart + t * BN;
-        const bool need = a.extras || !(j0 >= flo && j0 + BN - 1 <= fhi);
+        const int j0 = jstart + t * BN;
+        const bool need = EX || !(j0 >= flo && j0 + BN - 1 <= fhi);
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
             for (int rr = 0; rr < 2; rr++) {
-                const int64_t i = i0 + warp * MT * 16 + mt * 16 + rr * 8 + (lane >> 2);
-                float mx = -INFINITY;
+                /* this lane's keys are jb + c, c = nt * 8 + e: the range check
+                 * compares the constant c with lo and hi */
+                const int jb = j0 + 2 * (lane & 3), lo = rlo[mt][rr] - jb, hi = rhi[mt][rr] - jb;
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
-                        float x = sc[mt][nt][2 * rr + e];
-                        if (!need) {
+                        const int c = nt * 8 + e;
+                        float &x = sc[mt][nt][2 * rr + e];
+                        if (EX)
+                            x = c < lo || c > hi
+                                    ? -INFINITY
+                                    : sdpa__cu_extras(a, sq, h, i0 + warp * MT * 16 + mt * 16 + rr * 8 + (lane >> 2), jb + c,
+                                                      x * a.scale) *
+                                          LOG2E;
+                        else
                             x *= sl2;
-                        } else {
-                            int64_t j = j0 + nt * 8 + 2 * (lane & 3) + e;
-                            if (j < rlo[mt][rr] || j > rhi[mt][rr]) x = -INFINITY;
-                            else x = (a.extras ? sdpa__cu_extras(a, sq, h, i, j, x * a.scale) : x * a.scale) * LOG2E;
-                        }
-                        sc[mt][nt][2 * rr + e] = x;
-                        mx = fmaxf(mx, x);
                     }
+                if (!EX && need) /* the tile cuts this block's ranges */
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++)
+                            if (nt * 8 + e < lo || nt * 8 + e > hi) sc[mt][nt][2 * rr + e] = -INFINITY;
+                float mx = -INFINITY;
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(sc[mt][nt][2 * rr], sc[mt][nt][2 * rr + 1]));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
                 const float mn = fmaxf(mrow[mt][rr], mx), mu = mn == -INFINITY ? 0.0f : mn;
-                const float alpha = exp2f(mrow[mt][rr] - mu);
+                const float alpha = sdpa__cu_ex2(mrow[mt][rr] - mu);
                 mrow[mt][rr] = mn;
                 float ls = 0.0f;
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
-                        float p = exp2f(sc[mt][nt][2 * rr + e] - mu);
+                        float p = sdpa__cu_ex2(sc[mt][nt][2 * rr + e] - mu);
                         sc[mt][nt][2 * rr + e] = p;
                         ls += p;
                     }
@@ -743,8 +798,8 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
             float l = lrow[mt][rr];
             l += __shfl_xor_sync(0xffffffffu, l, 1);
             l += __shfl_xor_sync(0xffffffffu, l, 2);
-            const int64_t i = i0 + warp * MT * 16 + mt * 16 + rr * 8 + (lane >> 2);
-            if (i >= sq.nq) continue;
+            const int i = i0 + warp * MT * 16 + mt * 16 + rr * 8 + (lane >> 2);
+            if (i >= nq) continue;
             const float inv = l > 0.0f ? 1.0f / l : (l != l ? l : 0.0f);
             char *op = a.o + (sq.bt * a.os[0] + h * a.os[1] + (sq.q0 + i) * a.os[2]) * oes;
 #pragma unroll
@@ -927,6 +982,7 @@ static int sdpa__cu_plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const 
         int ok = (tq.dtype == SDPA_F16 || tq.dtype == SDPA_BF16) && A->D == A->Dv && A->D % 8 == 0;
         for (d = 0; d < 3 && ok; d++) ok = tq.s[d] % 8 == 0 && tk.s[d] % 8 == 0 && tv.s[d] % 8 == 0;
         ok = ok && ((uintptr_t)tq.data | (uintptr_t)tk.data | (uintptr_t)tv.data) % 16 == 0;
+        ok = ok && A->Lq < ((int64_t)1 << 30) && A->Lk < ((int64_t)1 << 30); /* positions fit its int arithmetic */
         P->mma = ok;
     }
     return SDPA_OK;
@@ -960,33 +1016,37 @@ static int sdpa__cu_upload(sdpa__cu_plan *P, const sdpa_params *pp, cudaStream_t
     return SDPA_OK;
 }
 
-template <typename T, int DP, int NW, int MT, int BN>
+template <typename T, int DP, int NW, int MT, int BN, bool EX>
 static cudaError_t sdpa__cu_launch_mma(const sdpa__cu_plan *P, cudaStream_t st)
 {
     constexpr int BM = NW * 16 * MT;
     const size_t smem = (size_t)(BM + 4 * BN) * (DP + 8) * sizeof(T);
-    cudaError_t e = cudaFuncSetAttribute(sdpa__cu_fwd_mma<T, DP, NW, MT, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    cudaError_t e = cudaFuncSetAttribute(sdpa__cu_fwd_mma<T, DP, NW, MT, BN, EX>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     int64_t nqb = (P->maxnq + BM - 1) / BM;
     if (nqb == 0 || P->a.nseq == 0 || P->a.Hq == 0) return cudaSuccess;
     dim3 grid((unsigned)(nqb * P->a.nseq), (unsigned)P->a.Hq);
-    sdpa__cu_fwd_mma<T, DP, NW, MT, BN><<<grid, NW * 32, smem, st>>>(P->a, nqb);
+    sdpa__cu_fwd_mma<T, DP, NW, MT, BN, EX><<<grid, NW * 32, smem, st>>>(P->a, (int)nqb);
     return cudaGetLastError();
+}
+
+template <typename T, int DP, int NW, int MT, int BN>
+static cudaError_t sdpa__cu_launch_mma_x(const sdpa__cu_plan *P, cudaStream_t st)
+{
+    return P->a.extras ? sdpa__cu_launch_mma<T, DP, NW, MT, BN, true>(P, st) : sdpa__cu_launch_mma<T, DP, NW, MT, BN, false>(P, st);
 }
 
 template <typename T> static cudaError_t sdpa__cu_launch_mma_t(const sdpa__cu_plan *P, cudaStream_t st)
 {
     const int64_t D = P->a.D;
 #ifdef SDPA_CUDA_FEW_KERNELS
-    if (D >= 0) return cudaErrorNotSupported;        /* always: no launch in a check build */
-    return sdpa__cu_launch_mma<T, 128, 8, 1, 64>(P, st); /* one instantiation, compiled */
+    if (D >= 0) return cudaErrorNotSupported;              /* always: no launch in a check build */
+    return sdpa__cu_launch_mma<T, 128, 4, 2, 64, false>(P, st); /* one instantiation, compiled */
 #else
-    if (D <= 64) return sdpa__cu_launch_mma<T, 64, 8, 1, 64>(P, st);
-    if (D <= 96) return sdpa__cu_launch_mma<T, 96, 8, 1, 64>(P, st);
-    if (D <= 128) {
-        return sdpa__cu_launch_mma<T, 128, 8, 1, 64>(P, st);
-    }
-    return sdpa__cu_launch_mma<T, 256, 4, 1, 32>(P, st);
+    if (D <= 64) return sdpa__cu_launch_mma_x<T, 64, 4, 2, 64>(P, st);
+    if (D <= 96) return sdpa__cu_launch_mma_x<T, 96, 4, 2, 64>(P, st);
+    if (D <= 128) return sdpa__cu_launch_mma_x<T, 128, 4, 2, 64>(P, st);
+    return sdpa__cu_launch_mma_x<T, 256, 4, 1, 32>(P, st);
 #endif
 }
 
@@ -995,7 +1055,8 @@ static int sdpa__cu_choose(const sdpa__cu_plan *P, const sdpa_params *pp, sdpa_c
     if (kernel == SDPA_CUDA_KERNEL_GENERIC) return SDPA_CUDA_KERNEL_GENERIC;
     if (kernel == SDPA_CUDA_KERNEL_MMA && !P->mma)
         return sdpa__cu_fail(pp, SDPA_ERR_PATH, "sdpa_cuda: the tensor-core kernel needs F16/BF16 q, k, v, head_dim == head_dim_v, "
-                                                "a multiple of 8, strides multiples of 8 and 16-byte aligned data");
+                                                "a multiple of 8, strides multiples of 8, 16-byte aligned data and "
+                                                "Lq, Lk < 2^30");
     if (kernel != SDPA_CUDA_KERNEL_AUTO && kernel != SDPA_CUDA_KERNEL_MMA)
         return sdpa__cu_fail(pp, SDPA_ERR_PATH, "sdpa_cuda: kernel = %d is not an sdpa_cuda_kernel value", (int)kernel);
     return P->mma ? SDPA_CUDA_KERNEL_MMA : SDPA_CUDA_KERNEL_GENERIC;

@@ -307,6 +307,15 @@ static void host_checks(void)
     CHECK(sdpa_cuda_attention_kernel(&q32, &k32, &v32, &o, &p, 0, SDPA_CUDA_KERNEL_MMA) == SDPA_ERR_PATH, "forcing mma on F32");
     sdpa_tensor qs = q; qs.stride[0] = 4 * 16 * 68; qs.stride[1] = 16 * 68; qs.stride[2] = 68; qs.stride[3] = 1;
     CHECK(sdpa_cuda_kernel_for(&qs, &k, &v, &o, &p) == SDPA_CUDA_KERNEL_GENERIC, "row stride 68 (not 16-byte rows) -> generic");
+    {   /* 2^30 keys (rows broadcast through stride 0): past the tensor-core kernel's int positions */
+        sdpa_tensor kl = k, vl = v;
+        kl.shape[2] = vl.shape[2] = (int64_t)1 << 30;
+        kl.stride[0] = kl.stride[1] = kl.stride[2] = 0; kl.stride[3] = 1;
+        vl.stride[0] = vl.stride[1] = vl.stride[2] = 0; vl.stride[3] = 1;
+        CHECK(sdpa_cuda_kernel_for(&q, &kl, &vl, &o, &p) == SDPA_CUDA_KERNEL_GENERIC, "2^30 keys -> generic");
+        kl.shape[2] = vl.shape[2] = ((int64_t)1 << 30) - 1;
+        CHECK(sdpa_cuda_kernel_for(&q, &kl, &vl, &o, &p) == SDPA_CUDA_KERNEL_MMA, "2^30 - 1 keys -> tensor cores");
+    }
     CHECK(sdpa_cuda_attention(NULL, &k, &v, &o, &p, 0) == SDPA_ERR_NULL, "NULL q");
     CHECK(sdpa_cuda_attention(&q32, &k, &v, &o, &p, 0) == SDPA_ERR_DTYPE, "mixed dtypes");
     sdpa_tensor bad = k; bad.shape[3] = 32;
