@@ -713,6 +713,13 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
         }
         const int j0 = jstart + t * BN;
         const bool need = EX || !(j0 >= flo && j0 + BN - 1 <= fhi);
+        /* Scores in log2 units are x * mul: EX turns them to that in place
+         * (scale, extras, LOG2E); otherwise they stay raw and the scale
+         * (> 0 here: the host sends other scales to EX) folds into one FMA
+         * with the max below. */
+        const float mul = EX ? 1.0f : sl2;
+        float mxs[MT][2];
+        bool grow = false;
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -720,50 +727,68 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
                 /* this lane's keys are jb + c, c = nt * 8 + e: the range check
                  * compares the constant c with lo and hi */
                 const int jb = j0 + 2 * (lane & 3), lo = rlo[mt][rr] - jb, hi = rhi[mt][rr] - jb;
+                if (EX) {
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++)
+                    for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        const int c = nt * 8 + e;
-                        float &x = sc[mt][nt][2 * rr + e];
-                        if (EX)
-                            x = c < lo || c > hi
-                                    ? -INFINITY
-                                    : sdpa__cu_extras(a, sq, h, i0 + warp * MT * 16 + mt * 16 + rr * 8 + (lane >> 2), jb + c,
-                                                      x * a.scale) *
-                                          LOG2E;
-                        else
-                            x *= sl2;
-                    }
-                if (!EX && need) /* the tile cuts this block's ranges */
+                        for (int e = 0; e < 2; e++) {
+                            const int c = nt * 8 + e;
+                            float &x = sc[mt][nt][2 * rr + e];
+                            x = c < lo || c > hi ? -INFINITY
+                                                 : sdpa__cu_extras(a, sq, h, i0 + warp * MT * 16 + mt * 16 + rr * 8 + (lane >> 2),
+                                                                   jb + c, x * a.scale) *
+                                                       LOG2E;
+                        }
+                } else if (need) { /* the tile cuts this block's ranges */
 #pragma unroll
                     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                         for (int e = 0; e < 2; e++)
                             if (nt * 8 + e < lo || nt * 8 + e > hi) sc[mt][nt][2 * rr + e] = -INFINITY;
+                }
                 float mx = -INFINITY;
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(sc[mt][nt][2 * rr], sc[mt][nt][2 * rr + 1]));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float mn = fmaxf(mrow[mt][rr], mx), mu = mn == -INFINITY ? 0.0f : mn;
-                const float alpha = sdpa__cu_ex2(mrow[mt][rr] - mu);
-                mrow[mt][rr] = mn;
+                mxs[mt][rr] = mx * mul;
+                grow |= mxs[mt][rr] > mrow[mt][rr] + 8.0f;
+            }
+        /* The running max moves only when some row of the warp outgrows it by
+         * more than 2^8: until then the weights exp2(x - m) stay <= 256 (fp32
+         * sums and P's relative rounding do not mind), and O and l skip their
+         * rescaling. The first tile with a visible key always sets it. */
+        if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int rr = 0; rr < 2; rr++) {
+                    const float mn = fmaxf(mrow[mt][rr], mxs[mt][rr]), mu = mn == -INFINITY ? 0.0f : mn;
+                    const float alpha = sdpa__cu_ex2(mrow[mt][rr] - mu);
+                    mrow[mt][rr] = mn;
+                    lrow[mt][rr] *= alpha;
+#pragma unroll
+                    for (int dt = 0; dt < DT; dt++) {
+                        o[mt][dt][2 * rr] *= alpha;
+                        o[mt][dt][2 * rr + 1] *= alpha;
+                    }
+                }
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int rr = 0; rr < 2; rr++) {
+                const float nmu = mrow[mt][rr] == -INFINITY ? 0.0f : -mrow[mt][rr];
                 float ls = 0.0f;
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
-                        float p = sdpa__cu_ex2(sc[mt][nt][2 * rr + e] - mu);
+                        float p = sdpa__cu_ex2(fmaf(sc[mt][nt][2 * rr + e], mul, nmu));
                         sc[mt][nt][2 * rr + e] = p;
                         ls += p;
                     }
-                lrow[mt][rr] = lrow[mt][rr] * alpha + ls;
-#pragma unroll
-                for (int dt = 0; dt < DT; dt++) {
-                    o[mt][dt][2 * rr] *= alpha;
-                    o[mt][dt][2 * rr + 1] *= alpha;
-                }
+                lrow[mt][rr] += ls;
             }
 #pragma unroll
         for (int kt = 0; kt < BN / 16; kt++) {
@@ -1033,7 +1058,8 @@ static cudaError_t sdpa__cu_launch_mma(const sdpa__cu_plan *P, cudaStream_t st)
 template <typename T, int DP, int NW, int MT, int BN>
 static cudaError_t sdpa__cu_launch_mma_x(const sdpa__cu_plan *P, cudaStream_t st)
 {
-    return P->a.extras ? sdpa__cu_launch_mma<T, DP, NW, MT, BN, true>(P, st) : sdpa__cu_launch_mma<T, DP, NW, MT, BN, false>(P, st);
+    return P->a.extras || !(P->a.scale > 0.0f) ? sdpa__cu_launch_mma<T, DP, NW, MT, BN, true>(P, st)
+                                               : sdpa__cu_launch_mma<T, DP, NW, MT, BN, false>(P, st);
 }
 
 template <typename T> static cudaError_t sdpa__cu_launch_mma_t(const sdpa__cu_plan *P, cudaStream_t st)
@@ -1041,11 +1067,11 @@ template <typename T> static cudaError_t sdpa__cu_launch_mma_t(const sdpa__cu_pl
     const int64_t D = P->a.D;
 #ifdef SDPA_CUDA_FEW_KERNELS
     if (D >= 0) return cudaErrorNotSupported;              /* always: no launch in a check build */
-    return sdpa__cu_launch_mma<T, 128, 4, 2, 64, false>(P, st); /* one instantiation, compiled */
+    return sdpa__cu_launch_mma<T, 128, 4, 2, 32, false>(P, st); /* one instantiation, compiled */
 #else
     if (D <= 64) return sdpa__cu_launch_mma_x<T, 64, 4, 2, 64>(P, st);
-    if (D <= 96) return sdpa__cu_launch_mma_x<T, 96, 4, 2, 64>(P, st);
-    if (D <= 128) return sdpa__cu_launch_mma_x<T, 128, 4, 2, 64>(P, st);
+    if (D <= 96) return sdpa__cu_launch_mma_x<T, 96, 4, 2, 32>(P, st);
+    if (D <= 128) return sdpa__cu_launch_mma_x<T, 128, 4, 2, 32>(P, st);
     return sdpa__cu_launch_mma_x<T, 256, 4, 1, 32>(P, st);
 #endif
 }
