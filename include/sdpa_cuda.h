@@ -1776,6 +1776,246 @@ template <int ST, int D, int RB> static cudaError_t sdpa__cu_decode_fast_launch(
     return cudaGetLastError();
 }
 
+/* Flash-decoding on tensor cores for BF16 pages and a BF16 query with
+ * several query rows per kv head (GQA groups, or n > 1 queries), head_dim ==
+ * head_dim_v == D in {64, 128}: the block's RB = 16 rows (the kv head's G
+ * heads x n queries; rows past nr are zero) are the M side of mma.sync
+ * m16n8k16, so the dot products and P.V cost tensor-core work instead of
+ * 4-8 FMAs per key byte. Grid as sdpa__cu_decode_fast; each of the 4 warps
+ * walks its own steps of KT = 16 keys (warp w: steps w, w + 4, ...) through a
+ * private S-stage cp.async ring (keys outside the split or the sequence are
+ * zero-filled, never read), with its own online softmax, then the warps
+ * merge in shared memory in a fixed order. Numerics stay fp32: q and the
+ * keys are exact in BF16, their products exact in the fp32 accumulators, and
+ * each weight p goes into P.V as two BF16 halves (p = hi + lo, error about
+ * 2^-17 p). As in the prefill kernel, a NaN/Inf V row that a row cannot see
+ * reaches it when they share a step (0 * Inf). */
+template <int D> struct sdpa__cu_dmc {
+    static constexpr int NW = 4, KT = 16, S = 3, LD = D + 8, CH = D / 8, RSW = 32 / CH;
+    static constexpr int QB = 16 * LD * 2, RING = NW * S * 2 * KT * LD * 2, MERGE = NW * 16 * (D + 2) * 4;
+    static constexpr int SMEM = QB + RING > MERGE ? QB + RING : MERGE;
+};
+template <int D>
+__global__ void __launch_bounds__(128) sdpa__cu_decode_mma(const sdpa__cu_dargs a)
+{
+    typedef __nv_bfloat16 T;
+    typedef sdpa__cu_dmc<D> C;
+    constexpr int NW = C::NW, KT = C::KT, S = C::S, LD = C::LD, CH = C::CH, RSW = C::RSW, DT = D / 8;
+    static_assert(32 % CH == 0 && KT % RSW == 0, "whole rows per copy pass");
+    const float LOG2E = 1.4426950408889634f;
+    extern __shared__ __align__(16) char sdpa__cu_dsm[];
+    T *Qs = (T *)(void *)sdpa__cu_dsm, *ring = Qs + 16 * LD;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t b = blockIdx.z, sp = blockIdx.x;
+    const int64_t g = blockIdx.y / a.nrb, rb = blockIdx.y % a.nrb;
+    const sdpa__cu_kvb bi = a.bi[b];
+    const int64_t R = a.G * bi.vq, r0 = rb * 16;
+    const int nr = (int)(R - r0 < 16 ? (R - r0 > 0 ? R - r0 : 0) : 16);
+    const bool ext = a.softcap > 0.0f || a.alibi;
+    const float qmul = ext ? a.scale : a.scale * LOG2E;
+
+    /* Q rows into shared memory (2-byte loads: any stride), zeros past nr */
+    for (int c = threadIdx.x; c < 16 * CH; c += NW * 32) {
+        const int r = c / CH, cc = c % CH;
+        uint4 u = make_uint4(0, 0, 0, 0);
+        if (r < nr) {
+            const int64_t hh = (r0 + r) / bi.vq, i = (r0 + r) % bi.vq, h = g * a.G + hh;
+            const unsigned short *qp = (const unsigned short *)(a.q + (b * a.qs[0] + h * a.qs[1] + i * a.qs[2]) * 2) + cc * 8;
+            u.x = qp[0] | (uint32_t)qp[1] << 16; u.y = qp[2] | (uint32_t)qp[3] << 16;
+            u.z = qp[4] | (uint32_t)qp[5] << 16; u.w = qp[6] | (uint32_t)qp[7] << 16;
+        }
+        *(uint4 *)(void *)(Qs + r * LD + cc * 8) = u;
+    }
+    /* visible keys: per row of this thread (ra = lane / 4 and ra + 8), and the block's span */
+    auto range = [&](int r, int *rl, int *rh) { /* [rl, rh], empty when rh < rl */
+        const int64_t i = (r0 + r) % bi.vq, pos = bi.len - bi.vq + i;
+        int64_t l0 = 0, h0 = bi.len - 1;
+        if (a.causal != SDPA_CAUSAL_NONE && pos < h0) h0 = pos;
+        if (a.window && a.wl >= 0 && pos - a.wl > l0) l0 = pos - a.wl;
+        if (a.window && a.wr >= 0 && pos + a.wr < h0) h0 = pos + a.wr;
+        *rl = (int)l0;
+        *rh = h0 < l0 ? (int)l0 - 1 : (int)h0;
+    };
+    int lo[2] = {0, 0}, hi[2] = {-1, -1}, kmin = 0x7fffffff, kmax = -1;
+    for (int r = 0; r < nr; r++) {
+        int rl, rh;
+        range(r, &rl, &rh);
+        if (rh >= rl) { kmin = rl < kmin ? rl : kmin; kmax = rh > kmax ? rh : kmax; }
+    }
+    if ((lane >> 2) < nr) range(lane >> 2, &lo[0], &hi[0]);
+    if ((lane >> 2) + 8 < nr) range((lane >> 2) + 8, &lo[1], &hi[1]);
+    const int cb = (int)(sp * a.chunk);
+    int k0 = cb, k1 = (int)(sp * a.chunk + a.chunk < bi.len ? sp * a.chunk + a.chunk : bi.len);
+    if (kmin > k0) k0 = kmin;
+    if (kmax + 1 < k1) k1 = kmax + 1;
+    const uint32_t ps = (uint32_t)a.c.ps;
+    const int32_t *tab = a.c.table + bi.seq * a.c.tld;
+    const int64_t hk = g * (int64_t)ps * D * 2;
+    const int jfirst = k0 < k1 ? cb + (k0 - cb) / KT * KT + warp * KT : 0;
+    const int nsteps = k0 < k1 && jfirst < k1 ? (k1 - jfirst + NW * KT - 1) / (NW * KT) : 0;
+    const int cr = lane / CH, cc = lane % CH; /* this lane copies column chunk cc of rows cr, cr + RSW, ... */
+    const uint32_t wring = sdpa__cu_sa(ring + warp * S * 2 * KT * LD);
+    auto issue = [&](int i) {
+        if (i < nsteps) {
+            const int jt = jfirst + i * NW * KT, st = i % S;
+            const uint32_t pi0 = (uint32_t)jt / ps, s0 = (uint32_t)jt - pi0 * ps;
+            const bool one = s0 + KT <= ps;
+            const char *pg0 = a.c.pool + (int64_t)tab[pi0] * a.c.page_bytes;
+#pragma unroll
+            for (int it = 0; it < KT / RSW; it++) {
+                const int r = cr + it * RSW, j = jt + r;
+                const uint32_t dk = wring + (uint32_t)((((st * 2) * KT + r) * LD + cc * 8) * 2), dv = dk + KT * LD * 2;
+                if (j >= k0 && j < k1) {
+                    const char *pg = pg0;
+                    uint32_t slot = s0 + r;
+                    if (!one) {
+                        const uint32_t pj = (uint32_t)j / ps;
+                        pg = a.c.pool + (int64_t)tab[pj] * a.c.page_bytes;
+                        slot = (uint32_t)j - pj * ps;
+                    }
+                    const int64_t off = hk + ((int64_t)slot * D + cc * 8) * 2;
+                    sdpa__cu_cp16(dk, pg + a.c.off_k + off, 16);
+                    sdpa__cu_cp16(dv, pg + a.c.off_v + off, 16);
+                } else {
+                    sdpa__cu_cp16(dk, a.c.pool, 0);
+                    sdpa__cu_cp16(dv, a.c.pool, 0);
+                }
+            }
+        }
+        sdpa__cu_cp_commit();
+    };
+#pragma unroll
+    for (int i = 0; i < S - 1; i++) issue(i);
+    __syncthreads(); /* Q in shared memory */
+    uint32_t qf[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) sdpa__cu_ldm4(sdpa__cu_sa(Qs + (lane & 15) * LD + kk * 16 + (lane >> 4) * 8), qf[kk]);
+
+    float o[DT][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int dt = 0; dt < DT; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
+    for (int i = 0; i < nsteps; i++) {
+        const int jt = jfirst + i * NW * KT;
+        issue(i + S - 1);
+        sdpa__cu_cp_wait<S - 1>();
+        __syncwarp();
+        const T *Kst = ring + (warp * S + i % S) * 2 * KT * LD, *Vst = Kst + KT * LD;
+        float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            uint32_t bf[4];
+            sdpa__cu_ldm4(sdpa__cu_sa(Kst + (((lane >> 4) & 1) * 8 + (lane & 7)) * LD + kk * 16 + ((lane >> 3) & 1) * 8), bf);
+            sdpa__cu_mma<T>::run(s[0], qf[kk], bf[0], bf[1]);
+            sdpa__cu_mma<T>::run(s[1], qf[kk], bf[2], bf[3]);
+        }
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int j = jt + nt * 8 + 2 * (lane & 3) + e;
+                    float x = s[nt][2 * rr + e] * qmul;
+                    if (j < k0 || j >= k1 || j < lo[rr] || j > hi[rr]) {
+                        x = -INFINITY;
+                    } else if (ext) {
+                        if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
+                        if (a.alibi) {
+                            const int64_t r = (lane >> 2) + 8 * rr, hh = (r0 + r) / bi.vq, qi = (r0 + r) % bi.vq;
+                            const int64_t dist = bi.len - bi.vq + qi - j;
+                            x -= a.alibi[g * a.G + hh] * (float)(dist < 0 ? -dist : dist);
+                        }
+                        x *= LOG2E;
+                    }
+                    s[nt][2 * rr + e] = x;
+                    mx = fmaxf(mx, x);
+                }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float mn = fmaxf(m[rr], mx), mu = mn == -INFINITY ? 0.0f : mn, al = exp2f(m[rr] - mu);
+            m[rr] = mn;
+            l[rr] *= al;
+#pragma unroll
+            for (int dt = 0; dt < DT; dt++) { o[dt][2 * rr] *= al; o[dt][2 * rr + 1] *= al; }
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const float p = exp2f(s[nt][2 * rr + e] - mu);
+                    l[rr] += p;
+                    s[nt][2 * rr + e] = p;
+                }
+        }
+        /* P as the A operand in two BF16 halves */
+        uint32_t ph[4], pl[4];
+#pragma unroll
+        for (int f = 0; f < 4; f++) {
+            const float x0 = s[f >> 1][2 * (f & 1)], x1 = s[f >> 1][2 * (f & 1) + 1];
+            const __nv_bfloat162 hv = __floats2bfloat162_rn(x0, x1);
+            const __nv_bfloat162 lv = __floats2bfloat162_rn(x0 - __low2float(hv), x1 - __high2float(hv));
+            ph[f] = *(const uint32_t *)&hv;
+            pl[f] = *(const uint32_t *)&lv;
+        }
+#pragma unroll
+        for (int dp = 0; dp < D / 16; dp++) {
+            uint32_t bf[4];
+            sdpa__cu_ldm4t(sdpa__cu_sa(Vst + (((lane >> 3) & 1) * 8 + (lane & 7)) * LD + dp * 16 + (lane >> 4) * 8), bf);
+            sdpa__cu_mma<T>::run(o[2 * dp], ph, bf[0], bf[1]);
+            sdpa__cu_mma<T>::run(o[2 * dp + 1], ph, bf[2], bf[3]);
+            sdpa__cu_mma<T>::run(o[2 * dp], pl, bf[0], bf[1]);
+            sdpa__cu_mma<T>::run(o[2 * dp + 1], pl, bf[2], bf[3]);
+        }
+        __syncwarp(); /* the stage is refilled by the next step's issue */
+    }
+    sdpa__cu_cp_wait<0>(); /* the empty tail groups */
+    __syncthreads();       /* shared memory becomes the merge area */
+    float *sm_o = (float *)(void *)sdpa__cu_dsm, *sm_m = sm_o + NW * 16 * D, *sm_l = sm_m + NW * 16;
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        const int r = (lane >> 2) + 8 * rr;
+        float ls = l[rr];
+        ls += __shfl_xor_sync(0xffffffffu, ls, 1);
+        ls += __shfl_xor_sync(0xffffffffu, ls, 2);
+        if (r < nr) {
+#pragma unroll
+            for (int dt = 0; dt < DT; dt++)
+                *(float2 *)&sm_o[(warp * 16 + r) * D + dt * 8 + 2 * (lane & 3)] = make_float2(o[dt][2 * rr], o[dt][2 * rr + 1]);
+            if ((lane & 3) == 0) { sm_m[warp * 16 + r] = m[rr]; sm_l[warp * 16 + r] = ls; }
+        }
+    }
+    __syncthreads();
+    for (int x = threadIdx.x; x < nr * D; x += NW * 32) {
+        const int r = x / D, d = x % D;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < NW; w++) M = fmaxf(M, sm_m[w * 16 + r]);
+        float ov = 0.0f, L = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW; w++)
+            if (sm_l[w * 16 + r] != 0.0f) {
+                const float f = exp2f(sm_m[w * 16 + r] - M);
+                ov += f * sm_o[(w * 16 + r) * D + d];
+                L += f * sm_l[w * 16 + r];
+            }
+        const int64_t hh = (r0 + r) / bi.vq, i = (r0 + r) % bi.vq, h = g * a.G + hh;
+        float *pp = a.part + (((b * a.Hq + h) * a.n + i) * a.nsplit + sp) * (D + 2);
+        pp[d] = ov;
+        if (d == 0) { pp[D] = M; pp[D + 1] = L; }
+    }
+}
+
+template <int D> static cudaError_t sdpa__cu_decode_mma_launch(dim3 grid, cudaStream_t st, const sdpa__cu_dargs &A)
+{
+    const int sm = sdpa__cu_dmc<D>::SMEM;
+    if (sm > 48 * 1024) {
+        cudaError_t e = cudaFuncSetAttribute(sdpa__cu_decode_mma<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm);
+        if (e != cudaSuccess) return e;
+    }
+    sdpa__cu_decode_mma<D><<<grid, 128, sm, st>>>(A);
+    return cudaGetLastError();
+}
+
 /* One block per output row (b, h, i): the splits merged in order through
  * their log-sum-exp; rows past seqlens_q give 0 and lse = -inf. */
 __global__ void __launch_bounds__(128) sdpa__cu_merge(const sdpa__cu_dargs a)
@@ -2055,7 +2295,7 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
     sdpa__cu_dargs A;
     int64_t b, lse_n = 0, maxlen = 0, rows_blocks;
     uintptr_t lse_lo = 0, lse_hi = 0;
-    int rc, d, fast;
+    int rc, d, fast, mmadec;
     cudaError_t e;
     memset(&zero, 0, sizeof zero);
     memset(&A, 0, sizeof A);
@@ -2115,8 +2355,10 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
     /* the fast kernel: 16-bit or int8 pages, D == Dv in {64, 128, 256} */
     fast = (c->dt == SDPA_F16 || c->dt == SDPA_BF16 || c->dt == SDPA_I8) && c->D == c->Dv &&
            (c->D == 64 || c->D == 128 || c->D == 256);
+    /* the tensor-core decode: BF16 pages and query, D == Dv in {64, 128}, several rows per kv head */
+    mmadec = fast && c->dt == SDPA_BF16 && tq.dtype == SDPA_BF16 && c->D <= 128 && A.G * A.n >= 2;
     {
-        const int64_t rbk = A.G * A.n <= 1 ? 1 : A.G * A.n <= 4 ? 4 : 8; /* the kernels' rows per block */
+        const int64_t rbk = mmadec ? 16 : A.G * A.n <= 1 ? 1 : A.G * A.n <= 4 ? 4 : 8; /* the kernels' rows per block */
         A.nrb = (A.G * A.n + rbk - 1) / rbk;
     }
     if (A.nrb > 65535 / c->H) return sdpa__cu_fail(pp, SDPA_ERR_SHAPE, "sdpa_cuda_kv_cache_attention: too many query rows per kv head");
@@ -2197,11 +2439,15 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
                 e = sdpa__cu_decode_fast_launch<SDPA_BF16, 128, 1>(grid, st, A);
                 e = sdpa__cu_decode_fast_launch<SDPA_I8, 128, 1>(grid, st, A);
                 e = sdpa__cu_decode_fast_launch<SDPA_I8, 128, 4>(grid, st, A);
+                e = sdpa__cu_decode_mma_launch<128>(grid, st, A);
             }
+            (void)mmadec;
             e = cudaErrorNotSupported;
             (void)L;
 #else
-            if (fast && c->dt == SDPA_F16) SDPA__CU_DECD(SDPA_F16);
+            if (mmadec && c->D == 64) e = sdpa__cu_decode_mma_launch<64>(grid, st, A);
+            else if (mmadec) e = sdpa__cu_decode_mma_launch<128>(grid, st, A);
+            else if (fast && c->dt == SDPA_F16) SDPA__CU_DECD(SDPA_F16);
             else if (fast && c->dt == SDPA_BF16) SDPA__CU_DECD(SDPA_BF16);
             else if (fast) SDPA__CU_DECD(SDPA_I8);
             else if (L <= 8) SDPA__CU_DEC(8);
