@@ -503,6 +503,11 @@ __device__ __forceinline__ void sdpa__cu_cp16(uint32_t dst, const void *src, int
 __device__ __forceinline__ void sdpa__cu_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void sdpa__cu_cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
+/* ldmatrix without a memory clobber (the compiler may schedule it freely
+ * among loads): shared memory it reads must come from cp.async (whose asm
+ * clobbers memory) or, when written by plain stores, be followed by a
+ * compiler barrier, asm volatile("" ::: "memory"), after the block or warp
+ * barrier; otherwise the read may be hoisted above the stores. */
 __device__ __forceinline__ void sdpa__cu_ldm4(uint32_t addr, uint32_t *r)
 {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -1776,35 +1781,58 @@ template <int ST, int D, int RB> static cudaError_t sdpa__cu_decode_fast_launch(
     return cudaGetLastError();
 }
 
-/* Flash-decoding on tensor cores for BF16 pages and a BF16 query with
- * several query rows per kv head (GQA groups, or n > 1 queries), head_dim ==
- * head_dim_v == D in {64, 128}: the block's RB = 16 rows (the kv head's G
+/* Flash-decoding on tensor cores for BF16 or I8 pages and a BF16 query
+ * with several query rows per kv head (GQA groups, or n > 1 queries),
+ * head_dim == head_dim_v == D in {64, 128}: the block's RB = 16 rows (the kv head's G
  * heads x n queries; rows past nr are zero) are the M side of mma.sync
  * m16n8k16, so the dot products and P.V cost tensor-core work instead of
  * 4-8 FMAs per key byte. Grid as sdpa__cu_decode_fast; each of the 4 warps
  * walks its own steps of KT = 16 keys (warp w: steps w, w + 4, ...) through a
  * private S-stage cp.async ring (keys outside the split or the sequence are
  * zero-filled, never read), with its own online softmax, then the warps
- * merge in shared memory in a fixed order. Numerics stay fp32: q and the
- * keys are exact in BF16, their products exact in the fp32 accumulators, and
- * each weight p goes into P.V as two BF16 halves (p = hi + lo, error about
- * 2^-17 p). As in the prefill kernel, a NaN/Inf V row that a row cannot see
+ * merge in shared memory in a fixed order. I8 pages: the ring holds the
+ * int8 rows and their scales; each step the warp widens its tile to BF16
+ * (exact: integers up to 128) in a private buffer for ldmatrix, the key
+ * scales multiply the scores, the value scales the weights. Numerics stay
+ * fp32: q and the keys are exact in BF16, their products exact in the fp32
+ * accumulators, and each weight p goes into P.V as two BF16 halves
+ * (p = hi + lo, error about 2^-17 p). As in the prefill kernel, a NaN/Inf V row that a row cannot see
  * reaches it when they share a step (0 * Inf). */
-template <int D> struct sdpa__cu_dmc {
-    static constexpr int NW = 4, KT = 16, S = 3, LD = D + 8, CH = D / 8, RSW = 32 / CH;
-    static constexpr int QB = 16 * LD * 2, RING = NW * S * 2 * KT * LD * 2, MERGE = NW * 16 * (D + 2) * 4;
-    static constexpr int SMEM = QB + RING > MERGE ? QB + RING : MERGE;
+template <int ST, int D> struct sdpa__cu_dmc {
+    static constexpr bool I8 = ST == SDPA_I8;
+    /* CH 16-byte chunks per stored row; a stage: K and V tiles (BF16: rows of
+     * LD elements, ready for ldmatrix; I8: packed rows, then KT + KT scales) */
+    static constexpr int NW = 4, KT = 16, S = 3, LD = D + 8, CH = I8 ? D / 16 : D / 8, RSW = 32 / CH;
+    static constexpr int STAGE = I8 ? 2 * KT * D + 2 * KT * 4 : 2 * KT * LD * 2, CONV = I8 ? 2 * KT * LD * 2 : 0;
+    static constexpr int QB = 16 * LD * 2, RING = NW * S * STAGE, MERGE = NW * 16 * (D + 2) * 4;
+    static constexpr int SMEM = QB + RING + NW * CONV > MERGE ? QB + RING + NW * CONV : MERGE;
 };
-template <int D>
+/* 8 int8 -> 8 BF16, exact (the float trick of sdpa__cu_cvt, then a rounding that changes nothing) */
+__device__ __forceinline__ uint4 sdpa__cu_i8bf(const uint2 w)
+{
+    const uint32_t x[2] = {w.x ^ 0x80808080u, w.y ^ 0x80808080u};
+    uint32_t r[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        const float f0 = __uint_as_float(__byte_perm(x[e >> 1], 0x4b000000u, 0x7540 | (2 * (e & 1)))) - 8388736.0f;
+        const float f1 = __uint_as_float(__byte_perm(x[e >> 1], 0x4b000000u, 0x7540 | (2 * (e & 1) + 1))) - 8388736.0f;
+        const __nv_bfloat162 h = __floats2bfloat162_rn(f0, f1);
+        r[e] = *(const uint32_t *)&h;
+    }
+    return make_uint4(r[0], r[1], r[2], r[3]);
+}
+template <int ST, int D>
 __global__ void __launch_bounds__(128) sdpa__cu_decode_mma(const sdpa__cu_dargs a)
 {
     typedef __nv_bfloat16 T;
-    typedef sdpa__cu_dmc<D> C;
-    constexpr int NW = C::NW, KT = C::KT, S = C::S, LD = C::LD, CH = C::CH, RSW = C::RSW, DT = D / 8;
+    typedef sdpa__cu_dmc<ST, D> C;
+    constexpr bool I8 = C::I8;
+    constexpr int NW = C::NW, KT = C::KT, S = C::S, LD = C::LD, CH = C::CH, RSW = C::RSW, DT = D / 8, EB = I8 ? 1 : 2;
     static_assert(32 % CH == 0 && KT % RSW == 0, "whole rows per copy pass");
     const float LOG2E = 1.4426950408889634f;
     extern __shared__ __align__(16) char sdpa__cu_dsm[];
-    T *Qs = (T *)(void *)sdpa__cu_dsm, *ring = Qs + 16 * LD;
+    T *Qs = (T *)(void *)sdpa__cu_dsm;
+    char *ring = sdpa__cu_dsm + C::QB;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int64_t b = blockIdx.z, sp = blockIdx.x;
     const int64_t g = blockIdx.y / a.nrb, rb = blockIdx.y % a.nrb;
@@ -1815,8 +1843,8 @@ __global__ void __launch_bounds__(128) sdpa__cu_decode_mma(const sdpa__cu_dargs 
     const float qmul = ext ? a.scale : a.scale * LOG2E;
 
     /* Q rows into shared memory (2-byte loads: any stride), zeros past nr */
-    for (int c = threadIdx.x; c < 16 * CH; c += NW * 32) {
-        const int r = c / CH, cc = c % CH;
+    for (int c = threadIdx.x; c < 16 * (D / 8); c += NW * 32) {
+        const int r = c / (D / 8), cc = c % (D / 8);
         uint4 u = make_uint4(0, 0, 0, 0);
         if (r < nr) {
             const int64_t hh = (r0 + r) / bi.vq, i = (r0 + r) % bi.vq, h = g * a.G + hh;
@@ -1850,35 +1878,52 @@ __global__ void __launch_bounds__(128) sdpa__cu_decode_mma(const sdpa__cu_dargs 
     if (kmax + 1 < k1) k1 = kmax + 1;
     const uint32_t ps = (uint32_t)a.c.ps;
     const int32_t *tab = a.c.table + bi.seq * a.c.tld;
-    const int64_t hk = g * (int64_t)ps * D * 2;
+    const int64_t hk = g * (int64_t)ps * D * EB, hs = g * (int64_t)ps * 4;
     const int jfirst = k0 < k1 ? cb + (k0 - cb) / KT * KT + warp * KT : 0;
     const int nsteps = k0 < k1 && jfirst < k1 ? (k1 - jfirst + NW * KT - 1) / (NW * KT) : 0;
     const int cr = lane / CH, cc = lane % CH; /* this lane copies column chunk cc of rows cr, cr + RSW, ... */
-    const uint32_t wring = sdpa__cu_sa(ring + warp * S * 2 * KT * LD);
+    const uint32_t wring = sdpa__cu_sa(ring + warp * S * C::STAGE);
+    T *conv = (T *)(void *)(ring + C::RING + warp * C::CONV); /* I8: this warp's tiles widened to BF16 */
+    auto pageof = [&](int j, uint32_t *slot) { /* page base and slot of key j */
+        const uint32_t pj = (uint32_t)j / ps;
+        *slot = (uint32_t)j - pj * ps;
+        return a.c.pool + (int64_t)tab[pj] * a.c.page_bytes;
+    };
     auto issue = [&](int i) {
         if (i < nsteps) {
             const int jt = jfirst + i * NW * KT, st = i % S;
-            const uint32_t pi0 = (uint32_t)jt / ps, s0 = (uint32_t)jt - pi0 * ps;
+            uint32_t s0;
+            const char *pg0 = pageof(jt, &s0);
             const bool one = s0 + KT <= ps;
-            const char *pg0 = a.c.pool + (int64_t)tab[pi0] * a.c.page_bytes;
+            const uint32_t sb = wring + (uint32_t)(st * C::STAGE);
 #pragma unroll
             for (int it = 0; it < KT / RSW; it++) {
                 const int r = cr + it * RSW, j = jt + r;
-                const uint32_t dk = wring + (uint32_t)((((st * 2) * KT + r) * LD + cc * 8) * 2), dv = dk + KT * LD * 2;
+                const uint32_t dk = sb + (uint32_t)(I8 ? r * D + cc * 16 : (r * LD + cc * 8) * 2);
+                const uint32_t dv = dk + (uint32_t)(I8 ? KT * D : KT * LD * 2);
                 if (j >= k0 && j < k1) {
                     const char *pg = pg0;
                     uint32_t slot = s0 + r;
-                    if (!one) {
-                        const uint32_t pj = (uint32_t)j / ps;
-                        pg = a.c.pool + (int64_t)tab[pj] * a.c.page_bytes;
-                        slot = (uint32_t)j - pj * ps;
-                    }
-                    const int64_t off = hk + ((int64_t)slot * D + cc * 8) * 2;
+                    if (!one) pg = pageof(j, &slot);
+                    const int64_t off = hk + (int64_t)slot * D * EB + cc * 16;
                     sdpa__cu_cp16(dk, pg + a.c.off_k + off, 16);
                     sdpa__cu_cp16(dv, pg + a.c.off_v + off, 16);
                 } else {
                     sdpa__cu_cp16(dk, a.c.pool, 0);
                     sdpa__cu_cp16(dv, a.c.pool, 0);
+                }
+            }
+            if (I8) { /* lanes 0-15: the keys' scales, 16-31: the values' */
+                const int r = lane & 15, j = jt + r;
+                const uint32_t ds = sb + (uint32_t)(2 * KT * D + lane * 4);
+                if (j >= k0 && j < k1) {
+                    const char *pg = pg0;
+                    uint32_t slot = s0 + r;
+                    if (!one) pg = pageof(j, &slot);
+                    const char *src = pg + (lane < 16 ? a.c.off_ks : a.c.off_vs) + hs + slot * 4;
+                    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(ds), "l"(src) : "memory");
+                } else {
+                    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, 0;\n" ::"r"(ds), "l"(a.c.pool) : "memory");
                 }
             }
         }
@@ -1887,6 +1932,7 @@ __global__ void __launch_bounds__(128) sdpa__cu_decode_mma(const sdpa__cu_dargs 
 #pragma unroll
     for (int i = 0; i < S - 1; i++) issue(i);
     __syncthreads(); /* Q in shared memory */
+    asm volatile("" ::: "memory"); /* and the ldmatrix below after its stores */
     uint32_t qf[D / 16][4];
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) sdpa__cu_ldm4(sdpa__cu_sa(Qs + (lane & 15) * LD + kk * 16 + (lane >> 4) * 8), qf[kk]);
@@ -1899,7 +1945,21 @@ __global__ void __launch_bounds__(128) sdpa__cu_decode_mma(const sdpa__cu_dargs 
         issue(i + S - 1);
         sdpa__cu_cp_wait<S - 1>();
         __syncwarp();
-        const T *Kst = ring + (warp * S + i % S) * 2 * KT * LD, *Vst = Kst + KT * LD;
+        const char *stg = ring + (warp * S + i % S) * C::STAGE;
+        const T *Kst = (const T *)(const void *)stg, *Vst = Kst + KT * LD;
+        const float *ksc = (const float *)(const void *)(stg + 2 * KT * D), *vsc = ksc + KT;
+        if (I8) { /* widen the warp's K and V tiles: 2 KT D / 8 pieces of 8 */
+#pragma unroll
+            for (int it = 0; it < 2 * KT * D / 8 / 32; it++) {
+                const int c = lane + 32 * it, kv = c / (KT * D / 8), r = c / (D / 8) % KT, c8 = c % (D / 8);
+                const uint2 w = *(const uint2 *)(const void *)(stg + kv * KT * D + r * D + c8 * 8);
+                *(uint4 *)(void *)(conv + (kv * KT + r) * LD + c8 * 8) = sdpa__cu_i8bf(w);
+            }
+            __syncwarp();
+            asm volatile("" ::: "memory"); /* ldmatrix has no memory clobber: keep it after these stores */
+            Kst = conv;
+            Vst = conv + KT * LD;
+        }
         float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
@@ -1917,6 +1977,7 @@ __global__ void __launch_bounds__(128) sdpa__cu_decode_mma(const sdpa__cu_dargs 
                 for (int e = 0; e < 2; e++) {
                     const int j = jt + nt * 8 + 2 * (lane & 3) + e;
                     float x = s[nt][2 * rr + e] * qmul;
+                    if (I8) x *= ksc[nt * 8 + 2 * (lane & 3) + e];
                     if (j < k0 || j >= k1 || j < lo[rr] || j > hi[rr]) {
                         x = -INFINITY;
                     } else if (ext) {
@@ -1944,7 +2005,7 @@ __global__ void __launch_bounds__(128) sdpa__cu_decode_mma(const sdpa__cu_dargs 
                 for (int e = 0; e < 2; e++) {
                     const float p = exp2f(s[nt][2 * rr + e] - mu);
                     l[rr] += p;
-                    s[nt][2 * rr + e] = p;
+                    s[nt][2 * rr + e] = I8 ? p * vsc[nt * 8 + 2 * (lane & 3) + e] : p;
                 }
         }
         /* P as the A operand in two BF16 halves */
@@ -2005,14 +2066,14 @@ __global__ void __launch_bounds__(128) sdpa__cu_decode_mma(const sdpa__cu_dargs 
     }
 }
 
-template <int D> static cudaError_t sdpa__cu_decode_mma_launch(dim3 grid, cudaStream_t st, const sdpa__cu_dargs &A)
+template <int ST, int D> static cudaError_t sdpa__cu_decode_mma_launch(dim3 grid, cudaStream_t st, const sdpa__cu_dargs &A)
 {
-    const int sm = sdpa__cu_dmc<D>::SMEM;
+    const int sm = sdpa__cu_dmc<ST, D>::SMEM;
     if (sm > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(sdpa__cu_decode_mma<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm);
+        cudaError_t e = cudaFuncSetAttribute(sdpa__cu_decode_mma<ST, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm);
         if (e != cudaSuccess) return e;
     }
-    sdpa__cu_decode_mma<D><<<grid, 128, sm, st>>>(A);
+    sdpa__cu_decode_mma<ST, D><<<grid, 128, sm, st>>>(A);
     return cudaGetLastError();
 }
 
@@ -2355,8 +2416,8 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
     /* the fast kernel: 16-bit or int8 pages, D == Dv in {64, 128, 256} */
     fast = (c->dt == SDPA_F16 || c->dt == SDPA_BF16 || c->dt == SDPA_I8) && c->D == c->Dv &&
            (c->D == 64 || c->D == 128 || c->D == 256);
-    /* the tensor-core decode: BF16 pages and query, D == Dv in {64, 128}, several rows per kv head */
-    mmadec = fast && c->dt == SDPA_BF16 && tq.dtype == SDPA_BF16 && c->D <= 128 && A.G * A.n >= 2;
+    /* the tensor-core decode: BF16 or I8 pages, a BF16 query, D == Dv in {64, 128}, several rows per kv head */
+    mmadec = fast && (c->dt == SDPA_BF16 || c->dt == SDPA_I8) && tq.dtype == SDPA_BF16 && c->D <= 128 && A.G * A.n >= 2;
     {
         const int64_t rbk = mmadec ? 16 : A.G * A.n <= 1 ? 1 : A.G * A.n <= 4 ? 4 : 8; /* the kernels' rows per block */
         A.nrb = (A.G * A.n + rbk - 1) / rbk;
@@ -2439,14 +2500,17 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
                 e = sdpa__cu_decode_fast_launch<SDPA_BF16, 128, 1>(grid, st, A);
                 e = sdpa__cu_decode_fast_launch<SDPA_I8, 128, 1>(grid, st, A);
                 e = sdpa__cu_decode_fast_launch<SDPA_I8, 128, 4>(grid, st, A);
-                e = sdpa__cu_decode_mma_launch<128>(grid, st, A);
+                e = sdpa__cu_decode_mma_launch<SDPA_BF16, 128>(grid, st, A);
+                e = sdpa__cu_decode_mma_launch<SDPA_I8, 128>(grid, st, A);
             }
             (void)mmadec;
             e = cudaErrorNotSupported;
             (void)L;
 #else
-            if (mmadec && c->D == 64) e = sdpa__cu_decode_mma_launch<64>(grid, st, A);
-            else if (mmadec) e = sdpa__cu_decode_mma_launch<128>(grid, st, A);
+            if (mmadec && c->dt == SDPA_BF16) e = c->D == 64 ? sdpa__cu_decode_mma_launch<SDPA_BF16, 64>(grid, st, A)
+                                                             : sdpa__cu_decode_mma_launch<SDPA_BF16, 128>(grid, st, A);
+            else if (mmadec) e = c->D == 64 ? sdpa__cu_decode_mma_launch<SDPA_I8, 64>(grid, st, A)
+                                            : sdpa__cu_decode_mma_launch<SDPA_I8, 128>(grid, st, A);
             else if (fast && c->dt == SDPA_F16) SDPA__CU_DECD(SDPA_F16);
             else if (fast && c->dt == SDPA_BF16) SDPA__CU_DECD(SDPA_BF16);
             else if (fast) SDPA__CU_DECD(SDPA_I8);

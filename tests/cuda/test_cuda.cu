@@ -639,6 +639,8 @@ int main(int argc, char **argv)
     kv_case(SDPA_BF16, 128, 128, 24, SDPA_BF16, 8);
     kv_case(SDPA_BF16, 128, 128, 24, SDPA_BF16); /* tensor-core decode: G = 4, steps straddle pages */
     kv_case(SDPA_BF16, 64, 64, 7, SDPA_BF16, 1); /* G = 8: 24 rows with n = 3, two row blocks; pages of 7 */
+    kv_case(SDPA_I8, 128, 128, 24, SDPA_BF16);   /* the same for int8 pages (widened per step, scales) */
+    kv_case(SDPA_I8, 64, 64, 7, SDPA_BF16, 1);
     kv_case(SDPA_I8, 128, 128, 7, SDPA_F16, 8);
     if (!g_quick) { kv_case(SDPA_F16, 64, 64, 16, SDPA_BF16, 8); kv_case(SDPA_BF16, 256, 256, 5, SDPA_F32, 8); kv_case(SDPA_I8, 128, 128, 64, SDPA_BF16, 8); }
     if (!g_quick) { kv_case(SDPA_BF16, 40, 24, 64, SDPA_BF16); kv_case(SDPA_I8, 256, 256, 32, SDPA_BF16); kv_case(SDPA_F16, 36, 36, 7, SDPA_F16); }
