@@ -867,7 +867,7 @@ clean:
 # make bench-cuda (on a GPU machine): build, tests, compute-sanitizer, bench table.
 NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 NVCC_ARCHS ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
-# Measured on the 2-core dev machine (shared, load ~4-5): the check build 36-44 s wall, the
+# Measured on the 2-core dev machine: the check build 18-19 s wall (36-44 s when it was loaded), the
 # full build 114 s (cicc and ptxas about 60 s each per arch there).
 NVCC_TEST_FLAGS ?=
 .PHONY: test-cuda bench-cuda

@@ -49,6 +49,12 @@
  *   Everything else (F32, head_dim not a multiple of 8, head_dim != head_dim_v,
  *   odd strides): a generic kernel on the CUDA cores in fp32, one warp per
  *   query row, head dims up to 256.
+ *   Decoding over the cache: with BF16 or I8 pages, a BF16 query, head_dim ==
+ *   head_dim_v in {64, 128} and two or more query rows per kv head (GQA, or
+ *   n > 1 queries), a tensor-core kernel (the rows as mma.sync's M side, P
+ *   split into two BF16 halves so results stay at fp32 accuracy); otherwise
+ *   CUDA-core kernels (one row per kv head: 16-byte loads, in-register dot
+ *   products).
  *
  * NUMERICS
  *   fp32 accumulation and fp32 softmax statistics everywhere. The tensor-core
@@ -66,7 +72,7 @@
  *
  * BUILD CHECKS
  *   With SDPA_CUDA_FEW_KERNELS defined, each kernel template (tensor-core
- *   prefill, both decode kernels) is compiled at one parameter set only and
+ *   prefill, the decode kernels) is compiled at one parameter set only and
  *   their launches return SDPA_ERR_CUDA ("operation not supported"): a quick
  *   check that the header compiles for an architecture, for machines without
  *   a GPU (make test-cuda uses it there). Never define it in a real build.
