@@ -1808,8 +1808,8 @@ template <int ST, int D, int RB> static cudaError_t sdpa__cu_decode_fast_launch(
 template <int ST, int D> struct sdpa__cu_dmc {
     static constexpr bool I8 = ST == SDPA_I8;
     /* CH 16-byte chunks per stored row; a stage: K and V tiles (BF16: rows of
-     * LD elements, ready for ldmatrix; I8: packed rows, then KT + KT scales) */
-    /* I8 widens K, then V, into one per-warp buffer (CONV): the smaller
+     * LD elements, ready for ldmatrix; I8: packed rows, then KT + KT scales).
+     * I8 widens K, then V, into one per-warp buffer (CONV): the smaller
      * footprint gives 3 blocks per SM instead of 2 (GQA 32/8 decode on an
      * H100 +18-28% against a K+V buffer; 2 ring stages measured no better) */
     static constexpr int NW = 4, KT = 16, S = 3, LD = D + 8, CH = I8 ? D / 16 : D / 8, RSW = 32 / CH;
