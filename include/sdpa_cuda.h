@@ -1254,6 +1254,59 @@ typedef struct sdpa__cu_dargs {
     const float *alibi;
 } sdpa__cu_dargs;
 
+/* Keys [*lo, *hi] of the cache that query i (of the sequence's last bi.vq)
+ * sees, bottom-right causal and window applied; *hi < *lo when none. */
+__device__ __forceinline__ void sdpa__cu_drange(const sdpa__cu_dargs &a, const sdpa__cu_kvb &bi, int64_t i, int64_t *lo, int64_t *hi)
+{
+    const int64_t pos = bi.len - bi.vq + i;
+    int64_t l = 0, h = bi.len - 1;
+    if (a.causal != SDPA_CAUSAL_NONE && pos < h) h = pos;
+    if (a.window && a.wl >= 0 && pos - a.wl > l) l = pos - a.wl;
+    if (a.window && a.wr >= 0 && pos + a.wr < h) h = pos + a.wr;
+    *lo = l;
+    *hi = h;
+}
+
+/* Split sp's keys [*k0, *k1) that some row of the block sees (rows' union
+ * [kmin, kmax]; positions < 2^31); returns the split's first key. */
+__device__ __forceinline__ int sdpa__cu_dsplit(const sdpa__cu_dargs &a, const sdpa__cu_kvb &bi, int64_t sp, int kmin, int kmax, int *k0,
+                                               int *k1)
+{
+    const int cb = (int)(sp * a.chunk);
+    *k0 = cb;
+    *k1 = (int)(sp * a.chunk + a.chunk < bi.len ? sp * a.chunk + a.chunk : bi.len);
+    if (kmin > *k0) *k0 = kmin;
+    if (kmax + 1 < *k1) *k1 = kmax + 1;
+    return cb;
+}
+
+/* The end of a decode block: its NW warps' partial rows (o unnormalised,
+ * m in log2 units, l; warp w's row r at w * RS + r in shared memory) merged
+ * in warp order, then row r0 + r's part for split sp written to a.part. */
+template <int NW, int RS, int D>
+__device__ __forceinline__ void sdpa__cu_dmerge(const sdpa__cu_dargs &a, const sdpa__cu_kvb &bi, int64_t b, int64_t g, int64_t r0, int64_t sp,
+                                                int nr, const float *sm_o, const float *sm_m, const float *sm_l)
+{
+    for (int x = threadIdx.x; x < nr * D; x += NW * 32) {
+        const int r = x / D, d = x % D;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < NW; w++) M = fmaxf(M, sm_m[w * RS + r]);
+        float o = 0.0f, L = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW; w++)
+            if (sm_l[w * RS + r] != 0.0f) {
+                const float f = exp2f(sm_m[w * RS + r] - M);
+                o += f * sm_o[(w * RS + r) * D + d];
+                L += f * sm_l[w * RS + r];
+            }
+        const int64_t hh = (r0 + r) / bi.vq, i = (r0 + r) % bi.vq, h = g * a.G + hh;
+        float *pp = a.part + (((b * a.Hq + h) * a.n + i) * a.nsplit + sp) * (D + 2);
+        pp[d] = o;
+        if (d == 0) { pp[D] = M; pp[D + 1] = L; }
+    }
+}
+
 /* 8 elements d0..d0+7 of a row of dtype dt (as floats, zero past n). */
 __device__ __forceinline__ void sdpa__cu_ld8(const char *row, int dt, int64_t d0, int64_t n, bool vec, float *x)
 {
@@ -1330,11 +1383,7 @@ __global__ void __launch_bounds__(128) sdpa__cu_decode(const sdpa__cu_dargs a)
             sdpa__cu_ld8(qp, a.qdt, (int64_t)gl * 8, a.c.D, false, qr[r]);
 #pragma unroll
             for (int e = 0; e < 8; e++) qr[r][e] *= qmul;
-            int64_t pos = bi.len - bi.vq + i;
-            hi = bi.len - 1;
-            if (a.causal != SDPA_CAUSAL_NONE && pos < hi) hi = pos;
-            if (a.window && a.wl >= 0 && pos - a.wl > lo) lo = pos - a.wl;
-            if (a.window && a.wr >= 0 && pos + a.wr < hi) hi = pos + a.wr;
+            sdpa__cu_drange(a, bi, i, &lo, &hi);
         }
         if (tid == 0) { m_s[r] = -INFINITY; l_s[r] = 0.0f; rlo[r] = lo; rhi[r] = hi; }
     }
@@ -1541,19 +1590,13 @@ __global__ void __launch_bounds__(128) sdpa__cu_decode_fast(const sdpa__cu_dargs
             for (int e = 0; e < E; e += 8) sdpa__cu_ld8(qp, a.qdt, (int64_t)gl * E + e, D, false, qr[r] + e);
 #pragma unroll
             for (int e = 0; e < E; e++) qr[r][e] *= qmul;
-            const int64_t pos = bi.len - bi.vq + i;
-            rh = bi.len - 1;
-            if (a.causal != SDPA_CAUSAL_NONE && pos < rh) rh = pos;
-            if (a.window && a.wl >= 0 && pos - a.wl > rl) rl = pos - a.wl;
-            if (a.window && a.wr >= 0 && pos + a.wr < rh) rh = pos + a.wr;
+            sdpa__cu_drange(a, bi, i, &rl, &rh);
             if (rh >= rl) { kmin = (int)rl < kmin ? (int)rl : kmin; kmax = (int)rh > kmax ? (int)rh : kmax; }
         }
         lo[r] = (int)rl; hi[r] = rh < rl ? -1 : (int)rh;
     }
-    const int cb = (int)(sp * a.chunk);
-    int k0 = cb, k1 = (int)(sp * a.chunk + a.chunk < bi.len ? sp * a.chunk + a.chunk : bi.len);
-    if (kmin > k0) k0 = kmin;
-    if (kmax + 1 < k1) k1 = kmax + 1;
+    int k0, k1;
+    const int cb = sdpa__cu_dsplit(a, bi, sp, kmin, kmax, &k0, &k1);
     const uint32_t ps = (uint32_t)a.c.ps;
     const int32_t *tab = a.c.table + bi.seq * a.c.tld;
     const int64_t hk = g * (int64_t)ps * D * EB, hs = g * (int64_t)ps; /* the head's offset in a page (rows, scales) */
@@ -1755,24 +1798,7 @@ __global__ void __launch_bounds__(128) sdpa__cu_decode_fast(const sdpa__cu_dargs
         if (lane == 0) { sm_m[warp * RB + r] = m[r]; sm_l[warp * RB + r] = l[r]; }
     }
     __syncthreads();
-    for (int x = threadIdx.x; x < nr * D; x += NW * 32) {
-        const int r = x / D, d = x % D;
-        float M = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < NW; w++) M = fmaxf(M, sm_m[w * RB + r]);
-        float o = 0.0f, L = 0.0f;
-#pragma unroll
-        for (int w = 0; w < NW; w++)
-            if (sm_l[w * RB + r] != 0.0f) {
-                const float f = exp2f(sm_m[w * RB + r] - M);
-                o += f * sm_o[(w * RB + r) * D + d];
-                L += f * sm_l[w * RB + r];
-            }
-        const int64_t hh = (r0 + r) / bi.vq, i = (r0 + r) % bi.vq, h = g * a.G + hh;
-        float *pp = a.part + (((b * a.Hq + h) * a.n + i) * a.nsplit + sp) * (D + 2);
-        pp[d] = o;
-        if (d == 0) { pp[D] = M; pp[D + 1] = L; }
-    }
+    sdpa__cu_dmerge<NW, RB, D>(a, bi, b, g, r0, sp, nr, sm_o, sm_m, sm_l);
 }
 
 /* Launch with the block's dynamic shared memory (over 48 KiB needs the opt-in). */
@@ -1866,11 +1892,8 @@ __global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dar
     }
     /* visible keys: per row of this thread (ra = lane / 4 and ra + 8), and the block's span */
     auto range = [&](int r, int *rl, int *rh) { /* [rl, rh], empty when rh < rl */
-        const int64_t i = (r0 + r) % bi.vq, pos = bi.len - bi.vq + i;
-        int64_t l0 = 0, h0 = bi.len - 1;
-        if (a.causal != SDPA_CAUSAL_NONE && pos < h0) h0 = pos;
-        if (a.window && a.wl >= 0 && pos - a.wl > l0) l0 = pos - a.wl;
-        if (a.window && a.wr >= 0 && pos + a.wr < h0) h0 = pos + a.wr;
+        int64_t l0, h0;
+        sdpa__cu_drange(a, bi, (r0 + r) % bi.vq, &l0, &h0);
         *rl = (int)l0;
         *rh = h0 < l0 ? (int)l0 - 1 : (int)h0;
     };
@@ -1882,10 +1905,8 @@ __global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dar
     }
     if ((lane >> 2) < nr) range(lane >> 2, &lo[0], &hi[0]);
     if ((lane >> 2) + 8 < nr) range((lane >> 2) + 8, &lo[1], &hi[1]);
-    const int cb = (int)(sp * a.chunk);
-    int k0 = cb, k1 = (int)(sp * a.chunk + a.chunk < bi.len ? sp * a.chunk + a.chunk : bi.len);
-    if (kmin > k0) k0 = kmin;
-    if (kmax + 1 < k1) k1 = kmax + 1;
+    int k0, k1;
+    const int cb = sdpa__cu_dsplit(a, bi, sp, kmin, kmax, &k0, &k1);
     const uint32_t ps = (uint32_t)a.c.ps;
     const int32_t *tab = a.c.table + bi.seq * a.c.tld;
     const int64_t hk = g * (int64_t)ps * D * EB, hs = g * (int64_t)ps * 4;
@@ -2065,24 +2086,7 @@ __global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dar
         }
     }
     __syncthreads();
-    for (int x = threadIdx.x; x < nr * D; x += NW * 32) {
-        const int r = x / D, d = x % D;
-        float M = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < NW; w++) M = fmaxf(M, sm_m[w * 16 + r]);
-        float ov = 0.0f, L = 0.0f;
-#pragma unroll
-        for (int w = 0; w < NW; w++)
-            if (sm_l[w * 16 + r] != 0.0f) {
-                const float f = exp2f(sm_m[w * 16 + r] - M);
-                ov += f * sm_o[(w * 16 + r) * D + d];
-                L += f * sm_l[w * 16 + r];
-            }
-        const int64_t hh = (r0 + r) / bi.vq, i = (r0 + r) % bi.vq, h = g * a.G + hh;
-        float *pp = a.part + (((b * a.Hq + h) * a.n + i) * a.nsplit + sp) * (D + 2);
-        pp[d] = ov;
-        if (d == 0) { pp[D] = M; pp[D + 1] = L; }
-    }
+    sdpa__cu_dmerge<NW, 16, D>(a, bi, b, g, r0, sp, nr, sm_o, sm_m, sm_l);
 }
 
 template <int ST, int D> static cudaError_t sdpa__cu_decode_mma_launch(dim3 grid, cudaStream_t st, const sdpa__cu_dargs &A)
