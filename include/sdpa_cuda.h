@@ -1843,16 +1843,15 @@ template <int ST, int D> struct sdpa__cu_dmc {
     static constexpr int QB = 16 * LD * 2, RING = NW * S * STAGE, MERGE = NW * 16 * (D + 2) * 4;
     static constexpr int SMEM = QB + RING + NW * CONV > MERGE ? QB + RING + NW * CONV : MERGE;
 };
-/* 8 int8 -> 8 BF16, exact (the float trick of sdpa__cu_cvt, then a rounding that changes nothing) */
+/* 8 int8 -> 8 BF16, exact: sdpa__cu_cvt's floats, then a rounding that changes nothing */
 __device__ __forceinline__ uint4 sdpa__cu_i8bf(const uint2 w)
 {
-    const uint32_t x[2] = {w.x ^ 0x80808080u, w.y ^ 0x80808080u};
+    float f[8];
     uint32_t r[4];
+    sdpa__cu_cvt<SDPA_I8, 8>(make_uint4(w.x, w.y, 0u, 0u), f);
 #pragma unroll
     for (int e = 0; e < 4; e++) {
-        const float f0 = __uint_as_float(__byte_perm(x[e >> 1], 0x4b000000u, 0x7540 | (2 * (e & 1)))) - 8388736.0f;
-        const float f1 = __uint_as_float(__byte_perm(x[e >> 1], 0x4b000000u, 0x7540 | (2 * (e & 1) + 1))) - 8388736.0f;
-        const __nv_bfloat162 h = __floats2bfloat162_rn(f0, f1);
+        const __nv_bfloat162 h = __floats2bfloat162_rn(f[2 * e], f[2 * e + 1]);
         r[e] = *(const uint32_t *)&h;
     }
     return make_uint4(r[0], r[1], r[2], r[3]);
