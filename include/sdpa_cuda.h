@@ -29,9 +29,10 @@
  *   managed memory). alibi_slopes, seqlens_q, seqlens_kv and cu_seqlens_* are
  *   HOST arrays: they are validated on the host, then copied to the device
  *   on the stream (stream-ordered cudaMallocAsync; freed the same way).
- *   Not supported: score_mod (a host function; SDPA_ERR_PARAM) and the int8
- *   precision modes (SDPA_ERR_PARAM). num_threads, parallel_for, allocator,
- *   path, tile_q and tile_k are ignored.
+ *   Not supported: score_mod (a host function; SDPA_ERR_PARAM) and SDPA_I8
+ *   q or k (pre-quantised input, with params->q_scale / k_scale;
+ *   SDPA_ERR_DTYPE). num_threads, parallel_for, allocator, path, tile_q and
+ *   tile_k are ignored.
  *   Calls are asynchronous: they return after the launches; errors of
  *   arguments come back before anything is launched, launch errors as
  *   SDPA_ERR_CUDA (the CUDA error string goes to params->errbuf).
@@ -49,6 +50,18 @@
  *   Everything else (F32, head_dim not a multiple of 8, head_dim != head_dim_v,
  *   odd strides): a generic kernel on the CUDA cores in fp32, one warp per
  *   query row, head dims up to 256.
+ *   int8 mode (params->precision = SDPA_PRECISION_INT8_QK, sdpa.h's scheme,
+ *   SageAttention's idea): a pre-pass on the stream takes the mean key of
+ *   each sequence and kv head, quantises every key (minus that mean) and
+ *   every query row to int8 with one float scale per row (the attention
+ *   scale folded into the query's) into scratch (cudaMallocAsync, about
+ *   (B Hq Lq + B Hkv Lk) (head_dim + 12) bytes, freed on the stream); then
+ *   the same two kernels run with Q.K^T on int8 operands: the tensor-core
+ *   kernel on mma.sync m16n8k32 (s8 x s8 -> s32; P.V stays F16/BF16), the
+ *   generic one in exact fp32 sums of integer products. Scores are int32 *
+ *   (scale_q scale_k) + scale q.mean (the smoothing's shift), so lse,
+ *   softcap, ALiBi and masks see the true score. INT8_QK_NOSMOOTH skips the
+ *   mean. A NaN/Inf key makes the rows that see it NaN (as in sdpa.h).
  *   Decoding over the cache: with BF16 or I8 pages, a BF16 query, head_dim ==
  *   head_dim_v in {64, 128} and two or more query rows per kv head (GQA, or
  *   n > 1 queries), a tensor-core kernel (the rows as mma.sync's M side, P
@@ -65,6 +78,9 @@
  *   that sees no key gives out = 0 and lse = -inf. Results are deterministic:
  *   every output is computed by one thread block in a fixed order, and the
  *   decode split count depends on the shapes only.
+ *   int8 mode: relative L2 about 1e-2 against float64 on random bf16 data
+ *   (bench/cuda), 2e-3 with outlier channels in K (tests/cuda; 2.7e-2
+ *   without the smoothing); the tests hold it to 0.04.
  *   Keys past a sequence's length are never read. A NaN or Inf in a K/V row
  *   inside the sequence that a row cannot see (causal, window, mask) may still
  *   reach that row when both share a tensor-core tile (0 * Inf in P.V);
@@ -351,6 +367,9 @@ typedef struct sdpa__cu_args {
     const float *alibi;                  /* device copies */
     const int64_t *sq, *skv, *cuq, *cuk;
     int64_t nseq, seq0;                  /* sequences; the generic kernel's first (blockIdx.z + seq0) */
+    /* int8 mode: q and k point at the pre-pass's int8 rows; per row scales
+     * (qsc: the attention scale folded in), qmv = scale * q.mean */
+    const float *qsc, *qmv, *ksc;
 } sdpa__cu_args;
 
 typedef struct sdpa__cu_seq {
@@ -450,27 +469,33 @@ __global__ void __launch_bounds__(32 * SDPA__CU_GW) sdpa__cu_fwd_generic(const s
     const int64_t g = h / a.G;
     int64_t lo, hi;
     sdpa__cu_range(a.causal, a.window, a.wl, a.wr, i, sq.vq, sq.vk, &lo, &hi);
+    /* int8 mode: q and k are the pre-pass's int8 rows; the sums of their
+     * products are integers below 2^24, exact in fp32 in any order */
+    const bool i8 = a.qsc != nullptr;
+    const int qkdt = i8 ? SDPA_I8 : a.qdt;
+    const int64_t es = sdpa__cu_esize_d(a.qdt), qes = sdpa__cu_esize_d(qkdt), ix = (sq.bt * a.Hq + h) * a.Lq + sq.q0 + i;
+    const float qsc = i8 ? a.qsc[ix] : 0.0f, qmv = i8 ? a.qmv[ix] : 0.0f;
+    const float *ksc = i8 ? a.ksc + (sq.bt * a.Hkv + g) * a.Lk + sq.k0 : nullptr;
     float qr[8], acc[8];
-    const char *qp = a.q + (sq.bt * a.qs[0] + h * a.qs[1] + (sq.q0 + i) * a.qs[2]) * sdpa__cu_esize_d(a.qdt);
+    const char *qp = a.q + (sq.bt * a.qs[0] + h * a.qs[1] + (sq.q0 + i) * a.qs[2]) * qes;
 #pragma unroll
     for (int t = 0; t < 8; t++) {
         int64_t d = lane + 32 * t;
-        qr[t] = (i < sq.vq && d < a.D) ? sdpa__cu_ld(qp + d * sdpa__cu_esize_d(a.qdt), a.qdt) * a.scale : 0.0f;
+        qr[t] = (i < sq.vq && d < a.D) ? sdpa__cu_ld(qp + d * qes, qkdt) * (i8 ? 1.0f : a.scale) : 0.0f;
         acc[t] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
-    const int64_t es = sdpa__cu_esize_d(a.qdt);
     for (int64_t j = lo; j <= hi; j++) {
-        const char *kp = a.k + (sq.bt * a.ks[0] + g * a.ks[1] + (sq.k0 + j) * a.ks[2]) * es;
+        const char *kp = a.k + (sq.bt * a.ks[0] + g * a.ks[1] + (sq.k0 + j) * a.ks[2]) * qes;
         float part = 0.0f;
 #pragma unroll
         for (int t = 0; t < 8; t++) {
             int64_t d = lane + 32 * t;
-            if (d < a.D) part += qr[t] * sdpa__cu_ld(kp + d * es, a.qdt);
+            if (d < a.D) part += qr[t] * sdpa__cu_ld(kp + d * qes, qkdt);
         }
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
-        float sc = part;
+        float sc = i8 ? fmaf(part, qsc * ksc[j], qmv) : part;
         if (a.extras) sc = sdpa__cu_extras(a, sq, h, i, j, sc);
         if (sc == -INFINITY) continue;
         float mn = fmaxf(m, sc);            /* NaN scores propagate through sc below */
@@ -553,6 +578,23 @@ template <> struct sdpa__cu_mma<__nv_bfloat16> {
     }
 };
 
+/* int8 m16n8k32 (s8 x s8 -> s32); the int32 accumulators travel as the bit
+ * patterns of the float arrays the bf16 path uses (moves, no conversions) */
+__device__ __forceinline__ void sdpa__cu_mma_i8(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+{
+    int c0 = __float_as_int(c[0]), c1 = __float_as_int(c[1]), c2 = __float_as_int(c[2]), c3 = __float_as_int(c[3]);
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+r"(c0), "+r"(c1), "+r"(c2), "+r"(c3)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    c[0] = __int_as_float(c0); c[1] = __int_as_float(c1); c[2] = __int_as_float(c2); c[3] = __int_as_float(c3);
+}
+
+/* 4 bytes global -> shared, asynchronously; bytes = 0 writes zeros */
+__device__ __forceinline__ void sdpa__cu_cp4(uint32_t dst, const void *src, int bytes)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+
 /* Unclamped visible range of query i: [max(0, pos - wl), min(vk - 1, pos, pos + wr)]. */
 __device__ __forceinline__ void sdpa__cu_range_raw(const sdpa__cu_args &a, int64_t i, int64_t vq, int64_t vk, int64_t *lo,
                                                    int64_t *hi)
@@ -587,15 +629,30 @@ __device__ __forceinline__ float sdpa__cu_ex2(float x)
  * read. EX compiles in softcap, ALiBi and the mask (a.extras); without it
  * only the tiles that cut a row's visible range pay for per-element checks.
  * Positions are int (the host sends sequences of 2^30 or more to the
- * generic kernel); element offsets are int64. */
-template <typename T, int DP, int NW, int MT, int BN, bool EX>
+ * generic kernel); element offsets are int64.
+ * I8 (int8 mode, SageAttention's scheme): q and k are the pre-pass's int8
+ * rows (DP bytes, zero-padded, K smoothed), S = Q K^T on m16n8k32 int8
+ * mma.sync in int32; the scaled true score is int32 * qsc_i * ksc_j + qmv_i
+ * (qmv: the smoothing's shift). Per element that costs an integer add and
+ * one FMA: |int32| <= 127^2 * 256 < 2^22, so the int plus 0x4B400000 is
+ * the float 1.5 * 2^23 + int32, and fma(that, ksc_j, -1.5 * 2^23 * ksc_j)
+ * gives int32 * ksc_j (to half a unit of the sum). Without EX, qsc_i joins
+ * the exp's multiplier and qmv_i (the same for a whole row, so softmax
+ * ignores it) only the lse; EX forms the true score for the extras. The
+ * keys' scales travel with their tile. Q/K rows in shared memory are DP +
+ * 16 bytes: the same ldmatrix addressing in 16-bit units, half the
+ * k-steps. */
+template <typename T, int DP, int NW, int MT, int BN, bool EX, bool I8>
 __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args a, int nqb)
 {
     constexpr int BM = NW * 16 * MT, LD = DP + 8, CH = DP / 8, NT = BN / 8, DT = DP / 8;
+    /* Q/K rows: LQK 16-bit units, CHQ 16-byte chunks, KS k-steps of S */
+    constexpr int LQK = I8 ? DP / 2 + 8 : LD, CHQ = I8 ? DP / 16 : CH, KS = I8 ? DP / 32 : DP / 16, EB = I8 ? 1 : 2;
     constexpr bool QREG = MT == 1 && DP <= 128; /* Q's fragments stay in registers */
     const float LOG2E = 1.4426950408889634f;
     extern __shared__ __align__(16) unsigned char sdpa__cu_sm[];
-    T *Qs = (T *)sdpa__cu_sm, *Ks = Qs + BM * LD, *Vs = Ks + 2 * BN * LD;
+    T *Qs = (T *)sdpa__cu_sm, *Ks = Qs + BM * LQK, *Vs = Ks + 2 * BN * LQK;
+    float *Kss = (float *)(void *)(Vs + 2 * BN * LD); /* I8: the keys' scales, [2][BN] */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int64_t s = (int64_t)blockIdx.x / nqb, h = blockIdx.y;
     const int i0 = (nqb - 1 - (int)(blockIdx.x % (unsigned)nqb)) * BM; /* longest causal rows first */
@@ -625,15 +682,15 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
             rhi[mt][rr] = (int)hh;
         }
 
-    const char *qb = a.q + (sq.bt * a.qs[0] + h * a.qs[1] + sq.q0 * a.qs[2]) * 2;
-    const char *kb = a.k + (sq.bt * a.ks[0] + g * a.ks[1] + sq.k0 * a.ks[2]) * 2;
+    const char *qb = a.q + (sq.bt * a.qs[0] + h * a.qs[1] + sq.q0 * a.qs[2]) * EB;
+    const char *kb = a.k + (sq.bt * a.ks[0] + g * a.ks[1] + sq.k0 * a.ks[2]) * EB;
     const char *vb = a.v + (sq.bt * a.vs[0] + g * a.vs[1] + sq.k0 * a.vs[2]) * 2;
-    static_assert(BM * CH % (NW * 32) == 0, "whole Q tile copies per thread");
+    static_assert(BM * CHQ % (NW * 32) == 0, "whole Q tile copies per thread");
 #pragma unroll
-    for (int it = 0; it < BM * CH / (NW * 32); it++) {
-        const int c = tid + it * NW * 32, r = c / CH, cc = c % CH;
-        bool ok = i0 + r < vq && cc * 8 < a.D;
-        sdpa__cu_cp16(sdpa__cu_sa(Qs + r * LD + cc * 8), ok ? (const void *)(qb + ((int64_t)(i0 + r) * a.qs[2] + cc * 8) * 2) : a.q,
+    for (int it = 0; it < BM * CHQ / (NW * 32); it++) {
+        const int c = tid + it * NW * 32, r = c / CHQ, cc = c % CHQ;
+        bool ok = i0 + r < vq && (I8 || cc * 8 < a.D);
+        sdpa__cu_cp16(sdpa__cu_sa(Qs + r * LQK + cc * 8), ok ? (const void *)(qb + (int64_t)(i0 + r) * a.qs[2] * EB + cc * 16) : a.q,
                       ok ? 16 : 0);
     }
     sdpa__cu_cp_commit();
@@ -642,14 +699,43 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
     /* With NW * 32 a multiple of CH, each thread copies the same 16-byte
      * column cc of rows r0, r0 + RS, ...: one address, stepped (ROWS);
      * otherwise (DP = 96) chunk by chunk. */
-    static_assert(BN * CH % (NW * 32) == 0, "whole K/V tile copies per thread");
+    static_assert(BN * CH % (NW * 32) == 0 && BN <= NW * 32, "whole K/V tile copies per thread");
     constexpr bool ROWS = NW * 32 % CH == 0;
     constexpr int RS = ROWS ? NW * 32 / CH : 1;
     const int r0 = ROWS ? tid / CH : 0, cc0 = ROWS ? tid % CH : 0;
     const bool cok = cc0 * 8 < a.D;
-    const int64_t kst = a.ks[2] * 2, vst = a.vs[2] * 2;
+    const int64_t kst = a.ks[2] * EB, vst = a.vs[2] * 2;
     const uint32_t kd0 = sdpa__cu_sa(Ks + r0 * LD + cc0 * 8), vd0 = sdpa__cu_sa(Vs + r0 * LD + cc0 * 8);
+    const float *kscb = I8 ? a.ksc + (sq.bt * a.Hkv + g) * a.Lk + sq.k0 : nullptr;
+    /* I8: K's int8 rows (always whole) the same way, CHQ chunks per row */
+    constexpr bool ROWSQ = NW * 32 % CHQ == 0;
+    constexpr int RSQ = ROWSQ ? NW * 32 / CHQ : 1;
+    const int rq0 = ROWSQ ? tid / CHQ : 0, cq0 = ROWSQ ? tid % CHQ : 0;
+    const uint32_t kq0 = sdpa__cu_sa(Ks + rq0 * LQK + cq0 * 8);
     auto load_kv = [&](int stage, int j0) {
+        if (I8 && ROWSQ) {
+            const char *kp = kb + (int64_t)(j0 + rq0) * kst + cq0 * 16;
+#pragma unroll
+            for (int it = 0; it < BN / RSQ; it++) {
+                const int j = j0 + rq0 + it * RSQ;
+                const bool ok = j >= klo && j <= khi;
+                sdpa__cu_cp16(kq0 + (uint32_t)((stage * BN + it * RSQ) * LQK * 2), ok ? (const void *)(kp + it * RSQ * kst) : a.k,
+                              ok ? 16 : 0);
+            }
+        } else if (I8) {
+#pragma unroll
+            for (int it = 0; it < (BN * CHQ + NW * 32 - 1) / (NW * 32); it++) {
+                const int c = tid + it * NW * 32, r = c / CHQ, cc = c % CHQ, j = j0 + r;
+                const bool ok = j >= klo && j <= khi;
+                if (BN * CHQ % (NW * 32) != 0 && c >= BN * CHQ) break;
+                sdpa__cu_cp16(sdpa__cu_sa(Ks + (stage * BN + r) * LQK + cc * 8), ok ? (const void *)(kb + j * kst + cc * 16) : a.k,
+                              ok ? 16 : 0);
+            }
+        }
+        if (I8 && tid < BN) { /* the keys' scales */
+            const bool ok = j0 + tid >= klo && j0 + tid <= khi;
+            sdpa__cu_cp4(sdpa__cu_sa(Kss + stage * BN + tid), ok ? (const void *)(kscb + j0 + tid) : a.ksc, ok ? 4 : 0);
+        }
         if (ROWS) {
             const char *kp = kb + (int64_t)(j0 + r0) * kst + cc0 * 16, *vp = vb + (int64_t)(j0 + r0) * vst + cc0 * 16;
 #pragma unroll
@@ -657,7 +743,7 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
                 const int j = j0 + r0 + it * RS;
                 const bool ok = cok && j >= klo && j <= khi;
                 const uint32_t off = (uint32_t)((stage * BN + it * RS) * LD * 2);
-                sdpa__cu_cp16(kd0 + off, ok ? (const void *)(kp + it * RS * kst) : a.k, ok ? 16 : 0);
+                if (!I8) sdpa__cu_cp16(kd0 + off, ok ? (const void *)(kp + it * RS * kst) : a.k, ok ? 16 : 0);
                 sdpa__cu_cp16(vd0 + off, ok ? (const void *)(vp + it * RS * vst) : a.v, ok ? 16 : 0);
             }
         } else {
@@ -666,7 +752,7 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
                 const int c = tid + it * NW * 32, r = c / CH, cc = c % CH, j = j0 + r;
                 const bool ok = cc * 8 < a.D && j >= klo && j <= khi;
                 const uint32_t off = (uint32_t)(((stage * BN + r) * LD + cc * 8) * 2);
-                sdpa__cu_cp16(sdpa__cu_sa(Ks) + off, ok ? (const void *)(kb + j * kst + cc * 16) : a.k, ok ? 16 : 0);
+                if (!I8) sdpa__cu_cp16(sdpa__cu_sa(Ks) + off, ok ? (const void *)(kb + j * kst + cc * 16) : a.k, ok ? 16 : 0);
                 sdpa__cu_cp16(sdpa__cu_sa(Vs) + off, ok ? (const void *)(vb + j * vst + cc * 16) : a.v, ok ? 16 : 0);
             }
         }
@@ -683,7 +769,22 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
         lrow[mt][0] = lrow[mt][1] = 0.0f;
     }
     const float sl2 = a.scale * LOG2E;
-    uint32_t qf[QREG ? DP / 16 : 1][4];
+    uint32_t qf[QREG ? KS : 1][4];
+    /* I8: this lane's rows' scales (without EX: times LOG2E, the exp's
+     * multiplier; never 0, which would turn masked -inf into NaN) and, for
+     * EX, shifts */
+    float qsr[MT][2], qmr[MT][EX ? 2 : 1];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+            const int i = i0 + warp * MT * 16 + mt * 16 + rr * 8 + (lane >> 2);
+            const int64_t ix = (sq.bt * a.Hq + h) * a.Lq + sq.q0 + i;
+            float x = I8 && i < nq ? a.qsc[ix] : 0.0f;
+            if (!EX) x = x * LOG2E == 0.0f ? 1.17549435e-38f : x * LOG2E;
+            qsr[mt][rr] = x;
+            if (EX) qmr[mt][EX ? rr : 0] = I8 && i < nq ? a.qmv[ix] : 0.0f;
+        }
 
     for (int t = 0; t < ntiles; t++) {
         if (t + 1 < ntiles) {
@@ -694,32 +795,57 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
             sdpa__cu_cp_wait<0>();
         }
         __syncthreads();
-        const T *Kst = Ks + (t & 1) * BN * LD, *Vst = Vs + (t & 1) * BN * LD;
+        const T *Kst = Ks + (t & 1) * BN * LQK, *Vst = Vs + (t & 1) * BN * LD;
         if (QREG && t == 0)
 #pragma unroll
-            for (int kk = 0; kk < DP / 16; kk++)
-                sdpa__cu_ldm4(sdpa__cu_sa(Qs + (warp * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), qf[QREG ? kk : 0]);
+            for (int kk = 0; kk < KS; kk++)
+                sdpa__cu_ldm4(sdpa__cu_sa(Qs + (warp * 16 + (lane & 15)) * LQK + kk * 16 + (lane >> 4) * 8), qf[QREG ? kk : 0]);
         float sc[MT][NT][4];
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
             for (int nt = 0; nt < NT; nt++) sc[mt][nt][0] = sc[mt][nt][1] = sc[mt][nt][2] = sc[mt][nt][3] = 0.0f;
 #pragma unroll
-        for (int kk = 0; kk < DP / 16; kk++) {
+        for (int kk = 0; kk < KS; kk++) {
             uint32_t af[MT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
                 if (QREG) { af[mt][0] = qf[kk][0]; af[mt][1] = qf[kk][1]; af[mt][2] = qf[kk][2]; af[mt][3] = qf[kk][3]; }
-                else sdpa__cu_ldm4(sdpa__cu_sa(Qs + (warp * MT * 16 + mt * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), af[mt]);
+                else sdpa__cu_ldm4(sdpa__cu_sa(Qs + (warp * MT * 16 + mt * 16 + (lane & 15)) * LQK + kk * 16 + (lane >> 4) * 8), af[mt]);
 #pragma unroll
             for (int nb = 0; nb < BN / 16; nb++) {
                 uint32_t b[4];
-                sdpa__cu_ldm4(sdpa__cu_sa(Kst + (nb * 16 + ((lane >> 4) & 1) * 8 + (lane & 7)) * LD + kk * 16 + ((lane >> 3) & 1) * 8), b);
+                sdpa__cu_ldm4(sdpa__cu_sa(Kst + (nb * 16 + ((lane >> 4) & 1) * 8 + (lane & 7)) * LQK + kk * 16 + ((lane >> 3) & 1) * 8), b);
 #pragma unroll
-                for (int mt = 0; mt < MT; mt++) {
-                    sdpa__cu_mma<T>::run(sc[mt][2 * nb], af[mt], b[0], b[1]);
-                    sdpa__cu_mma<T>::run(sc[mt][2 * nb + 1], af[mt], b[2], b[3]);
-                }
+                for (int mt = 0; mt < MT; mt++)
+                    if (I8) {
+                        sdpa__cu_mma_i8(sc[mt][2 * nb], af[mt], b[0], b[1]);
+                        sdpa__cu_mma_i8(sc[mt][2 * nb + 1], af[mt], b[2], b[3]);
+                    } else {
+                        sdpa__cu_mma<T>::run(sc[mt][2 * nb], af[mt], b[0], b[1]);
+                        sdpa__cu_mma<T>::run(sc[mt][2 * nb + 1], af[mt], b[2], b[3]);
+                    }
+            }
+        }
+        if (I8) { /* int32 -> int32 * ksc_j (EX: the true scaled score) */
+            const float *kss = Kss + (t & 1) * BN + 2 * (lane & 3);
+            const float BIAS = 12582912.0f; /* 1.5 * 2^23 */
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                const float2 ks2 = *(const float2 *)(kss + nt * 8);
+                const float c0 = -BIAS * ks2.x, c1 = -BIAS * ks2.y;
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int rr = 0; rr < 2; rr++) {
+                        float *x = &sc[mt][nt][2 * rr];
+                        x[0] = fmaf(__int_as_float(__float_as_int(x[0]) + 0x4B400000), ks2.x, c0);
+                        x[1] = fmaf(__int_as_float(__float_as_int(x[1]) + 0x4B400000), ks2.y, c1);
+                        if (EX) {
+                            x[0] = fmaf(x[0], qsr[mt][rr], qmr[mt][EX ? rr : 0]);
+                            x[1] = fmaf(x[1], qsr[mt][rr], qmr[mt][EX ? rr : 0]);
+                        }
+                    }
             }
         }
         const int j0 = jstart + t * BN;
@@ -727,8 +853,8 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
         /* Scores in log2 units are x * mul: EX turns them to that in place
          * (scale, extras, LOG2E); otherwise they stay raw and the scale
          * (> 0 here: the host sends other scales to EX) folds into one FMA
-         * with the max below. */
-        const float mul = EX ? 1.0f : sl2;
+         * with the max below (I8: the row's scale, qsr). */
+        const float mul0 = EX ? 1.0f : sl2;
         float mxs[MT][2];
         bool grow = false;
 #pragma unroll
@@ -747,7 +873,7 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
                             float &x = sc[mt][nt][2 * rr + e];
                             x = c < lo || c > hi ? -INFINITY
                                                  : sdpa__cu_extras(a, sq, h, i0 + warp * MT * 16 + mt * 16 + rr * 8 + (lane >> 2),
-                                                                   jb + c, x * a.scale) *
+                                                                   jb + c, I8 ? x : x * a.scale) *
                                                        LOG2E;
                         }
                 } else if (need) { /* the tile cuts this block's ranges */
@@ -762,7 +888,7 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
                 for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(sc[mt][nt][2 * rr], sc[mt][nt][2 * rr + 1]));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                mxs[mt][rr] = mx * mul;
+                mxs[mt][rr] = mx * (I8 && !EX ? qsr[mt][rr] : mul0);
                 grow |= mxs[mt][rr] > mrow[mt][rr] + 8.0f;
             }
         /* The running max moves only when some row of the warp outgrows it by
@@ -789,7 +915,7 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
             for (int rr = 0; rr < 2; rr++) {
-                const float nmu = mrow[mt][rr] == -INFINITY ? 0.0f : -mrow[mt][rr];
+                const float nmu = mrow[mt][rr] == -INFINITY ? 0.0f : -mrow[mt][rr], mul = I8 && !EX ? qsr[mt][rr] : mul0;
                 float ls = 0.0f;
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++)
@@ -845,10 +971,165 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
                     int col = dt * 8 + 2 * (lane & 3) + e;
                     if (col < a.Dv) sdpa__cu_st(op + col * oes, a.odt, o[mt][dt][2 * rr + e] * inv);
                 }
-            if (a.lse && (lane & 3) == 0)
-                a.lse[(sq.bt * a.Hq + h) * a.Lq + sq.q0 + i] =
-                    l > 0.0f ? (mrow[mt][rr] + log2f(l)) * 0.6931471805599453f : (l != l ? l : -INFINITY);
+            if (a.lse && (lane & 3) == 0) {
+                const int64_t ix = (sq.bt * a.Hq + h) * a.Lq + sq.q0 + i;
+                /* I8 without EX: the scores left out the row's shift */
+                a.lse[ix] = l > 0.0f ? (mrow[mt][rr] + log2f(l)) * 0.6931471805599453f + (I8 && !EX ? a.qmv[ix] : 0.0f)
+                                     : (l != l ? l : -INFINITY);
+            }
         }
+}
+
+/* 8 elements d0..d0 + 7 of a row of dtype dt as floats (zeros past n); vec:
+ * 16-byte loads (the caller knows the row is aligned for them) */
+__device__ __forceinline__ void sdpa__cu_ld8(const char *row, int dt, int64_t d0, int64_t n, bool vec, float *x)
+{
+    if (vec && d0 + 8 <= n) {
+        if (dt == SDPA_F16 || dt == SDPA_BF16) {
+            uint4 u = *(const uint4 *)(row + d0 * 2);
+            const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                if (dt == SDPA_F16) {
+                    __half2 hh = *(const __half2 *)&w[e];
+                    float2 f = __half22float2(hh);
+                    x[2 * e] = f.x; x[2 * e + 1] = f.y;
+                } else {
+                    x[2 * e] = __uint_as_float(w[e] << 16);
+                    x[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+                }
+            }
+        } else if (dt == SDPA_I8) {
+            uint2 u = *(const uint2 *)(row + d0);
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                x[e] = (float)(signed char)((u.x >> (8 * e)) & 0xff);
+                x[4 + e] = (float)(signed char)((u.y >> (8 * e)) & 0xff);
+            }
+        } else {
+            float4 a = *(const float4 *)(row + d0 * 4), b = *(const float4 *)(row + d0 * 4 + 16);
+            x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w; x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
+        }
+        return;
+    }
+#pragma unroll
+    for (int e = 0; e < 8; e++) x[e] = d0 + e < n ? sdpa__cu_ld(row + (d0 + e) * sdpa__cu_esize_d(dt), dt) : 0.0f;
+}
+
+/* ---- int8 mode: the pre-pass ---------------------------------------------- */
+
+/* Both pre-pass kernels give a row TPR threads of 8 elements each (TPR a
+ * power of 2, 8 TPR >= dp), several rows per warp: shuffles stay inside a
+ * row's group (xor offsets below TPR) and every lane runs the same trips. */
+#define SDPA__CU_QROWS 64 /* rows per block of sdpa__cu_i8_quant */
+
+/* The mean key of (sequence blockIdx.x, kv head blockIdx.y) over its visible
+ * keys, in fp32 in a fixed order (each group of TPR threads sums rows
+ * grp, grp + NG, ..., four loads in flight; then thread d sums the groups in
+ * order); zeros without smoothing, without keys, or when not finite (a NaN
+ * or Inf key: the scores it reaches turn NaN through its scale instead). */
+__global__ void __launch_bounds__(512) sdpa__cu_i8_mean(const sdpa__cu_args a, float *mean, int smooth, int vec, int tpr)
+{
+    __shared__ float part[512 * 8];
+    const int64_t s = blockIdx.x, g = blockIdx.y, es = sdpa__cu_esize_d(a.qdt);
+    const int sub = threadIdx.x % tpr, grp = threadIdx.x / tpr, ng = 512 / tpr;
+    sdpa__cu_seq sq;
+    sdpa__cu_seq_get(a, s, &sq);
+    float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    const char *kb = a.k + (sq.bt * a.ks[0] + g * a.ks[1] + sq.k0 * a.ks[2]) * es;
+    const int64_t kst = a.ks[2] * es;
+    if (smooth && sub * 8 < a.D)
+        for (int64_t j = grp; j < sq.vk; j += 4 * ng) {
+            float x[4][8];
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+                if (j + u * ng < sq.vk) sdpa__cu_ld8(kb + (j + u * ng) * kst, a.qdt, sub * 8, a.D, vec != 0, x[u]);
+                else for (int e = 0; e < 8; e++) x[u][e] = 0.0f;
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+#pragma unroll
+                for (int e = 0; e < 8; e++) acc[e] += x[u][e];
+        }
+#pragma unroll
+    for (int e = 0; e < 8; e++) part[threadIdx.x * 8 + e] = acc[e]; /* = part[grp][sub * 8 + e] */
+    __syncthreads();
+    const int d = threadIdx.x;
+    float m = 0.0f;
+    if (d < a.D && sq.vk > 0) {
+        for (int k = 0; k < ng; k++) m += part[k * tpr * 8 + d];
+        m /= (float)sq.vk;
+    }
+    const int bad = __syncthreads_or(!(fabsf(m) <= 3.4028235e38f));
+    if (d < a.D) mean[(s * a.Hkv + g) * a.D + d] = bad ? 0.0f : m;
+}
+
+/* Rows of k (isq = 0: B * Hkv * Lk rows, the mean of its sequence and kv
+ * head subtracted) or of q (isq = 1: B * Hq * Lq rows); block (x, y): rows
+ * x * QROWS.. of (batch, head) y (and y + gridDim.y, ...). sc = max|x| / 127
+ * (times the attention scale for q), x / sc rounded to nearest even (never
+ * -128) into dp bytes with zeros past D; q rows also get shift = scale *
+ * q.mean, the score the smoothing took away. A row with NaN or Inf gets
+ * sc = NaN (its scores turn NaN) and zero bytes; an all-zero row sc = 0. */
+__global__ void __launch_bounds__(256) sdpa__cu_i8_quant(const sdpa__cu_args a, int isq, int vec, int tpr, int64_t dp, const float *mean,
+                                                         int8_t *dst, float *scl, float *shift)
+{
+    const int sub = threadIdx.x % tpr, grp = threadIdx.x / tpr, ng = 256 / tpr;
+    const int64_t H = isq ? a.Hq : a.Hkv, L = isq ? a.Lq : a.Lk, es = sdpa__cu_esize_d(a.qdt);
+    const int64_t *st = isq ? a.qs : a.ks;
+    for (int64_t y = blockIdx.y; y < a.B * H; y += gridDim.y) {
+        const int64_t b = y / H, hh = y % H, g = isq ? hh / a.G : hh;
+        for (int jj = 0; jj < SDPA__CU_QROWS; jj += ng) {
+            const int64_t j = (int64_t)blockIdx.x * SDPA__CU_QROWS + jj + grp, r = y * L + j;
+            const bool row = j < L;
+            int64_t s = b;
+            if (a.packed && row) { /* the last sequence whose first row is <= j */
+                const int64_t *cu = isq ? a.cuq : a.cuk;
+                int64_t lo = 0, hi = a.nseq - 1;
+                while (lo < hi) {
+                    const int64_t mid = (lo + hi + 1) / 2;
+                    if (cu[mid] <= j) lo = mid; else hi = mid - 1;
+                }
+                s = lo;
+            }
+            const float *mn = mean + (s * a.Hkv + g) * a.D;
+            float x[8], amax = 0.0f, dot = 0.0f;
+            int bad = 0;
+            if (row && sub * 8 < a.D) sdpa__cu_ld8((isq ? a.q : a.k) + (b * st[0] + hh * st[1] + j * st[2]) * es, a.qdt, sub * 8, a.D,
+                                                   vec != 0, x);
+#pragma unroll
+            for (int t = 0; t < 8; t++) {
+                const int64_t d = sub * 8 + t;
+                if (row && d < a.D) {
+                    if (isq) dot = fmaf(x[t], mn[d], dot);
+                    else x[t] -= mn[d];
+                } else {
+                    x[t] = 0.0f;
+                }
+                bad |= !(fabsf(x[t]) <= 3.4028235e38f);
+                amax = fmaxf(amax, fabsf(x[t]));
+            }
+            for (int o = tpr / 2; o > 0; o >>= 1) {
+                amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+                dot += __shfl_xor_sync(0xffffffffu, dot, o);
+                bad |= __shfl_xor_sync(0xffffffffu, bad, o);
+            }
+            if (!row) continue;
+            const float inv = !bad && amax > 0.0f ? 127.0f / amax : 0.0f;
+            uint32_t w[2] = {0u, 0u};
+#pragma unroll
+            for (int t = 0; t < 8; t++) {
+                int v = __float2int_rn(x[t] * inv);
+                v = v < -127 ? -127 : v > 127 ? 127 : v;
+                w[t / 4] |= (uint32_t)(v & 0xff) << (8 * (t % 4));
+            }
+            if (sub * 8 < dp) *(uint2 *)(void *)(dst + r * dp + sub * 8) = make_uint2(w[0], w[1]);
+            if (sub == 0) {
+                const float sc = bad ? __int_as_float(0x7fc00000) : amax / 127.0f;
+                scl[r] = isq ? sc * a.scale : sc;
+                if (isq) shift[r] = a.scale * dot;
+            }
+        }
+    }
 }
 
 /* ---- host: validation and launch ----------------------------------------- */
@@ -857,6 +1138,7 @@ typedef struct sdpa__cu_plan {
     sdpa__cu_args a;
     int64_t maxnq;              /* most query rows of one sequence */
     int mma;                    /* eligible for the tensor-core kernel */
+    int i8, i8_smooth;          /* int8 mode (params->precision), K smoothed */
     /* host arrays to copy to the device */
     const float *alibi;
     const int64_t *sq, *skv, *cuq, *cuk;
@@ -941,8 +1223,10 @@ static int sdpa__cu_plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const 
         A->wr = p->window_right < far ? p->window_right : far;
     }
     if (p->score_mod) return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda: score_mod (a host function) is not supported");
-    if (p->precision != SDPA_PRECISION_DEFAULT)
-        return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda: precision modes other than the default are not supported");
+    if (p->precision < SDPA_PRECISION_DEFAULT || p->precision > SDPA_PRECISION_INT8_QK_NOSMOOTH)
+        return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda: precision = %d is not an sdpa_precision value", p->precision);
+    P->i8 = p->precision != SDPA_PRECISION_DEFAULT;
+    P->i8_smooth = p->precision == SDPA_PRECISION_INT8_QK;
     if (p->num_threads < 0) return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda: num_threads must be >= 0");
     P->alibi = p->alibi_slopes;
 
@@ -1052,39 +1336,114 @@ static int sdpa__cu_upload(sdpa__cu_plan *P, const sdpa_params *pp, cudaStream_t
     return SDPA_OK;
 }
 
-template <typename T, int DP, int NW, int MT, int BN, bool EX>
+template <typename T, int DP, int NW, int MT, int BN, bool EX, bool I8>
 static cudaError_t sdpa__cu_launch_mma(const sdpa__cu_plan *P, cudaStream_t st)
 {
-    constexpr int BM = NW * 16 * MT;
-    const size_t smem = (size_t)(BM + 4 * BN) * (DP + 8) * sizeof(T);
-    cudaError_t e = cudaFuncSetAttribute(sdpa__cu_fwd_mma<T, DP, NW, MT, BN, EX>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    constexpr int BM = NW * 16 * MT, LQK = I8 ? DP / 2 + 8 : DP + 8;
+    const size_t smem = (size_t)(BM + 2 * BN) * LQK * sizeof(T) + (size_t)2 * BN * (DP + 8) * sizeof(T) + (I8 ? 2 * BN * 4 : 0);
+    cudaError_t e = cudaFuncSetAttribute(sdpa__cu_fwd_mma<T, DP, NW, MT, BN, EX, I8>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     int64_t nqb = (P->maxnq + BM - 1) / BM;
     if (nqb == 0 || P->a.nseq == 0 || P->a.Hq == 0) return cudaSuccess;
     dim3 grid((unsigned)(nqb * P->a.nseq), (unsigned)P->a.Hq);
-    sdpa__cu_fwd_mma<T, DP, NW, MT, BN, EX><<<grid, NW * 32, smem, st>>>(P->a, (int)nqb);
+    sdpa__cu_fwd_mma<T, DP, NW, MT, BN, EX, I8><<<grid, NW * 32, smem, st>>>(P->a, (int)nqb);
     return cudaGetLastError();
 }
 
-template <typename T, int DP, int NW, int MT, int BN>
+template <typename T, int DP, int NW, int MT, int BN, bool I8>
 static cudaError_t sdpa__cu_launch_mma_x(const sdpa__cu_plan *P, cudaStream_t st)
 {
-    return P->a.extras || !(P->a.scale > 0.0f) ? sdpa__cu_launch_mma<T, DP, NW, MT, BN, true>(P, st)
-                                               : sdpa__cu_launch_mma<T, DP, NW, MT, BN, false>(P, st);
+    return P->a.extras || !(P->a.scale > 0.0f) ? sdpa__cu_launch_mma<T, DP, NW, MT, BN, true, I8>(P, st)
+                                               : sdpa__cu_launch_mma<T, DP, NW, MT, BN, false, I8>(P, st);
 }
 
-template <typename T> static cudaError_t sdpa__cu_launch_mma_t(const sdpa__cu_plan *P, cudaStream_t st)
+/* The head dim the tensor-core kernel is compiled for, for head_dim D */
+static int64_t sdpa__cu_mma_dp(int64_t D) { return D <= 64 ? 64 : D <= 96 ? 96 : D <= 128 ? 128 : 256; }
+
+template <typename T, bool I8> static cudaError_t sdpa__cu_launch_mma_t(const sdpa__cu_plan *P, cudaStream_t st)
 {
     const int64_t D = P->a.D;
 #ifdef SDPA_CUDA_FEW_KERNELS
-    if (D >= 0) return cudaErrorNotSupported;              /* always: no launch in a check build */
-    return sdpa__cu_launch_mma<T, 128, 4, 2, 32, false>(P, st); /* one instantiation, compiled */
+    if (D >= 0) return cudaErrorNotSupported;                 /* always: no launch in a check build */
+    return sdpa__cu_launch_mma<T, 128, 4, 2, 32, false, I8>(P, st); /* one instantiation, compiled */
 #else
-    if (D <= 64) return sdpa__cu_launch_mma_x<T, 64, 4, 2, 64>(P, st);
-    if (D <= 96) return sdpa__cu_launch_mma_x<T, 96, 4, 2, 32>(P, st);
-    if (D <= 128) return sdpa__cu_launch_mma_x<T, 128, 4, 2, 32>(P, st);
-    return sdpa__cu_launch_mma_x<T, 256, 4, 1, 32>(P, st);
+    if (D <= 64) return sdpa__cu_launch_mma_x<T, 64, 4, 2, 64, I8>(P, st);
+    if (D <= 96) return sdpa__cu_launch_mma_x<T, 96, 4, 2, 32, I8>(P, st);
+    if (D <= 128) return sdpa__cu_launch_mma_x<T, 128, 4, 2, 32, I8>(P, st);
+    return sdpa__cu_launch_mma_x<T, 256, 4, 1, 32, I8>(P, st);
 #endif
+}
+
+/* int8 mode's scratch, in this order: k rows [B][Hkv][Lk][dp] and q rows
+ * [B][Hq][Lq][dp] (int8), then k scales [B][Hkv][Lk], q scales and shifts
+ * [B][Hq][Lq], means [nseq][Hkv][D] (fp32). dp: the tensor-core kernel's
+ * head dim, or head_dim rounded up to 16 for the generic kernel. */
+typedef struct sdpa__cu_i8lay {
+    int64_t dp, nk, nq, bytes;
+} sdpa__cu_i8lay;
+
+static int sdpa__cu_i8_size(const sdpa__cu_plan *P, const sdpa_params *pp, int which, sdpa__cu_i8lay *L)
+{
+    const sdpa__cu_args *A = &P->a;
+    int64_t t, b = 0;
+    L->dp = which == SDPA_CUDA_KERNEL_MMA ? sdpa__cu_mma_dp(A->D) : (A->D + 15) / 16 * 16;
+    if (!sdpa__cu_mul(A->B, A->Hkv, &L->nk) || !sdpa__cu_mul(L->nk, A->Lk, &L->nk) || !sdpa__cu_mul(A->B, A->Hq, &L->nq) ||
+        !sdpa__cu_mul(L->nq, A->Lq, &L->nq) || !sdpa__cu_add(L->nk, L->nq, &t) || !sdpa__cu_mul(t, L->dp + 12, &b) ||
+        !sdpa__cu_mul(A->nseq, A->Hkv, &t) || !sdpa__cu_mul(t, A->D, &t) || t > INT64_MAX / 8 || !sdpa__cu_add(b, 4 * t + 64, &b) ||
+        (uint64_t)b > (uint64_t)SIZE_MAX)
+        return sdpa__cu_fail(pp, SDPA_ERR_OVERFLOW, "sdpa_cuda: int8 mode: scratch size overflows");
+    L->bytes = b;
+    return SDPA_OK;
+}
+
+/* Runs the pre-pass into scratch taken on the stream (*dbuf) and points
+ * P->a's q, k (strides too) and scales at its results. */
+static int sdpa__cu_i8_prep(sdpa__cu_plan *P, const sdpa_params *pp, cudaStream_t st, const sdpa__cu_i8lay *L, void **dbuf)
+{
+    sdpa__cu_args *A = &P->a;
+    char *dev = NULL;
+    int8_t *kq, *qq;
+    float *ksc, *qsc, *qmv, *mean;
+    cudaError_t e;
+    *dbuf = NULL;
+    if ((e = cudaMallocAsync((void **)&dev, (size_t)L->bytes, st)) != cudaSuccess) return sdpa__cu_err(pp, e, "cudaMallocAsync");
+    kq = (int8_t *)dev;
+    qq = kq + L->nk * L->dp;
+    ksc = (float *)(void *)(qq + L->nq * L->dp); /* dp is a multiple of 16 */
+    qsc = ksc + L->nk;
+    qmv = qsc + L->nq;
+    mean = qmv + L->nq;
+    /* rows fit 16-byte loads: aligned data, every stride a multiple of 16 bytes */
+    const int64_t es = sdpa__cu_esize(A->qdt);
+    int vq = (uintptr_t)A->q % 16 == 0, vk = (uintptr_t)A->k % 16 == 0, d;
+    for (d = 0; d < 3; d++) {
+        vq = vq && A->qs[d] * es % 16 == 0;
+        vk = vk && A->ks[d] * es % 16 == 0;
+    }
+    int tpr = 8;
+    while (tpr * 8 < L->dp) tpr *= 2; /* dp <= 256: tpr <= 32 */
+    if (A->nseq > 0 && A->Hkv > 0) {
+        dim3 grid((unsigned)A->nseq, (unsigned)A->Hkv);
+        sdpa__cu_i8_mean<<<grid, 512, 0, st>>>(*A, mean, P->i8_smooth, vk, tpr);
+    }
+    if (L->nk > 0) { /* Lk < 2^30 on the tensor-core path; the generic path may need the y loop */
+        dim3 grid((unsigned)((A->Lk + SDPA__CU_QROWS - 1) / SDPA__CU_QROWS), (unsigned)(A->B * A->Hkv < 65535 ? A->B * A->Hkv : 65535));
+        sdpa__cu_i8_quant<<<grid, 256, 0, st>>>(*A, 0, vk, tpr, L->dp, mean, kq, ksc, NULL);
+    }
+    if (L->nq > 0) {
+        dim3 grid((unsigned)((A->Lq + SDPA__CU_QROWS - 1) / SDPA__CU_QROWS), (unsigned)(A->B * A->Hq < 65535 ? A->B * A->Hq : 65535));
+        sdpa__cu_i8_quant<<<grid, 256, 0, st>>>(*A, 1, vq, tpr, L->dp, mean, qq, qsc, qmv);
+    }
+    if ((e = cudaGetLastError()) != cudaSuccess) { cudaFreeAsync(dev, st); return sdpa__cu_err(pp, e, "int8 pre-pass launch"); }
+    A->q = (const char *)qq;
+    A->k = (const char *)kq;
+    A->qs[3] = A->ks[3] = 1;
+    A->qs[2] = A->ks[2] = L->dp;
+    A->qs[1] = A->Lq * L->dp; A->qs[0] = A->Hq * A->qs[1];
+    A->ks[1] = A->Lk * L->dp; A->ks[0] = A->Hkv * A->ks[1];
+    A->qsc = qsc; A->qmv = qmv; A->ksc = ksc;
+    *dbuf = dev;
+    return SDPA_OK;
 }
 
 static int sdpa__cu_choose(const sdpa__cu_plan *P, const sdpa_params *pp, sdpa_cuda_kernel kernel)
@@ -1112,15 +1471,24 @@ SDPA_CUDA_API int sdpa_cuda_attention_kernel(const sdpa_tensor *q, const sdpa_te
                                              sdpa_cuda_kernel kernel)
 {
     sdpa__cu_plan P;
-    void *dbuf = NULL;
+    sdpa__cu_i8lay L = {0, 0, 0, 0};
+    void *dbuf = NULL, *i8buf = NULL;
     cudaError_t e = cudaSuccess;
     int rc = sdpa__cu_plan_make(q, k, v, out, params, &P), which;
     if (rc != SDPA_OK) return rc;
     if ((which = sdpa__cu_choose(&P, params, kernel)) < 0) return which;
+    if (P.i8 && (rc = sdpa__cu_i8_size(&P, params, which, &L)) != SDPA_OK) return rc;
     if (P.maxnq == 0 || P.a.Hq == 0 || P.a.nseq == 0) return SDPA_OK;
     if ((rc = sdpa__cu_upload(&P, params, stream, &dbuf)) != SDPA_OK) return rc;
+    if (P.i8 && (rc = sdpa__cu_i8_prep(&P, params, stream, &L, &i8buf)) != SDPA_OK) {
+        if (dbuf) cudaFreeAsync(dbuf, stream);
+        return rc;
+    }
     if (which == SDPA_CUDA_KERNEL_MMA) {
-        e = P.a.qdt == SDPA_F16 ? sdpa__cu_launch_mma_t<__half>(&P, stream) : sdpa__cu_launch_mma_t<__nv_bfloat16>(&P, stream);
+        if (P.i8)
+            e = P.a.qdt == SDPA_F16 ? sdpa__cu_launch_mma_t<__half, true>(&P, stream) : sdpa__cu_launch_mma_t<__nv_bfloat16, true>(&P, stream);
+        else
+            e = P.a.qdt == SDPA_F16 ? sdpa__cu_launch_mma_t<__half, false>(&P, stream) : sdpa__cu_launch_mma_t<__nv_bfloat16, false>(&P, stream);
     } else {
         int64_t nb = (P.maxnq + SDPA__CU_GW - 1) / SDPA__CU_GW;
         dim3 grid((unsigned)nb, (unsigned)P.a.Hq, 1);
@@ -1134,6 +1502,7 @@ SDPA_CUDA_API int sdpa_cuda_attention_kernel(const sdpa_tensor *q, const sdpa_te
             e = cudaGetLastError();
         }
     }
+    if (i8buf) cudaFreeAsync(i8buf, stream);
     if (dbuf) cudaFreeAsync(dbuf, stream);
     return e == cudaSuccess ? SDPA_OK : sdpa__cu_err(params, e, "kernel launch");
 }
@@ -1305,41 +1674,6 @@ __device__ __forceinline__ void sdpa__cu_dmerge(const sdpa__cu_dargs &a, const s
         pp[d] = o;
         if (d == 0) { pp[D] = M; pp[D + 1] = L; }
     }
-}
-
-/* 8 elements d0..d0+7 of a row of dtype dt (as floats, zero past n). */
-__device__ __forceinline__ void sdpa__cu_ld8(const char *row, int dt, int64_t d0, int64_t n, bool vec, float *x)
-{
-    if (vec && d0 + 8 <= n) {
-        if (dt == SDPA_F16 || dt == SDPA_BF16) {
-            uint4 u = *(const uint4 *)(row + d0 * 2);
-            const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                if (dt == SDPA_F16) {
-                    __half2 hh = *(const __half2 *)&w[e];
-                    float2 f = __half22float2(hh);
-                    x[2 * e] = f.x; x[2 * e + 1] = f.y;
-                } else {
-                    x[2 * e] = __uint_as_float(w[e] << 16);
-                    x[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
-                }
-            }
-        } else if (dt == SDPA_I8) {
-            uint2 u = *(const uint2 *)(row + d0);
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                x[e] = (float)(signed char)((u.x >> (8 * e)) & 0xff);
-                x[4 + e] = (float)(signed char)((u.y >> (8 * e)) & 0xff);
-            }
-        } else {
-            float4 a = *(const float4 *)(row + d0 * 4), b = *(const float4 *)(row + d0 * 4 + 16);
-            x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w; x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
-        }
-        return;
-    }
-#pragma unroll
-    for (int e = 0; e < 8; e++) x[e] = d0 + e < n ? sdpa__cu_ld(row + (d0 + e) * sdpa__cu_esize_d(dt), dt) : 0.0f;
 }
 
 /* Flash-decoding over the paged cache. Block (split x, kv head and row block

@@ -1,7 +1,7 @@
 """bench/cuda/bench.py - sdpa_cuda.h against PyTorch's SDPA backends, same inputs, same run.
 
-Usage: python3 bench/cuda/bench.py LIB.so [--quick] [--decode] [--base=OLD.so]
---decode: the decode table alone; --base: another build of the library (an
+Usage: python3 bench/cuda/bench.py LIB.so [--quick] [--decode | --prefill] [--base=OLD.so]
+--decode, --prefill: that table alone; --base: another build of the library (an
 older header, say) timed on the same decode inputs, in a column of its own.
 Prints the ceilings (bf16 matmul, device copy), a prefill table (TFLOP/s) and a
 decode table (GB/s of K/V read, microseconds); each of our results is checked
@@ -14,6 +14,7 @@ import triton.testing
 
 quick = "--quick" in sys.argv
 decode_only = "--decode" in sys.argv
+prefill_only = "--prefill" in sys.argv
 base_path = next((a[7:] for a in sys.argv if a.startswith("--base=")), None)
 P = ctypes.c_void_p
 LL = ctypes.c_longlong
@@ -22,6 +23,8 @@ LL = ctypes.c_longlong
 def load(path):
     lb = ctypes.CDLL(path)
     lb.bench_attention.argtypes = [P, P, P, P, ctypes.c_int, LL, LL, LL, LL, LL, ctypes.c_int, ctypes.c_int, P]
+    if hasattr(lb, "bench_attention_p"):
+        lb.bench_attention_p.argtypes = [P, P, P, P, ctypes.c_int, LL, LL, LL, LL, LL, ctypes.c_int, ctypes.c_int, ctypes.c_int, P]
     lb.bench_kv_create.restype = P
     lb.bench_kv_create.argtypes = [ctypes.c_int, LL, LL, LL, LL, LL]
     lb.bench_kv_append.argtypes = [P, LL, P, P, ctypes.c_int, LL, LL, LL, P]
@@ -79,7 +82,8 @@ for D, H in ((128, 32), (64, 32), (256, 16)):
                 cfgs.append((D, H, L, causal))
 if cfgs:
     print("\nprefill, bf16, batch = 16k tokens / L; TFLOP/s (4 B H L^2 D, halved when causal); ours checked vs flash (rel L2)")
-    print(f"{'hd':>4} {'H':>3} {'L':>6} {'causal':>6} | {'ours':>7} {'flash':>7} {'cudnn':>7} {'effic':>7} | {'ours/flash':>10} {'ours/cudnn':>10} {'of mm':>6} | {'relL2':>8}")
+    print("int8: params.precision = SDPA_PRECISION_INT8_QK (Q.K^T on int8, K smoothed), the pre-pass over Q and K included")
+    print(f"{'hd':>4} {'H':>3} {'L':>6} {'causal':>6} | {'ours':>7} {'int8':>7} {'flash':>7} {'cudnn':>7} {'effic':>7} | {'ours/flash':>10} {'int8/flash':>10} {'ours/cudnn':>10} {'of mm':>6} | {'relL2':>8} {'int8':>8}")
 for D, H, L, causal in cfgs:
     B = max(1, 16384 // L)
     q, k, v = (torch.randn(B, H, L, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
@@ -100,20 +104,29 @@ for D, H, L, causal in cfgs:
             res[nm] = float("nan")
     err = rel(o, ref) if (rc == 0 and ref is not None) else float("nan")
     ours = flops / bench(run) / 1e12 if rc == 0 else float("nan")
+    o8 = torch.empty_like(q)
+    run8 = lambda: lib.bench_attention_p(q.data_ptr(), k.data_ptr(), v.data_ptr(), o8.data_ptr(), BF16, B, H, H, L, D, int(causal), 0, 1, stream())
+    rc8 = run8()
+    torch.cuda.synchronize()
+    err8 = rel(o8, ref) if (rc8 == 0 and ref is not None) else float("nan")
+    i8 = flops / bench(run8) / 1e12 if rc8 == 0 else float("nan")
     if base:
         brun = lambda: base.bench_attention(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), BF16, B, H, H, L, D, int(causal), 0, stream())
         bt = flops / bench(brun) / 1e12 if brun() == 0 else float("nan")
         print(f"     base (--base) {bt:7.1f} TFLOP/s, ours/base {ours / bt:5.2f}")
-    print(f"{D:>4} {H:>3} {L:>6} {str(causal):>6} | {ours:7.1f} {res['flash']:7.1f} {res['cudnn']:7.1f} {res['efficient']:7.1f} | "
-          f"{ours / res['flash']:10.2f} {ours / res['cudnn']:10.2f} {ours / mm:6.2f} | {err:8.1e}")
-    del q, k, v, o, ref
+    print(f"{D:>4} {H:>3} {L:>6} {str(causal):>6} | {ours:7.1f} {i8:7.1f} {res['flash']:7.1f} {res['cudnn']:7.1f} {res['efficient']:7.1f} | "
+          f"{ours / res['flash']:10.2f} {i8 / res['flash']:10.2f} {ours / res['cudnn']:10.2f} {ours / mm:6.2f} | {err:8.1e} {err8:8.1e}")
+    del q, k, v, o, o8, ref
     torch.cuda.empty_cache()
 
-print("\ndecode, bf16 q/out, hd 128, 32 q heads, one query per sequence; GB/s of K/V read (I8: int8 + scales), microseconds")
-print(f"{'B':>3} {'ctx':>6} {'Hkv':>4} | {'base bf16':>15} {'base i8':>15} | {'ours bf16':>15} {'ours i8':>15} {'flash':>15} {'cudnn':>15} {'effic':>15} | {'bf16/cudnn':>10} {'i8 tok/s vs best torch':>22} {'of copy bw':>10} | {'relL2 bf16':>10} {'i8':>8}")
+if not prefill_only:
+    print("\ndecode, bf16 q/out, hd 128, 32 q heads, one query per sequence; GB/s of K/V read (I8: int8 + scales), microseconds")
+    print(f"{'B':>3} {'ctx':>6} {'Hkv':>4} | {'base bf16':>15} {'base i8':>15} | {'ours bf16':>15} {'ours i8':>15} {'flash':>15} {'cudnn':>15} {'effic':>15} | {'bf16/cudnn':>10} {'i8 tok/s vs best torch':>22} {'of copy bw':>10} | {'relL2 bf16':>10} {'i8':>8}")
 dcfg = [(B, ctx, hkv) for B in (1, 16, 64) for ctx in (4096, 32768) for hkv in (32, 8)]
 if quick:
     dcfg = [(16, 4096, 8), (1, 32768, 32)]
+if prefill_only:
+    dcfg = []
 for B, ctx, Hkv in dcfg:
     D, Hq = 128, 32
     k = torch.randn(B, Hkv, ctx, D, device=dev, dtype=torch.bfloat16)

@@ -5,15 +5,22 @@
 
 extern "C" {
 
-int bench_attention(void *q, void *k, void *v, void *o, int dt, long long B, long long Hq, long long Hkv, long long L, long long D,
-                    int causal, int kernel, void *stream)
+int bench_attention_p(void *q, void *k, void *v, void *o, int dt, long long B, long long Hq, long long Hkv, long long L, long long D,
+                      int causal, int kernel, int precision, void *stream)
 {
     sdpa_tensor tq = {q, (sdpa_dtype)dt, {B, Hq, L, D}, {0}}, tk = {k, (sdpa_dtype)dt, {B, Hkv, L, D}, {0}},
                 tv = {v, (sdpa_dtype)dt, {B, Hkv, L, D}, {0}}, to = {o, (sdpa_dtype)dt, {B, Hq, L, D}, {0}};
     sdpa_params p;
     memset(&p, 0, sizeof p);
     p.causal = causal ? SDPA_CAUSAL_TOP_LEFT : SDPA_CAUSAL_NONE;
+    p.precision = precision;
     return sdpa_cuda_attention_kernel(&tq, &tk, &tv, &to, &p, (cudaStream_t)stream, (sdpa_cuda_kernel)kernel);
+}
+
+int bench_attention(void *q, void *k, void *v, void *o, int dt, long long B, long long Hq, long long Hkv, long long L, long long D,
+                    int causal, int kernel, void *stream)
+{
+    return bench_attention_p(q, k, v, o, dt, B, Hq, Hkv, L, D, causal, kernel, 0, stream);
 }
 
 void *bench_kv_create(int dt, long long nseq, long long H, long long D, long long ps, long long max_pages)

@@ -56,6 +56,11 @@ static float get(const char *p, int dt)
     return dt == SDPA_F16 ? sdpa_f16_to_f32(h) : sdpa_bf16_to_f32(h);
 }
 
+static const std::vector<float> *g_kofs = nullptr, *g_kmul = nullptr; /* K's channels: x * mul + offset (run_case) */
+static int g_prec = 0;         /* params.precision of run_case */
+static int g_nobound = 0;      /* run_case: check finiteness only, not the error bound */
+static double g_last_rel = 0;  /* run_case's rel. L2 against the reference */
+
 /* A [n0, n1, n2, n3] tensor: logical values (rounded to dtype) on the host,
  * a device copy with row stride n3 + pad (pad 0: contiguous, strides 0). */
 struct Tens {
@@ -67,12 +72,16 @@ struct Tens {
         h.resize((size_t)(a * b * c * e));
         for (auto &x : h) x = round_to((float)(lo + (hi - lo) * urand()), dt);
         bytes = (size_t)(a * s[0]) * esz(dt) + 64;
-        std::vector<char> buf(bytes);
-        for (size_t i = 0; i < bytes; i++) buf[i] = (char)0xff; /* padding holds NaN */
-        for (int64_t i = 0; i < (int64_t)h.size(); i++) put(buf.data() + off(i) * esz(dt), dt, h[(size_t)i]);
         CU(cudaMalloc(&d, bytes));
-        CU(cudaMemcpy(d, buf.data(), bytes, cudaMemcpyHostToDevice));
+        upload();
         if (pad == 0) s[0] = s[1] = s[2] = s[3] = 0;
+    }
+    void upload() /* h to the device; padding holds NaN */
+    {
+        std::vector<char> buf(bytes);
+        for (size_t i = 0; i < bytes; i++) buf[i] = (char)0xff;
+        for (int64_t i = 0; i < (int64_t)h.size(); i++) put(buf.data() + off(i) * esz(dt), dt, h[(size_t)i]);
+        CU(cudaMemcpy(d, buf.data(), bytes, cudaMemcpyHostToDevice));
     }
     int64_t off(int64_t lin) const
     {
@@ -211,6 +220,10 @@ static void run_case(const char *name, int dt, int odt, int kernel, int64_t B, i
     Tens q, k, v, out, mask;
     q.make(dt, B, Hq, Lq, D, pad, -1, 1);
     k.make(dt, B, Hkv, Lk, D, pad, -1, 1);
+    if (g_kofs) { /* outlier channels, as real K has */
+        for (size_t i = 0; i < k.h.size(); i++) k.h[i] = round_to(k.h[i] * (*g_kmul)[i % (size_t)D] + (*g_kofs)[i % (size_t)D], dt);
+        k.upload();
+    }
     v.make(dt, B, Hkv, Lk, Dv, pad, -1, 1);
     out.make(odt, B, Hq, Lq, Dv, 0, 0, 0);
     out.poison();
@@ -220,6 +233,7 @@ static void run_case(const char *name, int dt, int odt, int kernel, int64_t B, i
     p.errbuf = err; p.errbuf_size = sizeof err;
     p.causal = (sdpa_causal)o.causal; p.window = o.window; p.window_left = o.wl; p.window_right = o.wr;
     p.scale = o.scale; p.softcap = o.softcap;
+    p.precision = g_prec;
     if (!o.alibi.empty()) p.alibi_slopes = o.alibi.data();
     sdpa_tensor mt, qt = q.t(), kt = k.t(), vt = v.t(), ot = out.t();
     if (o.mask) {
@@ -253,17 +267,20 @@ static void run_case(const char *name, int dt, int odt, int kernel, int64_t B, i
     reference(q, k, v, o, ref, rlse);
     std::vector<float> got = out.down();
     double rel, tol = tol_for(dt, odt, used == SDPA_CUDA_KERNEL_MMA);
+    if (g_prec) tol = ref.size() < 256 ? 0.15 : 0.04; /* int8 Q.K^T: sdpa.h's int8 bounds (README) */
     int ok = compare(got, ref, tol, &rel);
+    if (g_nobound) ok = rel == rel;
+    g_last_rel = rel;
     /* rows that see no key: exactly zero */
     for (size_t i = 0; i < ref.size() && ok; i++)
         if (rlse[i / (size_t)(Dv ? Dv : 1)] == -INFINITY && Dv && got[i] != 0.0f) ok = 0;
-    CHECK(ok, "%s [%s, in %d, out %d, B%lld Hq%lld Hkv%lld Lq%lld Lk%lld D%lld Dv%lld pad%d]: rel L2 %.3g > tol %.3g (or unwritten/nonzero empty rows)",
-          name, used == 2 ? "mma" : "generic", dt, odt, (long long)B, (long long)Hq, (long long)Hkv, (long long)Lq, (long long)Lk,
+    CHECK(ok, "%s [%s%s, in %d, out %d, B%lld Hq%lld Hkv%lld Lq%lld Lk%lld D%lld Dv%lld pad%d]: rel L2 %.3g > tol %.3g (or unwritten/nonzero empty rows)",
+          name, used == 2 ? "mma" : "generic", g_prec ? " int8" : "", dt, odt, (long long)B, (long long)Hq, (long long)Hkv, (long long)Lq, (long long)Lk,
           (long long)D, (long long)Dv, pad, rel, tol);
     if (with_lse) {
         std::vector<float> gl(nl);
         CU(cudaMemcpy(gl.data(), dlse, nl * 4, cudaMemcpyDeviceToHost));
-        CHECK(lse_ok(gl, rlse, dt == SDPA_F32 ? 1e-5 : 2e-3), "%s: lse differs from the reference", name);
+        CHECK(lse_ok(gl, rlse, g_prec ? 0.1 : dt == SDPA_F32 ? 1e-5 : 2e-3), "%s: lse differs from the reference", name);
         cudaFree(dlse);
     }
     if (cpu_compare) { /* sdpa.h on the same values, F32 */
@@ -340,8 +357,22 @@ static void host_checks(void)
     CHECK(sdpa_cuda_attention(&q, &k, &v, &o, &pp, 0) == SDPA_ERR_PARAM, "negative softcap");
     pp = p; pp.causal = (sdpa_causal)7;
     CHECK(sdpa_cuda_attention(&q, &k, &v, &o, &pp, 0) == SDPA_ERR_PARAM, "causal 7");
+    pp = p; pp.precision = 3;
+    CHECK(sdpa_cuda_attention(&q, &k, &v, &o, &pp, 0) == SDPA_ERR_PARAM, "precision 3 accepted");
     pp = p; pp.precision = SDPA_PRECISION_INT8_QK;
-    CHECK(sdpa_cuda_attention(&q, &k, &v, &o, &pp, 0) == SDPA_ERR_PARAM, "int8 precision refused");
+    CHECK(sdpa_cuda_kernel_for(&q, &k, &v, &o, &pp) == SDPA_CUDA_KERNEL_MMA, "int8 mode, bf16 d64: the tensor-core kernel");
+    CHECK(sdpa_cuda_kernel_for(&q32, &k32, &v32, &o, &pp) == SDPA_CUDA_KERNEL_GENERIC, "int8 mode, F32: the generic kernel");
+    {
+        sdpa_tensor qi = q; qi.dtype = SDPA_I8;
+        CHECK(sdpa_cuda_attention(&qi, &k, &v, &o, &pp, 0) == SDPA_ERR_DTYPE, "SDPA_I8 q refused (pre-quantised input is CPU-only)");
+        sdpa_tensor bq = q, bk = k; /* B Hq Lq rows + B Hkv Lk rows of int8 scratch: the size overflows */
+        bq.shape[0] = bk.shape[0] = ((int64_t)1 << 40); bq.stride[0] = bk.stride[0] = 0;
+        bq.shape[2] = bk.shape[2] = ((int64_t)1 << 20);
+        sdpa_tensor bv = bk, bo = bq; bv.data = v.data; bo.data = o.data;
+        bq.stride[1] = bq.stride[2] = bq.stride[3] = 0; bk.stride[1] = bk.stride[2] = bk.stride[3] = 0;
+        int rc = sdpa_cuda_attention(&bq, &bk, &bv, &bo, &pp, 0);
+        CHECK(rc == SDPA_ERR_OVERFLOW || rc == SDPA_ERR_SHAPE || rc == SDPA_ERR_STRIDE, "int8 scratch of 2^60 rows: rc %d", rc);
+    }
     int64_t sl[1] = {17};
     pp = p; pp.seqlens_q = sl;
     CHECK(sdpa_cuda_attention(&q, &k, &v, &o, &pp, 0) == SDPA_ERR_SEQLENS, "seqlens_q past Lq");
@@ -445,6 +476,125 @@ static void attention_cases(void)
         run_case("mma large logits", SDPA_F16, SDPA_F16, 0, 1, 2, 1, 100, 100, 64, 64, 0, o, 1, 1);
         run_case("generic large logits", SDPA_F32, SDPA_F32, 0, 1, 2, 1, 100, 100, 64, 64, 0, o, 1, 1);
     }
+}
+
+/* ---- int8 mode (params.precision) ---- */
+static void int8_cases(void)
+{
+    const int64_t dims[] = {64, 96, 128, 256, 40};
+    const int64_t lens[][2] = {{1, 1}, {17, 17}, {130, 65}, {200, 257}, {64, 640}};
+    char name[160];
+    int ci = 0;
+    g_prec = SDPA_PRECISION_INT8_QK;
+    for (int a = 0; a < 2; a++)
+        for (int di = 0; di < (g_quick ? 3 : 5); di++)
+            for (int li = 0; li < (g_quick ? 3 : 5); li++) {
+                Opt o;
+                o.causal = ci++ % 3;
+                snprintf(name, sizeof name, "int8 mma D%lld causal %d", (long long)dims[di], o.causal);
+                run_case(name, a ? SDPA_F16 : SDPA_BF16, a ? SDPA_F16 : SDPA_BF16, 0, 2, 4, 2, lens[li][0], lens[li][1], dims[di],
+                         dims[di], 0, o, 1, li == 3);
+            }
+    /* the generic kernel in int8 mode: F32, odd head dims, Dv != D, forced */
+    const int64_t gd[][2] = {{13, 13}, {64, 64}, {256, 256}, {40, 24}};
+    for (int di = 0; di < 4; di++)
+        for (int li = 1; li < (g_quick ? 3 : 5); li++) {
+            Opt o;
+            o.causal = ci++ % 3;
+            snprintf(name, sizeof name, "int8 generic f32 D%lld/%lld", (long long)gd[di][0], (long long)gd[di][1]);
+            run_case(name, SDPA_F32, SDPA_F32, 0, 2, 4, 1, lens[li][0], lens[li][1], gd[di][0], gd[di][1], 0, o, 1, li == 3);
+        }
+    { Opt o; o.causal = 2; run_case("int8 generic forced bf16", SDPA_BF16, SDPA_F32, SDPA_CUDA_KERNEL_GENERIC, 1, 2, 2, 150, 190, 128, 128, 0, o, 1, 1); }
+    /* options (both instantiations of the tensor-core kernel: extras and not) */
+    {
+        const int64_t D = 128, Lq = g_quick ? 70 : 150, Lk = g_quick ? 90 : 190;
+        const int dt = SDPA_BF16;
+        for (int c = 0; c < 3; c++) {
+            Opt o; o.causal = c; o.window = 1; o.wl = 20; o.wr = 5;
+            snprintf(name, sizeof name, "int8 window 20/5 causal %d", c);
+            run_case(name, dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1);
+        }
+        { Opt o; o.softcap = 5.0f; o.scale = 0.3f; run_case("int8 softcap 5 scale 0.3", dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
+        { Opt o; o.scale = -0.05f; o.causal = 1; run_case("int8 negative scale", dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
+        { Opt o; o.causal = SDPA_CAUSAL_BOTTOM_RIGHT; for (int h = 0; h < 4; h++) o.alibi.push_back(0.05f * (h + 1));
+          run_case("int8 alibi", dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
+        { Opt o; o.mask = 1; o.mn[0] = 2; o.mn[1] = 1; o.mn[2] = Lq; o.mn[3] = Lk;
+          run_case("int8 F32 mask", dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
+        { Opt o; o.mask = 2; o.causal = 1; o.mn[0] = 1; o.mn[1] = 4; o.mn[2] = Lq; o.mn[3] = Lk;
+          run_case("int8 BOOL mask causal", dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
+        { Opt o; o.causal = 2; o.sq = {Lq - 3, 1}; o.skv = {Lk, 7};
+          run_case("int8 seqlens causal", dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
+        { Opt o; o.causal = 1; o.sq = {0, Lq}; o.skv = {Lk, 0};
+          run_case("int8 seqlens 0", dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
+        for (int c = 0; c < 3; c++) {
+            Opt o; o.causal = c; o.cuq = {0, 5, 5, Lq / 2, Lq - 9}; o.cuk = {0, 40, 41, 41, Lk - 1};
+            snprintf(name, sizeof name, "int8 packed cu_seqlens causal %d", c);
+            run_case(name, dt, dt, 0, 1, 4, 2, Lq, Lk, D, D, 0, o, 1, 1);
+        }
+        { Opt o; o.causal = 2; run_case("int8 strided rows (pad 8)", SDPA_F16, SDPA_F16, 0, 2, 4, 2, Lq, Lk, D, D, 8, o, 1, 1); }
+        { Opt o; o.causal = 2; run_case("int8 MQA 8/1", dt, dt, 0, 1, 8, 1, Lq, Lk, D, D, 0, o, 1, 0); }
+        { Opt o; run_case("int8 out F32", dt, SDPA_F32, 0, 1, 2, 2, Lq, Lk, D, D, 0, o, 1, 0); }
+    }
+    /* Outlier channels (1 in 16 offset by +-(20..100) with 1-3x the spread,
+     * the rest offset in +-0.5): smoothing keeps them out of the scales; the
+     * unsmoothed error must be at least 3x larger, which also shows Q.K^T
+     * really runs on int8 (float products would not care). */
+    {
+        const int64_t D = 128;
+        std::vector<float> ofs((size_t)D), mul((size_t)D);
+        for (int64_t d = 0; d < D; d++) {
+            int out = d % 16 == 5;
+            ofs[(size_t)d] = out ? (float)((urand() < 0.5 ? -1 : 1) * (20 + 80 * urand())) : (float)(urand() - 0.5);
+            mul[(size_t)d] = out ? (float)(1 + 2 * urand()) : 1.0f;
+        }
+        g_kofs = &ofs; g_kmul = &mul;
+        const int kdt[2] = {SDPA_BF16, SDPA_F32};
+        for (int kk = 0; kk < 2; kk++) {
+            Opt o;
+            o.scale = 0.02f; /* logits of a few units despite the offsets */
+            g_prec = SDPA_PRECISION_INT8_QK;
+            snprintf(name, sizeof name, "int8 outlier channels, smoothed (%s)", kk ? "generic f32" : "mma bf16");
+            run_case(name, kdt[kk], kdt[kk], 0, 1, 2, 2, 256, g_quick ? 256 : 1024, D, D, 0, o, 1, 1);
+            double sm = g_last_rel;
+            g_prec = SDPA_PRECISION_INT8_QK_NOSMOOTH;
+            g_rng ^= 0x5bd1e995u; /* fresh inputs, the same channel statistics */
+            snprintf(name, sizeof name, "int8 outlier channels, not smoothed (%s)", kk ? "generic f32" : "mma bf16");
+            g_nobound = 1; /* a large error is expected here: finite outputs and the ratio are checked */
+            run_case(name, kdt[kk], kdt[kk], 0, 1, 2, 2, 256, g_quick ? 256 : 1024, D, D, 0, o, 0, 0);
+            g_nobound = 0;
+            double ns = g_last_rel;
+            printf("int8 outlier channels (%s): rel. L2 smoothed %.4f, not smoothed %.4f\n", kk ? "generic f32" : "mma bf16", sm, ns);
+            CHECK(ns >= 3 * sm, "int8 outliers (%s): not smoothed %.4f is not 3x smoothed %.4f", kk ? "generic" : "mma", ns, sm);
+        }
+        g_kofs = g_kmul = nullptr;
+    }
+    /* a NaN key: rows that see it are NaN, rows that do not are untouched */
+    for (int kern = 0; kern < 2; kern++) {
+        const int64_t Lq = 96, Lk = 96, D = 64;
+        Tens q, k, v, out;
+        const int dt = kern ? SDPA_F32 : SDPA_BF16;
+        q.make(dt, 1, 2, Lq, D, 0, -1, 1); k.make(dt, 1, 2, Lk, D, 0, -1, 1); v.make(dt, 1, 2, Lk, D, 0, -1, 1);
+        out.make(SDPA_F32, 1, 2, Lq, D, 0, 0, 0);
+        out.poison();
+        k.h[(size_t)(50 * D + 7)] = NAN; /* head 0, key 50 */
+        k.upload();
+        sdpa_params p;
+        memset(&p, 0, sizeof p);
+        p.precision = SDPA_PRECISION_INT8_QK; p.causal = SDPA_CAUSAL_TOP_LEFT;
+        sdpa_tensor qt = q.t(), kt = k.t(), vt = v.t(), ot = out.t();
+        int rc = sdpa_cuda_attention(&qt, &kt, &vt, &ot, &p, 0);
+        CU(cudaDeviceSynchronize());
+        std::vector<float> got = out.down();
+        int bad = rc != SDPA_OK;
+        for (int64_t i = 0; i < Lq && !bad; i++)
+            for (int64_t d = 0; d < D; d++) {
+                float x = got[(size_t)(i * D + d)], y = got[(size_t)((Lq + i) * D + d)];
+                if ((i < 50) != (x == x) || !(fabsf(y) <= 1.0f)) { bad = 1; break; }
+            }
+        CHECK(!bad, "int8 NaN key (%s): rc %d, rows before it must be finite, from it NaN, head 1 clean",
+              kern ? "generic" : "mma", rc);
+    }
+    g_prec = 0;
 }
 
 /* ---- KV cache ---- */
@@ -633,6 +783,8 @@ int main(int argc, char **argv)
            g_quick ? ", quick" : "");
     attention_cases();
     printf("test_cuda: attention: %d passed, %d failed\n", g_pass, g_fail);
+    int8_cases();
+    printf("test_cuda: int8 mode: %d passed, %d failed\n", g_pass, g_fail);
     const int st[4] = {SDPA_F16, SDPA_BF16, SDPA_I8, SDPA_F32};
     for (int i = 0; i < 4; i++) kv_case(st[i], 128, 128, 16, SDPA_F16);
     kv_case(SDPA_I8, 64, 64, 64, SDPA_F32);
