@@ -772,7 +772,7 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
     uint32_t qf[QREG ? KS : 1][4];
     /* I8: this lane's rows' scales (without EX: times LOG2E, the exp's
      * multiplier; never 0, which would turn masked -inf into NaN) and, for
-     * EX, shifts */
+     * EX, shifts; rows past vq (padding: out = 0 whatever they hold) get 0 */
     float qsr[MT][2], qmr[MT][EX ? 2 : 1];
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
@@ -780,10 +780,10 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
         for (int rr = 0; rr < 2; rr++) {
             const int i = i0 + warp * MT * 16 + mt * 16 + rr * 8 + (lane >> 2);
             const int64_t ix = (sq.bt * a.Hq + h) * a.Lq + sq.q0 + i;
-            float x = I8 && i < nq ? a.qsc[ix] : 0.0f;
+            float x = I8 && i < vq ? a.qsc[ix] : 0.0f;
             if (!EX) x = x * LOG2E == 0.0f ? 1.17549435e-38f : x * LOG2E;
             qsr[mt][rr] = x;
-            if (EX) qmr[mt][EX ? rr : 0] = I8 && i < nq ? a.qmv[ix] : 0.0f;
+            if (EX) qmr[mt][EX ? rr : 0] = I8 && i < vq ? a.qmv[ix] : 0.0f;
         }
 
     for (int t = 0; t < ntiles; t++) {

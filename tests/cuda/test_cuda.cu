@@ -568,6 +568,41 @@ static void int8_cases(void)
         }
         g_kofs = g_kmul = nullptr;
     }
+    /* NaN in q's padding rows (past seqlens_q) and in k's (past seqlens_kv):
+     * never seen, out = 0 and lse = -inf there, the other rows exact */
+    for (int kern = 0; kern < 2; kern++) {
+        const int64_t Lq = 80, Lk = 100, D = kern ? 40 : 128;
+        const int dt = kern ? SDPA_F32 : SDPA_BF16;
+        Tens q, k, v;
+        Opt o; o.causal = 2; o.sq = {Lq - 20, Lq}; o.skv = {Lk, Lk - 30};
+        q.make(dt, 2, 4, Lq, D, 0, -1, 1); k.make(dt, 2, 2, Lk, D, 0, -1, 1); v.make(dt, 2, 2, Lk, D, 0, -1, 1);
+        for (int64_t h = 0; h < 4; h++)
+            for (int64_t i = Lq - 20; i < Lq; i++) q.h[(size_t)((h * Lq + i) * D + i % D)] = NAN; /* batch 0 */
+        for (int64_t h = 0; h < 2; h++)
+            for (int64_t j = Lk - 30; j < Lk; j++) k.h[(size_t)(((2 + h) * Lk + j) * D + j % D)] = NAN; /* batch 1 */
+        q.upload(); k.upload();
+        Tens out; out.make(SDPA_F32, 2, 4, Lq, D, 0, 0, 0); out.poison();
+        float *dl; CU(cudaMalloc(&dl, 2 * 4 * Lq * 4)); CU(cudaMemset(dl, 0xff, 2 * 4 * Lq * 4));
+        sdpa_params p; memset(&p, 0, sizeof p);
+        p.precision = SDPA_PRECISION_INT8_QK; p.causal = SDPA_CAUSAL_BOTTOM_RIGHT;
+        p.seqlens_q = o.sq.data(); p.seqlens_kv = o.skv.data(); p.lse = dl;
+        sdpa_tensor qt = q.t(), kt = k.t(), vt = v.t(), ot = out.t();
+        int rc = sdpa_cuda_attention(&qt, &kt, &vt, &ot, &p, 0);
+        CU(cudaDeviceSynchronize());
+        for (auto &x : q.h) if (x != x) x = 0; /* the reference never reads them either */
+        for (auto &x : k.h) if (x != x) x = 0;
+        std::vector<double> ref, rlse;
+        reference(q, k, v, o, ref, rlse);
+        std::vector<float> got = out.down(), gl((size_t)(2 * 4 * Lq));
+        CU(cudaMemcpy(gl.data(), dl, gl.size() * 4, cudaMemcpyDeviceToHost));
+        cudaFree(dl);
+        double rel;
+        int ok = rc == SDPA_OK && compare(got, ref, 0.04, &rel) && lse_ok(gl, rlse, 0.1);
+        for (size_t i = 0; i < ref.size() && ok; i++)
+            if (rlse[i / (size_t)D] == -INFINITY && got[i] != 0.0f) ok = 0;
+        CHECK(ok, "int8 NaN in padding rows (%s): rc %d; out must match the reference, padding rows 0 / -inf",
+              kern ? "generic" : "mma", rc);
+    }
     /* a NaN key: rows that see it are NaN, rows that do not are untouched */
     for (int kern = 0; kern < 2; kern++) {
         const int64_t Lq = 96, Lk = 96, D = 64;
