@@ -2157,12 +2157,16 @@ template <int ST, int D, int RB> static cudaError_t sdpa__cu_decode_fast_launch(
  * private S-stage cp.async ring (keys outside the split or the sequence are
  * zero-filled, never read), with its own online softmax, then the warps
  * merge in shared memory in a fixed order. I8 pages: the ring holds the
- * int8 rows and their scales; each step the warp widens its K tile, then
- * its V tile, to BF16 (exact: integers up to 128) in a private buffer for
- * ldmatrix, the key scales multiply the scores, the value scales the
- * weights. Numerics stay
- * fp32: q and the keys are exact in BF16, their products exact in the fp32
- * accumulators, and each weight p goes into P.V as two BF16 halves
+ * int8 rows (K's 16-byte chunks swizzled, see swz) and their scales; Q.K^T
+ * runs in F16: q converted once with a power-of-2 scale per row (exact),
+ * the A fragments in a permuted k order so that each lane's B fragment is
+ * 4 consecutive int8 of a key, read straight from the ring and made two f16
+ * pairs by a byte permute and one HSUB2 (exact); V is widened each step to
+ * BF16 (exact: integers up to 128) in a private buffer for ldmatrix (f16
+ * would not do: a value scale folded into P could underflow it); the key
+ * scales multiply the scores, the value scales the weights. Numerics stay
+ * fp32: q and the keys are exact in BF16/F16, their products exact in the
+ * fp32 accumulators, and each weight p goes into P.V as two BF16 halves
  * (p = hi + lo, error about 2^-17 p). As in the prefill kernel, a NaN/Inf V row that a row cannot see
  * reaches it when they share a step (0 * Inf). */
 template <int ST, int D> struct sdpa__cu_dmc {
@@ -2176,6 +2180,9 @@ template <int ST, int D> struct sdpa__cu_dmc {
     static constexpr int STAGE = I8 ? 2 * KT * D + 2 * KT * 4 : 2 * KT * LD * 2, CONV = I8 ? KT * LD * 2 : 0;
     static constexpr int QB = 16 * LD * 2, RING = NW * S * STAGE, MERGE = NW * 16 * (D + 2) * 4;
     static constexpr int SMEM = QB + RING + NW * CONV > MERGE ? QB + RING + NW * CONV : MERGE;
+    /* I8 K rows keep their 16-byte chunk cc at cc ^ swz(r): the 8 rows one
+     * 4-byte fragment read touches then fall in distinct banks */
+    static __device__ __forceinline__ int swz(int r) { return D == 128 ? (r & 7) : ((r >> 1) & 3); }
 };
 /* 8 int8 -> 8 BF16, exact: sdpa__cu_cvt's floats, then a rounding that changes nothing */
 __device__ __forceinline__ uint4 sdpa__cu_i8bf(const uint2 w)
@@ -2263,8 +2270,9 @@ __global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dar
 #pragma unroll
             for (int it = 0; it < KT / RSW; it++) {
                 const int r = cr + it * RSW, j = jt + r;
-                const uint32_t dk = sb + (uint32_t)(I8 ? r * D + cc * 16 : (r * LD + cc * 8) * 2);
-                const uint32_t dv = dk + (uint32_t)(I8 ? KT * D : KT * LD * 2);
+                const uint32_t base = sb + (uint32_t)(I8 ? r * D + cc * 16 : (r * LD + cc * 8) * 2);
+                const uint32_t dk = I8 ? sb + (uint32_t)(r * D + (cc ^ C::swz(r)) * 16) : base; /* I8 K: swizzled chunks */
+                const uint32_t dv = base + (uint32_t)(I8 ? KT * D : KT * LD * 2);
                 if (j >= k0 && j < k1) {
                     const char *pg = pg0;
                     uint32_t slot = s0 + r;
@@ -2298,8 +2306,55 @@ __global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dar
     __syncthreads(); /* Q in shared memory */
     asm volatile("" ::: "memory"); /* and the ldmatrix below after its stores */
     uint32_t qf[D / 16][4];
+    float qm[2] = {qmul, qmul}; /* the scores' multiplier for this lane's rows */
+    if (!I8) {
 #pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) sdpa__cu_ldm4(sdpa__cu_sa(Qs + (lane & 15) * LD + kk * 16 + (lane >> 4) * 8), qf[kk]);
+        for (int kk = 0; kk < D / 16; kk++) sdpa__cu_ldm4(sdpa__cu_sa(Qs + (lane & 15) * LD + kk * 16 + (lane >> 4) * 8), qf[kk]);
+    } else {
+        /* I8: Q.K^T runs in F16 (int8 keys are exact there): each Q row
+         * times 2^-e, max|q| into [2^14, 2^15) (exact: bf16 has fewer bits
+         * than f16, and the row's small elements stay far above f16's
+         * subnormals relative to its largest); 2^e goes into the row's
+         * multiplier, kept in the row's padding columns. Thread t: row t / 8,
+         * elements (t % 8) * D / 8 on. */
+        {
+            const int r = threadIdx.x >> 3, e0 = (threadIdx.x & 7) * (D / 8);
+            T *row = Qs + r * LD + e0;
+            float v[D / 8], amax = 0.0f;
+#pragma unroll
+            for (int e = 0; e < D / 8; e++) {
+                v[e] = __bfloat162float(row[e]);
+                amax = fmaxf(amax, fabsf(v[e]));
+            }
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 4));
+            int ex = 0;
+            if (amax > 0.0f && amax <= 3.4028235e38f) {
+                ex = ((__float_as_int(amax) >> 23) & 0xff) - 127 - 14;
+                ex = ex < -110 ? -110 : ex;
+            }
+            __syncthreads(); /* the whole row read before it is rewritten */
+            const float sc = __int_as_float((127 - ex) << 23);
+            __half *hrow = (__half *)(void *)row;
+#pragma unroll
+            for (int e = 0; e < D / 8; e++) hrow[e] = __float2half_rn(v[e] * sc);
+            if ((threadIdx.x & 7) == 0) *(float *)(void *)(Qs + r * LD + D) = __int_as_float((127 + ex) << 23);
+        }
+        __syncthreads();
+        /* A fragments in the permuted k order (k slots 2t, 2t + 1, 2t + 8,
+         * 2t + 9 hold elements 4t..4t + 3 of each 16), matching the B
+         * fragments read from the int8 rows below */
+        const int g8 = lane >> 2, t4 = (lane & 3) * 4;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const uint2 lo = *(const uint2 *)(const void *)(Qs + g8 * LD + kk * 16 + t4);
+            const uint2 hi = *(const uint2 *)(const void *)(Qs + (g8 + 8) * LD + kk * 16 + t4);
+            qf[kk][0] = lo.x; qf[kk][1] = hi.x; qf[kk][2] = lo.y; qf[kk][3] = hi.y;
+        }
+        qm[0] = qmul * *(const float *)(const void *)(Qs + g8 * LD + D);
+        qm[1] = qmul * *(const float *)(const void *)(Qs + (g8 + 8) * LD + D);
+    }
 
     float o[DT][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 #pragma unroll
@@ -2324,17 +2379,28 @@ __global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dar
             __syncwarp();
             asm volatile("" ::: "memory"); /* ldmatrix has no memory clobber: keep it after these stores */
         };
-        if (I8) {
-            widen(0, 1, conv);
-            Kst = conv;
-        }
         float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+        if (I8) { /* B fragments straight from the int8 rows: 4 bytes -> two f16 pairs, exact */
+            const int g8 = lane >> 2, t4 = (lane & 3) * 4;
+            const __half2 off = __floats2half2_rn(1152.0f, 1152.0f); /* f16 0x64XX is 1024 + XX; x + 128 = XX */
 #pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            uint32_t bf[4];
-            sdpa__cu_ldm4(sdpa__cu_sa(Kst + (((lane >> 4) & 1) * 8 + (lane & 7)) * LD + kk * 16 + ((lane >> 3) & 1) * 8), bf);
-            sdpa__cu_mma<T>::run(s[0], qf[kk], bf[0], bf[1]);
-            sdpa__cu_mma<T>::run(s[1], qf[kk], bf[2], bf[3]);
+            for (int kk = 0; kk < D / 16; kk++)
+#pragma unroll
+                for (int nt = 0; nt < 2; nt++) {
+                    const int r = nt * 8 + g8;
+                    const uint32_t w = *(const uint32_t *)(const void *)(stg + r * D + ((kk ^ C::swz(r)) * 16) + t4) ^ 0x80808080u;
+                    const uint32_t p0 = __byte_perm(w, 0x64646464u, 0x5140), p1 = __byte_perm(w, 0x64646464u, 0x7362);
+                    const __half2 h0 = __hsub2(*(const __half2 *)&p0, off), h1 = __hsub2(*(const __half2 *)&p1, off);
+                    sdpa__cu_mma<__half>::run(s[nt], qf[kk], *(const uint32_t *)&h0, *(const uint32_t *)&h1);
+                }
+        } else {
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                uint32_t bf[4];
+                sdpa__cu_ldm4(sdpa__cu_sa(Kst + (((lane >> 4) & 1) * 8 + (lane & 7)) * LD + kk * 16 + ((lane >> 3) & 1) * 8), bf);
+                sdpa__cu_mma<T>::run(s[0], qf[kk], bf[0], bf[1]);
+                sdpa__cu_mma<T>::run(s[1], qf[kk], bf[2], bf[3]);
+            }
         }
 #pragma unroll
         for (int rr = 0; rr < 2; rr++) {
@@ -2344,7 +2410,7 @@ __global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dar
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     const int j = jt + nt * 8 + 2 * (lane & 3) + e;
-                    float x = s[nt][2 * rr + e] * qmul;
+                    float x = s[nt][2 * rr + e] * qm[rr];
                     if (I8) x *= ksc[nt * 8 + 2 * (lane & 3) + e];
                     if (j < k0 || j >= k1 || j < lo[rr] || j > hi[rr]) {
                         x = -INFINITY;
