@@ -2158,7 +2158,9 @@ template <int ST, int D, int RB> static cudaError_t sdpa__cu_decode_fast_launch(
  * zero-filled, never read), with its own online softmax, then the warps
  * merge in shared memory in a fixed order. I8 pages: the ring holds the
  * int8 rows (K's 16-byte chunks swizzled, see swz) and their scales; Q.K^T
- * runs in F16: q converted once with a power-of-2 scale per row (exact),
+ * runs in F16: q converted once with a power-of-2 scale per row (exact
+ * for elements above 2^-28 of the row's largest; smaller ones, whose
+ * products are below that too, round as f16 subnormals),
  * the A fragments in a permuted k order so that each lane's B fragment is
  * 4 consecutive int8 of a key, read straight from the ring and made two f16
  * pairs by a byte permute and one HSUB2 (exact); V is widened each step to
@@ -2312,11 +2314,12 @@ __global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dar
         for (int kk = 0; kk < D / 16; kk++) sdpa__cu_ldm4(sdpa__cu_sa(Qs + (lane & 15) * LD + kk * 16 + (lane >> 4) * 8), qf[kk]);
     } else {
         /* I8: Q.K^T runs in F16 (int8 keys are exact there): each Q row
-         * times 2^-e, max|q| into [2^14, 2^15) (exact: bf16 has fewer bits
-         * than f16, and the row's small elements stay far above f16's
-         * subnormals relative to its largest); 2^e goes into the row's
-         * multiplier, kept in the row's padding columns. Thread t: row t / 8,
-         * elements (t % 8) * D / 8 on. */
+         * times 2^-e, max|q| into [2^14, 2^15); BF16 values keep all their
+         * bits in f16 down to 2^-28 of the row's largest (below that, as f16
+         * subnormals, they round; so do their tiny products); 2^e goes into
+         * the row's multiplier, kept in the row's padding columns. NaN stays
+         * NaN; a row with Inf keeps e = 0. Thread t: row t / 8, elements
+         * (t % 8) * D / 8 on. */
         {
             const int r = threadIdx.x >> 3, e0 = (threadIdx.x & 7) * (D / 8);
             T *row = Qs + r * LD + e0;
