@@ -1367,10 +1367,12 @@ template <typename T, bool I8> static cudaError_t sdpa__cu_launch_mma_t(const sd
     if (D >= 0) return cudaErrorNotSupported;                 /* always: no launch in a check build */
     return sdpa__cu_launch_mma<T, 128, 4, 2, 32, false, I8>(P, st); /* one instantiation, compiled */
 #else
-    if (D <= 64) return sdpa__cu_launch_mma_x<T, 64, 4, 2, 64, I8>(P, st);
-    if (D <= 96) return sdpa__cu_launch_mma_x<T, 96, 4, 2, 32, I8>(P, st);
-    if (D <= 128) return sdpa__cu_launch_mma_x<T, 128, 4, 2, 32, I8>(P, st);
-    return sdpa__cu_launch_mma_x<T, 256, 4, 1, 32, I8>(P, st);
+    switch (sdpa__cu_mma_dp(D)) { /* the int8 pre-pass sizes its rows by the same choice */
+    case 64: return sdpa__cu_launch_mma_x<T, 64, 4, 2, 64, I8>(P, st);
+    case 96: return sdpa__cu_launch_mma_x<T, 96, 4, 2, 32, I8>(P, st);
+    case 128: return sdpa__cu_launch_mma_x<T, 128, 4, 2, 32, I8>(P, st);
+    default: return sdpa__cu_launch_mma_x<T, 256, 4, 1, 32, I8>(P, st);
+    }
 #endif
 }
 
@@ -2175,9 +2177,9 @@ template <int ST, int D> struct sdpa__cu_dmc {
     static constexpr bool I8 = ST == SDPA_I8;
     /* CH 16-byte chunks per stored row; a stage: K and V tiles (BF16: rows of
      * LD elements, ready for ldmatrix; I8: packed rows, then KT + KT scales).
-     * I8 widens K, then V, into one per-warp buffer (CONV): the smaller
-     * footprint gives 3 blocks per SM instead of 2 (GQA 32/8 decode on an
-     * H100 +18-28% against a K+V buffer; 2 ring stages measured no better) */
+     * I8 reads K straight from the ring and widens only V, into a per-warp
+     * buffer (CONV) of one tile: 3 blocks per SM (a K+V buffer gave 2: GQA
+     * 32/8 decode on an H100 was 18-28% slower; 2 ring stages no better) */
     static constexpr int NW = 4, KT = 16, S = 3, LD = D + 8, CH = I8 ? D / 16 : D / 8, RSW = 32 / CH;
     static constexpr int STAGE = I8 ? 2 * KT * D + 2 * KT * 4 : 2 * KT * LD * 2, CONV = I8 ? KT * LD * 2 : 0;
     static constexpr int QB = 16 * LD * 2, RING = NW * S * STAGE, MERGE = NW * 16 * (D + 2) * 4;
@@ -2256,7 +2258,7 @@ __global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dar
     const int nsteps = k0 < k1 && jfirst < k1 ? (k1 - jfirst + NW * KT - 1) / (NW * KT) : 0;
     const int cr = lane / CH, cc = lane % CH; /* this lane copies column chunk cc of rows cr, cr + RSW, ... */
     const uint32_t wring = sdpa__cu_sa(ring + warp * S * C::STAGE);
-    T *conv = (T *)(void *)(ring + C::RING + warp * C::CONV); /* I8: this warp's tiles widened to BF16 */
+    T *conv = (T *)(void *)(ring + C::RING + warp * C::CONV); /* I8: this warp's V tile widened to BF16 */
     auto pageof = [&](int j, uint32_t *slot) { /* page base and slot of key j */
         const uint32_t pj = (uint32_t)j / ps;
         *slot = (uint32_t)j - pj * ps;
@@ -2370,18 +2372,6 @@ __global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dar
         const char *stg = ring + (warp * S + i % S) * C::STAGE;
         const T *Kst = (const T *)(const void *)stg, *Vst = Kst + KT * LD;
         const float *ksc = (const float *)(const void *)(stg + 2 * KT * D), *vsc = ksc + KT;
-        /* I8: widen tiles kv0..kv1 - 1 (K 0, V 1) to BF16, KT D / 8 pieces of 8 each */
-        auto widen = [&](int kv0, int kv1, T *dst) {
-#pragma unroll
-            for (int it = 0; it < 2 * KT * D / 8 / 32; it++) {
-                const int c = lane + 32 * it, kv = c / (KT * D / 8), r = c / (D / 8) % KT, c8 = c % (D / 8);
-                if (it < kv0 * KT * D / 8 / 32 || it >= kv1 * KT * D / 8 / 32) continue;
-                const uint2 w = *(const uint2 *)(const void *)(stg + kv * KT * D + r * D + c8 * 8);
-                *(uint4 *)(void *)(dst + ((kv - kv0) * KT + r) * LD + c8 * 8) = sdpa__cu_i8bf(w);
-            }
-            __syncwarp();
-            asm volatile("" ::: "memory"); /* ldmatrix has no memory clobber: keep it after these stores */
-        };
         float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
         if (I8) { /* B fragments straight from the int8 rows: 4 bytes -> two f16 pairs, exact */
             const int g8 = lane >> 2, t4 = (lane & 3) * 4;
@@ -2455,9 +2445,16 @@ __global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dar
             ph[f] = *(const uint32_t *)&hv;
             pl[f] = *(const uint32_t *)&lv;
         }
-        if (I8) { /* V into the buffer K used */
+        if (I8) { /* V widened to BF16 in the warp's buffer (free: the last step's reads ended at its
+                   * closing __syncwarp), KT D / 8 pieces of 8 */
+#pragma unroll
+            for (int it = 0; it < KT * D / 8 / 32; it++) {
+                const int c = lane + 32 * it, r = c / (D / 8), c8 = c % (D / 8);
+                const uint2 w = *(const uint2 *)(const void *)(stg + KT * D + r * D + c8 * 8);
+                *(uint4 *)(void *)(conv + r * LD + c8 * 8) = sdpa__cu_i8bf(w);
+            }
             __syncwarp();
-            widen(1, 2, conv);
+            asm volatile("" ::: "memory"); /* ldmatrix has no memory clobber: keep it after these stores */
             Vst = conv;
         }
 #pragma unroll
