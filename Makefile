@@ -199,7 +199,7 @@ bench-kernels-clang:
 # under qemu's user-mode emulation; test-sleef (see there); and
 # test-bf16-emu, which emulates the x86 AMX path's bf16 packing in plain C:
 # nothing in it depends on the target, the x86 run covers it, and under
-# qemu it cost 140 s of test-arm's longest lane.
+# qemu it cost 140 s of test-arm's longest job.
 TEST_STEPS := $(strip test-unit $(if $(CROSS),,test-sleef test-bf16-emu) test-compile test-two-copies \
               test-simple test-decode $(if $(CROSS),,test-bench-map) check-asm \
               $(if $(CROSS),,test-sanitize test-tsan test-valgrind test-fuzz test-soak test-cuda))
@@ -589,35 +589,40 @@ test-fuzz:
 # ---------------------------------------------------------------- ARM
 # make test-arm: cross-build everything for AArch64 into build/aarch64/
 # (static, see CROSS above), then run it under qemu-aarch64 on several CPU
-# models in two lanes, the first model in one and the others one after the
-# other in the second (two cores; more at once slows the threaded tests
-# under emulation), each model's output in build/aarch64/test-arm-<model>.log,
-# printed when all are done.
+# models. The runs are jobs that two workers take in turn (two cores; more at
+# once slows the threaded tests under emulation); each job's output goes to
+# build/aarch64/test-arm-<model>-<path>.log, printed when all are done.
 # The models: max (every feature qemu knows), cortex-a76 (dotprod, fp16
 # arithmetic: Pi 5, Graviton 2's N1 class) and cortex-a53 (plain ARMv8.0: no
 # dotprod, no fp16 arithmetic).
 # On the models in ARM_ALL_PATHS_CPUS (max) the cross build's whole
-# `make test` runs: the suite once per path that --paths reports (scalar,
-# neon), the compile tests
-# (C99/C11, C++11/C++17, -pedantic -Werror, each running the smoke test),
-# the two-copies test, examples/simple and examples/decode, check-asm. Those
-# besides the suite on neon do not depend on the CPU model, so on the other
-# models only the suite runs, once, on the path AUTO picks (neon), which
-# still forces every path through a few float64-checked cases and checks the
-# NEON kernels (dotprod or not, fp16 or not) against the scalar ones. Every
-# model then runs examples/olmo_layer on a small shape (it checks itself
-# against float64).
+# `make test` runs with the suite on the path AUTO picks (neon): the suite,
+# the compile tests (C99/C11, C++11/C++17, -pedantic -Werror, each running
+# the smoke test), the two-copies test, examples/simple and examples/decode,
+# check-asm; and a second job runs the suite on each other path (scalar).
+# Besides the suite on neon none of that depends on the CPU model, so on the
+# other models only the suite runs, once, on the path AUTO picks (neon),
+# which still forces every path through a few float64-checked cases and
+# checks the NEON kernels (dotprod or not, fp16 or not) against the scalar
+# ones. Those runs, and the other paths' runs on max, leave out the groups
+# named in ARM_SKIP (error codes, threads and pools, hooks, allocation
+# failures, memory accounting, the planner: nothing there depends on the
+# kernels or the CPU model, and the full run on max covers them).
+# Every model then runs examples/olmo_layer on a small shape (it checks
+# itself against float64).
 # Under emulation the suite runs ~20x slower than natively, hence --quick
-# (~2 min per path and model on this 2-core machine; ~8 min in all);
+# (~2-4.5 min per job on this 2-core machine; ~8.5 min in all);
 # ARM_TEST_ARGS= runs the full suite.
 # ARM_CPUS="cortex-a72 neoverse-n1" picks other models,
-# ARM_ALL_PATHS_CPUS="max cortex-a53" runs everything on more of them.
+# ARM_ALL_PATHS_CPUS="max cortex-a53" runs everything on more of them,
+# ARM_SKIP= leaves nothing out.
 # Without the cross compilers or qemu: SKIPPED, or a failure under CI=true.
 ARM_CROSS     ?= aarch64-linux-gnu-
 ARM_QEMU      ?= qemu-aarch64
 ARM_CPUS      ?= max cortex-a76 cortex-a53
 ARM_ALL_PATHS_CPUS ?= max
 ARM_TEST_ARGS ?= --quick
+ARM_SKIP      ?= errors thread hook concurrent allocat memory workspace planner
 ARM_B         := build/$(firstword $(subst -, ,$(ARM_CROSS)))
 ARM_VARS      := CROSS=$(ARM_CROSS) QEMU=$(ARM_QEMU)
 
@@ -636,32 +641,45 @@ test-arm:
 	$(MAKE) --no-print-directory $(ARM_VARS) all compile-tests || failed="$$failed build"; \
 	times="build $$(( $$(date +%s) - t0 ))s"; \
 	if [ -z "$$failed" ]; then \
-	    one() { cpu=$$1; t1=$$(date +%s); steps="test-unit"; tp=auto; rc=0; \
-	        case " $(ARM_ALL_PATHS_CPUS) " in *" $$cpu "*) steps=test; tp="";; esac; \
-	        echo "==> make CROSS=$(ARM_CROSS) QEMU_CPU=$$cpu TEST_ARGS=$(ARM_TEST_ARGS) TEST_PATHS=$$tp $$steps"; \
-	        $(MAKE) --no-print-directory $(ARM_VARS) QEMU_CPU=$$cpu TEST_ARGS="$(ARM_TEST_ARGS)" \
+	    skip=""; for g in $(ARM_SKIP); do skip="$$skip --skip $$g"; done; \
+	    one() { cpu=$$1; tp=$$2; t1=$$(date +%s); rc=0; \
+	        if [ "$$3" = all ]; then steps=test; args="$(ARM_TEST_ARGS)"; \
+	        else steps=test-unit; args="$(ARM_TEST_ARGS)$$skip"; fi; \
+	        echo "==> make CROSS=$(ARM_CROSS) QEMU_CPU=$$cpu TEST_PATHS=$$tp TEST_ARGS='$$args' $$steps"; \
+	        $(MAKE) --no-print-directory $(ARM_VARS) QEMU_CPU=$$cpu TEST_ARGS="$$args" \
 	            TEST_PATHS="$$tp" $$steps || rc=1; \
-	        echo "$(ARM_QEMU) -cpu $$cpu ./$(ARM_B)/olmo_layer --seq 256 --heads 4 --no-naive"; \
-	        $(ARM_QEMU) -cpu $$cpu ./$(ARM_B)/olmo_layer --seq 256 --heads 4 --no-naive || rc=$$((rc + 2)); \
-	        echo "$$rc $$(( $$(date +%s) - t1 ))" > $(ARM_B)/test-arm-$$cpu.rc; }; \
-	    lane=0; rest=""; \
-	    for cpu in $(ARM_CPUS); do rm -f $(ARM_B)/test-arm-$$cpu.rc; done; \
+	        if [ "$$tp" = auto ]; then \
+	            echo "$(ARM_QEMU) -cpu $$cpu ./$(ARM_B)/olmo_layer --seq 256 --heads 4 --no-naive"; \
+	            $(ARM_QEMU) -cpu $$cpu ./$(ARM_B)/olmo_layer --seq 256 --heads 4 --no-naive || rc=$$((rc + 2)); \
+	        fi; \
+	        echo "$$rc $$(( $$(date +%s) - t1 ))" > $(ARM_B)/test-arm-$$cpu-$$tp.rc; }; \
+	    jobs=""; others=""; \
 	    for cpu in $(ARM_CPUS); do \
-	        if [ $$lane = 0 ]; then (one $$cpu > $(ARM_B)/test-arm-$$cpu.log 2>&1) & lane=1; \
-	        else rest="$$rest $$cpu"; fi; \
+	        case " $(ARM_ALL_PATHS_CPUS) " in \
+	        *" $$cpu "*) jobs="$$jobs $$cpu:auto:all"; \
+	            for p in $$($(ARM_QEMU) -cpu $$cpu ./$(ARM_B)/test_sdpa --paths | sed '$$d'); do \
+	                others="$$others $$cpu:$$p:some"; done;; \
+	        *) others="$$others $$cpu:auto:some";; \
+	        esac; \
 	    done; \
-	    ( for cpu in $$rest; do one $$cpu > $(ARM_B)/test-arm-$$cpu.log 2>&1; done ) & \
-	    wait; \
-	    for cpu in $(ARM_CPUS); do \
-	        echo "======== qemu-aarch64 -cpu $$cpu ($(ARM_B)/test-arm-$$cpu.log)"; \
-	        cat $(ARM_B)/test-arm-$$cpu.log; \
-	        read rc secs < $(ARM_B)/test-arm-$$cpu.rc || { rc=1; secs=?; }; \
-	        case $$rc in 0) ;; 2) failed="$$failed $$cpu:olmo_layer";; 3) failed="$$failed $$cpu $$cpu:olmo_layer";; \
-	            *) failed="$$failed $$cpu";; esac; \
-	        times="$$times, $$cpu $${secs}s"; \
+	    jobs="$$jobs$$others"; \
+	    rm -rf $(ARM_B)/test-arm.claims $(ARM_B)/test-arm-*.rc; mkdir -p $(ARM_B)/test-arm.claims; \
+	    worker() { for j in $$jobs; do \
+	        mkdir $(ARM_B)/test-arm.claims/$$j 2>/dev/null || continue; \
+	        set -- $$(echo $$j | tr : ' '); \
+	        one $$1 $$2 $$3 > $(ARM_B)/test-arm-$$1-$$2.log 2>&1; done; }; \
+	    worker & worker & wait; \
+	    for j in $$jobs; do \
+	        set -- $$(echo $$j | tr : ' '); \
+	        echo "======== qemu-aarch64 -cpu $$1, path $$2 ($(ARM_B)/test-arm-$$1-$$2.log)"; \
+	        cat $(ARM_B)/test-arm-$$1-$$2.log; \
+	        read rc secs < $(ARM_B)/test-arm-$$1-$$2.rc || { rc=1; secs=?; }; \
+	        case $$rc in 0) ;; 2) failed="$$failed $$1:olmo_layer";; 3) failed="$$failed $$1/$$2 $$1:olmo_layer";; \
+	            *) failed="$$failed $$1/$$2";; esac; \
+	        times="$$times, $$1/$$2 $${secs}s"; \
 	    done; \
 	fi; \
-	echo "test-arm: times: $$times (in two lanes); total $$(( $$(date +%s) - t0 ))s"; \
+	echo "test-arm: times: $$times (two workers); total $$(( $$(date +%s) - t0 ))s"; \
 	if [ -n "$$failed" ]; then echo "test-arm: FAILED:$$failed"; exit 1; fi; \
 	echo "test-arm: all passed on $(ARM_CPUS)"
 

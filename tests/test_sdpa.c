@@ -3,8 +3,9 @@
  * Every result is compared with a float64 reference written plainly from the
  * semantics in the header comment, on fresh random inputs each run. The seed
  * is printed first; SDPA_TEST_SEED=<n> reruns the same inputs. `--quick` (or
- * SDPA_TEST_QUICK=1) shrinks the sweeps for sanitizer builds; any other
- * argument runs only the groups whose name contains it.
+ * SDPA_TEST_QUICK=1) shrinks the sweeps for sanitizer builds; `--skip NAME`
+ * leaves out the groups whose name contains NAME; any other argument runs only
+ * the groups whose name contains it. Filters that leave no group fail the run.
  *
  *   cc -std=c99 -O2 -Wall -Wextra -Werror -Iinclude tests/test_sdpa.c \
  *      -o build/test_sdpa -lm -pthread
@@ -67,8 +68,9 @@ static long g_gpass, g_gfail;
 static double g_gt0;
 static char g_case[700];
 static int g_case_ok, g_case_msgs;
-static int g_nfilter;
-static char **g_filter;
+static int g_nfilter, g_nskip;
+static char **g_filter, **g_skip;
+static long g_groups_run;
 
 static double now_s(void)
 {
@@ -82,7 +84,10 @@ static int group_begin(const char *name)
     int i, on = g_nfilter == 0;
     for (i = 0; i < g_nfilter; ++i)
         if (strstr(name, g_filter[i])) on = 1;
+    for (i = 0; i < g_nskip; ++i)
+        if (strstr(name, g_skip[i])) on = 0;
     if (!on) return 0;
+    g_groups_run++;
     g_group = name;
     g_gpass = g_gfail = 0;
     g_gt0 = now_s();
@@ -4167,9 +4172,15 @@ int main(int argc, char **argv)
     double t0 = now_s();
     int i;
     g_filter = (char **)xcalloc((size_t)argc, sizeof(char *));
+    g_skip = (char **)xcalloc((size_t)argc, sizeof(char *));
     for (i = 1; i < argc; ++i) {
         if (strcmp(argv[i], "--quick") == 0) g_quick = 1;
         else if (strcmp(argv[i], "--paths") == 0) { print_paths(); return 0; }
+        else if (strcmp(argv[i], "--skip") == 0 && i + 1 < argc) g_skip[g_nskip++] = argv[++i];
+        else if (argv[i][0] == '-') {
+            fprintf(stderr, "test_sdpa: unknown option %s (--quick, --paths, --skip NAME, or group names)\n", argv[i]);
+            return 2;
+        }
         else g_filter[g_nfilter++] = argv[i];
     }
     if (env_quick && env_quick[0] && strcmp(env_quick, "0") != 0) g_quick = 1;
@@ -4180,6 +4191,11 @@ int main(int argc, char **argv)
            (unsigned long long)seed, g_quick ? ", quick" : "",
            sdpa_path_in_use(NULL) > 0 ? sdpa_path_name((sdpa_path)sdpa_path_in_use(NULL)) : "(invalid SDPA_PATH)",
            (unsigned long long)seed);
+    if (g_nskip) {
+        printf("skipping the groups whose name contains:");
+        for (i = 0; i < g_nskip; ++i) printf(" \"%s\"", g_skip[i]);
+        printf("\n");
+    }
 #if defined(SDPA__HAVE_AVX2) || defined(SDPA__HAVE_AVX512)
     {
         unsigned f = sdpa__cpu();
@@ -4252,7 +4268,12 @@ int main(int argc, char **argv)
 
     printf("largest err/tol: F32 out %.3f, F16 out %.3f, BF16 out %.3f, lse %.3f; total %.1f s\n", g_ratio[0],
            g_ratio[1], g_ratio[2], g_ratio[3], now_s() - t0);
+    if (g_groups_run == 0) {
+        printf("[FAIL] no group matches the names given\n");
+        g_fail++;
+    }
     printf("%ld passed, %ld failed\n", g_pass, g_fail);
     free(g_filter);
+    free(g_skip);
     return g_fail ? 1 : 0;
 }
