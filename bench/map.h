@@ -1200,18 +1200,17 @@ typedef struct evalsum { int n, hit, within5, within10, viol, none; double ratio
 static void plan_eval(msweep *S, int ns)
 {
     static const double tols[3] = {1e-5, 1e-3, 2e-2};
-    const char *mname[3] = {"default", "probe", "fitted (leave-one-out)"};
+    const char *mname[4] = {"default", "probe", "fitted (leave-one-out)", "probe + tune (k 6)"};
     sdpa_plan_model models[3];
-    evalsum sum[3];
+    evalsum sum[4];
+    sdpa_params base;
     int s, mi, ti, bi, have_probe;
+    double tune_s = 0.0;
     memset(sum, 0, sizeof sum);
     sdpa_plan_model_default(&models[0]);
-    {
-        sdpa_params base;
-        memset(&base, 0, sizeof base);
-        base.parallel_for = O.threads > 1 ? bc_pinned_parallel_for : NULL;
-        have_probe = sdpa_plan_probe(&models[1], &base, O.threads) == SDPA_OK;
-    }
+    memset(&base, 0, sizeof base);
+    base.parallel_for = O.threads > 1 ? bc_pinned_parallel_for : NULL;
+    have_probe = sdpa_plan_probe(&models[1], &base, O.threads) == SDPA_OK;
     fprintf(T, "\n== planner against exhaustive search: %d problems x 3 budgets x 3 tolerances; the best = the\n"
                "  fastest measured configuration whose memory fits and whose measured error fits; a pick\n"
                "  counts as a hit when it is that configuration, 'within 5%%' when its measured median is\n"
@@ -1238,14 +1237,20 @@ static void plan_eval(msweep *S, int ns)
                     if ((pb.mem_budget == 0 || S[s].c[i].bytes <= pb.mem_budget) && S[s].err[i] <= pb.max_error &&
                         (best < 0 || S[s].med[i] < S[s].med[best]))
                         best = i;
-                for (mi = 0; mi < 3; mi++) {
+                for (mi = 0; mi < 4; mi++) {
                     sdpa_plan_choice pick;
                     int rc;
                     int64_t at;
                     char bs[96], ps[96];
                     double ratio;
                     if (mi == 1 && !have_probe) continue;
-                    rc = sdpa_plan(&pb, &models[mi], &pick);
+                    if (mi == 3) { /* the probe's (or the defaults') shortlist, measured on this problem */
+                        double t0 = bc_now();
+                        rc = sdpa_plan_tune(&pb, have_probe ? &models[1] : &models[0], &base, 0, &pick);
+                        tune_s += bc_now() - t0;
+                    } else {
+                        rc = sdpa_plan(&pb, &models[mi], &pick);
+                    }
                     if (best < 0) {
                         if (rc != SDPA_OK) continue; /* both say: nothing fits */
                         sum[mi].n++; sum[mi].viol++;
@@ -1271,9 +1276,9 @@ static void plan_eval(msweep *S, int ns)
                     row_f("pick_s", S[s].med[at]); row_f("pick_pred_s", pick.seconds); row_f("ratio", ratio);
                     row_f("pick_err", S[s].err[at]); row_i("hit", at == best);
                     row_end();
-                    if (mi == 0 || mi == 2)
+                    if (mi != 1)
                         fprintf(T, "  %-22s %-8s budget %10lld tol %.0e: best %-30s %.5f s | pick %-30s %.5f s (%.2fx)%s\n",
-                                S[s].name, mi == 0 ? "default" : "fitted", (long long)pb.mem_budget, pb.max_error, bs,
+                                S[s].name, mi == 0 ? "default" : mi == 2 ? "fitted" : "tuned", (long long)pb.mem_budget, pb.max_error, bs,
                                 S[s].med[best], ps, S[s].med[at], ratio, at == best ? " hit" : "");
                 }
             }
@@ -1283,8 +1288,8 @@ static void plan_eval(msweep *S, int ns)
         model_fit(&all, have_probe ? &models[1] : &models[0], S, ns, -1);
         model_print("fitted to all sweeps", &all);
     }
-    fprintf(T, "  summary (pick's measured median / the best's):\n");
-    for (mi = 0; mi < 3; mi++) {
+    fprintf(T, "  summary (pick's measured median / the best's; the tuned picks took %.1f s of timing in all):\n", tune_s);
+    for (mi = 0; mi < 4; mi++) {
         if (!sum[mi].n) continue;
         fprintf(T, "    %-24s %3d problems: best picked %3d (%3.0f%%), within 5%% %3d, within 10%% %3d; mean %.3fx, worst %.2fx;"
                    " error violations %d, no pick %d\n",

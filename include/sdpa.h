@@ -662,6 +662,27 @@ SDPA_API int sdpa_plan_candidates(const sdpa_plan_problem *problem, const sdpa_p
  * a cache of storage best->dtype and params.path, .num_threads. */
 SDPA_API int sdpa_plan(const sdpa_plan_problem *problem, const sdpa_plan_model *model, sdpa_plan_choice *best);
 
+/* The model's shortlist measured on this problem, for when its time
+ * predictions are not to be trusted (a machine unlike the one the model was
+ * fitted on, a noisy neighbour). Stage 1 runs the k feasible candidates
+ * (0 = 6, at most 64) of least predicted time, at most one per path, dtype,
+ * precision and thread count (each with its best-predicted tiles); stage 2
+ * (prefill) runs the winner's path, dtype, precision and thread count with
+ * its next k - 1 tile shapes by predicted time: at most 2k - 1 candidates.
+ * Each runs on random inputs of the problem's shapes: a warm-up call, then
+ * at least 3 timed calls, more (up to 31) while they add up to less than
+ * 30 ms. The fastest by median is written to *best with `seconds` = that
+ * median; bytes and error stay the predictions. k = 1 times sdpa_plan's
+ * pick. One candidate's data is allocated at a time (through base's
+ * allocator when given): prefill, q, k, v and out in its dtype; decode, a
+ * KV cache of kv_len tokens per sequence in its storage, then queries and
+ * outputs in F32. base (may be NULL) gives the allocator and parallel_for
+ * hook to run with. Returns sdpa_plan's codes (SDPA_ERR_INFEASIBLE: *best
+ * as there, nothing run), SDPA_ERR_PARAM for k outside [0, 64] or no clock,
+ * SDPA_ERR_NOMEM, or a failed run's code (nothing leaked). */
+SDPA_API int sdpa_plan_tune(const sdpa_plan_problem *problem, const sdpa_plan_model *model, const sdpa_params *base, int k,
+                            sdpa_plan_choice *best);
+
 #ifdef __cplusplus
 }
 #endif
@@ -6897,6 +6918,192 @@ done:
     if (h) sdpa__scratch_free(&p0, h, 3 * nin * sizeof(uint16_t));
     if (bw) sdpa__scratch_free(&p0, bw, (size_t)BWF * sizeof(float));
     if (rc != SDPA_OK) *m = def;
+    return rc;
+}
+
+/* ---- tuning: the shortlist measured ---- */
+
+#define SDPA__TUNE_MAX 64
+#define SDPA__TUNE_CALLS 31       /* timed calls per candidate, at most */
+#define SDPA__TUNE_SECONDS 0.03   /* at least 3 of them, and this long in all */
+
+/* Same path, dtype, precision and thread count: one shortlist entry. */
+static int sdpa__tune_same(const sdpa_plan_choice *a, const sdpa_plan_choice *b)
+{
+    return a->path == b->path && a->dtype == b->dtype && a->precision == b->precision && a->num_threads == b->num_threads;
+}
+
+/* n uniform values in [-1, 1) as dtype t (F32, F16 or BF16) from *seed. */
+static void sdpa__tune_fill(void *dst, sdpa_dtype t, size_t n, uint32_t *seed)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float x;
+        *seed = *seed * 1664525u + 1013904223u;
+        x = (float)((double)(*seed >> 8) * (2.0 / 16777216.0) - 1.0);
+        if (t == SDPA_F32) ((float *)dst)[i] = x;
+        else ((uint16_t *)dst)[i] = t == SDPA_F16 ? sdpa_f32_to_f16(x) : sdpa_f32_to_bf16(x);
+    }
+}
+
+/* Runs one candidate on the problem: after a warm-up call, at least 3
+ * timed calls and at least SDPA__TUNE_SECONDS of them (at most
+ * SDPA__TUNE_CALLS); their median into *secs, or the first failing call's
+ * code. Its buffers are allocated
+ * here and freed before returning. */
+static int sdpa__tune_run(const sdpa__pprob *r, const sdpa_params *p0, const sdpa_plan_choice *c, double *secs)
+{
+    sdpa_params p = *p0;
+    int64_t nq = r->B * r->Hq * r->Lq * r->D, no = r->B * r->Hq * r->Lq * r->Dv;
+    int64_t nk = r->B * r->Hkv * r->Lk * r->D, nv = r->B * r->Hkv * r->Lk * r->Dv;
+    size_t es = r->decode ? 4u : (size_t)sdpa__esize(c->dtype), bytes[4];
+    void *buf[4] = {NULL, NULL, NULL, NULL};
+    sdpa_kv_cache *cache = NULL;
+    uint32_t seed = 2463534242u;
+    int rc = SDPA_OK, i;
+    /* sdpa__plan_resolve bounded the element counts by INT64_MAX / 16 */
+    if ((uint64_t)(nq > nk ? nq : nk) > (uint64_t)(SIZE_MAX / 16)) return SDPA_ERR_OVERFLOW;
+    p.path = c->path;
+    p.precision = c->precision;
+    p.tile_q = c->tile_q;
+    p.tile_k = c->tile_k;
+    p.num_threads = c->num_threads;
+    p.causal = r->causal ? SDPA_CAUSAL_BOTTOM_RIGHT : SDPA_CAUSAL_NONE;
+    if (r->decode) { /* the cache, filled a chunk of up to 256 tokens at a time */
+        sdpa_kv_cache_config cfg;
+        int64_t chunk = SDPA__MIN(r->Lk, 256), t0;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.num_seqs = r->B; cfg.kv_heads = r->Hkv; cfg.head_dim = r->D; cfg.head_dim_v = r->Dv; cfg.dtype = c->dtype;
+        cfg.allocator = p0->allocator;
+        bytes[2] = (size_t)(r->Hkv * SDPA__MAX(chunk, 1) * r->D) * 4u;
+        bytes[3] = (size_t)(r->Hkv * SDPA__MAX(chunk, 1) * r->Dv) * 4u;
+        if ((rc = sdpa_kv_cache_create(&cfg, &cache)) != SDPA_OK) return rc;
+        if (!(buf[2] = sdpa__scratch_alloc(p0, bytes[2])) || !(buf[3] = sdpa__scratch_alloc(p0, bytes[3]))) {
+            rc = SDPA_ERR_NOMEM;
+            goto done;
+        }
+        sdpa__tune_fill(buf[2], SDPA_F32, bytes[2] / 4u, &seed);
+        sdpa__tune_fill(buf[3], SDPA_F32, bytes[3] / 4u, &seed);
+        for (i = 0; i < (int)r->B && rc == SDPA_OK; i++)
+            for (t0 = 0; t0 < r->Lk && rc == SDPA_OK; t0 += chunk) {
+                sdpa_tensor kt = {0, SDPA_F32, {1, 0, 0, 0}, {0}}, vt;
+                kt.data = buf[2];
+                kt.shape[1] = r->Hkv; kt.shape[2] = SDPA__MIN(chunk, r->Lk - t0); kt.shape[3] = r->D;
+                vt = kt; vt.data = buf[3]; vt.shape[3] = r->Dv;
+                rc = sdpa_kv_cache_append(cache, i, &kt, &vt);
+            }
+        if (rc != SDPA_OK) goto done;
+        sdpa__scratch_free(p0, buf[2], bytes[2]);
+        sdpa__scratch_free(p0, buf[3], bytes[3]);
+        buf[2] = buf[3] = NULL;
+    }
+    bytes[0] = (size_t)nq * es;
+    bytes[1] = (size_t)no * es;
+    bytes[2] = r->decode ? 0u : (size_t)nk * es;
+    bytes[3] = r->decode ? 0u : (size_t)nv * es;
+    for (i = 0; i < 4; i++) {
+        if (bytes[i] == 0) continue;
+        if (!(buf[i] = sdpa__scratch_alloc(p0, bytes[i]))) { rc = SDPA_ERR_NOMEM; goto done; }
+        if (i != 1) sdpa__tune_fill(buf[i], r->decode ? SDPA_F32 : c->dtype, bytes[i] / es, &seed);
+    }
+    {
+        sdpa_dtype t = r->decode ? SDPA_F32 : c->dtype;
+        sdpa_tensor q = {0, SDPA_F32, {0, 0, 0, 0}, {0}}, k, v, o;
+        q.data = buf[0]; q.dtype = t;
+        q.shape[0] = r->B; q.shape[1] = r->Hq; q.shape[2] = r->Lq; q.shape[3] = r->D;
+        o = q; o.data = buf[1]; o.shape[3] = r->Dv;
+        k = q; k.data = buf[2]; k.shape[1] = r->Hkv; k.shape[2] = r->Lk;
+        v = k; v.data = buf[3]; v.shape[3] = r->Dv;
+        double ts[SDPA__TUNE_CALLS], total = 0.0;
+        int nt = 0, a, b;
+        for (i = 0; rc == SDPA_OK; i++) { /* a warm-up, then timed calls */
+            double t0 = sdpa__plan_now(), t;
+            rc = r->decode ? sdpa_kv_cache_attention(cache, NULL, &q, &o, &p) : sdpa_attention(&q, &k, &v, &o, &p);
+            t = sdpa__plan_now() - t0;
+            if (i == 0) continue;
+            ts[nt++] = t;
+            total += t;
+            if (nt == SDPA__TUNE_CALLS || (nt >= 3 && total >= SDPA__TUNE_SECONDS)) break;
+        }
+        for (a = 1; a < nt; a++) /* the median (the lower one for an even count) */
+            for (b = a; b > 0 && ts[b - 1] > ts[b]; b--) { double x = ts[b]; ts[b] = ts[b - 1]; ts[b - 1] = x; }
+        if (rc == SDPA_OK) *secs = ts[(nt - 1) / 2];
+    }
+done:
+    for (i = 0; i < 4; i++)
+        if (buf[i]) sdpa__scratch_free(p0, buf[i], bytes[i]);
+    sdpa_kv_cache_destroy(cache);
+    return rc;
+}
+
+SDPA_API int sdpa_plan_tune(const sdpa_plan_problem *pb, const sdpa_plan_model *model, const sdpa_params *base, int k,
+                            sdpa_plan_choice *best)
+{
+    sdpa_plan_model def;
+    sdpa_params p0;
+    sdpa__pprob r;
+    sdpa_plan_choice *list = NULL, pick[SDPA__TUNE_MAX];
+    int64_t n = 0, i;
+    size_t lbytes = 0;
+    int npick = 0, j, rc, have = 0, stage;
+    double tbest = 0.0;
+    if (!pb || !best) return SDPA_ERR_NULL;
+    memset(best, 0, sizeof *best);
+    if (k < 0 || k > SDPA__TUNE_MAX) return SDPA_ERR_PARAM;
+    if (k == 0) k = 6;
+    if (!model) { sdpa_plan_model_default(&def); model = &def; }
+    if ((rc = sdpa_plan(pb, model, best)) != SDPA_OK) return rc; /* also checks every argument */
+    memset(&p0, 0, sizeof p0);
+    if (base) { p0.allocator = base->allocator; p0.parallel_for = base->parallel_for; p0.parallel_user = base->parallel_user; }
+    if (sdpa__plan_now() < 0.0) rc = SDPA_ERR_PARAM;
+    if (rc == SDPA_OK) rc = sdpa__plan_resolve(pb, model, &r);
+    if (rc == SDPA_OK) rc = sdpa_plan_candidates(pb, model, NULL, 0, &n);
+    lbytes = (size_t)n * sizeof *list;
+    if (rc == SDPA_OK && !(list = (sdpa_plan_choice *)sdpa__scratch_alloc(&p0, lbytes))) rc = SDPA_ERR_NOMEM;
+    if (rc == SDPA_OK) rc = sdpa_plan_candidates(pb, model, list, n, &n);
+    if (rc != SDPA_OK) goto done;
+    /* the shortlist: the best feasible candidate of a group not yet taken, k times */
+    while (npick < k) {
+        int64_t at = -1;
+        for (i = 0; i < n; i++) {
+            int taken = 0;
+            if (!list[i].feasible) continue;
+            for (j = 0; j < npick && !taken; j++) taken = sdpa__tune_same(&list[i], &pick[j]);
+            if (!taken && (at < 0 || sdpa__plan_better(&list[i], &list[at]))) at = i;
+        }
+        if (at < 0) break;
+        pick[npick++] = list[at];
+    }
+    /* stage 2: the winning group's next k - 1 tile shapes by predicted time */
+    for (stage = 0; stage < 2; stage++) {
+        for (j = stage ? 1 : 0; j < npick; j++) {
+            double t = 0.0;
+            if ((rc = sdpa__tune_run(&r, &p0, &pick[j], &t)) != SDPA_OK) goto done;
+            if (!have || t < tbest) {
+                *best = pick[j];
+                best->seconds = t;
+                tbest = t;
+                have = 1;
+            }
+        }
+        if (stage || r.decode) break;
+        pick[0] = *best; /* measured already; then the group's other tiles, best predicted first */
+        npick = 1;
+        while (npick < k) {
+            int64_t at = -1;
+            for (i = 0; i < n; i++) {
+                int taken = 0;
+                if (!list[i].feasible || !sdpa__tune_same(&list[i], &pick[0])) continue;
+                for (j = 0; j < npick && !taken; j++) taken = list[i].tile_q == pick[j].tile_q && list[i].tile_k == pick[j].tile_k;
+                if (!taken && (at < 0 || sdpa__plan_better(&list[i], &list[at]))) at = i;
+            }
+            if (at < 0) break;
+            pick[npick++] = list[at];
+        }
+    }
+done:
+    if (list) sdpa__scratch_free(&p0, list, lbytes);
+    if (rc != SDPA_OK) memset(best, 0, sizeof *best);
     return rc;
 }
 

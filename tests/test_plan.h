@@ -1,4 +1,4 @@
-/* Planner tests (sdpa_plan, sdpa_plan_predict, sdpa_plan_candidates,
+/* Planner tests (sdpa_plan, sdpa_plan_tune, sdpa_plan_predict, sdpa_plan_candidates,
  * sdpa_plan_probe), included by test_sdpa.c (they use its harness). What
  * they hold the planner to: arguments checked before any work; the pick is
  * the fastest candidate whose predicted memory and error fit, found again
@@ -418,6 +418,157 @@ static void test_plan_runs(void)
     group_end();
 }
 
+/* Rank of c's group (path, dtype, precision, threads) among the groups of
+ * list[0..n), by the best predicted time of each group's feasible
+ * candidates (0 = the fastest group); *tile_rank: how many of the group's
+ * feasible candidates are predicted faster than c. -1 when c's group has no
+ * feasible candidate. */
+static int tune_rank(const sdpa_plan_choice *list, int64_t n, const sdpa_plan_choice *c, int *tile_rank)
+{
+    double mine = -1.0, cs = -1.0;
+    int64_t i, j;
+    int rank = 0;
+    *tile_rank = 0;
+    for (i = 0; i < n; i++)
+        if (list[i].feasible && list[i].path == c->path && list[i].dtype == c->dtype && list[i].precision == c->precision &&
+            list[i].num_threads == c->num_threads) {
+            if (mine < 0.0 || list[i].seconds < mine) mine = list[i].seconds;
+            if (list[i].tile_q == c->tile_q && list[i].tile_k == c->tile_k) cs = list[i].seconds;
+        }
+    if (mine < 0.0 || cs < 0.0) return -1;
+    for (i = 0; i < n; i++)
+        if (list[i].feasible && list[i].path == c->path && list[i].dtype == c->dtype && list[i].precision == c->precision &&
+            list[i].num_threads == c->num_threads && list[i].seconds < cs)
+            ++*tile_rank;
+    for (i = 0; i < n; i++) { /* each other group whose best beats mine, counted at its first member */
+        int first = 1;
+        if (!list[i].feasible || !(list[i].seconds < mine)) continue;
+        if (list[i].path == c->path && list[i].dtype == c->dtype && list[i].precision == c->precision &&
+            list[i].num_threads == c->num_threads)
+            continue;
+        for (j = 0; j < i && first; j++)
+            if (list[j].feasible && list[j].seconds < mine && list[j].path == list[i].path && list[j].dtype == list[i].dtype &&
+                list[j].precision == list[i].precision && list[j].num_threads == list[i].num_threads)
+                first = 0;
+        rank += first;
+    }
+    return rank;
+}
+
+/* sdpa_plan_tune: the shortlist run, the pick from it, nothing leaked. The
+ * measured times decide among the shortlist; which one wins is the
+ * machine's business (the bench's --plan-eval judges it), not a test's. */
+static void test_plan_tune(void)
+{
+    sdpa_plan_model m;
+    int it;
+    if (!group_begin("planner: tune")) return;
+    sdpa_plan_model_default(&m);
+
+    case_begin("arguments");
+    {
+        sdpa_plan_problem pb, bad;
+        sdpa_plan_choice c, want;
+        sdpa_allocator al;
+        sdpa_params base;
+        cnt_alloc ca;
+        int rc;
+        plan_problem(&pb, SDPA_PLAN_PREFILL, 1, 2, 2, 32, 40, 0);
+        CHECK(sdpa_plan_tune(NULL, &m, NULL, 1, &c) == SDPA_ERR_NULL, "NULL problem");
+        CHECK(sdpa_plan_tune(&pb, &m, NULL, 1, NULL) == SDPA_ERR_NULL, "NULL best");
+        CHECK(sdpa_plan_tune(&pb, &m, NULL, -1, &c) == SDPA_ERR_PARAM, "k = -1");
+        CHECK(sdpa_plan_tune(&pb, &m, NULL, 65, &c) == SDPA_ERR_PARAM, "k = 65");
+        bad = pb; bad.kv_heads = 3;
+        CHECK(sdpa_plan_tune(&bad, &m, NULL, 1, &c) == SDPA_ERR_HEADS, "heads 2 over 3");
+        /* nothing fits: sdpa_plan's closest miss, and nothing allocated or run */
+        bad = pb; bad.mem_budget = 1;
+        ca_init(&ca, &al, 0);
+        memset(&base, 0, sizeof base);
+        base.allocator = &al;
+        rc = sdpa_plan_tune(&bad, &m, &base, 3, &c);
+        CHECK(rc == SDPA_ERR_INFEASIBLE, "budget 1 byte: rc %d", rc);
+        CHECK(ca.n_alloc == 0, "infeasible, yet %lld allocations", LL(ca.n_alloc));
+        CHECK(sdpa_plan(&bad, &m, &want) == SDPA_ERR_INFEASIBLE && c.path == want.path && c.dtype == want.dtype &&
+                  c.bytes == want.bytes && c.feasible == 0,
+              "infeasible: not sdpa_plan's closest miss");
+    }
+    case_end();
+
+    for (it = 0; it < 8; it++) {
+        int decode = it % 2, k = it < 2 ? 1 : (it < 4 ? 3 : (it < 6 ? 0 : 64)), rc, rank, tile_rank;
+        sdpa_plan_problem pb;
+        sdpa_plan_choice c, want, *list;
+        sdpa_allocator al;
+        sdpa_params base;
+        cnt_alloc ca;
+        int64_t n = 0, i, maxb = 0;
+        plan_problem(&pb, decode ? SDPA_PLAN_DECODE : SDPA_PLAN_PREFILL, 1 + it / 6, 4, 2, 24 + 8 * (it % 3),
+                     decode ? 1 + it / 4 : 37 + it, decode ? 150 : 70);
+        pb.causal = it % 4 == 0;
+        pb.max_error = it % 3 == 0 ? 0.0 : (it % 3 == 1 ? 1e-3 : 2e-2);
+        pb.max_threads = 2;
+        case_begin("%s, k %d, tolerance %g", decode ? "decode" : "prefill", k, pb.max_error);
+        CHECK(sdpa_plan_candidates(&pb, &m, NULL, 0, &n) == SDPA_OK && n > 0, "candidates");
+        list = (sdpa_plan_choice *)xcalloc((size_t)(n > 0 ? n : 1), sizeof *list);
+        CHECK(sdpa_plan_candidates(&pb, &m, list, n, &n) == SDPA_OK, "candidates");
+        for (i = 0; i < n; i++)
+            if (list[i].feasible && list[i].bytes > maxb) maxb = list[i].bytes;
+        ca_init(&ca, &al, 0);
+        memset(&base, 0, sizeof base);
+        base.allocator = &al;
+        memset(&c, 0x5A, sizeof c);
+        rc = sdpa_plan_tune(&pb, &m, &base, k, &c);
+        CHECK(rc == SDPA_OK, "rc %d", rc);
+        if (rc == SDPA_OK) {
+            CHECK(sdpa_plan(&pb, &m, &want) == SDPA_OK, "sdpa_plan");
+            CHECK(c.feasible == 1 && c.error <= (pb.max_error > 0.0 ? pb.max_error : 1e-5), "pick infeasible (error %g)", c.error);
+            CHECK(c.seconds > 0.0 && c.seconds < 60.0, "measured time %g s", c.seconds);
+            rank = tune_rank(list, n, &c, &tile_rank);
+            CHECK(rank >= 0 && rank < (k ? k : 6) && tile_rank < (k ? k : 6) && (!decode || tile_rank == 0),
+                  "pick outside the shortlist: group rank %d, tiles' rank %d (k %d)", rank, tile_rank, k);
+            if (k == 1)
+                CHECK(c.path == want.path && c.dtype == want.dtype && c.precision == want.precision && c.tile_q == want.tile_q &&
+                          c.tile_k == want.tile_k && c.num_threads == want.num_threads && c.bytes == want.bytes,
+                      "k = 1 did not time sdpa_plan's pick");
+            /* one candidate's data at a time: prefill within its predicted
+             * bytes (tensors and workspace) plus the candidate list; decode
+             * adds the call's scratch, which the prediction leaves out */
+            CHECK(ca.peak <= maxb + n * (int64_t)sizeof(sdpa_plan_choice) + (decode ? 256 * 1024 : 0),
+                  "peak %lld bytes, largest feasible prediction %lld", LL(ca.peak), LL(maxb));
+        }
+        ca_check_balance(&ca);
+        free(list);
+        case_end();
+    }
+
+    case_begin("allocation failures: an error, nothing leaked");
+    {
+        int fail, rc = SDPA_ERR_NOMEM, kind;
+        for (kind = 0; kind < 2; kind++)
+            for (fail = 1; fail < 400 && rc != SDPA_OK; fail++) {
+                sdpa_plan_problem pb;
+                sdpa_plan_choice c;
+                sdpa_allocator al;
+                sdpa_params base;
+                cnt_alloc ca;
+                plan_problem(&pb, kind ? SDPA_PLAN_DECODE : SDPA_PLAN_PREFILL, 1, 2, 1, 16, kind ? 1 : 20, 130);
+                pb.max_threads = 1;
+                ca_init(&ca, &al, fail);
+                memset(&base, 0, sizeof base);
+                base.allocator = &al;
+                rc = sdpa_plan_tune(&pb, &m, &base, 2, &c);
+                CHECK(rc == SDPA_OK || rc == SDPA_ERR_NOMEM, "%s, allocation %d fails: rc %d", kind ? "decode" : "prefill", fail, rc);
+                if (rc != SDPA_OK) CHECK(c.feasible == 0 && c.seconds == 0.0, "a failed tune left a pick");
+                ca_check_balance(&ca);
+                ca_reap(&ca);
+                if (kind == 0 && rc == SDPA_OK) rc = SDPA_ERR_NOMEM, fail = 400; /* on to decode */
+            }
+        CHECK(rc == SDPA_OK, "tune never succeeded within 400 allocations");
+    }
+    case_end();
+    group_end();
+}
+
 /* The probe, once (about a second; skipped with --quick). */
 static void test_plan_probe(void)
 {
@@ -532,5 +683,6 @@ static void test_plan(void)
     test_plan_picks();
     test_plan_memory();
     test_plan_runs();
+    test_plan_tune();
     test_plan_probe();
 }
