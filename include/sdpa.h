@@ -6949,8 +6949,7 @@ static void sdpa__tune_fill(void *dst, sdpa_dtype t, size_t n, uint32_t *seed)
 /* Runs one candidate on the problem: after a warm-up call, at least 3
  * timed calls and at least SDPA__TUNE_SECONDS of them (at most
  * SDPA__TUNE_CALLS); their median into *secs, or the first failing call's
- * code. Its buffers are allocated
- * here and freed before returning. */
+ * code. Its buffers are allocated here and freed before returning. */
 static int sdpa__tune_run(const sdpa__pprob *r, const sdpa_params *p0, const sdpa_plan_choice *c, double *secs)
 {
     sdpa_params p = *p0;
@@ -6960,9 +6959,11 @@ static int sdpa__tune_run(const sdpa__pprob *r, const sdpa_params *p0, const sdp
     void *buf[4] = {NULL, NULL, NULL, NULL};
     sdpa_kv_cache *cache = NULL;
     uint32_t seed = 2463534242u;
-    int rc = SDPA_OK, i;
-    /* sdpa__plan_resolve bounded the element counts by INT64_MAX / 16 */
-    if ((uint64_t)(nq > nk ? nq : nk) > (uint64_t)(SIZE_MAX / 16)) return SDPA_ERR_OVERFLOW;
+    double ts[SDPA__TUNE_CALLS], total = 0.0;
+    int rc = SDPA_OK, i, nt = 0, a, b;
+    /* sdpa__plan_resolve bounded the element counts by INT64_MAX / 16; a
+     * 32-bit size_t may still be too small for them */
+    if ((uint64_t)SDPA__MAX(SDPA__MAX(nq, no), SDPA__MAX(nk, nv)) > (uint64_t)(SIZE_MAX / 16)) return SDPA_ERR_OVERFLOW;
     p.path = c->path;
     p.precision = c->precision;
     p.tile_q = c->tile_q;
@@ -7014,8 +7015,6 @@ static int sdpa__tune_run(const sdpa__pprob *r, const sdpa_params *p0, const sdp
         o = q; o.data = buf[1]; o.shape[3] = r->Dv;
         k = q; k.data = buf[2]; k.shape[1] = r->Hkv; k.shape[2] = r->Lk;
         v = k; v.data = buf[3]; v.shape[3] = r->Dv;
-        double ts[SDPA__TUNE_CALLS], total = 0.0;
-        int nt = 0, a, b;
         for (i = 0; rc == SDPA_OK; i++) { /* a warm-up, then timed calls */
             double t0 = sdpa__plan_now(), t;
             rc = r->decode ? sdpa_kv_cache_attention(cache, NULL, &q, &o, &p) : sdpa_attention(&q, &k, &v, &o, &p);
