@@ -22,13 +22,19 @@
  *   through bench/torch_sdpa.py (python3, or $BENCH_PYTHON), with the same
  *   threads, steps and eviction; a clear line when torch cannot be imported.
  *
- *   bench_decode [--quick] [--csv] [--spawn] [--warm] [--torch] [--threads N] [--reps N] [--warmup N]
+ *   --hugepages puts the cache's pages in transparent huge pages (Linux; see
+ *   huge_arena below) instead of malloc's blocks.
+ *
+ *   bench_decode [--quick] [--csv] [--spawn] [--warm] [--torch] [--hugepages] [--threads N] [--reps N] [--warmup N]
  *
  * Exit status: 0 ok, 1 a step failed or an output is off by more than its
  * storage's bound, 2 bad usage.
  */
 #define _GNU_SOURCE
 #include "common.h"
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #define SDPA_IMPLEMENTATION
 #include "sdpa.h"
@@ -52,6 +58,48 @@ static uint32_t *evbuf_new(size_t n)
     return b;
 }
 
+/* --hugepages: the cache's pages from a region of transparent huge pages
+ * (mmap + madvise(MADV_HUGEPAGE), bump-allocated, returned whole when the
+ * cache is destroyed), through the cache's allocator hook; Linux only. The
+ * default is malloc, whose blocks of a few hundred KB to 1 MB (one 64-token
+ * page of all kv heads) get 4 KB pages where THP is "madvise" only. */
+typedef struct huge_arena { char *map, *base; size_t map_len, cap, used; } huge_arena;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+#define HAVE_HUGE 1
+static void *huge_alloc(void *user, size_t n, size_t align)
+{
+    huge_arena *a = (huge_arena *)user;
+    size_t m = (align < 64 ? 64 : align) - 1, at = (a->used + m) & ~m;
+    if (at > a->cap || n > a->cap - at) return NULL;
+    a->used = at + n;
+    return a->base + at;
+}
+static void huge_free(void *user, void *p, size_t n) { (void)user, (void)p, (void)n; }
+static sdpa_allocator g_hal; /* the cache copies it; user points at the current arena */
+/* Reserves cap bytes (address space only: MAP_NORESERVE) at a 2 MiB boundary. */
+static int huge_open(huge_arena *a, size_t cap)
+{
+    const size_t two = (size_t)2 << 20;
+    void *m = mmap(NULL, cap + two, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) return -1;
+    a->map = (char *)m;
+    a->map_len = cap + two;
+    a->base = (char *)(((uintptr_t)m + two - 1) & ~(uintptr_t)(two - 1));
+    a->cap = cap;
+    a->used = 0;
+    if (madvise(a->base, cap, MADV_HUGEPAGE) != 0) perror("bench_decode: madvise(MADV_HUGEPAGE)");
+    return 0;
+}
+static void huge_close(huge_arena *a)
+{
+    if (a->map) munmap(a->map, a->map_len);
+    memset(a, 0, sizeof *a);
+}
+#else
+#define HAVE_HUGE 0
+static void huge_close(huge_arena *a) { (void)a; }
+#endif
+
 /* I8: keys scaled per channel and page (the default); I8t: per token */
 #define N_ST 5
 static const sdpa_dtype k_st[N_ST] = {SDPA_F32, SDPA_F16, SDPA_BF16, SDPA_I8, SDPA_I8};
@@ -59,7 +107,7 @@ static const char *const k_st_name[N_ST] = {"F32", "F16", "BF16", "I8", "I8t"};
 
 /* Fills seq 0 of a new cache with len tokens of random K/V (same values for
  * every storage type: the seed fixes them), appended 1024 at a time. */
-static sdpa_kv_cache *make_cache(sdpa_dtype st, sdpa_kv_kscale ks, int64_t Hkv, int64_t D, int64_t len)
+static sdpa_kv_cache *make_cache(sdpa_dtype st, sdpa_kv_kscale ks, int64_t Hkv, int64_t D, int64_t len, huge_arena *ha)
 {
     sdpa_kv_cache_config cfg;
     sdpa_kv_cache *c = NULL;
@@ -67,6 +115,18 @@ static sdpa_kv_cache *make_cache(sdpa_dtype st, sdpa_kv_kscale ks, int64_t Hkv, 
     float *k = (float *)bc_xmalloc((size_t)(Hkv * chunk * D) * 4), *v = (float *)bc_xmalloc((size_t)(Hkv * chunk * D) * 4);
     memset(&cfg, 0, sizeof cfg);
     cfg.num_seqs = 1, cfg.kv_heads = Hkv, cfg.head_dim = D, cfg.dtype = st, cfg.kscale = ks;
+#if HAVE_HUGE
+    if (ha) { /* room for the F32 cache (the largest) and its tables, twice */
+        if (huge_open(ha, (size_t)(2 * len * Hkv * (2 * D * 4 + 16)) + ((size_t)64 << 20)) != 0) {
+            perror("bench_decode: mmap");
+            exit(2);
+        }
+        g_hal.alloc = huge_alloc, g_hal.free = huge_free, g_hal.user = ha;
+        cfg.allocator = &g_hal;
+    }
+#else
+    (void)ha;
+#endif
     if (sdpa_kv_cache_create(&cfg, &c) != SDPA_OK) { fprintf(stderr, "bench_decode: create failed\n"); exit(2); }
     for (t = 0; t < len; t += chunk) {
         int64_t n = len - t < chunk ? len - t : chunk;
@@ -118,7 +178,7 @@ static int torch_decode(int64_t Hq, int64_t Hkv, int64_t ctx, int64_t D, int thr
 
 int main(int argc, char **argv)
 {
-    int quick = 0, csv = 0, spawn = 0, warm = 0, torch = 0, threads = bc_cpus_online(), reps = 20, warmup = 3, a, bad = 0, ci, hi, si, r;
+    int quick = 0, csv = 0, spawn = 0, warm = 0, torch = 0, huge = 0, threads = bc_cpus_online(), reps = 20, warmup = 3, a, bad = 0, ci, hi, si, r;
     const int64_t ctxs[3] = {4096, 16384, 65536}, hkvs[2] = {32, 8}, Hq = 32, D = 128;
     double bw, res[3][2][N_ST][2]; /* [ctx][heads][storage]: tokens/s, bytes */
     sdpa_pool *pool = NULL;
@@ -129,6 +189,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[a], "--warm")) warm = 1;
         else if (!strcmp(argv[a], "--csv")) csv = 1;
         else if (!strcmp(argv[a], "--torch")) torch = 1;
+        else if (!strcmp(argv[a], "--hugepages")) huge = 1;
         else if ((!strcmp(argv[a], "--threads") || !strcmp(argv[a], "--reps") || !strcmp(argv[a], "--warmup")) && a + 1 < argc) {
             char *end;
             long x = strtol(argv[a + 1], &end, 10);
@@ -138,9 +199,13 @@ int main(int argc, char **argv)
             else warmup = (int)x;
             a++;
         } else {
-            fprintf(stderr, "usage: bench_decode [--quick] [--csv] [--spawn] [--warm] [--torch] [--threads N] [--reps N] [--warmup N]\n");
+            fprintf(stderr, "usage: bench_decode [--quick] [--csv] [--spawn] [--warm] [--torch] [--hugepages] [--threads N] [--reps N] [--warmup N]\n");
             return 2;
         }
+    }
+    if (huge && !HAVE_HUGE) {
+        fprintf(stderr, "bench_decode: --hugepages needs Linux's madvise(MADV_HUGEPAGE)\n");
+        return 2;
     }
     if (quick) reps = reps > 7 ? 7 : reps;
     T = csv ? stderr : stdout;
@@ -160,6 +225,7 @@ int main(int argc, char **argv)
             sdpa_version(), sdpa_path_name((sdpa_path)sdpa_path_in_use(NULL)), threads,
             threads == 1 ? "the calling thread" : spawn ? "started per call" : "an sdpa_pool", bw, threads, reps, warmup,
             warm ? "the cache stays warm between steps (--warm)" : "512 MiB read between steps (L3 evicted)");
+    if (huge) fprintf(T, "  the cache's pages in transparent huge pages (--hugepages)\n");
     if (csv) printf("ctx,q_heads,kv_heads,storage,threads,median_s,min_s,max_s,tokens_per_s,kv_bytes,GBps,frac_bw,cache_bytes,rel_l2\n");
     for (ci = 0; ci < (quick ? 2 : 3); ci++)
         for (hi = 0; hi < 2; hi++) {
@@ -169,7 +235,10 @@ int main(int argc, char **argv)
             bc_fill_uniform(q, (size_t)n, 77, -1.0f, 1.0f);
             fprintf(T, "\n  ctx %6lld, %s (%lld kv heads)\n", (long long)ctx, Hkv == Hq ? "MHA" : "GQA 32/8", (long long)Hkv);
             for (si = 0; si < N_ST; si++) {
-                sdpa_kv_cache *c = make_cache(k_st[si], si == 4 ? SDPA_KV_KSCALE_TOKEN : SDPA_KV_KSCALE_CHANNEL, Hkv, D, ctx);
+                huge_arena ha;
+                sdpa_kv_cache *c;
+                memset(&ha, 0, sizeof ha);
+                c = make_cache(k_st[si], si == 4 ? SDPA_KV_KSCALE_TOKEN : SDPA_KV_KSCALE_CHANNEL, Hkv, D, ctx, huge ? &ha : NULL);
                 sdpa_tensor qt = {q, SDPA_F32, {1, Hq, 1, D}, {0}}, ot = {out, SDPA_F32, {1, Hq, 1, D}, {0}};
                 sdpa_params p;
                 double t[256], med, lo = 1e30, hi2 = 0, kvb, num = 0, den = 0, err, esz = si == 0 ? 4 : (si >= 3 ? 1 : 2);
@@ -205,6 +274,7 @@ int main(int argc, char **argv)
                            (long long)Hkv, k_st_name[si], threads, med, lo, hi2, 1.0 / med, kvb, kvb / med * 1e-9,
                            kvb / med * 1e-9 / bw, res[ci][hi][si][1], err);
                 sdpa_kv_cache_destroy(c);
+                huge_close(&ha);
             }
             fprintf(T, "    I8 / F16 tokens/s: %.2fx (keys per token, I8t: %.2fx)\n", res[ci][hi][3][0] / res[ci][hi][1][0],
                     res[ci][hi][4][0] / res[ci][hi][1][0]);
