@@ -9,6 +9,7 @@
 #   make soak       the randomized memory soak, SOAK_TIME=180 s
 #   make bench      benchmarks (bench, then bench-kernels)
 #   make bench-kscales  int8 KV cache: key scales per token / per channel, accuracy
+#   make bench-hugepages  F16 KV cache decode on malloc's blocks vs transparent huge pages
 #   make plan-data  the trade-off map on this machine (bench --map) into DATA=build/plan
 #   make plots      PNGs from DATA into PLOTS (gnuplot; bench/plots.py)
 #   make bench-kernels  plain / auto-vectorised / intrinsics version of each
@@ -74,10 +75,10 @@ HEADER  := include/sdpa.h
 INC     := -Iinclude
 VERSION := $(shell sed -n 's/^\#define SDPA_VERSION_STRING "\(.*\)"/\1/p' $(HEADER))
 
-PROGRAMS := $(B)/olmo_layer $(B)/test_sdpa $(B)/bench $(B)/bench_kernels $(B)/bench_decode $(B)/bench_kscales $(B)/simple $(B)/decode $(B)/two_copies
+PROGRAMS := $(B)/olmo_layer $(B)/test_sdpa $(B)/bench $(B)/bench_kernels $(B)/bench_decode $(B)/bench_kscales $(B)/bench_hugepages $(B)/simple $(B)/decode $(B)/two_copies
 
 .PHONY: plan-data plots test-bench-map
-.PHONY: all run test bench bench-decode bench-kscales bench-kernels bench-kernels-clang install uninstall clean check-cmake \
+.PHONY: all run test bench bench-decode bench-kscales bench-hugepages bench-kernels bench-kernels-clang install uninstall clean check-cmake \
         test-unit test-bf16-emu test-compile test-two-copies test-simple test-decode test-sanitize test-tsan \
         compile-tests test-arm asm check-asm test-sleef sleef-bins test-hwy test-hwy-arm bench-hwy \
         fuzz fuzz-build test-fuzz test-valgrind soak test-soak
@@ -117,6 +118,9 @@ $(B)/bench_decode: bench/decode.c bench/common.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
 $(B)/bench_kscales: bench/kv_kscales.c bench/common.h $(HEADER) | $(B)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
+
+$(B)/bench_hugepages: bench/kv_hugepages.c bench/common.h $(HEADER) | $(B)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
 
 # The compiler and flags are printed by the binary: they decide what the
@@ -182,6 +186,9 @@ bench-decode: $(B)/bench_decode
 
 bench-kscales: $(B)/bench_kscales
 	$(R)./$(B)/bench_kscales $(ARGS)
+
+bench-hugepages: $(B)/bench_hugepages
+	$(R)./$(B)/bench_hugepages $(ARGS)
 
 bench-kernels: $(BB)/bench_kernels
 	$(R)./$(BB)/bench_kernels $(ARGS)

@@ -10,6 +10,7 @@
  *     vectorises), single-threaded or split over heads with pthreads
  *   - small thread helpers (pinning, a parallel run), the FMA-peak and
  *     read-bandwidth probes
+ *   - a bump allocator over transparent huge pages, for allocator hooks
  *
  * Include it before anything else, after `#define _GNU_SOURCE` (for
  * clock_gettime, sched_setaffinity and getrusage under -std=c99).
@@ -799,5 +800,51 @@ static inline double bc_median(const double *x, int n)
         for (j = i; j > 0 && tmp[j - 1] > tmp[j]; --j) { double t = tmp[j]; tmp[j] = tmp[j - 1]; tmp[j - 1] = t; }
     return n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
 }
+
+/* A region of transparent huge pages (Linux: mmap + madvise(MADV_HUGEPAGE)),
+ * 2 MiB aligned, handed out by a bump allocator whose frees are no-ops; the
+ * whole region goes back at bc_huge_close. bc_huge_alloc / bc_huge_free
+ * have the signatures of sdpa_allocator's hooks (user = the bc_huge). */
+typedef struct bc_huge { char *map, *base; size_t map_len, cap, used; } bc_huge;
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+#define BC_HAVE_HUGE 1
+static inline void *bc_huge_alloc(void *user, size_t n, size_t align)
+{
+    bc_huge *a = (bc_huge *)user;
+    size_t m = (align < 64 ? 64 : align) - 1, at = (a->used + m) & ~m;
+    if (at > a->cap || n > a->cap - at) return NULL;
+    a->used = at + n;
+    return a->base + at;
+}
+static inline void bc_huge_free(void *user, void *p, size_t n) { (void)user, (void)p, (void)n; }
+/* Reserves cap bytes (address space only, MAP_NORESERVE); 0 or -1. */
+static inline int bc_huge_open(bc_huge *a, size_t cap)
+{
+    const size_t two = (size_t)2 << 20;
+    void *m = mmap(NULL, cap + two, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) return -1;
+    a->map = (char *)m;
+    a->map_len = cap + two;
+    a->base = (char *)(((uintptr_t)m + two - 1) & ~(uintptr_t)(two - 1));
+    a->cap = cap;
+    a->used = 0;
+    if (madvise(a->base, cap, MADV_HUGEPAGE) != 0) perror("bench: madvise(MADV_HUGEPAGE)");
+    return 0;
+}
+static inline void bc_huge_close(bc_huge *a)
+{
+    if (a->map) munmap(a->map, a->map_len);
+    memset(a, 0, sizeof *a);
+}
+#else
+#define BC_HAVE_HUGE 0
+static inline void *bc_huge_alloc(void *user, size_t n, size_t align) { (void)user, (void)n, (void)align; return NULL; }
+static inline void bc_huge_free(void *user, void *p, size_t n) { (void)user, (void)p, (void)n; }
+static inline int bc_huge_open(bc_huge *a, size_t cap) { (void)a, (void)cap; return -1; }
+static inline void bc_huge_close(bc_huge *a) { (void)a; }
+#endif
 
 #endif /* SDPA_BENCH_COMMON_H */

@@ -22,8 +22,8 @@
  *   through bench/torch_sdpa.py (python3, or $BENCH_PYTHON), with the same
  *   threads, steps and eviction; a clear line when torch cannot be imported.
  *
- *   --hugepages puts the cache's pages in transparent huge pages (Linux; see
- *   huge_arena below) instead of malloc's blocks.
+ *   --hugepages puts the cache's pages in transparent huge pages (Linux;
+ *   bc_huge in common.h) instead of malloc's blocks.
  *
  *   bench_decode [--quick] [--csv] [--spawn] [--warm] [--torch] [--hugepages] [--threads N] [--reps N] [--warmup N]
  *
@@ -32,9 +32,6 @@
  */
 #define _GNU_SOURCE
 #include "common.h"
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
 
 #define SDPA_IMPLEMENTATION
 #include "sdpa.h"
@@ -59,46 +56,8 @@ static uint32_t *evbuf_new(size_t n)
 }
 
 /* --hugepages: the cache's pages from a region of transparent huge pages
- * (mmap + madvise(MADV_HUGEPAGE), bump-allocated, returned whole when the
- * cache is destroyed), through the cache's allocator hook; Linux only. The
- * default is malloc, whose blocks of a few hundred KB to 1 MB (one 64-token
- * page of all kv heads) get 4 KB pages where THP is "madvise" only. */
-typedef struct huge_arena { char *map, *base; size_t map_len, cap, used; } huge_arena;
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-#define HAVE_HUGE 1
-static void *huge_alloc(void *user, size_t n, size_t align)
-{
-    huge_arena *a = (huge_arena *)user;
-    size_t m = (align < 64 ? 64 : align) - 1, at = (a->used + m) & ~m;
-    if (at > a->cap || n > a->cap - at) return NULL;
-    a->used = at + n;
-    return a->base + at;
-}
-static void huge_free(void *user, void *p, size_t n) { (void)user, (void)p, (void)n; }
+ * (bc_huge_*, common.h) through the cache's allocator hook; Linux only. */
 static sdpa_allocator g_hal; /* the cache copies it; user points at the current arena */
-/* Reserves cap bytes (address space only: MAP_NORESERVE) at a 2 MiB boundary. */
-static int huge_open(huge_arena *a, size_t cap)
-{
-    const size_t two = (size_t)2 << 20;
-    void *m = mmap(NULL, cap + two, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (m == MAP_FAILED) return -1;
-    a->map = (char *)m;
-    a->map_len = cap + two;
-    a->base = (char *)(((uintptr_t)m + two - 1) & ~(uintptr_t)(two - 1));
-    a->cap = cap;
-    a->used = 0;
-    if (madvise(a->base, cap, MADV_HUGEPAGE) != 0) perror("bench_decode: madvise(MADV_HUGEPAGE)");
-    return 0;
-}
-static void huge_close(huge_arena *a)
-{
-    if (a->map) munmap(a->map, a->map_len);
-    memset(a, 0, sizeof *a);
-}
-#else
-#define HAVE_HUGE 0
-static void huge_close(huge_arena *a) { (void)a; }
-#endif
 
 /* I8: keys scaled per channel and page (the default); I8t: per token */
 #define N_ST 5
@@ -107,7 +66,7 @@ static const char *const k_st_name[N_ST] = {"F32", "F16", "BF16", "I8", "I8t"};
 
 /* Fills seq 0 of a new cache with len tokens of random K/V (same values for
  * every storage type: the seed fixes them), appended 1024 at a time. */
-static sdpa_kv_cache *make_cache(sdpa_dtype st, sdpa_kv_kscale ks, int64_t Hkv, int64_t D, int64_t len, huge_arena *ha)
+static sdpa_kv_cache *make_cache(sdpa_dtype st, sdpa_kv_kscale ks, int64_t Hkv, int64_t D, int64_t len, bc_huge *ha)
 {
     sdpa_kv_cache_config cfg;
     sdpa_kv_cache *c = NULL;
@@ -115,18 +74,14 @@ static sdpa_kv_cache *make_cache(sdpa_dtype st, sdpa_kv_kscale ks, int64_t Hkv, 
     float *k = (float *)bc_xmalloc((size_t)(Hkv * chunk * D) * 4), *v = (float *)bc_xmalloc((size_t)(Hkv * chunk * D) * 4);
     memset(&cfg, 0, sizeof cfg);
     cfg.num_seqs = 1, cfg.kv_heads = Hkv, cfg.head_dim = D, cfg.dtype = st, cfg.kscale = ks;
-#if HAVE_HUGE
     if (ha) { /* room for the F32 cache (the largest) and its tables, twice */
-        if (huge_open(ha, (size_t)(2 * len * Hkv * (2 * D * 4 + 16)) + ((size_t)64 << 20)) != 0) {
+        if (bc_huge_open(ha, (size_t)(2 * len * Hkv * (2 * D * 4 + 16)) + ((size_t)64 << 20)) != 0) {
             perror("bench_decode: mmap");
             exit(2);
         }
-        g_hal.alloc = huge_alloc, g_hal.free = huge_free, g_hal.user = ha;
+        g_hal.alloc = bc_huge_alloc, g_hal.free = bc_huge_free, g_hal.user = ha;
         cfg.allocator = &g_hal;
     }
-#else
-    (void)ha;
-#endif
     if (sdpa_kv_cache_create(&cfg, &c) != SDPA_OK) { fprintf(stderr, "bench_decode: create failed\n"); exit(2); }
     for (t = 0; t < len; t += chunk) {
         int64_t n = len - t < chunk ? len - t : chunk;
@@ -203,7 +158,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (huge && !HAVE_HUGE) {
+    if (huge && !BC_HAVE_HUGE) {
         fprintf(stderr, "bench_decode: --hugepages needs Linux's madvise(MADV_HUGEPAGE)\n");
         return 2;
     }
@@ -235,7 +190,7 @@ int main(int argc, char **argv)
             bc_fill_uniform(q, (size_t)n, 77, -1.0f, 1.0f);
             fprintf(T, "\n  ctx %6lld, %s (%lld kv heads)\n", (long long)ctx, Hkv == Hq ? "MHA" : "GQA 32/8", (long long)Hkv);
             for (si = 0; si < N_ST; si++) {
-                huge_arena ha;
+                bc_huge ha;
                 sdpa_kv_cache *c;
                 memset(&ha, 0, sizeof ha);
                 c = make_cache(k_st[si], si == 4 ? SDPA_KV_KSCALE_TOKEN : SDPA_KV_KSCALE_CHANNEL, Hkv, D, ctx, huge ? &ha : NULL);
@@ -274,7 +229,7 @@ int main(int argc, char **argv)
                            (long long)Hkv, k_st_name[si], threads, med, lo, hi2, 1.0 / med, kvb, kvb / med * 1e-9,
                            kvb / med * 1e-9 / bw, res[ci][hi][si][1], err);
                 sdpa_kv_cache_destroy(c);
-                huge_close(&ha);
+                bc_huge_close(&ha);
             }
             fprintf(T, "    I8 / F16 tokens/s: %.2fx (keys per token, I8t: %.2fx)\n", res[ci][hi][3][0] / res[ci][hi][1][0],
                     res[ci][hi][4][0] / res[ci][hi][1][0]);
