@@ -6652,6 +6652,20 @@ static void sdpa__probe_bw_task(void *ctx, int64_t task, int worker)
     b->sink[worker] += s0 + s1 + s2 + s3;
 }
 
+/* n uniform values in [-1, 1) as dtype t (F32, F16 or BF16) from *seed:
+ * the probe's and the tuning's inputs. */
+static void sdpa__plan_fill(void *dst, sdpa_dtype t, size_t n, uint32_t *seed)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float x;
+        *seed = *seed * 1664525u + 1013904223u;
+        x = (float)((double)(*seed >> 8) * (2.0 / 16777216.0) - 1.0);
+        if (t == SDPA_F32) ((float *)dst)[i] = x;
+        else ((uint16_t *)dst)[i] = t == SDPA_F16 ? sdpa_f32_to_f16(x) : sdpa_f32_to_bf16(x);
+    }
+}
+
 /* Best time of `reps` calls (after one warm-up), or -1 if a call failed. */
 static double sdpa__probe_time(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v, const sdpa_tensor *o,
                                const sdpa_params *p, int reps)
@@ -6712,10 +6726,7 @@ SDPA_API int sdpa_plan_probe(sdpa_plan_model *m, const sdpa_params *base, int ma
     h = (uint16_t *)sdpa__scratch_alloc(&p0, 3 * nin * sizeof(uint16_t));
     bw = (float *)sdpa__scratch_alloc(&p0, (size_t)BWF * sizeof(float));
     if (!f || !h || !bw) { rc = SDPA_ERR_NOMEM; goto done; }
-    for (i = 0; i < nf; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        f[i] = (float)((double)(seed >> 8) * (2.0 / 16777216.0) - 1.0);
-    }
+    sdpa__plan_fill(f, SDPA_F32, nf, &seed);
     for (i = 0; i < (size_t)BWF; i++) bw[i] = (float)(i & 255);
     *m = def;
 
@@ -6933,17 +6944,21 @@ static int sdpa__tune_same(const sdpa_plan_choice *a, const sdpa_plan_choice *b)
     return a->path == b->path && a->dtype == b->dtype && a->precision == b->precision && a->num_threads == b->num_threads;
 }
 
-/* n uniform values in [-1, 1) as dtype t (F32, F16 or BF16) from *seed. */
-static void sdpa__tune_fill(void *dst, sdpa_dtype t, size_t n, uint32_t *seed)
+/* The index in list[0..n) of the next shortlist entry, -1 if none: the best
+ * predicted feasible candidate that pick[0..np) does not cover. Groups
+ * (tiles = 0): one whose group no pick has. Tiles (tiles = 1): one of
+ * pick[0]'s group whose tile shape no pick has. */
+static int64_t sdpa__tune_next(const sdpa_plan_choice *list, int64_t n, const sdpa_plan_choice *pick, int np, int tiles)
 {
-    size_t i;
+    int64_t i, at = -1;
+    int j, taken;
     for (i = 0; i < n; i++) {
-        float x;
-        *seed = *seed * 1664525u + 1013904223u;
-        x = (float)((double)(*seed >> 8) * (2.0 / 16777216.0) - 1.0);
-        if (t == SDPA_F32) ((float *)dst)[i] = x;
-        else ((uint16_t *)dst)[i] = t == SDPA_F16 ? sdpa_f32_to_f16(x) : sdpa_f32_to_bf16(x);
+        if (!list[i].feasible || (tiles && !sdpa__tune_same(&list[i], &pick[0]))) continue;
+        for (j = 0, taken = 0; j < np && !taken; j++)
+            taken = tiles ? list[i].tile_q == pick[j].tile_q && list[i].tile_k == pick[j].tile_k : sdpa__tune_same(&list[i], &pick[j]);
+        if (!taken && (at < 0 || sdpa__plan_better(&list[i], &list[at]))) at = i;
     }
+    return at;
 }
 
 /* Runs one candidate on the problem: after a warm-up call, at least 3
@@ -6983,8 +6998,8 @@ static int sdpa__tune_run(const sdpa__pprob *r, const sdpa_params *p0, const sdp
             rc = SDPA_ERR_NOMEM;
             goto done;
         }
-        sdpa__tune_fill(buf[2], SDPA_F32, bytes[2] / 4u, &seed);
-        sdpa__tune_fill(buf[3], SDPA_F32, bytes[3] / 4u, &seed);
+        sdpa__plan_fill(buf[2], SDPA_F32, bytes[2] / 4u, &seed);
+        sdpa__plan_fill(buf[3], SDPA_F32, bytes[3] / 4u, &seed);
         for (i = 0; i < (int)r->B && rc == SDPA_OK; i++)
             for (t0 = 0; t0 < r->Lk && rc == SDPA_OK; t0 += chunk) {
                 sdpa_tensor kt = {0, SDPA_F32, {1, 0, 0, 0}, {0}}, vt;
@@ -7005,7 +7020,7 @@ static int sdpa__tune_run(const sdpa__pprob *r, const sdpa_params *p0, const sdp
     for (i = 0; i < 4; i++) {
         if (bytes[i] == 0) continue;
         if (!(buf[i] = sdpa__scratch_alloc(p0, bytes[i]))) { rc = SDPA_ERR_NOMEM; goto done; }
-        if (i != 1) sdpa__tune_fill(buf[i], r->decode ? SDPA_F32 : c->dtype, bytes[i] / es, &seed);
+        if (i != 1) sdpa__plan_fill(buf[i], r->decode ? SDPA_F32 : c->dtype, bytes[i] / es, &seed);
     }
     {
         sdpa_dtype t = r->decode ? SDPA_F32 : c->dtype;
@@ -7062,17 +7077,7 @@ SDPA_API int sdpa_plan_tune(const sdpa_plan_problem *pb, const sdpa_plan_model *
     if (rc == SDPA_OK) rc = sdpa_plan_candidates(pb, model, list, n, &n);
     if (rc != SDPA_OK) goto done;
     /* the shortlist: the best feasible candidate of a group not yet taken, k times */
-    while (npick < k) {
-        int64_t at = -1;
-        for (i = 0; i < n; i++) {
-            int taken = 0;
-            if (!list[i].feasible) continue;
-            for (j = 0; j < npick && !taken; j++) taken = sdpa__tune_same(&list[i], &pick[j]);
-            if (!taken && (at < 0 || sdpa__plan_better(&list[i], &list[at]))) at = i;
-        }
-        if (at < 0) break;
-        pick[npick++] = list[at];
-    }
+    while (npick < k && (i = sdpa__tune_next(list, n, pick, npick, 0)) >= 0) pick[npick++] = list[i];
     /* stage 2: the winning group's next k - 1 tile shapes by predicted time */
     for (stage = 0; stage < 2; stage++) {
         for (j = stage ? 1 : 0; j < npick; j++) {
@@ -7088,17 +7093,7 @@ SDPA_API int sdpa_plan_tune(const sdpa_plan_problem *pb, const sdpa_plan_model *
         if (stage || r.decode) break;
         pick[0] = *best; /* measured already; then the group's other tiles, best predicted first */
         npick = 1;
-        while (npick < k) {
-            int64_t at = -1;
-            for (i = 0; i < n; i++) {
-                int taken = 0;
-                if (!list[i].feasible || !sdpa__tune_same(&list[i], &pick[0])) continue;
-                for (j = 0; j < npick && !taken; j++) taken = list[i].tile_q == pick[j].tile_q && list[i].tile_k == pick[j].tile_k;
-                if (!taken && (at < 0 || sdpa__plan_better(&list[i], &list[at]))) at = i;
-            }
-            if (at < 0) break;
-            pick[npick++] = list[at];
-        }
+        while (npick < k && (i = sdpa__tune_next(list, n, pick, npick, 1)) >= 0) pick[npick++] = list[i];
     }
 done:
     if (list) sdpa__scratch_free(&p0, list, lbytes);
