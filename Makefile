@@ -416,12 +416,20 @@ test-sleef:
 # smoke tests); float-cast-overflow named, as gcc's "undefined" leaves it out
 # (a NaN cast to an integer in the KV cache's rounding was found with it). gcc first, then clang, then $(CC): the first whose sanitizer
 # runtime links and runs is used. Without one the step is skipped with a
-# message, except under CI=true where it fails.
+# message, except under CI=true where it fails. The suite runs in full on
+# the default path; the reruns on each other path leave out the groups named
+# in SAN_SKIP (those that depend on no kernel, PATHFREE_GROUPS below), as
+# test-arm does; SAN_SKIP= keeps them.
 SAN_FLAGS := -O1 -g -fno-omit-frame-pointer \
              -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all
 SAN_ENV   := ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1 \
              UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 SAN_CC    ?= gcc
+# Test groups whose code paths do not depend on the SIMD path or the CPU:
+# error codes, threads and pools, hooks, allocation failures, memory
+# accounting, workspace, the planner (names as test_sdpa --skip takes them).
+PATHFREE_GROUPS := errors thread hook concurrent allocat memory workspace planner
+SAN_SKIP  ?= $(PATHFREE_GROUPS)
 SAN_BINS  := $(B)/asan/test_sdpa $(B)/asan/two_copies $(B)/asan/smoke
 
 $(B)/asan/test_sdpa: tests/test_sdpa.c tests/test_kv.h tests/test_plan.h $(HEADER) | $(B)/asan
@@ -455,10 +463,11 @@ test-sanitize: | $(B)/asan
 	    echo "$(SAN_ENV) ./$(B)/asan/$$t"; \
 	    $(SAN_ENV) ./$(B)/asan/$$t || exit 1; \
 	done; \
+	skip=""; for g in $(SAN_SKIP); do skip="$$skip --skip $$g"; done; \
 	for p in $$(./$(B)/asan/test_sdpa --paths); do \
 	    [ "$$p" = "$$(./$(B)/asan/test_sdpa --paths | tail -n1)" ] && continue; \
-	    echo "SDPA_PATH=$$p $(SAN_ENV) ./$(B)/asan/test_sdpa --quick"; \
-	    SDPA_PATH=$$p $(SAN_ENV) ./$(B)/asan/test_sdpa --quick || exit 1; \
+	    echo "SDPA_PATH=$$p $(SAN_ENV) ./$(B)/asan/test_sdpa --quick$$skip"; \
+	    SDPA_PATH=$$p $(SAN_ENV) ./$(B)/asan/test_sdpa --quick $$skip || exit 1; \
 	done
 
 # ThreadSanitizer over the programs that call the library from several
@@ -632,7 +641,7 @@ ARM_QEMU      ?= qemu-aarch64
 ARM_CPUS      ?= max cortex-a76 cortex-a53
 ARM_ALL_PATHS_CPUS ?= max
 ARM_TEST_ARGS ?= --quick
-ARM_SKIP      ?= errors thread hook concurrent allocat memory workspace planner
+ARM_SKIP      ?= $(PATHFREE_GROUPS)
 ARM_B         := build/$(firstword $(subst -, ,$(ARM_CROSS)))
 ARM_VARS      := CROSS=$(ARM_CROSS) QEMU=$(ARM_QEMU)
 
