@@ -77,7 +77,10 @@
  *   the generic kernel's F32 outputs meet sdpa.h's F32 bound. A query row
  *   that sees no key gives out = 0 and lse = -inf. Results are deterministic:
  *   every output is computed by one thread block in a fixed order, and the
- *   decode split count depends on the shapes only.
+ *   decode split count depends on the shapes only, except for the
+ *   tensor-core decode (BF16/I8 pages, several rows per kv head), whose
+ *   splits fill the waves of the GPU in use: fixed on one GPU model, its
+ *   last bits may differ on another.
  *   int8 mode: relative L2 about 1e-2 against float64 on random bf16 data
  *   (bench/cuda), 2e-3 with outlier channels in K (tests/cuda; 2.7e-2
  *   without the smoothing); the tests hold it to 0.04.
@@ -1607,9 +1610,13 @@ typedef struct sdpa__cu_kvb {
     int64_t seq, len, vq;
 } sdpa__cu_kvb;
 
+/* Batch entries up to this many travel in the kernels' parameters (no copy
+ * to the device before the launch); more go through device memory. */
+#define SDPA__CU_BIN 64
 typedef struct sdpa__cu_dargs {
     sdpa__cu_kvargs c;
-    const sdpa__cu_kvb *bi;
+    const sdpa__cu_kvb *bi;     /* NULL: bin */
+    sdpa__cu_kvb bin[SDPA__CU_BIN];
     const char *q;
     int64_t qs[4];
     int qdt;
@@ -1700,7 +1707,7 @@ __global__ void __launch_bounds__(128) sdpa__cu_decode(const sdpa__cu_dargs a)
     const int tid = threadIdx.x, warp = tid >> 5, grp = tid / L, gl = tid % L;
     const int64_t b = blockIdx.z, sp = blockIdx.x;
     const int64_t g = blockIdx.y / a.nrb, rb = blockIdx.y % a.nrb;
-    const sdpa__cu_kvb bi = a.bi[b];
+    const sdpa__cu_kvb bi = a.bi ? a.bi[b] : a.bin[b];
     const int64_t R = a.G * bi.vq, r0 = rb * RB;
     const int nr = (int)(R - r0 < RB ? (R - r0 > 0 ? R - r0 : 0) : RB);
     const bool ext = a.softcap > 0.0f || a.alibi;
@@ -1905,7 +1912,7 @@ __global__ void __launch_bounds__(128) sdpa__cu_decode_fast(const sdpa__cu_dargs
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, grp = lane / LK, gl = lane % LK;
     const int64_t b = blockIdx.z, sp = blockIdx.x;
     const int64_t g = blockIdx.y / a.nrb, rb = blockIdx.y % a.nrb;
-    const sdpa__cu_kvb bi = a.bi[b];
+    const sdpa__cu_kvb bi = a.bi ? a.bi[b] : a.bin[b];
     const int64_t R = a.G * bi.vq, r0 = rb * RB;
     const int nr = (int)(R - r0 < RB ? (R - r0 > 0 ? R - r0 : 0) : RB);
     const bool ext = a.softcap > 0.0f || a.alibi;
@@ -2188,21 +2195,32 @@ template <int ST, int D> struct sdpa__cu_dmc {
      * 4-byte fragment read touches then fall in distinct banks */
     static __device__ __forceinline__ int swz(int r) { return D == 128 ? (r & 7) : ((r >> 1) & 3); }
 };
-/* 8 int8 -> 8 BF16, exact: sdpa__cu_cvt's floats, then a rounding that changes nothing */
+/* 4 int8 -> 4 BF16, exact, without float conversions: BF16 0x43XX is
+ * 128 + XX for XX < 128, so the low 7 bits of each byte under 0x43 give
+ * 128 + (x & 127); from that 128 (0x4300) or, for a negative x, 256
+ * (0x4380: the sign bit lands in the exponent's last bit) is taken away,
+ * leaving x (every integer in [-128, 127] is a BF16). Two byte permutes
+ * per pair and one BF16x2 subtraction. */
+__device__ __forceinline__ void sdpa__cu_i8bf4(const uint32_t w, uint32_t *r0, uint32_t *r1)
+{
+    const uint32_t m = w & 0x7f7f7f7fu, sg = w & 0x80808080u;
+    const uint32_t a0 = __byte_perm(m, 0x43434343u, 0x5140), a1 = __byte_perm(m, 0x43434343u, 0x7362);
+    const uint32_t b0 = __byte_perm(sg, 0x43434343u, 0x5140), b1 = __byte_perm(sg, 0x43434343u, 0x7362);
+    const __nv_bfloat162 h0 = __hsub2(*(const __nv_bfloat162 *)&a0, *(const __nv_bfloat162 *)&b0);
+    const __nv_bfloat162 h1 = __hsub2(*(const __nv_bfloat162 *)&a1, *(const __nv_bfloat162 *)&b1);
+    *r0 = *(const uint32_t *)&h0;
+    *r1 = *(const uint32_t *)&h1;
+}
+/* 8 int8 -> 8 BF16, exact */
 __device__ __forceinline__ uint4 sdpa__cu_i8bf(const uint2 w)
 {
-    float f[8];
-    uint32_t r[4];
-    sdpa__cu_cvt<SDPA_I8, 8>(make_uint4(w.x, w.y, 0u, 0u), f);
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-        const __nv_bfloat162 h = __floats2bfloat162_rn(f[2 * e], f[2 * e + 1]);
-        r[e] = *(const uint32_t *)&h;
-    }
-    return make_uint4(r[0], r[1], r[2], r[3]);
+    uint4 r;
+    sdpa__cu_i8bf4(w.x, &r.x, &r.y);
+    sdpa__cu_i8bf4(w.y, &r.z, &r.w);
+    return r;
 }
 template <int ST, int D>
-__global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dargs a)
+__global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mma(const sdpa__cu_dargs a)
 {
     typedef __nv_bfloat16 T;
     typedef sdpa__cu_dmc<ST, D> C;
@@ -2216,7 +2234,7 @@ __global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dar
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int64_t b = blockIdx.z, sp = blockIdx.x;
     const int64_t g = blockIdx.y / a.nrb, rb = blockIdx.y % a.nrb;
-    const sdpa__cu_kvb bi = a.bi[b];
+    const sdpa__cu_kvb bi = a.bi ? a.bi[b] : a.bin[b];
     const int64_t R = a.G * bi.vq, r0 = rb * 16;
     const int nr = (int)(R - r0 < 16 ? (R - r0 > 0 ? R - r0 : 0) : 16);
     const bool ext = a.softcap > 0.0f || a.alibi;
@@ -2242,10 +2260,13 @@ __global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dar
         *rh = h0 < l0 ? (int)l0 - 1 : (int)h0;
     };
     int lo[2] = {0, 0}, hi[2] = {-1, -1}, kmin = 0x7fffffff, kmax = -1;
+    int lmax = -1, hmin = 0x7fffffff; /* keys every row sees: [lmax, hmin] */
     for (int r = 0; r < nr; r++) {
         int rl, rh;
         range(r, &rl, &rh);
         if (rh >= rl) { kmin = rl < kmin ? rl : kmin; kmax = rh > kmax ? rh : kmax; }
+        lmax = rl > lmax ? rl : lmax;
+        hmin = rh < hmin ? rh : hmin;
     }
     if ((lane >> 2) < nr) range(lane >> 2, &lo[0], &hi[0]);
     if ((lane >> 2) + 8 < nr) range((lane >> 2) + 8, &lo[1], &hi[1]);
@@ -2271,6 +2292,26 @@ __global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dar
             const char *pg0 = pageof(jt, &s0);
             const bool one = s0 + KT <= ps;
             const uint32_t sb = wring + (uint32_t)(st * C::STAGE);
+            if (one && jt >= k0 && jt + KT <= k1) { /* the usual step: every key in the split and in one page;
+                                                     * two base addresses, fixed offsets per row */
+                const char *gk = pg0 + a.c.off_k + hk + (int64_t)(s0 + cr) * D * EB + cc * 16;
+                const int64_t dvk = a.c.off_v - a.c.off_k;
+                const uint32_t sk = sb + (uint32_t)(I8 ? cr * D : (cr * LD + cc * 8) * 2);
+#pragma unroll
+                for (int it = 0; it < KT / RSW; it++) {
+                    const int r = cr + it * RSW;
+                    const uint32_t dk = I8 ? sk + (uint32_t)(it * RSW * D + (cc ^ C::swz(r)) * 16) : sk + (uint32_t)(it * RSW * LD * 2);
+                    const uint32_t dv = sk + (uint32_t)(I8 ? it * RSW * D + cc * 16 + KT * D : it * RSW * LD * 2 + KT * LD * 2);
+                    sdpa__cu_cp16(dk, gk + it * RSW * D * EB, 16);
+                    sdpa__cu_cp16(dv, gk + dvk + it * RSW * D * EB, 16);
+                }
+                if (I8) {
+                    const char *src = pg0 + (lane < 16 ? a.c.off_ks : a.c.off_vs) + hs + (s0 + (lane & 15)) * 4;
+                    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(sb + (uint32_t)(2 * KT * D + lane * 4)), "l"(src) : "memory");
+                }
+                sdpa__cu_cp_commit();
+                return;
+            }
 #pragma unroll
             for (int it = 0; it < KT / RSW; it++) {
                 const int r = cr + it * RSW, j = jt + r;
@@ -2372,6 +2413,8 @@ __global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dar
         const char *stg = ring + (warp * S + i % S) * C::STAGE;
         const T *Kst = (const T *)(const void *)stg, *Vst = Kst + KT * LD;
         const float *ksc = (const float *)(const void *)(stg + 2 * KT * D), *vsc = ksc + KT;
+        /* every row sees every key of the step: no masks (rows past nr compute what they like, unread) */
+        const bool full = jt >= k0 && jt + KT <= k1 && jt >= lmax && jt + KT - 1 <= hmin;
         float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
         if (I8) { /* B fragments straight from the int8 rows: 4 bytes -> two f16 pairs, exact */
             const int g8 = lane >> 2, t4 = (lane & 3) * 4;
@@ -2395,37 +2438,49 @@ __global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dar
                 sdpa__cu_mma<T>::run(s[1], qf[kk], bf[2], bf[3]);
             }
         }
+        float al[2];
 #pragma unroll
         for (int rr = 0; rr < 2; rr++) {
             float mx = -INFINITY;
+            if (full && !ext) {
 #pragma unroll
-            for (int nt = 0; nt < 2; nt++)
+                for (int nt = 0; nt < 2; nt++)
 #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int j = jt + nt * 8 + 2 * (lane & 3) + e;
-                    float x = s[nt][2 * rr + e] * qm[rr];
-                    if (I8) x *= ksc[nt * 8 + 2 * (lane & 3) + e];
-                    if (j < k0 || j >= k1 || j < lo[rr] || j > hi[rr]) {
-                        x = -INFINITY;
-                    } else if (ext) {
-                        if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
-                        if (a.alibi) {
-                            const int64_t r = (lane >> 2) + 8 * rr, hh = (r0 + r) / bi.vq, qi = (r0 + r) % bi.vq;
-                            const int64_t dist = bi.len - bi.vq + qi - j;
-                            x -= a.alibi[g * a.G + hh] * (float)(dist < 0 ? -dist : dist);
-                        }
-                        x *= LOG2E;
+                    for (int e = 0; e < 2; e++) {
+                        float x = s[nt][2 * rr + e] * qm[rr];
+                        if (I8) x *= ksc[nt * 8 + 2 * (lane & 3) + e];
+                        s[nt][2 * rr + e] = x;
+                        mx = fmaxf(mx, x);
                     }
-                    s[nt][2 * rr + e] = x;
-                    mx = fmaxf(mx, x);
-                }
+            } else {
+#pragma unroll
+                for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const int j = jt + nt * 8 + 2 * (lane & 3) + e;
+                        float x = s[nt][2 * rr + e] * qm[rr];
+                        if (I8) x *= ksc[nt * 8 + 2 * (lane & 3) + e];
+                        if (j < k0 || j >= k1 || j < lo[rr] || j > hi[rr]) {
+                            x = -INFINITY;
+                        } else if (ext) {
+                            if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
+                            if (a.alibi) {
+                                const int64_t r = (lane >> 2) + 8 * rr, hh = (r0 + r) / bi.vq, qi = (r0 + r) % bi.vq;
+                                const int64_t dist = bi.len - bi.vq + qi - j;
+                                x -= a.alibi[g * a.G + hh] * (float)(dist < 0 ? -dist : dist);
+                            }
+                            x *= LOG2E;
+                        }
+                        s[nt][2 * rr + e] = x;
+                        mx = fmaxf(mx, x);
+                    }
+            }
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float mn = fmaxf(m[rr], mx), mu = mn == -INFINITY ? 0.0f : mn, al = exp2f(m[rr] - mu);
+            const float mn = fmaxf(m[rr], mx), mu = mn == -INFINITY ? 0.0f : mn;
+            al[rr] = exp2f(m[rr] - mu);
             m[rr] = mn;
-            l[rr] *= al;
-#pragma unroll
-            for (int dt = 0; dt < DT; dt++) { o[dt][2 * rr] *= al; o[dt][2 * rr + 1] *= al; }
+            l[rr] *= al[rr];
 #pragma unroll
             for (int nt = 0; nt < 2; nt++)
 #pragma unroll
@@ -2434,6 +2489,13 @@ __global__ void __launch_bounds__(128, 3) sdpa__cu_decode_mma(const sdpa__cu_dar
                     l[rr] += p;
                     s[nt][2 * rr + e] = I8 ? p * vsc[nt * 8 + 2 * (lane & 3) + e] : p;
                 }
+        }
+        if (!__all_sync(0xffffffffu, al[0] == 1.0f && al[1] == 1.0f)) { /* skipped once the maxima settle */
+#pragma unroll
+            for (int dt = 0; dt < DT; dt++) {
+                o[dt][0] *= al[0]; o[dt][1] *= al[0];
+                o[dt][2] *= al[1]; o[dt][3] *= al[1];
+            }
         }
         /* P as the A operand in two BF16 halves */
         uint32_t ph[4], pl[4];
@@ -2499,13 +2561,28 @@ template <int ST, int D> static cudaError_t sdpa__cu_decode_mma_launch(dim3 grid
     return cudaGetLastError();
 }
 
+/* Blocks of the tensor-core decode that the current GPU runs at once (SMs x
+ * blocks per SM); 0 when CUDA cannot say. */
+template <int ST, int D> static int64_t sdpa__cu_decode_mma_slots(void)
+{
+    const int sm = sdpa__cu_dmc<ST, D>::SMEM;
+    int dev = 0, sms = 0, per = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        (sm > 48 * 1024 && cudaFuncSetAttribute(sdpa__cu_decode_mma<ST, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm) != cudaSuccess) ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, sdpa__cu_decode_mma<ST, D>, 128, sm) != cudaSuccess) {
+        cudaGetLastError(); /* not this call's error */
+        return 0;
+    }
+    return (int64_t)sms * per;
+}
+
 /* One block per output row (b, h, i): the splits merged in order through
  * their log-sum-exp; rows past seqlens_q give 0 and lse = -inf. */
 __global__ void __launch_bounds__(128) sdpa__cu_merge(const sdpa__cu_dargs a)
 {
     const int64_t row = blockIdx.x, i = row % a.n, h = (row / a.n) % a.Hq, b = row / (a.n * a.Hq);
     const int64_t Dv = a.c.Dv, oes = a.odt == SDPA_F32 ? 4 : 2;
-    const bool live = i < a.bi[b].vq;
+    const bool live = i < (a.bi ? a.bi[b].vq : a.bin[b].vq);
     const float *pp = a.part + row * a.nsplit * (Dv + 2);
     float M = -INFINITY, Ls = 0.0f;
     if (live) {
@@ -2776,7 +2853,7 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
     const sdpa_params *p = pp;
     sdpa__cu_tens tq, to;
     sdpa__cu_dargs A;
-    int64_t b, lse_n = 0, maxlen = 0, rows_blocks;
+    int64_t b, lse_n = 0, maxlen = 0, rows_blocks, slots;
     uintptr_t lse_lo = 0, lse_hi = 0;
     int rc, d, fast, mmadec;
     cudaError_t e;
@@ -2846,13 +2923,35 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
     }
     if (A.nrb > 65535 / c->H) return sdpa__cu_fail(pp, SDPA_ERR_SHAPE, "sdpa_cuda_kv_cache_attention: too many query rows per kv head");
     if (A.B * A.Hq * A.n == 0) return SDPA_OK;
-    /* splits: about 2048 blocks (several waves of 4-warp blocks on a large
-     * GPU, so the last wave's tail is short), at least 256 keys each (1024
-     * for the tensor-core kernel: H100, GQA 32/8, B 1 32k 1.4-1.6x, B 16 4k
-     * 1.02-1.08x against 256, others the same); from the shapes only, so
-     * results do not depend on the device */
+    /* splits. The CUDA-core kernels: about 2048 blocks (several waves of
+     * 4-warp blocks on a large GPU, so the last wave's tail is short), at
+     * least 256 keys each (1024 for the tensor-core kernel where CUDA cannot
+     * report its occupancy), from the shapes only. The tensor-core kernel
+     * (few blocks per SM, each a long stream): sized to this GPU's waves
+     * below, so its split count, and the last bits of its results, depend
+     * on the GPU model (SM count, blocks per SM); on one GPU they are fixed. */
     rows_blocks = A.B * c->H * A.nrb;
-    {
+#ifndef SDPA_CUDA_FEW_KERNELS
+    slots = mmadec ? (c->dt == SDPA_BF16 ? (c->D == 64 ? sdpa__cu_decode_mma_slots<SDPA_BF16, 64>() : sdpa__cu_decode_mma_slots<SDPA_BF16, 128>())
+                                         : (c->D == 64 ? sdpa__cu_decode_mma_slots<SDPA_I8, 64>() : sdpa__cu_decode_mma_slots<SDPA_I8, 128>()))
+                   : 0;
+#else
+    slots = mmadec ? sdpa__cu_decode_mma_slots<SDPA_BF16, 128>() : 0;
+#endif
+    if (slots > 0) {
+        /* the tensor-core decode: the split count whose blocks fill whole
+         * waves of this GPU best, cost = waves x (keys per split + 256, a
+         * block's fixed cost in keys), at least 512 keys per split, the
+         * fewer splits on a tie (H100, GQA 32/8, I8: B 16 4k 3 splits in
+         * one wave instead of 4 in 1.3) */
+        int64_t best = -1, ns;
+        for (ns = 1; ns <= 128 && ns <= (maxlen + 511) / 512; ns++) {
+            const int64_t ch = ((maxlen + ns - 1) / ns + 255) / 256 * 256, n2 = (maxlen + ch - 1) / ch;
+            const int64_t cost = (rows_blocks * n2 + slots - 1) / slots * (ch + 256);
+            if (best < 0 || cost < best) { best = cost; A.chunk = ch; }
+        }
+        if (best < 0) A.chunk = 512;
+    } else {
         const int64_t mink = mmadec ? 1024 : 256;
         A.nsplit = (2048 + rows_blocks - 1) / rows_blocks;
         if (A.nsplit > (maxlen + mink - 1) / mink) A.nsplit = (maxlen + mink - 1) / mink;
@@ -2877,11 +2976,14 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
     A.wr = p->window_right < INT64_MAX / 4 ? p->window_right : INT64_MAX / 4;
     A.vec = c->D % 8 == 0 && c->Dv % 8 == 0;
     {
-        size_t nb = (size_t)A.B * sizeof(sdpa__cu_kvb), na = p->alibi_slopes ? (size_t)A.Hq * 4 : 0;
+        /* batch entries in the parameters when they fit (then, without
+         * ALiBi slopes, nothing is copied before the launch) */
+        const int inl = A.B <= SDPA__CU_BIN;
+        size_t nb = inl ? 0 : (size_t)A.B * sizeof(sdpa__cu_kvb), na = p->alibi_slopes ? (size_t)A.Hq * 4 : 0;
         size_t partb = (size_t)(A.B * A.Hq * A.n * A.nsplit * (c->Dv + 2)) * 4;
-        char *h = (char *)malloc(nb + na), *dev = NULL;
-        sdpa__cu_kvb *bi = (sdpa__cu_kvb *)(void *)h;
-        if (!h) return sdpa__cu_fail(pp, SDPA_ERR_NOMEM, "sdpa_cuda_kv_cache_attention: out of host memory");
+        char *h = nb + na ? (char *)malloc(nb + na) : NULL, *dev = NULL;
+        sdpa__cu_kvb *bi = inl ? A.bin : (sdpa__cu_kvb *)(void *)h;
+        if (nb + na && !h) return sdpa__cu_fail(pp, SDPA_ERR_NOMEM, "sdpa_cuda_kv_cache_attention: out of host memory");
         for (b = 0; b < A.B; b++) {
             bi[b].seq = seqs ? seqs[b] : b;
             bi[b].len = c->len[bi[b].seq];
@@ -2892,10 +2994,10 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
             free(h);
             return sdpa__cu_err(pp, e, "cudaMallocAsync");
         }
-        e = cudaMemcpyAsync(dev, h, nb + na, cudaMemcpyHostToDevice, st);
+        if (nb + na) e = cudaMemcpyAsync(dev, h, nb + na, cudaMemcpyHostToDevice, st);
         free(h);
         if (e == cudaSuccess) {
-            A.bi = (const sdpa__cu_kvb *)(void *)dev;
+            A.bi = inl ? NULL : (const sdpa__cu_kvb *)(void *)dev;
             A.alibi = na ? (const float *)(void *)(dev + nb) : NULL;
             A.part = (float *)(void *)(dev + (nb + na + 15) / 16 * 16);
             int64_t L = 1;

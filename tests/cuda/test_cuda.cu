@@ -809,6 +809,96 @@ static void kv_case(int st, int64_t D, int64_t Dv, int64_t ps, int qdt, int64_t 
     sdpa_kv_cache_destroy(cc);
 }
 
+/* A batch past the kernels' in-parameter batch entries (SDPA__CU_BIN): 70
+ * sequences of 1..40 tokens, the batch entries then go through device
+ * memory; storages that take the tensor-core and the CUDA-core decode. */
+static void kv_batch_case(int st)
+{
+    const int64_t NS = SDPA__CU_BIN + 6, H = 2, Hq = 8, D = 64;
+    char err[256] = "", cerr[256] = "";
+    sdpa_kv_cache_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.num_seqs = NS; cfg.kv_heads = H; cfg.head_dim = D; cfg.head_dim_v = D; cfg.dtype = (sdpa_dtype)st; cfg.page_size = 16;
+    cfg.kscale = SDPA_KV_KSCALE_TOKEN;
+    cfg.max_pages = NS * 3;
+    sdpa_kv_cache_config ccfg = cfg;
+    cfg.errbuf = err; cfg.errbuf_size = sizeof err;
+    ccfg.errbuf = cerr; ccfg.errbuf_size = sizeof cerr;
+    sdpa_kv_cache *cc = NULL;
+    sdpa_cuda_kv_cache *gc = NULL;
+    CHECK(sdpa_kv_cache_create(&ccfg, &cc) == SDPA_OK, "cpu cache: %s", cerr);
+    CHECK(sdpa_cuda_kv_cache_create(&cfg, &gc) == SDPA_OK, "device cache: %s", err);
+    if (!cc || !gc) { sdpa_kv_cache_destroy(cc); sdpa_cuda_kv_cache_destroy(gc); return; }
+    for (int64_t sq = 0; sq < NS; sq++) {
+        Tens k, v;
+        const int64_t n = 1 + (sq * 7) % 40;
+        k.make(SDPA_F32, 1, H, n, D, 0, -2, 2);
+        v.make(SDPA_F32, 1, H, n, D, 0, -1, 1);
+        sdpa_tensor kt = k.t(), vt = v.t(), hk, hv;
+        CHECK(sdpa_cuda_kv_cache_append(gc, sq, &kt, &vt, 0) == SDPA_OK, "append: %s", err);
+        k.host_tensor(&hk); v.host_tensor(&hv);
+        CHECK(sdpa_kv_cache_append(cc, sq, &hk, &hv) == SDPA_OK, "cpu append: %s", cerr);
+        CU(cudaDeviceSynchronize());
+    }
+    Tens q, out;
+    q.make(SDPA_BF16, NS, Hq, 1, D, 0, -1, 1);
+    out.make(SDPA_F32, NS, Hq, 1, D, 0, 0, 0);
+    out.poison();
+    sdpa_params p;
+    memset(&p, 0, sizeof p);
+    p.errbuf = err; p.errbuf_size = sizeof err;
+    sdpa_tensor qt = q.t(), ot = out.t();
+    CHECK(sdpa_cuda_kv_cache_attention(gc, NULL, &qt, &ot, &p, 0) == SDPA_OK, "kv attention, batch %lld: %s", (long long)NS, err);
+    CU(cudaDeviceSynchronize());
+    std::vector<float> got = out.down(), co(got.size());
+    sdpa_tensor hq, ho;
+    q.host_tensor(&hq);
+    ho.data = co.data(); ho.dtype = SDPA_F32;
+    for (int i = 0; i < 4; i++) { ho.shape[i] = out.n[i]; ho.stride[i] = 0; }
+    sdpa_params cp = p;
+    cp.errbuf = cerr;
+    CHECK(sdpa_kv_cache_attention(cc, NULL, &hq, &ho, &cp) == SDPA_OK, "cpu kv attention: %s", cerr);
+    std::vector<double> cd(co.begin(), co.end());
+    double rel;
+    CHECK(compare(got, cd, st == SDPA_I8 ? 2e-3 : 3e-5, &rel), "kv attention, batch %lld, storage %d, vs sdpa.h: rel L2 %.3g",
+          (long long)NS, st, rel);
+    sdpa_kv_cache_destroy(cc);
+    sdpa_cuda_kv_cache_destroy(gc);
+}
+
+/* The int8 -> BF16 widening of the tensor-core decode (byte permutes and a
+ * BF16 subtraction, no float conversion) on every byte value in every lane
+ * position: exact, bit for bit, against (float)x rounded to BF16. */
+__global__ void i8bf_kernel(const uint2 *in, uint4 *out, int n)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = sdpa__cu_i8bf(in[i]);
+}
+static void i8bf_case(void)
+{
+    const int n = 256; /* word i holds bytes i, i + 1, ..., i + 7 (mod 256) */
+    std::vector<uint8_t> in((size_t)n * 8);
+    std::vector<uint16_t> out((size_t)n * 8, 0xffff);
+    for (int i = 0; i < n; i++)
+        for (int e = 0; e < 8; e++) in[(size_t)(i * 8 + e)] = (uint8_t)(i + e);
+    void *din, *dout;
+    CU(cudaMalloc(&din, in.size()));
+    CU(cudaMalloc(&dout, out.size() * 2));
+    CU(cudaMemcpy(din, in.data(), in.size(), cudaMemcpyHostToDevice));
+    CU(cudaMemset(dout, 0xff, out.size() * 2));
+    i8bf_kernel<<<1, n>>>((const uint2 *)din, (uint4 *)dout, n);
+    CU(cudaGetLastError());
+    CU(cudaMemcpy(out.data(), dout, out.size() * 2, cudaMemcpyDeviceToHost));
+    cudaFree(din);
+    cudaFree(dout);
+    int bad = 0;
+    for (size_t i = 0; i < in.size(); i++)
+        if (out[i] != sdpa_f32_to_bf16((float)(int8_t)in[i])) {
+            if (bad++ < 4) printf("  byte %d -> bf16 0x%04x, want 0x%04x\n", (int)(int8_t)in[i], out[i], sdpa_f32_to_bf16((float)(int8_t)in[i]));
+        }
+    CHECK(bad == 0, "int8 -> BF16 widening: %d of %d values wrong", bad, (int)in.size());
+}
+
 int main(int argc, char **argv)
 {
     int host_only = 0, ndev = 0;
@@ -833,6 +923,7 @@ int main(int argc, char **argv)
     CU(cudaGetDeviceProperties(&prop, 0));
     printf("test_cuda: device %s (sm_%d%d), seed %llu%s\n", prop.name, prop.major, prop.minor, (unsigned long long)g_rng,
            g_quick ? ", quick" : "");
+    i8bf_case();
     attention_cases();
     printf("test_cuda: attention: %d passed, %d failed\n", g_pass, g_fail);
     int8_cases();
@@ -846,6 +937,9 @@ int main(int argc, char **argv)
     kv_case(SDPA_I8, 128, 128, 24, SDPA_BF16);   /* the same for int8 pages (widened per step, scales) */
     kv_case(SDPA_I8, 64, 64, 7, SDPA_BF16, 1);
     kv_case(SDPA_I8, 128, 128, 7, SDPA_F16, 8);
+    kv_batch_case(SDPA_BF16); /* tensor-core decode */
+    kv_batch_case(SDPA_F16);  /* CUDA-core decode */
+    kv_batch_case(SDPA_I8);
     if (!g_quick) { kv_case(SDPA_F16, 64, 64, 16, SDPA_BF16, 8); kv_case(SDPA_BF16, 256, 256, 5, SDPA_F32, 8); kv_case(SDPA_I8, 128, 128, 64, SDPA_BF16, 8); }
     if (!g_quick) { kv_case(SDPA_BF16, 40, 24, 64, SDPA_BF16); kv_case(SDPA_I8, 256, 256, 32, SDPA_BF16); kv_case(SDPA_F16, 36, 36, 7, SDPA_F16); }
     printf("test_cuda: %s: %d checks passed, %d failed\n", g_fail ? "FAILED" : "all passed", g_pass, g_fail);
