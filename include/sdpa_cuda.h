@@ -2166,15 +2166,17 @@ template <int ST, int D, int RB> static cudaError_t sdpa__cu_decode_fast_launch(
  * private S-stage cp.async ring (keys outside the split or the sequence are
  * zero-filled, never read), with its own online softmax, then the warps
  * merge in shared memory in a fixed order. I8 pages: the ring holds the
- * int8 rows (K's 16-byte chunks swizzled, see swz) and their scales; Q.K^T
+ * int8 rows (16-byte chunks swizzled, see swz) and their scales; Q.K^T
  * runs in F16: q converted once with a power-of-2 scale per row (exact
  * for elements above 2^-28 of the row's largest; smaller ones, whose
  * products are below that too, round as f16 subnormals),
  * the A fragments in a permuted k order so that each lane's B fragment is
  * 4 consecutive int8 of a key, read straight from the ring and made two f16
- * pairs by a byte permute and one HSUB2 (exact); V is widened each step to
- * BF16 (exact: integers up to 128) in a private buffer for ldmatrix (f16
- * would not do: a value scale folded into P could underflow it); the key
+ * pairs by a byte permute and one HSUB2 (exact); V's rows are read by
+ * ldmatrix.trans as 8 x 8 matrices of byte pairs, each register then two
+ * BF16 B fragments (an even-dims and an odd-dims n tile) by byte permutes
+ * and BF16 subtractions (exact: integers up to 128; f16 would not do: a
+ * value scale folded into P could underflow it); the key
  * scales multiply the scores, the value scales the weights. Numerics stay
  * fp32: q and the keys are exact in BF16/F16, their products exact in the
  * fp32 accumulators, and each weight p goes into P.V as two BF16 halves
@@ -2184,15 +2186,15 @@ template <int ST, int D> struct sdpa__cu_dmc {
     static constexpr bool I8 = ST == SDPA_I8;
     /* CH 16-byte chunks per stored row; a stage: K and V tiles (BF16: rows of
      * LD elements, ready for ldmatrix; I8: packed rows, then KT + KT scales).
-     * I8 reads K straight from the ring and widens only V, into a per-warp
-     * buffer (CONV) of one tile: 3 blocks per SM (a K+V buffer gave 2: GQA
-     * 32/8 decode on an H100 was 18-28% slower; 2 ring stages no better) */
+     * I8 reads both K and V straight from the ring (3 blocks per SM; 2 ring
+     * stages were no better) */
     static constexpr int NW = 4, KT = 16, S = 3, LD = D + 8, CH = I8 ? D / 16 : D / 8, RSW = 32 / CH;
-    static constexpr int STAGE = I8 ? 2 * KT * D + 2 * KT * 4 : 2 * KT * LD * 2, CONV = I8 ? KT * LD * 2 : 0;
+    static constexpr int STAGE = I8 ? 2 * KT * D + 2 * KT * 4 : 2 * KT * LD * 2;
     static constexpr int QB = 16 * LD * 2, RING = NW * S * STAGE, MERGE = NW * 16 * (D + 2) * 4;
-    static constexpr int SMEM = QB + RING + NW * CONV > MERGE ? QB + RING + NW * CONV : MERGE;
-    /* I8 K rows keep their 16-byte chunk cc at cc ^ swz(r): the 8 rows one
-     * 4-byte fragment read touches then fall in distinct banks */
+    static constexpr int SMEM = QB + RING > MERGE ? QB + RING : MERGE;
+    /* I8 K and V rows keep their 16-byte chunk cc at cc ^ swz(r): the 8 rows
+     * that one 4-byte fragment read (K) or one ldmatrix matrix (V) touches
+     * then fall in distinct banks */
     static __device__ __forceinline__ int swz(int r) { return D == 128 ? (r & 7) : ((r >> 1) & 3); }
 };
 /* 4 int8 -> 4 BF16, exact, without float conversions: BF16 0x43XX is
@@ -2201,11 +2203,12 @@ template <int ST, int D> struct sdpa__cu_dmc {
  * (0x4380: the sign bit lands in the exponent's last bit) is taken away,
  * leaving x (every integer in [-128, 127] is a BF16). Two byte permutes
  * per pair and one BF16x2 subtraction. */
+template <unsigned S0 = 0x5140u, unsigned S1 = 0x7362u> /* bytes (0, 1) and (2, 3); (0, 2), (1, 3): 0x4240, 0x4341 */
 __device__ __forceinline__ void sdpa__cu_i8bf4(const uint32_t w, uint32_t *r0, uint32_t *r1)
 {
     const uint32_t m = w & 0x7f7f7f7fu, sg = w & 0x80808080u;
-    const uint32_t a0 = __byte_perm(m, 0x43434343u, 0x5140), a1 = __byte_perm(m, 0x43434343u, 0x7362);
-    const uint32_t b0 = __byte_perm(sg, 0x43434343u, 0x5140), b1 = __byte_perm(sg, 0x43434343u, 0x7362);
+    const uint32_t a0 = __byte_perm(m, 0x43434343u, S0), a1 = __byte_perm(m, 0x43434343u, S1);
+    const uint32_t b0 = __byte_perm(sg, 0x43434343u, S0), b1 = __byte_perm(sg, 0x43434343u, S1);
     const __nv_bfloat162 h0 = __hsub2(*(const __nv_bfloat162 *)&a0, *(const __nv_bfloat162 *)&b0);
     const __nv_bfloat162 h1 = __hsub2(*(const __nv_bfloat162 *)&a1, *(const __nv_bfloat162 *)&b1);
     *r0 = *(const uint32_t *)&h0;
@@ -2279,7 +2282,6 @@ __global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mm
     const int nsteps = k0 < k1 && jfirst < k1 ? (k1 - jfirst + NW * KT - 1) / (NW * KT) : 0;
     const int cr = lane / CH, cc = lane % CH; /* this lane copies column chunk cc of rows cr, cr + RSW, ... */
     const uint32_t wring = sdpa__cu_sa(ring + warp * S * C::STAGE);
-    T *conv = (T *)(void *)(ring + C::RING + warp * C::CONV); /* I8: this warp's V tile widened to BF16 */
     auto pageof = [&](int j, uint32_t *slot) { /* page base and slot of key j */
         const uint32_t pj = (uint32_t)j / ps;
         *slot = (uint32_t)j - pj * ps;
@@ -2301,7 +2303,7 @@ __global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mm
                 for (int it = 0; it < KT / RSW; it++) {
                     const int r = cr + it * RSW;
                     const uint32_t dk = I8 ? sk + (uint32_t)(it * RSW * D + (cc ^ C::swz(r)) * 16) : sk + (uint32_t)(it * RSW * LD * 2);
-                    const uint32_t dv = sk + (uint32_t)(I8 ? it * RSW * D + cc * 16 + KT * D : it * RSW * LD * 2 + KT * LD * 2);
+                    const uint32_t dv = dk + (uint32_t)(I8 ? KT * D : KT * LD * 2);
                     sdpa__cu_cp16(dk, gk + it * RSW * D * EB, 16);
                     sdpa__cu_cp16(dv, gk + dvk + it * RSW * D * EB, 16);
                 }
@@ -2316,8 +2318,8 @@ __global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mm
             for (int it = 0; it < KT / RSW; it++) {
                 const int r = cr + it * RSW, j = jt + r;
                 const uint32_t base = sb + (uint32_t)(I8 ? r * D + cc * 16 : (r * LD + cc * 8) * 2);
-                const uint32_t dk = I8 ? sb + (uint32_t)(r * D + (cc ^ C::swz(r)) * 16) : base; /* I8 K: swizzled chunks */
-                const uint32_t dv = base + (uint32_t)(I8 ? KT * D : KT * LD * 2);
+                const uint32_t dk = I8 ? sb + (uint32_t)(r * D + (cc ^ C::swz(r)) * 16) : base; /* I8: swizzled chunks */
+                const uint32_t dv = dk + (uint32_t)(I8 ? KT * D : KT * LD * 2);
                 if (j >= k0 && j < k1) {
                     const char *pg = pg0;
                     uint32_t slot = s0 + r;
@@ -2507,18 +2509,28 @@ __global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mm
             ph[f] = *(const uint32_t *)&hv;
             pl[f] = *(const uint32_t *)&lv;
         }
-        if (I8) { /* V widened to BF16 in the warp's buffer (free: the last step's reads ended at its
-                   * closing __syncwarp), KT D / 8 pieces of 8 */
+        if (I8) { /* V's int8 rows as 8 x 8 matrices of byte pairs, transposed by ldmatrix: a lane's
+                   * register holds keys 2t and 2t + 1 of dims 2g and 2g + 1 (t = lane % 4,
+                   * g = lane / 4), i.e. the B fragments of an even-dims and an odd-dims n tile
+                   * after a byte permute; so o[4q + j] holds dims 32q + 16(j / 2) + (j % 2) + 2c
+                   * (written back in order below) */
+            const int key = ((lane >> 3) & 1) * 8 + (lane & 7), c0 = lane >> 4;
 #pragma unroll
-            for (int it = 0; it < KT * D / 8 / 32; it++) {
-                const int c = lane + 32 * it, r = c / (D / 8), c8 = c % (D / 8);
-                const uint2 w = *(const uint2 *)(const void *)(stg + KT * D + r * D + c8 * 8);
-                *(uint4 *)(void *)(conv + r * LD + c8 * 8) = sdpa__cu_i8bf(w);
+            for (int q = 0; q < D / 32; q++) {
+                uint32_t v[4], e[4], od[4];
+                sdpa__cu_ldm4t(sdpa__cu_sa(stg + KT * D + key * D + (((2 * q + c0) ^ C::swz(key)) * 16)), v);
+#pragma unroll
+                for (int f = 0; f < 4; f++) sdpa__cu_i8bf4<0x4240u, 0x4341u>(v[f], &e[f], &od[f]);
+                sdpa__cu_mma<T>::run(o[4 * q], ph, e[0], e[1]);
+                sdpa__cu_mma<T>::run(o[4 * q + 1], ph, od[0], od[1]);
+                sdpa__cu_mma<T>::run(o[4 * q + 2], ph, e[2], e[3]);
+                sdpa__cu_mma<T>::run(o[4 * q + 3], ph, od[2], od[3]);
+                sdpa__cu_mma<T>::run(o[4 * q], pl, e[0], e[1]);
+                sdpa__cu_mma<T>::run(o[4 * q + 1], pl, od[0], od[1]);
+                sdpa__cu_mma<T>::run(o[4 * q + 2], pl, e[2], e[3]);
+                sdpa__cu_mma<T>::run(o[4 * q + 3], pl, od[2], od[3]);
             }
-            __syncwarp();
-            asm volatile("" ::: "memory"); /* ldmatrix has no memory clobber: keep it after these stores */
-            Vst = conv;
-        }
+        } else
 #pragma unroll
         for (int dp = 0; dp < D / 16; dp++) {
             uint32_t bf[4];
@@ -2542,7 +2554,10 @@ __global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mm
         if (r < nr) {
 #pragma unroll
             for (int dt = 0; dt < DT; dt++)
-                *(float2 *)&sm_o[(warp * 16 + r) * D + dt * 8 + 2 * (lane & 3)] = make_float2(o[dt][2 * rr], o[dt][2 * rr + 1]);
+                if (!I8) *(float2 *)&sm_o[(warp * 16 + r) * D + dt * 8 + 2 * (lane & 3)] = make_float2(o[dt][2 * rr], o[dt][2 * rr + 1]);
+                else if (dt % 2 == 0) /* I8: tiles dt, dt + 1 hold dims 32q + 16(dt % 4 / 2) + 4t..4t + 3 */
+                    *(float4 *)&sm_o[(warp * 16 + r) * D + dt / 4 * 32 + (dt % 4) / 2 * 16 + 4 * (lane & 3)] =
+                        make_float4(o[dt][2 * rr], o[dt + 1][2 * rr], o[dt][2 * rr + 1], o[dt + 1][2 * rr + 1]);
             if ((lane & 3) == 0) { sm_m[warp * 16 + r] = m[rr]; sm_l[warp * 16 + r] = ls; }
         }
     }
