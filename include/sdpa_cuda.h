@@ -2197,30 +2197,23 @@ template <int ST, int D> struct sdpa__cu_dmc {
      * then fall in distinct banks */
     static __device__ __forceinline__ int swz(int r) { return D == 128 ? (r & 7) : ((r >> 1) & 3); }
 };
-/* 4 int8 -> 4 BF16, exact, without float conversions: BF16 0x43XX is
+/* 4 int8 (bytes b0..b3 of w) -> 4 BF16, exact, without float conversions:
+ * *ev = (b0, b2), *od = (b1, b3) as BF16 pairs (the tensor-core decode's V
+ * fragments: keys 2t, 2t + 1 of an even and an odd dim). BF16 0x43XX is
  * 128 + XX for XX < 128, so the low 7 bits of each byte under 0x43 give
  * 128 + (x & 127); from that 128 (0x4300) or, for a negative x, 256
  * (0x4380: the sign bit lands in the exponent's last bit) is taken away,
  * leaving x (every integer in [-128, 127] is a BF16). Two byte permutes
  * per pair and one BF16x2 subtraction. */
-template <unsigned S0 = 0x5140u, unsigned S1 = 0x7362u> /* bytes (0, 1) and (2, 3); (0, 2), (1, 3): 0x4240, 0x4341 */
-__device__ __forceinline__ void sdpa__cu_i8bf4(const uint32_t w, uint32_t *r0, uint32_t *r1)
+__device__ __forceinline__ void sdpa__cu_i8bf_eo(const uint32_t w, uint32_t *ev, uint32_t *od)
 {
     const uint32_t m = w & 0x7f7f7f7fu, sg = w & 0x80808080u;
-    const uint32_t a0 = __byte_perm(m, 0x43434343u, S0), a1 = __byte_perm(m, 0x43434343u, S1);
-    const uint32_t b0 = __byte_perm(sg, 0x43434343u, S0), b1 = __byte_perm(sg, 0x43434343u, S1);
+    const uint32_t a0 = __byte_perm(m, 0x43434343u, 0x4240), a1 = __byte_perm(m, 0x43434343u, 0x4341);
+    const uint32_t b0 = __byte_perm(sg, 0x43434343u, 0x4240), b1 = __byte_perm(sg, 0x43434343u, 0x4341);
     const __nv_bfloat162 h0 = __hsub2(*(const __nv_bfloat162 *)&a0, *(const __nv_bfloat162 *)&b0);
     const __nv_bfloat162 h1 = __hsub2(*(const __nv_bfloat162 *)&a1, *(const __nv_bfloat162 *)&b1);
-    *r0 = *(const uint32_t *)&h0;
-    *r1 = *(const uint32_t *)&h1;
-}
-/* 8 int8 -> 8 BF16, exact */
-__device__ __forceinline__ uint4 sdpa__cu_i8bf(const uint2 w)
-{
-    uint4 r;
-    sdpa__cu_i8bf4(w.x, &r.x, &r.y);
-    sdpa__cu_i8bf4(w.y, &r.z, &r.w);
-    return r;
+    *ev = *(const uint32_t *)&h0;
+    *od = *(const uint32_t *)&h1;
 }
 template <int ST, int D>
 __global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mma(const sdpa__cu_dargs a)
@@ -2520,7 +2513,7 @@ __global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mm
                 uint32_t v[4], e[4], od[4];
                 sdpa__cu_ldm4t(sdpa__cu_sa(stg + KT * D + key * D + (((2 * q + c0) ^ C::swz(key)) * 16)), v);
 #pragma unroll
-                for (int f = 0; f < 4; f++) sdpa__cu_i8bf4<0x4240u, 0x4341u>(v[f], &e[f], &od[f]);
+                for (int f = 0; f < 4; f++) sdpa__cu_i8bf_eo(v[f], &e[f], &od[f]);
                 sdpa__cu_mma<T>::run(o[4 * q], ph, e[0], e[1]);
                 sdpa__cu_mma<T>::run(o[4 * q + 1], ph, od[0], od[1]);
                 sdpa__cu_mma<T>::run(o[4 * q + 2], ph, e[2], e[3]);
