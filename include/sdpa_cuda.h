@@ -2523,15 +2523,16 @@ __global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mm
                 sdpa__cu_mma<T>::run(o[4 * q + 2], pl, e[2], e[3]);
                 sdpa__cu_mma<T>::run(o[4 * q + 3], pl, od[2], od[3]);
             }
-        } else
+        } else {
 #pragma unroll
-        for (int dp = 0; dp < D / 16; dp++) {
-            uint32_t bf[4];
-            sdpa__cu_ldm4t(sdpa__cu_sa(Vst + (((lane >> 3) & 1) * 8 + (lane & 7)) * LD + dp * 16 + (lane >> 4) * 8), bf);
-            sdpa__cu_mma<T>::run(o[2 * dp], ph, bf[0], bf[1]);
-            sdpa__cu_mma<T>::run(o[2 * dp + 1], ph, bf[2], bf[3]);
-            sdpa__cu_mma<T>::run(o[2 * dp], pl, bf[0], bf[1]);
-            sdpa__cu_mma<T>::run(o[2 * dp + 1], pl, bf[2], bf[3]);
+            for (int dp = 0; dp < D / 16; dp++) {
+                uint32_t bf[4];
+                sdpa__cu_ldm4t(sdpa__cu_sa(Vst + (((lane >> 3) & 1) * 8 + (lane & 7)) * LD + dp * 16 + (lane >> 4) * 8), bf);
+                sdpa__cu_mma<T>::run(o[2 * dp], ph, bf[0], bf[1]);
+                sdpa__cu_mma<T>::run(o[2 * dp + 1], ph, bf[2], bf[3]);
+                sdpa__cu_mma<T>::run(o[2 * dp], pl, bf[0], bf[1]);
+                sdpa__cu_mma<T>::run(o[2 * dp + 1], pl, bf[2], bf[3]);
+            }
         }
         __syncwarp(); /* the stage is refilled by the next step's issue */
     }
