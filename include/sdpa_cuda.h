@@ -1632,6 +1632,9 @@ typedef struct sdpa__cu_dargs {
     const float *alibi;
 } sdpa__cu_dargs;
 
+/* Batch entry b's sequence, length and query count: from the parameters or device memory */
+__device__ __forceinline__ sdpa__cu_kvb sdpa__cu_dbatch(const sdpa__cu_dargs &a, int64_t b) { return a.bi ? a.bi[b] : a.bin[b]; }
+
 /* Keys [*lo, *hi] of the cache that query i (of the sequence's last bi.vq)
  * sees, bottom-right causal and window applied; *hi < *lo when none. */
 __device__ __forceinline__ void sdpa__cu_drange(const sdpa__cu_dargs &a, const sdpa__cu_kvb &bi, int64_t i, int64_t *lo, int64_t *hi)
@@ -1707,7 +1710,7 @@ __global__ void __launch_bounds__(128) sdpa__cu_decode(const sdpa__cu_dargs a)
     const int tid = threadIdx.x, warp = tid >> 5, grp = tid / L, gl = tid % L;
     const int64_t b = blockIdx.z, sp = blockIdx.x;
     const int64_t g = blockIdx.y / a.nrb, rb = blockIdx.y % a.nrb;
-    const sdpa__cu_kvb bi = a.bi ? a.bi[b] : a.bin[b];
+    const sdpa__cu_kvb bi = sdpa__cu_dbatch(a, b);
     const int64_t R = a.G * bi.vq, r0 = rb * RB;
     const int nr = (int)(R - r0 < RB ? (R - r0 > 0 ? R - r0 : 0) : RB);
     const bool ext = a.softcap > 0.0f || a.alibi;
@@ -1912,7 +1915,7 @@ __global__ void __launch_bounds__(128) sdpa__cu_decode_fast(const sdpa__cu_dargs
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, grp = lane / LK, gl = lane % LK;
     const int64_t b = blockIdx.z, sp = blockIdx.x;
     const int64_t g = blockIdx.y / a.nrb, rb = blockIdx.y % a.nrb;
-    const sdpa__cu_kvb bi = a.bi ? a.bi[b] : a.bin[b];
+    const sdpa__cu_kvb bi = sdpa__cu_dbatch(a, b);
     const int64_t R = a.G * bi.vq, r0 = rb * RB;
     const int nr = (int)(R - r0 < RB ? (R - r0 > 0 ? R - r0 : 0) : RB);
     const bool ext = a.softcap > 0.0f || a.alibi;
@@ -2230,7 +2233,7 @@ __global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mm
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int64_t b = blockIdx.z, sp = blockIdx.x;
     const int64_t g = blockIdx.y / a.nrb, rb = blockIdx.y % a.nrb;
-    const sdpa__cu_kvb bi = a.bi ? a.bi[b] : a.bin[b];
+    const sdpa__cu_kvb bi = sdpa__cu_dbatch(a, b);
     const int64_t R = a.G * bi.vq, r0 = rb * 16;
     const int nr = (int)(R - r0 < 16 ? (R - r0 > 0 ? R - r0 : 0) : 16);
     const bool ext = a.softcap > 0.0f || a.alibi;
@@ -2591,7 +2594,7 @@ __global__ void __launch_bounds__(128) sdpa__cu_merge(const sdpa__cu_dargs a)
 {
     const int64_t row = blockIdx.x, i = row % a.n, h = (row / a.n) % a.Hq, b = row / (a.n * a.Hq);
     const int64_t Dv = a.c.Dv, oes = a.odt == SDPA_F32 ? 4 : 2;
-    const bool live = i < (a.bi ? a.bi[b].vq : a.bin[b].vq);
+    const bool live = i < sdpa__cu_dbatch(a, b).vq;
     const float *pp = a.part + row * a.nsplit * (Dv + 2);
     float M = -INFINITY, Ls = 0.0f;
     if (live) {
