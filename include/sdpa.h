@@ -33,8 +33,12 @@
  *                        through a user parallel_for hook (default: threads on)
  *   SDPA_MALLOC/SDPA_FREE  default allocator (default: malloc/free), used when
  *                        params->allocator is NULL
- *   SDPA_TILE_Q          default query rows per tile (default 64)
- *   SDPA_TILE_K          default keys per tile (default 64)
+ *   SDPA_TILE_Q          default query rows per tile (default: 64; the
+ *                        avx512 and amx paths take 128 or 256 where the
+ *                        call gives enough tiles, see sdpa__auto_tiles);
+ *                        defined, it is the default on every path
+ *   SDPA_TILE_K          default keys per tile (default: 64; 128 in the amx
+ *                        path's bf16 mode); defined, the same
  *   SDPA_MAX_THREADS     cap on worker threads (default 256)
  *   SDPA_NO_SIMD         build only the portable scalar path
  *   SDPA_NO_AVX2         leave out the AVX2 path and the paths above it (x86
@@ -280,8 +284,8 @@ typedef struct sdpa_params {      /* all-zero = PyTorch's defaults */
     sdpa_parallel_for_fn  parallel_for;  /* NULL = built-in threads */
     void                 *parallel_user;
 
-    int                tile_q;        /* query rows per tile, 0 = SDPA_TILE_Q */
-    int                tile_k;        /* keys per tile, 0 = SDPA_TILE_K */
+    int                tile_q;        /* query rows per tile, 0 = SDPA_TILE_Q (the avx512 and amx paths may take more) */
+    int                tile_k;        /* keys per tile, 0 = SDPA_TILE_K (amx with BF16 inputs: 128) */
 
     char              *errbuf;        /* optional: receives a message on error */
     size_t             errbuf_size;
@@ -772,9 +776,11 @@ SDPA__TARGET_AVX512 __m512 Sleef_expf16_u10avx512f(__m512);
 #endif
 #ifndef SDPA_TILE_Q
 #define SDPA_TILE_Q 64
+#define SDPA__TILE_Q_AUTO 1 /* not pinned by the user: the path may choose */
 #endif
 #ifndef SDPA_TILE_K
 #define SDPA_TILE_K 64
+#define SDPA__TILE_K_AUTO 1
 #endif
 #ifndef SDPA_MAX_THREADS
 #define SDPA_MAX_THREADS 256
@@ -964,6 +970,8 @@ typedef struct sdpa__seq {
 typedef void (*sdpa__gemm_fn)(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                               const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate);
 
+struct sdpa__ws;
+
 typedef struct sdpa__plan {
     sdpa__tens q, k, v, o, m;
     int has_mask, mask_bool;
@@ -986,8 +994,9 @@ typedef struct sdpa__plan {
      * Q.K^T and P.V as bf16 products with fp32 sums, on packed operands */
     int bf16;
     int64_t dp;               /* head_dim padded to 32 */
-    void (*bgemm)(int64_t M, int64_t N, int64_t K2, const uint16_t *A, int64_t lda, const uint32_t *B, int64_t ldb,
-                  float *C, int64_t ldc, int accumulate);
+    void (*bgemm)(int64_t M, int64_t N, int64_t K2, const uint16_t *A, const uint16_t *A2, int64_t lda,
+                  const uint32_t *B, int64_t ldb, float *C, int64_t ldc, int accumulate);
+    void (*tiles)(int on);    /* AMX: load the tile configuration (1) or release it (0) */
     int n_workers;
     size_t ws_worker;         /* bytes of scratch per worker */
     int64_t *task_start;      /* [nseq + 1] first task of each sequence */
@@ -997,6 +1006,9 @@ typedef struct sdpa__plan {
     sdpa__gemm_fn gemm;
     float (*row_max)(const float *s, int64_t n);
     float (*exp_row)(float *s, int64_t n, float m);
+    void (*scale_row)(float *x, int64_t n, float a);
+    int (*softmax)(const struct sdpa__plan *P, struct sdpa__ws *W, const sdpa__seq *sq, int64_t j0, int64_t nk,
+                   int64_t nkp, int64_t nr, int64_t rp, int split);
     void (*load_row)(float *dst, const char *src, sdpa_dtype t, int64_t n, float mul);
     void (*load_kt)(float *Kt, int64_t ld, const char *kb, int64_t ks, sdpa_dtype t, int64_t nk, int64_t D);
     void (*pack_k)(uint32_t *Kp, int64_t ld, const char *kb, int64_t ks, int64_t nk, int64_t D, int64_t dp);
@@ -1255,11 +1267,63 @@ static int64_t sdpa__tiles_per_group(const sdpa__plan *P, int64_t nq)
     }
 }
 
+/* Tasks of the whole call (every sequence, every kv head) at P->tq; 0 when
+ * the count overflows. */
+static int sdpa__count_tasks(const sdpa__plan *P, int64_t *total)
+{
+    int64_t s, t;
+    *total = 0;
+    for (s = 0; s < P->nseq; s++) {
+        sdpa__seq sq;
+        sdpa__seq_get(P, s, &sq);
+        if (!sdpa__mul_ok(sdpa__tiles_per_group(P, sq.nq), P->Hkv, &t) || !sdpa__add_ok(*total, t, &t)) return 0;
+        *total = t;
+    }
+    return 1;
+}
+
+/* The default tiles where the caller left them 0 (and did not pin the
+ * macros). The zmm paths pack each K and V block once per tile, so a tile
+ * of 128 or 256 rows pays a half or a quarter of that per row: 256 from
+ * Lq = 1024, 128 from 512, halved while the call would have fewer than four
+ * tiles per thread. bf16 mode on AMX also takes 128 keys per block (the
+ * softmax's per-row work and the O tiles' loads and stores are per block).
+ * Measured in README (Performance). The row tile never
+ * changes a result; the key block changes the last bits (as tile_k does). */
+static void sdpa__auto_tiles(sdpa__plan *P, const sdpa_params *p)
+{
+#ifdef SDPA__TILE_K_AUTO
+    if (!p->tile_k && P->bf16 && P->path == SDPA_PATH_AMX) P->tk = 128;
+#endif
+#ifdef SDPA__TILE_Q_AUTO
+    if (!p->tile_q && !P->i8 && (P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX)) {
+        int64_t tq = P->Lq >= 1024 ? 256 : P->Lq >= 512 ? 128 : SDPA_TILE_Q, tasks;
+        int want = sdpa__n_workers(p, INT64_MAX);
+        for (; tq > SDPA_TILE_Q; tq /= 2) {
+            P->tq = tq;
+            if (sdpa__count_tasks(P, &tasks) && tasks >= 4 * (int64_t)want) return;
+        }
+        P->tq = SDPA_TILE_Q;
+    }
+#endif
+    (void)P; (void)p;
+}
+
 static void sdpa__gemm_scalar(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                               const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate);
 static int sdpa__resolve_path(const sdpa_params *pp, sdpa_path want);
 static void sdpa__set_kernels(sdpa__plan *P);
 static void sdpa__set_kernels_i8(sdpa__plan *P);
+static int sdpa__softmax_block(const sdpa__plan *P, struct sdpa__ws *W, const sdpa__seq *sq, int64_t j0, int64_t nk,
+                               int64_t nkp, int64_t nr, int64_t rp, int split);
+#ifdef SDPA__HAVE_AVX512
+static int sdpa__softmax_block_avx512(const sdpa__plan *P, struct sdpa__ws *W, const sdpa__seq *sq, int64_t j0,
+                                      int64_t nk, int64_t nkp, int64_t nr, int64_t rp, int split);
+#endif
+#ifdef SDPA__HAVE_AMX
+static int sdpa__softmax_block_amx(const sdpa__plan *P, struct sdpa__ws *W, const sdpa__seq *sq, int64_t j0,
+                                   int64_t nk, int64_t nkp, int64_t nr, int64_t rp, int split);
+#endif
 static int sdpa__i8_plan(sdpa__plan *P, const sdpa_params *pp);
 static int sdpa__i8_scales(sdpa__plan *P, const sdpa_params *p, const sdpa_params *pp);
 
@@ -1428,6 +1492,7 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
     if (rc < 0) return rc;
     P->path = (sdpa_path)rc;
     sdpa__set_kernels(P);
+    sdpa__auto_tiles(P, p);
 
     /* tiles, tasks and scratch */
     P->rpad = P->bf16 ? 32 : 4;
@@ -1447,7 +1512,7 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
         a[2] = P->tqp;    b[2] = P->tkp;
         a[3] = P->tk;     b[3] = P->dvp;
         a[4] = P->tqp;    b[4] = P->dvp;
-        a[5] = P->tqp;    b[5] = 1;
+        a[5] = P->tqp;    b[5] = 2;             /* m and the new maxima */
         a[6] = P->tqp;    b[6] = 1;
         a[7] = P->tqp;    b[7] = P->dp / 2;
         a[8] = P->dp / 2; b[8] = P->tkp;
@@ -1471,14 +1536,7 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
             return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: scratch size overflows");
         P->ws_worker = (size_t)wbytes;
     }
-    total = 0;
-    for (s = 0; s < P->nseq; s++) {
-        sdpa__seq sq;
-        int64_t t;
-        sdpa__seq_get(P, s, &sq);
-        if (!sdpa__mul_ok(sdpa__tiles_per_group(P, sq.nq), P->Hkv, &t) || !sdpa__add_ok(total, t, &total))
-            return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: task count overflows");
-    }
+    if (!sdpa__count_tasks(P, &total)) return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: task count overflows");
     P->n_tasks = total;
     P->n_workers = sdpa__n_workers(p, total);
     if (P->i8 && (rc = sdpa__i8_plan(P, pp)) != SDPA_OK) return rc;
@@ -1630,6 +1688,14 @@ static float sdpa__exp_row(float *SDPA__RESTRICT s, int64_t n, float m)
     }
     for (c = 0; c < 16; c++) sum += lane[c];
     return sum;
+}
+
+/* x[0..n) *= a (the online softmax's rescale of an O row, bf16 mode's
+ * scaling of a score row). */
+static void sdpa__scale_row(float *SDPA__RESTRICT x, int64_t n, float a)
+{
+    int64_t j;
+    for (j = 0; j < n; j++) x[j] *= a;
 }
 
 /* 0 when x[0..n) is all finite, NaN otherwise (x * 0 is NaN only for inf
@@ -1796,6 +1862,13 @@ static float sdpa__row_max_neon(const float *s, int64_t n)
     m = vmaxnmvq_f32(vmaxnmq_f32(m0, m1));
     for (; j < n; j++) m = s[j] > m ? s[j] : m;
     return m;
+}
+
+static void sdpa__scale_row_neon(float *x, int64_t n, float a)
+{
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) vst1q_f32(x + j, vmulq_n_f32(vld1q_f32(x + j), a));
+    for (; j < n; j++) x[j] *= a;
 }
 
 /* s[j] = exp(s[j] - m), 8 a step in two independent chains (an in-order
@@ -2090,6 +2163,17 @@ SDPA__TARGET_AVX2 static float sdpa__exp_row_avx2(float *s, int64_t n, float m)
     return sdpa__hsum_avx2(acc);
 }
 
+SDPA__TARGET_AVX2 static void sdpa__scale_row_avx2(float *x, int64_t n, float a)
+{
+    __m256 va = _mm256_set1_ps(a);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), va));
+    if (j < n) {
+        __m256i k = sdpa__tail_mask_avx2(n - j);
+        _mm256_maskstore_ps(x + j, k, _mm256_mul_ps(_mm256_maskload_ps(x + j, k), va));
+    }
+}
+
 /* F16 rows widen 8 at a time with F16C's vcvtph2ps (exact, as the scalar
  * conversion); F32 and BF16 go to the scalar loops, which the compiler
  * vectorises. The scalar F16 conversion cost the F16 path 31%. */
@@ -2163,7 +2247,7 @@ SDPA__TARGET_AVX2 static void sdpa__load_kt_avx2(float *Kt, int64_t ld, const ch
 #if defined(SDPA__HAVE_AVX2) || defined(SDPA__HAVE_AVX512)
 #define SDPA__CPU_AVX2 1u      /* AVX2 + FMA + F16C, ymm state saved by the OS */
 #define SDPA__CPU_AVX512 2u    /* AVX-512 F/BW/VL/DQ, zmm and opmask state saved */
-#define SDPA__CPU_BF16 4u      /* AVX512-BF16 (reported by the tests; no kernel uses it) */
+#define SDPA__CPU_BF16 4u      /* AVX512-BF16 (the amx path needs it) */
 #define SDPA__CPU_AMX 8u       /* AMX-TILE + AMX-BF16, tile data usable by this process */
 #define SDPA__CPU_VNNI 16u     /* AVX512-VNNI (vpdpbusd: int8 mode's Q.K^T) */
 #define SDPA__CPU_KNOWN 0x100u /* the cache below is filled */
@@ -2208,8 +2292,10 @@ static unsigned sdpa__cpu_probe(void)
             f |= SDPA__CPU_AVX512;
             if ((a71 >> 5) & 1u) f |= SDPA__CPU_BF16;
             if ((c7 >> 11) & 1u) f |= SDPA__CPU_VNNI;
-            /* AMX-BF16 (22), AMX-TILE (24); XCR0 XTILECFG and XTILEDATA */
-            if ((d7 & 0x01400000u) == 0x01400000u && (x0 & 0x60000u) == 0x60000u && sdpa__amx_permit())
+            /* AMX-BF16 (22), AMX-TILE (24); XCR0 XTILECFG and XTILEDATA; the
+             * amx path also converts with AVX512-BF16 (every AMX CPU has it) */
+            if ((d7 & 0x01400000u) == 0x01400000u && (x0 & 0x60000u) == 0x60000u && ((a71 >> 5) & 1u) &&
+                sdpa__amx_permit())
                 f |= SDPA__CPU_AMX;
         }
     }
@@ -2324,36 +2410,71 @@ SDPA__TARGET_AVX512 static __m512 sdpa__exp16_avx512(__m512 x)
 }
 #endif /* SDPA_USE_SLEEF */
 
+/* sdpa__exp16_avx512 for the softmax, whose arguments are s - max <= 0 or
+ * NaN: lanes outside k and below -87.33654 give 0, NaN lanes NaN, the rest
+ * the same bits as sdpa__exp16_avx512. Without the overflow and NaN masks
+ * it is about a third fewer instructions: the clamp keeps -inf out of the
+ * reduction, and NaN passes through the polynomial by itself. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 __m512 sdpa__exp16_neg_avx512(__m512 x, __mmask16 k)
+{
+#ifdef SDPA_USE_SLEEF
+    return _mm512_maskz_mov_ps(k, sdpa__exp16_avx512(x));
+#else
+    __m512 lim = _mm512_set1_ps(-87.33654f);
+    __mmask16 keep = _mm512_mask_cmp_ps_mask(k, x, lim, _CMP_NLT_UQ); /* x >= lim or NaN */
+    __m512 xc = _mm512_maskz_max_ps(SDPA__ALL16, lim, x); /* NaN x stays NaN (vmaxps returns its second operand) */
+    __m512 n = _mm512_maskz_roundscale_ps(SDPA__ALL16, _mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), xc);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-6f), r);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(keep, p, n);
+#endif
+}
+
 /* The first min(n, 16) lanes, n >= 0. */
 SDPA__TARGET_AVX512 static __mmask16 sdpa__tail_mask_avx512(int64_t n)
 {
     return (__mmask16)(n >= 16 ? 0xffffu : (1u << n) - 1u);
 }
 
-/* Lane sums added in a fixed order, so results do not depend on threads. */
-SDPA__TARGET_AVX512 static float sdpa__hsum_avx512(__m512 v)
+/* Lane sums added in a fixed order (halves folded: 8 + 8, 4 + 4, 2 + 2,
+ * 1 + 1), so results do not depend on threads; four steps of latency
+ * rather than sixteen. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 float sdpa__hsum_avx512(__m512 v)
 {
-    float lane[16], sum = 0.0f;
-    int c;
-    _mm512_storeu_ps(lane, v);
-    for (c = 0; c < 16; c++) sum += lane[c];
-    return sum;
+    __m256 a = _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xff, v, 0), _mm512_maskz_extractf32x8_ps(0xff, v, 1));
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    return _mm_cvtss_f32(_mm_add_ss(b, _mm_movehdup_ps(b)));
+}
+
+/* The largest lane (no lane is NaN), folded in halves as above. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 float sdpa__hmax_avx512(__m512 v)
+{
+    __m256 a = _mm256_max_ps(_mm512_maskz_extractf32x8_ps(0xff, v, 0), _mm512_maskz_extractf32x8_ps(0xff, v, 1));
+    __m128 b = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    b = _mm_max_ps(b, _mm_movehl_ps(b, b));
+    return _mm_cvtss_f32(_mm_max_ss(b, _mm_movehdup_ps(b)));
 }
 
 SDPA__TARGET_AVX512 static float sdpa__row_max_avx512(const float *s, int64_t n)
 {
     __m512 mx = _mm512_set1_ps(-(float)INFINITY);
-    float lane[16], m = -(float)INFINITY;
     int64_t j = 0;
-    int c;
     for (; j + 16 <= n; j += 16) mx = _mm512_maskz_max_ps(SDPA__ALL16, _mm512_loadu_ps(s + j), mx); /* NaN in s: skipped */
     if (j < n) {
         __mmask16 k = sdpa__tail_mask_avx512(n - j);
         mx = _mm512_mask_max_ps(mx, k, _mm512_maskz_loadu_ps(k, s + j), mx);
     }
-    _mm512_storeu_ps(lane, mx);
-    for (c = 0; c < 16; c++) m = lane[c] > m ? lane[c] : m;
-    return m;
+    return sdpa__hmax_avx512(mx);
 }
 
 SDPA__TARGET_AVX512 static float sdpa__exp_row_avx512(float *s, int64_t n, float m)
@@ -2372,6 +2493,17 @@ SDPA__TARGET_AVX512 static float sdpa__exp_row_avx512(float *s, int64_t n, float
         acc = _mm512_mask_add_ps(acc, k, acc, e);
     }
     return sdpa__hsum_avx512(acc);
+}
+
+SDPA__TARGET_AVX512 static void sdpa__scale_row_avx512(float *x, int64_t n, float a)
+{
+    __m512 va = _mm512_set1_ps(a);
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) _mm512_storeu_ps(x + j, _mm512_mul_ps(_mm512_loadu_ps(x + j), va));
+    if (j < n) {
+        __mmask16 k = sdpa__tail_mask_avx512(n - j);
+        _mm512_mask_storeu_ps(x + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + j), va));
+    }
 }
 
 /* 16 elements of dtype t at src, widened (lanes outside k read as 0). */
@@ -2399,38 +2531,49 @@ SDPA__TARGET_AVX512 static void sdpa__load_row_avx512(float *dst, const char *sr
 /* ---- bf16 products on AMX tiles (x86-64; chosen at run time) -------------- */
 
 #ifdef SDPA__HAVE_AMX
-/* The kernel computes C[M x N] (+)= A B for bf16 A [M x 2 K2] (row-major,
- * lda in elements) and B in pair-packed ("VNNI") form: B[p][n] holds rows
- * 2p and 2p+1 of column n as two bf16 in one 32-bit word (low half first),
- * ldb in words. Products of two bf16 are exact in fp32; the sums are fp32.
- * M, N and 2 K2 are multiples of 32. */
-
-/* AMX: eight tile registers of 16 rows x 64 bytes. tmm0..3 hold a 32 x 32
+/* The kernel computes C[M x N] (+)= A B (+ A2 B) for bf16 A and A2
+ * [M x 2 K2] (row-major, lda in elements; A2 may be NULL) and B in
+ * pair-packed ("VNNI") form: B[p][n] holds rows 2p and 2p+1 of column n as
+ * two bf16 in one 32-bit word (low half first), ldb in words. Products of
+ * two bf16 are exact in fp32; the sums are fp32. M, N and 2 K2 are
+ * multiples of 32. A2 lets P.V take P's hi and lo parts in one pass over O.
+ *
+ * AMX: eight tile registers of 16 rows x 64 bytes. tmm0..3 hold a 32 x 32
  * block of C (2 x 2 tiles of 16 x 16 fp32), tmm4/5 two 16-row strips of A
- * (32 bf16 each), tmm6/7 two 16-column strips of B (16 pairs each); every
- * step is four tdpbf16ps of 16 x 16 x 32 products. The tile configuration
- * is per thread: loaded on entry, released on exit. */
+ * (32 bf16 each), then of A2, tmm6/7 two 16-column strips of B (16 pairs
+ * each); every step is four tdpbf16ps of 16 x 16 x 32 products per A. The
+ * tile configuration is per thread, loaded and released by
+ * sdpa__tiles_amx around a task's key blocks. */
 typedef struct sdpa__tilecfg {
     uint8_t palette, start_row, reserved[14];
     uint16_t colsb[16];
     uint8_t rows[16];
 } sdpa__tilecfg;
 
-SDPA__TARGET_AMX static void sdpa__bgemm_amx(int64_t M, int64_t N, int64_t K2, const uint16_t *A, int64_t lda,
-                                             const uint32_t *B, int64_t ldb, float *C, int64_t ldc, int accumulate)
+SDPA__TARGET_AMX static void sdpa__tiles_amx(int on)
 {
-    sdpa__tilecfg cfg;
+    if (on) {
+        sdpa__tilecfg cfg;
+        int t;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.palette = 1;
+        for (t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
+        _tile_loadconfig(&cfg);
+    } else {
+        _tile_release();
+    }
+}
+
+SDPA__TARGET_AMX static void sdpa__bgemm_amx(int64_t M, int64_t N, int64_t K2, const uint16_t *A, const uint16_t *A2,
+                                             int64_t lda, const uint32_t *B, int64_t ldb, float *C, int64_t ldc,
+                                             int accumulate)
+{
     int64_t i, j, p, sa = lda * 2, sb = ldb * 4, sc = ldc * 4;
-    int t;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
     __asm__ __volatile__("" ::: "memory"); /* the tile loads below read what C code wrote */
-    _tile_loadconfig(&cfg);
     for (i = 0; i < M; i += 32)
         for (j = 0; j < N; j += 32) {
             float *c = C + i * ldc + j;
-            const uint16_t *a = A + i * lda;
+            const uint16_t *a = A + i * lda, *a2 = A2 ? A2 + i * lda : NULL;
             if (accumulate) {
                 _tile_loadd(0, c, sc);
                 _tile_loadd(1, c + 16, sc);
@@ -2440,21 +2583,28 @@ SDPA__TARGET_AMX static void sdpa__bgemm_amx(int64_t M, int64_t N, int64_t K2, c
                 _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
             }
             for (p = 0; p < K2; p += 16) {
-                _tile_loadd(4, a + 2 * p, sa);
-                _tile_loadd(5, a + 16 * lda + 2 * p, sa);
                 _tile_loadd(6, B + p * ldb + j, sb);
                 _tile_loadd(7, B + p * ldb + j + 16, sb);
+                _tile_loadd(4, a + 2 * p, sa);
+                _tile_loadd(5, a + 16 * lda + 2 * p, sa);
                 _tile_dpbf16ps(0, 4, 6);
                 _tile_dpbf16ps(1, 4, 7);
                 _tile_dpbf16ps(2, 5, 6);
                 _tile_dpbf16ps(3, 5, 7);
+                if (a2) {
+                    _tile_loadd(4, a2 + 2 * p, sa);
+                    _tile_loadd(5, a2 + 16 * lda + 2 * p, sa);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(1, 4, 7);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
             }
             _tile_stored(0, c, sc);
             _tile_stored(1, c + 16, sc);
             _tile_stored(2, c + 16 * ldc, sc);
             _tile_stored(3, c + 16 * ldc + 16, sc);
         }
-    _tile_release();
     __asm__ __volatile__("" ::: "memory"); /* and C code reads what they stored */
 }
 #endif /* SDPA__HAVE_AMX */
@@ -2465,17 +2615,22 @@ SDPA__TARGET_AMX static void sdpa__bgemm_amx(int64_t M, int64_t N, int64_t K2, c
 /* The bf16 kernels' contract in plain C: the reference the tests hold them
  * to. SDPA__TEST_BF16_SCALAR (tests only) runs bf16 mode with it on any
  * CPU, so machines without AVX512-BF16 or AMX still test the packing. */
-SDPA__MAYBE_UNUSED static void sdpa__bgemm_scalar(int64_t M, int64_t N, int64_t K2, const uint16_t *A, int64_t lda, const uint32_t *B,
-                               int64_t ldb, float *C, int64_t ldc, int accumulate)
+SDPA__MAYBE_UNUSED static void sdpa__bgemm_scalar(int64_t M, int64_t N, int64_t K2, const uint16_t *A,
+                                                  const uint16_t *A2, int64_t lda, const uint32_t *B, int64_t ldb,
+                                                  float *C, int64_t ldc, int accumulate)
 {
     int64_t i, j, p;
+    int t;
     for (i = 0; i < M; i++)
         for (j = 0; j < N; j++) {
             float acc = accumulate ? C[i * ldc + j] : 0.0f;
             for (p = 0; p < K2; p++) {
                 uint32_t b = B[p * ldb + j];
-                acc += sdpa_bf16_to_f32(A[i * lda + 2 * p]) * sdpa_bf16_to_f32((uint16_t)(b & 0xffffu)) +
-                       sdpa_bf16_to_f32(A[i * lda + 2 * p + 1]) * sdpa_bf16_to_f32((uint16_t)(b >> 16));
+                for (t = 0; t < (A2 ? 2 : 1); t++) {
+                    const uint16_t *a = (t ? A2 : A) + i * lda;
+                    acc += sdpa_bf16_to_f32(a[2 * p]) * sdpa_bf16_to_f32((uint16_t)(b & 0xffffu)) +
+                           sdpa_bf16_to_f32(a[2 * p + 1]) * sdpa_bf16_to_f32((uint16_t)(b >> 16));
+                }
             }
             C[i * ldc + j] = acc;
         }
@@ -2704,6 +2859,9 @@ static void sdpa__set_kernels(sdpa__plan *P)
     P->pack_k = sdpa__pack_k;
     P->pack_v = sdpa__pack_vpair_bf16;
     P->split_p = sdpa__split_row_bf16;
+    P->scale_row = sdpa__scale_row;
+    P->softmax = sdpa__softmax_block;
+    P->tiles = NULL;
 #ifdef SDPA__HAVE_AVX2
     if (P->path == SDPA_PATH_AVX2) {
         P->gemm = sdpa__gemm_avx2;
@@ -2714,6 +2872,7 @@ static void sdpa__set_kernels(sdpa__plan *P)
         P->pack_k = sdpa__pack_k_avx2;
         P->pack_v = sdpa__pack_vpair_avx2;
         P->split_p = sdpa__split_row_avx2;
+        P->scale_row = sdpa__scale_row_avx2;
     }
 #endif
 #ifdef SDPA__HAVE_AVX512
@@ -2726,6 +2885,8 @@ static void sdpa__set_kernels(sdpa__plan *P)
         P->pack_k = sdpa__pack_k_avx2;
         P->pack_v = sdpa__pack_vpair_avx2;
         P->split_p = sdpa__split_row_avx2;
+        P->scale_row = sdpa__scale_row_avx512;
+        P->softmax = sdpa__softmax_block_avx512;
     }
 #endif
     P->bf16 = 0;
@@ -2738,6 +2899,8 @@ static void sdpa__set_kernels(sdpa__plan *P)
     if (P->q.dtype == SDPA_BF16 && P->path == SDPA_PATH_AMX) {
         P->bf16 = 1;
         P->bgemm = sdpa__bgemm_amx;
+        P->tiles = sdpa__tiles_amx;
+        P->softmax = sdpa__softmax_block_amx;
     }
 #endif
 #ifdef SDPA__TEST_BF16_SCALAR
@@ -2751,6 +2914,7 @@ static void sdpa__set_kernels(sdpa__plan *P)
         P->gemm = sdpa__gemm_neon;
         P->row_max = sdpa__row_max_neon;
         P->exp_row = sdpa__exp_row_neon;
+        P->scale_row = sdpa__scale_row_neon;
         P->load_row = sdpa__load_row_neon;
         P->load_kt = sdpa__load_kt_neon;
     }
@@ -3177,6 +3341,7 @@ static void sdpa__set_kernels_i8(sdpa__plan *P)
     if (!P->i8) return;
     P->bf16 = 0; /* int8 mode takes the place of bf16 mode */
     P->bgemm = NULL;
+    P->tiles = NULL;
 #ifdef SDPA__HAVE_AVX2
     if (P->path == SDPA_PATH_AVX2 || P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX) P->qk_i8 = sdpa__qk_i8_avx2;
 #endif
@@ -3198,6 +3363,7 @@ static void sdpa__set_kernels_i8(sdpa__plan *P)
 
 typedef struct sdpa__ws {
     float *Q, *Kt, *S, *V, *O, *m, *l;
+    float *mn;         /* [tqp] the zmm softmax's new row maxima */
     uint16_t *Qb, *Pb; /* bf16 mode: Q [tqp][dp]; P [2][tqp][tkp], hi then lo */
     uint32_t *Kp, *Vp; /* bf16 pairs: K^T [dp/2][tkp], V [tkp/2][dvp] */
     int8_t *Qi;        /* int8 mode: Q [tqp][dq], its scales qs and shifts qc, scores Si [tqp][tkp] */
@@ -3214,7 +3380,7 @@ static void sdpa__ws_carve(const sdpa__plan *P, char *base, sdpa__ws *W)
     W->S = f;  f += SDPA__ROUND_UP(P->tqp * P->tkp, 16);
     W->V = f;  f += SDPA__ROUND_UP(P->tk * P->dvp, 16);
     W->O = f;  f += SDPA__ROUND_UP(P->tqp * P->dvp, 16);
-    W->m = f;  f += SDPA__ROUND_UP(P->tqp, 16);
+    W->m = f;  W->mn = f + P->tqp; f += SDPA__ROUND_UP(2 * P->tqp, 16);
     W->l = f;  f += SDPA__ROUND_UP(P->tqp, 16);
     W->Qb = W->Pb = NULL;
     W->Kp = W->Vp = NULL;
@@ -3501,11 +3667,157 @@ static void sdpa__score_extras(const sdpa__plan *P, const sdpa__seq *sq, int64_t
                 s[jj] = P->score_mod(s[jj], sq->b, h, i, j0 + jj, P->score_mod_user);
 }
 
+/* The online-softmax step of one key block (keys j0 .. j0 + nk - 1, padded
+ * to nkp) for the tile's rows [0, rp): each row's scores in S become
+ * P = exp(S - m_new), zero for keys the row does not see and in rows that
+ * see none (padding rows included); m and l are updated and the O row
+ * rescaled. bf16 mode: the scores are multiplied by the scale first, and
+ * with split P is also written as two bf16 rows, hi and lo, to W->Pb for
+ * the P.V product. Returns whether any row saw a key. */
+static int sdpa__softmax_block(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq, int64_t j0, int64_t nk,
+                               int64_t nkp, int64_t nr, int64_t rp, int split)
+{
+    const int has_extras = P->softcap > 0.0f || P->alibi || P->has_mask || P->score_mod;
+    int64_t r, j, tkp = P->tkp;
+    int any = 0;
+    for (r = 0; r < rp; r++) {
+        float *s = W->S + r * tkp;
+        int64_t jlo = r < nr ? SDPA__MAX(W->lo[r] - j0, 0) : 1;
+        int64_t jhi = r < nr ? SDPA__MIN(W->hi[r] - j0, nk - 1) : 0;
+        float mnew, alpha, sum;
+        if (jlo > jhi) { for (j = 0; j < nk; j++) s[j] = 0.0f; continue; }
+        if (P->bf16) P->scale_row(s + jlo, jhi - jlo + 1, P->scale);
+        if (has_extras) sdpa__score_extras(P, sq, W->h[r], W->i[r], j0, s, jlo, jhi);
+        mnew = P->row_max(s + jlo, jhi - jlo + 1);
+        mnew = W->m[r] > mnew ? W->m[r] : mnew;
+        if (mnew == -(float)INFINITY) { for (j = 0; j < nk; j++) s[j] = 0.0f; continue; }
+        for (j = 0; j < jlo; j++) s[j] = 0.0f;
+        for (j = jhi + 1; j < nk; j++) s[j] = 0.0f;
+        sum = P->exp_row(s + jlo, jhi - jlo + 1, mnew);
+        alpha = W->m[r] == mnew ? 1.0f : sdpa__expf(W->m[r] - mnew); /* 0 when m was -inf */
+        if (alpha != 1.0f) P->scale_row(W->O + r * P->dvp, P->dvp, alpha);
+        W->l[r] = W->l[r] * alpha + sum;
+        W->m[r] = mnew;
+        any = 1;
+    }
+    for (r = 0; r < rp && split; r++)
+        P->split_p(W->Pb + r * tkp, W->Pb + (P->tqp + r) * tkp, W->S + r * tkp, nk, nkp);
+    return any;
+}
+
+#ifdef SDPA__HAVE_AVX512
+/* 16 floats to bf16 (round to nearest even) by vcvtneps2bf16. Inline
+ * assembly, so that the softmax body below compiles for avx512 alone: only
+ * the amx path's copy of it executes this, and that path is chosen only
+ * where CPUID reports AVX512-BF16 (sdpa__cpu_probe). */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 __m256i sdpa__bf16x16_avx512(__m512 x)
+{
+    __m256i r;
+    __asm__("vcvtneps2bf16 %1, %0" : "=v"(r) : "v"(x));
+    return r;
+}
+
+/* sdpa__softmax_block on zmm registers, in two passes over the rows: first
+ * each row's new maximum (rows are independent, so their reductions
+ * overlap), then per row one pass that takes exp, sums, and writes P: in S,
+ * or with split as the hi and lo parts straight from the exp's registers
+ * (hi = bf16(p), lo = bf16(p - hi), as sdpa__split_row_bf16 up to the
+ * instruction's flush of subnormal lo parts, below 2^-126 where the sum is
+ * at least 1). bf16 mode's scale is folded into the exp's argument: for
+ * scale > 0 the maximum of the scaled scores is the scaled maximum, rounding
+ * being monotonic. The 16-lane groups start at jlo, so l is summed in the
+ * order of sdpa__exp_row_avx512. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 int
+sdpa__softmax_body_avx512(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq, int64_t j0, int64_t nk, int64_t nkp,
+                          int64_t nr, int64_t rp, const int split)
+{
+    const int has_extras = P->softcap > 0.0f || P->alibi || P->has_mask || P->score_mod;
+    /* bf16 mode with extras (or a scale <= 0): the rows are scaled first */
+    const int prescale = P->bf16 && (has_extras || P->scale <= 0.0f);
+    const float sc = P->bf16 && !prescale ? P->scale : 1.0f;
+    int64_t r, j, tkp = P->tkp, dvp = P->dvp;
+    int any = 0;
+    for (r = 0; r < rp; r++) {
+        float *s = W->S + r * tkp, mnew = -(float)INFINITY;
+        int64_t jlo = r < nr ? SDPA__MAX(W->lo[r] - j0, 0) : 1;
+        int64_t jhi = r < nr ? SDPA__MIN(W->hi[r] - j0, nk - 1) : 0;
+        if (jlo <= jhi) {
+            __m512 mx = _mm512_set1_ps(-(float)INFINITY);
+            if (prescale) sdpa__scale_row_avx512(s + jlo, jhi - jlo + 1, P->scale);
+            if (has_extras) sdpa__score_extras(P, sq, W->h[r], W->i[r], j0, s, jlo, jhi);
+            for (j = jlo; j <= jhi; j += 16) { /* NaN lanes are skipped */
+                __mmask16 k = sdpa__tail_mask_avx512(jhi + 1 - j);
+                mx = _mm512_mask_max_ps(mx, k, _mm512_maskz_loadu_ps(k, s + j), mx);
+            }
+            mnew = sdpa__hmax_avx512(mx) * sc;
+            mnew = W->m[r] > mnew ? W->m[r] : mnew;
+        }
+        W->mn[r] = mnew;
+    }
+    for (r = 0; r < rp; r++) {
+        float *s = W->S + r * tkp, mnew = W->mn[r], alpha;
+        uint16_t *hi = split ? W->Pb + r * tkp : NULL, *lo = split ? W->Pb + (P->tqp + r) * tkp : NULL;
+        int64_t jlo = r < nr ? SDPA__MAX(W->lo[r] - j0, 0) : 1;
+        int64_t jhi = r < nr ? SDPA__MIN(W->hi[r] - j0, nk - 1) : 0;
+        __m512 acc = _mm512_setzero_ps(), vm = _mm512_set1_ps(mnew), vsc = _mm512_set1_ps(sc);
+        if (mnew == -(float)INFINITY) { /* no key seen yet (or none visible) */
+            for (j = 0; j < nk && !split; j++) s[j] = 0.0f;
+            for (j = 0; j < nkp && split; j++) hi[j] = lo[j] = 0;
+            continue;
+        }
+        for (j = jlo; j <= jhi; j += 16) {
+            __mmask16 k = sdpa__tail_mask_avx512(jhi + 1 - j);
+            __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + j), vsc);
+            __m512 e = sdpa__exp16_neg_avx512(_mm512_sub_ps(x, vm), k);
+            acc = _mm512_add_ps(acc, e);
+            if (split) {
+                __m256i h = sdpa__bf16x16_avx512(e);
+                __m512 rest = _mm512_sub_ps(e, _mm512_castsi512_ps(_mm512_maskz_slli_epi32(SDPA__ALL16, _mm512_maskz_cvtepu16_epi32(SDPA__ALL16, h), 16)));
+                _mm256_mask_storeu_epi16(hi + j, k, h);
+                _mm256_mask_storeu_epi16(lo + j, k, sdpa__bf16x16_avx512(rest));
+            } else {
+                _mm512_mask_storeu_ps(s + j, k, e);
+            }
+        }
+        for (j = 0; j < jlo && !split; j++) s[j] = 0.0f;
+        for (j = jhi + 1; j < nk && !split; j++) s[j] = 0.0f;
+        for (j = 0; j < jlo && split; j++) hi[j] = lo[j] = 0;
+        for (j = jhi + 1; j < nkp && split; j++) hi[j] = lo[j] = 0;
+        alpha = W->m[r] == mnew ? 1.0f : sdpa__expf(W->m[r] - mnew); /* 0 when m was -inf */
+        if (alpha != 1.0f) sdpa__scale_row_avx512(W->O + r * dvp, dvp, alpha);
+        W->l[r] = W->l[r] * alpha + sdpa__hsum_avx512(acc);
+        W->m[r] = mnew;
+        any = 1;
+    }
+    return any;
+}
+
+/* The avx512 path (F32 mode). bf16 mode reaches it only in the tests'
+ * plain-C emulation, which splits P with the portable kernel. */
+SDPA__TARGET_AVX512 static int sdpa__softmax_block_avx512(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq,
+                                                          int64_t j0, int64_t nk, int64_t nkp, int64_t nr, int64_t rp,
+                                                          int split)
+{
+    int any = sdpa__softmax_body_avx512(P, W, sq, j0, nk, nkp, nr, rp, 0);
+    int64_t r;
+    for (r = 0; r < rp && split; r++)
+        P->split_p(W->Pb + r * P->tkp, W->Pb + (P->tqp + r) * P->tkp, W->S + r * P->tkp, nk, nkp);
+    return any;
+}
+#endif
+
+#ifdef SDPA__HAVE_AMX
+SDPA__TARGET_AMX static int sdpa__softmax_block_amx(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq, int64_t j0,
+                                                    int64_t nk, int64_t nkp, int64_t nr, int64_t rp, int split)
+{
+    return sdpa__softmax_body_avx512(P, W, sq, j0, nk, nkp, nr, rp, split);
+}
+#endif
+
 /* One task: query rows of tile `tile` of kv head g in sequence sq, against
  * every K/V block any of them can see. Scratch O(tile * head_dim). */
 static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq, int64_t g, int64_t tile)
 {
-    const int has_extras = P->softcap > 0.0f || P->alibi || P->has_mask || P->score_mod;
     int64_t nr = 0, r, rp, klo = INT64_MAX, khi = -1, j0, d;
     int64_t D = P->D, Dv = P->Dv, tkp = P->tkp, dvp = P->dvp;
 
@@ -3553,11 +3865,12 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
 
     /* key blocks aligned to multiples of tk, so a row's result does not
      * depend on which other rows share its tile */
+    if (P->tiles && khi >= 0) P->tiles(1);
     for (j0 = khi < 0 ? 0 : klo / P->tk * P->tk; j0 <= khi; j0 += P->tk) {
         int64_t nk = SDPA__MIN(P->tk, khi + 1 - j0), nkp = SDPA__ROUND_UP(nk, P->kpad), j;
         const char *kb = P->k.data + (sq->bt * P->k.s[0] + g * P->k.s[1] + (sq->k0 + j0) * P->k.s[2]) * P->k.esize;
         const char *vb = P->v.data + (sq->bt * P->v.s[0] + g * P->v.s[1] + (sq->k0 + j0) * P->v.s[2]) * P->v.esize;
-        int any = 0;
+        int any, vbad, split;
 
         if (P->i8) {
             sdpa__i8_scores(P, W, sq, g, j0, nk, nkp, nr, rp);
@@ -3565,11 +3878,7 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
             P->pack_k(W->Kp, tkp, kb, P->k.s[2] * P->k.esize, nk, D, P->dp);
             for (d = 0; d < P->dp / 2; d++)
                 for (j = nk; j < nkp; j++) W->Kp[d * tkp + j] = 0;
-            P->bgemm(rp, nkp, P->dp / 2, W->Qb, P->dp, W->Kp, tkp, W->S, tkp, 0);
-            for (r = 0; r < nr; r++) {
-                float *SDPA__RESTRICT s = W->S + r * tkp, sc = P->scale;
-                for (j = 0; j < nk; j++) s[j] *= sc;
-            }
+            P->bgemm(rp, nkp, P->dp / 2, W->Qb, NULL, P->dp, W->Kp, tkp, W->S, tkp, 0); /* scaled in the softmax */
         } else {
             P->load_kt(W->Kt, tkp, kb, P->k.s[2] * P->k.esize, P->k.dtype, nk, D);
             if (nkp > nk)
@@ -3578,47 +3887,27 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
             P->gemm(rp, nkp, D, W->Q, D, W->Kt, tkp, W->S, tkp, 0);
         }
 
-        /* online softmax: S becomes P = exp(S - m_new), m, l and O rescaled */
-        for (r = 0; r < rp; r++) {
-            float *s = W->S + r * tkp;
-            int64_t jlo = r < nr ? SDPA__MAX(W->lo[r] - j0, 0) : 1;
-            int64_t jhi = r < nr ? SDPA__MIN(W->hi[r] - j0, nk - 1) : 0;
-            float mnew, alpha, sum;
-            if (jlo > jhi) { for (j = 0; j < nk; j++) s[j] = 0.0f; continue; }
-            if (has_extras) sdpa__score_extras(P, sq, W->h[r], W->i[r], j0, s, jlo, jhi);
-            mnew = P->row_max(s + jlo, jhi - jlo + 1);
-            mnew = W->m[r] > mnew ? W->m[r] : mnew;
-            if (mnew == -(float)INFINITY) { for (j = 0; j < nk; j++) s[j] = 0.0f; continue; }
-            for (j = 0; j < jlo; j++) s[j] = 0.0f;
-            for (j = jhi + 1; j < nk; j++) s[j] = 0.0f;
-            sum = P->exp_row(s + jlo, jhi - jlo + 1, mnew);
-            alpha = sdpa__expf(W->m[r] - mnew); /* 0 when m was -inf */
-            if (alpha != 1.0f) {
-                float *o = W->O + r * dvp;
-                for (d = 0; d < dvp; d++) o[d] *= alpha;
-            }
-            W->l[r] = W->l[r] * alpha + sum;
-            W->m[r] = mnew;
-            any = 1;
-        }
-        if (!any || Dv == 0) continue;
-
-        if (P->bf16) { /* V pair-packed; P rounded to bf16 for the product */
-            int bad = 0;
+        /* bf16 mode: V pair-packed first, so that the softmax knows whether
+         * P goes to the bf16 product (split into hi and lo) or, when V holds
+         * an Inf or NaN, stays in S for the F32 one below */
+        vbad = 0;
+        if (P->bf16 && Dv > 0)
             for (j = 0; j < nkp; j += 2) {
                 uint32_t *dst = W->Vp + (j / 2) * dvp;
                 if (j >= nk) { for (d = 0; d < dvp; d++) dst[d] = 0; continue; }
-                bad |= P->pack_v(dst, vb + j * P->v.s[2] * P->v.esize,
-                                             j + 1 < nk ? vb + (j + 1) * P->v.s[2] * P->v.esize : NULL, Dv, dvp);
+                vbad |= P->pack_v(dst, vb + j * P->v.s[2] * P->v.esize,
+                                  j + 1 < nk ? vb + (j + 1) * P->v.s[2] * P->v.esize : NULL, Dv, dvp);
             }
-            if (!bad) {
-                uint16_t *plo = W->Pb + P->tqp * tkp;
-                for (r = 0; r < rp; r++)
-                    P->split_p(W->Pb + r * tkp, plo + r * tkp, W->S + r * tkp, nk, nkp);
-                P->bgemm(rp, dvp, nkp / 2, W->Pb, tkp, W->Vp, dvp, W->O, dvp, 1);
-                P->bgemm(rp, dvp, nkp / 2, plo, tkp, W->Vp, dvp, W->O, dvp, 1);
-                continue;
-            }
+        split = P->bf16 && Dv > 0 && !vbad;
+
+        /* online softmax: S becomes P = exp(S - m_new), m, l and O rescaled */
+        any = P->softmax(P, W, sq, j0, nk, nkp, nr, rp, split);
+        if (P->tiles && P->score_mod) P->tiles(1); /* score_mod may have run anything, AMX included */
+        if (!any || Dv == 0) continue;
+
+        if (split) { /* P.V as (P_hi + P_lo).V, one pass over O */
+            P->bgemm(rp, dvp, nkp / 2, W->Pb, W->Pb + P->tqp * tkp, tkp, W->Vp, dvp, W->O, dvp, 1);
+            continue;
         }
         {
             float bad = 0.0f; /* becomes NaN iff the block holds a NaN or Inf */
@@ -3634,6 +3923,8 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
                 sdpa__pv_skip_zeros(rp, dvp, nk, W->S, tkp, W->V, W->O);
         }
     }
+
+    if (P->tiles && khi >= 0) P->tiles(0);
 
     /* normalise and store; rows that saw no key give 0 and lse = -inf */
     for (r = 0; r < nr; r++) {
@@ -5471,6 +5762,7 @@ static void sdpa__kv_carve(const sdpa__kvplan *K, int worker, sdpa__ws *W, float
     W->O = f;  f += SDPA__KV_ROWS * K->ldo;
     W->m = f;  f += SDPA__KV_ROWS;
     W->l = f;  f += SDPA__KV_ROWS;
+    W->mn = NULL;
     W->h = (int64_t *)(void *)f;
     W->i = W->h + SDPA__KV_ROWS;
     W->lo = W->i + SDPA__KV_ROWS;

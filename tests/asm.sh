@@ -70,7 +70,7 @@ scalar_kernels="sdpa__gemm_scalar sdpa__exp_row sdpa__row_max sdpa__load_row"
 simd_kernels="sdpa__gemm_avx2 sdpa__exp_row_avx2 sdpa__row_max_avx2 sdpa__load_row_avx2 sdpa__load_kt_avx2 sdpa__pack_k_avx2"
 # the AVX-512 and NEON versions, dumped when the build has them (absent: skipped)
 other_kernels="sdpa__gemm_avx512 sdpa__exp_row_avx512 sdpa__row_max_avx512 sdpa__load_row_avx512
-sdpa__bgemm_amx sdpa__split_row_bf16 sdpa__pack_vpair_bf16
+sdpa__softmax_block_avx512 sdpa__bgemm_amx sdpa__tiles_amx sdpa__softmax_block_amx sdpa__split_row_bf16 sdpa__pack_vpair_bf16
 sdpa__gemm_neon sdpa__exp_row_neon sdpa__row_max_neon sdpa__load_row_neon sdpa__load_kt_neon
 sdpa__qk_i8_scalar sdpa__qk_i8_avx2 sdpa__qk_i8_vnni sdpa__qk_i8_neon sdpa__qk_i8_sdot
 sdpa__kdot16_avx2 sdpa__kdot16_vnni sdpa__vacc8_avx2 sdpa__vacc8_vnni"
@@ -263,10 +263,18 @@ check)
         need sdpa__exp_row_avx512 2 '\{%k[1-7]\}' "opmasked instructions (tails)"
         need sdpa__row_max_avx512 1 'vmaxps\s+.*%zmm' "zmm max"
         need sdpa__load_row_avx512 1 'vcvtph2ps\s+.*%zmm' "zmm F16 converts"
-        # bf16 products on AMX tiles
-        need sdpa__bgemm_amx 4 'tdpbf16ps' "AMX tdpbf16ps"
+        # the softmax of a key block: the exp's polynomial, 2^n by vscalefps, opmasked tails
+        need sdpa__softmax_block_avx512 7 'vfn?madd[0-9]+ps\s+.*%zmm' "zmm FMAs"
+        need sdpa__softmax_block_avx512 1 'vscalefps' "vscalefps (2^n)"
+        need sdpa__softmax_block_avx512 2 '\{%k[1-7]\}' "opmasked instructions (tails)"
+        # bf16 products on AMX tiles (P's hi and lo parts: 4 + 4 per step)
+        need sdpa__bgemm_amx 8 'tdpbf16ps' "AMX tdpbf16ps"
         need sdpa__bgemm_amx 4 'tileloadd' "AMX tile loads"
-        need sdpa__bgemm_amx 1 'ldtilecfg' "tile configuration"
+        need sdpa__tiles_amx 1 'ldtilecfg' "tile configuration"
+        need sdpa__tiles_amx 1 'tilerelease' "tile release"
+        # its softmax: the same exp, and P split into bf16 hi and lo parts
+        need sdpa__softmax_block_amx 7 'vfn?madd[0-9]+ps\s+.*%zmm' "zmm FMAs"
+        need sdpa__softmax_block_amx 2 'vcvtneps2bf16' "bf16 converts (P's hi and lo)"
         # int8 Q.K^T: per quad step and 8 keys of a row, vpsignb, vpmaddubsw
         # (never saturating: see the kernel), vpmaddwd by ones; 4 x 16 block
         need sdpa__qk_i8_avx2 8 'vpsignb\s+.*%ymm' "vpsignb"

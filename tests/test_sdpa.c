@@ -1102,6 +1102,7 @@ typedef struct kernel_set {
     void (*gemm)(int64_t, int64_t, int64_t, const float *, int64_t, const float *, int64_t, float *, int64_t, int);
     float (*row_max)(const float *, int64_t);
     float (*exp_row)(float *, int64_t, float);
+    void (*scale_row)(float *, int64_t, float);
     void (*load_row)(float *, const char *, sdpa_dtype, int64_t, float);
     void (*load_kt)(float *, int64_t, const char *, int64_t, sdpa_dtype, int64_t, int64_t);
     void (*pack_k)(uint32_t *, int64_t, const char *, int64_t, int64_t, int64_t, int64_t);
@@ -1184,6 +1185,21 @@ static void test_simd_kernels(const kernel_set *ks)
             if (buf[k] != 1e30f && bad++ < 4) case_fail("n=%lld: guard %lld written", LL(n), LL(k));
         CHECK(fabs((double)sum_a - (double)sum_s) <= 1e-6 * fabs((double)sum_s) + 1e-30,
               "n=%lld: sum %.9g vs %.9g", LL(n), sum_a, sum_s);
+    }
+    case_end();
+
+    case_begin("%s scale_row: every length 0..40 as scalar, bit for bit, guards after the row untouched", ks->name);
+    for (n = 0; n <= 40; ++n) {
+        float ref[48], a = (float)rnd_range(-2, 2);
+        for (k = 0; k < n; ++k) buf[k] = ref[k] = (float)rnd_range(-1e3, 1e3);
+        if (n > 2) buf[1] = ref[1] = NAN, buf[2] = ref[2] = -INFINITY;
+        for (k = n; k < n + 16; ++k) buf[k] = 7.0f;
+        ks->scale_row(buf, n, a);
+        sdpa__scale_row(ref, n, a);
+        for (k = 0; k < n; ++k)
+            if (!same_float(buf[k], ref[k]) && bad++ < 4) case_fail("n=%lld: x[%lld] %.9g vs scalar %.9g", LL(n), LL(k), buf[k], ref[k]);
+        for (k = n; k < n + 16; ++k)
+            if (buf[k] != 7.0f && bad++ < 4) case_fail("n=%lld: guard %lld written", LL(n), LL(k));
     }
     case_end();
 
@@ -1305,42 +1321,116 @@ static void test_simd_kernels(const kernel_set *ks)
 }
 #endif
 
+#ifdef SDPA__HAVE_AVX512
+typedef int (*softmax_fn)(const sdpa__plan *, struct sdpa__ws *, const sdpa__seq *, int64_t, int64_t, int64_t, int64_t,
+                          int64_t, int);
+
+/* A fused softmax step against sdpa__softmax_block run with the same path's
+ * row kernels, on random blocks: random visible ranges per row (empty, one
+ * key, partial, all), rows with no key seen yet, -inf and NaN scores, the
+ * tail of a block (nk < nkp), softcap on some blocks, bf16 mode's scale
+ * (negative on some blocks) and its split into hi and lo. S, m, l and O must
+ * match bit for bit, and so must hi and lo (split: tiny values, where the
+ * instruction flushes subnormal lo parts, are not drawn). */
+static void test_softmax_block(const char *name, softmax_fn fn, int bf16, int split)
+{
+    enum { TQ = 32, TK = 64, DV = 48 };
+    sdpa__plan P;
+    sdpa__ws W[2];
+    sdpa__seq sq;
+    float S[2][TQ * TK], O[2][TQ * DV], m[2][TQ], l[2][TQ], mn[TQ];
+    uint16_t Pb[2][2 * TQ * TK];
+    int64_t lo[TQ], hi[TQ], hh[TQ], ii[TQ], t, r, j;
+    case_begin("%s softmax step%s equals the portable one with the same row kernels, bit for bit", name,
+               bf16 ? (split ? " (bf16 mode, P split into hi and lo)" : " (bf16 mode)") : "");
+    for (t = 0; t < 300; ++t) {
+        int64_t nk = rnd_int(1, TK), nkp = SDPA__ROUND_UP(nk, 32), nr = rnd_int(0, TQ), rp = SDPA__ROUND_UP(nr, 4);
+        int64_t j0 = 64 * rnd_int(0, 3), c;
+        int any[2];
+        memset(&P, 0, sizeof P);
+        memset(&sq, 0, sizeof sq);
+        P.tqp = TQ; P.tkp = TK; P.dvp = DV; P.bf16 = bf16;
+        P.scale = bf16 ? (float)(rnd_int(0, 3) ? rnd_range(0.05, 0.3) : rnd_range(-0.3, -0.05)) : 1.0f;
+        P.softcap = rnd_int(0, 3) ? 0.0f : 20.0f;
+        P.row_max = sdpa__row_max_avx512; P.exp_row = sdpa__exp_row_avx512; P.scale_row = sdpa__scale_row_avx512;
+        P.split_p = sdpa__split_row_avx2;
+        for (r = 0; r < TQ; ++r) {
+            int64_t kind = rnd_int(0, 4), a = rnd_int(0, nk - 1), b = rnd_int(a, nk - 1);
+            hh[r] = 0; ii[r] = r;
+            lo[r] = j0 + (kind == 0 ? 0 : kind == 1 ? a : kind == 2 ? a : 0);
+            hi[r] = j0 + (kind == 0 ? nk - 1 : kind == 1 ? a : kind == 2 ? b : -1); /* 3, 4: none */
+            if (kind == 4) { lo[r] = j0 + nk; hi[r] = j0 + nk + 5; }
+            m[0][r] = rnd_int(0, 2) ? -INFINITY : (float)rnd_range(-5, 5);
+            l[0][r] = m[0][r] == -INFINITY ? 0.0f : (float)rnd_range(0.5, 50);
+        }
+        for (j = 0; j < TQ * TK; ++j) S[0][j] = (float)rnd_range(-20, 20) * (rnd_int(0, 40) ? 1.0f : -INFINITY);
+        if (rnd_int(0, 9) == 0) S[0][rnd_int(0, TQ * TK - 1)] = NAN;
+        for (j = 0; j < TQ * DV; ++j) O[0][j] = (float)rnd_range(-3, 3);
+        for (j = 0; j < 2 * TQ * TK; ++j) Pb[0][j] = 0x5555;
+        memcpy(S[1], S[0], sizeof S[0]); memcpy(O[1], O[0], sizeof O[0]);
+        memcpy(m[1], m[0], sizeof m[0]); memcpy(l[1], l[0], sizeof l[0]); memcpy(Pb[1], Pb[0], sizeof Pb[0]);
+        for (c = 0; c < 2; ++c) {
+            memset(&W[c], 0, sizeof W[c]);
+            W[c].S = S[c]; W[c].O = O[c]; W[c].m = m[c]; W[c].l = l[c]; W[c].Pb = Pb[c]; W[c].mn = mn;
+            W[c].lo = lo; W[c].hi = hi; W[c].h = hh; W[c].i = ii;
+        }
+        any[0] = sdpa__softmax_block(&P, &W[0], &sq, j0, nk, nkp, nr, rp, split);
+        any[1] = fn(&P, &W[1], &sq, j0, nk, nkp, nr, rp, split);
+        CHECK(any[0] == any[1], "t=%lld: any %d vs %d", LL(t), any[1], any[0]);
+        for (r = 0; r < rp; ++r) {
+            int bad = !same_float(m[0][r], m[1][r]) || !same_float(l[0][r], l[1][r]);
+            for (j = 0; j < DV; ++j) bad |= !same_float(O[0][r * DV + j], O[1][r * DV + j]);
+            for (j = 0; j < nk && !split; ++j) bad |= !same_float(S[0][r * TK + j], S[1][r * TK + j]);
+            for (j = 0; j < nkp && split; ++j)
+                bad |= Pb[0][r * TK + j] != Pb[1][r * TK + j] || Pb[0][(TQ + r) * TK + j] != Pb[1][(TQ + r) * TK + j];
+            CHECK(!bad, "t=%lld row %lld (nk %lld, keys %lld..%lld of %lld..): m %.9g/%.9g l %.9g/%.9g differ, or S, O, P",
+                  LL(t), LL(r), LL(nk), LL(hi[r] >= lo[r] ? lo[r] : 0), LL(hi[r]), LL(j0), m[1][r], m[0][r], l[1][r], l[0][r]);
+        }
+    }
+    case_end();
+}
+#endif
+
 #ifdef SDPA__HAVE_AMX
-typedef void (*bgemm_fn)(int64_t, int64_t, int64_t, const uint16_t *, int64_t, const uint32_t *, int64_t, float *,
-                         int64_t, int);
+typedef void (*bgemm_fn)(int64_t, int64_t, int64_t, const uint16_t *, const uint16_t *, int64_t, const uint32_t *,
+                         int64_t, float *, int64_t, int);
 
 /* A bf16 product kernel against the plain-C contract, on random blocks of
  * the shapes it accepts (M, N and 2 K2 multiples of 32). */
-static void test_bgemm(const char *name, bgemm_fn fn)
+static void test_bgemm(const char *name, bgemm_fn fn, void (*tiles)(int))
 {
     int64_t t;
-    case_begin("%s bf16 product kernel equals the plain-C one on random blocks (accumulate and not)", name);
+    case_begin("%s bf16 product kernel equals the plain-C one on random blocks (accumulate and not, one A or two)", name);
     for (t = 0; t < 40; ++t) {
         int64_t M = 32 * rnd_int(1, 3), N = 32 * rnd_int(1, 5), K2 = 16 * rnd_int(1, 9);
         int64_t lda = 2 * K2 + 2 * rnd_int(0, 8), ldb = N + 16 * rnd_int(0, 1), ldc = N + 16 * rnd_int(0, 1), i;
-        int acc = (int)rnd_int(0, 1);
+        int acc = (int)rnd_int(0, 1), two = (int)rnd_int(0, 1);
         uint16_t *A = (uint16_t *)xcalloc((size_t)(M * lda), sizeof(uint16_t));
+        uint16_t *A2 = (uint16_t *)xcalloc((size_t)(M * lda), sizeof(uint16_t));
         uint32_t *Bm = (uint32_t *)xcalloc((size_t)(K2 * ldb), sizeof(uint32_t));
         float *C1 = (float *)xcalloc((size_t)(M * ldc), sizeof(float));
         float *C2 = (float *)xcalloc((size_t)(M * ldc), sizeof(float));
         int64_t nbad = 0;
         for (i = 0; i < M * lda; ++i) A[i] = sdpa_f32_to_bf16((float)rnd_range(-1, 1));
+        for (i = 0; i < M * lda; ++i) A2[i] = sdpa_f32_to_bf16((float)rnd_range(-0.01, 0.01));
         for (i = 0; i < K2 * ldb; ++i)
             Bm[i] = (uint32_t)sdpa_f32_to_bf16((float)rnd_range(-1, 1)) |
                     (uint32_t)sdpa_f32_to_bf16((float)rnd_range(-1, 1)) << 16;
         for (i = 0; i < M * ldc; ++i) C1[i] = C2[i] = (float)rnd_range(-1, 1);
-        sdpa__bgemm_scalar(M, N, K2, A, lda, Bm, ldb, C1, ldc, acc);
-        fn(M, N, K2, A, lda, Bm, ldb, C2, ldc, acc);
+        sdpa__bgemm_scalar(M, N, K2, A, two ? A2 : NULL, lda, Bm, ldb, C1, ldc, acc);
+        if (tiles) tiles(1);
+        fn(M, N, K2, A, two ? A2 : NULL, lda, Bm, ldb, C2, ldc, acc);
+        if (tiles) tiles(0);
         for (i = 0; i < M * ldc; ++i) {
             double d = fabs((double)C1[i] - (double)C2[i]);
             int in_block = (i % ldc) < N; /* columns past N must keep their values */
-            if (in_block ? !(d <= 1e-5 * (double)(2 * K2 + 1)) : C2[i] != C1[i]) {
+            if (in_block ? !(d <= 1e-5 * (double)(2 * K2 * (two + 1) + 1)) : C2[i] != C1[i]) {
                 if (nbad++ < 3)
-                    case_fail("M=%lld N=%lld K2=%lld acc=%d: C[%lld][%lld] = %.9g, plain C %.9g", LL(M), LL(N), LL(K2),
-                              acc, LL(i / ldc), LL(i % ldc), C2[i], C1[i]);
+                    case_fail("M=%lld N=%lld K2=%lld acc=%d two=%d: C[%lld][%lld] = %.9g, plain C %.9g", LL(M), LL(N),
+                              LL(K2), acc, two, LL(i / ldc), LL(i % ldc), C2[i], C1[i]);
             }
         }
-        free(A); free(Bm); free(C1); free(C2);
+        free(A); free(A2); free(Bm); free(C1); free(C2);
     }
     case_end();
 }
@@ -1619,7 +1709,7 @@ static void test_paths(void)
 #ifdef SDPA__HAVE_AVX2
     if (sdpa_path_supported(SDPA_PATH_AVX2)) {
         static const kernel_set ks = {"avx2", sdpa__gemm_avx2, sdpa__row_max_avx2, sdpa__exp_row_avx2,
-                                      sdpa__load_row_avx2, sdpa__load_kt_avx2, sdpa__pack_k_avx2,
+                                      sdpa__scale_row_avx2, sdpa__load_row_avx2, sdpa__load_kt_avx2, sdpa__pack_k_avx2,
                                       sdpa__pack_vpair_avx2, sdpa__split_row_avx2 SLEEF_EXP_AVX2};
         test_simd_kernels(&ks);
     }
@@ -1627,13 +1717,19 @@ static void test_paths(void)
 #ifdef SDPA__HAVE_AVX512
     if (sdpa_path_supported(SDPA_PATH_AVX512)) {
         static const kernel_set ks = {"avx512", sdpa__gemm_avx512, sdpa__row_max_avx512, sdpa__exp_row_avx512,
-                                      sdpa__load_row_avx512, sdpa__load_kt_avx2, sdpa__pack_k_avx2,
+                                      sdpa__scale_row_avx512, sdpa__load_row_avx512, sdpa__load_kt_avx2, sdpa__pack_k_avx2,
                                       sdpa__pack_vpair_avx2, sdpa__split_row_avx2 SLEEF_EXP_AVX512};
         test_simd_kernels(&ks);
+        test_softmax_block("avx512", sdpa__softmax_block_avx512, 0, 0);
+        test_softmax_block("avx512", sdpa__softmax_block_avx512, 1, 1);
     }
 #endif
 #ifdef SDPA__HAVE_AMX
-    if (sdpa__cpu() & SDPA__CPU_AMX) test_bgemm("amx", sdpa__bgemm_amx);
+    if (sdpa__cpu() & SDPA__CPU_AMX) {
+        test_bgemm("amx", sdpa__bgemm_amx, sdpa__tiles_amx);
+        test_softmax_block("amx", sdpa__softmax_block_amx, 1, 0);
+        test_softmax_block("amx", sdpa__softmax_block_amx, 1, 1);
+    }
 #endif
 #ifdef SDPA__HAVE_NEON
     CHECK(sdpa_path_supported(SDPA_PATH_NEON) == 1, "NEON is in the AArch64 base ISA, yet reported missing");
