@@ -1010,6 +1010,7 @@ typedef struct sdpa__plan {
     int (*softmax)(const struct sdpa__plan *P, struct sdpa__ws *W, const sdpa__seq *sq, int64_t j0, int64_t nk,
                    int64_t nkp, int64_t nr, int64_t rp, int split);
     void (*load_row)(float *dst, const char *src, sdpa_dtype t, int64_t n, float mul);
+    void (*store_row)(char *dst, sdpa_dtype t, const float *src, int64_t n, float mul);
     void (*load_kt)(float *Kt, int64_t ld, const char *kb, int64_t ks, sdpa_dtype t, int64_t nk, int64_t D);
     void (*pack_k)(uint32_t *Kp, int64_t ld, const char *kb, int64_t ks, int64_t nk, int64_t D, int64_t dp);
     int (*pack_v)(uint32_t *dst, const char *v0, const char *v1, int64_t Dv, int64_t dvp);
@@ -2506,6 +2507,40 @@ SDPA__TARGET_AVX512 static void sdpa__scale_row_avx512(float *x, int64_t n, floa
     }
 }
 
+/* sdpa_f32_to_bf16 on 16 lanes (the same bits: round to nearest even, NaN
+ * quieted), as 16-bit values. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 __m256i sdpa__bf16_rne_avx512(__m512 x)
+{
+    __m512i u = _mm512_castps_si512(x);
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_maskz_and_epi32(SDPA__ALL16, u, _mm512_set1_epi32(0x7fffffff)),
+                                            _mm512_set1_epi32(0x7f800000));
+    __m512i hi = _mm512_maskz_srli_epi32(SDPA__ALL16, u, 16);
+    __m512i r = _mm512_maskz_add_epi32(SDPA__ALL16, _mm512_maskz_add_epi32(SDPA__ALL16, u, _mm512_set1_epi32(0x7fff)),
+                                       _mm512_maskz_and_epi32(SDPA__ALL16, hi, _mm512_set1_epi32(1)));
+    r = _mm512_maskz_srli_epi32(SDPA__ALL16, r, 16);
+    r = _mm512_mask_or_epi32(r, nan, hi, _mm512_set1_epi32(0x40));
+    return _mm512_maskz_cvtepi32_epi16(SDPA__ALL16, r);
+}
+
+/* sdpa__store_row, 16 lanes a step with opmasked tails: F16 by vcvtps2ph
+ * (the same rounding and NaN bits as sdpa_f32_to_f16), BF16 as above. */
+SDPA__TARGET_AVX512 static void sdpa__store_row_avx512(char *dst, sdpa_dtype t, const float *src, int64_t n, float mul)
+{
+    __m512 vm = _mm512_set1_ps(mul);
+    int64_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = sdpa__tail_mask_avx512(n - i);
+        __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, src + i), vm);
+        if (t == SDPA_F32)
+            _mm512_mask_storeu_ps((float *)(void *)dst + i, k, x);
+        else if (t == SDPA_F16)
+            _mm256_mask_storeu_epi16((uint16_t *)(void *)dst + i, k,
+                                     _mm512_maskz_cvtps_ph(SDPA__ALL16, x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        else
+            _mm256_mask_storeu_epi16((uint16_t *)(void *)dst + i, k, sdpa__bf16_rne_avx512(x));
+    }
+}
+
 /* 16 elements of dtype t at src, widened (lanes outside k read as 0). */
 SDPA__TARGET_AVX512 static __m512 sdpa__load16_avx512(const char *src, sdpa_dtype t, __mmask16 k)
 {
@@ -2860,6 +2895,7 @@ static void sdpa__set_kernels(sdpa__plan *P)
     P->pack_v = sdpa__pack_vpair_bf16;
     P->split_p = sdpa__split_row_bf16;
     P->scale_row = sdpa__scale_row;
+    P->store_row = sdpa__store_row;
     P->softmax = sdpa__softmax_block;
     P->tiles = NULL;
 #ifdef SDPA__HAVE_AVX2
@@ -2886,6 +2922,7 @@ static void sdpa__set_kernels(sdpa__plan *P)
         P->pack_v = sdpa__pack_vpair_avx2;
         P->split_p = sdpa__split_row_avx2;
         P->scale_row = sdpa__scale_row_avx512;
+        P->store_row = sdpa__store_row_avx512;
         P->softmax = sdpa__softmax_block_avx512;
     }
 #endif
@@ -3936,7 +3973,7 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
             mul = 1.0f;
         }
         if (Dv > 0)
-            sdpa__store_row((char *)(uintptr_t)P->o.data +
+            P->store_row((char *)(uintptr_t)P->o.data +
                                 (sq->bt * P->o.s[0] + h * P->o.s[1] + (sq->q0 + i) * P->o.s[2]) * P->o.esize,
                             P->o.dtype, o, Dv, mul);
         if (P->lse)
@@ -5741,7 +5778,7 @@ static void sdpa__kv_store(const sdpa__plan *P, int64_t b, int64_t h, int64_t i,
         for (d = 0; d < P->Dv; d++) o[d] = 0.0f;
         mul = 1.0f;
     }
-    sdpa__store_row((char *)(uintptr_t)P->o.data + (b * P->o.s[0] + h * P->o.s[1] + i * P->o.s[2]) * P->o.esize, P->o.dtype, o,
+    P->store_row((char *)(uintptr_t)P->o.data + (b * P->o.s[0] + h * P->o.s[1] + i * P->o.s[2]) * P->o.esize, P->o.dtype, o,
                     P->Dv, mul);
     if (P->lse) P->lse[(b * P->Hq + h) * P->Lq + i] = l > 0.0f ? m + logf(l) : (l == 0.0f ? -(float)INFINITY : l);
 }

@@ -1104,6 +1104,7 @@ typedef struct kernel_set {
     float (*exp_row)(float *, int64_t, float);
     void (*scale_row)(float *, int64_t, float);
     void (*load_row)(float *, const char *, sdpa_dtype, int64_t, float);
+    void (*store_row)(char *, sdpa_dtype, const float *, int64_t, float);
     void (*load_kt)(float *, int64_t, const char *, int64_t, sdpa_dtype, int64_t, int64_t);
     void (*pack_k)(uint32_t *, int64_t, const char *, int64_t, int64_t, int64_t, int64_t);
     int (*pack_v)(uint32_t *, const char *, const char *, int64_t, int64_t);
@@ -1200,6 +1201,44 @@ static void test_simd_kernels(const kernel_set *ks)
             if (!same_float(buf[k], ref[k]) && bad++ < 4) case_fail("n=%lld: x[%lld] %.9g vs scalar %.9g", LL(n), LL(k), buf[k], ref[k]);
         for (k = n; k < n + 16; ++k)
             if (buf[k] != 7.0f && bad++ < 4) case_fail("n=%lld: guard %lld written", LL(n), LL(k));
+    }
+    case_end();
+
+    case_begin("%s row stores (F32/F16/BF16): random and special values as scalar, bit for bit, every tail, guards kept",
+               ks->name);
+    for (dt = 0; dt < 3; ++dt) {
+        sdpa_dtype t = dt == 0 ? SDPA_F32 : dt == 1 ? SDPA_F16 : SDPA_BF16;
+        int64_t es = t == SDPA_F32 ? 4 : 2, cnt = 1 << 16, i, nbad = 0;
+        float *src = (float *)xcalloc((size_t)cnt, sizeof(float));
+        char *da = (char *)xcalloc((size_t)(cnt + 16), (size_t)es), *ds = (char *)xcalloc((size_t)cnt, (size_t)es);
+        static const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 65504.0f, 65519.99f, 65520.0f,
+                                        -65520.0f, 6.1e-5f, 5.96e-8f, 2.98e-8f, 1e-30f, 3.4e38f, -1.0f};
+        for (i = 0; i < cnt; ++i) { /* wide magnitudes, exact halfway cases, specials */
+            uint32_t u = (uint32_t)rnd_int(0, 0x7fffffff) | (rnd_int(0, 1) ? 0x80000000u : 0u);
+            float f;
+            if (i % 3 == 0) u &= ~0x1fffu, u |= 0x1000u; /* halfway for F16 */
+            if (i % 3 == 1) u &= ~0xffffu, u |= 0x8000u; /* halfway for BF16 */
+            if ((u & 0x7fffffffu) > 0x7f800000u) u |= 0x00400000u; /* quiet: x * 1 may be folded to x */
+            memcpy(&f, &u, 4);
+            src[i] = i < (int64_t)(sizeof special / sizeof special[0]) ? special[i] : f;
+        }
+        memset(da + cnt * es, 0x77, (size_t)(16 * es));
+        ks->store_row(da, t, src, cnt, 1.0f);
+        sdpa__store_row(ds, t, src, cnt, 1.0f);
+        for (i = 0; i < cnt * es; ++i)
+            if (da[i] != ds[i] && nbad++ < 3)
+                case_fail("dtype %d element %lld differs from scalar (value %.9g)", dt, LL(i / es), src[i / es]);
+        for (i = cnt * es; i < (cnt + 16) * es; ++i) CHECK(da[i] == 0x77, "store guard byte %lld written", LL(i - cnt * es));
+        for (n = 0; n <= 40; ++n) { /* every length, with a scale */
+            char ra[(40 + 16) * 4], rs[40 * 4];
+            memset(ra, 0x77, sizeof ra);
+            ks->store_row(ra, t, src + 100, n, 0.37f);
+            sdpa__store_row(rs, t, src + 100, n, 0.37f);
+            for (i = 0; i < (40 + 16) * es; ++i)
+                if (!(i < n * es ? ra[i] == rs[i] : ra[i] == 0x77) && nbad++ < 3)
+                    case_fail("store n=%lld: byte %lld is %d", LL(n), LL(i), ra[i]);
+        }
+        free(src); free(da); free(ds);
     }
     case_end();
 
@@ -1709,7 +1748,7 @@ static void test_paths(void)
 #ifdef SDPA__HAVE_AVX2
     if (sdpa_path_supported(SDPA_PATH_AVX2)) {
         static const kernel_set ks = {"avx2", sdpa__gemm_avx2, sdpa__row_max_avx2, sdpa__exp_row_avx2,
-                                      sdpa__scale_row_avx2, sdpa__load_row_avx2, sdpa__load_kt_avx2, sdpa__pack_k_avx2,
+                                      sdpa__scale_row_avx2, sdpa__load_row_avx2, sdpa__store_row, sdpa__load_kt_avx2, sdpa__pack_k_avx2,
                                       sdpa__pack_vpair_avx2, sdpa__split_row_avx2 SLEEF_EXP_AVX2};
         test_simd_kernels(&ks);
     }
@@ -1717,7 +1756,7 @@ static void test_paths(void)
 #ifdef SDPA__HAVE_AVX512
     if (sdpa_path_supported(SDPA_PATH_AVX512)) {
         static const kernel_set ks = {"avx512", sdpa__gemm_avx512, sdpa__row_max_avx512, sdpa__exp_row_avx512,
-                                      sdpa__scale_row_avx512, sdpa__load_row_avx512, sdpa__load_kt_avx2, sdpa__pack_k_avx2,
+                                      sdpa__scale_row_avx512, sdpa__load_row_avx512, sdpa__store_row_avx512, sdpa__load_kt_avx2, sdpa__pack_k_avx2,
                                       sdpa__pack_vpair_avx2, sdpa__split_row_avx2 SLEEF_EXP_AVX512};
         test_simd_kernels(&ks);
         test_softmax_block("avx512", sdpa__softmax_block_avx512, 0, 0);
