@@ -1286,8 +1286,8 @@ static int sdpa__count_tasks(const sdpa__plan *P, int64_t *total)
 /* The default tiles where the caller left them 0 (and did not pin the
  * macros). The zmm paths pack each K and V block once per tile, so a tile
  * of 128 or 256 rows pays a half or a quarter of that per row: 256 from
- * Lq = 1024, 128 from 512, halved while the call would have fewer than four
- * tiles per thread. bf16 mode on AMX also takes 128 keys per block (the
+ * Lq = 1024, 128 from 512 (causal: at most Lq / 8), halved while the call
+ * would have fewer than four tiles per thread. bf16 mode on AMX also takes 128 keys per block (the
  * softmax's per-row work and the O tiles' loads and stores are per block;
  * the timings are in the README's Performance section). The row tile never
  * changes a result; the key block changes the last bits (as tile_k does). */
@@ -1300,6 +1300,9 @@ static void sdpa__auto_tiles(sdpa__plan *P, const sdpa_params *p)
     if (!p->tile_q && !P->i8 && (P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX)) {
         int64_t tq = P->Lq >= 1024 ? 256 : P->Lq >= 512 ? 128 : SDPA_TILE_Q, tasks;
         int want = sdpa__n_workers(p, INT64_MAX);
+        /* causal: the products of a row tile's last key blocks are partly
+         * wasted, about tq / Lq of all of them; at most an eighth */
+        while (P->causal != SDPA_CAUSAL_NONE && tq > SDPA_TILE_Q && tq > P->Lq / 8) tq /= 2;
         for (; tq > SDPA_TILE_Q; tq /= 2) {
             P->tq = tq;
             if (sdpa__count_tasks(P, &tasks) && tasks >= 4 * (int64_t)want) return;
@@ -3994,7 +3997,16 @@ static void sdpa__task(void *ctx, int64_t task, int worker)
     rem = task - P->task_start[lo];
     tpg = sdpa__tiles_per_group(P, sq.nq);
     sdpa__ws_carve(P, P->ws + (size_t)worker * P->ws_worker, &W);
-    sdpa__run_tile(P, &W, &sq, rem / tpg, rem % tpg);
+    if (P->causal != SDPA_CAUSAL_NONE && sq.nq >= P->tq) {
+        /* a causal row tile's work grows with its position: hand out the
+         * sequence's last row tiles of every head first and the first ones
+         * last, so the threads finish together (only the order of the
+         * tasks changes, not what any of them computes) */
+        int64_t tph = (sq.nq + P->tq - 1) / P->tq, t = rem / P->Hkv, g = rem % P->Hkv;
+        sdpa__run_tile(P, &W, &sq, g, (t % P->G) * tph + tph - 1 - t / P->G);
+    } else {
+        sdpa__run_tile(P, &W, &sq, rem / tpg, rem % tpg);
+    }
 }
 
 /* ---- threads -------------------------------------------------------------- */
