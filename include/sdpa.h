@@ -5909,9 +5909,8 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
             for (j = 0; j < jlo; j++) sr[j] = 0.0f;
             for (j = jhi + 1; j < ns; j++) sr[j] = 0.0f;
             sum = P->exp_row(sr + jlo, jhi - jlo + 1, mnew);
-            alpha = sdpa__expf(W.m[r] - mnew);
-            if (alpha != 1.0f)
-                for (d = 0; d < Dv; d++) W.O[r * ldo + d] *= alpha;
+            alpha = W.m[r] == mnew ? 1.0f : sdpa__expf(W.m[r] - mnew);
+            if (alpha != 1.0f) P->scale_row(W.O + r * ldo, Dv, alpha);
             W.l[r] = W.l[r] * alpha + sum;
             W.m[r] = mnew;
             any = 1;
