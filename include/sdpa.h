@@ -112,8 +112,8 @@
  *   per-function target attributes (no -m flags needed) and used when CPUID
  *   reports the instructions and XGETBV shows the OS saves their registers:
  *   avx2 (AVX2, FMA, F16C; ymm), avx512 (F/BW/VL/DQ; zmm and opmasks), amx
- *   (AMX-TILE and AMX-BF16; tile state, which Linux grants a process on an
- *   arch_prctl(ARCH_REQ_XCOMP_PERM) that the first probe makes).
+ *   (AMX-TILE, AMX-BF16 and AVX512-BF16; tile state, which Linux grants a
+ *   process on an arch_prctl(ARCH_REQ_XCOMP_PERM) that the first probe makes).
  *   On AArch64 the NEON kernels (Advanced SIMD, part of the base ISA) are used,
  *   after a check of the kernel's HWCAP_ASIMD on Linux.
  *   int8 mode's Q.K^T uses AVX512-VNNI on the avx512 and amx paths where CPUID
