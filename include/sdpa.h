@@ -2387,16 +2387,13 @@ SDPA__TARGET_AVX512 static __m512 sdpa__exp16_avx512(__m512 x)
     return _mm512_mask_mov_ps(Sleef_expf16_u10avx512f(x), under, _mm512_setzero_ps());
 }
 #else
-/* sdpa__expf on 16 lanes: the same reduction and polynomial; 2^n applied by
- * vscalefps (exact, no overflow in the intermediate), specials by opmasks. */
-SDPA__TARGET_AVX512 static __m512 sdpa__exp16_avx512(__m512 x)
+/* sdpa__expf's reduction and polynomial on 16 lanes of finite xc (or NaN,
+ * which passes through), 2^n applied by vscalefps (exact, no overflow in
+ * the intermediate); lanes outside keep give 0. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 __m512 sdpa__exp16_core_avx512(__m512 xc, __mmask16 keep)
 {
-    __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.33654f), _CMP_LT_OQ);
-    __mmask16 over = _mm512_cmp_ps_mask(x, _mm512_set1_ps(88.72283f), _CMP_GT_OQ);
-    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-    __m512 xc = _mm512_maskz_mov_ps((__mmask16)~(under | over | nan), x);
     __m512 n = _mm512_maskz_roundscale_ps(SDPA__ALL16, _mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), xc);
     __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-6f), r);
@@ -2407,7 +2404,16 @@ SDPA__TARGET_AVX512 static __m512 sdpa__exp16_avx512(__m512 x)
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_maskz_scalef_ps(SDPA__ALL16, p, n);
+    return _mm512_maskz_scalef_ps(keep, p, n);
+}
+
+/* sdpa__expf on 16 lanes: specials computed as 0, then set by opmasks. */
+SDPA__TARGET_AVX512 static __m512 sdpa__exp16_avx512(__m512 x)
+{
+    __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.33654f), _CMP_LT_OQ);
+    __mmask16 over = _mm512_cmp_ps_mask(x, _mm512_set1_ps(88.72283f), _CMP_GT_OQ);
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    __m512 p = sdpa__exp16_core_avx512(_mm512_maskz_mov_ps((__mmask16)~(under | over | nan), x), SDPA__ALL16);
     p = _mm512_mask_mov_ps(p, under, _mm512_setzero_ps());
     p = _mm512_mask_mov_ps(p, over, _mm512_set1_ps((float)INFINITY));
     return _mm512_mask_mov_ps(p, nan, _mm512_or_ps(x, _mm512_castsi512_ps(_mm512_set1_epi32(0x00400000))));
@@ -2426,20 +2432,8 @@ static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 __m512 sdpa__ex
 #else
     __m512 lim = _mm512_set1_ps(-87.33654f);
     __mmask16 keep = _mm512_mask_cmp_ps_mask(k, x, lim, _CMP_NLT_UQ); /* x >= lim or NaN */
-    __m512 xc = _mm512_maskz_max_ps(SDPA__ALL16, lim, x); /* NaN x stays NaN (vmaxps returns its second operand) */
-    __m512 n = _mm512_maskz_roundscale_ps(SDPA__ALL16, _mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), xc);
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-6f), r);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_maskz_scalef_ps(keep, p, n);
+    /* NaN x stays NaN (vmaxps returns its second operand) */
+    return sdpa__exp16_core_avx512(_mm512_maskz_max_ps(SDPA__ALL16, lim, x), keep);
 #endif
 }
 
