@@ -2300,18 +2300,6 @@ static void test_nonfinite(void)
     group_end();
 }
 
-/* Element i of a flat buffer of dtype t set to x (rounded to t). */
-static void put_elem(char *buf, sdpa_dtype t, int64_t i, double x)
-{
-    if (t == SDPA_F32) {
-        float f = (float)x;
-        memcpy(buf + 4 * i, &f, 4);
-    } else {
-        uint16_t h = t == SDPA_F16 ? sdpa_f32_to_f16((float)x) : sdpa_f32_to_bf16((float)x);
-        memcpy(buf + 2 * i, &h, 2);
-    }
-}
-
 static void test_tiles(void)
 {
     static const int tq[4] = {1, 7, 16, 128}, tk[4] = {1, 7, 16, 128};
@@ -2348,35 +2336,34 @@ static void test_tiles(void)
             for (cm = 0; cm < 3; ++cm) {
                 const int64_t Lq = cm == 2 ? 300 : 600, nq = B * Hq * Lq * D, nk = B * Hkv * Lk * D;
                 sdpa_dtype ty = dt ? SDPA_BF16 : SDPA_F32;
-                size_t es = dt ? 2 : 4;
-                char *qb = (char *)xcalloc((size_t)nq, es), *kb = (char *)xcalloc((size_t)nk, es);
-                char *vb = (char *)xcalloc((size_t)nk, es);
-                float *o0 = (float *)xcalloc((size_t)nq, 4), *o1 = (float *)xcalloc((size_t)nq, 4);
+                tbuf q, k, v, o;
+                float *o0 = (float *)xcalloc((size_t)nq, 4);
                 float *l0 = (float *)xcalloc((size_t)(B * Hq * Lq), 4), *l1 = (float *)xcalloc((size_t)(B * Hq * Lq), 4);
-                sdpa_tensor q, k, v, o;
                 sdpa_params p;
                 int64_t i;
-                for (i = 0; i < nq; ++i) put_elem(qb, ty, i, rnd_range(-2, 2));
-                for (i = 0; i < nk; ++i) put_elem(kb, ty, i, rnd_range(-2, 2)), put_elem(vb, ty, i, rnd_range(-1, 1));
-                memset(&q, 0, sizeof q);
-                q.dtype = ty, q.shape[0] = B, q.shape[1] = Hq, q.shape[2] = Lq, q.shape[3] = D, q.data = qb;
-                k = q, k.shape[1] = Hkv, k.shape[2] = Lk, k.data = kb;
-                v = k, v.data = vb;
-                o = q, o.dtype = SDPA_F32, o.data = o0;
+                tb_alloc(&q, ty, B, Hq, Lq, D, LAY_ZERO, 0);
+                tb_alloc(&k, ty, B, Hkv, Lk, D, LAY_ZERO, 0);
+                tb_alloc(&v, ty, B, Hkv, Lk, D, LAY_ZERO, 0);
+                tb_alloc(&o, SDPA_F32, B, Hq, Lq, D, LAY_ZERO, 0);
+                for (i = 0; i < nq; ++i) tb_put(&q, i, rnd_range(-2, 2));
+                for (i = 0; i < nk; ++i) tb_put(&k, i, rnd_range(-2, 2)), tb_put(&v, i, rnd_range(-1, 1));
                 memset(&p, 0, sizeof p);
                 p.num_threads = 2, p.tile_q = 64, p.tile_k = 64, p.lse = l0;
                 p.causal = (sdpa_causal)cm;
-                CHECK(sdpa_attention(&q, &k, &v, &o, &p) == SDPA_OK, "%s causal %d: tile_q 64 failed", dt_name(ty), cm);
-                o.data = o1, p.lse = l1;
+                CHECK(sdpa_attention(&q.t, &k.t, &v.t, &o.t, &p) == SDPA_OK, "%s causal %d: tile_q 64 failed",
+                      dt_name(ty), cm);
+                memcpy(o0, o.mem, (size_t)nq * 4);
+                p.lse = l1;
                 for (t = 0; t < 5; ++t) {
                     p.tile_q = tqs[t];
-                    memset(o1, 0xff, (size_t)nq * 4);
+                    memset(o.mem, 0xff, (size_t)nq * 4);
                     memset(l1, 0xff, (size_t)(B * Hq * Lq) * 4);
-                    CHECK(sdpa_attention(&q, &k, &v, &o, &p) == SDPA_OK, "tile_q %d failed", tqs[t]);
-                    CHECK(!memcmp(o0, o1, (size_t)nq * 4) && !memcmp(l0, l1, (size_t)(B * Hq * Lq) * 4),
+                    CHECK(sdpa_attention(&q.t, &k.t, &v.t, &o.t, &p) == SDPA_OK, "tile_q %d failed", tqs[t]);
+                    CHECK(!memcmp(o0, o.mem, (size_t)nq * 4) && !memcmp(l0, l1, (size_t)(B * Hq * Lq) * 4),
                           "%s causal %d: tile_q %d changes out or lse", dt_name(ty), cm, tqs[t]);
                 }
-                free(qb); free(kb); free(vb); free(o0); free(o1); free(l0); free(l1);
+                tb_free(&q), tb_free(&k), tb_free(&v), tb_free(&o);
+                free(o0); free(l0); free(l1);
             }
         case_end();
     }
