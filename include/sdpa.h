@@ -3701,6 +3701,14 @@ static void sdpa__score_extras(const sdpa__plan *P, const sdpa__seq *sq, int64_t
                 s[jj] = P->score_mod(s[jj], sq->b, h, i, j0 + jj, P->score_mod_user);
 }
 
+/* P's rows [0, rp) in S into bf16 hi and lo rows [0, nkp) of W->Pb. */
+static void sdpa__split_rows(const sdpa__plan *P, sdpa__ws *W, int64_t nk, int64_t nkp, int64_t rp)
+{
+    int64_t r;
+    for (r = 0; r < rp; r++)
+        P->split_p(W->Pb + r * P->tkp, W->Pb + (P->tqp + r) * P->tkp, W->S + r * P->tkp, nk, nkp);
+}
+
 /* The online-softmax step of one key block (keys j0 .. j0 + nk - 1, padded
  * to nkp) for the tile's rows [0, rp): each row's scores in S become
  * P = exp(S - m_new), zero for keys the row does not see and in rows that
@@ -3734,8 +3742,7 @@ static int sdpa__softmax_block(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq
         W->m[r] = mnew;
         any = 1;
     }
-    for (r = 0; r < rp && split; r++)
-        P->split_p(W->Pb + r * tkp, W->Pb + (P->tqp + r) * tkp, W->S + r * tkp, nk, nkp);
+    if (split) sdpa__split_rows(P, W, nk, nkp, rp);
     return any;
 }
 
@@ -3833,9 +3840,7 @@ SDPA__TARGET_AVX512 static int sdpa__softmax_block_avx512(const sdpa__plan *P, s
                                                           int split)
 {
     int any = sdpa__softmax_body_avx512(P, W, sq, j0, nk, nkp, nr, rp, 0);
-    int64_t r;
-    for (r = 0; r < rp && split; r++)
-        P->split_p(W->Pb + r * P->tkp, W->Pb + (P->tqp + r) * P->tkp, W->S + r * P->tkp, nk, nkp);
+    if (split) sdpa__split_rows(P, W, nk, nkp, rp);
     return any;
 }
 #endif
