@@ -480,7 +480,7 @@ TSAN_BINS := $(B)/tsan/two_copies $(B)/tsan/compile_cxx $(B)/tsan/test_sdpa
 # The suite's threaded groups: sdpa_attention from 4 threads at once, an
 # application thread pool through parallel_for, and the KV cache from 4
 # threads (each on its own cache, then all reading one shared cache).
-TSAN_GROUPS := "concurrent calls" "parallel_for hook" "kv cache threads"
+TSAN_GROUPS := "thread pool" "concurrent calls" "parallel_for hook" "kv cache threads"
 $(B)/tsan/test_sdpa: tests/test_sdpa.c tests/test_kv.h $(HEADER) | $(B)/tsan
 	$(TSAN_CC) -std=c99 -Wall -Wextra $(TSAN_FLAGS) $(INC) $< -o $@ $(LDLIBS)
 $(B)/tsan/two_copies: $(TWO_COPIES_SRC) $(HEADER) | $(B)/tsan
