@@ -477,7 +477,8 @@ TSAN_FLAGS := -O1 -g -fsanitize=thread
 TSAN_CC  ?= gcc
 TSAN_CXX ?= g++
 TSAN_BINS := $(B)/tsan/two_copies $(B)/tsan/compile_cxx $(B)/tsan/test_sdpa
-# The suite's threaded groups: sdpa_attention from 4 threads at once, an
+# The suite's threaded groups: sdpa_pool itself (every task once, three
+# callers on one pool, pinned pools), sdpa_attention from 4 threads at once, an
 # application thread pool through parallel_for, and the KV cache from 4
 # threads (each on its own cache, then all reading one shared cache).
 TSAN_GROUPS := "thread pool" "concurrent calls" "parallel_for hook" "kv cache threads"
