@@ -2588,31 +2588,58 @@ template <int ST, int D> static int64_t sdpa__cu_decode_mma_slots(void)
     return (int64_t)sms * per;
 }
 
-/* One block per output row (b, h, i): the splits merged in order through
- * their log-sum-exp; rows past seqlens_q give 0 and lse = -inf. */
+/* Most splits of one decode row: the host keeps to it, and the merge's
+ * shared memory and registers are sized by it. */
+#define SDPA__CU_MAXSPLIT 128
+
+/* One block per output row (b, h, i). Warp 0 reads the row's nsplit (m, l)
+ * pairs, a lane per split: the largest m (exact in any order), each split's
+ * weight exp2(m - M) into shared memory, and sum l (each lane's splits in
+ * order, then a butterfly: a fixed order, the same bits every run). Then
+ * each output element sums its weighted parts in split order, loads eight
+ * splits ahead (the old three passes per element over the splits, one load
+ * at a time, cost 3-11 us at B 1 and 32k keys). Rows past seqlens_q give 0
+ * and lse = -inf. */
 __global__ void __launch_bounds__(128) sdpa__cu_merge(const sdpa__cu_dargs a)
 {
+    __shared__ float sw[SDPA__CU_MAXSPLIT], sml[2];
     const int64_t row = blockIdx.x, i = row % a.n, h = (row / a.n) % a.Hq, b = row / (a.n * a.Hq);
     const int64_t Dv = a.c.Dv, oes = a.odt == SDPA_F32 ? 4 : 2;
+    const int ns = (int)a.nsplit;
     const bool live = i < sdpa__cu_dbatch(a, b).vq;
-    const float *pp = a.part + row * a.nsplit * (Dv + 2);
-    float M = -INFINITY, Ls = 0.0f;
-    if (live) {
-        for (int64_t s = 0; s < a.nsplit; s++) M = fmaxf(M, pp[s * (Dv + 2) + Dv]);
-        for (int64_t s = 0; s < a.nsplit; s++) {
-            const float l = pp[s * (Dv + 2) + Dv + 1];
-            if (l != 0.0f) Ls += exp2f(pp[s * (Dv + 2) + Dv] - M) * l;
+    const float *pp = a.part + row * ns * (Dv + 2);
+    if (threadIdx.x < 32) {
+        const int lane = threadIdx.x;
+        float m[SDPA__CU_MAXSPLIT / 32], l[SDPA__CU_MAXSPLIT / 32], M = -INFINITY, Ls = 0.0f;
+#pragma unroll
+        for (int k = 0; k < SDPA__CU_MAXSPLIT / 32; k++) {
+            const int s = lane + 32 * k;
+            m[k] = live && s < ns ? pp[s * (Dv + 2) + Dv] : -INFINITY;
+            l[k] = live && s < ns ? pp[s * (Dv + 2) + Dv + 1] : 0.0f;
+            M = fmaxf(M, m[k]);
         }
+#pragma unroll
+        for (int x = 16; x > 0; x >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, x));
+#pragma unroll
+        for (int k = 0; k < SDPA__CU_MAXSPLIT / 32; k++) {
+            const int s = lane + 32 * k;
+            const float f = l[k] != 0.0f ? exp2f(m[k] - M) : 0.0f; /* a split without keys: l = 0, m = -inf */
+            if (l[k] != 0.0f) Ls += f * l[k];
+            if (s < ns) sw[s] = f;
+        }
+#pragma unroll
+        for (int x = 16; x > 0; x >>= 1) Ls += __shfl_xor_sync(0xffffffffu, Ls, x);
+        if (lane == 0) { sml[0] = M; sml[1] = Ls; }
     }
+    __syncthreads();
+    const float M = sml[0], Ls = sml[1];
     const float inv = Ls > 0.0f ? 1.0f / Ls : (Ls != Ls ? Ls : 0.0f);
     char *op = a.o + (b * a.os[0] + h * a.os[1] + i * a.os[2]) * oes;
     for (int64_t d = threadIdx.x; d < Dv; d += blockDim.x) {
         float acc = 0.0f;
         if (live)
-            for (int64_t s = 0; s < a.nsplit; s++) {
-                const float l = pp[s * (Dv + 2) + Dv + 1];
-                if (l != 0.0f) acc += exp2f(pp[s * (Dv + 2) + Dv] - M) * pp[s * (Dv + 2) + d];
-            }
+#pragma unroll 8
+            for (int s = 0; s < ns; s++) acc += sw[s] * pp[s * (Dv + 2) + d];
         sdpa__cu_st(op + d * oes, a.odt, Ls > 0.0f || Ls != Ls ? acc * inv : 0.0f);
     }
     if (a.lse && threadIdx.x == 0)
@@ -2972,6 +2999,8 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
         A.chunk = ((maxlen + A.nsplit - 1) / A.nsplit + 255) / 256 * 256;
         if (A.chunk < mink) A.chunk = mink;
     }
+    if ((maxlen + A.chunk - 1) / A.chunk > SDPA__CU_MAXSPLIT) /* both choices above keep within it; the merge relies on it */
+        A.chunk = ((maxlen + SDPA__CU_MAXSPLIT - 1) / SDPA__CU_MAXSPLIT + 255) / 256 * 256;
     A.nsplit = (maxlen + A.chunk - 1) / A.chunk;
     if (A.nsplit < 1) A.nsplit = 1;
     if (A.B * A.Hq * A.n > 0x7fffffff || A.B * A.Hq * A.n > INT64_MAX / (A.nsplit * (c->Dv + 2) * 4))

@@ -652,7 +652,7 @@ static void int8_cases(void)
 /* ---- KV cache ---- */
 /* kv heads H: 2 (GQA, 4 q heads each) or 8 (MHA); page sizes that are not a
  * multiple of the decode kernel's step make steps straddle pages */
-static void kv_case(int st, int64_t D, int64_t Dv, int64_t ps, int qdt, int64_t H = 2)
+static void kv_case(int st, int64_t D, int64_t Dv, int64_t ps, int qdt, int64_t H = 2, int64_t ntok = 0)
 {
     char err[256] = "", cerr[256] = "";
     sdpa_kv_cache_config cfg;
@@ -665,7 +665,7 @@ static void kv_case(int st, int64_t D, int64_t Dv, int64_t ps, int qdt, int64_t 
     ccfg.errbuf = cerr;
     CHECK(sdpa_kv_cache_create(&ccfg, &cc) == SDPA_OK, "cpu cache: %s", cerr);
     const int64_t Hq = 8, G = Hq / H;
-    int64_t total = g_quick ? 900 : 6000;
+    int64_t total = ntok ? ntok : g_quick ? 900 : 6000;
     cfg.max_pages = (total + 3 * ps) / ps + 3;
     sdpa_cuda_kv_cache *gc = NULL;
     int rc = sdpa_cuda_kv_cache_create(&cfg, &gc);
@@ -940,6 +940,10 @@ int main(int argc, char **argv)
     kv_case(SDPA_I8, 128, 128, 24, SDPA_BF16);   /* the same for int8 pages (widened per step, scales) */
     kv_case(SDPA_I8, 64, 64, 7, SDPA_BF16, 1);
     kv_case(SDPA_I8, 128, 128, 7, SDPA_F16, 8);
+    /* a long sequence: 117 splits of 256 keys (the merge's lanes take up to
+     * four splits each), and 58 of 512 on the tensor-core decode */
+    kv_case(SDPA_F16, 64, 64, 256, SDPA_F16, 1, 30000);
+    kv_case(SDPA_BF16, 128, 128, 256, SDPA_BF16, 1, 30000);
     kv_batch_case(SDPA_BF16); /* tensor-core decode */
     kv_batch_case(SDPA_F16);  /* CUDA-core decode */
     kv_batch_case(SDPA_I8);
