@@ -23,9 +23,11 @@
  *   threads, steps and eviction; a clear line when torch cannot be imported.
  *
  *   --hugepages puts the cache's pages in transparent huge pages (Linux;
- *   bc_huge in common.h) instead of malloc's blocks.
+ *   bc_huge in common.h) instead of malloc's blocks. --page N gives the
+ *   cache's page size in tokens (default: the library's, 64).
  *
  *   bench_decode [--quick] [--csv] [--spawn] [--warm] [--torch] [--hugepages] [--threads N] [--reps N] [--warmup N]
+ *                [--page N]
  *
  * Exit status: 0 ok, 1 a step failed or an output is off by more than its
  * storage's bound, 2 bad usage.
@@ -58,6 +60,7 @@ static uint32_t *evbuf_new(size_t n)
 /* --hugepages: the cache's pages from a region of transparent huge pages
  * (bc_huge_*, common.h) through the cache's allocator hook; Linux only. */
 static sdpa_allocator g_hal; /* the cache copies it; user points at the current arena */
+static int64_t g_page;       /* --page: tokens per page, 0 = the library's default */
 
 /* I8: keys scaled per channel and page (the default); I8t: per token */
 #define N_ST 5
@@ -73,7 +76,7 @@ static sdpa_kv_cache *make_cache(sdpa_dtype st, sdpa_kv_kscale ks, int64_t Hkv, 
     int64_t chunk = 1024, t;
     float *k = (float *)bc_xmalloc((size_t)(Hkv * chunk * D) * 4), *v = (float *)bc_xmalloc((size_t)(Hkv * chunk * D) * 4);
     memset(&cfg, 0, sizeof cfg);
-    cfg.num_seqs = 1, cfg.kv_heads = Hkv, cfg.head_dim = D, cfg.dtype = st, cfg.kscale = ks;
+    cfg.num_seqs = 1, cfg.kv_heads = Hkv, cfg.head_dim = D, cfg.dtype = st, cfg.kscale = ks, cfg.page_size = g_page;
     if (ha) { /* room for the F32 cache (the largest) and its tables, twice */
         if (bc_huge_open(ha, (size_t)(2 * len * Hkv * (2 * D * 4 + 16)) + ((size_t)64 << 20)) != 0) {
             perror("bench_decode: mmap");
@@ -153,8 +156,15 @@ int main(int argc, char **argv)
             else if (!strcmp(argv[a], "--reps")) reps = (int)x;
             else warmup = (int)x;
             a++;
+        } else if (!strcmp(argv[a], "--page") && a + 1 < argc) {
+            char *end;
+            long x = strtol(argv[a + 1], &end, 10);
+            if (*end || x < 1 || x > 65536) { fprintf(stderr, "bench_decode: --page takes 1..65536 tokens\n"); return 2; }
+            g_page = x;
+            a++;
         } else {
-            fprintf(stderr, "usage: bench_decode [--quick] [--csv] [--spawn] [--warm] [--torch] [--hugepages] [--threads N] [--reps N] [--warmup N]\n");
+            fprintf(stderr, "usage: bench_decode [--quick] [--csv] [--spawn] [--warm] [--torch] [--hugepages] [--threads N] [--reps N] [--warmup N]\n"
+                            "                    [--page N]\n");
             return 2;
         }
     }
@@ -181,6 +191,7 @@ int main(int argc, char **argv)
             threads == 1 ? "the calling thread" : spawn ? "started per call" : "an sdpa_pool", bw, threads, reps, warmup,
             warm ? "the cache stays warm between steps (--warm)" : "512 MiB read between steps (L3 evicted)");
     if (huge) fprintf(T, "  the cache's pages in transparent huge pages (--hugepages)\n");
+    if (g_page) fprintf(T, "  pages of %lld tokens (--page)\n", (long long)g_page);
     if (csv) printf("ctx,q_heads,kv_heads,storage,threads,median_s,min_s,max_s,tokens_per_s,kv_bytes,GBps,frac_bw,cache_bytes,rel_l2\n");
     for (ci = 0; ci < (quick ? 2 : 3); ci++)
         for (hi = 0; hi < 2; hi++) {
