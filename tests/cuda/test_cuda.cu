@@ -804,6 +804,21 @@ static void kv_case(int st, int64_t D, int64_t Dv, int64_t ps, int qdt, int64_t 
         sdpa_cuda_kv_cache_attention(gc, NULL, &qt, &t2, NULL, 0);
         std::vector<float> a = o1.down(), b = o2.down();
         CHECK(memcmp(a.data(), b.data(), a.size() * 4) == 0, "kv attention is deterministic");
+        /* seqlens_q with every row live takes the parts and the merge kernel
+         * even where one split lets the kernels write the output directly:
+         * the same bits either way */
+        Tens o3;
+        o3.make(SDPA_F32, 3, Hq, 1, Dv, 0, 0, 0);
+        o3.poison();
+        sdpa_params p3;
+        memset(&p3, 0, sizeof p3);
+        int64_t live[3] = {1, 1, 1};
+        p3.seqlens_q = live;
+        sdpa_tensor t3 = o3.t();
+        CHECK(sdpa_cuda_kv_cache_attention(gc, NULL, &qt, &t3, &p3, 0) == SDPA_OK, "kv attention with seqlens_q");
+        std::vector<float> c3 = o3.down();
+        CHECK(memcmp(a.data(), c3.data(), a.size() * 4) == 0, "kv attention: seqlens_q all live gives the same bits (storage %d D %lld, %lld tokens)",
+              st, (long long)D, (long long)total);
     }
     sdpa_cuda_kv_cache_destroy(gc);
     sdpa_kv_cache_destroy(cc);
@@ -944,6 +959,11 @@ int main(int argc, char **argv)
      * four splits each), and 58 of 512 on the tensor-core decode */
     kv_case(SDPA_F16, 64, 64, 256, SDPA_F16, 1, 30000);
     kv_case(SDPA_BF16, 128, 128, 256, SDPA_BF16, 1, 30000);
+    /* short sequences (at most 137 tokens): one split, the output written by
+     * the decode kernels themselves (CUDA-core kernel MHA, tensor cores GQA) */
+    kv_case(SDPA_F16, 64, 64, 16, SDPA_F16, 8, 300);
+    kv_case(SDPA_BF16, 128, 128, 16, SDPA_BF16, 2, 300);
+    kv_case(SDPA_I8, 128, 128, 16, SDPA_BF16, 2, 300);
     kv_batch_case(SDPA_BF16); /* tensor-core decode */
     kv_batch_case(SDPA_F16);  /* CUDA-core decode */
     kv_batch_case(SDPA_I8);
