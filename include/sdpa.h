@@ -2590,7 +2590,12 @@ SDPA__TARGET_AMX static void sdpa__tiles_amx(int on)
         memset(&cfg, 0, sizeof cfg);
         cfg.palette = 1;
         for (t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
-        _tile_loadconfig(&cfg);
+        /* not _tile_loadconfig: gcc 12's names only the first 8 bytes as the
+         * instruction's operand, so it dropped the memset of the rest as dead
+         * stores, and tiles 8..15's rows and colsb came from the stack: #GP
+         * (SIGSEGV) on AMX machines with binaries from gcc 12. The whole
+         * configuration as the operand keeps every store. */
+        __asm__ __volatile__("ldtilecfg %0" ::"m"(cfg));
     } else {
         _tile_release();
     }
