@@ -698,6 +698,19 @@ SDPA_API int sdpa_plan_tune(const sdpa_plan_problem *problem, const sdpa_plan_mo
 #if defined(SDPA_IMPLEMENTATION) && !defined(SDPA__IMPLEMENTATION_DONE)
 #define SDPA__IMPLEMENTATION_DONE
 
+/* No contraction of a * b + c into fused multiply-adds behind the code's
+ * back: clang's default (-ffp-contract=on) fuses within an expression
+ * wherever FMA is enabled, so the same C in an FMA-target function and in
+ * a portable one rounds differently (sdpa__expf's polynomial inlined into
+ * the AVX-512 softmax: m and l a bit off the portable step's, which the
+ * tests hold them to, bit for bit). gcc with -std=c99 does not contract.
+ * The kernels' FMAs are intrinsics and stay. Restored at the end of the
+ * implementation; -ffp-contract=fast overrides it. */
+#if defined(__clang__)
+#pragma float_control(push)
+#pragma clang fp contract(off)
+#endif
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -7447,6 +7460,9 @@ done:
 
 #ifdef __cplusplus
 }
+#endif
+#if defined(__clang__)
+#pragma float_control(pop)
 #endif
 #endif /* SDPA_IMPLEMENTATION */
 
