@@ -5457,6 +5457,30 @@ static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 void sdpa__sum4
     out[0] = lane[0], out[1] = lane[4], out[2] = lane[8], out[3] = lane[12];
 }
 
+/* The 16 lane sums of a block of 4 rows x 4 keys at once: row a's key c in
+ * lane 4a + c, each in sdpa__sum4_avx512's tree (the same bits as the
+ * blocks that sum a row's keys with it). The first two levels pair the
+ * 128-bit blocks of one key's four rows (block a of u[c]: row a's four
+ * partials), the last adds within blocks across the four keys: 30 shuffles
+ * and 15 adds for 16 sums, where four sdpa__sum4_avx512 also store and
+ * reload every sum one by one. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 __m512 sdpa__sum16_avx512(const __m512 acc[4][4])
+{
+    __m512 u[4], s01, s23;
+    int c;
+    SDPA__UNROLL for (c = 0; c < 4; c++) {
+        __m512 ab = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(SDPA__ALL16, acc[0][c], acc[1][c], 0x44),
+                                  _mm512_maskz_shuffle_f32x4(SDPA__ALL16, acc[0][c], acc[1][c], 0xee));
+        __m512 cd = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(SDPA__ALL16, acc[2][c], acc[3][c], 0x44),
+                                  _mm512_maskz_shuffle_f32x4(SDPA__ALL16, acc[2][c], acc[3][c], 0xee));
+        u[c] = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(SDPA__ALL16, ab, cd, 0x88), _mm512_maskz_shuffle_f32x4(SDPA__ALL16, ab, cd, 0xdd));
+    }
+    /* per block: lanes x0 + x2 and x1 + x3 of two keys, then their sums */
+    s01 = _mm512_add_ps(_mm512_maskz_shuffle_ps(SDPA__ALL16, u[0], u[1], 0x44), _mm512_maskz_shuffle_ps(SDPA__ALL16, u[0], u[1], 0xee));
+    s23 = _mm512_add_ps(_mm512_maskz_shuffle_ps(SDPA__ALL16, u[2], u[3], 0x44), _mm512_maskz_shuffle_ps(SDPA__ALL16, u[2], u[3], 0xee));
+    return _mm512_add_ps(_mm512_maskz_shuffle_ps(SDPA__ALL16, s01, s23, 0x88), _mm512_maskz_shuffle_ps(SDPA__ALL16, s01, s23, 0xdd));
+}
+
 /* R query rows x KC keys (KC 1, 2 or 4; R * KC <= 16 accumulators). */
 static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 void
 sdpa__kdot_blk_avx512(const int R, const int KC, int64_t D, const float *q, int64_t ldq, const char *kr, sdpa_dtype t,
@@ -5474,6 +5498,15 @@ sdpa__kdot_blk_avx512(const int R, const int KC, int64_t D, const float *q, int6
             __m512 kv = sdpa__ld16_kv_avx512(kr + c * ks + d * es, t, k);
             SDPA__UNROLL for (a = 0; a < R; a++) acc[a][c] = _mm512_fmadd_ps(x[a], kv, acc[a][c]);
         }
+    }
+    if (R == 4 && KC == 4) { /* a GQA group's 4 keys: one vector of sums, scaled, four stores */
+        __m512 v = _mm512_mul_ps(sdpa__sum16_avx512((const __m512(*)[4])acc),
+                                 _mm512_maskz_broadcast_f32x4(SDPA__ALL16, ksc ? _mm_loadu_ps(ksc) : _mm_set1_ps(1.0f)));
+        _mm_storeu_ps(S, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 0));
+        _mm_storeu_ps(S + lds, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 1));
+        _mm_storeu_ps(S + 2 * lds, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 2));
+        _mm_storeu_ps(S + 3 * lds, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 3));
+        return;
     }
     SDPA__UNROLL for (a = 0; a < R; a++) {
         float s[4];
