@@ -704,11 +704,12 @@ SDPA_API int sdpa_plan_tune(const sdpa_plan_problem *problem, const sdpa_plan_mo
  * a portable one rounds differently (sdpa__expf's polynomial inlined into
  * the AVX-512 softmax: m and l a bit off the portable step's, which the
  * tests hold them to, bit for bit). gcc with -std=c99 does not contract.
- * The kernels' FMAs are intrinsics and stay. Restored at the end of the
- * implementation; -ffp-contract=fast overrides it. */
+ * The kernels' FMAs are intrinsics and stay. At the end of the
+ * implementation FP_CONTRACT DEFAULT gives the code after it the command
+ * line's mode back; -ffp-contract=fast overrides the pragma. (Not
+ * float_control push/pop: clang 14 rejects that on AArch64.) */
 #if defined(__clang__)
-#pragma float_control(push)
-#pragma clang fp contract(off)
+#pragma STDC FP_CONTRACT OFF
 #endif
 
 #include <math.h>
@@ -7495,7 +7496,7 @@ done:
 }
 #endif
 #if defined(__clang__)
-#pragma float_control(pop)
+#pragma STDC FP_CONTRACT DEFAULT
 #endif
 #endif /* SDPA_IMPLEMENTATION */
 
