@@ -79,7 +79,7 @@ PROGRAMS := $(B)/olmo_layer $(B)/test_sdpa $(B)/bench $(B)/bench_kernels $(B)/be
 
 .PHONY: plan-data plots test-bench-map
 .PHONY: all run test bench bench-decode bench-kscales bench-hugepages bench-kernels bench-kernels-clang install uninstall clean check-cmake \
-        test-unit test-bf16-emu test-compile test-two-copies test-simple test-decode test-sanitize test-tsan \
+        test-unit test-unit-bin test-clang test-bf16-emu test-compile test-two-copies test-simple test-decode test-sanitize test-tsan \
         compile-tests test-arm asm check-asm test-sleef sleef-bins test-hwy test-hwy-arm bench-hwy \
         fuzz fuzz-build test-fuzz test-valgrind soak test-soak
 
@@ -207,7 +207,7 @@ bench-kernels-clang:
 # test-bf16-emu, which emulates the x86 AMX path's bf16 packing in plain C:
 # nothing in it depends on the target, the x86 run covers it, and under
 # qemu it cost 140 s of test-arm's longest job.
-TEST_STEPS := $(strip test-unit $(if $(CROSS),,test-sleef test-bf16-emu) test-compile test-two-copies \
+TEST_STEPS := $(strip test-unit test-clang $(if $(CROSS),,test-sleef test-bf16-emu) test-compile test-two-copies \
               test-simple test-decode $(if $(CROSS),,test-bench-map) check-asm \
               $(if $(CROSS),,test-sanitize test-tsan test-valgrind test-fuzz test-soak test-cuda))
 
@@ -227,13 +227,39 @@ test:
 # scalar, neon), each forced through SDPA_PATH; TEST_PATHS="auto" (or a
 # list of names) runs those instead of every path --paths prints.
 TEST_PATHS ?=
+TU_BIN ?= $(B)/test_sdpa
+TU_ARGS ?= $(TEST_ARGS)
 test-unit: $(B)/test_sdpa
-	@set -e; paths="$(TEST_PATHS)"; [ -n "$$paths" ] || paths=$$($(R)./$(B)/test_sdpa --paths); \
-	test -n "$$paths" || { echo "test-unit: $(R)./$(B)/test_sdpa --paths printed no path"; exit 1; }; \
+	@$(MAKE) --no-print-directory test-unit-bin TU_BIN=$(B)/test_sdpa TU_ARGS="$(TEST_ARGS)"
+test-unit-bin:
+	@set -e; paths="$(TEST_PATHS)"; [ -n "$$paths" ] || paths=$$($(R)./$(TU_BIN) --paths); \
+	test -n "$$paths" || { echo "test-unit: $(R)./$(TU_BIN) --paths printed no path"; exit 1; }; \
 	for p in $$paths; do \
-	    echo "SDPA_PATH=$$p $(R)./$(B)/test_sdpa $(TEST_ARGS)"; \
-	    SDPA_PATH=$$p $(R)./$(B)/test_sdpa $(TEST_ARGS); \
+	    echo "SDPA_PATH=$$p $(R)./$(TU_BIN) $(TU_ARGS)"; \
+	    SDPA_PATH=$$p $(R)./$(TU_BIN) $(TU_ARGS); \
 	done
+
+# make test-clang: the suite built with clang (same flags; --target=<triple>
+# when cross-building, clang reusing the cross gcc's libraries) and run as
+# test-unit runs it: Apple silicon and many Linux users compile with clang,
+# and clang and gcc differ where it shows in the last bits (clang 14 fused
+# a * b + c where FMA was enabled, until the header turned contraction off).
+# Under emulation the groups no kernel or compiler choice reaches
+# (PATHFREE_GROUPS) are left out. Skipped without clang; a failure when
+# CI=true.
+CLANG_T := clang$(if $(CROSS), --target=$(patsubst %-,%,$(CROSS)))
+$(B)/clang/test_sdpa: tests/test_sdpa.c tests/test_kv.h tests/test_plan.h $(HEADER)
+	@mkdir -p $(@D)
+	$(CLANG_T) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
+CLANG_TEST_ARGS = $(TEST_ARGS)$(if $(CROSS),$(foreach g,$(PATHFREE_GROUPS), --skip $(g)))
+test-clang:
+	@if ! command -v clang >/dev/null 2>&1; then \
+	    echo "test-clang: SKIPPED: clang is not installed (Debian: apt-get install clang)"; \
+	    if [ "$${CI:-}" = true ]; then echo "test-clang: FAILED: CI=true, where it may not be skipped"; exit 1; fi; \
+	    exit 0; \
+	fi; \
+	$(MAKE) --no-print-directory $(B)/clang/test_sdpa && \
+	$(MAKE) --no-print-directory test-unit-bin TU_BIN=$(B)/clang/test_sdpa TU_ARGS="$(CLANG_TEST_ARGS)"
 
 test-bf16-emu: $(B)/test_sdpa_bf16emu
 	$(R)./$(B)/test_sdpa_bf16emu $(TEST_ARGS)
@@ -617,7 +643,8 @@ test-fuzz:
 # dotprod, no fp16 arithmetic).
 # On the models in ARM_ALL_PATHS_CPUS (max) the cross build's whole
 # `make test` runs with the suite on the path AUTO picks (neon): the suite,
-# the compile tests (C99/C11, C++11/C++17, -pedantic -Werror, each running
+# the suite built by clang (test-clang, without PATHFREE_GROUPS), the
+# compile tests (C99/C11, C++11/C++17, -pedantic -Werror, each running
 # the smoke test), the two-copies test, examples/simple and examples/decode,
 # check-asm; and a second job runs the suite on each other path (scalar).
 # Besides the suite on neon none of that depends on the CPU model, so on the
