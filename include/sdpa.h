@@ -826,6 +826,13 @@ extern "C" {
 #else
 #define SDPA__INLINE static inline
 #endif
+#if defined(__GNUC__) || defined(__clang__)
+#define SDPA__NOINLINE __attribute__((noinline))
+#elif defined(_MSC_VER)
+#define SDPA__NOINLINE __declspec(noinline)
+#else
+#define SDPA__NOINLINE
+#endif
 
 #if defined(__GNUC__) || defined(__clang__)
 #define SDPA__MAYBE_UNUSED __attribute__((unused))
@@ -3735,6 +3742,21 @@ static void sdpa__split_rows(const sdpa__plan *P, sdpa__ws *W, int64_t nk, int64
  * rescaled. bf16 mode: the scores are multiplied by the scale first, and
  * with split P is also written as two bf16 rows, hi and lo, to W->Pb for
  * the P.V product. Returns whether any row saw a key. */
+/* A row's m and l moving to the new maximum: returns the factor alpha =
+ * exp(m - m_new) for O (0 when m was -inf) and sets l = l * alpha + sum.
+ * Out of line on purpose, and shared by every softmax step: it is compiled
+ * once, without the vector paths' target attributes, so a compiler that
+ * fuses a * b + c where FMA is enabled (gcc outside ISO mode, whose default
+ * is -ffp-contract=fast; any -march=native build) cannot round it
+ * differently inside an AVX-512 step than in the portable one. Called once
+ * per row and key block. */
+static SDPA__NOINLINE float sdpa__ml_step(float *l, float m, float m_new, float sum)
+{
+    float alpha = m == m_new ? 1.0f : sdpa__expf(m - m_new);
+    *l = *l * alpha + sum;
+    return alpha;
+}
+
 static int sdpa__softmax_block(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq, int64_t j0, int64_t nk,
                                int64_t nkp, int64_t nr, int64_t rp, int split)
 {
@@ -3755,9 +3777,8 @@ static int sdpa__softmax_block(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq
         for (j = 0; j < jlo; j++) s[j] = 0.0f;
         for (j = jhi + 1; j < nk; j++) s[j] = 0.0f;
         sum = P->exp_row(s + jlo, jhi - jlo + 1, mnew);
-        alpha = W->m[r] == mnew ? 1.0f : sdpa__expf(W->m[r] - mnew); /* 0 when m was -inf */
+        alpha = sdpa__ml_step(&W->l[r], W->m[r], mnew, sum);
         if (alpha != 1.0f) P->scale_row(W->O + r * P->dvp, P->dvp, alpha);
-        W->l[r] = W->l[r] * alpha + sum;
         W->m[r] = mnew;
         any = 1;
     }
@@ -3843,9 +3864,8 @@ sdpa__softmax_body_avx512(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq,
         for (j = jhi + 1; j < nk && !split; j++) s[j] = 0.0f;
         for (j = 0; j < jlo && split; j++) hi[j] = lo[j] = 0;
         for (j = jhi + 1; j < nkp && split; j++) hi[j] = lo[j] = 0;
-        alpha = W->m[r] == mnew ? 1.0f : sdpa__expf(W->m[r] - mnew); /* 0 when m was -inf */
+        alpha = sdpa__ml_step(&W->l[r], W->m[r], mnew, sdpa__hsum_avx512(acc));
         if (alpha != 1.0f) sdpa__scale_row_avx512(W->O + r * dvp, dvp, alpha);
-        W->l[r] = W->l[r] * alpha + sdpa__hsum_avx512(acc);
         W->m[r] = mnew;
         any = 1;
     }
