@@ -703,11 +703,13 @@ SDPA_API int sdpa_plan_tune(const sdpa_plan_problem *problem, const sdpa_plan_mo
  * wherever FMA is enabled, so the same C in an FMA-target function and in
  * a portable one rounds differently (sdpa__expf's polynomial inlined into
  * the AVX-512 softmax: m and l a bit off the portable step's, which the
- * tests hold them to, bit for bit). gcc with -std=c99 does not contract.
- * The kernels' FMAs are intrinsics and stay. At the end of the
- * implementation FP_CONTRACT DEFAULT gives the code after it the command
- * line's mode back; -ffp-contract=fast overrides the pragma. (Not
- * float_control push/pop: clang 14 rejects that on AArch64.) */
+ * tests hold them to, bit for bit). gcc with -std=c99 does not contract;
+ * gcc in GNU mode does, and has no such pragma: the steps' scalar update is
+ * one out-of-line function for that (sdpa__ml_step). The kernels' FMAs are
+ * intrinsics and stay. At the end of the implementation FP_CONTRACT
+ * DEFAULT gives the code after it the command line's mode back;
+ * -ffp-contract=fast overrides the pragma. (Not float_control push/pop:
+ * clang 14 rejects that on AArch64.) */
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #endif
@@ -3735,13 +3737,6 @@ static void sdpa__split_rows(const sdpa__plan *P, sdpa__ws *W, int64_t nk, int64
         P->split_p(W->Pb + r * P->tkp, W->Pb + (P->tqp + r) * P->tkp, W->S + r * P->tkp, nk, nkp);
 }
 
-/* The online-softmax step of one key block (keys j0 .. j0 + nk - 1, padded
- * to nkp) for the tile's rows [0, rp): each row's scores in S become
- * P = exp(S - m_new), zero for keys the row does not see and in rows that
- * see none (padding rows included); m and l are updated and the O row
- * rescaled. bf16 mode: the scores are multiplied by the scale first, and
- * with split P is also written as two bf16 rows, hi and lo, to W->Pb for
- * the P.V product. Returns whether any row saw a key. */
 /* A row's m and l moving to the new maximum: returns the factor alpha =
  * exp(m - m_new) for O (0 when m was -inf) and sets l = l * alpha + sum.
  * Out of line on purpose, and shared by every softmax step: it is compiled
@@ -3757,6 +3752,13 @@ static SDPA__NOINLINE float sdpa__ml_step(float *l, float m, float m_new, float 
     return alpha;
 }
 
+/* The online-softmax step of one key block (keys j0 .. j0 + nk - 1, padded
+ * to nkp) for the tile's rows [0, rp): each row's scores in S become
+ * P = exp(S - m_new), zero for keys the row does not see and in rows that
+ * see none (padding rows included); m and l are updated and the O row
+ * rescaled. bf16 mode: the scores are multiplied by the scale first, and
+ * with split P is also written as two bf16 rows, hi and lo, to W->Pb for
+ * the P.V product. Returns whether any row saw a key. */
 static int sdpa__softmax_block(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq, int64_t j0, int64_t nk,
                                int64_t nkp, int64_t nr, int64_t rp, int split)
 {
