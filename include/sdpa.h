@@ -3739,7 +3739,8 @@ static void sdpa__split_rows(const sdpa__plan *P, sdpa__ws *W, int64_t nk, int64
 
 /* A row's m and l moving to the new maximum: returns the factor alpha =
  * exp(m - m_new) for O (0 when m was -inf) and sets l = l * alpha + sum.
- * Out of line on purpose, and shared by every softmax step: it is compiled
+ * Out of line on purpose, and shared by every softmax step (the KV
+ * cache's decode step too): it is compiled
  * once, without the vector paths' target attributes, so a compiler that
  * fuses a * b + c where FMA is enabled (gcc outside ISO mode, whose default
  * is -ffp-contract=fast; any -march=native build) cannot round it
@@ -5982,9 +5983,8 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
             for (j = 0; j < jlo; j++) sr[j] = 0.0f;
             for (j = jhi + 1; j < ns; j++) sr[j] = 0.0f;
             sum = P->exp_row(sr + jlo, jhi - jlo + 1, mnew);
-            alpha = W.m[r] == mnew ? 1.0f : sdpa__expf(W.m[r] - mnew);
+            alpha = sdpa__ml_step(&W.l[r], W.m[r], mnew, sum);
             if (alpha != 1.0f) P->scale_row(W.O + r * ldo, Dv, alpha);
-            W.l[r] = W.l[r] * alpha + sum;
             W.m[r] = mnew;
             any = 1;
         }
