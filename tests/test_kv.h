@@ -663,7 +663,12 @@ static void test_kv_memory(void)
 }
 
 /* int8 storage against F32 storage: relative L2 error and cosine similarity
- * of decode outputs, random data and data with outlier channels in K. */
+ * of decode outputs, random data and data with outlier channels in K.
+ * 16 query heads x 8 query tokens: with one token per head (as before) the
+ * statistic had a heavy tail, one sharply peaked head carrying most of the
+ * error (uniform keys per channel: median 7.6e-3, worst of 800 seeds 1.7e-2,
+ * over the old bound 1.2e-2 about once in 200 runs; the per-channel to
+ * per-token ratio with outliers reached 0.83, over its bound 0.8). */
 static void test_kv_i8_accuracy(void)
 {
     int outl, ks;
@@ -672,7 +677,7 @@ static void test_kv_i8_accuracy(void)
     for (outl = 0; outl < 2; outl++)
     for (ks = 0; ks < 2; ks++) {
         kv_model m8, m32;
-        int64_t H = 4, G = 4, D = 128, L = 2048, n = 1, Hq = H * G, i, total = Hq * n * D;
+        int64_t H = 4, G = 4, D = 128, L = 2048, n = 8, Hq = H * G, i, total = Hq * n * D;
         sdpa_kv_cache *c8, *c32;
         float *qv = (float *)xcalloc((size_t)total, sizeof(float)), *o8 = (float *)xcalloc((size_t)total, sizeof(float));
         float *o32 = (float *)xcalloc((size_t)total, sizeof(float));
@@ -704,16 +709,18 @@ static void test_kv_i8_accuracy(void)
         }
         rel = sqrt(num / den);
         cosv = dot / sqrt(n8 * den);
-        printf("       int8 KV cache vs F32 (%s, keys per %s, D 128, 2048 keys): rel L2 %.2e, cosine %.6f\n",
+        printf("       int8 KV cache vs F32 (%s, keys per %s, D 128, 2048 keys, 16 heads x 8 queries): rel L2 %.2e, cosine %.6f\n",
                outl ? "outlier channels" : "uniform", ks ? "token" : "channel", rel, cosv);
         rel_of[outl][ks] = rel;
-        /* bounds about 1.5-2x the errors measured (per-token scales: an outlier
-         * channel coarsens its token's whole row; per-channel scales keep it
-         * in its channel) */
-        CHECK(rel > 0.0 && (outl ? rel < (ks ? 0.15 : 0.05) && cosv > (ks ? 0.99 : 0.998) : rel < 0.012 && cosv > 0.9999),
+        /* Over 600 seeds (avx2), median / worst rel L2: uniform 7.7e-3 / 9.7e-3
+         * per channel, 7.1e-3 / 8.5e-3 per token; outlier channels 1.9e-2 /
+         * 2.4e-2 per channel, 5.3e-2 / 6.4e-2 per token (a per-token scale
+         * lets an outlier channel coarsen its token's whole row). The bounds
+         * are about 2x the median, 1.5x the worst. */
+        CHECK(rel > 0.0 && (outl ? rel < (ks ? 0.1 : 0.04) && cosv > (ks ? 0.995 : 0.9993) : rel < 0.015 && cosv > 0.99985),
               "rel L2 %.3g, cosine %.6f", rel, cosv);
-        if (outl && ks == 1) /* why per channel is the default; the ratio depends on the seed (0.34 and 0.65 seen) */
-            CHECK(rel_of[1][0] < 0.8 * rel_of[1][1], "outliers: per-channel rel L2 %.3g not below 0.8x per-token %.3g",
+        if (outl && ks == 1) /* why per channel is the default: the ratio measured 0.35 median, 0.46 worst of 600 seeds */
+            CHECK(rel_of[1][0] < 0.7 * rel_of[1][1], "outliers: per-channel rel L2 %.3g not below 0.7x per-token %.3g",
                   rel_of[1][0], rel_of[1][1]);
         free(qv), free(o8), free(o32);
         sdpa_kv_cache_destroy(c8), sdpa_kv_cache_destroy(c32);
