@@ -667,7 +667,7 @@ static void test_kv_memory(void)
  * 16 query heads x 8 query tokens: with one token per head (as before) the
  * statistic had a heavy tail, one sharply peaked head carrying most of the
  * error (uniform keys per channel: median 7.6e-3, worst of 800 seeds 1.7e-2,
- * over the old bound 1.2e-2 about once in 200 runs; the per-channel to
+ * over the old bound 1.2e-2 in 2 of the 800; the per-channel to
  * per-token ratio with outliers reached 0.83, over its bound 0.8). */
 static void test_kv_i8_accuracy(void)
 {
