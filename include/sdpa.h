@@ -3737,19 +3737,20 @@ static void sdpa__split_rows(const sdpa__plan *P, sdpa__ws *W, int64_t nk, int64
         P->split_p(W->Pb + r * P->tkp, W->Pb + (P->tqp + r) * P->tkp, W->S + r * P->tkp, nk, nkp);
 }
 
-/* A row's m and l moving to the new maximum: returns the factor alpha =
- * exp(m - m_new) for O (0 when m was -inf) and sets l = l * alpha + sum.
- * Out of line on purpose, and shared by every softmax step (the KV
- * cache's decode step too): it is compiled
- * once, without the vector paths' target attributes, so a compiler that
- * fuses a * b + c where FMA is enabled (gcc outside ISO mode, whose default
- * is -ffp-contract=fast; any -march=native build) cannot round it
- * differently inside an AVX-512 step than in the portable one. Called once
- * per row and key block. */
-static SDPA__NOINLINE float sdpa__ml_step(float *l, float m, float m_new, float sum)
+/* A row's m and l moving to the new maximum m_new: returns the factor
+ * alpha = exp(m - m_new) for O (0 when m was -inf), sets l = l * alpha +
+ * sum and m = m_new. Out of line on purpose, and shared by every softmax
+ * step (the KV cache's decode step too): it is compiled once, without the
+ * vector paths' target attributes, so a compiler that fuses a * b + c
+ * where FMA is enabled (gcc outside ISO mode, whose default is
+ * -ffp-contract=fast; any -march=native build) cannot round it differently
+ * inside an AVX-512 step than in the portable one. Called once per row and
+ * key block. */
+static SDPA__NOINLINE float sdpa__ml_step(float *m, float *l, float m_new, float sum)
 {
-    float alpha = m == m_new ? 1.0f : sdpa__expf(m - m_new);
+    float alpha = *m == m_new ? 1.0f : sdpa__expf(*m - m_new);
     *l = *l * alpha + sum;
+    *m = m_new;
     return alpha;
 }
 
@@ -3780,9 +3781,8 @@ static int sdpa__softmax_block(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq
         for (j = 0; j < jlo; j++) s[j] = 0.0f;
         for (j = jhi + 1; j < nk; j++) s[j] = 0.0f;
         sum = P->exp_row(s + jlo, jhi - jlo + 1, mnew);
-        alpha = sdpa__ml_step(&W->l[r], W->m[r], mnew, sum);
+        alpha = sdpa__ml_step(&W->m[r], &W->l[r], mnew, sum);
         if (alpha != 1.0f) P->scale_row(W->O + r * P->dvp, P->dvp, alpha);
-        W->m[r] = mnew;
         any = 1;
     }
     if (split) sdpa__split_rows(P, W, nk, nkp, rp);
@@ -3867,9 +3867,8 @@ sdpa__softmax_body_avx512(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq,
         for (j = jhi + 1; j < nk && !split; j++) s[j] = 0.0f;
         for (j = 0; j < jlo && split; j++) hi[j] = lo[j] = 0;
         for (j = jhi + 1; j < nkp && split; j++) hi[j] = lo[j] = 0;
-        alpha = sdpa__ml_step(&W->l[r], W->m[r], mnew, sdpa__hsum_avx512(acc));
+        alpha = sdpa__ml_step(&W->m[r], &W->l[r], mnew, sdpa__hsum_avx512(acc));
         if (alpha != 1.0f) sdpa__scale_row_avx512(W->O + r * dvp, dvp, alpha);
-        W->m[r] = mnew;
         any = 1;
     }
     return any;
@@ -5983,9 +5982,8 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
             for (j = 0; j < jlo; j++) sr[j] = 0.0f;
             for (j = jhi + 1; j < ns; j++) sr[j] = 0.0f;
             sum = P->exp_row(sr + jlo, jhi - jlo + 1, mnew);
-            alpha = sdpa__ml_step(&W.l[r], W.m[r], mnew, sum);
+            alpha = sdpa__ml_step(&W.m[r], &W.l[r], mnew, sum);
             if (alpha != 1.0f) P->scale_row(W.O + r * ldo, Dv, alpha);
-            W.m[r] = mnew;
             any = 1;
         }
         if (!any || Dv == 0) continue;
