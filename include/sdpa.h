@@ -704,9 +704,11 @@ SDPA_API int sdpa_plan_tune(const sdpa_plan_problem *problem, const sdpa_plan_mo
  * a portable one rounds differently (sdpa__expf's polynomial inlined into
  * the AVX-512 softmax: m and l a bit off the portable step's, which the
  * tests hold them to, bit for bit). gcc with -std=c99 does not contract;
- * gcc in GNU mode does, and has no such pragma: the steps' scalar update is
- * one out-of-line function for that (sdpa__ml_step). The kernels' FMAs are
- * intrinsics and stay. At the end of the implementation FP_CONTRACT
+ * gcc in GNU mode does, and has no such pragma: for that the steps' scalar
+ * update (sdpa__ml_step) keeps each product apart by an empty asm, and the
+ * AVX-512 softmax multiplies by its scale with an explicit-rounding
+ * builtin. The kernels' FMAs are intrinsics and stay. At the end of the
+ * implementation FP_CONTRACT
  * DEFAULT gives the code after it the command line's mode back;
  * -ffp-contract=fast overrides the pragma. (Not float_control push/pop:
  * clang 14 rejects that on AArch64.) */
@@ -828,13 +830,6 @@ extern "C" {
 #else
 #define SDPA__INLINE static inline
 #endif
-#if defined(__GNUC__) || defined(__clang__)
-#define SDPA__NOINLINE __attribute__((noinline))
-#elif defined(_MSC_VER)
-#define SDPA__NOINLINE __declspec(noinline)
-#else
-#define SDPA__NOINLINE
-#endif
 
 #if defined(__GNUC__) || defined(__clang__)
 #define SDPA__MAYBE_UNUSED __attribute__((unused))
@@ -897,8 +892,29 @@ SDPA_API uint16_t sdpa_f32_to_bf16(float f)
  * (< FLT_MIN) is flushed to 0, above 88.72 it is inf; exp(-inf) = 0,
  * exp(nan) = nan. The range tests are integer compares on the bits and the
  * selects are masks: float compares may trap (gcc's default -ftrapping-math),
- * which would keep the compiler from vectorising the loops that call this. */
-SDPA__INLINE float sdpa__expf(float x)
+ * which would keep the compiler from vectorising the loops that call this.
+ *
+ * strict: every product rounded before its sum, whatever the compiler's
+ * contraction mode. gcc outside ISO mode (its default -ffp-contract=fast)
+ * fuses a * b + c wherever FMA is enabled, so the same C would round
+ * differently inside an AVX-512 function than in a portable one; an empty
+ * asm that takes the product in a register is a point it cannot fuse
+ * across, and costs nothing else. The softmax steps' scalar update uses
+ * the strict form (sdpa__ml_step); the vectorised loops use the plain one. */
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define SDPA__ROUNDED(v) __asm__("" : "+x"(v))
+#else
+#define SDPA__ROUNDED(v) ((void)0)
+#endif
+
+SDPA__INLINE float sdpa__muladd(float a, float b, float c, const int strict)
+{
+    float t = a * b;
+    if (strict) SDPA__ROUNDED(t);
+    return t + c;
+}
+
+SDPA__INLINE float sdpa__expf_body(float x, const int strict)
 {
     const float log2e = 1.44269504088896341f;
     const float ln2_hi = 0.693145751953125f;       /* 12 significant bits: n*ln2_hi exact */
@@ -910,26 +926,29 @@ SDPA__INLINE float sdpa__expf(float x)
     uint32_t nan = (uint32_t)(a > 0x7f800000u);
     uint32_t keep = (under | over | nan) - 1u;                 /* all ones: ordinary x */
     float xc = sdpa__bits_f32(u & keep);                       /* specials computed as 0 */
-    float t = xc * log2e + shifter;                            /* round to nearest integer */
+    float t = sdpa__muladd(xc, log2e, shifter, strict);        /* round to nearest integer */
     float n = t - shifter, r, p;
     /* t's mantissa holds 2^22 + n, n in [-126, 128]: m = n + 256 > 0 */
     uint32_t m = (sdpa__f32_bits(t) & 0x7fffffu) - 0x400000u + 256u, h = m >> 1, pb;
-    r = xc - n * ln2_hi;
-    r = r - n * ln2_lo;
+    r = sdpa__muladd(-n, ln2_hi, xc, strict);                   /* xc - n ln2_hi, the same rounding */
+    r = sdpa__muladd(-n, ln2_lo, r, strict);
     p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    p = sdpa__muladd(p, r, 1.0f / 720.0f, strict);
+    p = sdpa__muladd(p, r, 1.0f / 120.0f, strict);
+    p = sdpa__muladd(p, r, 1.0f / 24.0f, strict);
+    p = sdpa__muladd(p, r, 1.0f / 6.0f, strict);
+    p = sdpa__muladd(p, r, 0.5f, strict);
+    p = sdpa__muladd(p, r, 1.0f, strict);
+    p = sdpa__muladd(p, r, 1.0f, strict);
     /* 2^n = 2^n1 * 2^n2 with n1 = floor(n/2), n2 = n - n1; biased exponents
      * n1 + 127 = h - 1 and n2 + 127 = m - h - 1, in unsigned arithmetic */
     p = p * sdpa__bits_f32((h - 1u) << 23) * sdpa__bits_f32((m - h - 1u) << 23);
     pb = (sdpa__f32_bits(p) & keep) | (0x7f800000u & (0u - over)) | ((u | 0x00400000u) & (0u - nan));
     return sdpa__bits_f32(pb);
 }
+
+SDPA__INLINE float sdpa__expf(float x) { return sdpa__expf_body(x, 0); }
+SDPA__INLINE float sdpa__expf_strict(float x) { return sdpa__expf_body(x, 1); }
 
 /* ---- errors --------------------------------------------------------------- */
 
@@ -3739,17 +3758,17 @@ static void sdpa__split_rows(const sdpa__plan *P, sdpa__ws *W, int64_t nk, int64
 
 /* A row's m and l moving to the new maximum m_new: returns the factor
  * alpha = exp(m - m_new) for O (0 when m was -inf), sets l = l * alpha +
- * sum and m = m_new. Out of line on purpose, and shared by every softmax
- * step (the KV cache's decode step too): it is compiled once, without the
- * vector paths' target attributes, so a compiler that fuses a * b + c
- * where FMA is enabled (gcc outside ISO mode, whose default is
- * -ffp-contract=fast; any -march=native build) cannot round it differently
- * inside an AVX-512 step than in the portable one. Called once per row and
- * key block. */
-static SDPA__NOINLINE float sdpa__ml_step(float *m, float *l, float m_new, float sum)
+ * sum and m = m_new. Shared by every softmax step (the KV cache's decode
+ * step too), in the strict arithmetic (see sdpa__expf_body), so that a
+ * compiler that fuses a * b + c where FMA is enabled (gcc outside ISO
+ * mode; any -march=native build) rounds it inside an AVX-512 step as in
+ * the portable one. Inline: as an out-of-line call (once, for the same
+ * reason) it made the avx512 and amx prefill 20-45% slower on the Xeon,
+ * the call clearing the zmm state the step keeps in registers. */
+SDPA__INLINE float sdpa__ml_step(float *m, float *l, float m_new, float sum)
 {
-    float alpha = *m == m_new ? 1.0f : sdpa__expf(*m - m_new);
-    *l = *l * alpha + sum;
+    float alpha = *m == m_new ? 1.0f : sdpa__expf_strict(*m - m_new);
+    *l = sdpa__muladd(*l, alpha, sum, 1);
     *m = m_new;
     return alpha;
 }
@@ -3851,7 +3870,14 @@ sdpa__softmax_body_avx512(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq,
         }
         for (j = jlo; j <= jhi; j += 16) {
             __mmask16 k = sdpa__tail_mask_avx512(jhi + 1 - j);
-            __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + j), vsc);
+            /* the scaled score rounded on its own, as sdpa__scale_row_avx512
+             * rounds it: the explicit-rounding form is a builtin, not a
+             * vector product, so gcc outside ISO mode (-ffp-contract=fast)
+             * cannot fuse it with the subtraction below. (maskz: gcc 12's
+             * unmasked form starts from an undefined vector, which C++
+             * builds at -O2 -Wall report as maybe-uninitialized.) */
+            __m512 x = _mm512_maskz_mul_round_ps(k, _mm512_maskz_loadu_ps(k, s + j), vsc,
+                                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             __m512 e = sdpa__exp16_neg_avx512(_mm512_sub_ps(x, vm), k);
             acc = _mm512_add_ps(acc, e);
             if (split) {

@@ -275,6 +275,24 @@ check)
         # its softmax: the same exp, and P split into bf16 hi and lo parts
         need sdpa__softmax_block_amx 7 'vfn?madd[0-9]+ps\s+.*%zmm' "zmm FMAs"
         need sdpa__softmax_block_amx 2 'vcvtneps2bf16' "bf16 converts (P's hi and lo)"
+        # the fused softmax steps are held to the portable step bit for bit:
+        # built in GNU mode (gcc's default, -ffp-contract=fast, which fuses
+        # a vector product into a following add), they must keep the fused
+        # multiply-adds they have in ISO mode and gain none
+        if ! "$CC" --version | grep -q clang; then
+            mkdir -p "$out/gnu"
+            "$CC" -std=gnu11 -O3 -I"$here/include" -c "$src" -o "$out/gnu/kernels.o"
+            "$OBJDUMP" -d --no-show-raw-insn "$out/gnu/kernels.o" > "$out/gnu/kernels.dis"
+            for k in sdpa__softmax_block_avx512 sdpa__softmax_block_amx; do
+                iso=$(fn_body "$k" | grep -cE '\svfn?m(add|sub)[0-9]+[ps]s\s' || true)
+                gnu=$(fn_body_in "$out/gnu" "$k" | grep -cE '\svfn?m(add|sub)[0-9]+[ps]s\s' || true)
+                if [ "$iso" = "$gnu" ]; then
+                    echo "check-asm: $k: $gnu fused multiply-adds built in GNU mode, as in ISO mode: ok"
+                else
+                    echo "check-asm: $k: $gnu fused multiply-adds built in GNU mode, $iso in ISO mode: FAIL"; fail=1
+                fi
+            done
+        fi
         # int8 Q.K^T: per quad step and 8 keys of a row, vpsignb, vpmaddubsw
         # (never saturating: see the kernel), vpmaddwd by ones; 4 x 16 block
         need sdpa__qk_i8_avx2 8 'vpsignb\s+.*%ymm' "vpsignb"
