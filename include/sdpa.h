@@ -102,7 +102,10 @@
  *   The amx path with BF16 inputs computes Q.K^T and P.V on AMX tiles: the
  *   bf16 products are exact and summed in fp32, the scale is applied to the
  *   sums, and P enters P.V as two bf16 parts (hi + lo, 16 significant bits);
- *   the bounds above hold unchanged.
+ *   the bounds above hold unchanged. params->precision =
+ *   SDPA_PRECISION_BF16_PV lets it take P as one bf16 instead, as PyTorch's
+ *   and FlashAttention's bf16 kernels do (half the P.V products): each
+ *   output then moves by at most 2^-9 max|v| more (see sdpa_precision).
  *   params->precision = SDPA_PRECISION_INT8_QK takes Q.K^T on int8 operands
  *   (see "int8" among the declarations); the bounds above do not hold there:
  *   the README states its measured accuracy and the bounds its tests hold.
@@ -363,11 +366,21 @@ SDPA_API int sdpa_dequantize_i8(const int8_t *q, int64_t rows, int64_t cols, int
  * (per token, see sdpa_params; sdpa_quantize_i8 per row makes them; -128 is
  * read as -127). An I8 k is used as it is, without smoothing (a caller who
  * subtracts the mean key before quantising gets the same out, and lse
- * lowered by scale * q.mean). v stays float. */
+ * lowered by scale * q.mean). v stays float.
+ *
+ * BF16_PV allows P (the softmax's weights, each in (0, 1]) to be rounded to
+ * one bf16 before P.V where P.V is a bf16 product: the amx path with BF16
+ * q. l still sums the unrounded weights, so an output element moves by
+ * |sum_j (bf16(p_j) - p_j) v_j| / l <= 2^-9 max_j |v_j| (the relative
+ * rounding error of bf16 is at most 2^-9) beyond the default bounds, and
+ * in practice far less: the errors of many keys cancel. It saves about
+ * half the P.V work and a part of the softmax's. Every other path and
+ * dtype computes exactly as DEFAULT. Not combined with int8 mode. */
 typedef enum sdpa_precision {
     SDPA_PRECISION_DEFAULT = 0,
     SDPA_PRECISION_INT8_QK = 1,
-    SDPA_PRECISION_INT8_QK_NOSMOOTH = 2
+    SDPA_PRECISION_INT8_QK_NOSMOOTH = 2,
+    SDPA_PRECISION_BF16_PV = 3
 } sdpa_precision;
 
 /* ---- KV cache ---- */
@@ -1014,6 +1027,10 @@ typedef void (*sdpa__gemm_fn)(int64_t M, int64_t N, int64_t K, const float *A, i
 
 struct sdpa__ws;
 
+/* Where a softmax step leaves P: in S as floats (the F32 products), or, for
+ * bf16 mode's products, as bf16 hi and lo parts or as hi alone (BF16_PV) */
+enum { SDPA__P_F32 = 0, SDPA__P_HILO = 1, SDPA__P_HI = 2 };
+
 typedef struct sdpa__plan {
     sdpa__tens q, k, v, o, m;
     int has_mask, mask_bool;
@@ -1049,6 +1066,7 @@ typedef struct sdpa__plan {
     float (*row_max)(const float *s, int64_t n);
     float (*exp_row)(float *s, int64_t n, float m);
     void (*scale_row)(float *x, int64_t n, float a);
+    /* split: where P goes, an SDPA__P_* below */
     int (*softmax)(const struct sdpa__plan *P, struct sdpa__ws *W, const sdpa__seq *sq, int64_t j0, int64_t nk,
                    int64_t nkp, int64_t nr, int64_t rp, int split);
     void (*load_row)(float *dst, const char *src, sdpa_dtype t, int64_t n, float mul);
@@ -1060,6 +1078,7 @@ typedef struct sdpa__plan {
     /* int8 mode (params->precision): Q.K^T on int8 operands, K smoothed,
      * quantised and packed by a pre-pass (see "int8 mode") */
     int i8, i8_smooth;
+    int p1;                   /* bf16 mode: P enters P.V as one bf16 (SDPA_PRECISION_BF16_PV) */
     const float *qscale, *kscale; /* SDPA_I8 q, k: per-token scales */
     int64_t dq;               /* head_dim padded to 16 */
     int64_t kbytes;           /* one packed K block: quads [dq/4][tkp], scales [tkp], key sums [tkp] */
@@ -1526,9 +1545,10 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
         if (sdpa__overlap(&P->o, lse_lo, lse_hi)) return sdpa__fail(pp, SDPA_ERR_ALIAS, "sdpa: lse overlaps out");
     }
 
-    if (p->precision < SDPA_PRECISION_DEFAULT || p->precision > SDPA_PRECISION_INT8_QK_NOSMOOTH)
+    if (p->precision < SDPA_PRECISION_DEFAULT || p->precision > SDPA_PRECISION_BF16_PV)
         return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa: precision = %d is not an sdpa_precision value", p->precision);
-    P->i8 = p->precision != SDPA_PRECISION_DEFAULT;
+    P->i8 = p->precision == SDPA_PRECISION_INT8_QK || p->precision == SDPA_PRECISION_INT8_QK_NOSMOOTH;
+    P->p1 = p->precision == SDPA_PRECISION_BF16_PV;
     P->i8_smooth = p->precision == SDPA_PRECISION_INT8_QK && P->k.dtype != SDPA_I8;
     if (P->i8 && P->D > SDPA__I8_MAXD)
         return sdpa__fail(pp, SDPA_ERR_SHAPE, "sdpa: int8 mode needs head_dim <= %d (got %lld)", SDPA__I8_MAXD, (long long)P->D);
@@ -3748,12 +3768,21 @@ static void sdpa__score_extras(const sdpa__plan *P, const sdpa__seq *sq, int64_t
                 s[jj] = P->score_mod(s[jj], sq->b, h, i, j0 + jj, P->score_mod_user);
 }
 
-/* P's rows [0, rp) in S into bf16 hi and lo rows [0, nkp) of W->Pb. */
-static void sdpa__split_rows(const sdpa__plan *P, sdpa__ws *W, int64_t nk, int64_t nkp, int64_t rp)
+/* P's rows [0, rp) in S into bf16 rows [0, nkp) of W->Pb: hi and lo
+ * (SDPA__P_HILO), or hi alone (SDPA__P_HI). */
+static void sdpa__split_rows(const sdpa__plan *P, sdpa__ws *W, int64_t nk, int64_t nkp, int64_t rp, int split)
 {
-    int64_t r;
-    for (r = 0; r < rp; r++)
-        P->split_p(W->Pb + r * P->tkp, W->Pb + (P->tqp + r) * P->tkp, W->S + r * P->tkp, nk, nkp);
+    int64_t r, j;
+    for (r = 0; r < rp; r++) {
+        uint16_t *hi = W->Pb + r * P->tkp;
+        const float *s = W->S + r * P->tkp;
+        if (split == SDPA__P_HILO) {
+            P->split_p(hi, W->Pb + (P->tqp + r) * P->tkp, s, nk, nkp);
+            continue;
+        }
+        for (j = 0; j < nk; j++) hi[j] = sdpa__bf16_bits_rne(sdpa__f32_bits(s[j]));
+        for (; j < nkp; j++) hi[j] = 0;
+    }
 }
 
 /* A row's m and l moving to the new maximum m_new: returns the factor
@@ -3778,8 +3807,8 @@ SDPA__INLINE float sdpa__ml_step(float *m, float *l, float m_new, float sum)
  * P = exp(S - m_new), zero for keys the row does not see and in rows that
  * see none (padding rows included); m and l are updated and the O row
  * rescaled. bf16 mode: the scores are multiplied by the scale first, and
- * with split P is also written as two bf16 rows, hi and lo, to W->Pb for
- * the P.V product. Returns whether any row saw a key. */
+ * with split P is also written to W->Pb for the P.V product, as two bf16
+ * rows, hi and lo, or as hi alone. Returns whether any row saw a key. */
 static int sdpa__softmax_block(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq, int64_t j0, int64_t nk,
                                int64_t nkp, int64_t nr, int64_t rp, int split)
 {
@@ -3804,7 +3833,7 @@ static int sdpa__softmax_block(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq
         if (alpha != 1.0f) P->scale_row(W->O + r * P->dvp, P->dvp, alpha);
         any = 1;
     }
-    if (split) sdpa__split_rows(P, W, nk, nkp, rp);
+    if (split) sdpa__split_rows(P, W, nk, nkp, rp, split);
     return any;
 }
 
@@ -3859,13 +3888,14 @@ sdpa__softmax_body_avx512(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq,
     }
     for (r = 0; r < rp; r++) {
         float *s = W->S + r * tkp, mnew = W->mn[r], alpha;
-        uint16_t *hi = split ? W->Pb + r * tkp : NULL, *lo = split ? W->Pb + (P->tqp + r) * tkp : NULL;
+        uint16_t *hi = split ? W->Pb + r * tkp : NULL, *lo = split == SDPA__P_HILO ? W->Pb + (P->tqp + r) * tkp : NULL;
         int64_t jlo = r < nr ? SDPA__MAX(W->lo[r] - j0, 0) : 1;
         int64_t jhi = r < nr ? SDPA__MIN(W->hi[r] - j0, nk - 1) : 0;
         __m512 acc = _mm512_setzero_ps(), vm = _mm512_set1_ps(mnew), vsc = _mm512_set1_ps(sc);
         if (mnew == -(float)INFINITY) { /* no key seen yet (or none visible) */
             for (j = 0; j < nk && !split; j++) s[j] = 0.0f;
-            for (j = 0; j < nkp && split; j++) hi[j] = lo[j] = 0;
+            for (j = 0; j < nkp && split; j++) hi[j] = 0;
+            for (j = 0; j < nkp && lo; j++) lo[j] = 0;
             continue;
         }
         for (j = jlo; j <= jhi; j += 16) {
@@ -3882,17 +3912,21 @@ sdpa__softmax_body_avx512(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq,
             acc = _mm512_add_ps(acc, e);
             if (split) {
                 __m256i h = sdpa__bf16x16_avx512(e);
-                __m512 rest = _mm512_sub_ps(e, _mm512_castsi512_ps(_mm512_maskz_slli_epi32(SDPA__ALL16, _mm512_maskz_cvtepu16_epi32(SDPA__ALL16, h), 16)));
                 _mm256_mask_storeu_epi16(hi + j, k, h);
-                _mm256_mask_storeu_epi16(lo + j, k, sdpa__bf16x16_avx512(rest));
+                if (split == SDPA__P_HILO) {
+                    __m512 rest = _mm512_sub_ps(e, _mm512_castsi512_ps(_mm512_maskz_slli_epi32(SDPA__ALL16, _mm512_maskz_cvtepu16_epi32(SDPA__ALL16, h), 16)));
+                    _mm256_mask_storeu_epi16(lo + j, k, sdpa__bf16x16_avx512(rest));
+                }
             } else {
                 _mm512_mask_storeu_ps(s + j, k, e);
             }
         }
         for (j = 0; j < jlo && !split; j++) s[j] = 0.0f;
         for (j = jhi + 1; j < nk && !split; j++) s[j] = 0.0f;
-        for (j = 0; j < jlo && split; j++) hi[j] = lo[j] = 0;
-        for (j = jhi + 1; j < nkp && split; j++) hi[j] = lo[j] = 0;
+        for (j = 0; j < jlo && split; j++) hi[j] = 0;
+        for (j = jhi + 1; j < nkp && split; j++) hi[j] = 0;
+        for (j = 0; j < jlo && lo; j++) lo[j] = 0;
+        for (j = jhi + 1; j < nkp && lo; j++) lo[j] = 0;
         alpha = sdpa__ml_step(&W->m[r], &W->l[r], mnew, sdpa__hsum_avx512(acc));
         if (alpha != 1.0f) sdpa__scale_row_avx512(W->O + r * dvp, dvp, alpha);
         any = 1;
@@ -3907,7 +3941,7 @@ SDPA__TARGET_AVX512 static int sdpa__softmax_block_avx512(const sdpa__plan *P, s
                                                           int split)
 {
     int any = sdpa__softmax_body_avx512(P, W, sq, j0, nk, nkp, nr, rp, 0);
-    if (split) sdpa__split_rows(P, W, nk, nkp, rp);
+    if (split) sdpa__split_rows(P, W, nk, nkp, rp, split);
     return any;
 }
 #endif
@@ -4004,15 +4038,16 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
                 vbad |= P->pack_v(dst, vb + j * P->v.s[2] * P->v.esize,
                                   j + 1 < nk ? vb + (j + 1) * P->v.s[2] * P->v.esize : NULL, Dv, dvp);
             }
-        split = P->bf16 && Dv > 0 && !vbad;
+        split = P->bf16 && Dv > 0 && !vbad ? (P->p1 ? SDPA__P_HI : SDPA__P_HILO) : SDPA__P_F32;
 
         /* online softmax: S becomes P = exp(S - m_new), m, l and O rescaled */
         any = P->softmax(P, W, sq, j0, nk, nkp, nr, rp, split);
         if (P->tiles && P->score_mod) P->tiles(1); /* score_mod may have run anything, AMX included */
         if (!any || Dv == 0) continue;
 
-        if (split) { /* P.V as (P_hi + P_lo).V, one pass over O */
-            P->bgemm(rp, dvp, nkp / 2, W->Pb, W->Pb + P->tqp * tkp, tkp, W->Vp, dvp, W->O, dvp, 1);
+        if (split) { /* P.V as (P_hi + P_lo).V, one pass over O, or as P_hi.V */
+            P->bgemm(rp, dvp, nkp / 2, W->Pb, split == SDPA__P_HILO ? W->Pb + P->tqp * tkp : NULL, tkp, W->Vp, dvp,
+                     W->O, dvp, 1);
             continue;
         }
         {

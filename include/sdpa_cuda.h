@@ -71,7 +71,8 @@
  *
  * NUMERICS
  *   fp32 accumulation and fp32 softmax statistics everywhere. The tensor-core
- *   kernel rounds P to the input type before P.V (as FlashAttention does);
+ *   kernel rounds P to the input type before P.V (as FlashAttention does;
+ *   so SDPA_PRECISION_BF16_PV, accepted, computes as the default);
  *   tests/cuda holds it to relative L2 <= 2e-3 (F16) and 1.6e-2 (BF16)
  *   against a float64 reference on the same inputs (BF16 out measured 3e-3);
  *   the generic kernel's F32 outputs meet sdpa.h's F32 bound. A query row
@@ -1226,9 +1227,11 @@ static int sdpa__cu_plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const 
         A->wr = p->window_right < far ? p->window_right : far;
     }
     if (p->score_mod) return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda: score_mod (a host function) is not supported");
-    if (p->precision < SDPA_PRECISION_DEFAULT || p->precision > SDPA_PRECISION_INT8_QK_NOSMOOTH)
+    if (p->precision < SDPA_PRECISION_DEFAULT || p->precision > SDPA_PRECISION_BF16_PV)
         return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda: precision = %d is not an sdpa_precision value", p->precision);
-    P->i8 = p->precision != SDPA_PRECISION_DEFAULT;
+    /* BF16_PV changes nothing here: the tensor-core kernel already rounds P
+     * to the input type, and the fp32 kernel has no bf16 products */
+    P->i8 = p->precision == SDPA_PRECISION_INT8_QK || p->precision == SDPA_PRECISION_INT8_QK_NOSMOOTH;
     P->i8_smooth = p->precision == SDPA_PRECISION_INT8_QK;
     if (p->num_threads < 0) return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda: num_threads must be >= 0");
     P->alibi = p->alibi_slopes;

@@ -41,8 +41,9 @@
  *   flushes below -87.33654 to 0, exp(-inf) = 0, NaN kept) in Highway ops;
  *   the same tested bounds against float64; results bitwise identical for
  *   any thread count. Across targets results differ in the last bits (FMA
- *   or not, lane count). Not supported: params->precision != 0 (int8 mode):
- *   SDPA_ERR_PARAM. params->path and $SDPA_PATH are ignored: the target is
+ *   or not, lane count). Not supported: params->precision's int8 modes:
+ *   SDPA_ERR_PARAM (SDPA_PRECISION_BF16_PV is accepted and changes nothing:
+ *   the products are float32). params->path and $SDPA_PATH are ignored: the target is
  *   Highway's choice, or the one sdpa_hwy_force_target() set.
  *
  * TARGETS
@@ -479,7 +480,7 @@ static int sdpa_hwy__plan(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa
     int rc;
     if (params) *pp = *params;
     else memset(pp, 0, sizeof *pp);
-    if (pp->precision != SDPA_PRECISION_DEFAULT)
+    if (pp->precision != SDPA_PRECISION_DEFAULT && pp->precision != SDPA_PRECISION_BF16_PV)
         return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_hwy: precision = %d: the Highway backend has no int8 mode",
                           pp->precision);
     pp->path = SDPA_PATH_SCALAR;

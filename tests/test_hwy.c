@@ -399,6 +399,11 @@ static void test_hwy_api(int64_t target)
         rc = sdpa_hwy_attention(&tq, &tk, &tv, &to, &p);
         CHECK(rc == SDPA_OK, "rc = %d with an ignored path", rc);
         for (i = 0; i < 16; i++) CHECK(fabsf(o[i] - 0.5f) < 1e-6f, "out[%d] = %.9g, want 0.5", i, o[i]);
+        p.precision = SDPA_PRECISION_BF16_PV; /* accepted: no bf16 products here */
+        for (i = 0; i < 16; i++) o[i] = -3.0f;
+        rc = sdpa_hwy_attention(&tq, &tk, &tv, &to, &p);
+        CHECK(rc == SDPA_OK, "rc = %d with SDPA_PRECISION_BF16_PV", rc);
+        for (i = 0; i < 16; i++) CHECK(fabsf(o[i] - 0.5f) < 1e-6f, "BF16_PV: out[%d] = %.9g, want 0.5", i, o[i]);
     }
     case_end();
     group_end();

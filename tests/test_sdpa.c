@@ -759,6 +759,8 @@ static double tol_lse(double ref) { return 2e-5 + 2e-6 * fabs(ref); }
 /* the largest err/tol seen per out dtype (F32, F16, BF16) and for lse: how
  * close the implementation runs to the documented bounds */
 static double g_ratio[4];
+/* added to every out tolerance: SDPA_PRECISION_BF16_PV's 2^-9 max|v| */
+static double g_tol_extra;
 
 static int ctx_run(tctx *x, const sdpa_params *p)
 {
@@ -793,7 +795,7 @@ static int ctx_check(tctx *x)
                             case_fail("out[%lld,%lld,%lld,%lld] = %.9g, want 0 (row sees no key)", LL(b), LL(h),
                                       LL(i), LL(d), got);
                     } else {
-                        double err = fabs(got - ref), tol = tol_out(c->odt, ref);
+                        double err = fabs(got - ref), tol = tol_out(c->odt, ref) + g_tol_extra;
                         if (err / tol > g_ratio[c->odt]) g_ratio[c->odt] = err / tol;
                         if (!(err <= tol)) {
                             if (nbad++ < 3)
@@ -1368,8 +1370,9 @@ typedef int (*softmax_fn)(const sdpa__plan *, struct sdpa__ws *, const sdpa__seq
  * row kernels, on random blocks: random visible ranges per row (empty, one
  * key, partial, all), rows with no key seen yet, -inf and NaN scores, the
  * tail of a block (nk < nkp), softcap on some blocks, bf16 mode's scale
- * (negative on some blocks) and its split into hi and lo. S, m, l and O must
- * match bit for bit, and so must hi and lo (split: tiny values, where the
+ * (negative on some blocks) and its split into hi and lo, or P as hi alone
+ * (SDPA__P_HI, whose lo rows must stay unwritten). S, m, l and O must match
+ * bit for bit, and so must hi and lo (split: tiny values, where the
  * instruction flushes subnormal lo parts, are not drawn). */
 static void test_softmax_block(const char *name, softmax_fn fn, int bf16, int split)
 {
@@ -1381,7 +1384,8 @@ static void test_softmax_block(const char *name, softmax_fn fn, int bf16, int sp
     uint16_t Pb[2][2 * TQ * TK];
     int64_t lo[TQ], hi[TQ], hh[TQ], ii[TQ], t, r, j;
     case_begin("%s softmax step%s equals the portable one with the same row kernels, bit for bit", name,
-               bf16 ? (split ? " (bf16 mode, P split into hi and lo)" : " (bf16 mode)") : "");
+               bf16 ? (split == SDPA__P_HILO ? " (bf16 mode, P split into hi and lo)"
+                       : split == SDPA__P_HI ? " (bf16 mode, P as one bf16)" : " (bf16 mode)") : "");
     for (t = 0; t < 300; ++t) {
         int64_t nk = rnd_int(1, TK), nkp = SDPA__ROUND_UP(nk, 32), nr = rnd_int(0, TQ), rp = SDPA__ROUND_UP(nr, 4);
         int64_t j0 = 64 * rnd_int(0, 3), c;
@@ -1421,7 +1425,8 @@ static void test_softmax_block(const char *name, softmax_fn fn, int bf16, int sp
             for (j = 0; j < DV; ++j) bad |= !same_float(O[0][r * DV + j], O[1][r * DV + j]);
             for (j = 0; j < nk && !split; ++j) bad |= !same_float(S[0][r * TK + j], S[1][r * TK + j]);
             for (j = 0; j < nkp && split; ++j)
-                bad |= Pb[0][r * TK + j] != Pb[1][r * TK + j] || Pb[0][(TQ + r) * TK + j] != Pb[1][(TQ + r) * TK + j];
+                bad |= Pb[0][r * TK + j] != Pb[1][r * TK + j] || Pb[0][(TQ + r) * TK + j] != Pb[1][(TQ + r) * TK + j] ||
+                       (split == SDPA__P_HI && Pb[1][(TQ + r) * TK + j] != 0x5555);
             CHECK(!bad, "t=%lld row %lld (nk %lld, keys %lld..%lld of %lld..): m %.9g/%.9g l %.9g/%.9g differ, or S, O, P",
                   LL(t), LL(r), LL(nk), LL(hi[r] >= lo[r] ? lo[r] : 0), LL(hi[r]), LL(j0), m[1][r], m[0][r], l[1][r], l[0][r]);
         }
@@ -1760,14 +1765,16 @@ static void test_paths(void)
                                       sdpa__pack_vpair_avx2, sdpa__split_row_avx2 SLEEF_EXP_AVX512};
         test_simd_kernels(&ks);
         test_softmax_block("avx512", sdpa__softmax_block_avx512, 0, 0);
-        test_softmax_block("avx512", sdpa__softmax_block_avx512, 1, 1);
+        test_softmax_block("avx512", sdpa__softmax_block_avx512, 1, SDPA__P_HILO);
+        test_softmax_block("avx512", sdpa__softmax_block_avx512, 1, SDPA__P_HI);
     }
 #endif
 #ifdef SDPA__HAVE_AMX
     if (sdpa__cpu() & SDPA__CPU_AMX) {
         test_bgemm("amx", sdpa__bgemm_amx, sdpa__tiles_amx);
         test_softmax_block("amx", sdpa__softmax_block_amx, 1, 0);
-        test_softmax_block("amx", sdpa__softmax_block_amx, 1, 1);
+        test_softmax_block("amx", sdpa__softmax_block_amx, 1, SDPA__P_HILO);
+        test_softmax_block("amx", sdpa__softmax_block_amx, 1, SDPA__P_HI);
     }
 #endif
 #ifdef SDPA__HAVE_NEON
@@ -3103,6 +3110,99 @@ static void test_random(void)
     group_end();
 }
 
+/* SDPA_PRECISION_BF16_PV: where P.V is a bf16 product (the amx path with
+ * BF16 q, or the plain-C emulation of that mode) P enters it as one bf16,
+ * so each output may move by 2^-9 max|v| beyond the usual bound; elsewhere
+ * the mode must compute exactly as the default. Random combinations (every
+ * option, tail and layout) held to that bound, then one larger case run
+ * both ways: its outputs must differ where the mode applies and match bit
+ * for bit where it does not, and its error is printed beside the default's. */
+static int bf16_products_on(const sdpa_params *p)
+{
+#ifdef SDPA__TEST_BF16_SCALAR
+    (void)p;
+    return 1;
+#else
+    return sdpa_path_in_use(p) == SDPA_PATH_AMX;
+#endif
+}
+
+static double vmax_of(const tctx *x)
+{
+    int64_t i, n = x->c.B * x->c.Hkv * x->c.Lk * x->c.Dv;
+    double m = 0;
+    for (i = 0; i < n; ++i)
+        if (fabs(x->vd[i]) > m) m = fabs(x->vd[i]);
+    return m;
+}
+
+static void test_bf16_pv(void)
+{
+    int i, n = g_quick ? 16 : 60, ndiff = 0, on;
+    double e[2][2] = {{0, 0}, {0, 0}}; /* [default, BF16_PV][sum of squared errors, of squared refs] */
+    int64_t b, h, q, d, nel;
+    tctx x;
+    tcfg c;
+    float *o1;
+    if (!group_begin("bf16 P.V precision")) return;
+    for (i = 0; i < n; ++i) {
+        char desc[600];
+        int rc;
+        random_cfg(&c);
+        c.idt = SDPA_BF16; /* bf16 mode needs BF16 q */
+        c.p.precision = SDPA_PRECISION_BF16_PV;
+        cfg_desc(&c, desc, sizeof desc);
+        case_begin("BF16_PV %s", desc);
+        ctx_build(&x, &c);
+        g_tol_extra = 1.01 * ldexp(vmax_of(&x), -9);
+        rc = ctx_run(&x, NULL);
+        if (rc != SDPA_OK) case_fail("rc = %d (%s), want SDPA_OK", rc, sdpa_strerror(rc));
+        else ctx_check(&x);
+        g_tol_extra = 0;
+        ctx_free(&x);
+        case_end();
+    }
+
+    cfg_default(&c);
+    c.idt = SDPA_BF16, c.odt = SDPA_F32;
+    c.B = 1, c.Hq = 4, c.Hkv = 2, c.Lq = 97, c.Lk = g_quick ? 300 : 1000, c.D = 128, c.Dv = 128;
+    c.p.causal = SDPA_CAUSAL_BOTTOM_RIGHT;
+    ctx_build(&x, &c);
+    nel = c.Hq * c.Lq * c.Dv;
+    o1 = (float *)xcalloc((size_t)nel, sizeof(float));
+    on = bf16_products_on(&x.p);
+    case_begin("BF16_PV on %s: outputs %s the default's; error within 2^-9 max|v| of it", sdpa_path_name(sdpa_path_in_use(&x.p)),
+               on ? "differ from" : "equal, bit for bit,");
+    for (i = 0; i < 2; ++i) {
+        int rc;
+        x.p.precision = i ? SDPA_PRECISION_BF16_PV : SDPA_PRECISION_DEFAULT;
+        g_tol_extra = i ? 1.01 * ldexp(vmax_of(&x), -9) : 0;
+        rc = ctx_run(&x, NULL);
+        CHECK(rc == SDPA_OK, "precision %d: rc %d", x.p.precision, rc);
+        if (rc == SDPA_OK) ctx_check(&x);
+        g_tol_extra = 0;
+        for (b = 0; b < 1; ++b)
+            for (h = 0; h < c.Hq; ++h)
+                for (q = 0; q < c.Lq; ++q)
+                    for (d = 0; d < c.Dv; ++d) {
+                        int64_t k = (h * c.Lq + q) * c.Dv + d;
+                        double got = tb_get(&x.o, tb_off(&x.o, b, h, q, d)), ref = x.ro[k];
+                        e[i][0] += (got - ref) * (got - ref);
+                        e[i][1] += ref * ref;
+                        if (!i) o1[k] = (float)got;
+                        else ndiff += f32_bits((float)got) != f32_bits(o1[k]);
+                    }
+    }
+    CHECK(on ? ndiff > nel / 2 : ndiff == 0, "%d of %lld outputs differ from the default's", ndiff, LL(nel));
+    printf("  bf16 P.V (%s%s): rel L2 against float64 %.2e, default %.2e; %d of %lld outputs differ\n",
+           sdpa_path_name(sdpa_path_in_use(&x.p)), on ? ", bf16 products" : ", the mode does not apply",
+           sqrt(e[1][0] / e[1][1]), sqrt(e[0][0] / e[0][1]), ndiff, LL(nel));
+    case_end();
+    free(o1);
+    ctx_free(&x);
+    group_end();
+}
+
 /* ======================================================================== */
 /* Errors                                                                   */
 
@@ -4310,9 +4410,9 @@ static void test_i8_attention(void)
         sdpa_params p;
         int rc;
         memset(&p, 0, sizeof p);
-        p.precision = 3;
+        p.precision = 4;
         rc = sdpa_attention(&tq, &tk, &tv, &to, &p);
-        CHECK(rc == SDPA_ERR_PARAM && ob[0] == 5, "precision 3: rc %d", rc);
+        CHECK(rc == SDPA_ERR_PARAM && ob[0] == 5, "precision 4: rc %d", rc);
         p.precision = -1;
         CHECK(sdpa_attention(&tq, &tk, &tv, &to, &p) == SDPA_ERR_PARAM, "precision -1 accepted");
         p.precision = SDPA_PRECISION_INT8_QK;
@@ -4331,6 +4431,9 @@ static void test_i8_attention(void)
             ob[0] = 5;
             rc = sdpa_attention(&iq, &tk, &tv, &to, &p);
             CHECK(rc == SDPA_ERR_DTYPE && ob[0] == 5, "I8 q in float mode: rc %d", rc);
+            p.precision = SDPA_PRECISION_BF16_PV;
+            rc = sdpa_attention(&iq, &tk, &tv, &to, &p);
+            CHECK(rc == SDPA_ERR_DTYPE && ob[0] == 5, "I8 q with BF16_PV: rc %d", rc);
             p.precision = SDPA_PRECISION_INT8_QK;
             CHECK(sdpa_attention(&iq, &tk, &tv, &to, &p) == SDPA_OK, "I8 q with its scale refused");
             ob[0] = 5;
@@ -4454,6 +4557,7 @@ int main(int argc, char **argv)
     test_concurrent();
     test_pool();
     test_random();
+    test_bf16_pv();
     test_kv();
 
     test_i8_quant();
