@@ -1665,6 +1665,17 @@ __device__ __forceinline__ int sdpa__cu_dsplit(const sdpa__cu_dargs &a, const sd
     return cb;
 }
 
+/* A decode row's finish from its merged m (log2 units), l and unnormalised
+ * o: shared by the merge kernel and the one-split decode blocks, so that
+ * both write the same bits. l = 0 (no key) gives 0 and lse = -inf; a NaN l
+ * keeps the row NaN. */
+__device__ __forceinline__ float sdpa__cu_dfin_inv(float L) { return L > 0.0f ? 1.0f / L : (L != L ? L : 0.0f); }
+__device__ __forceinline__ float sdpa__cu_dfin_out(float acc, float L, float inv) { return L > 0.0f || L != L ? acc * inv : 0.0f; }
+__device__ __forceinline__ float sdpa__cu_dfin_lse(float M, float L)
+{
+    return L > 0.0f ? (M + log2f(L)) * 0.6931471805599453f : (L != L ? L : -INFINITY);
+}
+
 /* The end of a decode block: its NW warps' partial rows (o unnormalised,
  * m in log2 units, l; warp w's row r at w * RS + r in shared memory) merged
  * in warp order, then row r0 + r's part for split sp written to a.part; with
@@ -1690,10 +1701,9 @@ __device__ __forceinline__ void sdpa__cu_dmerge(const sdpa__cu_dargs &a, const s
         const int64_t hh = (r0 + r) / bi.vq, i = (r0 + r) % bi.vq, h = g * a.G + hh;
         if (a.direct) {
             const int64_t oes = a.odt == SDPA_F32 ? 4 : 2;
-            const float acc = 0.0f + o, inv = L > 0.0f ? 1.0f / L : (L != L ? L : 0.0f); /* 0 + o: -0 -> +0, as the merge's sum */
-            sdpa__cu_st(a.o + (b * a.os[0] + h * a.os[1] + i * a.os[2] + d) * oes, a.odt, L > 0.0f || L != L ? acc * inv : 0.0f);
-            if (a.lse && d == 0)
-                a.lse[(b * a.Hq + h) * a.n + i] = L > 0.0f ? (M + log2f(L)) * 0.6931471805599453f : (L != L ? L : -INFINITY);
+            const float acc = 0.0f + o; /* -0 -> +0, as the merge's sum */
+            sdpa__cu_st(a.o + (b * a.os[0] + h * a.os[1] + i * a.os[2] + d) * oes, a.odt, sdpa__cu_dfin_out(acc, L, sdpa__cu_dfin_inv(L)));
+            if (a.lse && d == 0) a.lse[(b * a.Hq + h) * a.n + i] = sdpa__cu_dfin_lse(M, L);
             continue;
         }
         float *pp = a.part + (((b * a.Hq + h) * a.n + i) * a.nsplit + sp) * (D + 2);
@@ -2647,17 +2657,16 @@ __global__ void __launch_bounds__(128) sdpa__cu_merge(const sdpa__cu_dargs a)
     }
     __syncthreads();
     const float M = sml[0], Ls = sml[1];
-    const float inv = Ls > 0.0f ? 1.0f / Ls : (Ls != Ls ? Ls : 0.0f);
+    const float inv = sdpa__cu_dfin_inv(Ls);
     char *op = a.o + (b * a.os[0] + h * a.os[1] + i * a.os[2]) * oes;
     for (int64_t d = threadIdx.x; d < Dv; d += blockDim.x) {
         float acc = 0.0f;
         if (live)
 #pragma unroll 8
             for (int s = 0; s < ns; s++) acc += sw[s] * pp[s * (Dv + 2) + d];
-        sdpa__cu_st(op + d * oes, a.odt, Ls > 0.0f || Ls != Ls ? acc * inv : 0.0f);
+        sdpa__cu_st(op + d * oes, a.odt, sdpa__cu_dfin_out(acc, Ls, inv));
     }
-    if (a.lse && threadIdx.x == 0)
-        a.lse[row] = Ls > 0.0f ? (M + log2f(Ls)) * 0.6931471805599453f : (Ls != Ls ? Ls : -INFINITY);
+    if (a.lse && threadIdx.x == 0) a.lse[row] = sdpa__cu_dfin_lse(M, Ls);
 }
 
 static int sdpa__cu_kv_fail(const sdpa_cuda_kv_cache *c, int code, const char *fmt, ...)
