@@ -151,6 +151,17 @@ static double path_peak(int path, int one, double peak1, double peakN, double fm
     return one ? peak1 : peakN;
 }
 
+/* The same peak probed again on one thread, now: the GPU machine's host is
+ * a shared VM whose one-thread speed swings by up to 2x from minute to
+ * minute, so a rate is also set against the peak measured beside it. */
+static double path_peak_now(int path, int64_t iters)
+{
+    if ((path == SDPA_PATH_AVX512 || path == SDPA_PATH_AMX) && zmm1 > 0.0) return bc_measure_peak_gflops_zmm(1, iters, 3);
+    if (path == SDPA_PATH_AVX2 && bc_measure_peak_gflops_avx2fma(1, 1000, 1) > 0.0)
+        return bc_measure_peak_gflops_avx2fma(1, iters, 3);
+    return bc_measure_peak_gflops(1, iters, 3);
+}
+
 static int tiled_run(problem *pr, int threads)
 {
     int rc;
@@ -588,34 +599,49 @@ int main(int argc, char **argv)
                "  other paths widen BF16 to F32), with their speed against the same path's F32 row\n"
                "  and their largest difference from the F32 output. I8QK rows: F32 inputs, int8 mode\n"
                "  (Q.K^T on int8, K smoothed; the pre-pass over K timed with it), their speed against the\n"
-               "  path's F32 row and their relative L2 difference from the F32 output\n",
+               "  path's F32 row and their relative L2 difference from the F32 output. BF16PV rows (amx):\n"
+               "  BF16 inputs with SDPA_PRECISION_BF16_PV (P enters P.V as one bf16), against the F32 and\n"
+               "  the BF16 rows. One-thread rows also give %% of the same peak probed on their CPU just\n"
+               "  before and after them (the larger of the two; this VM's speed drifts between minutes)\n",
             (long long)L_path, (int)H_all, O.reps);
     {
-        static const char *const dt_names[3] = {"F32", "BF16", "I8QK"}, *const dt_csv[3] = {"tiled", "tiled_bf16", "tiled_i8qk"};
-        double scalar_med[3][2] = { { 0, 0 }, { 0, 0 }, { 0, 0 } }, f32_med[SDPA_PATH_NEON + 1][2];
+        static const char *const dt_names[4] = {"F32", "BF16", "I8QK", "BF16PV"},
+                                 *const dt_csv[4] = {"tiled", "tiled_bf16", "tiled_i8qk", "tiled_bf16pv"};
+        double scalar_med[4][2] = { { 0, 0 }, { 0, 0 }, { 0, 0 }, { 0, 0 } }, f32_med[SDPA_PATH_NEON + 1][2];
+        double bf16_med[SDPA_PATH_NEON + 1][2];
         float *f32_out = NULL;
         int path, t, dt;
         memset(f32_med, 0, sizeof f32_med);
-        for (dt = 0; dt < 3; ++dt)
+        memset(bf16_med, 0, sizeof bf16_med);
+        for (dt = 0; dt < 4; ++dt)
             for (path = SDPA_PATH_SCALAR; sdpa_path_name((sdpa_path)path); ++path) {
                 if (!sdpa_path_supported((sdpa_path)path)) continue;
+                if (dt == 3 && path != SDPA_PATH_AMX) continue; /* elsewhere the same as BF16 */
                 for (t = 0; t < 2; ++t) {
                     int thr = t == 0 ? 1 : O.threads, pinned = 0;
                     problem pr;
                     timing tt;
                     double g, pk = path_peak(path, thr == 1, peak1, peakN, fma1, fmaN), diff = 0.0, num = 0.0, den = 0.0;
+                    double pk_now = 0.0, it_now = O.quick ? 5000000 : 20000000;
                     size_t n, e;
                     if (t == 1 && O.threads == 1) break;
                     problem_make(&pr, 1, H_all, L_path, L_path, 128, 0, 11, 0);
                     n = (size_t)(H_all * L_path * 128);
-                    if (dt == 1) problem_bf16(&pr);
+                    if (dt == 1 || dt == 3) problem_bf16(&pr);
                     if (dt == 2) pr.p.precision = SDPA_PRECISION_INT8_QK;
+                    if (dt == 3) pr.p.precision = SDPA_PRECISION_BF16_PV;
                     pr.p.path = (sdpa_path)path;
+                    if (thr == 1) pk_now = path_peak_now(path, (int64_t)it_now);
                     if (thr == 1) pinned = bc_pin_to_cpu(0);
                     tt = time_tiled(&pr, thr);
                     if (pinned) bc_unpin();
+                    if (thr == 1) {
+                        double again = path_peak_now(path, (int64_t)it_now);
+                        if (again > pk_now) pk_now = again;
+                    }
                     if (path == SDPA_PATH_SCALAR) scalar_med[dt][t] = tt.med;
                     if (!dt) f32_med[path][t] = tt.med;
+                    if (dt == 1) bf16_med[path][t] = tt.med;
                     if (!dt && !f32_out) { f32_out = (float *)bc_xmalloc(n * 4); memcpy(f32_out, pr.out, n * 4); }
                     for (e = 0; e < n; ++e) {
                         double d = fabs((double)pr.out[e] - (double)f32_out[e]);
@@ -625,16 +651,22 @@ int main(int argc, char **argv)
                     }
                     if (dt == 2) diff = diff == diff ? sqrt(num / (den > 0.0 ? den : 1.0)) : diff;
                     g = bc_attn_flops(&pr.s) / tt.med * 1e-9;
-                    fprintf(T, "  %-4s %-7s %2d%s  %8.3f s [%7.3f..%7.3f] %7.2f GF/s %4.0f%% of %6.1f %6.2fx scalar",
-                            dt_names[dt], sdpa_path_name((sdpa_path)path), thr, pinned ? "p" : " ", tt.med, tt.lo,
-                            tt.hi, g, 100.0 * g / pk, pk, scalar_med[dt][t] / tt.med);
+                    fprintf(T, "  %-6s %-7s %2d%s  %8.3f s [%7.3f..%7.3f] %7.2f GF/s %4.0f%% of %6.1f", dt_names[dt],
+                            sdpa_path_name((sdpa_path)path), thr, pinned ? "p" : " ", tt.med, tt.lo, tt.hi, g,
+                            100.0 * g / pk, pk);
+                    if (pk_now > 0.0) fprintf(T, " (%3.0f%% of %5.1f beside it)", 100.0 * g / pk_now, pk_now);
+                    if (scalar_med[dt][t] > 0.0) fprintf(T, " %6.2fx scalar", scalar_med[dt][t] / tt.med);
                     if (dt == 1) fprintf(T, " %5.2fx F32, max diff %.1e", f32_med[path][t] / tt.med, diff);
+                    if (dt == 3)
+                        fprintf(T, " %5.2fx F32, %5.2fx BF16, max diff %.1e", f32_med[path][t] / tt.med,
+                                bf16_med[path][t] / tt.med, diff);
                     if (dt == 2) fprintf(T, " %5.2fx F32, rel L2 %.1e", f32_med[path][t] / tt.med, diff);
                     else if (dt == 0 && diff > 1e-4) fprintf(T, " max diff %.1e", diff);
                     fprintf(T, "\n");
-                    if (!(diff <= (dt == 1 ? 0.05 : dt == 2 ? 0.02 : 1e-4))) { fprintf(T, "  CHECK FAILED: output differs from the first F32 run\n"); bad = 1; }
+                    if (!(diff <= (dt == 1 || dt == 3 ? 0.05 : dt == 2 ? 0.02 : 1e-4))) { fprintf(T, "  CHECK FAILED: output differs from the first F32 run\n"); bad = 1; }
                     csv_row("paths", sdpa_path_name((sdpa_path)path), dt_csv[dt], thr, H_all, L_path,
-                            128, 0, tt.med, tt.lo, tt.hi, g, g / pk, scalar_med[dt][t] / tt.med, 0, diff);
+                            128, 0, tt.med, tt.lo, tt.hi, g, g / pk, scalar_med[dt][t] > 0.0 ? scalar_med[dt][t] / tt.med : 0.0,
+                            0, diff);
                     problem_free(&pr);
                 }
             }

@@ -138,8 +138,12 @@ def main(argv):
         torch.set_num_threads(threads)
         for dtype in (torch.float32, torch.bfloat16):
             qc, kc, vc = q.to(dtype), k.to(dtype), v.to(dtype)
-            for impl in ("torch", "sdpa_ctypes"):
-                call = (lambda: torch_sdpa(qc, kc, vc)) if impl == "torch" else (lambda: ours(qc, kc, vc, threads))
+            # bf16 also with SDPA_PRECISION_BF16_PV (3): P as one bf16 in P.V, as torch's kernels take it
+            impls = ("torch", "sdpa_ctypes") + (("sdpa_ctypes_bf16pv",) if dtype == torch.bfloat16 else ())
+            for impl in impls:
+                prec = 3 if impl == "sdpa_ctypes_bf16pv" else 0
+                call = (lambda: torch_sdpa(qc, kc, vc)) if impl == "torch" else \
+                    (lambda: ours(qc, kc, vc, threads, 0, prec))
                 out = None
                 try:
                     for _ in range(3):
