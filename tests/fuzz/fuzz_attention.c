@@ -233,7 +233,8 @@ FZ_NOCOV static double i8_score_err(const fcase *c, const double *qrow, const do
  * over the visible keys, i8_score_err) and oerr[Dv] bounds on the out errors:
  * scores that move by at most E move each softmax weight by a factor within
  * exp(+-2E), so sum |dp| <= exp(2E) - 1 and |d out[d]| <= (exp(2E) - 1) max |v[d]|.
- * Otherwise both are zero. */
+ * Otherwise both are zero; SDPA_PRECISION_BF16_PV adds its stated 2^-9 max |v[d]|
+ * to oerr. */
 FZ_NOCOV static int ref_row(const fcase *c, int64_t seq, int64_t bt, int64_t h, int64_t i, int64_t q0, int64_t vq, int64_t k0,
                    int64_t vk, double *out, double *lse, double *lerr, double *oerr)
 {
@@ -291,6 +292,8 @@ FZ_NOCOV static int ref_row(const fcase *c, int64_t seq, int64_t bt, int64_t h, 
     if (!clean) return 0;
     *lerr = err;
     for (d = 0; d < c->Dv; d++) out[d] = 0, oerr[d] = expm1(2 * err) * vmax[d];
+    if (p->precision == SDPA_PRECISION_BF16_PV) /* the mode's stated 2^-9 max|v| */
+        for (d = 0; d < c->Dv; d++) oerr[d] += 1.01 * ldexp(vmax[d], -9);
     if (mx == -INFINITY) { *lse = -INFINITY; return 1; }
     for (j = 0; j < vk; j++) {
         double w = s[j] == -INFINITY ? 0 : exp(s[j] - mx);
@@ -404,6 +407,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         c.p.precision = fz_chance(&in, 4) ? SDPA_PRECISION_INT8_QK_NOSMOOTH : SDPA_PRECISION_INT8_QK;
         c.qi8 = fz_chance(&in, 6);
         c.ki8 = fz_chance(&in, 6);
+    } else if (fz_chance(&in, 4)) {
+        c.p.precision = SDPA_PRECISION_BF16_PV; /* P as one bf16 where bf16 products are made */
     }
 
     /* options */
@@ -593,7 +598,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         break;
     case 22: /* SDPA_I8 q or k then needs an int8 mode first */
-        c.p.precision = 3 + (int)fz_u8(&in);
+        c.p.precision = SDPA_PRECISION_BF16_PV + 1 + (int)fz_u8(&in);
         want[0] = c.qi8 || c.ki8 ? SDPA_ERR_DTYPE : SDPA_ERR_PARAM;
         break;
     case 23:
