@@ -721,10 +721,9 @@ SDPA_API int sdpa_plan_tune(const sdpa_plan_problem *problem, const sdpa_plan_mo
  * update (sdpa__ml_step) keeps each product apart by an empty asm, and the
  * AVX-512 softmax multiplies by its scale with an explicit-rounding
  * builtin. The kernels' FMAs are intrinsics and stay. At the end of the
- * implementation FP_CONTRACT
- * DEFAULT gives the code after it the command line's mode back;
- * -ffp-contract=fast overrides the pragma. (Not float_control push/pop:
- * clang 14 rejects that on AArch64.) */
+ * implementation FP_CONTRACT DEFAULT gives the code after it the command
+ * line's mode back; -ffp-contract=fast overrides the pragma. (Not
+ * float_control push/pop: clang 14 rejects that on AArch64.) */
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #endif
@@ -913,7 +912,9 @@ SDPA_API uint16_t sdpa_f32_to_bf16(float f)
  * differently inside an AVX-512 function than in a portable one; an empty
  * asm that takes the product in a register is a point it cannot fuse
  * across, and costs nothing else. The softmax steps' scalar update uses
- * the strict form (sdpa__ml_step); the vectorised loops use the plain one. */
+ * the strict form (sdpa__ml_step); the vectorised loops use the plain one.
+ * On x86-64 only, where the AVX-512 steps are: no other target has a
+ * vector step held to the portable one bit for bit. */
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define SDPA__ROUNDED(v) __asm__("" : "+x"(v))
 #else
