@@ -494,8 +494,9 @@ SDPA_API int sdpa_kv_cache_read(const sdpa_kv_cache *cache, int64_t seq, int64_t
  * and lse = -inf). out is [B, Hq, n, head_dim_v]. Options as in
  * sdpa_attention: scale, causal (NONE or BOTTOM_RIGHT), window, softcap,
  * alibi_slopes, score_mod, lse, seqlens_q, num_threads, parallel_for,
- * allocator, errbuf, path; mask, seqlens_kv, cu_seqlens_*, TOP_LEFT and a
- * precision mode are refused (SDPA_ERR_PARAM), tile_q/tile_k are ignored. With few query rows
+ * allocator, errbuf, path; mask, seqlens_kv, cu_seqlens_*, TOP_LEFT and an
+ * int8 precision mode are refused (SDPA_ERR_PARAM), tile_q/tile_k and
+ * SDPA_PRECISION_BF16_PV are ignored (no bf16 P.V here). With few query rows
  * per kv head (decode), each sequence's keys are split into chunks computed
  * in parallel and merged exactly through their log-sum-exp; the chunking
  * depends only on the lengths, so results are bitwise identical for any
@@ -6180,8 +6181,8 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
         return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: mask, seqlens_kv, cu_seqlens and TOP_LEFT causal are not supported");
     if (p->causal != SDPA_CAUSAL_NONE && p->causal != SDPA_CAUSAL_BOTTOM_RIGHT)
         return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: causal = %d is not an sdpa_causal value", (int)p->causal);
-    if (p->precision != SDPA_PRECISION_DEFAULT)
-        return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: precision modes other than the default are not supported (I8 storage is the cache's int8)");
+    if (p->precision != SDPA_PRECISION_DEFAULT && p->precision != SDPA_PRECISION_BF16_PV) /* BF16_PV: no bf16 P.V here */
+        return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: the int8 precision modes are not supported (I8 storage is the cache's int8)");
     if (p->scale != p->scale || p->scale == (float)INFINITY || p->scale == -(float)INFINITY)
         return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: scale must be finite");
     if (!(p->softcap >= 0.0f) || p->softcap == (float)INFINITY)

@@ -2944,8 +2944,8 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
         return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_attention: mask, seqlens_kv, cu_seqlens, TOP_LEFT causal and score_mod are not supported");
     if (p->causal != SDPA_CAUSAL_NONE && p->causal != SDPA_CAUSAL_BOTTOM_RIGHT)
         return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_attention: causal = %d is not an sdpa_causal value", (int)p->causal);
-    if (p->precision != SDPA_PRECISION_DEFAULT)
-        return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_attention: precision modes other than the default are not supported");
+    if (p->precision != SDPA_PRECISION_DEFAULT && p->precision != SDPA_PRECISION_BF16_PV) /* BF16_PV: computed as the default */
+        return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_attention: the int8 precision modes are not supported");
     if (p->scale != p->scale || p->scale == (float)INFINITY || p->scale == -(float)INFINITY)
         return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda_kv_cache_attention: scale must be finite");
     if (!(p->softcap >= 0.0f) || p->softcap == (float)INFINITY)

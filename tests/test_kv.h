@@ -889,12 +889,19 @@ static void test_kv_errors(void)
     seq = 2;
     CHECK(sdpa_kv_cache_attention(c, &seq, &q, &o, &p) == SDPA_ERR_PARAM, "seqs[0] = 2");
     seq = 1;
+    p.precision = SDPA_PRECISION_INT8_QK;
+    CHECK(sdpa_kv_cache_attention(c, &seq, &q, &o, &p) == SDPA_ERR_PARAM, "an int8 precision mode");
+    p.precision = 0;
     o.data = qv;
     CHECK(sdpa_kv_cache_attention(c, &seq, &q, &o, &p) == SDPA_ERR_ALIAS, "out is q");
     o.data = ov;
     CHECK(memcmp(ov, o2, sizeof ov) == 0, "out was written by a failing call");
     CHECK(sdpa_kv_cache_attention(c, &seq, &q, &o, &p) == SDPA_OK, "good call");
     for (i = 0; i < 32; i++) CHECK(isfinite(ov[i]), "out[%lld] = %g", LL(i), ov[i]);
+    memcpy(o2, ov, sizeof ov);
+    p.precision = SDPA_PRECISION_BF16_PV; /* accepted: the cache's P.V has no bf16 products */
+    CHECK(sdpa_kv_cache_attention(c, &seq, &q, &o, &p) == SDPA_OK, "SDPA_PRECISION_BF16_PV refused");
+    CHECK(memcmp(ov, o2, sizeof ov) == 0, "SDPA_PRECISION_BF16_PV changed the output");
     case_end();
     sdpa_kv_cache_destroy(c);
     group_end();

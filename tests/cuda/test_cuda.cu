@@ -804,6 +804,15 @@ static void kv_case(int st, int64_t D, int64_t Dv, int64_t ps, int qdt, int64_t 
         sdpa_cuda_kv_cache_attention(gc, NULL, &qt, &t2, NULL, 0);
         std::vector<float> a = o1.down(), b = o2.down();
         CHECK(memcmp(a.data(), b.data(), a.size() * 4) == 0, "kv attention is deterministic");
+        {   /* SDPA_PRECISION_BF16_PV is accepted and computes as the default */
+            sdpa_params pb;
+            memset(&pb, 0, sizeof pb);
+            pb.precision = SDPA_PRECISION_BF16_PV;
+            o2.poison();
+            CHECK(sdpa_cuda_kv_cache_attention(gc, NULL, &qt, &t2, &pb, 0) == SDPA_OK, "kv attention with BF16_PV refused");
+            std::vector<float> c2 = o2.down();
+            CHECK(memcmp(a.data(), c2.data(), a.size() * 4) == 0, "kv attention: BF16_PV changed the output");
+        }
         /* seqlens_q with every row live takes the parts and the merge kernel
          * even where one split lets the kernels write the output directly:
          * the same bits either way */
