@@ -154,11 +154,10 @@ static double path_peak(int path, int one, double peak1, double peakN, double fm
 /* The same peak probed again on one thread, now: the GPU machine's host is
  * a shared VM whose one-thread speed swings by up to 2x from minute to
  * minute, so a rate is also set against the peak measured beside it. */
-static double path_peak_now(int path, int64_t iters)
+static double path_peak_now(int path, double fma1, int64_t iters)
 {
     if ((path == SDPA_PATH_AVX512 || path == SDPA_PATH_AMX) && zmm1 > 0.0) return bc_measure_peak_gflops_zmm(1, iters, 3);
-    if (path == SDPA_PATH_AVX2 && bc_measure_peak_gflops_avx2fma(1, 1000, 1) > 0.0)
-        return bc_measure_peak_gflops_avx2fma(1, iters, 3);
+    if (path == SDPA_PATH_AVX2 && fma1 > 0.0) return bc_measure_peak_gflops_avx2fma(1, iters, 3);
     return bc_measure_peak_gflops(1, iters, 3);
 }
 
@@ -631,12 +630,12 @@ int main(int argc, char **argv)
                     if (dt == 2) pr.p.precision = SDPA_PRECISION_INT8_QK;
                     if (dt == 3) pr.p.precision = SDPA_PRECISION_BF16_PV;
                     pr.p.path = (sdpa_path)path;
-                    if (thr == 1) pk_now = path_peak_now(path, (int64_t)it_now);
+                    if (thr == 1) pk_now = path_peak_now(path, fma1, (int64_t)it_now);
                     if (thr == 1) pinned = bc_pin_to_cpu(0);
                     tt = time_tiled(&pr, thr);
                     if (pinned) bc_unpin();
                     if (thr == 1) {
-                        double again = path_peak_now(path, (int64_t)it_now);
+                        double again = path_peak_now(path, fma1, (int64_t)it_now);
                         if (again > pk_now) pk_now = again;
                     }
                     if (path == SDPA_PATH_SCALAR) scalar_med[dt][t] = tt.med;
