@@ -119,8 +119,9 @@
  *   process on an arch_prctl(ARCH_REQ_XCOMP_PERM) that the first probe makes).
  *   On AArch64 the NEON kernels (Advanced SIMD, part of the base ISA) are used,
  *   after a check of the kernel's HWCAP_ASIMD on Linux.
- *   int8 mode's Q.K^T uses AVX512-VNNI on the avx512 and amx paths where CPUID
- *   reports it (AVX2 otherwise), and sdot on AArch64 where HWCAP_ASIMDDP is set.
+ *   int8 mode's Q.K^T uses AMX-INT8 on the amx path where CPUID reports it,
+ *   else AVX512-VNNI on the avx512 and amx paths where CPUID reports it (AVX2
+ *   otherwise), and sdot on AArch64 where HWCAP_ASIMDDP is set.
  *   params->path or $SDPA_PATH forces a path; sdpa_path_in_use() names it.
  *
  * THREADING AND STATE
@@ -349,7 +350,13 @@ SDPA_API int sdpa_dequantize_i8(const int8_t *q, int64_t rows, int64_t cols, int
                                 sdpa_quant_axis axis, float *x, int64_t ldx, char *errbuf, size_t errbuf_size);
 
 /* params->precision. INT8_QK is SageAttention's idea on CPUs: Q.K^T on int8
- * operands with int32 sums, P.V in float as usual. Each key is smoothed by
+ * operands with int32 sums, P.V in float as usual. (On the amx path Q.K^T
+ * runs on AMX-INT8 tiles and P.V on AMX-BF16 tiles, each of P and V split
+ * into two bf16 as the BF16 mode splits P, (P_hi + P_lo).V_hi + P_hi.V_lo:
+ * what that leaves out is below 2^-16 of each product, so its error stays
+ * Q.K^T's. A V block holding a value beyond that split's range, non-finite,
+ * rounding to Inf in bf16, or nonzero below 2^-100, takes the F32 product.)
+ * Each key is smoothed by
  * subtracting the mean key of its sequence and kv head (softmax does not
  * change: q.mean is one constant per row, added back to the scores so that
  * lse, softcap, ALiBi, masks and score_mod see the true score), then each
@@ -775,7 +782,7 @@ SDPA_API int sdpa_plan_tune(const sdpa_plan_problem *problem, const sdpa_plan_mo
 #define SDPA__TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #if !defined(SDPA_NO_AMX) && (defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11)
 #define SDPA__HAVE_AMX 1
-#define SDPA__TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define SDPA__TARGET_AMX __attribute__((target("amx-tile,amx-bf16,amx-int8,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #endif
 #endif
 
@@ -1051,12 +1058,13 @@ typedef struct sdpa__plan {
     int64_t tq, tk;           /* tile sizes */
     int64_t tqp, tkp, dvp;    /* padded: rows to 4, keys and Dv to 16 (32 in bf16 mode) */
     int64_t rpad, kpad;       /* the row and key multiples of those paddings */
-    /* bf16 mode (BF16 inputs on the amx path, or avx512 with AVX512-BF16):
-     * Q.K^T and P.V as bf16 products with fp32 sums, on packed operands */
+    /* bf16 mode (BF16 inputs on the amx path): Q.K^T and P.V as bf16
+     * products with fp32 sums, on packed operands; with i8 (int8 mode on
+     * the amx path) P.V alone, Q.K^T being int8 */
     int bf16;
     int64_t dp;               /* head_dim padded to 32 */
     void (*bgemm)(int64_t M, int64_t N, int64_t K2, const uint16_t *A, const uint16_t *A2, int64_t lda,
-                  const uint32_t *B, int64_t ldb, float *C, int64_t ldc, int accumulate);
+                  const uint32_t *B, const uint32_t *B2, int64_t ldb, float *C, int64_t ldc, int accumulate);
     void (*tiles)(int on);    /* AMX: load the tile configuration (1) or release it (0) */
     int n_workers;
     size_t ws_worker;         /* bytes of scratch per worker */
@@ -1077,12 +1085,13 @@ typedef struct sdpa__plan {
     void (*pack_k)(uint32_t *Kp, int64_t ld, const char *kb, int64_t ks, int64_t nk, int64_t D, int64_t dp);
     int (*pack_v)(uint32_t *dst, const char *v0, const char *v1, int64_t Dv, int64_t dvp);
     void (*split_p)(uint16_t *hi, uint16_t *lo, const float *src, int64_t n, int64_t npad);
+    int (*vsplit)(uint32_t *hi, uint32_t *lo, const float *r0, const float *r1, int64_t n, int64_t npad);
     /* int8 mode (params->precision): Q.K^T on int8 operands, K smoothed,
      * quantised and packed by a pre-pass (see "int8 mode") */
     int i8, i8_smooth;
     int p1;                   /* bf16 mode: P enters P.V as one bf16 (SDPA_PRECISION_BF16_PV) */
     const float *qscale, *kscale; /* SDPA_I8 q, k: per-token scales */
-    int64_t dq;               /* head_dim padded to 16 */
+    int64_t dq;               /* head_dim padded to 16 (64 with bf16 P.V: the amx path) */
     int64_t kbytes;           /* one packed K block: quads [dq/4][tkp], scales [tkp], key sums [tkp] */
     int64_t nblk, nchk;       /* K blocks, pre-pass chunks (all sequences and kv heads) */
     int64_t *blk0, *chk0;     /* [nseq + 1] first block, first chunk of each sequence */
@@ -1091,6 +1100,7 @@ typedef struct sdpa__plan {
     size_t i8_bytes;          /* bytes of all that */
     void (*qk_i8)(int64_t M, int64_t N, int64_t P4, const int8_t *A, int64_t lda, const int8_t *B, int64_t ldb,
                   const int32_t *bsum, int32_t *C, int64_t ldc);
+    void (*i8_deq)(float *s, const int32_t *si, const float *ks, float a, float c, int64_t n);
 } sdpa__plan;
 
 static int64_t sdpa__esize(sdpa_dtype t)
@@ -1350,7 +1360,9 @@ static int sdpa__count_tasks(const sdpa__plan *P, int64_t *total)
  * macros). The zmm paths pack each K and V block once per tile, so a tile
  * of 128 or 256 rows pays a half or a quarter of that per row: 256 from
  * Lq = 1024, 128 from 512 (causal: at most Lq / 8), halved while the call
- * would have fewer than four tiles per thread. bf16 mode on AMX also takes 128 keys per block (the
+ * would have fewer than four tiles per thread (int8 mode packs no K per
+ * tile, and on the avx512 path no V either: it keeps 64 there). bf16 mode
+ * on AMX (and int8 mode's bf16 P.V there) also takes 128 keys per block (the
  * softmax's per-row work and the O tiles' loads and stores are per block;
  * the timings are in the README's Performance section). The row tile never
  * changes a result; the key block changes the last bits (as tile_k does). */
@@ -1360,7 +1372,7 @@ static void sdpa__auto_tiles(sdpa__plan *P, const sdpa_params *p)
     if (!p->tile_k && P->bf16 && P->path == SDPA_PATH_AMX) P->tk = 128;
 #endif
 #ifdef SDPA__TILE_Q_AUTO
-    if (!p->tile_q && !P->i8 && (P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX)) {
+    if (!p->tile_q && (!P->i8 || P->bf16) && (P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX)) {
         int64_t tq = P->Lq >= 1024 ? 256 : P->Lq >= 512 ? 128 : SDPA_TILE_Q, tasks;
         int want = sdpa__n_workers(p, INT64_MAX);
         /* causal: the products of a row tile's last key blocks are partly
@@ -1390,6 +1402,7 @@ static int sdpa__softmax_block_avx512(const sdpa__plan *P, struct sdpa__ws *W, c
 #ifdef SDPA__HAVE_AMX
 static int sdpa__softmax_block_amx(const sdpa__plan *P, struct sdpa__ws *W, const sdpa__seq *sq, int64_t j0,
                                    int64_t nk, int64_t nkp, int64_t nr, int64_t rp, int split);
+static int sdpa__vsplit_pair_amx(uint32_t *hi, uint32_t *lo, const float *r0, const float *r1, int64_t n, int64_t npad);
 #endif
 static int sdpa__i8_plan(sdpa__plan *P, const sdpa_params *pp);
 static int sdpa__i8_scales(sdpa__plan *P, const sdpa_params *p, const sdpa_params *pp);
@@ -1572,9 +1585,12 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
     {
         /* floats: Q tile, K tile (transposed), scores, V tile, O tile, m, l;
          * bf16 mode adds its packed Q, K, P and V (two bf16 per float);
-         * int8 mode its Q tile, scales and shifts, and int32 scores */
-        int64_t a[11], b[11], f, wbytes = 0, part;
-        int i, nf = P->bf16 || P->i8 ? 11 : 7;
+         * int8 mode its Q tile, scales and shifts, and int32 scores, and
+         * with bf16 P.V the packed P and V and V's lo parts (sdpa__ws_carve
+         * lays them out in this order); parts not used have size 0 */
+        int64_t a[16], b[16], f, wbytes = 0, part;
+        int i;
+        for (i = 0; i < 16; i++) a[i] = b[i] = 0;
         a[0] = P->tqp;    b[0] = P->D;
         a[1] = P->D;      b[1] = P->tkp;
         a[2] = P->tqp;    b[2] = P->tkp;
@@ -1582,18 +1598,23 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
         a[4] = P->tqp;    b[4] = P->dvp;
         a[5] = P->tqp;    b[5] = 2;             /* m and the new maxima */
         a[6] = P->tqp;    b[6] = 1;
-        a[7] = P->tqp;    b[7] = P->dp / 2;
-        a[8] = P->dp / 2; b[8] = P->tkp;
-        a[9] = P->tqp;    b[9] = P->tkp;     /* P as bf16 hi and lo parts */
-        a[10] = P->tkp / 2; b[10] = P->dvp;
-        if (P->i8) {
-            P->dq = SDPA__ROUND_UP(P->D, 16); /* D <= SDPA__I8_MAXD */
-            a[7] = P->tqp;  b[7] = P->dq / 4;
-            a[8] = P->tqp;  b[8] = 1;
-            a[9] = P->tqp;  b[9] = 1;
-            a[10] = P->tqp; b[10] = P->tkp;
+        if (P->bf16 && !P->i8) {
+            a[7] = P->tqp;    b[7] = P->dp / 2;
+            a[8] = P->dp / 2; b[8] = P->tkp;
         }
-        for (i = 0; i < nf; i++) { /* a head_dim near INT64_MAX / 4 passes the tensor checks: multiply with care */
+        if (P->bf16) {
+            a[9] = P->tqp;      b[9] = P->tkp;     /* P as bf16 hi and lo parts */
+            a[10] = P->tkp / 2; b[10] = P->dvp;
+        }
+        if (P->i8) { /* AMX-INT8 steps through 64 dims, the others 16; D <= SDPA__I8_MAXD */
+            P->dq = SDPA__ROUND_UP(P->D, P->bf16 ? 64 : 16);
+            a[11] = P->tqp; b[11] = P->dq / 4;
+            a[12] = P->tqp; b[12] = 1;
+            a[13] = P->tqp; b[13] = 1;
+            a[14] = P->tqp; b[14] = P->tkp;
+        }
+        if (P->bf16 && P->i8) { a[15] = P->tkp / 2; b[15] = P->dvp; }
+        for (i = 0; i < 16; i++) { /* a head_dim near INT64_MAX / 4 passes the tensor checks: multiply with care */
             if (!sdpa__mul_ok(a[i], b[i], &f) || f > INT64_MAX - 15 || !sdpa__mul_ok(SDPA__ROUND_UP(f, 16), 4, &part) ||
                 !sdpa__add_ok(wbytes, part, &wbytes))
                 return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa: scratch size overflows (head_dim too large)");
@@ -2318,6 +2339,7 @@ SDPA__TARGET_AVX2 static void sdpa__load_kt_avx2(float *Kt, int64_t ld, const ch
 #define SDPA__CPU_BF16 4u      /* AVX512-BF16 (the amx path needs it) */
 #define SDPA__CPU_AMX 8u       /* AMX-TILE + AMX-BF16, tile data usable by this process */
 #define SDPA__CPU_VNNI 16u     /* AVX512-VNNI (vpdpbusd: int8 mode's Q.K^T) */
+#define SDPA__CPU_AMXI8 32u    /* AMX-INT8 besides SDPA__CPU_AMX (tdpbssd: int8 mode on the amx path) */
 #define SDPA__CPU_KNOWN 0x100u /* the cache below is filled */
 
 /* Linux hands out AMX tile state only to processes that ask for it (an
@@ -2363,8 +2385,10 @@ static unsigned sdpa__cpu_probe(void)
             /* AMX-BF16 (22), AMX-TILE (24); XCR0 XTILECFG and XTILEDATA; the
              * amx path also converts with AVX512-BF16 (every AMX CPU has it) */
             if ((d7 & 0x01400000u) == 0x01400000u && (x0 & 0x60000u) == 0x60000u && ((a71 >> 5) & 1u) &&
-                sdpa__amx_permit())
+                sdpa__amx_permit()) {
                 f |= SDPA__CPU_AMX;
+                if ((d7 >> 25) & 1u) f |= SDPA__CPU_AMXI8; /* AMX-INT8 (25) */
+            }
         }
     }
     return f;
@@ -2627,17 +2651,19 @@ SDPA__TARGET_AVX512 static void sdpa__load_row_avx512(float *dst, const char *sr
 /* ---- bf16 products on AMX tiles (x86-64; chosen at run time) -------------- */
 
 #ifdef SDPA__HAVE_AMX
-/* The kernel computes C[M x N] (+)= A B (+ A2 B) for bf16 A and A2
- * [M x 2 K2] (row-major, lda in elements; A2 may be NULL) and B in
- * pair-packed ("VNNI") form: B[p][n] holds rows 2p and 2p+1 of column n as
- * two bf16 in one 32-bit word (low half first), ldb in words. Products of
- * two bf16 are exact in fp32; the sums are fp32. M, N and 2 K2 are
- * multiples of 32. A2 lets P.V take P's hi and lo parts in one pass over O.
+/* The kernel computes C[M x N] (+)= (A B2 +) A B (+ A2 B) for bf16 A and
+ * A2 [M x 2 K2] (row-major, lda in elements; A2 may be NULL) and B and B2
+ * (B2 may be NULL) in pair-packed ("VNNI") form: B[p][n] holds rows 2p and
+ * 2p+1 of column n as two bf16 in one 32-bit word (low half first), ldb in
+ * words. Products of two bf16 are exact in fp32; the sums are fp32. M, N
+ * and 2 K2 are multiples of 32. A2 lets P.V take P's hi and lo parts in one
+ * pass over O, B2 V's lo part (int8 mode) in the same pass.
  *
  * AMX: eight tile registers of 16 rows x 64 bytes. tmm0..3 hold a 32 x 32
  * block of C (2 x 2 tiles of 16 x 16 fp32), tmm4/5 two 16-row strips of A
- * (32 bf16 each), then of A2, tmm6/7 two 16-column strips of B (16 pairs
- * each); every step is four tdpbf16ps of 16 x 16 x 32 products per A. The
+ * (32 bf16 each), then of A2, tmm6/7 two 16-column strips of B2, then of B
+ * (16 pairs each); every step is four tdpbf16ps of 16 x 16 x 32 products per
+ * product term. The
  * tile configuration is per thread, loaded and released by
  * sdpa__tiles_amx around a task's key blocks. */
 typedef struct sdpa__tilecfg {
@@ -2666,8 +2692,8 @@ SDPA__TARGET_AMX static void sdpa__tiles_amx(int on)
 }
 
 SDPA__TARGET_AMX static void sdpa__bgemm_amx(int64_t M, int64_t N, int64_t K2, const uint16_t *A, const uint16_t *A2,
-                                             int64_t lda, const uint32_t *B, int64_t ldb, float *C, int64_t ldc,
-                                             int accumulate)
+                                             int64_t lda, const uint32_t *B, const uint32_t *B2, int64_t ldb, float *C,
+                                             int64_t ldc, int accumulate)
 {
     int64_t i, j, p, sa = lda * 2, sb = ldb * 4, sc = ldc * 4;
     __asm__ __volatile__("" ::: "memory"); /* the tile loads below read what C code wrote */
@@ -2684,10 +2710,23 @@ SDPA__TARGET_AMX static void sdpa__bgemm_amx(int64_t M, int64_t N, int64_t K2, c
                 _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
             }
             for (p = 0; p < K2; p += 16) {
-                _tile_loadd(6, B + p * ldb + j, sb);
-                _tile_loadd(7, B + p * ldb + j + 16, sb);
-                _tile_loadd(4, a + 2 * p, sa);
-                _tile_loadd(5, a + 16 * lda + 2 * p, sa);
+                if (B2) { /* A.B2 first, while A's tiles serve both */
+                    _tile_loadd(6, B2 + p * ldb + j, sb);
+                    _tile_loadd(7, B2 + p * ldb + j + 16, sb);
+                    _tile_loadd(4, a + 2 * p, sa);
+                    _tile_loadd(5, a + 16 * lda + 2 * p, sa);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(1, 4, 7);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                    _tile_loadd(6, B + p * ldb + j, sb);
+                    _tile_loadd(7, B + p * ldb + j + 16, sb);
+                } else {
+                    _tile_loadd(6, B + p * ldb + j, sb);
+                    _tile_loadd(7, B + p * ldb + j + 16, sb);
+                    _tile_loadd(4, a + 2 * p, sa);
+                    _tile_loadd(5, a + 16 * lda + 2 * p, sa);
+                }
                 _tile_dpbf16ps(0, 4, 6);
                 _tile_dpbf16ps(1, 4, 7);
                 _tile_dpbf16ps(2, 5, 6);
@@ -2717,22 +2756,22 @@ SDPA__TARGET_AMX static void sdpa__bgemm_amx(int64_t M, int64_t N, int64_t K2, c
  * to. SDPA__TEST_BF16_SCALAR (tests only) runs bf16 mode with it on any
  * CPU, so machines without AVX512-BF16 or AMX still test the packing. */
 SDPA__MAYBE_UNUSED static void sdpa__bgemm_scalar(int64_t M, int64_t N, int64_t K2, const uint16_t *A,
-                                                  const uint16_t *A2, int64_t lda, const uint32_t *B, int64_t ldb,
-                                                  float *C, int64_t ldc, int accumulate)
+                                                  const uint16_t *A2, int64_t lda, const uint32_t *B,
+                                                  const uint32_t *B2, int64_t ldb, float *C, int64_t ldc,
+                                                  int accumulate)
 {
     int64_t i, j, p;
     int t;
     for (i = 0; i < M; i++)
         for (j = 0; j < N; j++) {
             float acc = accumulate ? C[i * ldc + j] : 0.0f;
-            for (p = 0; p < K2; p++) {
-                uint32_t b = B[p * ldb + j];
-                for (t = 0; t < (A2 ? 2 : 1); t++) {
-                    const uint16_t *a = (t ? A2 : A) + i * lda;
+            for (p = 0; p < K2; p++)
+                for (t = B2 ? 0 : 1; t < (A2 ? 3 : 2); t++) { /* A.B2, A.B, A2.B */
+                    const uint16_t *a = (t == 2 ? A2 : A) + i * lda;
+                    uint32_t b = (t ? B : B2)[p * ldb + j];
                     acc += sdpa_bf16_to_f32(a[2 * p]) * sdpa_bf16_to_f32((uint16_t)(b & 0xffffu)) +
                            sdpa_bf16_to_f32(a[2 * p + 1]) * sdpa_bf16_to_f32((uint16_t)(b >> 16));
                 }
-            }
             C[i * ldc + j] = acc;
         }
 }
@@ -2786,6 +2825,32 @@ static void sdpa__split_row_bf16(uint16_t *SDPA__RESTRICT hi, uint16_t *SDPA__RE
         lo[j] = sdpa__bf16_bits_rne(sdpa__f32_bits(src[j] - sdpa_bf16_to_f32(h)));
     }
     for (; j < npad; j++) hi[j] = lo[j] = 0;
+}
+
+/* Two V rows (keys 2i and 2i + 1; r1 NULL: zeros) split as P is into
+ * pair-packed hi and lo rows: hi[d] = bf16(r0[d]) | bf16(r1[d]) << 16, lo
+ * the same of the rests; zeros from n to npad. Returns nonzero when a value
+ * is out of the split's range, an Inf or NaN, one that bf16 rounds to Inf
+ * (|v| >= 0x1.ffp127), or one below 2^-100 but not 0, whose lo part AMX
+ * would flush as subnormal: the block then takes the F32 product. */
+static int sdpa__vsplit_pair(uint32_t *SDPA__RESTRICT hi, uint32_t *SDPA__RESTRICT lo, const float *r0,
+                             const float *r1, int64_t n, int64_t npad)
+{
+    uint32_t out = 0;
+    int64_t d;
+    for (d = 0; d < n; d++) {
+        float x0 = r0[d], x1 = r1 ? r1[d] : 0.0f;
+        uint32_t a0 = sdpa__f32_bits(x0) & 0x7fffffffu, a1 = sdpa__f32_bits(x1) & 0x7fffffffu;
+        uint32_t h0 = sdpa__bf16_bits_rne(sdpa__f32_bits(x0)), h1 = sdpa__bf16_bits_rne(sdpa__f32_bits(x1));
+        uint32_t l0 = sdpa__bf16_bits_rne(sdpa__f32_bits(x0 - sdpa_bf16_to_f32((uint16_t)h0)));
+        uint32_t l1 = sdpa__bf16_bits_rne(sdpa__f32_bits(x1 - sdpa_bf16_to_f32((uint16_t)h1)));
+        out |= (uint32_t)(a0 - 1u < 0x0d7fffffu) | (uint32_t)(a1 - 1u < 0x0d7fffffu) | /* 0 < |v| < 2^-100 */
+               (uint32_t)(a0 >= 0x7f7f8000u) | (uint32_t)(a1 >= 0x7f7f8000u);
+        hi[d] = h0 | h1 << 16;
+        lo[d] = l0 | l1 << 16;
+    }
+    for (; d < npad; d++) hi[d] = lo[d] = 0;
+    return out != 0;
 }
 
 /* Two V rows (keys 2p and 2p+1; v1 NULL past the block) into one pair-packed
@@ -2960,6 +3025,7 @@ static void sdpa__set_kernels(sdpa__plan *P)
     P->pack_k = sdpa__pack_k;
     P->pack_v = sdpa__pack_vpair_bf16;
     P->split_p = sdpa__split_row_bf16;
+    P->vsplit = sdpa__vsplit_pair;
     P->scale_row = sdpa__scale_row;
     P->store_row = sdpa__store_row;
     P->softmax = sdpa__softmax_block;
@@ -3205,6 +3271,33 @@ static void sdpa__copy_row_i8(int8_t *SDPA__RESTRICT dst, const char *src, int64
 
 /* ---- int8: Q.K^T kernels ------------------------------------------------------ */
 
+/* One row's scores from its int32 products: s[j] = si[j] (a ks[j]) + c,
+ * a the row's scale, ks the keys' scales, c the smoothing's shift. */
+static void sdpa__i8_deq(float *SDPA__RESTRICT s, const int32_t *SDPA__RESTRICT si, const float *SDPA__RESTRICT ks,
+                         float a, float c, int64_t n)
+{
+    int64_t j;
+    for (j = 0; j < n; j++) s[j] = (float)si[j] * (a * ks[j]) + c;
+}
+
+#ifdef SDPA__HAVE_AVX512
+/* The same on zmm registers, rounded as it: the product by the explicit-
+ * rounding builtin, which gcc outside ISO mode cannot fuse with the add. */
+SDPA__TARGET_AVX512 static void sdpa__i8_deq_avx512(float *s, const int32_t *si, const float *ks, float a, float c,
+                                                    int64_t n)
+{
+    const __m512 va = _mm512_set1_ps(a), vc = _mm512_set1_ps(c);
+    int64_t j;
+    for (j = 0; j < n; j += 16) {
+        __mmask16 k = sdpa__tail_mask_avx512(n - j);
+        __m512 x = _mm512_maskz_cvtepi32_ps(k, _mm512_maskz_loadu_epi32(k, si + j)); /* maskz: see the softmax body */
+        __m512 f = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(k, ks + j));
+        x = _mm512_maskz_mul_round_ps(k, x, f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm512_mask_storeu_ps(s + j, k, _mm512_add_ps(x, vc));
+    }
+}
+#endif
+
 /* C[M x N] = A B in int32, exactly. A: M rows of 4 P4 int8 (lda bytes apart).
  * B quad-packed: the 4 bytes at B + 4 (p ldb + n) are rows 4p..4p+3 of
  * column n. bsum[n] = the sum of column n (for kernels that offset A).
@@ -3351,6 +3444,52 @@ SDPA__TARGET_VNNI static void sdpa__qk_i8_vnni(int64_t M, int64_t N, int64_t P4,
 }
 #endif
 
+#ifdef SDPA__HAVE_AMX
+/* AMX-INT8 (the amx path): tdpbssd multiplies signed bytes as they are, so
+ * neither the flip nor bsum is needed, and the K block's quad packing is the
+ * B tile's layout already: tile row p holds quad p of 16 keys (64 bytes).
+ * Per step of 64 dims, C tiles of 16 x 16 int32 in a 2 x 2 block (1 x 1 at
+ * an edge) gain 16 x 16 x 64 products each. Exact, as every kernel here:
+ * the same int32 sums as the others, bit for bit. Needs M, N and P4
+ * multiples of 16 and the tile configuration of sdpa__tiles_amx (every
+ * tile 16 rows of 64 bytes), loaded by the caller. */
+SDPA__TARGET_AMX static void sdpa__qk_i8_amx(int64_t M, int64_t N, int64_t P4, const int8_t *A, int64_t lda,
+                                             const int8_t *B, int64_t ldb, const int32_t *bsum, int32_t *C, int64_t ldc)
+{
+    int64_t i, j, p, sb = 4 * ldb, sc = 4 * ldc;
+    (void)bsum;
+    __asm__ __volatile__("" ::: "memory"); /* the tile loads below read what C code wrote */
+    for (i = 0; i < M; i += 32) {
+        const int two_i = i + 32 <= M;
+        for (j = 0; j < N; j += 32) {
+            const int two_j = j + 32 <= N;
+            int32_t *c = C + i * ldc + j;
+            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            for (p = 0; p < P4; p += 16) {
+                const int8_t *a = A + i * lda + 4 * p, *b = B + 4 * (p * ldb + j);
+                _tile_loadd(4, a, lda);
+                _tile_loadd(6, b, sb);
+                _tile_dpbssd(0, 4, 6);
+                if (two_j) {
+                    _tile_loadd(7, b + 64, sb);
+                    _tile_dpbssd(1, 4, 7);
+                }
+                if (two_i) {
+                    _tile_loadd(5, a + 16 * lda, lda);
+                    _tile_dpbssd(2, 5, 6);
+                    if (two_j) _tile_dpbssd(3, 5, 7);
+                }
+            }
+            _tile_stored(0, c, sc);
+            if (two_j) _tile_stored(1, c + 16, sc);
+            if (two_i) _tile_stored(2, c + 16 * ldc, sc);
+            if (two_i && two_j) _tile_stored(3, c + 16 * ldc + 16, sc);
+        }
+    }
+    __asm__ __volatile__("" ::: "memory"); /* and C code reads what they stored */
+}
+#endif
+
 #ifdef SDPA__HAVE_NEON
 /* Without dotprod (cortex-a53, a72): smull multiplies 8 byte pairs into
  * int16 (|a b| <= 2^14, exact), sadalp adds neighbouring pairs into int32;
@@ -3441,16 +3580,37 @@ SDPA__TARGET_DOTPROD static void sdpa__qk_i8_sdot(int64_t M, int64_t N, int64_t 
 static void sdpa__set_kernels_i8(sdpa__plan *P)
 {
     P->qk_i8 = sdpa__qk_i8_scalar;
+    P->i8_deq = sdpa__i8_deq;
     if (!P->i8) return;
-    P->bf16 = 0; /* int8 mode takes the place of bf16 mode */
+    P->bf16 = 0; /* int8 mode takes the place of bf16 mode's Q.K^T */
     P->bgemm = NULL;
     P->tiles = NULL;
 #ifdef SDPA__HAVE_AVX2
     if (P->path == SDPA_PATH_AVX2 || P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX) P->qk_i8 = sdpa__qk_i8_avx2;
 #endif
 #ifdef SDPA__HAVE_AVX512
+    if (P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX) P->i8_deq = sdpa__i8_deq_avx512;
     if ((P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX) && (sdpa__cpu() & SDPA__CPU_VNNI))
         P->qk_i8 = sdpa__qk_i8_vnni;
+#endif
+#ifdef SDPA__HAVE_AMX
+    /* the amx path: P.V on AMX-BF16 tiles with V split as P is (bf16 mode's
+     * P.V, see sdpa__pack_v_split), Q.K^T on AMX-INT8 tiles where the CPU
+     * has them */
+    if (P->path == SDPA_PATH_AMX) {
+        P->bf16 = 1;
+        P->bgemm = sdpa__bgemm_amx;
+        P->tiles = sdpa__tiles_amx;
+        P->softmax = sdpa__softmax_block_amx;
+        P->vsplit = sdpa__vsplit_pair_amx;
+        if (sdpa__cpu() & SDPA__CPU_AMXI8) P->qk_i8 = sdpa__qk_i8_amx;
+    }
+#endif
+#ifdef SDPA__TEST_BF16_SCALAR
+    if (!P->bf16) { /* the tests' plain-C emulation of that P.V, on any path */
+        P->bf16 = 1;
+        P->bgemm = sdpa__bgemm_scalar;
+    }
 #endif
 #ifdef SDPA__HAVE_NEON
     if (P->path == SDPA_PATH_NEON) {
@@ -3469,6 +3629,7 @@ typedef struct sdpa__ws {
     float *mn;         /* [tqp] the zmm softmax's new row maxima */
     uint16_t *Qb, *Pb; /* bf16 mode: Q [tqp][dp]; P [2][tqp][tkp], hi then lo */
     uint32_t *Kp, *Vp; /* bf16 pairs: K^T [dp/2][tkp], V [tkp/2][dvp] */
+    uint32_t *Vl;      /* int8 mode with bf16 P.V: V's lo parts, as Vp */
     int8_t *Qi;        /* int8 mode: Q [tqp][dq], its scales qs and shifts qc, scores Si [tqp][tkp] */
     float *qs, *qc;
     int32_t *Si;
@@ -3486,10 +3647,12 @@ static void sdpa__ws_carve(const sdpa__plan *P, char *base, sdpa__ws *W)
     W->m = f;  W->mn = f + P->tqp; f += SDPA__ROUND_UP(2 * P->tqp, 16);
     W->l = f;  f += SDPA__ROUND_UP(P->tqp, 16);
     W->Qb = W->Pb = NULL;
-    W->Kp = W->Vp = NULL;
-    if (P->bf16) {
+    W->Kp = W->Vp = W->Vl = NULL;
+    if (P->bf16 && !P->i8) {
         W->Qb = (uint16_t *)(void *)f; f += SDPA__ROUND_UP(P->tqp * P->dp / 2, 16);
         W->Kp = (uint32_t *)(void *)f; f += SDPA__ROUND_UP(P->dp / 2 * P->tkp, 16);
+    }
+    if (P->bf16) {
         W->Pb = (uint16_t *)(void *)f; f += SDPA__ROUND_UP(P->tqp * P->tkp, 16);
         W->Vp = (uint32_t *)(void *)f; f += SDPA__ROUND_UP(P->tkp / 2 * P->dvp, 16);
     }
@@ -3501,6 +3664,9 @@ static void sdpa__ws_carve(const sdpa__plan *P, char *base, sdpa__ws *W)
         W->qs = f;                     f += SDPA__ROUND_UP(P->tqp, 16);
         W->qc = f;                     f += SDPA__ROUND_UP(P->tqp, 16);
         W->Si = (int32_t *)(void *)f;  f += SDPA__ROUND_UP(P->tqp * P->tkp, 16);
+    }
+    if (P->bf16 && P->i8) {
+        W->Vl = (uint32_t *)(void *)f; f += SDPA__ROUND_UP(P->tkp / 2 * P->dvp, 16);
     }
     W->h = (int64_t *)(void *)f;
     W->i = W->h + P->tqp;
@@ -3717,16 +3883,35 @@ static void sdpa__i8_q_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *s
 static void sdpa__i8_scores(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq, int64_t g, int64_t j0, int64_t nk,
                             int64_t nkp, int64_t nr, int64_t rp)
 {
-    int64_t nb = sdpa__i8_nblk(P, sq->vk), r, j, tkp = P->tkp;
+    int64_t nb = sdpa__i8_nblk(P, sq->vk), r, tkp = P->tkp;
     const char *base = P->kq + (P->blk0[sq->b] + g * nb + j0 / P->tk) * P->kbytes;
     const float *ks = (const float *)(const void *)(base + P->dq * tkp);
     P->qk_i8(rp, nkp, P->dq / 4, W->Qi, P->dq, (const int8_t *)base, tkp, (const int32_t *)(const void *)(ks + tkp),
              W->Si, tkp);
-    for (r = 0; r < nr; r++) {
-        float *SDPA__RESTRICT s = W->S + r * tkp, a = W->qs[r], c = W->qc[r];
-        const int32_t *si = W->Si + r * tkp;
-        for (j = 0; j < nk; j++) s[j] = (float)si[j] * (a * ks[j]) + c;
+    for (r = 0; r < nr; r++) P->i8_deq(W->S + r * tkp, W->Si + r * tkp, ks, W->qs[r], W->qc[r], nk);
+}
+
+/* int8 mode's V block for the bf16 P.V (the amx path), from any V dtype:
+ * rows loaded into W->V, then each value v split as P is, hi = bf16(v) and
+ * lo = bf16(v - hi), pair-packed into W->Vp and W->Vl (keys nk..nkp and
+ * columns Dv..dvp zero) by P->vsplit. With P split too, P.V = (P_hi +
+ * P_lo).V_hi + P_hi.V_lo: the terms left out, P_lo.V_lo and what two bf16
+ * do not hold (v - hi - lo, nothing for F16 and BF16 V), are below 2^-16 of
+ * each product, so the mode's error stays its Q.K^T's. Returns nonzero when
+ * the block needs the F32 product instead (see sdpa__vsplit_pair). */
+static int sdpa__pack_v_split(const sdpa__plan *P, sdpa__ws *W, const char *vb, int64_t nk, int64_t nkp)
+{
+    int64_t j, d, dvp = P->dvp, vs = P->v.s[2] * P->v.esize;
+    for (j = 0; j < nk; j++) P->load_row(W->V + j * dvp, vb + j * vs, P->v.dtype, P->Dv, 1.0f);
+    for (j = 0; j < nkp; j += 2) {
+        uint32_t *hi = W->Vp + (j / 2) * dvp, *lo = W->Vl + (j / 2) * dvp;
+        if (j >= nk) {
+            for (d = 0; d < dvp; d++) hi[d] = lo[d] = 0;
+        } else if (P->vsplit(hi, lo, W->V + j * dvp, j + 1 < nk ? W->V + (j + 1) * dvp : NULL, P->Dv, dvp)) {
+            return 1;
+        }
     }
+    return 0;
 }
 
 /* Position of query i on the key axis (see SEMANTICS in the header). */
@@ -3823,7 +4008,7 @@ static int sdpa__softmax_block(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq
         int64_t jhi = r < nr ? SDPA__MIN(W->hi[r] - j0, nk - 1) : 0;
         float mnew, alpha, sum;
         if (jlo > jhi) { for (j = 0; j < nk; j++) s[j] = 0.0f; continue; }
-        if (P->bf16) P->scale_row(s + jlo, jhi - jlo + 1, P->scale);
+        if (P->bf16 && !P->i8) P->scale_row(s + jlo, jhi - jlo + 1, P->scale);
         if (has_extras) sdpa__score_extras(P, sq, W->h[r], W->i[r], j0, s, jlo, jhi);
         mnew = P->row_max(s + jlo, jhi - jlo + 1);
         mnew = W->m[r] > mnew ? W->m[r] : mnew;
@@ -3866,9 +4051,10 @@ sdpa__softmax_body_avx512(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq,
                           int64_t nr, int64_t rp, const int split)
 {
     const int has_extras = P->softcap > 0.0f || P->alibi || P->has_mask || P->score_mod;
-    /* bf16 mode with extras (or a scale <= 0): the rows are scaled first */
-    const int prescale = P->bf16 && (has_extras || P->scale <= 0.0f);
-    const float sc = P->bf16 && !prescale ? P->scale : 1.0f;
+    /* bf16 mode's Q.K^T (int8 mode's scores come scaled): with extras (or
+     * a scale <= 0) the rows are scaled first, else in the exp's argument */
+    const int raw = P->bf16 && !P->i8, prescale = raw && (has_extras || P->scale <= 0.0f);
+    const float sc = raw && !prescale ? P->scale : 1.0f;
     int64_t r, j, tkp = P->tkp, dvp = P->dvp;
     int any = 0;
     for (r = 0; r < rp; r++) {
@@ -3954,6 +4140,35 @@ SDPA__TARGET_AMX static int sdpa__softmax_block_amx(const sdpa__plan *P, sdpa__w
 {
     return sdpa__softmax_body_avx512(P, W, sq, j0, nk, nkp, nr, rp, split);
 }
+
+/* sdpa__vsplit_pair on zmm registers, 16 columns a step: vcvtneps2bf16
+ * rounds as the portable split does but flushes subnormal lo parts, which
+ * tdpbf16ps would read as zero anyway (and which only values within 2^8 of
+ * a bf16 have; the range keeps those losses below 2^-26 of a value). */
+SDPA__TARGET_AMX static int sdpa__vsplit_pair_amx(uint32_t *hi, uint32_t *lo, const float *r0, const float *r1, int64_t n,
+                                                  int64_t npad)
+{
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1);
+    const __m512i tiny = _mm512_set1_epi32(0x0d7fffff), big = _mm512_set1_epi32(0x7f7f7fff);
+    __mmask16 out = 0;
+    int64_t d;
+    for (d = 0; d < npad; d += 16) {
+        __mmask16 k = d < n ? sdpa__tail_mask_avx512(n - d) : 0;
+        __m512 x0 = _mm512_maskz_loadu_ps(k, r0 + d), x1 = r1 ? _mm512_maskz_loadu_ps(k, r1 + d) : _mm512_setzero_ps();
+        __m256i h0 = sdpa__bf16x16_avx512(x0), h1 = sdpa__bf16x16_avx512(x1);
+        __m512i w0 = _mm512_maskz_cvtepu16_epi32(SDPA__ALL16, h0), w1 = _mm512_maskz_cvtepu16_epi32(SDPA__ALL16, h1);
+        __m512 e0 = _mm512_sub_ps(x0, _mm512_castsi512_ps(_mm512_maskz_slli_epi32(SDPA__ALL16, w0, 16)));
+        __m512 e1 = _mm512_sub_ps(x1, _mm512_castsi512_ps(_mm512_maskz_slli_epi32(SDPA__ALL16, w1, 16)));
+        __m512i l0 = _mm512_maskz_cvtepu16_epi32(SDPA__ALL16, sdpa__bf16x16_avx512(e0));
+        __m512i l1 = _mm512_maskz_cvtepu16_epi32(SDPA__ALL16, sdpa__bf16x16_avx512(e1));
+        __m512i a0 = _mm512_and_si512(_mm512_castps_si512(x0), absm), a1 = _mm512_and_si512(_mm512_castps_si512(x1), absm);
+        _mm512_storeu_si512((void *)(hi + d), _mm512_or_si512(w0, _mm512_maskz_slli_epi32(SDPA__ALL16, w1, 16)));
+        _mm512_storeu_si512((void *)(lo + d), _mm512_or_si512(l0, _mm512_maskz_slli_epi32(SDPA__ALL16, l1, 16)));
+        out |= _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a0, one), tiny) | _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a1, one), tiny) |
+               _mm512_cmpgt_epu32_mask(a0, big) | _mm512_cmpgt_epu32_mask(a1, big);
+    }
+    return out != 0;
+}
 #endif
 
 /* One task: query rows of tile `tile` of kv head g in sequence sq, against
@@ -3998,9 +4213,11 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
         else
             P->load_row(W->Q + r * D, src, P->q.dtype, D, P->scale);
     }
-    if (P->bf16)
+    if (P->i8)
+        ; /* sdpa__i8_q_tile zeroed them */
+    else if (P->bf16)
         for (r = nr * P->dp; r < rp * P->dp; r++) W->Qb[r] = 0;
-    else if (!P->i8)
+    else
         for (r = nr * D; r < rp * D; r++) W->Q[r] = 0.0f;
     for (r = 0; r < rp; r++) { W->m[r] = -(float)INFINITY; W->l[r] = 0.0f; }
     for (r = 0; r < rp * dvp; r++) W->O[r] = 0.0f;
@@ -4020,7 +4237,7 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
             P->pack_k(W->Kp, tkp, kb, P->k.s[2] * P->k.esize, nk, D, P->dp);
             for (d = 0; d < P->dp / 2; d++)
                 for (j = nk; j < nkp; j++) W->Kp[d * tkp + j] = 0;
-            P->bgemm(rp, nkp, P->dp / 2, W->Qb, NULL, P->dp, W->Kp, tkp, W->S, tkp, 0); /* scaled in the softmax */
+            P->bgemm(rp, nkp, P->dp / 2, W->Qb, NULL, P->dp, W->Kp, NULL, tkp, W->S, tkp, 0); /* scaled in the softmax */
         } else {
             P->load_kt(W->Kt, tkp, kb, P->k.s[2] * P->k.esize, P->k.dtype, nk, D);
             if (nkp > nk)
@@ -4033,7 +4250,9 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
          * P goes to the bf16 product (split into hi and lo) or, when V holds
          * an Inf or NaN, stays in S for the F32 one below */
         vbad = 0;
-        if (P->bf16 && Dv > 0)
+        if (P->bf16 && P->i8 && Dv > 0)
+            vbad = sdpa__pack_v_split(P, W, vb, nk, nkp);
+        else if (P->bf16 && Dv > 0)
             for (j = 0; j < nkp; j += 2) {
                 uint32_t *dst = W->Vp + (j / 2) * dvp;
                 if (j >= nk) { for (d = 0; d < dvp; d++) dst[d] = 0; continue; }
@@ -4047,9 +4266,10 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
         if (P->tiles && P->score_mod) P->tiles(1); /* score_mod may have run anything, AMX included */
         if (!any || Dv == 0) continue;
 
-        if (split) { /* P.V as (P_hi + P_lo).V, one pass over O, or as P_hi.V */
-            P->bgemm(rp, dvp, nkp / 2, W->Pb, split == SDPA__P_HILO ? W->Pb + P->tqp * tkp : NULL, tkp, W->Vp, dvp,
-                     W->O, dvp, 1);
+        if (split) { /* P.V as (P_hi + P_lo).V, one pass over O, or as P_hi.V; int8 mode
+                      * adds P_hi.V_lo in the same pass (bf16 V has no lo part) */
+            P->bgemm(rp, dvp, nkp / 2, W->Pb, split == SDPA__P_HILO ? W->Pb + P->tqp * tkp : NULL, tkp, W->Vp,
+                     P->i8 && P->v.dtype != SDPA_BF16 ? W->Vl : NULL, dvp, W->O, dvp, 1);
             continue;
         }
         {
@@ -6646,13 +6866,15 @@ SDPA_API void sdpa_plan_model_default(sdpa_plan_model *m)
      * AMX tiles, F16 widened on the avx512 kernels). On avx2 the tile sweep
      * (tile_q 32, 64, 128 at 59.0, 66.4, 71.2 GFLOP/s) gives 75.9 GFLOP/s
      * for the products and 31 ns per key (0.12 ns per element) per task;
-     * the other paths' rates are their measured ones x 1.15. */
+     * the other paths' rates are their measured ones x 1.15 (amx int8: 204
+     * GFLOP/s with F32 inputs, the median of 8 interleaved rounds; F16 and
+     * BF16 inputs given the same, unmeasured). */
     static const double gf[SDPA__PATH_LAST + 1][3][2] = {
         {{0, 0}, {0, 0}, {0, 0}},                 /* auto: never a candidate */
         {{28.0, 17.4}, {25.3, 16.7}, {26.5, 17.0}}, /* scalar */
         {{75.9, 79.1}, {69.0, 73.6}, {70.2, 74.8}}, /* avx2 */
         {{94.9, 109.3}, {89.7, 103.5}, {92.0, 105.8}}, /* avx512 */
-        {{94.9, 109.3}, {89.7, 103.5}, {170.1, 105.8}}, /* amx */
+        {{94.9, 234.5}, {89.7, 234.5}, {170.1, 234.5}}, /* amx */
         {{23.0, 25.3}, {20.7, 23.0}, {20.7, 23.0}}, /* neon (a guess: no AArch64 hardware measured) */
     };
     /* the products' speed at tile [tile_q][tile_k] relative to 64 x 64, the

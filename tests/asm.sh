@@ -72,7 +72,7 @@ simd_kernels="sdpa__gemm_avx2 sdpa__exp_row_avx2 sdpa__row_max_avx2 sdpa__load_r
 other_kernels="sdpa__gemm_avx512 sdpa__exp_row_avx512 sdpa__row_max_avx512 sdpa__load_row_avx512
 sdpa__softmax_block_avx512 sdpa__bgemm_amx sdpa__tiles_amx sdpa__softmax_block_amx sdpa__split_row_bf16 sdpa__pack_vpair_bf16
 sdpa__gemm_neon sdpa__exp_row_neon sdpa__row_max_neon sdpa__load_row_neon sdpa__load_kt_neon
-sdpa__qk_i8_scalar sdpa__qk_i8_avx2 sdpa__qk_i8_vnni sdpa__qk_i8_neon sdpa__qk_i8_sdot
+sdpa__qk_i8_scalar sdpa__qk_i8_avx2 sdpa__qk_i8_vnni sdpa__qk_i8_amx sdpa__qk_i8_neon sdpa__qk_i8_sdot
 sdpa__kdot16_avx2 sdpa__kdot16_vnni sdpa__vacc8_avx2 sdpa__vacc8_vnni"
 kernels="$plain_kernels $scalar_kernels $simd_kernels $other_kernels"
 src_of() { case "$1" in plain_*) echo "$here/bench/plain_kernels.h" ;; *) echo "$here/include/sdpa.h" ;; esac; }
@@ -300,6 +300,9 @@ check)
         need sdpa__qk_i8_avx2 8 'vpmaddwd\s+.*%ymm' "vpmaddwd"
         # AVX512-VNNI: 4 x 32 blocks, 8 vpdpbusd per quad step
         need sdpa__qk_i8_vnni 8 'vpdpbusd\s+.*%zmm' "zmm vpdpbusd"
+        # AMX-INT8: a 2 x 2 block of C tiles, 4 tdpbssd per 64-dim step
+        need sdpa__qk_i8_amx 4 'tdpbssd' "AMX tdpbssd"
+        need sdpa__qk_i8_amx 4 'tileloadd' "AMX tile loads"
         # KV cache, I8 storage: int16 queries x int8 keys (4 x 2 blocks: 8
         # vpmaddwd per step), and P V in integer arithmetic: key pairs
         # interleaved (vpunpck[lh]wd), 8 vpmaddwd / vpdpwssd per pair

@@ -1436,45 +1436,100 @@ static void test_softmax_block(const char *name, softmax_fn fn, int bf16, int sp
 #endif
 
 #ifdef SDPA__HAVE_AMX
-typedef void (*bgemm_fn)(int64_t, int64_t, int64_t, const uint16_t *, const uint16_t *, int64_t, const uint32_t *,
+typedef void (*bgemm_fn)(int64_t, int64_t, int64_t, const uint16_t *, const uint16_t *, int64_t, const uint32_t *, const uint32_t *,
                          int64_t, float *, int64_t, int);
 
 /* A bf16 product kernel against the plain-C contract, on random blocks of
  * the shapes it accepts (M, N and 2 K2 multiples of 32). */
+typedef int (*vsplit_fn)(uint32_t *, uint32_t *, const float *, const float *, int64_t, int64_t);
+
+/* int8 mode's V split (the amx path's bf16 P.V): hi = bf16(v) and lo =
+ * bf16(v - hi) as sdpa_f32_to_bf16 rounds them, pair-packed (a NULL second
+ * row: zeros), zeros from n to npad, guards kept; a lo part that bf16 holds
+ * only as a subnormal may come back 0 (vcvtneps2bf16 flushes it, as
+ * tdpbf16ps would). Values outside the range (one below 2^-100, one that
+ * rounds to Inf, an Inf or a NaN) must be reported. */
+static void test_vsplit(const char *name, vsplit_fn fn)
+{
+    int t;
+    case_begin("%s V split kernel: hi and lo bf16 pairs, zero padding, out-of-range values reported", name);
+    for (t = 0; t < 80; ++t) {
+        int64_t n = rnd_int(1, 100), npad = (n + 31) / 32 * 32, d, nbad = 0;
+        int mode = t % 5, one_row = rnd_int(0, 3) == 0, rc, w;
+        float *r[2];
+        uint32_t *hi = (uint32_t *)xcalloc((size_t)npad + 8, 4), *lo = (uint32_t *)xcalloc((size_t)npad + 8, 4);
+        for (w = 0; w < 2; ++w) {
+            r[w] = (float *)xcalloc((size_t)n, 4);
+            for (d = 0; d < n; ++d) /* magnitudes 2^-100 .. 2^127, signs, some zeros */
+                r[w][d] = rnd_int(0, 9) == 0 ? 0.0f
+                                              : (float)((rnd_int(0, 1) ? -1 : 1) * (0.5 + 0.5 * rnd_range(0, 1)) * ldexp(1.0, (int)rnd_int(-99, 127)));
+        }
+        w = one_row ? 0 : (int)rnd_int(0, 1);
+        d = rnd_int(0, n - 1);
+        if (mode == 1) r[w][d] = rnd_int(0, 1) ? 1e-31f : -3e-38f;          /* below 2^-100 */
+        if (mode == 2) r[w][d] = rnd_int(0, 1) ? 0x1.ffp127f : -FLT_MAX;   /* bf16 rounds them to Inf */
+        if (mode == 3) r[w][d] = rnd_int(0, 1) ? (float)INFINITY : (float)NAN;
+        for (d = 0; d < npad + 8; ++d) hi[d] = lo[d] = 0xdeadbeefu;
+        rc = fn(hi, lo, r[0], one_row ? NULL : r[1], n, npad);
+        if (mode == 1 || mode == 2 || mode == 3) {
+            CHECK(rc != 0, "mode %d (n %lld): an out-of-range value not reported", mode, LL(n));
+        } else {
+            CHECK(rc == 0, "n %lld: in-range values reported out of range", LL(n));
+            for (d = 0; d < npad && nbad < 3; ++d)
+                for (w = 0; w < 2; ++w) {
+                    float x = d < n && !(w && one_row) ? r[w][d] : 0.0f;
+                    uint16_t h = sdpa_f32_to_bf16(x), l = sdpa_f32_to_bf16(x - sdpa_bf16_to_f32(h));
+                    uint16_t gh = (uint16_t)(hi[d] >> (16 * w)), gl = (uint16_t)(lo[d] >> (16 * w));
+                    if (gh != h || (gl != l && !(gl == 0 && (l & 0x7f80u) == 0))) {
+                        case_fail("n %lld col %lld row %d: x %a: hi %04x lo %04x, want %04x %04x", LL(n), LL(d), w, x, gh, gl, h, l);
+                        nbad++;
+                    }
+                }
+        }
+        for (d = npad; d < npad + 8; ++d) CHECK(hi[d] == 0xdeadbeefu && lo[d] == 0xdeadbeefu, "written past npad");
+        free(r[0]); free(r[1]); free(hi); free(lo);
+    }
+    case_end();
+}
+
 static void test_bgemm(const char *name, bgemm_fn fn, void (*tiles)(int))
 {
     int64_t t;
-    case_begin("%s bf16 product kernel equals the plain-C one on random blocks (accumulate and not, one A or two)", name);
+    case_begin("%s bf16 product kernel equals the plain-C one on random blocks (accumulate and not, one A or two, one B or two)", name);
     for (t = 0; t < 40; ++t) {
         int64_t M = 32 * rnd_int(1, 3), N = 32 * rnd_int(1, 5), K2 = 16 * rnd_int(1, 9);
         int64_t lda = 2 * K2 + 2 * rnd_int(0, 8), ldb = N + 16 * rnd_int(0, 1), ldc = N + 16 * rnd_int(0, 1), i;
-        int acc = (int)rnd_int(0, 1), two = (int)rnd_int(0, 1);
+        int acc = (int)rnd_int(0, 1), two = (int)rnd_int(0, 1), twob = (int)rnd_int(0, 1);
         uint16_t *A = (uint16_t *)xcalloc((size_t)(M * lda), sizeof(uint16_t));
         uint16_t *A2 = (uint16_t *)xcalloc((size_t)(M * lda), sizeof(uint16_t));
         uint32_t *Bm = (uint32_t *)xcalloc((size_t)(K2 * ldb), sizeof(uint32_t));
+        uint32_t *B2 = (uint32_t *)xcalloc((size_t)(K2 * ldb), sizeof(uint32_t));
         float *C1 = (float *)xcalloc((size_t)(M * ldc), sizeof(float));
         float *C2 = (float *)xcalloc((size_t)(M * ldc), sizeof(float));
         int64_t nbad = 0;
         for (i = 0; i < M * lda; ++i) A[i] = sdpa_f32_to_bf16((float)rnd_range(-1, 1));
         for (i = 0; i < M * lda; ++i) A2[i] = sdpa_f32_to_bf16((float)rnd_range(-0.01, 0.01));
-        for (i = 0; i < K2 * ldb; ++i)
+        for (i = 0; i < K2 * ldb; ++i) {
             Bm[i] = (uint32_t)sdpa_f32_to_bf16((float)rnd_range(-1, 1)) |
                     (uint32_t)sdpa_f32_to_bf16((float)rnd_range(-1, 1)) << 16;
+            B2[i] = (uint32_t)sdpa_f32_to_bf16((float)rnd_range(-0.01, 0.01)) |
+                    (uint32_t)sdpa_f32_to_bf16((float)rnd_range(-0.01, 0.01)) << 16;
+        }
         for (i = 0; i < M * ldc; ++i) C1[i] = C2[i] = (float)rnd_range(-1, 1);
-        sdpa__bgemm_scalar(M, N, K2, A, two ? A2 : NULL, lda, Bm, ldb, C1, ldc, acc);
+        sdpa__bgemm_scalar(M, N, K2, A, two ? A2 : NULL, lda, Bm, twob ? B2 : NULL, ldb, C1, ldc, acc);
         if (tiles) tiles(1);
-        fn(M, N, K2, A, two ? A2 : NULL, lda, Bm, ldb, C2, ldc, acc);
+        fn(M, N, K2, A, two ? A2 : NULL, lda, Bm, twob ? B2 : NULL, ldb, C2, ldc, acc);
         if (tiles) tiles(0);
         for (i = 0; i < M * ldc; ++i) {
             double d = fabs((double)C1[i] - (double)C2[i]);
             int in_block = (i % ldc) < N; /* columns past N must keep their values */
-            if (in_block ? !(d <= 1e-5 * (double)(2 * K2 * (two + 1) + 1)) : C2[i] != C1[i]) {
+            if (in_block ? !(d <= 1e-5 * (double)(2 * K2 * (two + twob + 1) + 1)) : C2[i] != C1[i]) {
                 if (nbad++ < 3)
-                    case_fail("M=%lld N=%lld K2=%lld acc=%d two=%d: C[%lld][%lld] = %.9g, plain C %.9g", LL(M), LL(N),
-                              LL(K2), acc, two, LL(i / ldc), LL(i % ldc), C2[i], C1[i]);
+                    case_fail("M=%lld N=%lld K2=%lld acc=%d two=%d twob=%d: C[%lld][%lld] = %.9g, plain C %.9g", LL(M),
+                              LL(N), LL(K2), acc, two, twob, LL(i / ldc), LL(i % ldc), C2[i], C1[i]);
             }
         }
-        free(A); free(A2); free(Bm); free(C1); free(C2);
+        free(A); free(A2); free(Bm); free(B2); free(C1); free(C2);
     }
     case_end();
 }
@@ -1750,6 +1805,7 @@ static void test_paths(void)
         }
     }
     case_end();
+    test_vsplit("portable", sdpa__vsplit_pair);
 #ifdef SDPA__HAVE_AVX2
     if (sdpa_path_supported(SDPA_PATH_AVX2)) {
         static const kernel_set ks = {"avx2", sdpa__gemm_avx2, sdpa__row_max_avx2, sdpa__exp_row_avx2,
@@ -1772,6 +1828,7 @@ static void test_paths(void)
 #ifdef SDPA__HAVE_AMX
     if (sdpa__cpu() & SDPA__CPU_AMX) {
         test_bgemm("amx", sdpa__bgemm_amx, sdpa__tiles_amx);
+        test_vsplit("amx", sdpa__vsplit_pair_amx);
         test_softmax_block("amx", sdpa__softmax_block_amx, 1, 0);
         test_softmax_block("amx", sdpa__softmax_block_amx, 1, SDPA__P_HILO);
         test_softmax_block("amx", sdpa__softmax_block_amx, 1, SDPA__P_HI);
@@ -3942,13 +3999,15 @@ typedef void (*qk_i8_fn)(int64_t, int64_t, int64_t, const int8_t *, int64_t, con
                          int32_t *, int64_t);
 
 /* One Q.K^T kernel against exact integer sums, with extreme values (every
- * product +-127^2: a saturating form fails) and poisoned, guarded C. */
-static void test_qk_i8_kernel(const char *name, qk_i8_fn fn)
+ * product +-127^2: a saturating form fails) and poisoned, guarded C. The
+ * kernel's multiples: M of mg, N of 16, P4 of pg (AMX: 16, 16, 16); tiles,
+ * where given, configured around each call. */
+static void test_qk_i8_kernel(const char *name, qk_i8_fn fn, int64_t mg, int64_t pg, void (*tiles)(int))
 {
     int k;
     case_begin("%s int8 Q.K^T kernel: exact on random and extreme blocks, strides, guards kept", name);
     for (k = 0; k < 120; ++k) {
-        int64_t M = 4 * rnd_int(1, 4), N = 16 * rnd_int(1, 5), P4 = 4 * rnd_int(1, 12) * (k % 10 == 0 ? 9 : 1);
+        int64_t M = mg * rnd_int(1, 16 / mg + 2), N = 16 * rnd_int(1, 5), P4 = pg * rnd_int(1, 48 / pg) * (k % 10 == 0 ? 9 : 1);
         int64_t lda = 4 * P4 + 16 * rnd_int(0, 2), ldb = N + 16 * rnd_int(0, 2), ldc = N + rnd_int(0, 5), i, j, p, nbad = 0;
         int mode = k % 5; /* 0..2 random, 3 all +127 x +127, 4 +-127 alternating with signs matched */
         int8_t *A = (int8_t *)xcalloc((size_t)(M * lda), 1), *Bq = (int8_t *)xcalloc((size_t)(P4 * ldb * 4), 1);
@@ -3963,7 +4022,9 @@ static void test_qk_i8_kernel(const char *name, qk_i8_fn fn)
             bs[j] = s;
         }
         for (i = 0; i < M * ldc + 8; ++i) C[i] = 0x7f7f7f7f;
+        if (tiles) tiles(1);
         fn(M, N, P4, A, lda, Bq, ldb, bs, C, ldc);
+        if (tiles) tiles(0);
         for (i = 0; i < M; ++i)
             for (j = 0; j < ldc; ++j) {
                 int64_t want = 0;
@@ -3982,20 +4043,51 @@ static void test_qk_i8_kernel(const char *name, qk_i8_fn fn)
     case_end();
 }
 
+#ifdef SDPA__HAVE_AVX512
+/* The zmm dequantisation equals the portable one bit for bit (tails too). */
+static void test_i8_deq_avx512(void)
+{
+    int t;
+    case_begin("avx512 int8 dequantisation equals the portable one, bit for bit, tails and guards kept");
+    for (t = 0; t < 50; ++t) {
+        int64_t n = rnd_int(1, 140), j;
+        int32_t *si = (int32_t *)xcalloc((size_t)n, 4);
+        float *ks = (float *)xcalloc((size_t)n, 4), *s1 = (float *)xcalloc((size_t)n + 8, 4), *s2 = (float *)xcalloc((size_t)n + 8, 4);
+        float a = (float)(rnd_range(0.5, 2) * 1e-4), c = (float)rnd_range(-3, 3);
+        for (j = 0; j < n; ++j) {
+            si[j] = (int32_t)rnd_int(-2064512, 2064512); /* 127^2 x 128 */
+            ks[j] = (float)rnd_range(0.001, 0.05);
+        }
+        for (j = 0; j < n + 8; ++j) s1[j] = s2[j] = 777.0f;
+        sdpa__i8_deq(s1, si, ks, a, c, n);
+        sdpa__i8_deq_avx512(s2, si, ks, a, c, n);
+        CHECK(memcmp(s1, s2, (size_t)(n + 8) * 4) == 0, "n %lld: outputs (or guards) differ", LL(n));
+        free(si); free(ks); free(s1); free(s2);
+    }
+    case_end();
+}
+#endif
+
 static void test_i8_kernels(void)
 {
     if (!group_begin("int8 Q.K^T kernels")) return;
-    test_qk_i8_kernel("scalar", sdpa__qk_i8_scalar);
+    test_qk_i8_kernel("scalar", sdpa__qk_i8_scalar, 4, 4, NULL);
 #ifdef SDPA__HAVE_AVX2
-    if (sdpa__cpu() & SDPA__CPU_AVX2) test_qk_i8_kernel("avx2", sdpa__qk_i8_avx2);
+    if (sdpa__cpu() & SDPA__CPU_AVX2) test_qk_i8_kernel("avx2", sdpa__qk_i8_avx2, 4, 4, NULL);
 #endif
 #ifdef SDPA__HAVE_AVX512
-    if ((sdpa__cpu() & SDPA__CPU_AVX512) && (sdpa__cpu() & SDPA__CPU_VNNI)) test_qk_i8_kernel("avx512-vnni", sdpa__qk_i8_vnni);
+    if ((sdpa__cpu() & SDPA__CPU_AVX512) && (sdpa__cpu() & SDPA__CPU_VNNI))
+        test_qk_i8_kernel("avx512-vnni", sdpa__qk_i8_vnni, 4, 4, NULL);
+    if (sdpa__cpu() & SDPA__CPU_AVX512) test_i8_deq_avx512();
+#endif
+#ifdef SDPA__HAVE_AMX
+    if ((sdpa__cpu() & SDPA__CPU_AMX) && (sdpa__cpu() & SDPA__CPU_AMXI8))
+        test_qk_i8_kernel("amx-int8", sdpa__qk_i8_amx, 16, 16, sdpa__tiles_amx);
 #endif
 #ifdef SDPA__HAVE_NEON
-    test_qk_i8_kernel("neon", sdpa__qk_i8_neon);
+    test_qk_i8_kernel("neon", sdpa__qk_i8_neon, 4, 4, NULL);
 #ifdef SDPA__HAVE_SDOT
-    if (sdpa__cpu_arm() & SDPA__ARM_DOTPROD) test_qk_i8_kernel("neon-sdot", sdpa__qk_i8_sdot);
+    if (sdpa__cpu_arm() & SDPA__ARM_DOTPROD) test_qk_i8_kernel("neon-sdot", sdpa__qk_i8_sdot, 4, 4, NULL);
 #endif
 #endif
     group_end();
@@ -4206,8 +4298,12 @@ static void i8_default(i8_case *c)
 
 /* SDPA_I8 q and/or k with per-token scales (made by sdpa_quantize_i8, some
  * entries then set to -128, read as -127): against float64 on the values
- * they stand for. I8 q and k: the products are exact, so F32-like bounds. */
-static void i8_run_given(int qi8, int ki8, int causal, double *rel, double *cosv, double *lse_err)
+ * they stand for. I8 q and k: the products are exact, so F32-like bounds.
+ * vmode 1: every v scaled by 1e-37 (below 2^-100, where the amx path's
+ * split V would lose its subnormal lo parts); 2: one v of 0x1.ffp127
+ * (bf16 rounds it to Inf). The bf16 P.V must leave such blocks to the F32
+ * product. */
+static void i8_run_given(int qi8, int ki8, int causal, int vmode, double *rel, double *cosv, double *lse_err)
 {
     i8_case c;
     int64_t B = 2, Hq = 4, Hkv = 2, Lq = 70, Lk = 300, D = 72, Dv = 40, nq = B * Hq * Lq * D, nk = B * Hkv * Lk * D;
@@ -4223,7 +4319,8 @@ static void i8_run_given(int qi8, int ki8, int causal, double *rel, double *cosv
     int rc;
     for (i = 0; i < nq; ++i) q[i] = (float)rnd_range(-2, 2);
     for (i = 0; i < nk; ++i) k[i] = (float)(rnd_range(-2, 2) + (i % D == 5 ? 40.0 : 0.0));
-    for (i = 0; i < nv; ++i) v[i] = (float)rnd_range(-1, 1);
+    for (i = 0; i < nv; ++i) v[i] = (float)rnd_range(-1, 1) * (vmode == 1 ? 1e-37f : 1.0f);
+    if (vmode == 2) v[rnd_int(0, nv - 1)] = 0x1.ffp127f;
     CHECK(sdpa_quantize_i8(q, B * Hq * Lq, D, D, q8, D, qs, SDPA_QUANT_PER_ROW, NULL, 0) == SDPA_OK, "quantize q");
     CHECK(sdpa_quantize_i8(k, B * Hkv * Lk, D, D, k8, D, ks, SDPA_QUANT_PER_ROW, NULL, 0) == SDPA_OK, "quantize k");
     for (i = 0; i < 40; ++i) { /* -128 entries: read as -127 */
@@ -4386,13 +4483,16 @@ static void test_i8_attention(void)
     case_end();
 
     case_begin("%s: SDPA_I8 q and/or k with per-token scales (-128 read as -127), against float64 on the values given", path);
-    for (k = 0; k < 6; ++k) {
-        int qi8 = k % 3 != 1, ki8 = k % 3 != 0;
+    for (k = 0; k < 8; ++k) {
+        int qi8 = k % 3 != 1 || k >= 6, ki8 = k % 3 != 0 || k >= 6, vmode = k >= 6 ? k - 5 : 0;
         double rel, cosv, le;
-        i8_run_given(qi8, ki8, k >= 3, &rel, &cosv, &le);
-        if (getenv("I8_DEBUG")) printf("  given I8 q %d k %d causal %d: rel L2 %.2e cos %.7f lse %.2e\n", qi8, ki8, k >= 3, rel, cosv, le);
+        i8_run_given(qi8, ki8, k == 3 || k == 4 || k == 5, vmode, &rel, &cosv, &le);
+        if (getenv("I8_DEBUG"))
+            printf("  given I8 q %d k %d causal %d v mode %d: rel L2 %.2e cos %.7f lse %.2e\n", qi8, ki8, k >= 3 && k < 6, vmode, rel,
+                   cosv, le);
         if (qi8 && ki8) /* exact products: only float rounding of scales, exp and sums */
-            CHECK(rel <= 1e-5 && le <= 1e-4, "I8 q and k, causal %d: rel L2 %.2e (want <= 1e-5), lse err %.2e", k >= 3, rel, le);
+            CHECK(rel <= 1e-5 && le <= 1e-4, "I8 q and k, causal %d, v mode %d: rel L2 %.2e (want <= 1e-5), lse err %.2e",
+                  k >= 3 && k < 6, vmode, rel, le);
         else
             CHECK(rel <= I8_TOL_L2 && cosv >= I8_TOL_COS && le <= I8_TOL_LSE, "I8 q %d k %d: rel L2 %.2e cos %.6f lse %.2e",
                   qi8, ki8, rel, cosv, le);
@@ -4497,12 +4597,13 @@ int main(int argc, char **argv)
 #if defined(SDPA__HAVE_AVX2) || defined(SDPA__HAVE_AVX512)
     {
         unsigned f = sdpa__cpu();
-        printf("x86 features: avx2 %s, avx512 %s, avx512-bf16 %s, amx %s\n", f & SDPA__CPU_AVX2 ? "yes" : "no",
-               f & SDPA__CPU_AVX512 ? "yes" : "no", f & SDPA__CPU_BF16 ? "yes" : "no", f & SDPA__CPU_AMX ? "yes" : "no");
+        printf("x86 features: avx2 %s, avx512 %s, avx512-bf16 %s, avx512-vnni %s, amx %s, amx-int8 %s\n",
+               f & SDPA__CPU_AVX2 ? "yes" : "no", f & SDPA__CPU_AVX512 ? "yes" : "no", f & SDPA__CPU_BF16 ? "yes" : "no",
+               f & SDPA__CPU_VNNI ? "yes" : "no", f & SDPA__CPU_AMX ? "yes" : "no", f & SDPA__CPU_AMXI8 ? "yes" : "no");
     }
 #endif
 #ifdef SDPA__TEST_BF16_SCALAR
-    printf("bf16 mode emulated: BF16 inputs take the packed bf16 products, computed in plain C\n");
+    printf("bf16 mode emulated: BF16 inputs take the packed bf16 products, int8 mode the bf16 P.V, computed in plain C\n");
 #endif
 #ifdef SDPA__HAVE_NEON
     { /* what this core offers beyond NEON: for the kernels to come, and bug reports */
