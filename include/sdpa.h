@@ -6867,14 +6867,15 @@ SDPA_API void sdpa_plan_model_default(sdpa_plan_model *m)
      * (tile_q 32, 64, 128 at 59.0, 66.4, 71.2 GFLOP/s) gives 75.9 GFLOP/s
      * for the products and 31 ns per key (0.12 ns per element) per task;
      * the other paths' rates are their measured ones x 1.15 (amx int8: 204
-     * GFLOP/s with F32 inputs, the median of 8 interleaved rounds; F16 and
-     * BF16 inputs given the same, unmeasured). */
+     * GFLOP/s with F32 inputs, the median of 8 interleaved rounds, F16
+     * inputs given the same, unmeasured; with BF16 inputs 0.69x the BF16
+     * mode, as in 7 interleaved rounds, 178 against 256 GFLOP/s). */
     static const double gf[SDPA__PATH_LAST + 1][3][2] = {
         {{0, 0}, {0, 0}, {0, 0}},                 /* auto: never a candidate */
         {{28.0, 17.4}, {25.3, 16.7}, {26.5, 17.0}}, /* scalar */
         {{75.9, 79.1}, {69.0, 73.6}, {70.2, 74.8}}, /* avx2 */
         {{94.9, 109.3}, {89.7, 103.5}, {92.0, 105.8}}, /* avx512 */
-        {{94.9, 234.5}, {89.7, 234.5}, {170.1, 234.5}}, /* amx */
+        {{94.9, 234.5}, {89.7, 234.5}, {170.1, 117.6}}, /* amx */
         {{23.0, 25.3}, {20.7, 23.0}, {20.7, 23.0}}, /* neon (a guess: no AArch64 hardware measured) */
     };
     /* the products' speed at tile [tile_q][tile_k] relative to 64 x 64, the
