@@ -1435,12 +1435,6 @@ static void test_softmax_block(const char *name, softmax_fn fn, int bf16, int sp
 }
 #endif
 
-#ifdef SDPA__HAVE_AMX
-typedef void (*bgemm_fn)(int64_t, int64_t, int64_t, const uint16_t *, const uint16_t *, int64_t, const uint32_t *, const uint32_t *,
-                         int64_t, float *, int64_t, int);
-
-/* A bf16 product kernel against the plain-C contract, on random blocks of
- * the shapes it accepts (M, N and 2 K2 multiples of 32). */
 typedef int (*vsplit_fn)(uint32_t *, uint32_t *, const float *, const float *, int64_t, int64_t);
 
 /* int8 mode's V split (the amx path's bf16 P.V): hi = bf16(v) and lo =
@@ -1492,6 +1486,12 @@ static void test_vsplit(const char *name, vsplit_fn fn)
     case_end();
 }
 
+#ifdef SDPA__HAVE_AMX
+typedef void (*bgemm_fn)(int64_t, int64_t, int64_t, const uint16_t *, const uint16_t *, int64_t, const uint32_t *, const uint32_t *,
+                         int64_t, float *, int64_t, int);
+
+/* A bf16 product kernel against the plain-C contract, on random blocks of
+ * the shapes it accepts (M, N and 2 K2 multiples of 32). */
 static void test_bgemm(const char *name, bgemm_fn fn, void (*tiles)(int))
 {
     int64_t t;
