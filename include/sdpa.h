@@ -2710,23 +2710,18 @@ SDPA__TARGET_AMX static void sdpa__bgemm_amx(int64_t M, int64_t N, int64_t K2, c
                 _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
             }
             for (p = 0; p < K2; p += 16) {
+                _tile_loadd(4, a + 2 * p, sa);
+                _tile_loadd(5, a + 16 * lda + 2 * p, sa);
                 if (B2) { /* A.B2 first, while A's tiles serve both */
                     _tile_loadd(6, B2 + p * ldb + j, sb);
                     _tile_loadd(7, B2 + p * ldb + j + 16, sb);
-                    _tile_loadd(4, a + 2 * p, sa);
-                    _tile_loadd(5, a + 16 * lda + 2 * p, sa);
                     _tile_dpbf16ps(0, 4, 6);
                     _tile_dpbf16ps(1, 4, 7);
                     _tile_dpbf16ps(2, 5, 6);
                     _tile_dpbf16ps(3, 5, 7);
-                    _tile_loadd(6, B + p * ldb + j, sb);
-                    _tile_loadd(7, B + p * ldb + j + 16, sb);
-                } else {
-                    _tile_loadd(6, B + p * ldb + j, sb);
-                    _tile_loadd(7, B + p * ldb + j + 16, sb);
-                    _tile_loadd(4, a + 2 * p, sa);
-                    _tile_loadd(5, a + 16 * lda + 2 * p, sa);
                 }
+                _tile_loadd(6, B + p * ldb + j, sb);
+                _tile_loadd(7, B + p * ldb + j + 16, sb);
                 _tile_dpbf16ps(0, 4, 6);
                 _tile_dpbf16ps(1, 4, 7);
                 _tile_dpbf16ps(2, 5, 6);
@@ -2815,6 +2810,12 @@ SDPA__INLINE uint16_t sdpa__bf16_bits_rne(uint32_t u)
     return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
 }
 
+/* The lo part of x whose hi part is h: bf16(x - h). */
+SDPA__INLINE uint16_t sdpa__bf16_lo(float x, uint16_t h)
+{
+    return sdpa__bf16_bits_rne(sdpa__f32_bits(x - sdpa_bf16_to_f32(h)));
+}
+
 static void sdpa__split_row_bf16(uint16_t *SDPA__RESTRICT hi, uint16_t *SDPA__RESTRICT lo,
                                  const float *SDPA__RESTRICT src, int64_t n, int64_t npad)
 {
@@ -2822,7 +2823,7 @@ static void sdpa__split_row_bf16(uint16_t *SDPA__RESTRICT hi, uint16_t *SDPA__RE
     for (j = 0; j < n; j++) {
         uint16_t h = sdpa__bf16_bits_rne(sdpa__f32_bits(src[j]));
         hi[j] = h;
-        lo[j] = sdpa__bf16_bits_rne(sdpa__f32_bits(src[j] - sdpa_bf16_to_f32(h)));
+        lo[j] = sdpa__bf16_lo(src[j], h);
     }
     for (; j < npad; j++) hi[j] = lo[j] = 0;
 }
@@ -2841,12 +2842,11 @@ static int sdpa__vsplit_pair(uint32_t *SDPA__RESTRICT hi, uint32_t *SDPA__RESTRI
     for (d = 0; d < n; d++) {
         float x0 = r0[d], x1 = r1 ? r1[d] : 0.0f;
         uint32_t a0 = sdpa__f32_bits(x0) & 0x7fffffffu, a1 = sdpa__f32_bits(x1) & 0x7fffffffu;
-        uint32_t h0 = sdpa__bf16_bits_rne(sdpa__f32_bits(x0)), h1 = sdpa__bf16_bits_rne(sdpa__f32_bits(x1));
-        uint32_t l0 = sdpa__bf16_bits_rne(sdpa__f32_bits(x0 - sdpa_bf16_to_f32((uint16_t)h0)));
-        uint32_t l1 = sdpa__bf16_bits_rne(sdpa__f32_bits(x1 - sdpa_bf16_to_f32((uint16_t)h1)));
+        uint16_t h0 = sdpa__bf16_bits_rne(sdpa__f32_bits(x0)), h1 = sdpa__bf16_bits_rne(sdpa__f32_bits(x1));
+        uint32_t l0 = sdpa__bf16_lo(x0, h0), l1 = sdpa__bf16_lo(x1, h1);
         out |= (uint32_t)(a0 - 1u < 0x0d7fffffu) | (uint32_t)(a1 - 1u < 0x0d7fffffu) | /* 0 < |v| < 2^-100 */
                (uint32_t)(a0 >= 0x7f7f8000u) | (uint32_t)(a1 >= 0x7f7f8000u);
-        hi[d] = h0 | h1 << 16;
+        hi[d] = (uint32_t)h0 | (uint32_t)h1 << 16;
         lo[d] = l0 | l1 << 16;
     }
     for (; d < npad; d++) hi[d] = lo[d] = 0;
