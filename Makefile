@@ -931,7 +931,7 @@ clean:
 # "skipped". Without nvcc the step prints a skip line and passes.
 # make bench-cuda (on a GPU machine): build, tests, compute-sanitizer, bench table.
 NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
-NVCC_ARCHS ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+NVCC_ARCHS ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a
 # Measured on the 2-core dev machine: the check build 18-19 s wall (36-44 s when it was loaded), the
 # full build 114 s (cicc and ptxas about 60 s each per arch there).
 NVCC_TEST_FLAGS ?=

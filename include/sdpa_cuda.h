@@ -15,8 +15,11 @@
  *   Everywhere else (C or C++) just #include "sdpa_cuda.h" (it includes
  *   sdpa.h for the types and <cuda_runtime_api.h>); link the object with
  *   -lcudart. Build for the GPU you run on, e.g.
- *       nvcc -O3 -arch=sm_90 -c sdpa_cuda_impl.cu   (sm_80: A100, sm_86/89: RTX)
+ *       nvcc -O3 -arch=sm_80 -c sdpa_cuda_impl.cu   (A100; sm_86/89: RTX)
+ *       nvcc -O3 -gencode arch=compute_90a,code=sm_90a -c sdpa_cuda_impl.cu
+ *                                                  (H100/H200: the wgmma kernel)
  *   The kernels need compute capability 8.0 or newer (mma.sync bf16, cp.async).
+ *   A plain -arch=sm_90 build runs on Hopper without the wgmma kernel.
  *
  *       sdpa_tensor q = { dq, SDPA_BF16, {B, Hq, Lq, D}, {0} };  // device pointers
  *       ... k, v, o likewise ...
@@ -47,6 +50,16 @@
  *   for head_dim 64, 96, 128 and 256, each with and without softcap, ALiBi
  *   and the mask; other head dims take the next of those with zero-filled
  *   columns.
+ *   On Hopper (compute capability 9.0, this file built for sm_90a), the
+ *   calls of that kernel with head_dim <= 128, scale > 0 and no softcap,
+ *   ALiBi or mask (and not int8 mode) take a wgmma kernel instead: two
+ *   warpgroups of 64 query rows per block, S = Q K^T and O += P V on
+ *   wgmma.mma_async (Q, K, V in 128-byte-swizzled shared memory, P from
+ *   registers), the two warpgroups half a key tile apart so that one's
+ *   softmax overlaps the other's products; 128-key tiles (256 for head_dim
+ *   <= 64, where SDPA_CUDA_KERNEL_AUTO takes it only from 4096 keys).
+ *   The first call on a device reads a 4-byte flag from it (whether the
+ *   loaded code has the kernel). SDPA_CUDA_NO_WGMMA leaves it out.
  *   Everything else (F32, head_dim not a multiple of 8, head_dim != head_dim_v,
  *   odd strides): a generic kernel on the CUDA cores in fp32, one warp per
  *   query row, head dims up to 256.
@@ -126,7 +139,10 @@ extern "C" {
 typedef enum sdpa_cuda_kernel {
     SDPA_CUDA_KERNEL_AUTO = 0,
     SDPA_CUDA_KERNEL_GENERIC = 1,  /* fp32 CUDA cores, every supported input */
-    SDPA_CUDA_KERNEL_MMA = 2       /* tensor cores, F16/BF16 (see KERNELS); SDPA_ERR_PATH when not eligible */
+    SDPA_CUDA_KERNEL_MMA = 2,      /* tensor cores, F16/BF16 (see KERNELS); SDPA_ERR_PATH when not eligible */
+    SDPA_CUDA_KERNEL_WGMMA = 3     /* Hopper's wgmma (sm_90a builds on a compute capability 9.0 GPU), F16/BF16,
+                                      head_dim <= 128, no softcap/ALiBi/mask, scale > 0, not int8 mode; else
+                                      SDPA_ERR_PATH */
 } sdpa_cuda_kernel;
 
 SDPA_CUDA_API int sdpa_cuda_attention(const sdpa_tensor *q, const sdpa_tensor *k, const sdpa_tensor *v,
@@ -984,6 +1000,409 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
         }
 }
 
+/* ---- Hopper: the forward on wgmma (sm_90a) --------------------------------- */
+
+/* Compiled where nvcc builds for sm_90a (-gencode arch=compute_90a,code=sm_90a):
+ * wgmma exists only there. Elsewhere the kernel's body is empty and the host
+ * never launches it (sdpa__cu_wg_ok). SDPA_CUDA_NO_WGMMA leaves it out. */
+#if !defined(SDPA_CUDA_NO_WGMMA) && defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define SDPA__CU_WG_BODY 1
+#endif
+#ifndef SDPA_CUDA_NO_WGMMA
+__device__ const int sdpa__cu_wg_flag =
+#ifdef SDPA__CU_WG_BODY
+    1;
+#else
+    0;
+#endif
+#endif
+
+/* A shared-memory matrix descriptor for wgmma with the 128-byte swizzle:
+ * start address, leading and stride byte offsets (all >> 4), mode 1 in bits
+ * 62-63. Tiles are stored as 128-byte rows (64 bf16/f16 values), the 16-byte
+ * chunk c of row r at chunk c ^ (r & 7), in 1024-byte aligned slabs of 64
+ * columns: the layout the swizzle mode reads, for K-major operands (Q, K:
+ * the stride between groups of 8 rows 1024 bytes, steps of 16 along K one
+ * 32-byte move of the start) and for V read transposed (MN-major: the 16
+ * keys of a step are two groups of 8 rows 1024 bytes apart, the 64-column
+ * slabs of a row BN * 128 bytes apart). */
+__device__ __forceinline__ uint64_t sdpa__cu_wg_desc(uint32_t saddr, uint32_t lbo, uint32_t sbo)
+{
+    return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)((lbo & 0x3FFFF) >> 4) << 16) | ((uint64_t)((sbo & 0x3FFFF) >> 4) << 32) |
+           ((uint64_t)1 << 62);
+}
+__device__ __forceinline__ void sdpa__cu_wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void sdpa__cu_wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void sdpa__cu_wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+/* after the wait: the accumulators are read only from here on */
+template <int N> __device__ __forceinline__ void sdpa__cu_wg_hold(float *d)
+{
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+/* m64nNk16 with fp32 accumulators d (N / 2 per thread): ss (N = 128, 256)
+ * takes A and B from shared memory (acc = 0: d = A B), rs (N = 64, 128)
+ * takes A from registers (the mma.sync m16n8k16 A layout, warp w of the
+ * group rows 16 w ..) and B transposed (MN-major). */
+template <int N, typename T> struct sdpa__cu_wg;
+/* The accumulator operands of one wgmma: d[0 .. n) */
+#define SDPA__CU_D8(b)                                                                                   \
+    "+f"(d[b]), "+f"(d[b + 1]), "+f"(d[b + 2]), "+f"(d[b + 3]), "+f"(d[b + 4]), "+f"(d[b + 5]), "+f"(d[b + 6]), "+f"(d[b + 7])
+#define SDPA__CU_D32(b) SDPA__CU_D8(b), SDPA__CU_D8(b + 8), SDPA__CU_D8(b + 16), SDPA__CU_D8(b + 24)
+#define SDPA__CU_D64(b) SDPA__CU_D32(b), SDPA__CU_D32(b + 32)
+#define SDPA__CU_DN_32 SDPA__CU_D32(0)
+#define SDPA__CU_DN_64 SDPA__CU_D64(0)
+#define SDPA__CU_DN_128 SDPA__CU_D64(0), SDPA__CU_D64(64)
+
+template <> struct sdpa__cu_wg<64, __nv_bfloat16> {
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t db)
+    {
+        asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+                     "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                     "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31"
+                     "}, {%32,%33,%34,%35}, %36, 1, 1, 1, 1;\n"
+                     : SDPA__CU_DN_32
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+    }
+};
+template <> struct sdpa__cu_wg<64, __half> {
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t db)
+    {
+        asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {"
+                     "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                     "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31"
+                     "}, {%32,%33,%34,%35}, %36, 1, 1, 1, 1;\n"
+                     : SDPA__CU_DN_32
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+    }
+};
+template <> struct sdpa__cu_wg<128, __nv_bfloat16> {
+    static __device__ __forceinline__ void ss(float *d, uint64_t da, uint64_t db, int acc)
+    {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+                     "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                     "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+                     "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+                     "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"
+                     "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+                     : SDPA__CU_DN_64
+                     : "l"(da), "l"(db), "r"(acc));
+    }
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t db)
+    {
+        asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+                     "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                     "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+                     "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+                     "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"
+                     "}, {%64,%65,%66,%67}, %68, 1, 1, 1, 1;\n"
+                     : SDPA__CU_DN_64
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+    }
+};
+template <> struct sdpa__cu_wg<128, __half> {
+    static __device__ __forceinline__ void ss(float *d, uint64_t da, uint64_t db, int acc)
+    {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {"
+                     "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                     "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+                     "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+                     "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"
+                     "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+                     : SDPA__CU_DN_64
+                     : "l"(da), "l"(db), "r"(acc));
+    }
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t db)
+    {
+        asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {"
+                     "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                     "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+                     "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+                     "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"
+                     "}, {%64,%65,%66,%67}, %68, 1, 1, 1, 1;\n"
+                     : SDPA__CU_DN_64
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+    }
+};
+template <> struct sdpa__cu_wg<256, __nv_bfloat16> {
+    static __device__ __forceinline__ void ss(float *d, uint64_t da, uint64_t db, int acc)
+    {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
+                     "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                     "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+                     "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+                     "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,"
+                     "%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,"
+                     "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,"
+                     "%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,"
+                     "%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127"
+                     "}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+                     : SDPA__CU_DN_128
+                     : "l"(da), "l"(db), "r"(acc));
+    }
+};
+template <> struct sdpa__cu_wg<256, __half> {
+    static __device__ __forceinline__ void ss(float *d, uint64_t da, uint64_t db, int acc)
+    {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {"
+                     "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                     "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+                     "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+                     "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,"
+                     "%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,"
+                     "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,"
+                     "%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,"
+                     "%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127"
+                     "}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+                     : SDPA__CU_DN_128
+                     : "l"(da), "l"(db), "r"(acc));
+    }
+};
+
+/* FlashAttention's forward on Hopper's warpgroup MMA. A block of 256
+ * threads, two warpgroups of 64 query rows each (BM = 128), walks the key
+ * tiles of BN = 128 that its rows can see, two stages deep through
+ * cp.async: S = Q K^T by wgmma with Q and K from shared memory, the online
+ * softmax in registers exactly as sdpa__cu_fwd_mma does it (the
+ * accumulators of a warp are mma.sync's C fragments for its 16 rows), P
+ * rounded to T in registers as the A operand of O += P V (V from shared
+ * memory, read transposed). Head dims DP = 64 or 128 (columns past D are
+ * zero-filled); no extras and a positive scale (the host's choice), not int8
+ * mode. Shared memory: (BM + 5 BN) DP * 2 bytes plus 1 KiB for alignment. */
+#define SDPA__CU_WG_BM 128
+#ifndef SDPA__CU_WG_BN64
+#define SDPA__CU_WG_BN64 256
+#endif
+template <typename T, int DP, int BN>
+__global__ void __launch_bounds__(256, 1) sdpa__cu_fwd_wg(const sdpa__cu_args a, int nqb)
+{
+#ifdef SDPA__CU_WG_BODY
+    constexpr int BM = SDPA__CU_WG_BM, CH = DP / 8, NT = BN / 8, DT = DP / 8, NS = DP / 64;
+    constexpr uint32_t QB = BM * 128, KB = BN * 128; /* bytes of one 64-column slab */
+    const float LOG2E = 1.4426950408889634f;
+    extern __shared__ __align__(16) unsigned char sdpa__cu_sm[];
+    const uint32_t sbase = (sdpa__cu_sa(sdpa__cu_sm) + 1023u) & ~1023u;
+    const uint32_t Qs = sbase, Ks = Qs + NS * QB, Vs = Ks + 2 * NS * KB; /* Q, K [2], V [3] */
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
+    const int64_t s = (int64_t)blockIdx.x / nqb, h = blockIdx.y;
+    const int i0 = (nqb - 1 - (int)(blockIdx.x % (unsigned)nqb)) * BM; /* longest causal rows first */
+    sdpa__cu_seq sq;
+    sdpa__cu_seq_get(a, s, &sq);
+    if (i0 >= sq.nq) return;
+    const int nq = (int)sq.nq, vq = (int)sq.vq, vk = (int)sq.vk;
+    const int64_t g = h / a.G;
+    const int ilast = (i0 + BM < nq ? i0 + BM : nq) - 1;
+    int klo = 0, khi = -1, flo = 1, fhi = 0;
+    if (i0 < vq) {
+        int64_t iv = ilast < vq - 1 ? ilast : vq - 1, l0, h0, l1, h1;
+        sdpa__cu_range_raw(a, i0, vq, vk, &l0, &h0);
+        sdpa__cu_range_raw(a, iv, vq, vk, &l1, &h1);
+        klo = (int)(l0 > 0 ? l0 : 0);
+        khi = (int)(h1 < vk - 1 ? h1 : vk - 1);
+        if (iv == ilast && l1 <= h0) { flo = (int)l1; fhi = (int)h0; }
+    }
+    const int wrow = i0 + warp * 16 + (lane >> 2); /* this lane's first row; the second is 8 below */
+    int rlo[2], rhi[2];
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        int64_t l, hh;
+        sdpa__cu_range(a.causal, a.window, a.wl, a.wr, wrow + rr * 8, vq, vk, &l, &hh);
+        rlo[rr] = (int)l;
+        rhi[rr] = (int)hh;
+    }
+    const char *qb = a.q + (sq.bt * a.qs[0] + h * a.qs[1] + sq.q0 * a.qs[2]) * 2;
+    const char *kb = a.k + (sq.bt * a.ks[0] + g * a.ks[1] + sq.k0 * a.ks[2]) * 2;
+    const char *vb = a.v + (sq.bt * a.vs[0] + g * a.vs[1] + sq.k0 * a.vs[2]) * 2;
+    /* Each thread copies the 16-byte column cc of rows r0, r0 + 256 / CH, ... */
+    constexpr int RS = 256 / CH;
+    const int r0 = tid / CH, cc = tid % CH;
+    const bool cok = cc * 8 < a.D;
+    /* swizzled offset of (row r, chunk cc): r0 + it * RS keeps r & 7 (RS is a multiple of 8) */
+    const uint32_t coff = (uint32_t)((((cc & 7) ^ (r0 & 7)) << 4) + r0 * 128);
+    static_assert(RS % 8 == 0 && BM % RS == 0 && BN % RS == 0, "whole tiles per thread, rows keep their swizzle phase");
+#pragma unroll
+    for (int it = 0; it < BM / RS; it++) {
+        const int r = r0 + it * RS;
+        const bool ok = cok && i0 + r < vq;
+        sdpa__cu_cp16(Qs + (uint32_t)(cc >> 3) * QB + coff + (uint32_t)(it * RS * 128),
+                      ok ? (const void *)(qb + (int64_t)(i0 + r) * a.qs[2] * 2 + cc * 16) : a.q, ok ? 16 : 0);
+    }
+    sdpa__cu_cp_commit();
+    const int jstart = khi >= klo ? klo / BN * BN : 0;
+    const int ntiles = khi >= klo ? (khi - jstart) / BN + 1 : 0;
+    const int64_t kst = a.ks[2] * 2, vst = a.vs[2] * 2;
+    /* tile t: K in stage t & 1, V in stage t % 3 (the second warpgroup reads
+     * V one tile late) */
+    auto load_kv = [&](int t) {
+        const int j0 = jstart + t * BN;
+        const char *kp = kb + (int64_t)(j0 + r0) * kst + cc * 16, *vp = vb + (int64_t)(j0 + r0) * vst + cc * 16;
+        const uint32_t off = (uint32_t)(cc >> 3) * KB + coff;
+        const uint32_t kd = Ks + (uint32_t)(t & 1) * NS * KB + off, vd = Vs + (uint32_t)(t % 3) * NS * KB + off;
+#pragma unroll
+        for (int it = 0; it < BN / RS; it++) {
+            const int j = j0 + r0 + it * RS;
+            const bool ok = cok && j >= klo && j <= khi;
+            sdpa__cu_cp16(kd + (uint32_t)(it * RS * 128), ok ? (const void *)(kp + it * RS * kst) : a.k, ok ? 16 : 0);
+            sdpa__cu_cp16(vd + (uint32_t)(it * RS * 128), ok ? (const void *)(vp + it * RS * vst) : a.v, ok ? 16 : 0);
+        }
+    };
+    if (ntiles > 0) load_kv(0);
+    sdpa__cu_cp_commit();
+
+    float o[DT * 4], sc[NT * 4], mrow[2], lrow[2];
+#pragma unroll
+    for (int i = 0; i < DT * 4; i++) o[i] = 0.0f;
+    mrow[0] = mrow[1] = -INFINITY;
+    lrow[0] = lrow[1] = 0.0f;
+    const float sl2 = a.scale * LOG2E;
+    const uint32_t qw = Qs + (uint32_t)wg * 64 * 128; /* this warpgroup's 64 rows */
+
+    /* S = Q K^T of tile t into sc */
+    auto s_gemm = [&](int t) {
+        const uint32_t Kt = Ks + (uint32_t)(t & 1) * NS * KB;
+        sdpa__cu_wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++) {
+            const uint32_t ko = (uint32_t)(kk & 3) * 32; /* 16 columns: 32 bytes into the slab */
+            sdpa__cu_wg<BN, T>::ss(sc, sdpa__cu_wg_desc(qw + (uint32_t)(kk >> 2) * QB + ko, 16, 1024),
+                                   sdpa__cu_wg_desc(Kt + (uint32_t)(kk >> 2) * KB + ko, 16, 1024), kk > 0);
+        }
+        sdpa__cu_wg_commit();
+        sdpa__cu_wg_wait0();
+        sdpa__cu_wg_hold<NT * 4>(sc);
+    };
+    /* the online softmax of tile t's scores in sc, then O += P V */
+    auto softmax_pv = [&](int t) {
+        const uint32_t Vt = Vs + (uint32_t)(t % 3) * NS * KB;
+        const int j0 = jstart + t * BN;
+        const bool need = !(j0 >= flo && j0 + BN - 1 <= fhi);
+        float mxs[2];
+        bool grow = false;
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+            const int jb = j0 + 2 * (lane & 3), lo = rlo[rr] - jb, hi = rhi[rr] - jb;
+            if (need) {
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++)
+                        if (nt * 8 + e < lo || nt * 8 + e > hi) sc[nt * 4 + 2 * rr + e] = -INFINITY;
+            }
+            float mx = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(sc[nt * 4 + 2 * rr], sc[nt * 4 + 2 * rr + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            mxs[rr] = mx * sl2;
+            grow |= mxs[rr] > mrow[rr] + 8.0f;
+        }
+        /* as in sdpa__cu_fwd_mma: rescale only when a row's max grows past 2^8 */
+        if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+            for (int rr = 0; rr < 2; rr++) {
+                const float mn = fmaxf(mrow[rr], mxs[rr]), mu = mn == -INFINITY ? 0.0f : mn;
+                const float alpha = sdpa__cu_ex2(mrow[rr] - mu);
+                mrow[rr] = mn;
+                lrow[rr] *= alpha;
+#pragma unroll
+                for (int dt = 0; dt < DT; dt++) {
+                    o[dt * 4 + 2 * rr] *= alpha;
+                    o[dt * 4 + 2 * rr + 1] *= alpha;
+                }
+            }
+        }
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+            const float nmu = mrow[rr] == -INFINITY ? 0.0f : -mrow[rr];
+            float ls = 0.0f;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    float p = sdpa__cu_ex2(fmaf(sc[nt * 4 + 2 * rr + e], sl2, nmu));
+                    sc[nt * 4 + 2 * rr + e] = p;
+                    ls += p;
+                }
+            lrow[rr] += ls;
+        }
+        uint32_t pa[BN / 16][4];
+#pragma unroll
+        for (int kt = 0; kt < BN / 16; kt++) {
+            pa[kt][0] = sdpa__cu_mma<T>::pack(sc[8 * kt + 0], sc[8 * kt + 1]);
+            pa[kt][1] = sdpa__cu_mma<T>::pack(sc[8 * kt + 2], sc[8 * kt + 3]);
+            pa[kt][2] = sdpa__cu_mma<T>::pack(sc[8 * kt + 4], sc[8 * kt + 5]);
+            pa[kt][3] = sdpa__cu_mma<T>::pack(sc[8 * kt + 6], sc[8 * kt + 7]);
+        }
+        sdpa__cu_wg_fence();
+#pragma unroll
+        for (int kt = 0; kt < BN / 16; kt++)
+            sdpa__cu_wg<DP, T>::rs(o, pa[kt], sdpa__cu_wg_desc(Vt + (uint32_t)kt * 16 * 128, KB, 1024));
+        sdpa__cu_wg_commit();
+        sdpa__cu_wg_wait0();
+        sdpa__cu_wg_hold<DT * 4>(o);
+    };
+
+    /* The two warpgroups run half a tile apart, so that one's softmax meets
+     * the other's products on the tensor cores: in step t the first computes
+     * S of tile t, its softmax and P V; the second the softmax and P V of
+     * tile t - 1, then S of tile t (kept in registers across the barrier).
+     * One barrier per step: after it, tile t is in shared memory (each
+     * thread waited for its own copies) and nobody reads the stages tile
+     * t + 1 then overwrites (K of t - 1, V of t - 2). */
+    for (int t = 0; t <= ntiles; t++) {
+        sdpa__cu_cp_wait<0>();
+        /* cp.async wrote through the generic proxy; wgmma reads through the async one */
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        __syncthreads();
+        if (t + 1 < ntiles) {
+            load_kv(t + 1);
+            sdpa__cu_cp_commit();
+        }
+        if (wg == 0) {
+            if (t < ntiles) {
+                s_gemm(t);
+                softmax_pv(t);
+            }
+        } else {
+            if (t > 0) softmax_pv(t - 1);
+            if (t < ntiles) s_gemm(t);
+        }
+    }
+    sdpa__cu_cp_wait<0>();
+
+    const int64_t oes = a.odt == SDPA_F32 ? 4 : 2;
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        float l = lrow[rr];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const int i = wrow + rr * 8;
+        if (i >= nq) continue;
+        const float inv = l > 0.0f ? 1.0f / l : (l != l ? l : 0.0f);
+        char *op = a.o + (sq.bt * a.os[0] + h * a.os[1] + (sq.q0 + i) * a.os[2]) * oes;
+#pragma unroll
+        for (int dt = 0; dt < DT; dt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int col = dt * 8 + 2 * (lane & 3) + e;
+                if (col < a.Dv) sdpa__cu_st(op + col * oes, a.odt, o[dt * 4 + 2 * rr + e] * inv);
+            }
+        if (a.lse && (lane & 3) == 0) {
+            const int64_t ix = (sq.bt * a.Hq + h) * a.Lq + sq.q0 + i;
+            a.lse[ix] = l > 0.0f ? (mrow[rr] + log2f(l)) * 0.6931471805599453f : (l != l ? l : -INFINITY);
+        }
+    }
+#else
+    (void)a;
+    (void)nqb;
+#endif
+}
+
 /* 8 elements d0..d0 + 7 of a row of dtype dt as floats (zeros past n); vec:
  * 16-byte loads (the caller knows the row is aligned for them) */
 __device__ __forceinline__ void sdpa__cu_ld8(const char *row, int dt, int64_t d0, int64_t n, bool vec, float *x)
@@ -1382,6 +1801,28 @@ template <typename T, bool I8> static cudaError_t sdpa__cu_launch_mma_t(const sd
 #endif
 }
 
+template <typename T, int DP, int BN> static cudaError_t sdpa__cu_launch_wg(const sdpa__cu_plan *P, cudaStream_t st)
+{
+    const size_t smem = (size_t)(SDPA__CU_WG_BM + 5 * BN) * DP * 2 + 1024;
+    cudaError_t e = cudaFuncSetAttribute(sdpa__cu_fwd_wg<T, DP, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+    int64_t nqb = (P->maxnq + SDPA__CU_WG_BM - 1) / SDPA__CU_WG_BM;
+    if (nqb == 0 || P->a.nseq == 0 || P->a.Hq == 0) return cudaSuccess;
+    dim3 grid((unsigned)(nqb * P->a.nseq), (unsigned)P->a.Hq);
+    sdpa__cu_fwd_wg<T, DP, BN><<<grid, 256, smem, st>>>(P->a, (int)nqb);
+    return cudaGetLastError();
+}
+
+template <typename T> static cudaError_t sdpa__cu_launch_wg_t(const sdpa__cu_plan *P, cudaStream_t st)
+{
+#ifdef SDPA_CUDA_FEW_KERNELS
+    if (P->a.D >= 0) return cudaErrorNotSupported; /* always: no launch in a check build */
+    return sdpa__cu_launch_wg<T, 128, 128>(P, st);
+#else
+    return P->a.D <= 64 ? sdpa__cu_launch_wg<T, 64, SDPA__CU_WG_BN64>(P, st) : sdpa__cu_launch_wg<T, 128, 128>(P, st);
+#endif
+}
+
 /* int8 mode's scratch, in this order: k rows [B][Hkv][Lk][dp] and q rows
  * [B][Hq][Lq][dp] (int8), then k scales [B][Hkv][Lk], q scales and shifts
  * [B][Hq][Lq], means [nseq][Hkv][D] (fp32). dp: the tensor-core kernel's
@@ -1454,15 +1895,65 @@ static int sdpa__cu_i8_prep(sdpa__cu_plan *P, const sdpa_params *pp, cudaStream_
     return SDPA_OK;
 }
 
+/* Whether the current device runs sdpa__cu_fwd_wg: compute capability 9.0
+ * and this program's code for it built for sm_90a (the kernel's flag, read
+ * once per device: the first call on a device copies 4 bytes from it). */
+static int sdpa__cu_wg_ok(void)
+{
+#ifdef SDPA_CUDA_NO_WGMMA
+    return 0;
+#else
+    static int state[64]; /* per device: 0 unknown, 1 no, 2 yes */
+    int dev = 0, major = 0, minor = 0, st, flag = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) { cudaGetLastError(); return 0; }
+    if (dev < 0 || dev >= 64) return 0;
+    st = __atomic_load_n(&state[dev], __ATOMIC_RELAXED);
+    if (st) return st == 2;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    if (major == 9 && minor == 0 && cudaMemcpyFromSymbol(&flag, sdpa__cu_wg_flag, sizeof flag) != cudaSuccess) {
+        cudaGetLastError();
+        flag = 0;
+    }
+    st = major == 9 && minor == 0 && flag == 1 ? 2 : 1;
+    __atomic_store_n(&state[dev], st, __ATOMIC_RELAXED);
+    return st == 2;
+#endif
+}
+
+/* The wgmma kernel's cases: sdpa__cu_fwd_wg's, on a device that has it */
+static int sdpa__cu_wg_fits(const sdpa__cu_plan *P)
+{
+    return P->mma && !P->i8 && !P->a.extras && P->a.scale > 0.0f && P->a.D <= 128 && sdpa__cu_wg_ok();
+}
+
+/* Whether AUTO takes it: head dims 72-128 always; 64 and below (256-key
+ * tiles, where the exp costs as much as the products) only from 4096 keys.
+ * On an H100 at hd 64 it measured 0.96x (L 1024), 0.79x (1024 causal),
+ * 1.02x (4096) and 1.05-1.08x (16384) the mma.sync kernel. */
+static int sdpa__cu_wg_auto(const sdpa__cu_plan *P)
+{
+    return sdpa__cu_wg_fits(P) && (P->a.D > 64 || P->a.Lk >= 4096);
+}
+
 static int sdpa__cu_choose(const sdpa__cu_plan *P, const sdpa_params *pp, sdpa_cuda_kernel kernel)
 {
     if (kernel == SDPA_CUDA_KERNEL_GENERIC) return SDPA_CUDA_KERNEL_GENERIC;
+    if (kernel == SDPA_CUDA_KERNEL_WGMMA && !sdpa__cu_wg_fits(P))
+        return sdpa__cu_fail(pp, SDPA_ERR_PATH, "sdpa_cuda: the wgmma kernel needs a compute capability 9.0 GPU, this program "
+                                                "built for sm_90a, and a call the tensor-core kernel takes with head_dim <= 128, "
+                                                "no softcap, ALiBi or mask, scale > 0 and not int8 mode");
+    if (kernel == SDPA_CUDA_KERNEL_WGMMA) return SDPA_CUDA_KERNEL_WGMMA;
     if (kernel == SDPA_CUDA_KERNEL_MMA && !P->mma)
         return sdpa__cu_fail(pp, SDPA_ERR_PATH, "sdpa_cuda: the tensor-core kernel needs F16/BF16 q, k, v, head_dim == head_dim_v, "
                                                 "a multiple of 8, strides multiples of 8, 16-byte aligned data and "
                                                 "Lq, Lk < 2^30");
     if (kernel != SDPA_CUDA_KERNEL_AUTO && kernel != SDPA_CUDA_KERNEL_MMA)
         return sdpa__cu_fail(pp, SDPA_ERR_PATH, "sdpa_cuda: kernel = %d is not an sdpa_cuda_kernel value", (int)kernel);
+    if (kernel == SDPA_CUDA_KERNEL_AUTO && sdpa__cu_wg_auto(P)) return SDPA_CUDA_KERNEL_WGMMA;
     return P->mma ? SDPA_CUDA_KERNEL_MMA : SDPA_CUDA_KERNEL_GENERIC;
 }
 
@@ -1492,7 +1983,9 @@ SDPA_CUDA_API int sdpa_cuda_attention_kernel(const sdpa_tensor *q, const sdpa_te
         if (dbuf) cudaFreeAsync(dbuf, stream);
         return rc;
     }
-    if (which == SDPA_CUDA_KERNEL_MMA) {
+    if (which == SDPA_CUDA_KERNEL_WGMMA) {
+        e = P.a.qdt == SDPA_F16 ? sdpa__cu_launch_wg_t<__half>(&P, stream) : sdpa__cu_launch_wg_t<__nv_bfloat16>(&P, stream);
+    } else if (which == SDPA_CUDA_KERNEL_MMA) {
         if (P.i8)
             e = P.a.qdt == SDPA_F16 ? sdpa__cu_launch_mma_t<__half, true>(&P, stream) : sdpa__cu_launch_mma_t<__nv_bfloat16, true>(&P, stream);
         else

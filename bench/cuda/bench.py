@@ -83,7 +83,8 @@ for D, H in ((128, 32), (64, 32), (256, 16)):
 if cfgs:
     print("\nprefill, bf16, batch = 16k tokens / L; TFLOP/s (4 B H L^2 D, halved when causal); ours checked vs flash (rel L2)")
     print("int8: params.precision = SDPA_PRECISION_INT8_QK (Q.K^T on int8, K smoothed), the pre-pass over Q and K included")
-    print(f"{'hd':>4} {'H':>3} {'L':>6} {'causal':>6} | {'ours':>7} {'int8':>7} {'flash':>7} {'cudnn':>7} {'effic':>7} | {'ours/flash':>10} {'int8/flash':>10} {'ours/cudnn':>10} {'of mm':>6} | {'relL2':>8} {'int8':>8}")
+    print("ours: the kernel AUTO picks (wgmma on Hopper with an sm_90a build); mma: the mma.sync kernel forced")
+    print(f"{'hd':>4} {'H':>3} {'L':>6} {'causal':>6} | {'ours':>7} {'mma':>7} {'int8':>7} {'flash':>7} {'cudnn':>7} {'effic':>7} | {'ours/flash':>10} {'int8/flash':>10} {'ours/cudnn':>10} {'of mm':>6} | {'relL2':>8} {'int8':>8}")
 for D, H, L, causal in cfgs:
     B = max(1, 16384 // L)
     q, k, v = (torch.randn(B, H, L, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
@@ -104,6 +105,11 @@ for D, H, L, causal in cfgs:
             res[nm] = float("nan")
     err = rel(o, ref) if (rc == 0 and ref is not None) else float("nan")
     ours = flops / bench(run) / 1e12 if rc == 0 else float("nan")
+    om = torch.empty_like(q)
+    runm = lambda: lib.bench_attention(q.data_ptr(), k.data_ptr(), v.data_ptr(), om.data_ptr(), BF16, B, H, H, L, D, int(causal), 2, stream())
+    rcm = runm()
+    torch.cuda.synchronize()
+    mma = flops / bench(runm) / 1e12 if (rcm == 0 and ref is not None and rel(om, ref) < 2e-2) else float("nan")
     o8 = torch.empty_like(q)
     run8 = lambda: lib.bench_attention_p(q.data_ptr(), k.data_ptr(), v.data_ptr(), o8.data_ptr(), BF16, B, H, H, L, D, int(causal), 0, 1, stream())
     rc8 = run8()
@@ -114,9 +120,9 @@ for D, H, L, causal in cfgs:
         brun = lambda: base.bench_attention(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), BF16, B, H, H, L, D, int(causal), 0, stream())
         bt = flops / bench(brun) / 1e12 if brun() == 0 else float("nan")
         print(f"     base (--base) {bt:7.1f} TFLOP/s, ours/base {ours / bt:5.2f}")
-    print(f"{D:>4} {H:>3} {L:>6} {str(causal):>6} | {ours:7.1f} {i8:7.1f} {res['flash']:7.1f} {res['cudnn']:7.1f} {res['efficient']:7.1f} | "
+    print(f"{D:>4} {H:>3} {L:>6} {str(causal):>6} | {ours:7.1f} {mma:7.1f} {i8:7.1f} {res['flash']:7.1f} {res['cudnn']:7.1f} {res['efficient']:7.1f} | "
           f"{ours / res['flash']:10.2f} {i8 / res['flash']:10.2f} {ours / res['cudnn']:10.2f} {ours / mm:6.2f} | {err:8.1e} {err8:8.1e}")
-    del q, k, v, o, o8, ref
+    del q, k, v, o, o8, om, ref
     torch.cuda.empty_cache()
 
 if not prefill_only:

@@ -212,6 +212,7 @@ static double tol_for(int dt, int odt, int mma)
 }
 
 static int g_quick = 0;
+static int g_wg = 0; /* the wgmma kernel runs here (sdpa__cu_wg_ok) */
 
 /* One attention case; returns 1 on pass. */
 static void run_case(const char *name, int dt, int odt, int kernel, int64_t B, int64_t Hq, int64_t Hkv, int64_t Lq, int64_t Lk,
@@ -266,7 +267,7 @@ static void run_case(const char *name, int dt, int odt, int kernel, int64_t B, i
     std::vector<double> ref, rlse;
     reference(q, k, v, o, ref, rlse);
     std::vector<float> got = out.down();
-    double rel, tol = tol_for(dt, odt, used == SDPA_CUDA_KERNEL_MMA);
+    double rel, tol = tol_for(dt, odt, used >= SDPA_CUDA_KERNEL_MMA);
     if (g_prec) tol = ref.size() < 256 ? 0.15 : 0.04; /* int8 Q.K^T: sdpa.h's int8 bounds (README) */
     int ok = compare(got, ref, tol, &rel);
     if (g_nobound) ok = rel == rel;
@@ -275,7 +276,7 @@ static void run_case(const char *name, int dt, int odt, int kernel, int64_t B, i
     for (size_t i = 0; i < ref.size() && ok; i++)
         if (rlse[i / (size_t)(Dv ? Dv : 1)] == -INFINITY && Dv && got[i] != 0.0f) ok = 0;
     CHECK(ok, "%s [%s%s, in %d, out %d, B%lld Hq%lld Hkv%lld Lq%lld Lk%lld D%lld Dv%lld pad%d]: rel L2 %.3g > tol %.3g (or unwritten/nonzero empty rows)",
-          name, used == 2 ? "mma" : "generic", g_prec ? " int8" : "", dt, odt, (long long)B, (long long)Hq, (long long)Hkv, (long long)Lq, (long long)Lk,
+          name, used == SDPA_CUDA_KERNEL_WGMMA ? "wgmma" : used == SDPA_CUDA_KERNEL_MMA ? "mma" : "generic", g_prec ? " int8" : "", dt, odt, (long long)B, (long long)Hq, (long long)Hkv, (long long)Lq, (long long)Lk,
           (long long)D, (long long)Dv, pad, rel, tol);
     if (with_lse) {
         std::vector<float> gl(nl);
@@ -317,11 +318,41 @@ static void host_checks(void)
     char err[256];
     memset(&p, 0, sizeof p);
     p.errbuf = err; p.errbuf_size = sizeof err;
-    CHECK(sdpa_cuda_kernel_for(&q, &k, &v, &o, &p) == SDPA_CUDA_KERNEL_MMA, "bf16 d64 takes the tensor-core kernel");
+    /* the tensor-core kernel AUTO picks where no option needs the sm_80 one:
+     * wgmma on a compute capability 9.0 GPU with this program built for sm_90a
+     * (head dims up to 64 from 4096 keys) */
+    const int tc = g_wg ? SDPA_CUDA_KERNEL_WGMMA : SDPA_CUDA_KERNEL_MMA;
+    CHECK(sdpa_cuda_kernel_for(&q, &k, &v, &o, &p) == SDPA_CUDA_KERNEL_MMA, "bf16 d64, 16 keys: the mma.sync kernel");
+    {
+        sdpa_tensor kk = k, vv = v;
+        kk.shape[2] = vv.shape[2] = 4096;
+        CHECK(sdpa_cuda_kernel_for(&q, &kk, &vv, &o, &p) == tc, "bf16 d64, 4096 keys: the tensor-core kernel (%d)", tc);
+        kk.shape[2] = vv.shape[2] = 4095;
+        CHECK(sdpa_cuda_kernel_for(&q, &kk, &vv, &o, &p) == SDPA_CUDA_KERNEL_MMA, "bf16 d64, 4095 keys: the mma.sync kernel");
+    }
+    {
+        sdpa_params ps = p;
+        ps.softcap = 5.0f;
+        CHECK(sdpa_cuda_kernel_for(&q, &k, &v, &o, &ps) == SDPA_CUDA_KERNEL_MMA, "softcap: the mma.sync kernel");
+        CHECK(sdpa_cuda_attention_kernel(&q, &k, &v, &o, &ps, 0, SDPA_CUDA_KERNEL_WGMMA) == SDPA_ERR_PATH, "forcing wgmma with softcap");
+        ps = p;
+        ps.scale = -0.5f;
+        CHECK(sdpa_cuda_kernel_for(&q, &k, &v, &o, &ps) == SDPA_CUDA_KERNEL_MMA, "negative scale: the mma.sync kernel");
+        sdpa_tensor q2 = q, k2 = k, v2 = v, o2 = o;
+        q2.shape[3] = k2.shape[3] = v2.shape[3] = o2.shape[3] = 256;
+        CHECK(sdpa_cuda_kernel_for(&q2, &k2, &v2, &o2, &p) == SDPA_CUDA_KERNEL_MMA, "head_dim 256: the mma.sync kernel");
+        q2.shape[3] = k2.shape[3] = v2.shape[3] = o2.shape[3] = 128;
+        CHECK(sdpa_cuda_kernel_for(&q2, &k2, &v2, &o2, &p) == tc, "head_dim 128: the tensor-core kernel (%d)", tc);
+        if (!g_wg)
+            CHECK(sdpa_cuda_attention_kernel(&q, &k, &v, &o, &p, 0, SDPA_CUDA_KERNEL_WGMMA) == SDPA_ERR_PATH,
+                  "forcing wgmma without a device that runs it");
+    }
     sdpa_tensor q32 = q, k32 = k, v32 = v;
     q32.dtype = k32.dtype = v32.dtype = SDPA_F32;
     CHECK(sdpa_cuda_kernel_for(&q32, &k32, &v32, &o, &p) == SDPA_CUDA_KERNEL_GENERIC, "F32 takes the generic kernel");
     CHECK(sdpa_cuda_attention_kernel(&q32, &k32, &v32, &o, &p, 0, SDPA_CUDA_KERNEL_MMA) == SDPA_ERR_PATH, "forcing mma on F32");
+    CHECK(sdpa_cuda_attention_kernel(&q32, &k32, &v32, &o, &p, 0, SDPA_CUDA_KERNEL_WGMMA) == SDPA_ERR_PATH, "forcing wgmma on F32");
+    CHECK(sdpa_cuda_attention_kernel(&q, &k, &v, &o, &p, 0, (sdpa_cuda_kernel)4) == SDPA_ERR_PATH, "kernel 4");
     sdpa_tensor qs = q; qs.stride[0] = 4 * 16 * 68; qs.stride[1] = 16 * 68; qs.stride[2] = 68; qs.stride[3] = 1;
     CHECK(sdpa_cuda_kernel_for(&qs, &k, &v, &o, &p) == SDPA_CUDA_KERNEL_GENERIC, "row stride 68 (not 16-byte rows) -> generic");
     {   /* 2^30 keys (rows broadcast through stride 0): past the tensor-core kernel's int positions */
@@ -331,7 +362,7 @@ static void host_checks(void)
         vl.stride[0] = vl.stride[1] = vl.stride[2] = 0; vl.stride[3] = 1;
         CHECK(sdpa_cuda_kernel_for(&q, &kl, &vl, &o, &p) == SDPA_CUDA_KERNEL_GENERIC, "2^30 keys -> generic");
         kl.shape[2] = vl.shape[2] = ((int64_t)1 << 30) - 1;
-        CHECK(sdpa_cuda_kernel_for(&q, &kl, &vl, &o, &p) == SDPA_CUDA_KERNEL_MMA, "2^30 - 1 keys -> tensor cores");
+        CHECK(sdpa_cuda_kernel_for(&q, &kl, &vl, &o, &p) == tc, "2^30 - 1 keys -> tensor cores (%d)", tc);
     }
     CHECK(sdpa_cuda_attention(NULL, &k, &v, &o, &p, 0) == SDPA_ERR_NULL, "NULL q");
     CHECK(sdpa_cuda_attention(&q32, &k, &v, &o, &p, 0) == SDPA_ERR_DTYPE, "mixed dtypes");
@@ -361,6 +392,7 @@ static void host_checks(void)
     CHECK(sdpa_cuda_attention(&q, &k, &v, &o, &pp, 0) == SDPA_ERR_PARAM, "precision 4 accepted");
     pp = p; pp.precision = SDPA_PRECISION_INT8_QK;
     CHECK(sdpa_cuda_kernel_for(&q, &k, &v, &o, &pp) == SDPA_CUDA_KERNEL_MMA, "int8 mode, bf16 d64: the tensor-core kernel");
+    CHECK(sdpa_cuda_attention_kernel(&q, &k, &v, &o, &pp, 0, SDPA_CUDA_KERNEL_WGMMA) == SDPA_ERR_PATH, "forcing wgmma in int8 mode");
     CHECK(sdpa_cuda_kernel_for(&q32, &k32, &v32, &o, &pp) == SDPA_CUDA_KERNEL_GENERIC, "int8 mode, F32: the generic kernel");
     {
         sdpa_tensor qi = q; qi.dtype = SDPA_I8;
@@ -416,8 +448,27 @@ static void attention_cases(void)
             for (int li = 0; li < nl; li++) {
                 Opt o;
                 o.causal = ci++ % 3;
-                run_case("mma", dts[a], dts[a], 0, 2, 4, 2, lens[li][0], lens[li][1], dims[di], dims[di], 0, o, 1, li == 2);
+                run_case("tc", dts[a], dts[a], 0, 2, 4, 2, lens[li][0], lens[li][1], dims[di], dims[di], 0, o, 1, li == 2);
+                /* where wgmma runs, both tensor-core kernels forced on the same shape */
+                if (g_wg && dims[di] <= 128) {
+                    run_case("mma forced", dts[a], dts[a], SDPA_CUDA_KERNEL_MMA, 2, 4, 2, lens[li][0], lens[li][1], dims[di], dims[di], 0, o, 0, 0);
+                    run_case("wgmma forced", dts[a], dts[a], SDPA_CUDA_KERNEL_WGMMA, 2, 4, 2, lens[li][0], lens[li][1], dims[di], dims[di], 0, o,
+                             1, 0);
+                }
             }
+    /* many key tiles (both warpgroups' stages wrap around), GQA, odd lengths;
+     * wgmma forced where it runs (AUTO takes it at hd 64 only from 4096 keys) */
+    {
+        const int kf = g_wg ? SDPA_CUDA_KERNEL_WGMMA : 0;
+        const int64_t ld[][3] = {{1031, 1031, 128}, {700, 1500, 64}, {1500, 700, 128}, {333, 2049, 40}};
+        for (int li = 0; li < (g_quick ? 2 : 4); li++)
+            for (int c = 0; c < 3; c++) {
+                Opt o;
+                o.causal = c;
+                run_case("tc long", SDPA_BF16, SDPA_BF16, kf, 1, 4, 2, ld[li][0], ld[li][1], ld[li][2], ld[li][2], 0, o, 1, c == 1);
+                if (c == 2) { o.window = 1; o.wl = 300; o.wr = 40; run_case("tc long window 300/40", SDPA_F16, SDPA_F16, kf, 1, 4, 1, ld[li][0], ld[li][1], ld[li][2], ld[li][2], 0, o, 1, 1); }
+            }
+    }
     /* the generic kernel: F32 (and forced for F16), odd head dims, Dv != D */
     const int64_t gd[][2] = {{13, 13}, {64, 64}, {128, 128}, {256, 256}, {40, 24}, {1, 5}};
     for (int di = 0; di < (g_quick ? 3 : 6); di++)
@@ -428,52 +479,58 @@ static void attention_cases(void)
             if (di < 3) run_case("generic f16 forced", SDPA_F16, SDPA_F32, SDPA_CUDA_KERNEL_GENERIC, 1, 2, 2, lens[li][0], lens[li][1],
                                  gd[di][0], gd[di][1], 0, o, 1, 0);
         }
-    /* options, on both kernels */
-    for (int kern = 0; kern < 2; kern++) {
-        int dt = kern ? SDPA_F32 : SDPA_BF16;
-        int64_t D = kern ? 72 : 128, Lq = g_quick ? 70 : 150, Lk = g_quick ? 90 : 190;
-        const char *kn = kern ? "generic" : "mma";
+    /* options, on every kernel: AUTO's tensor-core choice (wgmma where it
+     * takes the case), the generic one, and mma.sync forced where AUTO took
+     * wgmma for some */
+    for (int kern = 0; kern < 3; kern++) {
+        if (kern == 2 && !g_wg) continue;
+        int dt = kern == 1 ? SDPA_F32 : SDPA_BF16;
+        int64_t D = kern == 1 ? 72 : 128, Lq = g_quick ? 70 : 150, Lk = g_quick ? 90 : 190;
+        const char *kn = kern == 1 ? "generic" : kern == 2 ? "mma forced" : "tc";
+        const int kf = kern == 2 ? SDPA_CUDA_KERNEL_MMA : 0;
         char name[128];
         for (int c = 0; c < 3; c++) {
             Opt o; o.causal = c; o.window = 1; o.wl = 20; o.wr = 5;
             snprintf(name, sizeof name, "%s window 20/5 causal %d", kn, c);
-            run_case(name, dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1);
+            run_case(name, dt, dt, kf, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1);
             Opt w; w.causal = c; w.window = 1; w.wl = -1; w.wr = 0;
             snprintf(name, sizeof name, "%s window -1/0 causal %d", kn, c);
-            run_case(name, dt, dt, 0, 1, 2, 1, Lq, Lk, D, D, 0, w, 1, 0);
+            run_case(name, dt, dt, kf, 1, 2, 1, Lq, Lk, D, D, 0, w, 1, 0);
         }
         { Opt o; o.softcap = 5.0f; o.scale = 0.3f; snprintf(name, sizeof name, "%s softcap 5 scale 0.3", kn);
-          run_case(name, dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
+          run_case(name, dt, dt, kf, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
         { Opt o; o.causal = SDPA_CAUSAL_BOTTOM_RIGHT; for (int h = 0; h < 4; h++) o.alibi.push_back(0.05f * (h + 1));
-          snprintf(name, sizeof name, "%s alibi", kn); run_case(name, dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
+          snprintf(name, sizeof name, "%s alibi", kn); run_case(name, dt, dt, kf, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
         { Opt o; o.mask = 1; o.mn[0] = 2; o.mn[1] = 1; o.mn[2] = Lq; o.mn[3] = Lk;
-          snprintf(name, sizeof name, "%s F32 mask [B,1,Lq,Lk]", kn); run_case(name, dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
+          snprintf(name, sizeof name, "%s F32 mask [B,1,Lq,Lk]", kn); run_case(name, dt, dt, kf, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
         { Opt o; o.mask = 2; o.causal = 1; o.mn[0] = 1; o.mn[1] = 4; o.mn[2] = Lq; o.mn[3] = Lk;
-          snprintf(name, sizeof name, "%s BOOL mask [1,H,Lq,Lk] causal", kn); run_case(name, dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
+          snprintf(name, sizeof name, "%s BOOL mask [1,H,Lq,Lk] causal", kn); run_case(name, dt, dt, kf, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
         { Opt o; o.mask = 1; o.mn[0] = 1; o.mn[1] = 1; o.mn[2] = 1; o.mn[3] = Lk;
-          snprintf(name, sizeof name, "%s F32 mask [1,1,1,Lk]", kn); run_case(name, dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 0); }
+          snprintf(name, sizeof name, "%s F32 mask [1,1,1,Lk]", kn); run_case(name, dt, dt, kf, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 0); }
         { Opt o; o.causal = 2; o.sq = {Lq - 3, 1}; o.skv = {Lk, 7};
-          snprintf(name, sizeof name, "%s seqlens causal", kn); run_case(name, dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
+          snprintf(name, sizeof name, "%s seqlens causal", kn); run_case(name, dt, dt, kf, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
         { Opt o; o.causal = 1; o.sq = {0, Lq}; o.skv = {Lk, 0};
-          snprintf(name, sizeof name, "%s seqlens 0", kn); run_case(name, dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
+          snprintf(name, sizeof name, "%s seqlens 0", kn); run_case(name, dt, dt, kf, 2, 4, 2, Lq, Lk, D, D, 0, o, 1, 1); }
         for (int c = 0; c < 3; c++) {
             Opt o; o.causal = c; o.cuq = {0, 5, 5, Lq / 2, Lq - 9}; o.cuk = {0, 40, 41, 41, Lk - 1};
             snprintf(name, sizeof name, "%s packed cu_seqlens causal %d", kn, c);
-            run_case(name, dt, dt, 0, 1, 4, 2, Lq, Lk, D, D, 0, o, 1, 1);
+            run_case(name, dt, dt, kf, 1, 4, 2, Lq, Lk, D, D, 0, o, 1, 1);
         }
         { Opt o; o.causal = 2; snprintf(name, sizeof name, "%s strided rows (pad 8)", kn);
-          run_case(name, dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 8, o, 1, 0); }
-        { Opt o; o.causal = 1; snprintf(name, sizeof name, "%s strided rows (pad 3)", kn);
-          run_case(name, dt, dt, 0, 2, 4, 2, Lq, Lk, D, D, 3, o, 1, 0); }
+          run_case(name, dt, dt, kf, 2, 4, 2, Lq, Lk, D, D, 8, o, 1, 0); }
+        if (kern != 2) { /* rows of 16-byte multiples only on the tensor cores: generic */
+          Opt o; o.causal = 1; snprintf(name, sizeof name, "%s strided rows (pad 3)", kn);
+          run_case(name, dt, dt, kf, 2, 4, 2, Lq, Lk, D, D, 3, o, 1, 0); }
         { Opt o; o.causal = 2; snprintf(name, sizeof name, "%s MQA 8/1", kn);
-          run_case(name, dt, dt, 0, 1, 8, 1, Lq, Lk, D, D, 0, o, 1, 0); }
+          run_case(name, dt, dt, kf, 1, 8, 1, Lq, Lk, D, D, 0, o, 1, 0); }
         { Opt o; snprintf(name, sizeof name, "%s out F32", kn);
-          run_case(name, kern ? SDPA_F16 : SDPA_BF16, SDPA_F32, 0, 1, 2, 2, Lq, Lk, D, D, 0, o, 1, 0); }
+          run_case(name, kern == 1 ? SDPA_F16 : SDPA_BF16, SDPA_F32, kf, 1, 2, 2, Lq, Lk, D, D, 0, o, 1, 0); }
     }
     /* large logits: exp would overflow without the max subtraction */
     {
         Opt o; o.scale = 60.0f; o.causal = 2;
         run_case("mma large logits", SDPA_F16, SDPA_F16, 0, 1, 2, 1, 100, 100, 64, 64, 0, o, 1, 1);
+        if (g_wg) run_case("wgmma large logits", SDPA_F16, SDPA_F16, SDPA_CUDA_KERNEL_WGMMA, 1, 2, 1, 300, 300, 128, 128, 0, o, 1, 1);
         run_case("generic large logits", SDPA_F32, SDPA_F32, 0, 1, 2, 1, 100, 100, 64, 64, 0, o, 1, 1);
     }
 }
@@ -928,12 +985,14 @@ static void i8bf_case(void)
 
 int main(int argc, char **argv)
 {
-    int host_only = 0, ndev = 0;
+    int host_only = 0, ndev = 0, expect_wg = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) g_quick = 1;
         else if (!strcmp(argv[i], "--host")) host_only = 1;
+        else if (!strcmp(argv[i], "--expect-wgmma")) expect_wg = 1;
     }
     if (getenv("SDPA_TEST_SEED")) g_rng = strtoull(getenv("SDPA_TEST_SEED"), NULL, 0) | 1;
+    g_wg = sdpa__cu_wg_ok();
     host_checks();
     printf("test_cuda: host-side checks: %d passed, %d failed\n", g_pass, g_fail);
     if (host_only) return g_fail ? 1 : 0;
@@ -950,6 +1009,9 @@ int main(int argc, char **argv)
     CU(cudaGetDeviceProperties(&prop, 0));
     printf("test_cuda: device %s (sm_%d%d), seed %llu%s\n", prop.name, prop.major, prop.minor, (unsigned long long)g_rng,
            g_quick ? ", quick" : "");
+    printf("test_cuda: wgmma kernel: %s\n", g_wg ? "runs here" : "not here (needs sm_90 and an sm_90a build)");
+    /* run.sh builds for sm_90a on Hopper: there the kernel must run */
+    CHECK(!expect_wg || g_wg, "--expect-wgmma: the wgmma kernel does not run on this device and build");
     i8bf_case();
     attention_cases();
     printf("test_cuda: attention: %d passed, %d failed\n", g_pass, g_fail);
