@@ -51,13 +51,14 @@
  *   and the mask; other head dims take the next of those with zero-filled
  *   columns.
  *   On Hopper (compute capability 9.0, this file built for sm_90a), the
- *   calls of that kernel with head_dim <= 128, scale > 0 and no softcap,
- *   ALiBi or mask (and not int8 mode) take a wgmma kernel instead: two
+ *   calls of that kernel with scale > 0 and no softcap, ALiBi or mask (and
+ *   not int8 mode) take a wgmma kernel instead: two
  *   warpgroups of 64 query rows per block, S = Q K^T and O += P V on
  *   wgmma.mma_async (Q, K, V in 128-byte-swizzled shared memory, P from
  *   registers), the two warpgroups half a key tile apart so that one's
- *   softmax overlaps the other's products; 128-key tiles (256 for head_dim
- *   <= 64, where SDPA_CUDA_KERNEL_AUTO takes it only from 4096 keys).
+ *   softmax overlaps the other's products; compiled for head_dim 64 (256-key
+ *   tiles; SDPA_CUDA_KERNEL_AUTO takes it there only from 4096 keys), 128
+ *   (128-key tiles) and 256 (64-key tiles).
  *   The first call on a device reads a 4-byte flag from it (whether the
  *   loaded code has the kernel). SDPA_CUDA_NO_WGMMA leaves it out.
  *   Everything else (F32, head_dim not a multiple of 8, head_dim != head_dim_v,
@@ -140,8 +141,8 @@ typedef enum sdpa_cuda_kernel {
     SDPA_CUDA_KERNEL_AUTO = 0,
     SDPA_CUDA_KERNEL_GENERIC = 1,  /* fp32 CUDA cores, every supported input */
     SDPA_CUDA_KERNEL_MMA = 2,      /* tensor cores, F16/BF16 (see KERNELS); SDPA_ERR_PATH when not eligible */
-    SDPA_CUDA_KERNEL_WGMMA = 3     /* Hopper's wgmma (sm_90a builds on a compute capability 9.0 GPU), F16/BF16,
-                                      head_dim <= 128, no softcap/ALiBi/mask, scale > 0, not int8 mode; else
+    SDPA_CUDA_KERNEL_WGMMA = 3     /* Hopper's wgmma (sm_90a builds on a compute capability 9.0 GPU): MMA's
+                                      cases without softcap/ALiBi/mask, scale > 0, not int8 mode; else
                                       SDPA_ERR_PATH */
 } sdpa_cuda_kernel;
 
@@ -1041,9 +1042,9 @@ template <int N> __device__ __forceinline__ void sdpa__cu_wg_hold(float *d)
     for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-/* m64nNk16 with fp32 accumulators d (N / 2 per thread): ss (N = 128, 256)
- * takes A and B from shared memory (acc = 0: d = A B), rs (N = 64, 128)
- * takes A from registers (the mma.sync m16n8k16 A layout, warp w of the
+/* m64nNk16 with fp32 accumulators d (N / 2 per thread), N = 64, 128, 256:
+ * ss takes A and B from shared memory (acc = 0: d = A B), rs takes A from
+ * registers (the mma.sync m16n8k16 A layout, warp w of the
  * group rows 16 w ..) and B transposed (MN-major). */
 template <int N, typename T> struct sdpa__cu_wg;
 /* The accumulator operands of one wgmma: d[0 .. n) */
@@ -1056,6 +1057,16 @@ template <int N, typename T> struct sdpa__cu_wg;
 #define SDPA__CU_DN_128 SDPA__CU_D64(0), SDPA__CU_D64(64)
 
 template <> struct sdpa__cu_wg<64, __nv_bfloat16> {
+    static __device__ __forceinline__ void ss(float *d, uint64_t da, uint64_t db, int acc)
+    {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+                     "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                     "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31"
+                     "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                     : SDPA__CU_DN_32
+                     : "l"(da), "l"(db), "r"(acc));
+    }
     static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t db)
     {
         asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
@@ -1067,6 +1078,16 @@ template <> struct sdpa__cu_wg<64, __nv_bfloat16> {
     }
 };
 template <> struct sdpa__cu_wg<64, __half> {
+    static __device__ __forceinline__ void ss(float *d, uint64_t da, uint64_t db, int acc)
+    {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {"
+                     "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                     "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31"
+                     "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                     : SDPA__CU_DN_32
+                     : "l"(da), "l"(db), "r"(acc));
+    }
     static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t db)
     {
         asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {"
@@ -1144,6 +1165,21 @@ template <> struct sdpa__cu_wg<256, __nv_bfloat16> {
                      : SDPA__CU_DN_128
                      : "l"(da), "l"(db), "r"(acc));
     }
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t db)
+    {
+        asm volatile("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
+                     "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                     "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+                     "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+                     "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,"
+                     "%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,"
+                     "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,"
+                     "%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,"
+                     "%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127"
+                     "}, {%128,%129,%130,%131}, %132, 1, 1, 1, 1;\n"
+                     : SDPA__CU_DN_128
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+    }
 };
 template <> struct sdpa__cu_wg<256, __half> {
     static __device__ __forceinline__ void ss(float *d, uint64_t da, uint64_t db, int acc)
@@ -1162,6 +1198,21 @@ template <> struct sdpa__cu_wg<256, __half> {
                      : SDPA__CU_DN_128
                      : "l"(da), "l"(db), "r"(acc));
     }
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t db)
+    {
+        asm volatile("wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {"
+                     "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+                     "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+                     "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+                     "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,"
+                     "%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,"
+                     "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,"
+                     "%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,"
+                     "%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127"
+                     "}, {%128,%129,%130,%131}, %132, 1, 1, 1, 1;\n"
+                     : SDPA__CU_DN_128
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+    }
 };
 
 /* FlashAttention's forward on Hopper's warpgroup MMA. A block of 256
@@ -1171,13 +1222,10 @@ template <> struct sdpa__cu_wg<256, __half> {
  * softmax in registers exactly as sdpa__cu_fwd_mma does it (the
  * accumulators of a warp are mma.sync's C fragments for its 16 rows), P
  * rounded to T in registers as the A operand of O += P V (V from shared
- * memory, read transposed). Head dims DP = 64 or 128 (columns past D are
- * zero-filled); no extras and a positive scale (the host's choice), not int8
- * mode. Shared memory: (BM + 5 BN) DP * 2 bytes plus 1 KiB for alignment. */
+ * memory, read transposed). Head dims DP = 64, 128 or 256 with BN = 256,
+ * 128 or 64 (columns past D are zero-filled); no extras and a positive scale
+ * (the host's choice), not int8 mode. Shared memory: (BM + 5 BN) DP * 2 bytes plus 1 KiB for alignment. */
 #define SDPA__CU_WG_BM 128
-#ifndef SDPA__CU_WG_BN64
-#define SDPA__CU_WG_BN64 256
-#endif
 template <typename T, int DP, int BN>
 __global__ void __launch_bounds__(256, 1) sdpa__cu_fwd_wg(const sdpa__cu_args a, int nqb)
 {
@@ -1819,7 +1867,9 @@ template <typename T> static cudaError_t sdpa__cu_launch_wg_t(const sdpa__cu_pla
     if (P->a.D >= 0) return cudaErrorNotSupported; /* always: no launch in a check build */
     return sdpa__cu_launch_wg<T, 128, 128>(P, st);
 #else
-    return P->a.D <= 64 ? sdpa__cu_launch_wg<T, 64, SDPA__CU_WG_BN64>(P, st) : sdpa__cu_launch_wg<T, 128, 128>(P, st);
+    return P->a.D <= 64    ? sdpa__cu_launch_wg<T, 64, 256>(P, st)
+           : P->a.D <= 128 ? sdpa__cu_launch_wg<T, 128, 128>(P, st)
+                           : sdpa__cu_launch_wg<T, 256, 64>(P, st);
 #endif
 }
 
@@ -1927,10 +1977,10 @@ static int sdpa__cu_wg_ok(void)
 /* The wgmma kernel's cases: sdpa__cu_fwd_wg's, on a device that has it */
 static int sdpa__cu_wg_fits(const sdpa__cu_plan *P)
 {
-    return P->mma && !P->i8 && !P->a.extras && P->a.scale > 0.0f && P->a.D <= 128 && sdpa__cu_wg_ok();
+    return P->mma && !P->i8 && !P->a.extras && P->a.scale > 0.0f && sdpa__cu_wg_ok();
 }
 
-/* Whether AUTO takes it: head dims 72-128 always; 64 and below (256-key
+/* Whether AUTO takes it: head dims above 64 always; 64 and below (256-key
  * tiles, where the exp costs as much as the products) only from 4096 keys.
  * On an H100 at hd 64 it measured 0.96x (L 1024), 0.79x (1024 causal),
  * 1.02x (4096) and 1.05-1.08x (16384) the mma.sync kernel. */
@@ -1944,8 +1994,8 @@ static int sdpa__cu_choose(const sdpa__cu_plan *P, const sdpa_params *pp, sdpa_c
     if (kernel == SDPA_CUDA_KERNEL_GENERIC) return SDPA_CUDA_KERNEL_GENERIC;
     if (kernel == SDPA_CUDA_KERNEL_WGMMA && !sdpa__cu_wg_fits(P))
         return sdpa__cu_fail(pp, SDPA_ERR_PATH, "sdpa_cuda: the wgmma kernel needs a compute capability 9.0 GPU, this program "
-                                                "built for sm_90a, and a call the tensor-core kernel takes with head_dim <= 128, "
-                                                "no softcap, ALiBi or mask, scale > 0 and not int8 mode");
+                                                "built for sm_90a, and a call the tensor-core kernel takes with no softcap, "
+                                                "ALiBi or mask, scale > 0 and not int8 mode");
     if (kernel == SDPA_CUDA_KERNEL_WGMMA) return SDPA_CUDA_KERNEL_WGMMA;
     if (kernel == SDPA_CUDA_KERNEL_MMA && !P->mma)
         return sdpa__cu_fail(pp, SDPA_ERR_PATH, "sdpa_cuda: the tensor-core kernel needs F16/BF16 q, k, v, head_dim == head_dim_v, "

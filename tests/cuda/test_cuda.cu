@@ -340,7 +340,7 @@ static void host_checks(void)
         CHECK(sdpa_cuda_kernel_for(&q, &k, &v, &o, &ps) == SDPA_CUDA_KERNEL_MMA, "negative scale: the mma.sync kernel");
         sdpa_tensor q2 = q, k2 = k, v2 = v, o2 = o;
         q2.shape[3] = k2.shape[3] = v2.shape[3] = o2.shape[3] = 256;
-        CHECK(sdpa_cuda_kernel_for(&q2, &k2, &v2, &o2, &p) == SDPA_CUDA_KERNEL_MMA, "head_dim 256: the mma.sync kernel");
+        CHECK(sdpa_cuda_kernel_for(&q2, &k2, &v2, &o2, &p) == tc, "head_dim 256: the tensor-core kernel (%d)", tc);
         q2.shape[3] = k2.shape[3] = v2.shape[3] = o2.shape[3] = 128;
         CHECK(sdpa_cuda_kernel_for(&q2, &k2, &v2, &o2, &p) == tc, "head_dim 128: the tensor-core kernel (%d)", tc);
         if (!g_wg)
@@ -450,7 +450,7 @@ static void attention_cases(void)
                 o.causal = ci++ % 3;
                 run_case("tc", dts[a], dts[a], 0, 2, 4, 2, lens[li][0], lens[li][1], dims[di], dims[di], 0, o, 1, li == 2);
                 /* where wgmma runs, both tensor-core kernels forced on the same shape */
-                if (g_wg && dims[di] <= 128) {
+                if (g_wg) {
                     run_case("mma forced", dts[a], dts[a], SDPA_CUDA_KERNEL_MMA, 2, 4, 2, lens[li][0], lens[li][1], dims[di], dims[di], 0, o, 0, 0);
                     run_case("wgmma forced", dts[a], dts[a], SDPA_CUDA_KERNEL_WGMMA, 2, 4, 2, lens[li][0], lens[li][1], dims[di], dims[di], 0, o,
                              1, 0);
@@ -460,8 +460,8 @@ static void attention_cases(void)
      * wgmma forced where it runs (AUTO takes it at hd 64 only from 4096 keys) */
     {
         const int kf = g_wg ? SDPA_CUDA_KERNEL_WGMMA : 0;
-        const int64_t ld[][3] = {{1031, 1031, 128}, {700, 1500, 64}, {1500, 700, 128}, {333, 2049, 40}};
-        for (int li = 0; li < (g_quick ? 2 : 4); li++)
+        const int64_t ld[][3] = {{1031, 1031, 128}, {700, 1500, 64}, {1500, 700, 256}, {333, 2049, 40}, {900, 900, 200}};
+        for (int li = 0; li < (g_quick ? 2 : 5); li++)
             for (int c = 0; c < 3; c++) {
                 Opt o;
                 o.causal = c;
