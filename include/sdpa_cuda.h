@@ -1983,7 +1983,7 @@ static int sdpa__cu_wg_fits(const sdpa__cu_plan *P)
 /* Whether AUTO takes it: head dims above 64 always; 64 and below (256-key
  * tiles, where the exp costs as much as the products) only from 4096 keys.
  * On an H100 at hd 64 it measured 0.96x (L 1024), 0.79x (1024 causal),
- * 1.02x (4096) and 1.05-1.08x (16384) the mma.sync kernel. */
+ * 1.00-1.04x (4096) and 1.06-1.09x (16384) the mma.sync kernel. */
 static int sdpa__cu_wg_auto(const sdpa__cu_plan *P)
 {
     return sdpa__cu_wg_fits(P) && (P->a.D > 64 || P->a.Lk >= 4096);
