@@ -220,6 +220,7 @@ SDPA_CUDA_API int64_t sdpa_cuda_kv_cache_bytes(const sdpa_cuda_kv_cache *cache);
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#include <atomic>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1215,6 +1216,13 @@ template <> struct sdpa__cu_wg<256, __half> {
     }
 };
 
+#undef SDPA__CU_D8
+#undef SDPA__CU_D32
+#undef SDPA__CU_D64
+#undef SDPA__CU_DN_32
+#undef SDPA__CU_DN_64
+#undef SDPA__CU_DN_128
+
 /* FlashAttention's forward on Hopper's warpgroup MMA. A block of 256
  * threads, two warpgroups of 64 query rows each (BM = 128), walks the key
  * tiles of BN = 128 that its rows can see, two stages deep through
@@ -1953,11 +1961,11 @@ static int sdpa__cu_wg_ok(void)
 #ifdef SDPA_CUDA_NO_WGMMA
     return 0;
 #else
-    static int state[64]; /* per device: 0 unknown, 1 no, 2 yes */
+    static std::atomic<int> state[64]; /* per device: 0 unknown, 1 no, 2 yes (zero-initialised: static) */
     int dev = 0, major = 0, minor = 0, st, flag = 0;
     if (cudaGetDevice(&dev) != cudaSuccess) { cudaGetLastError(); return 0; }
     if (dev < 0 || dev >= 64) return 0;
-    st = __atomic_load_n(&state[dev], __ATOMIC_RELAXED);
+    st = state[dev].load(std::memory_order_relaxed);
     if (st) return st == 2;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
@@ -1969,7 +1977,7 @@ static int sdpa__cu_wg_ok(void)
         flag = 0;
     }
     st = major == 9 && minor == 0 && flag == 1 ? 2 : 1;
-    __atomic_store_n(&state[dev], st, __ATOMIC_RELAXED);
+    state[dev].store(st, std::memory_order_relaxed);
     return st == 2;
 #endif
 }
