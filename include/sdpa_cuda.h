@@ -651,7 +651,10 @@ __device__ __forceinline__ float sdpa__cu_ex2(float x)
  * read. EX compiles in softcap, ALiBi and the mask (a.extras); without it
  * only the tiles that cut a row's visible range pay for per-element checks.
  * Positions are int (the host sends sequences of 2^30 or more to the
- * generic kernel); element offsets are int64.
+ * generic kernel); element offsets are int64. O leaves through shared
+ * memory in 16-byte chunks of a row where out has q's dtype and 16-byte
+ * aligned rows (at L = 1024 7-20% faster than 2-byte stores of the
+ * scattered fragments), element by element otherwise.
  * I8 (int8 mode, SageAttention's scheme): q and k are the pre-pass's int8
  * rows (DP bytes, zero-padded, K smoothed), S = Q K^T on m16n8k32 int8
  * mma.sync in int32; the scaled true score is int32 * qsc_i * ksc_j + qmv_i
@@ -975,6 +978,7 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
     sdpa__cu_cp_wait<0>();
 
     const int64_t oes = a.odt == SDPA_F32 ? 4 : 2;
+    float inv[MT][2];
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -982,23 +986,60 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
             float l = lrow[mt][rr];
             l += __shfl_xor_sync(0xffffffffu, l, 1);
             l += __shfl_xor_sync(0xffffffffu, l, 2);
+            inv[mt][rr] = l > 0.0f ? 1.0f / l : (l != l ? l : 0.0f);
+            const int i = i0 + warp * MT * 16 + mt * 16 + rr * 8 + (lane >> 2);
+            if (a.lse && (lane & 3) == 0 && i < nq) {
+                const int64_t ix = (sq.bt * a.Hq + h) * a.Lq + sq.q0 + i;
+                /* I8 without EX: the scores left out the row's shift */
+                a.lse[ix] = l > 0.0f ? (mrow[mt][rr] + log2f(l)) * 0.6931471805599453f + (I8 && !EX ? a.qmv[ix] : 0.0f)
+                                     : (l != l ? l : -INFINITY);
+            }
+        }
+    if (a.odt == a.qdt && (((uintptr_t)a.o | (uintptr_t)(a.os[0] | a.os[1] | a.os[2]) * 2) & 15) == 0) {
+        /* O through shared memory (rows of LD elements from the start, past
+         * every reader: the barrier), then out in 16-byte row chunks; a warp
+         * stores the rows it wrote */
+        static_assert(BM * LD <= (BM + 2 * BN) * LQK + 2 * BN * LD, "O fits the block's shared memory");
+        __syncthreads();
+        const uint32_t ob = sdpa__cu_sa(Qs);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int rr = 0; rr < 2; rr++) {
+                const int r = warp * MT * 16 + mt * 16 + rr * 8 + (lane >> 2);
+#pragma unroll
+                for (int dt = 0; dt < DT; dt++) {
+                    const uint32_t w = sdpa__cu_mma<T>::pack(o[mt][dt][2 * rr] * inv[mt][rr], o[mt][dt][2 * rr + 1] * inv[mt][rr]);
+                    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(ob + (uint32_t)(r * LD + dt * 8) * 2 + (uint32_t)(lane & 3) * 4), "r"(w) : "memory");
+                }
+            }
+        __syncwarp();
+#pragma unroll
+        for (int it = 0; it < MT * 16 * CH / 32; it++) {
+            const int idx = lane + it * 32, r = warp * MT * 16 + idx / CH, c = idx % CH, i = i0 + r;
+            if (i < nq && c * 8 < a.Dv) {
+                uint4 u;
+                asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                             : "=r"(u.x), "=r"(u.y), "=r"(u.z), "=r"(u.w) : "r"(ob + (uint32_t)(r * LD + c * 8) * 2) : "memory");
+                *(uint4 *)(a.o + (sq.bt * a.os[0] + h * a.os[1] + (sq.q0 + i) * a.os[2]) * 2 + c * 16) = u;
+            }
+        }
+        return;
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
             const int i = i0 + warp * MT * 16 + mt * 16 + rr * 8 + (lane >> 2);
             if (i >= nq) continue;
-            const float inv = l > 0.0f ? 1.0f / l : (l != l ? l : 0.0f);
             char *op = a.o + (sq.bt * a.os[0] + h * a.os[1] + (sq.q0 + i) * a.os[2]) * oes;
 #pragma unroll
             for (int dt = 0; dt < DT; dt++)
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     int col = dt * 8 + 2 * (lane & 3) + e;
-                    if (col < a.Dv) sdpa__cu_st(op + col * oes, a.odt, o[mt][dt][2 * rr + e] * inv);
+                    if (col < a.Dv) sdpa__cu_st(op + col * oes, a.odt, o[mt][dt][2 * rr + e] * inv[mt][rr]);
                 }
-            if (a.lse && (lane & 3) == 0) {
-                const int64_t ix = (sq.bt * a.Hq + h) * a.Lq + sq.q0 + i;
-                /* I8 without EX: the scores left out the row's shift */
-                a.lse[ix] = l > 0.0f ? (mrow[mt][rr] + log2f(l)) * 0.6931471805599453f + (I8 && !EX ? a.qmv[ix] : 0.0f)
-                                     : (l != l ? l : -INFINITY);
-            }
         }
 }
 
@@ -1112,12 +1153,17 @@ SDPA__CU_WG_DEF(256, __half, "f16", SDPA__CU_PL_128, SDPA__CU_DN_128, "%128, %12
  * softmax in registers exactly as sdpa__cu_fwd_mma does it (the
  * accumulators of a warp are mma.sync's C fragments for its 16 rows), P
  * rounded to T in registers as the A operand of O += P V (V from shared
- * memory, read transposed). Head dims DP = 64, 128 or 256 with BN = 256,
- * 128 or 64 (columns past D are zero-filled); no extras and a positive scale
- * (the host's choice), not int8 mode. Shared memory: (BM + 5 BN) DP * 2 bytes plus 1 KiB for alignment. */
+ * memory, read transposed). Head dims DP = 64, 128 or 256 with BN = 128,
+ * 128 or 64 (columns past D are zero-filled); at DP = 64 two blocks share an
+ * SM (128 registers), so one block's start and end overlap the other's
+ * products. No extras and a positive scale (the host's choice), not int8
+ * mode. Shared memory: (BM + 5 BN) DP * 2 bytes plus 1 KiB for alignment.
+ * At the end each warpgroup writes its O rows, rounded to T, into its own Q
+ * rows and stores them in 16-byte chunks of a row (when out has q's dtype
+ * and 16-byte aligned rows; else element by element from registers). */
 #define SDPA__CU_WG_BM 128
 template <typename T, int DP, int BN>
-__global__ void __launch_bounds__(256, 1) sdpa__cu_fwd_wg(const sdpa__cu_args a, int nqb)
+__global__ void __launch_bounds__(256, DP == 64 ? 2 : 1) sdpa__cu_fwd_wg(const sdpa__cu_args a, int nqb)
 {
 #ifdef SDPA__CU_WG_BODY
     constexpr int BM = SDPA__CU_WG_BM, CH = DP / 8, NT = BN / 8, DT = DP / 8, NS = DP / 64;
@@ -1314,26 +1360,59 @@ __global__ void __launch_bounds__(256, 1) sdpa__cu_fwd_wg(const sdpa__cu_args a,
     sdpa__cu_cp_wait<0>();
 
     const int64_t oes = a.odt == SDPA_F32 ? 4 : 2;
+    float inv[2];
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
         float l = lrow[rr];
         l += __shfl_xor_sync(0xffffffffu, l, 1);
         l += __shfl_xor_sync(0xffffffffu, l, 2);
+        inv[rr] = l > 0.0f ? 1.0f / l : (l != l ? l : 0.0f);
+        const int i = wrow + rr * 8;
+        if (a.lse && (lane & 3) == 0 && i < nq) {
+            const int64_t ix = (sq.bt * a.Hq + h) * a.Lq + sq.q0 + i;
+            a.lse[ix] = l > 0.0f ? (mrow[rr] + log2f(l)) * 0.6931471805599453f : (l != l ? l : -INFINITY);
+        }
+    }
+    if (a.odt == a.qdt && (((uintptr_t)a.o | (uintptr_t)(a.os[0] | a.os[1] | a.os[2]) * 2) & 15) == 0) {
+        /* O through this warpgroup's own Q rows (its last S has been waited
+         * for), swizzled as Q is, then out in 16-byte row chunks */
+        const int rl = (warp & 3) * 16 + (lane >> 2);
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+            const int r = rl + rr * 8;
+#pragma unroll
+            for (int dt = 0; dt < DT; dt++) {
+                const uint32_t w = sdpa__cu_mma<T>::pack(o[dt * 4 + 2 * rr] * inv[rr], o[dt * 4 + 2 * rr + 1] * inv[rr]);
+                const uint32_t ad = qw + (uint32_t)(dt >> 3) * QB + (uint32_t)r * 128 + ((uint32_t)((dt & 7) ^ (r & 7)) << 4) + (uint32_t)(lane & 3) * 4;
+                asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(ad), "r"(w) : "memory");
+            }
+        }
+        asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");
+        const int tw = tid & 127;
+#pragma unroll
+        for (int it = 0; it < 64 * CH / 128; it++) {
+            const int idx = tw + it * 128, r = idx / CH, c = idx % CH, i = i0 + wg * 64 + r;
+            if (i < nq && c * 8 < a.Dv) {
+                uint4 u;
+                const uint32_t ad = qw + (uint32_t)(c >> 3) * QB + (uint32_t)r * 128 + ((uint32_t)((c & 7) ^ (r & 7)) << 4);
+                asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n" : "=r"(u.x), "=r"(u.y), "=r"(u.z), "=r"(u.w) : "r"(ad) : "memory");
+                *(uint4 *)(a.o + (sq.bt * a.os[0] + h * a.os[1] + (sq.q0 + i) * a.os[2]) * 2 + c * 16) = u;
+            }
+        }
+        return;
+    }
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
         const int i = wrow + rr * 8;
         if (i >= nq) continue;
-        const float inv = l > 0.0f ? 1.0f / l : (l != l ? l : 0.0f);
         char *op = a.o + (sq.bt * a.os[0] + h * a.os[1] + (sq.q0 + i) * a.os[2]) * oes;
 #pragma unroll
         for (int dt = 0; dt < DT; dt++)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 int col = dt * 8 + 2 * (lane & 3) + e;
-                if (col < a.Dv) sdpa__cu_st(op + col * oes, a.odt, o[dt * 4 + 2 * rr + e] * inv);
+                if (col < a.Dv) sdpa__cu_st(op + col * oes, a.odt, o[dt * 4 + 2 * rr + e] * inv[rr]);
             }
-        if (a.lse && (lane & 3) == 0) {
-            const int64_t ix = (sq.bt * a.Hq + h) * a.Lq + sq.q0 + i;
-            a.lse[ix] = l > 0.0f ? (mrow[rr] + log2f(l)) * 0.6931471805599453f : (l != l ? l : -INFINITY);
-        }
     }
 #else
     (void)a;
@@ -1757,7 +1836,7 @@ template <typename T> static cudaError_t sdpa__cu_launch_wg_t(const sdpa__cu_pla
     if (P->a.D >= 0) return cudaErrorNotSupported; /* always: no launch in a check build */
     return sdpa__cu_launch_wg<T, 128, 128>(P, st);
 #else
-    return P->a.D <= 64    ? sdpa__cu_launch_wg<T, 64, 256>(P, st)
+    return P->a.D <= 64    ? sdpa__cu_launch_wg<T, 64, 128>(P, st)
            : P->a.D <= 128 ? sdpa__cu_launch_wg<T, 128, 128>(P, st)
                            : sdpa__cu_launch_wg<T, 256, 64>(P, st);
 #endif
@@ -1870,13 +1949,12 @@ static int sdpa__cu_wg_fits(const sdpa__cu_plan *P)
     return P->mma && !P->i8 && !P->a.extras && P->a.scale > 0.0f && sdpa__cu_wg_ok();
 }
 
-/* Whether AUTO takes it: head dims above 64 always; 64 and below (256-key
- * tiles, where the exp costs as much as the products) only from 4096 keys.
- * On an H100 at hd 64 it measured 0.96x (L 1024), 0.79x (1024 causal),
- * 1.00-1.04x (4096) and 1.06-1.09x (16384) the mma.sync kernel. */
+/* Whether AUTO takes it: wherever it runs. On an H100 it measured 1.05-1.20x
+ * the mma.sync kernel at hd 64, 1.16-1.39x at hd 128 and 1.5-2.0x at hd 256,
+ * L 1024 to 16384. */
 static int sdpa__cu_wg_auto(const sdpa__cu_plan *P)
 {
-    return sdpa__cu_wg_fits(P) && (P->a.D > 64 || P->a.Lk >= 4096);
+    return sdpa__cu_wg_fits(P);
 }
 
 static int sdpa__cu_choose(const sdpa__cu_plan *P, const sdpa_params *pp, sdpa_cuda_kernel kernel)

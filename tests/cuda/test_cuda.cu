@@ -59,6 +59,7 @@ static float get(const char *p, int dt)
 static const std::vector<float> *g_kofs = nullptr, *g_kmul = nullptr; /* K's channels: x * mul + offset (run_case) */
 static int g_prec = 0;         /* params.precision of run_case */
 static int g_nobound = 0;      /* run_case: check finiteness only, not the error bound */
+static int g_opad = 0;         /* run_case: out's rows padded by this many elements (checked untouched) */
 static double g_last_rel = 0;  /* run_case's rel. L2 against the reference */
 
 /* A [n0, n1, n2, n3] tensor: logical values (rounded to dtype) on the host,
@@ -104,6 +105,16 @@ struct Tens {
         return r;
     }
     void poison() { CU(cudaMemset(d, 0xff, bytes)); }
+    int pad_intact() const /* after poison(): no byte outside the elements written */
+    {
+        std::vector<char> buf(bytes), in(bytes, 0);
+        CU(cudaMemcpy(buf.data(), d, bytes, cudaMemcpyDeviceToHost));
+        for (int64_t i = 0; i < (int64_t)h.size(); i++)
+            for (int b = 0; b < esz(dt); b++) in[(size_t)(off(i) * esz(dt) + b)] = 1;
+        for (size_t i = 0; i < bytes; i++)
+            if (!in[i] && buf[i] != (char)0xff) return 0;
+        return 1;
+    }
     void host_tensor(sdpa_tensor *x) const /* the logical values as a contiguous F32 host tensor */
     {
         x->data = (void *)h.data(); x->dtype = SDPA_F32;
@@ -226,7 +237,7 @@ static void run_case(const char *name, int dt, int odt, int kernel, int64_t B, i
         k.upload();
     }
     v.make(dt, B, Hkv, Lk, Dv, pad, -1, 1);
-    out.make(odt, B, Hq, Lq, Dv, 0, 0, 0);
+    out.make(odt, B, Hq, Lq, Dv, g_opad, 0, 0);
     out.poison();
     sdpa_params p;
     memset(&p, 0, sizeof p);
@@ -278,6 +289,7 @@ static void run_case(const char *name, int dt, int odt, int kernel, int64_t B, i
     CHECK(ok, "%s [%s%s, in %d, out %d, B%lld Hq%lld Hkv%lld Lq%lld Lk%lld D%lld Dv%lld pad%d]: rel L2 %.3g > tol %.3g (or unwritten/nonzero empty rows)",
           name, used == SDPA_CUDA_KERNEL_WGMMA ? "wgmma" : used == SDPA_CUDA_KERNEL_MMA ? "mma" : "generic", g_prec ? " int8" : "", dt, odt, (long long)B, (long long)Hq, (long long)Hkv, (long long)Lq, (long long)Lk,
           (long long)D, (long long)Dv, pad, rel, tol);
+    if (g_opad) CHECK(out.pad_intact(), "%s: wrote into out's row padding", name);
     if (with_lse) {
         std::vector<float> gl(nl);
         CU(cudaMemcpy(gl.data(), dlse, nl * 4, cudaMemcpyDeviceToHost));
@@ -319,17 +331,10 @@ static void host_checks(void)
     memset(&p, 0, sizeof p);
     p.errbuf = err; p.errbuf_size = sizeof err;
     /* the tensor-core kernel AUTO picks where no option needs the sm_80 one:
-     * wgmma on a compute capability 9.0 GPU with this program built for sm_90a
-     * (head dims up to 64 from 4096 keys) */
+     * wgmma on a compute capability 9.0 GPU with this program built for
+     * sm_90a, at every head dim and length */
     const int tc = g_wg ? SDPA_CUDA_KERNEL_WGMMA : SDPA_CUDA_KERNEL_MMA;
-    CHECK(sdpa_cuda_kernel_for(&q, &k, &v, &o, &p) == SDPA_CUDA_KERNEL_MMA, "bf16 d64, 16 keys: the mma.sync kernel");
-    {
-        sdpa_tensor kk = k, vv = v;
-        kk.shape[2] = vv.shape[2] = 4096;
-        CHECK(sdpa_cuda_kernel_for(&q, &kk, &vv, &o, &p) == tc, "bf16 d64, 4096 keys: the tensor-core kernel (%d)", tc);
-        kk.shape[2] = vv.shape[2] = 4095;
-        CHECK(sdpa_cuda_kernel_for(&q, &kk, &vv, &o, &p) == SDPA_CUDA_KERNEL_MMA, "bf16 d64, 4095 keys: the mma.sync kernel");
-    }
+    CHECK(sdpa_cuda_kernel_for(&q, &k, &v, &o, &p) == tc, "bf16 d64, 16 keys: the tensor-core kernel (%d)", tc);
     {
         sdpa_params ps = p;
         ps.softcap = 5.0f;
@@ -457,7 +462,7 @@ static void attention_cases(void)
                 }
             }
     /* many key tiles (both warpgroups' stages wrap around), GQA, odd lengths;
-     * wgmma forced where it runs (AUTO takes it at hd 64 only from 4096 keys) */
+     * wgmma forced where it runs */
     {
         const int kf = g_wg ? SDPA_CUDA_KERNEL_WGMMA : 0;
         const int64_t ld[][3] = {{1031, 1031, 128}, {700, 1500, 64}, {1500, 700, 256}, {333, 2049, 40}, {900, 900, 200}};
@@ -526,6 +531,29 @@ static void attention_cases(void)
         { Opt o; snprintf(name, sizeof name, "%s out F32", kn);
           run_case(name, kern == 1 ? SDPA_F16 : SDPA_BF16, SDPA_F32, kf, 1, 2, 2, Lq, Lk, D, D, 0, o, 1, 0); }
     }
+    /* out's layout: the tensor-core kernels store O in 16-byte row chunks
+     * through shared memory where out has q's dtype and 16-byte rows (pad 8),
+     * element by element otherwise (pad 3, another dtype); nothing lands in
+     * the padding; on every tensor-core kernel, at head dims 64 and 256 */
+    for (int kern = 0; kern < 3; kern++) {
+        if (kern == 2 && !g_wg) continue;
+        const int kf = kern == 0 ? 0 : kern == 1 ? SDPA_CUDA_KERNEL_MMA : SDPA_CUDA_KERNEL_WGMMA;
+        const char *kn = kern == 0 ? "tc" : kern == 1 ? "mma forced" : "wgmma forced";
+        const int64_t D = kern == 2 ? 256 : 64;
+        char name[128];
+        for (int pad = 3; pad <= 8; pad += 5) {
+            Opt o; o.causal = pad == 8 ? 2 : 0;
+            g_opad = pad;
+            snprintf(name, sizeof name, "%s out rows pad %d", kn, pad);
+            run_case(name, SDPA_BF16, SDPA_BF16, kf, 2, 4, 2, 130, 200, D, D, 0, o, 1, 0);
+            snprintf(name, sizeof name, "%s out rows pad %d hd 128", kn, pad);
+            run_case(name, SDPA_F16, SDPA_F16, kf, 1, 2, 1, 257, 130, 128, 128, 8, o, 0, 0);
+            g_opad = 0;
+        }
+        Opt o; o.causal = 1;
+        snprintf(name, sizeof name, "%s bf16 in, f16 out", kn);
+        run_case(name, SDPA_BF16, SDPA_F16, kf, 2, 4, 2, 130, 200, D, D, 0, o, 1, 0);
+    }
     /* large logits: exp would overflow without the max subtraction */
     {
         Opt o; o.scale = 60.0f; o.causal = 2;
@@ -591,6 +619,13 @@ static void int8_cases(void)
         { Opt o; o.causal = 2; run_case("int8 strided rows (pad 8)", SDPA_F16, SDPA_F16, 0, 2, 4, 2, Lq, Lk, D, D, 8, o, 1, 1); }
         { Opt o; o.causal = 2; run_case("int8 MQA 8/1", dt, dt, 0, 1, 8, 1, Lq, Lk, D, D, 0, o, 1, 0); }
         { Opt o; run_case("int8 out F32", dt, SDPA_F32, 0, 1, 2, 2, Lq, Lk, D, D, 0, o, 1, 0); }
+        for (int pad = 3; pad <= 8; pad += 5) {
+            Opt o; o.causal = 1;
+            g_opad = pad;
+            snprintf(name, sizeof name, "int8 out rows pad %d", pad);
+            run_case(name, dt, dt, 0, 1, 4, 2, Lq, Lk, D, D, 0, o, 1, 0);
+            g_opad = 0;
+        }
     }
     /* Outlier channels (1 in 16 offset by +-(20..100) with 1-3x the spread,
      * the rest offset in +-0.5): smoothing keeps them out of the scales; the
