@@ -585,6 +585,13 @@ template <> struct sdpa__cu_mma<__half> {
         __half2 h = __floats2half2_rn(x, y);
         return *(uint32_t *)&h;
     }
+    /* (x, y) = hi + lo, both rounded to T: hi's pair and the remainder's */
+    static __device__ __forceinline__ void split(float x, float y, uint32_t *hi, uint32_t *lo)
+    {
+        const __half2 h = __floats2half2_rn(x, y), l = __floats2half2_rn(x - __low2float(h), y - __high2float(h));
+        *hi = *(const uint32_t *)&h;
+        *lo = *(const uint32_t *)&l;
+    }
 };
 template <> struct sdpa__cu_mma<__nv_bfloat16> {
     static __device__ __forceinline__ void run(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
@@ -597,6 +604,12 @@ template <> struct sdpa__cu_mma<__nv_bfloat16> {
     {
         __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
         return *(uint32_t *)&h;
+    }
+    static __device__ __forceinline__ void split(float x, float y, uint32_t *hi, uint32_t *lo)
+    {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(x, y), l = __floats2bfloat162_rn(x - __low2float(h), y - __high2float(h));
+        *hi = *(const uint32_t *)&h;
+        *lo = *(const uint32_t *)&l;
     }
 };
 
@@ -2694,8 +2707,9 @@ template <int ST, int D, int RB> static cudaError_t sdpa__cu_decode_fast_launch(
     return cudaGetLastError();
 }
 
-/* Flash-decoding on tensor cores for BF16 or I8 pages and a BF16 query
- * with several query rows per kv head (GQA groups, or n > 1 queries),
+/* Flash-decoding on tensor cores for BF16 or I8 pages and a BF16 query, or
+ * F16 pages and an F16 query, with several query rows per kv head (GQA
+ * groups, or n > 1 queries),
  * head_dim == head_dim_v == D in {64, 128}: the block's RB = 16 rows (the kv head's G
  * heads x n queries; rows past nr are zero) are the M side of mma.sync
  * m16n8k16, so the dot products and P.V cost tensor-core work instead of
@@ -2717,10 +2731,17 @@ template <int ST, int D, int RB> static cudaError_t sdpa__cu_decode_fast_launch(
  * value scale folded into P could underflow it); the key
  * scales multiply the scores, the value scales the weights. Numerics stay
  * fp32: q and the keys are exact in BF16/F16, their products exact in the
- * fp32 accumulators, and each weight p goes into P.V as two BF16 halves
- * (p = hi + lo, error about 2^-17 p). As in the prefill kernel, a NaN/Inf V row that a row cannot see
+ * fp32 accumulators, and each weight p goes into P.V as two halves of the
+ * pages' type (p = hi + lo: BF16 error about 2^-17 p; F16 pages take
+ * 256 p, <= 256, so that lo stays normal down to p = 2^-15 (error below
+ * 2^-33 absolute), and O is scaled back by 2^-8, exactly). As in the prefill kernel, a NaN/Inf V row that a row cannot see
  * reaches it when they share a step (0 * Inf). */
+__device__ __forceinline__ float sdpa__cu_tof(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float sdpa__cu_tof(__half x) { return __half2float(x); }
+template <int ST> struct sdpa__cu_dmt { typedef __nv_bfloat16 T; }; /* the mma type of ST's pages */
+template <> struct sdpa__cu_dmt<SDPA_F16> { typedef __half T; };
 template <int ST, int D> struct sdpa__cu_dmc {
+    typedef typename sdpa__cu_dmt<ST>::T T;
     static constexpr bool I8 = ST == SDPA_I8;
     /* CH 16-byte chunks per stored row; a stage: K and V tiles (BF16: rows of
      * LD elements, ready for ldmatrix; I8: packed rows, then KT + KT scales).
@@ -2756,8 +2777,9 @@ __device__ __forceinline__ void sdpa__cu_i8bf_eo(const uint32_t w, uint32_t *ev,
 template <int ST, int D>
 __global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mma(const sdpa__cu_dargs a)
 {
-    typedef __nv_bfloat16 T;
     typedef sdpa__cu_dmc<ST, D> C;
+    typedef typename C::T T;
+    constexpr float PS = ST == SDPA_F16 ? 256.0f : 1.0f; /* P's scale in P.V */
     constexpr bool I8 = C::I8;
     constexpr int NW = C::NW, KT = C::KT, S = C::S, LD = C::LD, CH = C::CH, RSW = C::RSW, DT = D / 8, EB = I8 ? 1 : 2;
     static_assert(32 % CH == 0 && KT % RSW == 0, "whole rows per copy pass");
@@ -2902,7 +2924,7 @@ __global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mm
             float v[D / 8], amax = 0.0f;
 #pragma unroll
             for (int e = 0; e < D / 8; e++) {
-                v[e] = __bfloat162float(row[e]);
+                v[e] = sdpa__cu_tof(row[e]);
                 amax = fmaxf(amax, fabsf(v[e]));
             }
             amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
@@ -3030,16 +3052,10 @@ __global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mm
                 o[dt][2] *= al[1]; o[dt][3] *= al[1];
             }
         }
-        /* P as the A operand in two BF16 halves */
+        /* P as the A operand in two halves of T */
         uint32_t ph[4], pl[4];
 #pragma unroll
-        for (int f = 0; f < 4; f++) {
-            const float x0 = s[f >> 1][2 * (f & 1)], x1 = s[f >> 1][2 * (f & 1) + 1];
-            const __nv_bfloat162 hv = __floats2bfloat162_rn(x0, x1);
-            const __nv_bfloat162 lv = __floats2bfloat162_rn(x0 - __low2float(hv), x1 - __high2float(hv));
-            ph[f] = *(const uint32_t *)&hv;
-            pl[f] = *(const uint32_t *)&lv;
-        }
+        for (int f = 0; f < 4; f++) sdpa__cu_mma<T>::split(s[f >> 1][2 * (f & 1)] * PS, s[f >> 1][2 * (f & 1) + 1] * PS, &ph[f], &pl[f]);
         if (I8) { /* V's int8 rows as 8 x 8 matrices of byte pairs, transposed by ldmatrix: a lane's
                    * register holds keys 2t and 2t + 1 of dims 2g and 2g + 1 (t = lane % 4,
                    * g = lane / 4), i.e. the B fragments of an even-dims and an odd-dims n tile
@@ -3086,7 +3102,7 @@ __global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mm
         if (r < nr) {
 #pragma unroll
             for (int dt = 0; dt < DT; dt++)
-                if (!I8) *(float2 *)&sm_o[(warp * 16 + r) * D + dt * 8 + 2 * (lane & 3)] = make_float2(o[dt][2 * rr], o[dt][2 * rr + 1]);
+                if (!I8) *(float2 *)&sm_o[(warp * 16 + r) * D + dt * 8 + 2 * (lane & 3)] = make_float2(o[dt][2 * rr] * (1.0f / PS), o[dt][2 * rr + 1] * (1.0f / PS));
                 else if (dt % 2 == 0) /* I8: tiles dt, dt + 1 hold dims 32q + 16(dt % 4 / 2) + 4t..4t + 3 */
                     *(float4 *)&sm_o[(warp * 16 + r) * D + dt / 4 * 32 + (dt % 4) / 2 * 16 + 4 * (lane & 3)] =
                         make_float4(o[dt][2 * rr], o[dt + 1][2 * rr], o[dt][2 * rr + 1], o[dt + 1][2 * rr + 1]);
@@ -3488,8 +3504,10 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
     /* the fast kernel: 16-bit or int8 pages, D == Dv in {64, 128, 256} */
     fast = (c->dt == SDPA_F16 || c->dt == SDPA_BF16 || c->dt == SDPA_I8) && c->D == c->Dv &&
            (c->D == 64 || c->D == 128 || c->D == 256);
-    /* the tensor-core decode: BF16 or I8 pages, a BF16 query, D == Dv in {64, 128}, several rows per kv head */
-    mmadec = fast && (c->dt == SDPA_BF16 || c->dt == SDPA_I8) && tq.dtype == SDPA_BF16 && c->D <= 128 && A.G * A.n >= 2;
+    /* the tensor-core decode: BF16 or I8 pages and a BF16 query, or F16 pages
+     * and an F16 query; D == Dv in {64, 128}, several rows per kv head */
+    mmadec = fast && (((c->dt == SDPA_BF16 || c->dt == SDPA_I8) && tq.dtype == SDPA_BF16) || (c->dt == SDPA_F16 && tq.dtype == SDPA_F16)) &&
+             c->D <= 128 && A.G * A.n >= 2;
     {
         const int64_t rbk = mmadec ? 16 : A.G * A.n <= 1 ? 1 : A.G * A.n <= 4 ? 4 : 8; /* the kernels' rows per block */
         A.nrb = (A.G * A.n + rbk - 1) / rbk;
@@ -3505,9 +3523,10 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
      * on the GPU model (SM count, blocks per SM); on one GPU they are fixed. */
     rows_blocks = A.B * c->H * A.nrb;
 #ifndef SDPA_CUDA_FEW_KERNELS
-    slots = mmadec ? (c->dt == SDPA_BF16 ? (c->D == 64 ? sdpa__cu_decode_mma_slots<SDPA_BF16, 64>() : sdpa__cu_decode_mma_slots<SDPA_BF16, 128>())
-                                         : (c->D == 64 ? sdpa__cu_decode_mma_slots<SDPA_I8, 64>() : sdpa__cu_decode_mma_slots<SDPA_I8, 128>()))
-                   : 0;
+    slots = !mmadec                ? 0
+            : c->dt == SDPA_BF16 ? (c->D == 64 ? sdpa__cu_decode_mma_slots<SDPA_BF16, 64>() : sdpa__cu_decode_mma_slots<SDPA_BF16, 128>())
+            : c->dt == SDPA_F16  ? (c->D == 64 ? sdpa__cu_decode_mma_slots<SDPA_F16, 64>() : sdpa__cu_decode_mma_slots<SDPA_F16, 128>())
+                                 : (c->D == 64 ? sdpa__cu_decode_mma_slots<SDPA_I8, 64>() : sdpa__cu_decode_mma_slots<SDPA_I8, 128>());
 #else
     slots = mmadec ? sdpa__cu_decode_mma_slots<SDPA_BF16, 128>() : 0;
 #endif
@@ -3609,6 +3628,7 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
                 e = sdpa__cu_decode_fast_launch<SDPA_I8, 128, 1>(grid, st, A);
                 e = sdpa__cu_decode_fast_launch<SDPA_I8, 128, 4>(grid, st, A);
                 e = sdpa__cu_decode_mma_launch<SDPA_BF16, 128>(grid, st, A);
+                e = sdpa__cu_decode_mma_launch<SDPA_F16, 128>(grid, st, A);
                 e = sdpa__cu_decode_mma_launch<SDPA_I8, 128>(grid, st, A);
             }
             (void)mmadec;
@@ -3617,6 +3637,8 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
 #else
             if (mmadec && c->dt == SDPA_BF16) e = c->D == 64 ? sdpa__cu_decode_mma_launch<SDPA_BF16, 64>(grid, st, A)
                                                              : sdpa__cu_decode_mma_launch<SDPA_BF16, 128>(grid, st, A);
+            else if (mmadec && c->dt == SDPA_F16) e = c->D == 64 ? sdpa__cu_decode_mma_launch<SDPA_F16, 64>(grid, st, A)
+                                                                 : sdpa__cu_decode_mma_launch<SDPA_F16, 128>(grid, st, A);
             else if (mmadec) e = c->D == 64 ? sdpa__cu_decode_mma_launch<SDPA_I8, 64>(grid, st, A)
                                             : sdpa__cu_decode_mma_launch<SDPA_I8, 128>(grid, st, A);
             else if (fast && c->dt == SDPA_F16) SDPA__CU_DECD(SDPA_F16);

@@ -127,7 +127,8 @@ for D, H, L, causal in cfgs:
 
 if not prefill_only:
     print("\ndecode, bf16 q/out, hd 128, 32 q heads, one query per sequence; GB/s of K/V read (I8: int8 + scales), microseconds")
-    print(f"{'B':>3} {'ctx':>6} {'Hkv':>4} | {'base bf16':>15} {'base i8':>15} | {'ours bf16':>15} {'ours i8':>15} {'flash':>15} {'cudnn':>15} {'effic':>15} | {'bf16/cudnn':>10} {'i8 tok/s vs best torch':>22} {'of copy bw':>10} | {'relL2 bf16':>10} {'i8':>8}")
+    print("ours f16: an F16 cache with an F16 query and out (its rel. L2 against the bf16 reference)")
+    print(f"{'B':>3} {'ctx':>6} {'Hkv':>4} | {'base bf16':>15} {'base i8':>15} {'base f16':>15} | {'ours bf16':>15} {'ours i8':>15} {'ours f16':>15} {'flash':>15} {'cudnn':>15} {'effic':>15} | {'bf16/cudnn':>10} {'i8 tok/s vs best torch':>22} {'of copy bw':>10} | {'relL2 bf16':>10} {'i8':>8} {'f16':>8}")
 dcfg = [(B, ctx, hkv) for B in (1, 16, 64) for ctx in (4096, 32768) for hkv in (32, 8)]
 if quick:
     dcfg = [(16, 4096, 8), (1, 32768, 32)]
@@ -154,17 +155,25 @@ for B, ctx, Hkv in dcfg:
             res[nm] = float("nan")
     ours = {}
     errs = {}
-    for nm, dt, lb in (("bf16", BF16, lib), ("i8", I8, lib), ("base_bf16", BF16, base), ("base_i8", I8, base)):
+    qh = q.half()
+    for nm, dt, lb in (("bf16", BF16, lib), ("i8", I8, lib), ("f16", F16, lib), ("base_bf16", BF16, base), ("base_i8", I8, base), ("base_f16", F16, base)):
         if lb is None:
             ours[nm] = float("nan"); errs[nm] = float("nan"); continue
         ps = 64
         c = lb.bench_kv_create(dt, B, Hkv, D, ps, B * ((ctx + ps - 1) // ps))
         if not c:
             ours[nm] = float("nan"); errs[nm] = float("nan"); continue
+        qdt, qq = (F16, qh) if dt == F16 else (BF16, q) # F16 pages: an F16 query and out (K, V converted per sequence)
+        arc = 0
         for s in range(B):
-            lb.bench_kv_append(c, s, k[s:s + 1].data_ptr(), v[s:s + 1].data_ptr(), BF16, Hkv, ctx, D, stream())
-        o = torch.empty_like(q)
-        run = lambda: lb.bench_kv_attention(c, q.data_ptr(), o.data_ptr(), BF16, B, Hq, D, stream())
+            kk, vv = (k[s:s + 1].half(), v[s:s + 1].half()) if dt == F16 else (k[s:s + 1], v[s:s + 1])
+            arc |= lb.bench_kv_append(c, s, kk.data_ptr(), vv.data_ptr(), qdt, Hkv, ctx, D, stream())
+            torch.cuda.synchronize() # kk, vv may be freed now
+        if arc:
+            lb.bench_kv_destroy(c)
+            ours[nm] = float("nan"); errs[nm] = float("nan"); continue
+        o = torch.empty_like(qq)
+        run = lambda: lb.bench_kv_attention(c, qq.data_ptr(), o.data_ptr(), qdt, B, Hq, D, stream())
         rc = run()
         torch.cuda.synchronize()
         errs[nm] = rel(o, ref) if (rc == 0 and ref is not None) else float("nan")
@@ -174,8 +183,8 @@ for B, ctx, Hkv in dcfg:
     i8bytes = B * Hkv * ctx * (D + 4) * 2
     g = lambda t, by=kvbytes: f"{by / t / 1e9:7.0f} {t * 1e6:7.1f}"
     cud = res.get("cudnn", float("nan"))
-    print(f"{B:>3} {ctx:>6} {Hkv:>4} | {g(ours['base_bf16'])} {g(ours['base_i8'], i8bytes)} | {g(ours['bf16'])} {g(ours['i8'], i8bytes)} {g(res['flash'])} {g(cud)} {g(res['efficient'])} | "
+    print(f"{B:>3} {ctx:>6} {Hkv:>4} | {g(ours['base_bf16'])} {g(ours['base_i8'], i8bytes)} {g(ours['base_f16'])} | {g(ours['bf16'])} {g(ours['i8'], i8bytes)} {g(ours['f16'])} {g(res['flash'])} {g(cud)} {g(res['efficient'])} | "
           f"{cud / ours['bf16']:10.2f} {best / ours['i8'] if best else float('nan'):22.2f} {kvbytes / ours['bf16'] / 1e9 / bw:10.2f} | "
-          f"{errs['bf16']:10.1e} {errs['i8']:8.1e}")
-    del k, v, q, ref
+          f"{errs['bf16']:10.1e} {errs['i8']:8.1e} {errs['f16']:8.1e}")
+    del k, v, q, ref, qh
     torch.cuda.empty_cache()

@@ -928,7 +928,7 @@ static void kv_case(int st, int64_t D, int64_t Dv, int64_t ps, int qdt, int64_t 
 /* A batch past the kernels' in-parameter batch entries (SDPA__CU_BIN): 70
  * sequences of 1..40 tokens, the batch entries then go through device
  * memory; storages that take the tensor-core and the CUDA-core decode. */
-static void kv_batch_case(int st)
+static void kv_batch_case(int st, int qdt = SDPA_BF16)
 {
     const int64_t NS = SDPA__CU_BIN + 6, H = 2, Hq = 8, D = 64;
     char err[256] = "", cerr[256] = "";
@@ -957,7 +957,7 @@ static void kv_batch_case(int st)
         CU(cudaDeviceSynchronize());
     }
     Tens q, out;
-    q.make(SDPA_BF16, NS, Hq, 1, D, 0, -1, 1);
+    q.make(qdt, NS, Hq, 1, D, 0, -1, 1);
     out.make(SDPA_F32, NS, Hq, 1, D, 0, 0, 0);
     out.poison();
     sdpa_params p;
@@ -1058,12 +1058,14 @@ int main(int argc, char **argv)
     kv_case(SDPA_BF16, 128, 128, 24, SDPA_BF16, 8);
     kv_case(SDPA_BF16, 128, 128, 24, SDPA_BF16); /* tensor-core decode: G = 4, steps straddle pages */
     kv_case(SDPA_BF16, 64, 64, 7, SDPA_BF16, 1); /* G = 8: 24 rows with n = 3, two row blocks; pages of 7 */
+    kv_case(SDPA_F16, 128, 128, 24, SDPA_F16);   /* the same for F16 pages and an F16 query (P scaled by 2^8) */
+    kv_case(SDPA_F16, 64, 64, 7, SDPA_F16, 1);
     kv_case(SDPA_I8, 128, 128, 24, SDPA_BF16);   /* the same for int8 pages (widened per step, scales) */
     kv_case(SDPA_I8, 64, 64, 7, SDPA_BF16, 1);
     kv_case(SDPA_I8, 128, 128, 7, SDPA_F16, 8);
     /* a long sequence: 117 splits of 256 keys (the merge's lanes take up to
      * four splits each), and 58 of 512 on the tensor-core decode */
-    kv_case(SDPA_F16, 64, 64, 256, SDPA_F16, 1, 30000);
+    kv_case(SDPA_F16, 64, 64, 256, SDPA_BF16, 1, 30000); /* F16 pages, a BF16 query: the CUDA-core kernel */
     kv_case(SDPA_BF16, 128, 128, 256, SDPA_BF16, 1, 30000);
     /* short sequences (at most 137 tokens): one split, the output written by
      * the decode kernels themselves (CUDA-core kernel MHA, tensor cores GQA) */
@@ -1071,7 +1073,8 @@ int main(int argc, char **argv)
     kv_case(SDPA_BF16, 128, 128, 16, SDPA_BF16, 2, 300);
     kv_case(SDPA_I8, 128, 128, 16, SDPA_BF16, 2, 300);
     kv_batch_case(SDPA_BF16); /* tensor-core decode */
-    kv_batch_case(SDPA_F16);  /* CUDA-core decode */
+    kv_batch_case(SDPA_F16);  /* CUDA-core decode (a BF16 query) */
+    kv_batch_case(SDPA_F16, SDPA_F16); /* tensor-core decode */
     kv_batch_case(SDPA_I8);
     if (!g_quick) { kv_case(SDPA_F16, 64, 64, 16, SDPA_BF16, 8); kv_case(SDPA_BF16, 256, 256, 5, SDPA_F32, 8); kv_case(SDPA_I8, 128, 128, 64, SDPA_BF16, 8); }
     if (!g_quick) { kv_case(SDPA_BF16, 40, 24, 64, SDPA_BF16); kv_case(SDPA_I8, 256, 256, 32, SDPA_BF16); kv_case(SDPA_F16, 36, 36, 7, SDPA_F16); }
