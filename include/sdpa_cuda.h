@@ -56,9 +56,10 @@
  *   warpgroups of 64 query rows per block, S = Q K^T and O += P V on
  *   wgmma.mma_async (Q, K, V in 128-byte-swizzled shared memory, P from
  *   registers), the two warpgroups half a key tile apart so that one's
- *   softmax overlaps the other's products; compiled for head_dim 64 (256-key
- *   tiles; SDPA_CUDA_KERNEL_AUTO takes it there only from 4096 keys), 128
- *   (128-key tiles) and 256 (64-key tiles).
+ *   softmax overlaps the other's products; compiled for head_dim 64 (128-key
+ *   tiles, two blocks per SM), 128 (128-key tiles) and 256 (64-key tiles).
+ *   Both tensor-core kernels store O through shared memory in 16-byte row
+ *   chunks when out has q's dtype and 16-byte aligned rows.
  *   The first call on a device reads a 4-byte flag from it (whether the
  *   loaded code has the kernel). SDPA_CUDA_NO_WGMMA leaves it out.
  *   Everything else (F32, head_dim not a multiple of 8, head_dim != head_dim_v,
@@ -76,10 +77,11 @@
  *   (scale_q scale_k) + scale q.mean (the smoothing's shift), so lse,
  *   softcap, ALiBi and masks see the true score. INT8_QK_NOSMOOTH skips the
  *   mean. A NaN/Inf key makes the rows that see it NaN (as in sdpa.h).
- *   Decoding over the cache: with BF16 or I8 pages, a BF16 query, head_dim ==
- *   head_dim_v in {64, 128} and two or more query rows per kv head (GQA, or
- *   n > 1 queries), a tensor-core kernel (the rows as mma.sync's M side, P
- *   split into two BF16 halves so results stay at fp32 accuracy); otherwise
+ *   Decoding over the cache: with BF16 or I8 pages and a BF16 query, or F16
+ *   pages and an F16 query, head_dim == head_dim_v in {64, 128} and two or
+ *   more query rows per kv head (GQA, or n > 1 queries), a tensor-core
+ *   kernel (the rows as mma.sync's M side, P split into two 16-bit halves
+ *   so results stay at fp32 accuracy); otherwise
  *   CUDA-core kernels (one row per kv head: 16-byte loads, in-register dot
  *   products).
  *
@@ -93,7 +95,7 @@
  *   that sees no key gives out = 0 and lse = -inf. Results are deterministic:
  *   every output is computed by one thread block in a fixed order, and the
  *   decode split count depends on the shapes only, except for the
- *   tensor-core decode (BF16/I8 pages, several rows per kv head), whose
+ *   tensor-core decode (16-bit or I8 pages, several rows per kv head), whose
  *   splits fill the waves of the GPU in use: fixed on one GPU model, its
  *   last bits may differ on another.
  *   int8 mode: relative L2 about 1e-2 against float64 on random bf16 data
