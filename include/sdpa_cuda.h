@@ -3126,8 +3126,14 @@ template <int ST, int D> static cudaError_t sdpa__cu_decode_mma_launch(dim3 grid
     return cudaGetLastError();
 }
 
-/* Blocks of the tensor-core decode that the current GPU runs at once (SMs x
- * blocks per SM); 0 when CUDA cannot say. */
+/* Blocks of the tensor-core decode that stream at full speed at once on the
+ * current GPU; 0 when CUDA cannot say. I8 pages: SMs x blocks per SM (each
+ * block is bound by the widening's instructions). 16-bit pages: one per SM,
+ * since one block's 4 warps already pull the SM's share of the memory
+ * bandwidth and a second block on the SM only halves the rate of both. On
+ * an H100, bf16, GQA 32/8, counting blocks per SM (2) chose 2 splits at B 16
+ * 4k (118.9 us, the merge kernel included) where 1 takes 111.2, 32 at B 1
+ * 32k (73.6) where 16 take 70.8. */
 template <int ST, int D> static int64_t sdpa__cu_decode_mma_slots(void)
 {
     const int sm = sdpa__cu_dmc<ST, D>::SMEM;
@@ -3138,7 +3144,7 @@ template <int ST, int D> static int64_t sdpa__cu_decode_mma_slots(void)
         cudaGetLastError(); /* not this call's error */
         return 0;
     }
-    return (int64_t)sms * per;
+    return per < 1 ? 0 : ST == SDPA_I8 ? (int64_t)sms * per : (int64_t)sms;
 }
 
 /* Most splits of one decode row: the host keeps to it, and the merge's
@@ -3535,9 +3541,10 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
     if (slots > 0) {
         /* the tensor-core decode: the split count whose blocks fill whole
          * waves of this GPU best, cost = waves x (keys per split + 256, a
-         * block's fixed cost in keys), at least 512 keys per split, the
-         * fewer splits on a tie (H100, GQA 32/8, I8: B 16 4k 3 splits in
-         * one wave instead of 4 in 1.3) */
+         * block's fixed cost in keys), a wave being `slots` blocks (see
+         * sdpa__cu_decode_mma_slots), at least 512 keys per split, the
+         * fewer splits on a tie (H100, GQA 32/8: I8 B 16 4k 3 splits in one
+         * wave instead of 4 in 1.3; bf16 B 16 4k one split, no merge) */
         int64_t best = -1, ns;
         for (ns = 1; ns <= 128 && ns <= (maxlen + 511) / 512; ns++) {
             const int64_t ch = ((maxlen + ns - 1) / ns + 255) / 256 * 256, n2 = (maxlen + ch - 1) / ch;

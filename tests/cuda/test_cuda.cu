@@ -1064,7 +1064,8 @@ int main(int argc, char **argv)
     kv_case(SDPA_I8, 64, 64, 7, SDPA_BF16, 1);
     kv_case(SDPA_I8, 128, 128, 7, SDPA_F16, 8);
     /* a long sequence: 117 splits of 256 keys (the merge's lanes take up to
-     * four splits each), and 58 of 512 on the tensor-core decode */
+     * four splits each), and one wave of the GPU's SMs on the tensor-core
+     * decode (40 splits of 768 keys on an H100) */
     kv_case(SDPA_F16, 64, 64, 256, SDPA_BF16, 1, 30000); /* F16 pages, a BF16 query: the CUDA-core kernel */
     kv_case(SDPA_BF16, 128, 128, 256, SDPA_BF16, 1, 30000);
     /* short sequences (at most 137 tokens): one split, the output written by
