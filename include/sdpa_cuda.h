@@ -3128,15 +3128,9 @@ template <int ST, int D> static cudaError_t sdpa__cu_decode_mma_launch(dim3 grid
     return cudaGetLastError();
 }
 
-/* Blocks of the tensor-core decode that stream at full speed at once on the
- * current GPU; 0 when CUDA cannot say. I8 pages: SMs x blocks per SM (each
- * block is bound by the widening's instructions). 16-bit pages: one per SM,
- * since one block's 4 warps already pull the SM's share of the memory
- * bandwidth and a second block on the SM only halves the rate of both. On
- * an H100, bf16, GQA 32/8, counting blocks per SM (2) chose 2 splits at B 16
- * 4k (118.9 us, the merge kernel included) where 1 takes 111.2, 32 at B 1
- * 32k (73.6) where 16 take 70.8. */
-template <int ST, int D> static int64_t sdpa__cu_decode_mma_slots(void)
+/* The current GPU's SM count for the tensor-core decode's split choice, and
+ * in *per the blocks of it that fit on one SM; 0 when CUDA cannot say. */
+template <int ST, int D> static int64_t sdpa__cu_decode_mma_slots(int64_t *per_sm)
 {
     const int sm = sdpa__cu_dmc<ST, D>::SMEM;
     int dev = 0, sms = 0, per = 0;
@@ -3146,7 +3140,8 @@ template <int ST, int D> static int64_t sdpa__cu_decode_mma_slots(void)
         cudaGetLastError(); /* not this call's error */
         return 0;
     }
-    return per < 1 ? 0 : ST == SDPA_I8 ? (int64_t)sms * per : (int64_t)sms;
+    *per_sm = per;
+    return per < 1 ? 0 : (int64_t)sms;
 }
 
 /* Most splits of one decode row: the host keeps to it, and the merge's
@@ -3452,7 +3447,7 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
     const sdpa_params *p = pp;
     sdpa__cu_tens tq, to;
     sdpa__cu_dargs A;
-    int64_t b, lse_n = 0, maxlen = 0, rows_blocks, slots;
+    int64_t b, lse_n = 0, maxlen = 0, rows_blocks, slots, per_sm = 1;
     uintptr_t lse_lo = 0, lse_hi = 0;
     int rc, d, fast, mmadec;
     cudaError_t e = cudaSuccess;
@@ -3534,23 +3529,32 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
     rows_blocks = A.B * c->H * A.nrb;
 #ifndef SDPA_CUDA_FEW_KERNELS
     slots = !mmadec                ? 0
-            : c->dt == SDPA_BF16 ? (c->D == 64 ? sdpa__cu_decode_mma_slots<SDPA_BF16, 64>() : sdpa__cu_decode_mma_slots<SDPA_BF16, 128>())
-            : c->dt == SDPA_F16  ? (c->D == 64 ? sdpa__cu_decode_mma_slots<SDPA_F16, 64>() : sdpa__cu_decode_mma_slots<SDPA_F16, 128>())
-                                 : (c->D == 64 ? sdpa__cu_decode_mma_slots<SDPA_I8, 64>() : sdpa__cu_decode_mma_slots<SDPA_I8, 128>());
+            : c->dt == SDPA_BF16 ? (c->D == 64 ? sdpa__cu_decode_mma_slots<SDPA_BF16, 64>(&per_sm) : sdpa__cu_decode_mma_slots<SDPA_BF16, 128>(&per_sm))
+            : c->dt == SDPA_F16  ? (c->D == 64 ? sdpa__cu_decode_mma_slots<SDPA_F16, 64>(&per_sm) : sdpa__cu_decode_mma_slots<SDPA_F16, 128>(&per_sm))
+                                 : (c->D == 64 ? sdpa__cu_decode_mma_slots<SDPA_I8, 64>(&per_sm) : sdpa__cu_decode_mma_slots<SDPA_I8, 128>(&per_sm));
 #else
-    slots = mmadec ? sdpa__cu_decode_mma_slots<SDPA_BF16, 128>() : 0;
+    slots = mmadec ? sdpa__cu_decode_mma_slots<SDPA_BF16, 128>(&per_sm) : 0;
 #endif
     if (slots > 0) {
-        /* the tensor-core decode: the split count whose blocks fill whole
-         * waves of this GPU best, cost = waves x (keys per split + 256, a
-         * block's fixed cost in keys), a wave being `slots` blocks (see
-         * sdpa__cu_decode_mma_slots), at least 512 keys per split, the
-         * fewer splits on a tie (H100, GQA 32/8: I8 B 16 4k 3 splits in one
-         * wave instead of 4 in 1.3; bf16 B 16 4k one split, no merge) */
+        /* the tensor-core decode: the split count whose blocks keep the
+         * busiest SM shortest, cost = its blocks x (keys per split + 256, a
+         * block's fixed cost in keys), at least 512 keys per split, the
+         * fewer splits on a tie. 16-bit pages: one block already streams at
+         * the SM's share of the bandwidth, so blocks per SM add up; H100,
+         * bf16, GQA 32/8, B 16 4k: one split, no merge, 110.9 us (counting
+         * the 2 blocks per SM that fit as one round chose 2 splits, 118.8).
+         * I8: H100, GQA 32/8, B 16 4k 2 splits, 73.3 us (3 took 79.8), B 64
+         * 32k 3 (2 took 7% longer) */
         int64_t best = -1, ns;
         for (ns = 1; ns <= 128 && ns <= (maxlen + 511) / 512; ns++) {
             const int64_t ch = ((maxlen + ns - 1) / ns + 255) / 256 * 256, n2 = (maxlen + ch - 1) / ch;
-            const int64_t cost = (rows_blocks * n2 + slots - 1) / slots * (ch + 256);
+            /* k blocks on the busiest SM, in rounds of per_sm. I8 blocks are
+             * bound by their instructions, so an SM runs them best per_sm at
+             * a time: a block alone in its round, or a short last round
+             * after full ones, each count 0.6 of a block more */
+            const int64_t k = (rows_blocks * n2 + slots - 1) / slots;
+            const int64_t pen = c->dt != SDPA_I8 ? 0 : (k % per_sm == 1 ? 6 : 0) + (k > per_sm && k % per_sm ? 6 : 0);
+            const int64_t cost = (10 * k + pen) * (ch + 256);
             if (best < 0 || cost < best) { best = cost; A.chunk = ch; }
         }
         if (best < 0) A.chunk = 512;
