@@ -387,6 +387,8 @@ typedef struct sdpa__cu_args {
     int64_t B, Hq, Hkv, G, Lq, Lk, D, Dv;
     float scale, softcap;
     int causal, window, packed, extras;  /* extras: softcap, alibi or mask present */
+    int ovec;                            /* out has q's dtype and 16-byte aligned rows: the tensor-core
+                                            kernels store O in 16-byte row chunks through shared memory */
     int64_t wl, wr;
     const float *alibi;                  /* device copies */
     const int64_t *sq, *skv, *cuq, *cuk;
@@ -1010,7 +1012,7 @@ __global__ void __launch_bounds__(NW * 32) sdpa__cu_fwd_mma(const sdpa__cu_args 
                                      : (l != l ? l : -INFINITY);
             }
         }
-    if (a.odt == a.qdt && (((uintptr_t)a.o | (uintptr_t)(a.os[0] | a.os[1] | a.os[2]) * 2) & 15) == 0) {
+    if (a.ovec) {
         /* O through shared memory (rows of LD elements from the start, past
          * every reader: the barrier), then out in 16-byte row chunks; a warp
          * stores the rows it wrote */
@@ -1390,7 +1392,7 @@ __global__ void __launch_bounds__(256, DP == 64 ? 2 : 1) sdpa__cu_fwd_wg(const s
             a.lse[ix] = l > 0.0f ? (mrow[rr] + log2f(l)) * 0.6931471805599453f : (l != l ? l : -INFINITY);
         }
     }
-    if (a.odt == a.qdt && (((uintptr_t)a.o | (uintptr_t)(a.os[0] | a.os[1] | a.os[2]) * 2) & 15) == 0) {
+    if (a.ovec) {
         /* O through this warpgroup's own Q rows (its last S has been waited
          * for), swizzled as Q is, then out in 16-byte row chunks */
         const int rl = (warp & 3) * 16 + (lane >> 2);
@@ -1756,6 +1758,7 @@ static int sdpa__cu_plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const 
     for (d = 0; d < 4; d++) { A->qs[d] = tq.s[d]; A->ks[d] = tk.s[d]; A->vs[d] = tv.s[d]; A->os[d] = to.s[d]; A->ms[d] = tm.s[d]; }
     A->qdt = tq.dtype;
     A->odt = to.dtype;
+    A->ovec = to.dtype == tq.dtype && (((uintptr_t)to.data | (uintptr_t)(to.s[0] | to.s[1] | to.s[2]) * 2) & 15) == 0;
     A->extras = p->softcap > 0.0f || p->alibi_slopes || A->has_mask;
     {
         int ok = (tq.dtype == SDPA_F16 || tq.dtype == SDPA_BF16) && A->D == A->Dv && A->D % 8 == 0;
@@ -1966,14 +1969,6 @@ static int sdpa__cu_wg_fits(const sdpa__cu_plan *P)
     return P->mma && !P->i8 && !P->a.extras && P->a.scale > 0.0f && sdpa__cu_wg_ok();
 }
 
-/* Whether AUTO takes it: wherever it runs. On an H100 it measured 1.05-1.20x
- * the mma.sync kernel at hd 64, 1.16-1.39x at hd 128 and 1.5-2.0x at hd 256,
- * L 1024 to 16384. */
-static int sdpa__cu_wg_auto(const sdpa__cu_plan *P)
-{
-    return sdpa__cu_wg_fits(P);
-}
-
 static int sdpa__cu_choose(const sdpa__cu_plan *P, const sdpa_params *pp, sdpa_cuda_kernel kernel)
 {
     if (kernel == SDPA_CUDA_KERNEL_GENERIC) return SDPA_CUDA_KERNEL_GENERIC;
@@ -1988,7 +1983,10 @@ static int sdpa__cu_choose(const sdpa__cu_plan *P, const sdpa_params *pp, sdpa_c
                                                 "Lq, Lk < 2^30");
     if (kernel != SDPA_CUDA_KERNEL_AUTO && kernel != SDPA_CUDA_KERNEL_MMA)
         return sdpa__cu_fail(pp, SDPA_ERR_PATH, "sdpa_cuda: kernel = %d is not an sdpa_cuda_kernel value", (int)kernel);
-    if (kernel == SDPA_CUDA_KERNEL_AUTO && sdpa__cu_wg_auto(P)) return SDPA_CUDA_KERNEL_WGMMA;
+    /* AUTO takes wgmma wherever it runs: on an H100 it measured 1.05-1.20x the
+     * mma.sync kernel at hd 64, 1.16-1.39x at hd 128 and 1.5-2.0x at hd 256,
+     * L 1024 to 16384 */
+    if (kernel == SDPA_CUDA_KERNEL_AUTO && sdpa__cu_wg_fits(P)) return SDPA_CUDA_KERNEL_WGMMA;
     return P->mma ? SDPA_CUDA_KERNEL_MMA : SDPA_CUDA_KERNEL_GENERIC;
 }
 
@@ -3129,8 +3127,9 @@ template <int ST, int D> static cudaError_t sdpa__cu_decode_mma_launch(dim3 grid
 }
 
 /* The current GPU's SM count for the tensor-core decode's split choice, and
- * in *per the blocks of it that fit on one SM; 0 when CUDA cannot say. */
-template <int ST, int D> static int64_t sdpa__cu_decode_mma_slots(int64_t *per_sm)
+ * in *per_sm the blocks of the kernel that fit on one SM; 0 when CUDA cannot
+ * say. */
+template <int ST, int D> static int64_t sdpa__cu_decode_mma_sms(int64_t *per_sm)
 {
     const int sm = sdpa__cu_dmc<ST, D>::SMEM;
     int dev = 0, sms = 0, per = 0;
@@ -3447,7 +3446,7 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
     const sdpa_params *p = pp;
     sdpa__cu_tens tq, to;
     sdpa__cu_dargs A;
-    int64_t b, lse_n = 0, maxlen = 0, rows_blocks, slots, per_sm = 1;
+    int64_t b, lse_n = 0, maxlen = 0, rows_blocks, sms, per_sm = 1;
     uintptr_t lse_lo = 0, lse_hi = 0;
     int rc, d, fast, mmadec;
     cudaError_t e = cudaSuccess;
@@ -3528,14 +3527,14 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
      * on the GPU model (SM count, blocks per SM); on one GPU they are fixed. */
     rows_blocks = A.B * c->H * A.nrb;
 #ifndef SDPA_CUDA_FEW_KERNELS
-    slots = !mmadec                ? 0
-            : c->dt == SDPA_BF16 ? (c->D == 64 ? sdpa__cu_decode_mma_slots<SDPA_BF16, 64>(&per_sm) : sdpa__cu_decode_mma_slots<SDPA_BF16, 128>(&per_sm))
-            : c->dt == SDPA_F16  ? (c->D == 64 ? sdpa__cu_decode_mma_slots<SDPA_F16, 64>(&per_sm) : sdpa__cu_decode_mma_slots<SDPA_F16, 128>(&per_sm))
-                                 : (c->D == 64 ? sdpa__cu_decode_mma_slots<SDPA_I8, 64>(&per_sm) : sdpa__cu_decode_mma_slots<SDPA_I8, 128>(&per_sm));
+    sms = !mmadec                ? 0
+            : c->dt == SDPA_BF16 ? (c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_BF16, 64>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_BF16, 128>(&per_sm))
+            : c->dt == SDPA_F16  ? (c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_F16, 64>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_F16, 128>(&per_sm))
+                                 : (c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_I8, 64>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_I8, 128>(&per_sm));
 #else
-    slots = mmadec ? sdpa__cu_decode_mma_slots<SDPA_BF16, 128>(&per_sm) : 0;
+    sms = mmadec ? sdpa__cu_decode_mma_sms<SDPA_BF16, 128>(&per_sm) : 0;
 #endif
-    if (slots > 0) {
+    if (sms > 0) {
         /* the tensor-core decode: the split count whose blocks keep the
          * busiest SM shortest, cost = its blocks x (keys per split + 256, a
          * block's fixed cost in keys), at least 512 keys per split, the
@@ -3552,7 +3551,7 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
              * bound by their instructions, so an SM runs them best per_sm at
              * a time: a block alone in its round, or a short last round
              * after full ones, each count 0.6 of a block more */
-            const int64_t k = (rows_blocks * n2 + slots - 1) / slots;
+            const int64_t k = (rows_blocks * n2 + sms - 1) / sms;
             const int64_t pen = c->dt != SDPA_I8 ? 0 : (k % per_sm == 1 ? 6 : 0) + (k > per_sm && k % per_sm ? 6 : 0);
             const int64_t cost = (10 * k + pen) * (ch + 256);
             if (best < 0 || cost < best) { best = cost; A.chunk = ch; }
