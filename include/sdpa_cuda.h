@@ -2715,8 +2715,9 @@ template <int ST, int D, int RB> static cudaError_t sdpa__cu_decode_fast_launch(
  * head_dim == head_dim_v == D in {64, 128}: the block's RB = 16 rows (the kv head's G
  * heads x n queries; rows past nr are zero) are the M side of mma.sync
  * m16n8k16, so the dot products and P.V cost tensor-core work instead of
- * 4-8 FMAs per key byte. Grid as sdpa__cu_decode_fast; each of the 4 warps
- * walks its own steps of KT = 16 keys (warp w: steps w, w + 4, ...) through a
+ * 4-8 FMAs per key byte. Grid as sdpa__cu_decode_fast; each of the NW warps
+ * (4 for 16-bit pages, 2 blocks per SM; 12 for I8, one block per SM)
+ * walks its own steps of KT = 16 keys (warp w: steps w, w + NW, ...) through a
  * private S-stage cp.async ring (keys outside the split or the sequence are
  * zero-filled, never read), with its own online softmax, then the warps
  * merge in shared memory in a fixed order. I8 pages: the ring holds the
@@ -2742,14 +2743,22 @@ __device__ __forceinline__ float sdpa__cu_tof(__nv_bfloat16 x) { return __bfloat
 __device__ __forceinline__ float sdpa__cu_tof(__half x) { return __half2float(x); }
 template <int ST> struct sdpa__cu_dmt { typedef __nv_bfloat16 T; }; /* the mma type of ST's pages */
 template <> struct sdpa__cu_dmt<SDPA_F16> { typedef __half T; };
-template <int ST, int D> struct sdpa__cu_dmc {
+template <int ST, int D, int W = ST == SDPA_I8 ? 12 : 4> struct sdpa__cu_dmc {
     typedef typename sdpa__cu_dmt<ST>::T T;
     static constexpr bool I8 = ST == SDPA_I8;
     /* CH 16-byte chunks per stored row; a stage: K and V tiles (BF16: rows of
      * LD elements, ready for ldmatrix; I8: packed rows, then KT + KT scales).
-     * I8 reads both K and V straight from the ring (3 blocks per SM; 2 ring
-     * stages were no better) */
-    static constexpr int NW = 4, KT = 16, S = 3, LD = D + 8, CH = I8 ? D / 16 : D / 8, RSW = 32 / CH;
+     * I8 reads both K and V straight from the ring (2 ring stages were no
+     * better). I8 blocks are bound by latency, not the stream: 12 warps in
+     * one block per SM (168 registers, 153 KiB of shared memory) where 3
+     * blocks of 4 ran before; one block covers what took 3 splits, so the
+     * merge kernel is left out more often (H100, GQA 32/8, kernel time:
+     * B 16 4k 54.0 + 3.2 merge -> 55.0-56.5 us, B 1 4k 14.3 -> 11.4, B 64
+     * 4k 213.9 + 5.8 -> 202.5; 8 warps: B 64 4k 215.0). GPUs that give a
+     * block less shared memory (99 KiB on sm_86 and sm_89) run I8 in the
+     * blocks of 4 warps, W = 4, three per SM */
+    static constexpr int NW = W, KT = 16, S = 3, LD = D + 8, CH = I8 ? D / 16 : D / 8, RSW = 32 / CH;
+    static constexpr int PER_SM = I8 && NW == 4 ? 3 : I8 ? 1 : 2; /* the launch bounds' blocks per SM */
     static constexpr int STAGE = I8 ? 2 * KT * D + 2 * KT * 4 : 2 * KT * LD * 2;
     static constexpr int QB = 16 * LD * 2, RING = NW * S * STAGE, MERGE = NW * 16 * (D + 2) * 4;
     static constexpr int SMEM = QB + RING > MERGE ? QB + RING : MERGE;
@@ -2776,10 +2785,10 @@ __device__ __forceinline__ void sdpa__cu_i8bf_eo(const uint32_t w, uint32_t *ev,
     *ev = *(const uint32_t *)&h0;
     *od = *(const uint32_t *)&h1;
 }
-template <int ST, int D>
-__global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mma(const sdpa__cu_dargs a)
+template <int ST, int D, int W>
+__global__ void __launch_bounds__(W * 32, sdpa__cu_dmc<ST, D, W>::PER_SM) sdpa__cu_decode_mma(const sdpa__cu_dargs a)
 {
-    typedef sdpa__cu_dmc<ST, D> C;
+    typedef sdpa__cu_dmc<ST, D, W> C;
     typedef typename C::T T;
     constexpr float PS = ST == SDPA_F16 ? 256.0f : 1.0f; /* P's scale in P.V */
     constexpr bool I8 = C::I8;
@@ -2918,10 +2927,12 @@ __global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mm
          * bits in f16 down to 2^-28 of the row's largest (below that, as f16
          * subnormals, they round; so do their tiny products); 2^e goes into
          * the row's multiplier, kept in the row's padding columns. NaN stays
-         * NaN; a row with Inf keeps e = 0. Thread t: row t / 8, elements
-         * (t % 8) * D / 8 on. */
+         * NaN; a row with Inf keeps e = 0. Thread t < 128: row t / 8,
+         * elements (t % 8) * D / 8 on (the warps past 4 read the same rows
+         * again and write nothing). */
         {
-            const int r = threadIdx.x >> 3, e0 = (threadIdx.x & 7) * (D / 8);
+            const int r = (threadIdx.x >> 3) & 15, e0 = (threadIdx.x & 7) * (D / 8);
+            const bool own = threadIdx.x < 128;
             T *row = Qs + r * LD + e0;
             float v[D / 8], amax = 0.0f;
 #pragma unroll
@@ -2940,9 +2951,11 @@ __global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mm
             __syncthreads(); /* the whole row read before it is rewritten */
             const float sc = __int_as_float((127 - ex) << 23);
             __half *hrow = (__half *)(void *)row;
+            if (own) {
 #pragma unroll
-            for (int e = 0; e < D / 8; e++) hrow[e] = __float2half_rn(v[e] * sc);
-            if ((threadIdx.x & 7) == 0) *(float *)(void *)(Qs + r * LD + D) = __int_as_float((127 + ex) << 23);
+                for (int e = 0; e < D / 8; e++) hrow[e] = __float2half_rn(v[e] * sc);
+                if ((threadIdx.x & 7) == 0) *(float *)(void *)(Qs + r * LD + D) = __int_as_float((127 + ex) << 23);
+            }
         }
         __syncthreads();
         /* A fragments in the permuted k order (k slots 2t, 2t + 1, 2t + 8,
@@ -3115,32 +3128,44 @@ __global__ void __launch_bounds__(128, ST == SDPA_I8 ? 3 : 2) sdpa__cu_decode_mm
     sdpa__cu_dmerge<NW, 16, D>(a, bi, b, g, r0, sp, nr, sm_o, sm_m, sm_l);
 }
 
-template <int ST, int D> static cudaError_t sdpa__cu_decode_mma_launch(dim3 grid, cudaStream_t st, const sdpa__cu_dargs &A)
+template <int ST, int D, int W> static cudaError_t sdpa__cu_decode_mma_launch(dim3 grid, cudaStream_t st, const sdpa__cu_dargs &A)
 {
-    const int sm = sdpa__cu_dmc<ST, D>::SMEM;
+    const int sm = sdpa__cu_dmc<ST, D, W>::SMEM;
     if (sm > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(sdpa__cu_decode_mma<ST, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm);
+        cudaError_t e = cudaFuncSetAttribute(sdpa__cu_decode_mma<ST, D, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm);
         if (e != cudaSuccess) return e;
     }
-    sdpa__cu_decode_mma<ST, D><<<grid, 128, sm, st>>>(A);
+    sdpa__cu_decode_mma<ST, D, W><<<grid, W * 32, sm, st>>>(A);
     return cudaGetLastError();
 }
 
 /* The current GPU's SM count for the tensor-core decode's split choice, and
  * in *per_sm the blocks of the kernel that fit on one SM; 0 when CUDA cannot
  * say. */
-template <int ST, int D> static int64_t sdpa__cu_decode_mma_sms(int64_t *per_sm)
+template <int ST, int D, int W> static int64_t sdpa__cu_decode_mma_sms(int64_t *per_sm)
 {
-    const int sm = sdpa__cu_dmc<ST, D>::SMEM;
+    const int sm = sdpa__cu_dmc<ST, D, W>::SMEM;
     int dev = 0, sms = 0, per = 0;
     if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        (sm > 48 * 1024 && cudaFuncSetAttribute(sdpa__cu_decode_mma<ST, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm) != cudaSuccess) ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, sdpa__cu_decode_mma<ST, D>, 128, sm) != cudaSuccess) {
+        (sm > 48 * 1024 && cudaFuncSetAttribute(sdpa__cu_decode_mma<ST, D, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, sm) != cudaSuccess) ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, sdpa__cu_decode_mma<ST, D, W>, W * 32, sm) != cudaSuccess) {
         cudaGetLastError(); /* not this call's error */
         return 0;
     }
     *per_sm = per;
     return per < 1 ? 0 : (int64_t)sms;
+}
+
+/* Whether the current GPU gives a block the shared memory of the 12-warp I8
+ * tensor-core decode (sm_80, sm_87 and sm_90 do; sm_86 and sm_89 do not) */
+template <int D> static int sdpa__cu_decode_i8_wide(void)
+{
+    int dev = 0, opt = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&opt, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+        cudaGetLastError(); /* not this call's error */
+        return 0;
+    }
+    return opt >= sdpa__cu_dmc<SDPA_I8, D, 12>::SMEM;
 }
 
 /* Most splits of one decode row: the host keeps to it, and the merge's
@@ -3448,7 +3473,7 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
     sdpa__cu_dargs A;
     int64_t b, lse_n = 0, maxlen = 0, rows_blocks, sms, per_sm = 1;
     uintptr_t lse_lo = 0, lse_hi = 0;
-    int rc, d, fast, mmadec;
+    int rc, d, fast, mmadec, i8w = 0;
     cudaError_t e = cudaSuccess;
     memset(&zero, 0, sizeof zero);
     memset(&A, 0, sizeof A);
@@ -3527,12 +3552,18 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
      * on the GPU model (SM count, blocks per SM); on one GPU they are fixed. */
     rows_blocks = A.B * c->H * A.nrb;
 #ifndef SDPA_CUDA_FEW_KERNELS
+    i8w = mmadec && c->dt == SDPA_I8 && (c->D == 64 ? sdpa__cu_decode_i8_wide<64>() : sdpa__cu_decode_i8_wide<128>());
+#ifdef SDPA__CU_TEST_I8_NARROW /* tests: the 4-warp I8 blocks of smaller GPUs, on any GPU */
+    i8w = 0;
+#endif
     sms = !mmadec                ? 0
-            : c->dt == SDPA_BF16 ? (c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_BF16, 64>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_BF16, 128>(&per_sm))
-            : c->dt == SDPA_F16  ? (c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_F16, 64>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_F16, 128>(&per_sm))
-                                 : (c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_I8, 64>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_I8, 128>(&per_sm));
+            : c->dt == SDPA_BF16 ? (c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_BF16, 64, 4>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_BF16, 128, 4>(&per_sm))
+            : c->dt == SDPA_F16  ? (c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_F16, 64, 4>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_F16, 128, 4>(&per_sm))
+            : i8w                ? (c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_I8, 64, 12>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_I8, 128, 12>(&per_sm))
+                                 : (c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_I8, 64, 4>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_I8, 128, 4>(&per_sm));
 #else
-    sms = mmadec ? sdpa__cu_decode_mma_sms<SDPA_BF16, 128>(&per_sm) : 0;
+    sms = mmadec ? sdpa__cu_decode_mma_sms<SDPA_BF16, 128, 4>(&per_sm) : 0;
+    (void)i8w;
 #endif
     if (sms > 0) {
         /* the tensor-core decode: the split count whose blocks keep the
@@ -3542,15 +3573,16 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
          * the SM's share of the bandwidth, so blocks per SM add up; H100,
          * bf16, GQA 32/8, B 16 4k: one split, no merge, 110.9 us (counting
          * the 2 blocks per SM that fit as one round chose 2 splits, 118.8).
-         * I8: H100, GQA 32/8, B 16 4k 2 splits, 73.3 us (3 took 79.8), B 64
-         * 32k 3 (2 took 7% longer) */
+         * I8 (one 12-warp block per SM): the same count, B 16 4k one split */
         int64_t best = -1, ns;
         for (ns = 1; ns <= 128 && ns <= (maxlen + 511) / 512; ns++) {
             const int64_t ch = ((maxlen + ns - 1) / ns + 255) / 256 * 256, n2 = (maxlen + ch - 1) / ch;
-            /* k blocks on the busiest SM, in rounds of per_sm. I8 blocks are
-             * bound by their instructions, so an SM runs them best per_sm at
-             * a time: a block alone in its round, or a short last round
-             * after full ones, each count 0.6 of a block more */
+            /* k blocks on the busiest SM, in rounds of per_sm. I8 blocks of
+             * 4 warps (sm_86, sm_89: three per SM) run best per_sm at a
+             * time: a block alone in its round, or a short last round after
+             * full ones, each count 0.6 of a block more (H100, GQA 32/8,
+             * B 16 4k 2 splits, 73.3 us where 3 took 79.8; B 64 32k 3 where
+             * 2 took 7% longer); with one block per SM the terms are 0 */
             const int64_t k = (rows_blocks * n2 + sms - 1) / sms;
             const int64_t pen = c->dt != SDPA_I8 ? 0 : (k % per_sm == 1 ? 6 : 0) + (k > per_sm && k % per_sm ? 6 : 0);
             const int64_t cost = (10 * k + pen) * (ch + 256);
@@ -3641,20 +3673,22 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
                 e = sdpa__cu_decode_fast_launch<SDPA_BF16, 128, 1>(grid, st, A);
                 e = sdpa__cu_decode_fast_launch<SDPA_I8, 128, 1>(grid, st, A);
                 e = sdpa__cu_decode_fast_launch<SDPA_I8, 128, 4>(grid, st, A);
-                e = sdpa__cu_decode_mma_launch<SDPA_BF16, 128>(grid, st, A);
-                e = sdpa__cu_decode_mma_launch<SDPA_F16, 128>(grid, st, A);
-                e = sdpa__cu_decode_mma_launch<SDPA_I8, 128>(grid, st, A);
+                e = sdpa__cu_decode_mma_launch<SDPA_BF16, 128, 4>(grid, st, A);
+                e = sdpa__cu_decode_mma_launch<SDPA_F16, 128, 4>(grid, st, A);
+                e = sdpa__cu_decode_mma_launch<SDPA_I8, 128, 12>(grid, st, A);
             }
             (void)mmadec;
             e = cudaErrorNotSupported;
             (void)L;
 #else
-            if (mmadec && c->dt == SDPA_BF16) e = c->D == 64 ? sdpa__cu_decode_mma_launch<SDPA_BF16, 64>(grid, st, A)
-                                                             : sdpa__cu_decode_mma_launch<SDPA_BF16, 128>(grid, st, A);
-            else if (mmadec && c->dt == SDPA_F16) e = c->D == 64 ? sdpa__cu_decode_mma_launch<SDPA_F16, 64>(grid, st, A)
-                                                                 : sdpa__cu_decode_mma_launch<SDPA_F16, 128>(grid, st, A);
-            else if (mmadec) e = c->D == 64 ? sdpa__cu_decode_mma_launch<SDPA_I8, 64>(grid, st, A)
-                                            : sdpa__cu_decode_mma_launch<SDPA_I8, 128>(grid, st, A);
+            if (mmadec && c->dt == SDPA_BF16) e = c->D == 64 ? sdpa__cu_decode_mma_launch<SDPA_BF16, 64, 4>(grid, st, A)
+                                                             : sdpa__cu_decode_mma_launch<SDPA_BF16, 128, 4>(grid, st, A);
+            else if (mmadec && c->dt == SDPA_F16) e = c->D == 64 ? sdpa__cu_decode_mma_launch<SDPA_F16, 64, 4>(grid, st, A)
+                                                                 : sdpa__cu_decode_mma_launch<SDPA_F16, 128, 4>(grid, st, A);
+            else if (mmadec && i8w) e = c->D == 64 ? sdpa__cu_decode_mma_launch<SDPA_I8, 64, 12>(grid, st, A)
+                                                   : sdpa__cu_decode_mma_launch<SDPA_I8, 128, 12>(grid, st, A);
+            else if (mmadec) e = c->D == 64 ? sdpa__cu_decode_mma_launch<SDPA_I8, 64, 4>(grid, st, A)
+                                            : sdpa__cu_decode_mma_launch<SDPA_I8, 128, 4>(grid, st, A);
             else if (fast && c->dt == SDPA_F16) SDPA__CU_DECD(SDPA_F16);
             else if (fast && c->dt == SDPA_BF16) SDPA__CU_DECD(SDPA_BF16);
             else if (fast) SDPA__CU_DECD(SDPA_I8);
