@@ -34,7 +34,7 @@
  *   SDPA_MALLOC/SDPA_FREE  default allocator (default: malloc/free), used when
  *                        params->allocator is NULL
  *   SDPA_TILE_Q          default query rows per tile (default: 64; the
- *                        avx512 and amx paths take 128 or 256 where the
+ *                        avx2, avx512 and amx paths take 128 or 256 where the
  *                        call gives enough tiles, see sdpa__auto_tiles);
  *                        defined, it is the default on every path
  *   SDPA_TILE_K          default keys per tile (default: 64; 128 in the amx
@@ -288,7 +288,7 @@ typedef struct sdpa_params {      /* all-zero = PyTorch's defaults */
     sdpa_parallel_for_fn  parallel_for;  /* NULL = built-in threads */
     void                 *parallel_user;
 
-    int                tile_q;        /* query rows per tile, 0 = SDPA_TILE_Q (the avx512 and amx paths may take more) */
+    int                tile_q;        /* query rows per tile, 0 = SDPA_TILE_Q (the avx2, avx512 and amx paths may take more) */
     int                tile_k;        /* keys per tile, 0 = SDPA_TILE_K (amx with BF16 inputs: 128) */
 
     char              *errbuf;        /* optional: receives a message on error */
@@ -1357,11 +1357,15 @@ static int sdpa__count_tasks(const sdpa__plan *P, int64_t *total)
 }
 
 /* The default tiles where the caller left them 0 (and did not pin the
- * macros). The zmm paths pack each K and V block once per tile, so a tile
- * of 128 or 256 rows pays a half or a quarter of that per row: 256 from
- * Lq = 1024, 128 from 512 (causal: at most Lq / 8), halved while the call
- * would have fewer than four tiles per thread (int8 mode packs no K per
- * tile, and on the avx512 path no V either: it keeps 64 there). bf16 mode
+ * macros). The SIMD paths load (pack, widen, check) each K and V block once
+ * per tile, so a tile of 128 or 256 rows pays a half or a quarter of that
+ * per row: 256 from Lq = 1024, 128 from 512 (causal: at most Lq / 8),
+ * halved while the call would have fewer than four tiles per thread. (int8
+ * mode quantises K once per call, but still loads V per tile; the avx2 path
+ * and int8 mode on avx512 kept 64 rows until a Zen 4 measured them, same
+ * bits, interleaved, 1 thread, 2 heads, D 128: avx2 F32 1.07-1.16x at
+ * L 512-4096, int8 mode 1.01-1.11x, avx512 int8 mode 1.05-1.11x; 2 threads,
+ * 32 heads 1.08-1.13x.) bf16 mode
  * on AMX (and int8 mode's bf16 P.V there) also takes 128 keys per block (the
  * softmax's per-row work and the O tiles' loads and stores are per block;
  * the timings are in the README's Performance section). The row tile never
@@ -1372,7 +1376,7 @@ static void sdpa__auto_tiles(sdpa__plan *P, const sdpa_params *p)
     if (!p->tile_k && P->bf16 && P->path == SDPA_PATH_AMX) P->tk = 128;
 #endif
 #ifdef SDPA__TILE_Q_AUTO
-    if (!p->tile_q && (!P->i8 || P->bf16) && (P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX)) {
+    if (!p->tile_q && (P->path == SDPA_PATH_AVX2 || P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX)) {
         int64_t tq = P->Lq >= 1024 ? 256 : P->Lq >= 512 ? 128 : SDPA_TILE_Q, tasks;
         int want = sdpa__n_workers(p, INT64_MAX);
         /* causal: the products of a row tile's last key blocks are partly
