@@ -2749,10 +2749,10 @@ template <int ST, int D, int W = ST == SDPA_I8 ? 12 : 4> struct sdpa__cu_dmc {
     /* CH 16-byte chunks per stored row; a stage: K and V tiles (BF16: rows of
      * LD elements, ready for ldmatrix; I8: packed rows, then KT + KT scales).
      * I8 reads both K and V straight from the ring (2 ring stages were no
-     * better). I8 blocks are bound by latency, not the stream: 12 warps in
-     * one block per SM (168 registers, 153 KiB of shared memory) where 3
-     * blocks of 4 ran before; one block covers what took 3 splits, so the
-     * merge kernel is left out more often (H100, GQA 32/8, kernel time:
+     * better). I8 runs 12 warps in one block per SM (168 registers, 153
+     * KiB of shared memory) where 3 blocks of 4 ran before: the same warps
+     * per SM, but one block covers what took 3 splits, so the merge kernel
+     * is left out more often (H100, GQA 32/8, kernel time:
      * B 16 4k 54.0 + 3.2 merge -> 55.0-56.5 us, B 1 4k 14.3 -> 11.4, B 64
      * 4k 213.9 + 5.8 -> 202.5; 8 warps: B 64 4k 215.0). GPUs that give a
      * block less shared memory (99 KiB on sm_86 and sm_89) run I8 in the
