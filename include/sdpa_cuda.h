@@ -2743,7 +2743,7 @@ __device__ __forceinline__ float sdpa__cu_tof(__nv_bfloat16 x) { return __bfloat
 __device__ __forceinline__ float sdpa__cu_tof(__half x) { return __half2float(x); }
 template <int ST> struct sdpa__cu_dmt { typedef __nv_bfloat16 T; }; /* the mma type of ST's pages */
 template <> struct sdpa__cu_dmt<SDPA_F16> { typedef __half T; };
-template <int ST, int D, int W = ST == SDPA_I8 ? 12 : 4> struct sdpa__cu_dmc {
+template <int ST, int D, int W> struct sdpa__cu_dmc {
     typedef typename sdpa__cu_dmt<ST>::T T;
     static constexpr bool I8 = ST == SDPA_I8;
     /* CH 16-byte chunks per stored row; a stage: K and V tiles (BF16: rows of
@@ -3141,7 +3141,8 @@ template <int ST, int D, int W> static cudaError_t sdpa__cu_decode_mma_launch(di
 
 /* The current GPU's SM count for the tensor-core decode's split choice, and
  * in *per_sm the blocks of the kernel that fit on one SM; 0 when CUDA cannot
- * say. */
+ * say, or when a block needs more shared memory than this GPU gives one
+ * (the 12-warp I8 block on sm_86 and sm_89). */
 template <int ST, int D, int W> static int64_t sdpa__cu_decode_mma_sms(int64_t *per_sm)
 {
     const int sm = sdpa__cu_dmc<ST, D, W>::SMEM;
@@ -3154,18 +3155,6 @@ template <int ST, int D, int W> static int64_t sdpa__cu_decode_mma_sms(int64_t *
     }
     *per_sm = per;
     return per < 1 ? 0 : (int64_t)sms;
-}
-
-/* Whether the current GPU gives a block the shared memory of the 12-warp I8
- * tensor-core decode (sm_80, sm_87 and sm_90 do; sm_86 and sm_89 do not) */
-template <int D> static int sdpa__cu_decode_i8_wide(void)
-{
-    int dev = 0, opt = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&opt, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
-        cudaGetLastError(); /* not this call's error */
-        return 0;
-    }
-    return opt >= sdpa__cu_dmc<SDPA_I8, D, 12>::SMEM;
 }
 
 /* Most splits of one decode row: the host keeps to it, and the merge's
@@ -3552,15 +3541,17 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
      * on the GPU model (SM count, blocks per SM); on one GPU they are fixed. */
     rows_blocks = A.B * c->H * A.nrb;
 #ifndef SDPA_CUDA_FEW_KERNELS
-    i8w = mmadec && c->dt == SDPA_I8 && (c->D == 64 ? sdpa__cu_decode_i8_wide<64>() : sdpa__cu_decode_i8_wide<128>());
-#ifdef SDPA__CU_TEST_I8_NARROW /* tests: the 4-warp I8 blocks of smaller GPUs, on any GPU */
-    i8w = 0;
-#endif
     sms = !mmadec                ? 0
             : c->dt == SDPA_BF16 ? (c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_BF16, 64, 4>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_BF16, 128, 4>(&per_sm))
             : c->dt == SDPA_F16  ? (c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_F16, 64, 4>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_F16, 128, 4>(&per_sm))
-            : i8w                ? (c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_I8, 64, 12>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_I8, 128, 12>(&per_sm))
-                                 : (c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_I8, 64, 4>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_I8, 128, 4>(&per_sm));
+                                 : 0;
+    if (mmadec && c->dt == SDPA_I8) { /* the 12-warp block where it fits, else 4 warps */
+#ifndef SDPA__CU_TEST_I8_NARROW /* tests: the 4-warp blocks of smaller GPUs, on any GPU */
+        sms = c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_I8, 64, 12>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_I8, 128, 12>(&per_sm);
+        i8w = sms > 0;
+#endif
+        if (!i8w) sms = c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_I8, 64, 4>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_I8, 128, 4>(&per_sm);
+    }
 #else
     sms = mmadec ? sdpa__cu_decode_mma_sms<SDPA_BF16, 128, 4>(&per_sm) : 0;
     (void)i8w;
