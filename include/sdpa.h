@@ -4463,6 +4463,12 @@ SDPA_API int sdpa_attention(const sdpa_tensor *q, const sdpa_tensor *k, const sd
 
 #define SDPA__KV_SPAN 64          /* keys per online-softmax step */
 #define SDPA__KV_ROWS 64          /* query rows per task */
+#ifndef SDPA__KV_VPF
+#define SDPA__KV_VPF 65536        /* bytes of V a task's heads read per span, at most, for V to be prefetched during Q K^T */
+#endif
+#ifndef SDPA__KV_TASKS
+#define SDPA__KV_TASKS 4          /* decode tasks per worker, at least, when kv heads share tasks */
+#endif
 #ifndef SDPA__KV_STEP
 #define SDPA__KV_STEP 8           /* keys per kernel call (prefetch granularity) */
 #endif
@@ -6091,9 +6097,11 @@ SDPA__TARGET_VNNI static void sdpa__vacc8_vnni(int64_t M, int64_t N, int64_t Dv,
 
 /* One call's plan. Batch entry b: its sequence, n rows per head (vq valid),
  * rows = G * vq query rows per kv head in blocks of SDPA__KV_ROWS, its keys
- * in nch chunks of ch keys. Tasks are (b, kv head, row block, chunk); with
- * nch > 1 each writes a partial (m, l, unnormalised O) per row, and a merge
- * task per (b, kv head) combines them in chunk order. */
+ * in nch chunks of ch keys. Tasks are (b, group of kv heads, row block,
+ * chunk): a group is one kv head, or with few rows per head (decode) several
+ * (sdpa__kv_hpt), so that a task reads whole pages. With nch > 1 each task
+ * writes a partial (m, l, unnormalised O) per row, and a merge task per
+ * (b, kv head) combines them in chunk order. */
 typedef struct sdpa__kvplan {
     sdpa__plan P;                 /* options, kernels, q and out */
     const sdpa_kv_cache *c;
@@ -6111,6 +6119,7 @@ typedef struct sdpa__kvplan {
     float *part;
     int64_t ldo;                  /* O row stride in scratch */
     int64_t n_merge;
+    int64_t hpt;                  /* kv heads per task, at most (sdpa__kv_hpt) */
 } sdpa__kvplan;
 
 static void sdpa__kv_seqinfo(const sdpa__kvplan *K, int64_t b, sdpa__seq *sq, const sdpa__kv_seq **s)
@@ -6128,6 +6137,23 @@ static void sdpa__kv_seqinfo(const sdpa__kvplan *K, int64_t b, sdpa__seq *sq, co
 static int64_t sdpa__kv_rblocks(const sdpa__kvplan *K, const sdpa__seq *sq)
 {
     return (K->P.G * sq->vq + SDPA__KV_ROWS - 1) / SDPA__KV_ROWS;
+}
+
+/* kv heads per task for a batch entry with `rows` query rows per kv head,
+ * at most `want` (the plan's K->hpt): as many as fit in SDPA__KV_ROWS rows,
+ * evened out over the groups. Which heads share a task changes only the
+ * order of the work, never a row's arithmetic. */
+static int64_t sdpa__kv_heads_per_task(int64_t H, int64_t rows, int64_t want)
+{
+    int64_t h = rows <= 0 || rows > SDPA__KV_ROWS ? 1 : SDPA__MIN(SDPA__MIN(want, H), SDPA__KV_ROWS / rows), groups;
+    if (h <= 1) return 1;
+    groups = (H + h - 1) / h;
+    return (H + groups - 1) / groups;
+}
+
+static int64_t sdpa__kv_hpt(const sdpa__kvplan *K, const sdpa__seq *sq)
+{
+    return sdpa__kv_heads_per_task(K->c->H, K->P.G * sq->vq, K->hpt);
 }
 
 /* Keys per chunk and chunks for a batch entry with `rows` query rows per kv
@@ -6187,30 +6213,37 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
     const sdpa__kv_seq *s;
     sdpa__seq sq;
     sdpa__ws W;
-    int64_t b, rem, nrb, nch, g, rb, ci, r0, nr, r, c0, c1, klo = INT64_MAX, khi = -1, s0, j, d;
+    int64_t b, rem, nrb, nch, hpt, g0, nh, nrh, rb, ci, r0, nr, r, c0, c1, klo = INT64_MAX, khi = -1, s0, j, d, k;
     int64_t D = P->D, Dv = P->Dv, ldo = K->ldo, krow = D * c->esize, vrow = Dv * c->esize, nkb;
     const char *nk;
     float *tmp, *qc;
+    unsigned char act[SDPA__KV_ROWS]; /* per head of the task: a row saw a key in this span */
+    int vpf;
     if (task < 0 || task >= P->n_tasks || worker < 0 || worker >= P->n_workers) return;
     b = sdpa__prefix_find(K->task_start, P->B, task);
     sdpa__kv_seqinfo(K, b, &sq, &s);
     nrb = sdpa__kv_rblocks(K, &sq);
     nch = K->nch[b];
+    hpt = sdpa__kv_hpt(K, &sq);
     rem = task - K->task_start[b];
-    g = rem / (nrb * nch);
+    g0 = rem / (nrb * nch) * hpt;
     rem %= nrb * nch;
     rb = rem / nch;
     ci = rem % nch;
+    nh = SDPA__MIN(hpt, c->H - g0);
     sdpa__kv_carve(K, worker, &W, &tmp, &qc);
     r0 = rb * SDPA__KV_ROWS;
-    nr = SDPA__MIN(SDPA__KV_ROWS, P->G * sq.vq - r0);
+    nrh = SDPA__MIN(SDPA__KV_ROWS, P->G * sq.vq - r0); /* rows per head; nh * nrh <= SDPA__KV_ROWS */
+    nr = nh * nrh;
+    vpf = nh * SDPA__KV_SPAN * vrow <= SDPA__KV_VPF; /* the V rows asked for during Q K^T stay in L2 until P V */
     c0 = ci * K->ch[b];
     c1 = SDPA__MIN(sq.vk, c0 + K->ch[b]);
 
-    /* rows: query i = row / G (position i + len - vq), head g * G + row % G */
+    /* row r: head g0 + r / nrh, row q = r0 + r % nrh of it: query i = q / G
+     * (position i + len - vq), q head (g0 + r / nrh) * G + q % G */
     for (r = 0; r < nr; r++) {
-        int64_t i = (r0 + r) / P->G, lo = c0, hi = c1 - 1, pos = sdpa__pos(P, &sq, i);
-        W.h[r] = g * P->G + (r0 + r) % P->G;
+        int64_t q = r0 + r % nrh, i = q / P->G, lo = c0, hi = c1 - 1, pos = sdpa__pos(P, &sq, i);
+        W.h[r] = (g0 + r / nrh) * P->G + q % P->G;
         W.i[r] = i;
         if (P->causal != SDPA_CAUSAL_NONE) hi = SDPA__MIN(hi, pos);
         if (P->window && P->wl >= 0) lo = SDPA__MAX(lo, pos - P->wl);
@@ -6228,36 +6261,46 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
     }
 
     /* spans of SDPA__KV_SPAN keys aligned to multiples of it, so a row's
-     * result does not depend on the rows that share its task */
+     * result does not depend on the rows that share its task. Within a span
+     * the heads' K runs are read one after another, then their V runs: in a
+     * page, K [heads][slots][D] then V, so a task with every head of a page
+     * reads it in address order. */
     for (s0 = khi < 0 ? 0 : klo / SDPA__KV_SPAN * SDPA__KV_SPAN; s0 <= khi; s0 += SDPA__KV_SPAN) {
         int64_t ns = SDPA__MIN(SDPA__KV_SPAN, khi + 1 - s0), ri0 = sdpa__kv_find(s, s0), ri;
         int any = 0;
-        for (ri = ri0, j = s0; j < s0 + ns; ri++) { /* S = Q K^T, run by run, SDPA__KV_STEP keys at a time */
-            const sdpa__kv_run *x = &s->run[ri];
-            int64_t slot = x->slot + (j - x->pos), cnt = SDPA__MIN(x->pos + x->n, s0 + ns) - j, jj, n;
-            const char *kp = sdpa__kv_kptr(c, x->page, g, slot), *vp = sdpa__kv_vptr(c, x->page, g, slot);
-            const float *ksc = c->dt == SDPA_I8 ? sdpa__kv_kscale(c, x->page, g, slot) : NULL, *qk = W.Q;
-            if (c->kchan) { /* the page's channel scales go into the query: q_d * s_d * k_d */
-                const float *cs = sdpa__kv_kchan(c, x->page, g);
-                if (K->kdot16) {
-                    for (r = 0; r < nr; r++) K->q16c((int16_t *)(void *)W.Qb + r * K->ldq16, W.Kt + r, W.Q + r * D, cs, D);
-                } else {
-                    for (r = 0; r < nr; r++)
-                        for (d = 0; d < D; d++) qc[r * D + d] = W.Q[r * D + d] * cs[d];
-                    qk = qc;
+        for (k = 0; k < nh; k++) {
+            int64_t g = g0 + k;
+            const int16_t *qb = (const int16_t *)(const void *)W.Qb + k * nrh * K->ldq16;
+            float *sk = W.S + k * nrh * SDPA__KV_SPAN;
+            for (ri = ri0, j = s0; j < s0 + ns; ri++) { /* S = Q K^T, run by run, SDPA__KV_STEP keys at a time */
+                const sdpa__kv_run *x = &s->run[ri];
+                int64_t slot = x->slot + (j - x->pos), cnt = SDPA__MIN(x->pos + x->n, s0 + ns) - j, jj, n;
+                const char *kp = sdpa__kv_kptr(c, x->page, g, slot), *vp = sdpa__kv_vptr(c, x->page, g, slot);
+                const float *ksc = c->dt == SDPA_I8 ? sdpa__kv_kscale(c, x->page, g, slot) : NULL, *qk = W.Q + k * nrh * D;
+                if (c->kchan) { /* the page's channel scales go into the query: q_d * s_d * k_d */
+                    const float *cs = sdpa__kv_kchan(c, x->page, g);
+                    if (K->kdot16) {
+                        for (r = k * nrh; r < (k + 1) * nrh; r++)
+                            K->q16c((int16_t *)(void *)W.Qb + r * K->ldq16, W.Kt + r, W.Q + r * D, cs, D);
+                    } else {
+                        for (r = k * nrh; r < (k + 1) * nrh; r++)
+                            for (d = 0; d < D; d++) qc[r * D + d] = W.Q[r * D + d] * cs[d];
+                        qk = qc + k * nrh * D;
+                    }
                 }
+                for (jj = 0; jj < cnt; jj += n) {
+                    n = SDPA__MIN(SDPA__KV_STEP, cnt - jj);
+                    if (vpf) sdpa__prefetch(vp + jj * vrow, n * vrow); /* these keys' V rows, read after the softmax */
+                    if (K->kdot16)
+                        K->kdot16(nrh, n, D, qb, K->ldq16, W.Kt + k * nrh, (const signed char *)kp + jj * krow, ksc + jj,
+                                  sk + (j - s0) + jj, SDPA__KV_SPAN);
+                    else
+                        K->kdot(nrh, n, D, qk, D, kp + jj * krow, c->dt, ksc ? ksc + jj : NULL, sk + (j - s0) + jj, SDPA__KV_SPAN, tmp);
+                }
+                j += cnt;
             }
-            for (jj = 0; jj < cnt; jj += n) {
-                n = SDPA__MIN(SDPA__KV_STEP, cnt - jj);
-                sdpa__prefetch(vp + jj * vrow, n * vrow); /* these keys' V rows, read after the softmax */
-                if (K->kdot16)
-                    K->kdot16(nr, n, D, (const int16_t *)(const void *)W.Qb, K->ldq16, W.Kt, (const signed char *)kp + jj * krow,
-                              ksc + jj, W.S + (j - s0) + jj, SDPA__KV_SPAN);
-                else
-                    K->kdot(nr, n, D, qk, D, kp + jj * krow, c->dt, ksc ? ksc + jj : NULL, W.S + (j - s0) + jj, SDPA__KV_SPAN, tmp);
-            }
-            j += cnt;
         }
+        for (k = 0; k < nh; k++) act[k] = 0;
         for (r = 0; r < nr; r++) { /* online softmax, as in sdpa__run_tile */
             float *sr = W.S + r * SDPA__KV_SPAN, mnew, alpha, sum;
             int64_t jlo = SDPA__MAX(W.lo[r] - s0, 0), jhi = SDPA__MIN(W.hi[r] - s0, ns - 1);
@@ -6271,48 +6314,56 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
             sum = P->exp_row(sr + jlo, jhi - jlo + 1, mnew);
             alpha = sdpa__ml_step(&W.m[r], &W.l[r], mnew, sum);
             if (alpha != 1.0f) P->scale_row(W.O + r * ldo, Dv, alpha);
+            act[r / nrh] = 1;
             any = 1;
         }
         if (!any || Dv == 0) continue;
         nk = NULL, nkb = 0;
-        if (s0 + SDPA__KV_SPAN <= khi) { /* the next span's first K rows, asked for while P V runs */
+        if (s0 + SDPA__KV_SPAN <= khi) { /* the next span's first K rows (of the task's first head), asked for while P V runs */
             const sdpa__kv_run *x = &s->run[sdpa__kv_find(s, s0 + SDPA__KV_SPAN)];
-            nk = sdpa__kv_kptr(c, x->page, g, x->slot + (s0 + SDPA__KV_SPAN - x->pos));
+            nk = sdpa__kv_kptr(c, x->page, g0, x->slot + (s0 + SDPA__KV_SPAN - x->pos));
             nkb = SDPA__MIN(SDPA__MIN(x->pos + x->n, khi + 1) - (s0 + SDPA__KV_SPAN), SDPA__KV_SPAN) * krow;
             if (c->dt == SDPA_I8) { /* and its key scales: per key, and per channel (kchan), apart from the rows */
-                sdpa__prefetch((const char *)sdpa__kv_kscale(c, x->page, g, x->slot + (s0 + SDPA__KV_SPAN - x->pos)), nkb / krow * 4);
-                if (c->kchan) sdpa__prefetch((const char *)sdpa__kv_kchan(c, x->page, g), D * 4);
+                sdpa__prefetch((const char *)sdpa__kv_kscale(c, x->page, g0, x->slot + (s0 + SDPA__KV_SPAN - x->pos)), nkb / krow * 4);
+                if (c->kchan) sdpa__prefetch((const char *)sdpa__kv_kchan(c, x->page, g0), D * 4);
             }
         }
-        for (ri = ri0, j = s0; j < s0 + ns; ri++) { /* O += P V, run by run */
-            const sdpa__kv_run *x = &s->run[ri];
-            int64_t slot = x->slot + (j - x->pos), cnt = SDPA__MIN(x->pos + x->n, s0 + ns) - j, jj, n;
-            float *pj = W.S + (j - s0);
-            if (K->vacc8 && !sdpa__kv_flags(x->page)[g]) {
-                K->vacc8(nr, cnt, Dv, pj, SDPA__KV_SPAN, sdpa__kv_vscale(c, x->page, g, slot),
-                         (const signed char *)sdpa__kv_vptr(c, x->page, g, slot), W.O, ldo, tmp, nk, nkb);
-                nkb = 0;
-                j += cnt;
-                continue;
-            }
-            if (c->dt == SDPA_I8) { /* the value scales folded into P; a hidden key stays 0 even with a NaN scale */
-                const float *vsc = sdpa__kv_vscale(c, x->page, g, slot);
-                for (r = 0; r < nr; r++)
-                    for (jj = 0; jj < cnt; jj++) {
-                        float *pv = pj + r * SDPA__KV_SPAN + jj;
-                        *pv = *pv == 0.0f ? 0.0f : *pv * vsc[jj];
-                    }
-            }
-            for (jj = 0; jj < cnt; jj += n) {
-                n = SDPA__MIN(SDPA__KV_STEP, cnt - jj);
-                if (nkb > 0) {
-                    sdpa__prefetch(nk, SDPA__MIN(nkb, n * krow));
-                    nk += n * krow, nkb -= n * krow;
+        for (k = 0; k < nh; k++) {
+            int64_t g = g0 + k;
+            float *ok = W.O + k * nrh * ldo;
+            if (!act[k]) continue;
+            for (ri = ri0, j = s0; j < s0 + ns; ri++) { /* O += P V, run by run */
+                const sdpa__kv_run *x = &s->run[ri];
+                int64_t slot = x->slot + (j - x->pos), cnt = SDPA__MIN(x->pos + x->n, s0 + ns) - j, jj, n;
+                float *pj = W.S + k * nrh * SDPA__KV_SPAN + (j - s0);
+                const char *pnk = k + 1 == nh ? nk : NULL;
+                int64_t pnkb = k + 1 == nh ? nkb : 0;
+                if (K->vacc8 && !sdpa__kv_flags(x->page)[g]) {
+                    K->vacc8(nrh, cnt, Dv, pj, SDPA__KV_SPAN, sdpa__kv_vscale(c, x->page, g, slot),
+                             (const signed char *)sdpa__kv_vptr(c, x->page, g, slot), ok, ldo, tmp, pnk, pnkb);
+                    if (k + 1 == nh) nkb = 0;
+                    j += cnt;
+                    continue;
                 }
-                (sdpa__kv_flags(x->page)[g] ? sdpa__vacc_scalar : K->vacc)(nr, n, Dv, pj + jj, SDPA__KV_SPAN,
-                                                                           sdpa__kv_vptr(c, x->page, g, slot + jj), c->dt, W.O, ldo, tmp);
+                if (c->dt == SDPA_I8) { /* the value scales folded into P; a hidden key stays 0 even with a NaN scale */
+                    const float *vsc = sdpa__kv_vscale(c, x->page, g, slot);
+                    for (r = 0; r < nrh; r++)
+                        for (jj = 0; jj < cnt; jj++) {
+                            float *pv = pj + r * SDPA__KV_SPAN + jj;
+                            *pv = *pv == 0.0f ? 0.0f : *pv * vsc[jj];
+                        }
+                }
+                for (jj = 0; jj < cnt; jj += n) {
+                    n = SDPA__MIN(SDPA__KV_STEP, cnt - jj);
+                    if (k + 1 == nh && nkb > 0) {
+                        sdpa__prefetch(nk, SDPA__MIN(nkb, n * krow));
+                        nk += n * krow, nkb -= n * krow;
+                    }
+                    (sdpa__kv_flags(x->page)[g] ? sdpa__vacc_scalar : K->vacc)(nrh, n, Dv, pj + jj, SDPA__KV_SPAN,
+                                                                               sdpa__kv_vptr(c, x->page, g, slot + jj), c->dt, ok, ldo, tmp);
+                }
+                j += cnt;
             }
-            j += cnt;
         }
     }
 
@@ -6320,7 +6371,7 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
         for (r = 0; r < nr; r++) sdpa__kv_store(P, b, W.h[r], W.i[r], W.O + r * ldo, W.m[r], W.l[r]);
     } else {
         for (r = 0; r < nr; r++) { /* partial row: m, l, O (zeros when no key was seen) */
-            float *pr = K->part + (K->part_start[b] + (g * nch + ci) * P->G * sq.vq + r0 + r) * (Dv + 2);
+            float *pr = K->part + (K->part_start[b] + ((g0 + r / nrh) * nch + ci) * P->G * sq.vq + r0 + r % nrh) * (Dv + 2);
             pr[0] = W.m[r];
             pr[1] = W.l[r];
             for (d = 0; d < Dv; d++) pr[2 + d] = W.l[r] == 0.0f ? 0.0f : W.O[r * ldo + d];
@@ -6509,6 +6560,17 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
         if (!sdpa__mul_ok(sdpa__kv_rblocks(&K, &sq) * nch, c->H, &t) || !sdpa__add_ok(ntask, t, &ntask))
             return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa_kv_cache_attention: task count overflows");
     }
+    /* kv heads per task: as many as leave SDPA__KV_TASKS tasks per worker
+     * (the counts above are per head, so the grouped ones are no larger) */
+    K.hpt = SDPA__MAX(1, ntask / ((int64_t)SDPA__KV_TASKS * sdpa__n_workers(p, ntask)));
+    for (ntask = 0, b = 0; b < P->B; b++) {
+        sdpa__seq sq;
+        const sdpa__kv_seq *s;
+        int64_t ch, rows;
+        sdpa__kv_seqinfo(&K, b, &sq, &s);
+        rows = P->G * sq.vq;
+        ntask += sdpa__kv_rblocks(&K, &sq) * sdpa__kv_chunks(rows, sq.vk, &ch) * ((c->H + sdpa__kv_hpt(&K, &sq) - 1) / sdpa__kv_hpt(&K, &sq));
+    }
     P->n_workers = sdpa__n_workers(p, ntask);
     P->n_tasks = ntask;
     K.n_merge = nmerge;
@@ -6559,7 +6621,7 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
             nparts += rows * K.nch[b] * c->H;
             nmerge += c->H;
         }
-        ntask += sdpa__kv_rblocks(&K, &sq) * K.nch[b] * c->H;
+        ntask += sdpa__kv_rblocks(&K, &sq) * K.nch[b] * ((c->H + sdpa__kv_hpt(&K, &sq) - 1) / sdpa__kv_hpt(&K, &sq));
     }
     K.task_start[P->B] = ntask;
     K.merge_start[P->B] = nmerge;
@@ -6842,7 +6904,7 @@ SDPA_API int sdpa_pool_parallel_for(void *user, int n_workers, int64_t n_tasks, 
 /* How a candidate is predicted: see "planner" among the declarations. The
  * task replay below mirrors sdpa_attention's split (sdpa__tiles_per_group,
  * sdpa__run_tile) and sdpa_kv_cache_attention's (sdpa__kv_chunks,
- * sdpa__kv_rblocks); a change there should be mirrored here (the planner's
+ * sdpa__kv_rblocks, sdpa__kv_heads_per_task); a change there should be mirrored here (the planner's
  * tests compare its memory with the library's own numbers). */
 
 static const int sdpa__plan_tq[SDPA_PLAN_NTQ] = {32, 64, 128, 256};
@@ -7120,19 +7182,21 @@ static int sdpa__plan_predict(const sdpa__pprob *r, const sdpa_plan_model *m, sd
     if (W < 1 || W > SDPA_MAX_THREADS) return SDPA_ERR_PARAM;
     eff = sdpa__plan_eff(m, W);
     if (r->decode) {
-        int64_t rows = r->G * r->Lq, ch, nch, rb, ntask, bytes;
+        int64_t rows = r->G * r->Lq, ch, nch, rb, ntask, hpt, bytes;
         double bpk, perkey, span, tot, kvbytes;
         if (di < 0 || c->precision != 0 || c->tile_q != 0 || c->tile_k != 0) return SDPA_ERR_PARAM;
         if (!(m->kv_gbps[c->path][di] > 0.0) || !(m->kv_gflops[c->path][di] > 0.0)) return SDPA_ERR_PATH;
         nch = sdpa__kv_chunks(rows, r->Lk, &ch);
         rb = (rows + SDPA__KV_ROWS - 1) / SDPA__KV_ROWS;
         ntask = r->B * r->Hkv * rb * nch;
+        hpt = sdpa__kv_heads_per_task(r->Hkv, rows, SDPA__MAX(1, ntask / ((int64_t)SDPA__KV_TASKS * SDPA__MIN(W, ntask))));
+        ntask = r->B * ((r->Hkv + hpt - 1) / hpt) * rb * nch;
         bpk = (double)(r->D + r->Dv) * (double)sdpa__esize(c->dtype) + (c->dtype == SDPA_I8 ? 8.0 : 0.0);
         /* one task: its chunk of keys, read once for up to SDPA__KV_ROWS rows */
         perkey = bpk / (m->kv_gbps[c->path][di] * 1e9) +
                  fpp * (double)SDPA__MIN(rows, SDPA__KV_ROWS) / (m->kv_gflops[c->path][di] * 1e9);
-        tot = (double)ntask * ((double)ch * perkey + m->task_s);
-        span = (double)((ntask + W - 1) / W) * ((double)ch * perkey + m->task_s);
+        tot = (double)ntask * ((double)(ch * hpt) * perkey + m->task_s);
+        span = (double)((ntask + W - 1) / W) * ((double)(ch * hpt) * perkey + m->task_s);
         if (span > tot) span = tot;
         kvbytes = bpk * (double)r->Lk * (double)r->Hkv * (double)r->B;
         secs = span / eff;

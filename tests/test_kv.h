@@ -1043,6 +1043,87 @@ static int kvt_attend(const sdpa_kv_cache *c, const float *q, float *out, int th
     return sdpa_kv_cache_attention(c, NULL, &qt, &ot, &p);
 }
 
+/* Decode tasks take several kv heads at once when the thread count leaves
+ * few tasks per worker (sdpa__kv_hpt): which heads share a task must not
+ * change a bit. One thread (the most heads per task), a serial hook claiming
+ * 256 workers (one head per task) and 3 threads, against each other. */
+static void test_kv_grouped(void)
+{
+    static const int64_t lens[] = {1, 2, 100, 513, 700, 1500, 3000};
+    static const int64_t pss[] = {1, 7, 16, 64};
+    static const int64_t gs[] = {1, 2, 3, 4, 8, 16, 40};
+    int cases = g_quick ? 16 : 48, ci, grouped = 0;
+    if (!group_begin("kv cache heads per task")) return;
+    for (ci = 0; ci < cases; ci++) {
+        kv_model m;
+        sdpa_kv_cache *c;
+        int64_t H = rnd_int(1, 12), G = rnd_of(gs, 7), D = rnd_of((const int64_t[]){8, 33, 64, 128}, 4), ps = rnd_of(pss, 4);
+        int64_t nseq = rnd_int(1, 3), B = rnd_int(1, 3), n = rnd_of((const int64_t[]){1, 1, 2, 3}, 4), seqs[3], s, i, nq, run;
+        sdpa_dtype dt = k_kv_dts[ci % 4];
+        float *q, *out[3], *lse[3], slopes[12 * 40];
+        pf_state st;
+        sdpa_params p;
+        int rc[3];
+        case_begin("%s page %lld H %lld G %lld D %lld n %lld seqs %lld", dt_name(dt), LL(ps), LL(H), LL(G), LL(D), LL(n), LL(nseq));
+        c = kv_new(&m, nseq, H, D, D, dt, ps, 0, NULL);
+        if (!c) { case_end(); continue; }
+        for (s = 0; s < nseq; s++) CHECK(kv_append(c, &m, s, rnd_of(lens, 7), 1.0, 0) == SDPA_OK, "append");
+        for (s = 0; s < B; s++) seqs[s] = rnd_int(0, nseq - 1);
+        nq = B * H * G * n;
+        q = (float *)xcalloc((size_t)(nq * D), sizeof(float));
+        for (i = 0; i < nq * D; i++) q[i] = (float)rnd_range(-1, 1);
+        memset(&p, 0, sizeof p);
+        if (rnd_int(0, 1)) p.causal = SDPA_CAUSAL_BOTTOM_RIGHT;
+        if (rnd_int(0, 3) == 0) { p.window = 1; p.window_left = rnd_int(-1, 600); p.window_right = rnd_int(-1, 3); }
+        if (rnd_int(0, 3) == 0) p.softcap = (float)rnd_range(0.5, 5.0);
+        if (rnd_int(0, 3) == 0) {
+            for (i = 0; i < H * G; i++) slopes[i] = (float)rnd_range(0.0, 0.1);
+            p.alibi_slopes = slopes;
+        }
+        for (s = 0; s < B; s++) { /* does one thread group heads here? (the library's own rule) */
+            int64_t len = sdpa_kv_cache_len(c, seqs[s]), ch, nch = sdpa__kv_chunks(G * n, len, &ch), tasks = 0, b2;
+            for (b2 = 0; b2 < B; b2++) tasks += sdpa__kv_chunks(G * n, sdpa_kv_cache_len(c, seqs[b2]), &ch) * H;
+            (void)nch;
+            if (sdpa__kv_heads_per_task(H, G * n, SDPA__MAX(1, tasks / SDPA__KV_TASKS)) > 1) { grouped++; break; }
+        }
+        for (run = 0; run < 3; run++) {
+            sdpa_tensor qt = {q, SDPA_F32, {B, H * G, n, D}, {0}}, ot;
+            out[run] = (float *)xcalloc((size_t)(nq * D), sizeof(float));
+            lse[run] = (float *)xcalloc((size_t)nq, sizeof(float));
+            for (i = 0; i < nq * D; i++) out[run][i] = NAN;
+            ot = qt, ot.data = out[run];
+            p.lse = lse[run];
+            memset(&st, 0, sizeof st);
+            p.parallel_for = run == 1 ? test_parallel_for : NULL, p.parallel_user = &st;
+            p.num_threads = run == 0 ? 1 : run == 1 ? 256 : 3;
+            rc[run] = sdpa_kv_cache_attention(c, seqs, &qt, &ot, &p);
+            CHECK(rc[run] == SDPA_OK, "attention (threads %d): %s", p.num_threads, sdpa_strerror(rc[run]));
+        }
+        for (run = 1; run < 3 && rc[0] == SDPA_OK && rc[run] == SDPA_OK; run++) {
+            int bad = 0;
+            for (i = 0; i < nq * D && !bad; i++)
+                if (f32_bits(out[0][i]) != f32_bits(out[run][i]) || out[0][i] != out[0][i]) {
+                    case_fail("out[%lld] %.9g with one thread, %.9g with %s", LL(i), out[0][i], out[run][i], run == 1 ? "256" : "3");
+                    bad = 1;
+                }
+            for (i = 0; i < nq && !bad; i++)
+                if (f32_bits(lse[0][i]) != f32_bits(lse[run][i])) {
+                    case_fail("lse[%lld] %.9g with one thread, %.9g with %s", LL(i), lse[0][i], lse[run][i], run == 1 ? "256" : "3");
+                    bad = 1;
+                }
+        }
+        for (run = 0; run < 3; run++) free(out[run]), free(lse[run]);
+        free(q);
+        sdpa_kv_cache_destroy(c);
+        km_free(&m);
+        case_end();
+    }
+    case_begin("heads were grouped in %d of %d cases", grouped, cases);
+    CHECK(grouped >= cases / 8, "only %d cases grouped heads: the test does not reach the grouped tasks", grouped);
+    case_end();
+    group_end();
+}
+
 /* Own cache: a random workload of appends, rollbacks, evictions and forks,
  * its contents checked against the values appended (F32 storage: exact) and
  * attention checked bitwise between 1 and 3 worker threads. */
@@ -1310,6 +1391,7 @@ static void test_kv(void)
     test_kv_errors();
     test_kv_attention();
     test_kv_vs_sdpa();
+    test_kv_grouped();
     test_kv_ops();
     test_kv_pages();
     test_kv_memory();
