@@ -600,22 +600,26 @@ int main(int argc, char **argv)
                "  (Q.K^T on int8, K smoothed; the pre-pass over K timed with it), their speed against the\n"
                "  path's F32 row and their relative L2 difference from the F32 output. BF16PV rows (amx):\n"
                "  BF16 inputs with SDPA_PRECISION_BF16_PV (P enters P.V as one bf16), against the F32 and\n"
-               "  the BF16 rows. One-thread rows also give %% of the same peak probed on their CPU just\n"
+               "  the BF16 rows. I8PV rows (avx512, amx): F32 inputs, SDPA_PRECISION_INT8_QK_BF16_PV (int8\n"
+               "  Q.K^T, P and V each as one bf16 in P.V where the CPU has AVX512-BF16), against the F32\n"
+               "  and I8QK rows. One-thread rows also give %% of the same peak probed on their CPU just\n"
                "  before and after them (the larger of the two; this VM's speed drifts between minutes)\n",
             (long long)L_path, (int)H_all, O.reps);
     {
-        static const char *const dt_names[4] = {"F32", "BF16", "I8QK", "BF16PV"},
-                                 *const dt_csv[4] = {"tiled", "tiled_bf16", "tiled_i8qk", "tiled_bf16pv"};
-        double scalar_med[4][2] = { { 0, 0 }, { 0, 0 }, { 0, 0 }, { 0, 0 } }, f32_med[SDPA_PATH_NEON + 1][2];
-        double bf16_med[SDPA_PATH_NEON + 1][2];
+        static const char *const dt_names[5] = {"F32", "BF16", "I8QK", "BF16PV", "I8PV"},
+                                 *const dt_csv[5] = {"tiled", "tiled_bf16", "tiled_i8qk", "tiled_bf16pv", "tiled_i8qk_bf16pv"};
+        double scalar_med[5][2] = { { 0, 0 }, { 0, 0 }, { 0, 0 }, { 0, 0 }, { 0, 0 } }, f32_med[SDPA_PATH_NEON + 1][2];
+        double bf16_med[SDPA_PATH_NEON + 1][2], i8_med[SDPA_PATH_NEON + 1][2];
         float *f32_out = NULL;
         int path, t, dt;
         memset(f32_med, 0, sizeof f32_med);
         memset(bf16_med, 0, sizeof bf16_med);
-        for (dt = 0; dt < 4; ++dt)
+        memset(i8_med, 0, sizeof i8_med);
+        for (dt = 0; dt < 5; ++dt)
             for (path = SDPA_PATH_SCALAR; sdpa_path_name((sdpa_path)path); ++path) {
                 if (!sdpa_path_supported((sdpa_path)path)) continue;
                 if (dt == 3 && path != SDPA_PATH_AMX) continue; /* elsewhere the same as BF16 */
+                if (dt == 4 && path != SDPA_PATH_AVX512 && path != SDPA_PATH_AMX) continue; /* elsewhere I8QK */
                 for (t = 0; t < 2; ++t) {
                     int thr = t == 0 ? 1 : O.threads, pinned = 0;
                     problem pr;
@@ -629,6 +633,7 @@ int main(int argc, char **argv)
                     if (dt == 1 || dt == 3) problem_bf16(&pr);
                     if (dt == 2) pr.p.precision = SDPA_PRECISION_INT8_QK;
                     if (dt == 3) pr.p.precision = SDPA_PRECISION_BF16_PV;
+                    if (dt == 4) pr.p.precision = SDPA_PRECISION_INT8_QK_BF16_PV;
                     pr.p.path = (sdpa_path)path;
                     if (thr == 1) pk_now = path_peak_now(path, fma1, (int64_t)it_now);
                     if (thr == 1) pinned = bc_pin_to_cpu(0);
@@ -641,6 +646,7 @@ int main(int argc, char **argv)
                     if (path == SDPA_PATH_SCALAR) scalar_med[dt][t] = tt.med;
                     if (!dt) f32_med[path][t] = tt.med;
                     if (dt == 1) bf16_med[path][t] = tt.med;
+                    if (dt == 2) i8_med[path][t] = tt.med;
                     if (!dt && !f32_out) { f32_out = (float *)bc_xmalloc(n * 4); memcpy(f32_out, pr.out, n * 4); }
                     for (e = 0; e < n; ++e) {
                         double d = fabs((double)pr.out[e] - (double)f32_out[e]);
@@ -648,7 +654,7 @@ int main(int argc, char **argv)
                         num += d * d;
                         den += (double)f32_out[e] * (double)f32_out[e];
                     }
-                    if (dt == 2) diff = diff == diff ? sqrt(num / (den > 0.0 ? den : 1.0)) : diff;
+                    if (dt == 2 || dt == 4) diff = diff == diff ? sqrt(num / (den > 0.0 ? den : 1.0)) : diff;
                     g = bc_attn_flops(&pr.s) / tt.med * 1e-9;
                     fprintf(T, "  %-6s %-7s %2d%s  %8.3f s [%7.3f..%7.3f] %7.2f GF/s %4.0f%% of %6.1f", dt_names[dt],
                             sdpa_path_name((sdpa_path)path), thr, pinned ? "p" : " ", tt.med, tt.lo, tt.hi, g,
@@ -660,9 +666,12 @@ int main(int argc, char **argv)
                         fprintf(T, " %5.2fx F32, %5.2fx BF16, max diff %.1e", f32_med[path][t] / tt.med,
                                 bf16_med[path][t] / tt.med, diff);
                     if (dt == 2) fprintf(T, " %5.2fx F32, rel L2 %.1e", f32_med[path][t] / tt.med, diff);
+                    else if (dt == 4)
+                        fprintf(T, " %5.2fx F32, %5.2fx I8QK, rel L2 %.1e", f32_med[path][t] / tt.med,
+                                i8_med[path][t] > 0.0 ? i8_med[path][t] / tt.med : 0.0, diff);
                     else if (dt == 0 && diff > 1e-4) fprintf(T, " max diff %.1e", diff);
                     fprintf(T, "\n");
-                    if (!(diff <= (dt == 1 || dt == 3 ? 0.05 : dt == 2 ? 0.02 : 1e-4))) { fprintf(T, "  CHECK FAILED: output differs from the first F32 run\n"); bad = 1; }
+                    if (!(diff <= (dt == 1 || dt == 3 ? 0.05 : dt == 2 || dt == 4 ? 0.02 : 1e-4))) { fprintf(T, "  CHECK FAILED: output differs from the first F32 run\n"); bad = 1; }
                     csv_row("paths", sdpa_path_name((sdpa_path)path), dt_csv[dt], thr, H_all, L_path,
                             128, 0, tt.med, tt.lo, tt.hi, g, g / pk, scalar_med[dt][t] > 0.0 ? scalar_med[dt][t] / tt.med : 0.0,
                             0, diff);

@@ -382,12 +382,26 @@ SDPA_API int sdpa_dequantize_i8(const int8_t *q, int64_t rows, int64_t cols, int
  * rounding error of bf16 is at most 2^-9) beyond the default bounds, and
  * in practice far less: the errors of many keys cancel. It saves about
  * half the P.V work and a part of the softmax's. Every other path and
- * dtype computes exactly as DEFAULT. Not combined with int8 mode. */
+ * dtype computes exactly as DEFAULT.
+ *
+ * INT8_QK_BF16_PV is INT8_QK (smoothed) with a single-bf16 P.V: P and V
+ * each rounded once to bf16 (nearest even), their products exact and
+ * summed in fp32, where P.V is a bf16 product: the avx512 path on AMD
+ * CPUs with AVX512-BF16 (vdpbf16ps, at the F32 FMA's instruction rate on
+ * Zen 4 with twice its products; Intel's run it at half that rate, so
+ * their avx512 path keeps INT8_QK's F32 P.V) and the amx path (AMX-BF16
+ * tiles, one product term instead of three). An output element moves by
+ * at most 2^-9 max|v| for P's rounding and 2^-9 max|v| for V's beyond
+ * INT8_QK's error (measured: relative L2 about 1.5e-3 with exact int8
+ * products, against int8's own 2e-3 to 1e-2; README, "int8 attention").
+ * V blocks out of bf16's range take the F32 product, as in INT8_QK. Other
+ * paths compute it as INT8_QK. */
 typedef enum sdpa_precision {
     SDPA_PRECISION_DEFAULT = 0,
     SDPA_PRECISION_INT8_QK = 1,
     SDPA_PRECISION_INT8_QK_NOSMOOTH = 2,
-    SDPA_PRECISION_BF16_PV = 3
+    SDPA_PRECISION_BF16_PV = 3,
+    SDPA_PRECISION_INT8_QK_BF16_PV = 4
 } sdpa_precision;
 
 /* ---- KV cache ---- */
@@ -1402,6 +1416,11 @@ static int sdpa__softmax_block(const sdpa__plan *P, struct sdpa__ws *W, const sd
 #ifdef SDPA__HAVE_AVX512
 static int sdpa__softmax_block_avx512(const sdpa__plan *P, struct sdpa__ws *W, const sdpa__seq *sq, int64_t j0,
                                       int64_t nk, int64_t nkp, int64_t nr, int64_t rp, int split);
+static int sdpa__softmax_block_avx512bf(const sdpa__plan *P, struct sdpa__ws *W, const sdpa__seq *sq, int64_t j0,
+                                        int64_t nk, int64_t nkp, int64_t nr, int64_t rp, int split);
+static void sdpa__bgemm_avx512bf(int64_t M, int64_t N, int64_t K2, const uint16_t *A, const uint16_t *A2, int64_t lda,
+                                 const uint32_t *B, const uint32_t *B2, int64_t ldb, float *C, int64_t ldc, int accumulate);
+static int sdpa__vpack_hi_avx512bf(uint32_t *hi, uint32_t *lo, const float *r0, const float *r1, int64_t n, int64_t npad);
 #endif
 #ifdef SDPA__HAVE_AMX
 static int sdpa__softmax_block_amx(const sdpa__plan *P, struct sdpa__ws *W, const sdpa__seq *sq, int64_t j0,
@@ -1431,7 +1450,8 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
 
     { /* int8 mode may take q and k as SDPA_I8 */
         int qi8 = P->q.dtype == SDPA_I8, ki8 = P->k.dtype == SDPA_I8;
-        if ((qi8 || ki8) && p->precision != SDPA_PRECISION_INT8_QK && p->precision != SDPA_PRECISION_INT8_QK_NOSMOOTH)
+        if ((qi8 || ki8) && p->precision != SDPA_PRECISION_INT8_QK && p->precision != SDPA_PRECISION_INT8_QK_NOSMOOTH &&
+            p->precision != SDPA_PRECISION_INT8_QK_BF16_PV)
             return sdpa__fail(pp, SDPA_ERR_DTYPE, "sdpa: SDPA_I8 q or k needs precision = SDPA_PRECISION_INT8_QK");
         if (!sdpa__is_float(P->v.dtype) || (!qi8 && P->q.dtype != P->v.dtype) || (!ki8 && P->k.dtype != P->v.dtype))
             return sdpa__fail(pp, SDPA_ERR_DTYPE, "sdpa: q, k, v must share one dtype of F32, F16, BF16 (got %d, %d, %d)",
@@ -1564,11 +1584,13 @@ static int sdpa__plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const sdp
         if (sdpa__overlap(&P->o, lse_lo, lse_hi)) return sdpa__fail(pp, SDPA_ERR_ALIAS, "sdpa: lse overlaps out");
     }
 
-    if (p->precision < SDPA_PRECISION_DEFAULT || p->precision > SDPA_PRECISION_BF16_PV)
+    if (p->precision < SDPA_PRECISION_DEFAULT || p->precision > SDPA_PRECISION_INT8_QK_BF16_PV)
         return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa: precision = %d is not an sdpa_precision value", p->precision);
-    P->i8 = p->precision == SDPA_PRECISION_INT8_QK || p->precision == SDPA_PRECISION_INT8_QK_NOSMOOTH;
-    P->p1 = p->precision == SDPA_PRECISION_BF16_PV;
-    P->i8_smooth = p->precision == SDPA_PRECISION_INT8_QK && P->k.dtype != SDPA_I8;
+    P->i8 = p->precision == SDPA_PRECISION_INT8_QK || p->precision == SDPA_PRECISION_INT8_QK_NOSMOOTH ||
+            p->precision == SDPA_PRECISION_INT8_QK_BF16_PV;
+    P->p1 = p->precision == SDPA_PRECISION_BF16_PV || p->precision == SDPA_PRECISION_INT8_QK_BF16_PV;
+    P->i8_smooth = (p->precision == SDPA_PRECISION_INT8_QK || p->precision == SDPA_PRECISION_INT8_QK_BF16_PV) &&
+                   P->k.dtype != SDPA_I8;
     if (P->i8 && P->D > SDPA__I8_MAXD)
         return sdpa__fail(pp, SDPA_ERR_SHAPE, "sdpa: int8 mode needs head_dim <= %d (got %lld)", SDPA__I8_MAXD, (long long)P->D);
     if (P->i8 && (rc = sdpa__i8_scales(P, p, pp)) != SDPA_OK) return rc;
@@ -2753,7 +2775,7 @@ SDPA__TARGET_AMX static void sdpa__bgemm_amx(int64_t M, int64_t N, int64_t K2, c
 
 /* ---- bf16 mode: packing (portable C) ------------------------------------------ */
 
-#if defined(SDPA__HAVE_AMX) || defined(SDPA__TEST_BF16_SCALAR)
+#if defined(SDPA__HAVE_AMX) || defined(SDPA__HAVE_AVX512) || defined(SDPA__TEST_BF16_SCALAR)
 /* The bf16 kernels' contract in plain C: the reference the tests hold them
  * to. SDPA__TEST_BF16_SCALAR (tests only) runs bf16 mode with it on any
  * CPU, so machines without AVX512-BF16 or AMX still test the packing. */
@@ -3600,6 +3622,21 @@ static void sdpa__set_kernels_i8(sdpa__plan *P)
     if ((P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX) && (sdpa__cpu() & SDPA__CPU_VNNI))
         P->qk_i8 = sdpa__qk_i8_vnni;
 #endif
+#ifdef SDPA__HAVE_AVX512
+    /* SDPA_PRECISION_INT8_QK_BF16_PV on the avx512 path of AMD CPUs with
+     * AVX512-BF16: P.V as one bf16 product (P and V each rounded once) on
+     * vdpbf16ps, which Zen 4 issues at the FMA's rate with twice its
+     * products (L 2048, D 128, one thread: 1.91-1.92x F32 against
+     * INT8_QK's 1.39-1.41x). Sapphire Rapids issues it at half the FMA's rate: there the
+     * avx512 path measured 0.78-0.85x F32 against INT8_QK's 1.08-1.11x, so
+     * other CPUs' avx512 path computes the mode as INT8_QK. */
+    if (P->p1 && P->path == SDPA_PATH_AVX512 && (sdpa__cpu() & SDPA__CPU_BF16) && (sdpa__cpu() & SDPA__CPU_AMD)) {
+        P->bf16 = 1;
+        P->bgemm = sdpa__bgemm_avx512bf;
+        P->softmax = sdpa__softmax_block_avx512bf;
+        P->vsplit = sdpa__vpack_hi_avx512bf;
+    }
+#endif
 #ifdef SDPA__HAVE_AMX
     /* the amx path: P.V on AMX-BF16 tiles with V split as P is (bf16 mode's
      * P.V, see sdpa__pack_v_split), Q.K^T on AMX-INT8 tiles where the CPU
@@ -4139,6 +4176,106 @@ SDPA__TARGET_AVX512 static int sdpa__softmax_block_avx512(const sdpa__plan *P, s
     if (split) sdpa__split_rows(P, W, nk, nkp, rp, split);
     return any;
 }
+
+/* int8 mode with bf16 P.V on the avx512 path (AMD CPUs with AVX512-BF16): P's
+ * bf16 parts straight from the exp's registers (vcvtneps2bf16), as the amx
+ * path writes them. */
+SDPA__TARGET_AVX512 static int sdpa__softmax_block_avx512bf(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq,
+                                                            int64_t j0, int64_t nk, int64_t nkp, int64_t nr, int64_t rp,
+                                                            int split)
+{
+    return sdpa__softmax_body_avx512(P, W, sq, j0, nk, nkp, nr, rp, split);
+}
+
+/* acc + a_lo * b_lo + a_hi * b_hi per 32-bit lane for the bf16 pair *a
+ * (broadcast) and the pairs of b, fp32 sums (AVX512-BF16; written as the
+ * instruction with its {1to16} memory operand, so that no compiler flag or
+ * intrinsic header version is needed, like vcvtneps2bf16 above). */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 __m512 sdpa__dpbf16_avx512(__m512 acc, const uint16_t *a, __m512i b)
+{
+    __asm__("vdpbf16ps %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(b), "m"(*(const char(*)[4])(const void *)a));
+    return acc;
+}
+
+/* sdpa__vsplit_pair's hi rows alone, 16 columns a step (npad a multiple
+ * of 16, as dvp is; the lo rows are not written: int8 mode's single-bf16
+ * P.V reads V's hi part only), with the same range check. */
+SDPA__TARGET_AVX512 static int sdpa__vpack_hi_avx512bf(uint32_t *hi, uint32_t *lo, const float *r0, const float *r1, int64_t n,
+                                                       int64_t npad)
+{
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1);
+    const __m512i tiny = _mm512_set1_epi32(0x0d7fffff), big = _mm512_set1_epi32(0x7f7f7fff);
+    __mmask16 out = 0;
+    int64_t d;
+    (void)lo;
+    for (d = 0; d < npad; d += 16) {
+        __mmask16 k = d < n ? sdpa__tail_mask_avx512(n - d) : 0;
+        __m512 x0 = _mm512_maskz_loadu_ps(k, r0 + d), x1 = r1 ? _mm512_maskz_loadu_ps(k, r1 + d) : _mm512_setzero_ps();
+        __m512i w0 = _mm512_maskz_cvtepu16_epi32(SDPA__ALL16, sdpa__bf16x16_avx512(x0));
+        __m512i w1 = _mm512_maskz_cvtepu16_epi32(SDPA__ALL16, sdpa__bf16x16_avx512(x1));
+        __m512i a0 = _mm512_and_si512(_mm512_castps_si512(x0), absm), a1 = _mm512_and_si512(_mm512_castps_si512(x1), absm);
+        _mm512_storeu_si512((void *)(hi + d), _mm512_or_si512(w0, _mm512_maskz_slli_epi32(SDPA__ALL16, w1, 16)));
+        out |= _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a0, one), tiny) | _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a1, one), tiny) |
+               _mm512_cmpgt_epu32_mask(a0, big) | _mm512_cmpgt_epu32_mask(a1, big);
+    }
+    return out != 0;
+}
+
+/* R rows x 16W columns of sdpa__bgemm_scalar's C on vdpbf16ps: per key
+ * pair, W loads of B's pairs and R broadcasts of A's pair; one term
+ * (A B, A B2 or A2 B) at a time. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 void
+sdpa__bgemm_blk_avx512bf(const int R, const int W, int64_t K2, const uint16_t *A, int64_t lda, const uint32_t *B,
+                         int64_t ldb, __m512 acc[8][2], __mmask16 last)
+{
+    int64_t p;
+    int r, w;
+    for (p = 0; p < K2; p++) {
+        __m512i b[2];
+        SDPA__UNROLL for (w = 0; w < W; w++)
+            b[w] = _mm512_maskz_loadu_epi32(w == W - 1 ? last : SDPA__ALL16, B + p * ldb + 16 * w);
+        SDPA__UNROLL for (r = 0; r < R; r++)
+            SDPA__UNROLL for (w = 0; w < W; w++) acc[r][w] = sdpa__dpbf16_avx512(acc[r][w], A + r * lda + 2 * p, b[w]);
+    }
+}
+
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 void
+sdpa__bgemm_tile_avx512bf(const int R, const int W, int64_t K2, const uint16_t *A, const uint16_t *A2, int64_t lda,
+                          const uint32_t *B, const uint32_t *B2, int64_t ldb, float *C, int64_t ldc, int accumulate,
+                          __mmask16 last)
+{
+    __m512 acc[8][2];
+    int r, w;
+    SDPA__UNROLL for (r = 0; r < R; r++) SDPA__UNROLL for (w = 0; w < W; w++)
+        acc[r][w] = accumulate ? _mm512_maskz_loadu_ps(w == W - 1 ? last : SDPA__ALL16, C + r * ldc + 16 * w) : _mm512_setzero_ps();
+    if (B2) sdpa__bgemm_blk_avx512bf(R, W, K2, A, lda, B2, ldb, acc, last);
+    sdpa__bgemm_blk_avx512bf(R, W, K2, A, lda, B, ldb, acc, last);
+    if (A2) sdpa__bgemm_blk_avx512bf(R, W, K2, A2, lda, B, ldb, acc, last);
+    SDPA__UNROLL for (r = 0; r < R; r++) SDPA__UNROLL for (w = 0; w < W; w++)
+        _mm512_mask_storeu_ps(C + r * ldc + 16 * w, w == W - 1 ? last : SDPA__ALL16, acc[r][w]);
+}
+
+/* sdpa__bgemm_scalar's contract (any M, N, K2) in 8 x 32 blocks of C. */
+SDPA__TARGET_AVX512 static void sdpa__bgemm_avx512bf(int64_t M, int64_t N, int64_t K2, const uint16_t *A, const uint16_t *A2,
+                                                     int64_t lda, const uint32_t *B, const uint32_t *B2, int64_t ldb,
+                                                     float *C, int64_t ldc, int accumulate)
+{
+    int64_t i = 0, j;
+#define SDPA__BGEMM512(R_, W_, LAST_)                                                                                 \
+    sdpa__bgemm_tile_avx512bf(R_, W_, K2, A + i * lda, A2 ? A2 + i * lda : NULL, lda, B + j, B2 ? B2 + j : NULL, ldb, \
+                              C + i * ldc + j, ldc, accumulate, LAST_)
+    for (; i + 8 <= M; i += 8) {
+        for (j = 0; j + 32 <= N; j += 32) SDPA__BGEMM512(8, 2, SDPA__ALL16);
+        for (; j + 16 <= N; j += 16) SDPA__BGEMM512(8, 1, SDPA__ALL16);
+        if (j < N) SDPA__BGEMM512(8, 1, sdpa__tail_mask_avx512(N - j));
+    }
+    for (; i < M; i++) {
+        for (j = 0; j + 32 <= N; j += 32) SDPA__BGEMM512(1, 2, SDPA__ALL16);
+        for (; j + 16 <= N; j += 16) SDPA__BGEMM512(1, 1, SDPA__ALL16);
+        if (j < N) SDPA__BGEMM512(1, 1, sdpa__tail_mask_avx512(N - j));
+    }
+#undef SDPA__BGEMM512
+}
 #endif
 
 #ifdef SDPA__HAVE_AMX
@@ -4276,7 +4413,7 @@ static void sdpa__run_tile(const sdpa__plan *P, sdpa__ws *W, const sdpa__seq *sq
         if (split) { /* P.V as (P_hi + P_lo).V, one pass over O, or as P_hi.V; int8 mode
                       * adds P_hi.V_lo in the same pass (bf16 V has no lo part) */
             P->bgemm(rp, dvp, nkp / 2, W->Pb, split == SDPA__P_HILO ? W->Pb + P->tqp * tkp : NULL, tkp, W->Vp,
-                     P->i8 && P->v.dtype != SDPA_BF16 ? W->Vl : NULL, dvp, W->O, dvp, 1);
+                     P->i8 && !P->p1 && P->v.dtype != SDPA_BF16 ? W->Vl : NULL, dvp, W->O, dvp, 1);
             continue;
         }
         {

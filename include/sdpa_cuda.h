@@ -76,7 +76,7 @@
  *   generic one in exact fp32 sums of integer products. Scores are int32 *
  *   (scale_q scale_k) + scale q.mean (the smoothing's shift), so lse,
  *   softcap, ALiBi and masks see the true score. INT8_QK_NOSMOOTH skips the
- *   mean. A NaN/Inf key makes the rows that see it NaN (as in sdpa.h).
+ *   mean; INT8_QK_BF16_PV computes as INT8_QK (P.V is already F16/BF16). A NaN/Inf key makes the rows that see it NaN (as in sdpa.h).
  *   Decoding over the cache: with BF16 or I8 pages and a BF16 query, or F16
  *   pages and an F16 query, head_dim == head_dim_v in {64, 128} and two or
  *   more query rows per kv head (GQA, or n > 1 queries), a tensor-core
@@ -1682,12 +1682,14 @@ static int sdpa__cu_plan_make(const sdpa_tensor *q, const sdpa_tensor *k, const 
         A->wr = p->window_right < far ? p->window_right : far;
     }
     if (p->score_mod) return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda: score_mod (a host function) is not supported");
-    if (p->precision < SDPA_PRECISION_DEFAULT || p->precision > SDPA_PRECISION_BF16_PV)
+    if (p->precision < SDPA_PRECISION_DEFAULT || p->precision > SDPA_PRECISION_INT8_QK_BF16_PV)
         return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda: precision = %d is not an sdpa_precision value", p->precision);
     /* BF16_PV changes nothing here: the tensor-core kernel already rounds P
-     * to the input type, and the fp32 kernel has no bf16 products */
-    P->i8 = p->precision == SDPA_PRECISION_INT8_QK || p->precision == SDPA_PRECISION_INT8_QK_NOSMOOTH;
-    P->i8_smooth = p->precision == SDPA_PRECISION_INT8_QK;
+     * to the input type, and the fp32 kernel has no bf16 products; so
+     * INT8_QK_BF16_PV computes as INT8_QK */
+    P->i8 = p->precision == SDPA_PRECISION_INT8_QK || p->precision == SDPA_PRECISION_INT8_QK_NOSMOOTH ||
+            p->precision == SDPA_PRECISION_INT8_QK_BF16_PV;
+    P->i8_smooth = p->precision == SDPA_PRECISION_INT8_QK || p->precision == SDPA_PRECISION_INT8_QK_BF16_PV;
     if (p->num_threads < 0) return sdpa__cu_fail(pp, SDPA_ERR_PARAM, "sdpa_cuda: num_threads must be >= 0");
     P->alibi = p->alibi_slopes;
 

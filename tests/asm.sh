@@ -272,6 +272,12 @@ check)
         need sdpa__bgemm_amx 4 'tileloadd' "AMX tile loads"
         need sdpa__tiles_amx 1 'ldtilecfg' "tile configuration"
         need sdpa__tiles_amx 1 'tilerelease' "tile release"
+        # int8 mode's single-bf16 P.V on the avx512 path (AMD): 8 x 32 blocks
+        # of O, 16 vdpbf16ps per key pair reading P's pairs as {1to16}
+        # broadcasts; V's pairs packed with vcvtneps2bf16; P from the softmax
+        need sdpa__bgemm_avx512bf 16 'vdpbf16ps\s+.*\{1to16\}.*%zmm' "zmm vdpbf16ps on broadcast pairs of P"
+        need sdpa__vpack_hi_avx512bf 2 'vcvtneps2bf16' "bf16 converts (V's pairs)"
+        need sdpa__softmax_block_avx512bf 1 'vcvtneps2bf16' "bf16 converts (P)"
         # its softmax: the same exp, and P split into bf16 hi and lo parts
         need sdpa__softmax_block_amx 7 'vfn?madd[0-9]+ps\s+.*%zmm' "zmm FMAs"
         need sdpa__softmax_block_amx 2 'vcvtneps2bf16' "bf16 converts (P's hi and lo)"
@@ -283,7 +289,7 @@ check)
             mkdir -p "$out/gnu"
             "$CC" -std=gnu11 -O3 -I"$here/include" -c "$src" -o "$out/gnu/kernels.o"
             "$OBJDUMP" -d --no-show-raw-insn "$out/gnu/kernels.o" > "$out/gnu/kernels.dis"
-            for k in sdpa__softmax_block_avx512 sdpa__softmax_block_amx; do
+            for k in sdpa__softmax_block_avx512 sdpa__softmax_block_avx512bf sdpa__softmax_block_amx; do
                 iso=$(fn_body "$k" | grep -cE '\svfn?m(add|sub)[0-9]+[ps]s\s' || true)
                 gnu=$(fn_body_in "$out/gnu" "$k" | grep -cE '\svfn?m(add|sub)[0-9]+[ps]s\s' || true)
                 if [ "$iso" = "$gnu" ]; then

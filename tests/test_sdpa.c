@@ -1443,10 +1443,11 @@ typedef int (*vsplit_fn)(uint32_t *, uint32_t *, const float *, const float *, i
  * only as a subnormal may come back 0 (vcvtneps2bf16 flushes it, as
  * tdpbf16ps would). Values outside the range (one below 2^-100, one that
  * rounds to Inf, an Inf or a NaN) must be reported. */
-static void test_vsplit(const char *name, vsplit_fn fn)
+static void test_vsplit(const char *name, vsplit_fn fn, int hi_only)
 {
     int t;
-    case_begin("%s V split kernel: hi and lo bf16 pairs, zero padding, out-of-range values reported", name);
+    case_begin("%s V split kernel: %s bf16 pairs, zero padding, out-of-range values reported", name,
+               hi_only ? "hi (lo left alone)" : "hi and lo");
     for (t = 0; t < 80; ++t) {
         int64_t n = rnd_int(1, 100), npad = (n + 31) / 32 * 32, d, nbad = 0;
         int mode = t % 5, one_row = rnd_int(0, 3) == 0, rc, w;
@@ -1474,30 +1475,34 @@ static void test_vsplit(const char *name, vsplit_fn fn)
                     float x = d < n && !(w && one_row) ? r[w][d] : 0.0f;
                     uint16_t h = sdpa_f32_to_bf16(x), l = sdpa_f32_to_bf16(x - sdpa_bf16_to_f32(h));
                     uint16_t gh = (uint16_t)(hi[d] >> (16 * w)), gl = (uint16_t)(lo[d] >> (16 * w));
-                    if (gh != h || (gl != l && !(gl == 0 && (l & 0x7f80u) == 0))) {
+                    if (gh != h || (hi_only ? lo[d] != 0xdeadbeefu : gl != l && !(gl == 0 && (l & 0x7f80u) == 0))) {
                         case_fail("n %lld col %lld row %d: x %a: hi %04x lo %04x, want %04x %04x", LL(n), LL(d), w, x, gh, gl, h, l);
                         nbad++;
                     }
                 }
         }
         for (d = npad; d < npad + 8; ++d) CHECK(hi[d] == 0xdeadbeefu && lo[d] == 0xdeadbeefu, "written past npad");
+        for (d = 0; d < npad && hi_only; ++d) CHECK(lo[d] == 0xdeadbeefu, "hi_only: a lo row written");
         free(r[0]); free(r[1]); free(hi); free(lo);
     }
     case_end();
 }
 
-#ifdef SDPA__HAVE_AMX
+#if defined(SDPA__HAVE_AMX) || defined(SDPA__HAVE_AVX512)
 typedef void (*bgemm_fn)(int64_t, int64_t, int64_t, const uint16_t *, const uint16_t *, int64_t, const uint32_t *, const uint32_t *,
                          int64_t, float *, int64_t, int);
 
 /* A bf16 product kernel against the plain-C contract, on random blocks of
- * the shapes it accepts (M, N and 2 K2 multiples of 32). */
-static void test_bgemm(const char *name, bgemm_fn fn, void (*tiles)(int))
+ * the shapes it accepts (M, N and 2 K2 multiples of 32; any_shape: any
+ * sizes from 1, every row and column tail). */
+static void test_bgemm(const char *name, bgemm_fn fn, void (*tiles)(int), int any_shape)
 {
     int64_t t;
-    case_begin("%s bf16 product kernel equals the plain-C one on random blocks (accumulate and not, one A or two, one B or two)", name);
+    case_begin("%s bf16 product kernel equals the plain-C one on random blocks (accumulate and not, one A or two, one B or two%s)", name,
+               any_shape ? ", any sizes" : "");
     for (t = 0; t < 40; ++t) {
-        int64_t M = 32 * rnd_int(1, 3), N = 32 * rnd_int(1, 5), K2 = 16 * rnd_int(1, 9);
+        int64_t M = any_shape ? rnd_int(1, 40) : 32 * rnd_int(1, 3), N = any_shape ? rnd_int(1, 100) : 32 * rnd_int(1, 5);
+        int64_t K2 = any_shape ? rnd_int(1, 70) : 16 * rnd_int(1, 9);
         int64_t lda = 2 * K2 + 2 * rnd_int(0, 8), ldb = N + 16 * rnd_int(0, 1), ldc = N + 16 * rnd_int(0, 1), i;
         int acc = (int)rnd_int(0, 1), two = (int)rnd_int(0, 1), twob = (int)rnd_int(0, 1);
         uint16_t *A = (uint16_t *)xcalloc((size_t)(M * lda), sizeof(uint16_t));
@@ -1805,7 +1810,7 @@ static void test_paths(void)
         }
     }
     case_end();
-    test_vsplit("portable", sdpa__vsplit_pair);
+    test_vsplit("portable", sdpa__vsplit_pair, 0);
 #ifdef SDPA__HAVE_AVX2
     if (sdpa_path_supported(SDPA_PATH_AVX2)) {
         static const kernel_set ks = {"avx2", sdpa__gemm_avx2, sdpa__row_max_avx2, sdpa__exp_row_avx2,
@@ -1823,12 +1828,19 @@ static void test_paths(void)
         test_softmax_block("avx512", sdpa__softmax_block_avx512, 0, 0);
         test_softmax_block("avx512", sdpa__softmax_block_avx512, 1, SDPA__P_HILO);
         test_softmax_block("avx512", sdpa__softmax_block_avx512, 1, SDPA__P_HI);
+        if (sdpa__cpu() & SDPA__CPU_BF16) { /* int8 mode's single-bf16 P.V (SDPA_PRECISION_INT8_QK_BF16_PV) */
+            test_bgemm("avx512-bf16", sdpa__bgemm_avx512bf, NULL, 1);
+            test_bgemm("avx512-bf16", sdpa__bgemm_avx512bf, NULL, 0);
+            test_vsplit("avx512-bf16 (hi rows only)", sdpa__vpack_hi_avx512bf, 1);
+            test_softmax_block("avx512-bf16", sdpa__softmax_block_avx512bf, 0, SDPA__P_HI);
+            test_softmax_block("avx512-bf16", sdpa__softmax_block_avx512bf, 0, 0);
+        }
     }
 #endif
 #ifdef SDPA__HAVE_AMX
     if (sdpa__cpu() & SDPA__CPU_AMX) {
-        test_bgemm("amx", sdpa__bgemm_amx, sdpa__tiles_amx);
-        test_vsplit("amx", sdpa__vsplit_pair_amx);
+        test_bgemm("amx", sdpa__bgemm_amx, sdpa__tiles_amx, 0);
+        test_vsplit("amx", sdpa__vsplit_pair_amx, 0);
         test_softmax_block("amx", sdpa__softmax_block_amx, 1, 0);
         test_softmax_block("amx", sdpa__softmax_block_amx, 1, SDPA__P_HILO);
         test_softmax_block("amx", sdpa__softmax_block_amx, 1, SDPA__P_HI);
@@ -4281,6 +4293,7 @@ static i8_res i8_run(const i8_case *c, float **out_keep)
 #define I8_TOL_L2 0.03
 #define I8_TOL_COS 0.9996
 #define I8_TOL_LSE 0.2 /* absolute */
+#define I8_TOL_BPV 4e-3 /* rel L2 of INT8_QK_BF16_PV's bf16 P and V alone (exact int8 products) */
 static int i8_within(const i8_res *r)
 {
     if (r->nonfinite != 0 || !(r->lse_err <= I8_TOL_LSE)) return 0;
@@ -4288,11 +4301,28 @@ static int i8_within(const i8_res *r)
     return r->rel_l2 <= I8_TOL_L2 && 1.0 - r->cos <= 1.0 - I8_TOL_COS;
 }
 
+/* the int8 mode under test: SDPA_PRECISION_INT8_QK, or _INT8_QK_BF16_PV */
+static int g_i8_prec = SDPA_PRECISION_INT8_QK;
+
+/* Whether this path computes INT8_QK_BF16_PV's P.V as a single-bf16
+ * product (elsewhere it is INT8_QK's). */
+static int i8_bf16_pv_here(void)
+{
+#if defined(SDPA__TEST_BF16_SCALAR)
+    return 1; /* the plain-C emulation of the bf16 P.V, on every path */
+#elif defined(SDPA__HAVE_AVX512)
+    int path = sdpa_path_in_use(NULL);
+    return (path == SDPA_PATH_AVX512 && (sdpa__cpu() & SDPA__CPU_BF16) && (sdpa__cpu() & SDPA__CPU_AMD)) || path == SDPA_PATH_AMX;
+#else
+    return 0;
+#endif
+}
+
 static void i8_default(i8_case *c)
 {
     memset(c, 0, sizeof *c);
     c->B = 1; c->Hq = 2; c->Hkv = 1; c->Lq = 128; c->Lk = 256; c->D = 128; c->Dv = 64;
-    c->precision = SDPA_PRECISION_INT8_QK;
+    c->precision = g_i8_prec;
     c->nan_q_row = c->nan_key = -1;
 }
 
@@ -4337,7 +4367,7 @@ static void i8_run_given(int qi8, int ki8, int causal, int vmode, double *rel, d
     if (ki8) { tk.data = k8; tk.dtype = SDPA_I8; }
     for (i = 0; i < no; ++i) o[i] = -12345.0f;
     memset(&p, 0, sizeof p);
-    p.precision = SDPA_PRECISION_INT8_QK;
+    p.precision = g_i8_prec;
     p.q_scale = qi8 ? qs : NULL;
     p.k_scale = ki8 ? ks : NULL;
     p.causal = causal ? SDPA_CAUSAL_BOTTOM_RIGHT : SDPA_CAUSAL_NONE;
@@ -4356,15 +4386,17 @@ static void i8_run_given(int qi8, int ki8, int causal, int vmode, double *rel, d
     free(q); free(k); free(v); free(qs); free(ks); free(o); free(lse); free(q8); free(k8); free(ro); free(rl);
 }
 
-static void test_i8_attention(void)
+static void test_i8_attention_mode(void)
 {
     static const int64_t dims[] = {1, 3, 8, 40, 64, 72, 80, 96, 128, 129, 256};
     static const int64_t lens[] = {1, 2, 7, 63, 64, 65, 127, 300};
     i8_case c;
     i8_res r, rs;
-    int k, o;
-    const char *path = sdpa_path_name((sdpa_path)sdpa_path_in_use(NULL));
-    if (!group_begin("int8 attention")) return;
+    int k, o, bpv = g_i8_prec == SDPA_PRECISION_INT8_QK_BF16_PV;
+    char path[64];
+    snprintf(path, sizeof path, "%s%s", sdpa_path_name((sdpa_path)sdpa_path_in_use(NULL)),
+             !bpv ? "" : i8_bf16_pv_here() ? ", bf16 P.V" : ", BF16_PV as F32 P.V here");
+    if (!group_begin(bpv ? "int8 attention, INT8_QK_BF16_PV" : "int8 attention")) return;
 
     for (o = 0; o < 2; ++o) {
         double worst = 0, worst_cos = 1, worst_lse = 0;
@@ -4490,9 +4522,11 @@ static void test_i8_attention(void)
         if (getenv("I8_DEBUG"))
             printf("  given I8 q %d k %d causal %d v mode %d: rel L2 %.2e cos %.7f lse %.2e\n", qi8, ki8, k >= 3 && k < 6, vmode, rel,
                    cosv, le);
-        if (qi8 && ki8) /* exact products: only float rounding of scales, exp and sums */
-            CHECK(rel <= 1e-5 && le <= 1e-4, "I8 q and k, causal %d, v mode %d: rel L2 %.2e (want <= 1e-5), lse err %.2e",
-                  k >= 3 && k < 6, vmode, rel, le);
+        if (qi8 && ki8) /* exact products: only float rounding of scales, exp and sums (and bf16 P and V, where the
+                         * bf16 P.V runs: not in v mode 1, whose blocks all take the F32 product) */
+            CHECK(rel <= (bpv && i8_bf16_pv_here() && vmode != 1 ? I8_TOL_BPV : 1e-5) && le <= 1e-4,
+                  "I8 q and k, causal %d, v mode %d: rel L2 %.2e (want <= %g), lse err %.2e", k >= 3 && k < 6, vmode, rel,
+                  bpv && i8_bf16_pv_here() && vmode != 1 ? I8_TOL_BPV : 1e-5, le);
         else
             CHECK(rel <= I8_TOL_L2 && cosv >= I8_TOL_COS && le <= I8_TOL_LSE, "I8 q %d k %d: rel L2 %.2e cos %.6f lse %.2e",
                   qi8, ki8, rel, cosv, le);
@@ -4510,9 +4544,9 @@ static void test_i8_attention(void)
         sdpa_params p;
         int rc;
         memset(&p, 0, sizeof p);
-        p.precision = 4;
+        p.precision = 5;
         rc = sdpa_attention(&tq, &tk, &tv, &to, &p);
-        CHECK(rc == SDPA_ERR_PARAM && ob[0] == 5, "precision 4: rc %d", rc);
+        CHECK(rc == SDPA_ERR_PARAM && ob[0] == 5, "precision 5: rc %d", rc);
         p.precision = -1;
         CHECK(sdpa_attention(&tq, &tk, &tv, &to, &p) == SDPA_ERR_PARAM, "precision -1 accepted");
         p.precision = SDPA_PRECISION_INT8_QK;
@@ -4558,6 +4592,15 @@ static void test_i8_attention(void)
     }
     case_end();
     group_end();
+}
+
+static void test_i8_attention(void)
+{
+    g_i8_prec = SDPA_PRECISION_INT8_QK;
+    test_i8_attention_mode();
+    g_i8_prec = SDPA_PRECISION_INT8_QK_BF16_PV;
+    test_i8_attention_mode();
+    g_i8_prec = SDPA_PRECISION_INT8_QK;
 }
 
 #include "test_kv.h"

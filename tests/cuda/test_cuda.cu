@@ -393,8 +393,8 @@ static void host_checks(void)
     CHECK(sdpa_cuda_attention(&q, &k, &v, &o, &pp, 0) == SDPA_ERR_PARAM, "negative softcap");
     pp = p; pp.causal = (sdpa_causal)7;
     CHECK(sdpa_cuda_attention(&q, &k, &v, &o, &pp, 0) == SDPA_ERR_PARAM, "causal 7");
-    pp = p; pp.precision = 4;
-    CHECK(sdpa_cuda_attention(&q, &k, &v, &o, &pp, 0) == SDPA_ERR_PARAM, "precision 4 accepted");
+    pp = p; pp.precision = 5;
+    CHECK(sdpa_cuda_attention(&q, &k, &v, &o, &pp, 0) == SDPA_ERR_PARAM, "precision 5 accepted");
     pp = p; pp.precision = SDPA_PRECISION_INT8_QK;
     CHECK(sdpa_cuda_kernel_for(&q, &k, &v, &o, &pp) == SDPA_CUDA_KERNEL_MMA, "int8 mode, bf16 d64: the tensor-core kernel");
     CHECK(sdpa_cuda_attention_kernel(&q, &k, &v, &o, &pp, 0, SDPA_CUDA_KERNEL_WGMMA) == SDPA_ERR_PATH, "forcing wgmma in int8 mode");

@@ -234,7 +234,7 @@ FZ_NOCOV static double i8_score_err(const fcase *c, const double *qrow, const do
  * scores that move by at most E move each softmax weight by a factor within
  * exp(+-2E), so sum |dp| <= exp(2E) - 1 and |d out[d]| <= (exp(2E) - 1) max |v[d]|.
  * Otherwise both are zero; SDPA_PRECISION_BF16_PV adds its stated 2^-9 max |v[d]|
- * to oerr. */
+ * to oerr, SDPA_PRECISION_INT8_QK_BF16_PV 2^-8 max |v[d]| (P and V rounded). */
 FZ_NOCOV static int ref_row(const fcase *c, int64_t seq, int64_t bt, int64_t h, int64_t i, int64_t q0, int64_t vq, int64_t k0,
                    int64_t vk, double *out, double *lse, double *lerr, double *oerr)
 {
@@ -246,7 +246,8 @@ FZ_NOCOV static int ref_row(const fcase *c, int64_t seq, int64_t bt, int64_t h, 
     int clean = 1, qbad = 0, loose = c->i8 && !(c->qi8 && c->ki8);
     const double *qrow = &Q_AT(c, bt, h, q0 + i, 0);
     for (d = 0; d < c->D; d++) qbad |= !isfinite(qrow[d]);
-    if (loose && c->p.precision == SDPA_PRECISION_INT8_QK && !c->ki8 && vk > 0) { /* the smoothing's mean key */
+    if (loose && (c->p.precision == SDPA_PRECISION_INT8_QK || c->p.precision == SDPA_PRECISION_INT8_QK_BF16_PV) && !c->ki8 &&
+        vk > 0) { /* the smoothing's mean key */
         int fin = 1;
         for (j = 0; j < vk; j++)
             for (d = 0; d < c->D; d++) mean[d] += K_AT(c, bt, g, k0 + j, d) / (double)vk;
@@ -294,6 +295,8 @@ FZ_NOCOV static int ref_row(const fcase *c, int64_t seq, int64_t bt, int64_t h, 
     for (d = 0; d < c->Dv; d++) out[d] = 0, oerr[d] = expm1(2 * err) * vmax[d];
     if (p->precision == SDPA_PRECISION_BF16_PV) /* the mode's stated 2^-9 max|v| */
         for (d = 0; d < c->Dv; d++) oerr[d] += 1.01 * ldexp(vmax[d], -9);
+    if (p->precision == SDPA_PRECISION_INT8_QK_BF16_PV) /* 2^-9 max|v| for P's rounding, as much for V's */
+        for (d = 0; d < c->Dv; d++) oerr[d] += 1.01 * ldexp(vmax[d], -8);
     if (mx == -INFINITY) { *lse = -INFINITY; return 1; }
     for (j = 0; j < vk; j++) {
         double w = s[j] == -INFINITY ? 0 : exp(s[j] - mx);
@@ -405,6 +408,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     c.i8 = fz_chance(&in, 3);
     if (c.i8) {
         c.p.precision = fz_chance(&in, 4) ? SDPA_PRECISION_INT8_QK_NOSMOOTH : SDPA_PRECISION_INT8_QK;
+        /* odd head dims take the bf16 P.V form: no byte more is read, so the
+         * corpus's inputs decode as they did */
+        if (c.p.precision == SDPA_PRECISION_INT8_QK && (c.D & 1)) c.p.precision = SDPA_PRECISION_INT8_QK_BF16_PV;
         c.qi8 = fz_chance(&in, 6);
         c.ki8 = fz_chance(&in, 6);
     } else if (fz_chance(&in, 4)) {
@@ -598,7 +604,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         break;
     case 22: /* SDPA_I8 q or k then needs an int8 mode first */
-        c.p.precision = SDPA_PRECISION_BF16_PV + 1 + (int)fz_u8(&in);
+        c.p.precision = SDPA_PRECISION_INT8_QK_BF16_PV + 1 + (int)fz_u8(&in);
         want[0] = c.qi8 || c.ki8 ? SDPA_ERR_DTYPE : SDPA_ERR_PARAM;
         break;
     case 23:
