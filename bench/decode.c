@@ -187,6 +187,10 @@ int main(int argc, char **argv)
         return 2;
     }
     if (quick) reps = reps > 7 ? 7 : reps;
+    if (warmup + reps > 256) { /* the rounds' arrays hold 256 */
+        fprintf(stderr, "bench_decode: --warmup plus --reps must be at most 256\n");
+        return 2;
+    }
     T = csv ? stderr : stdout;
     memset(res, 0, sizeof res);
     bw = bc_measure_read_bw((size_t)512 << 20, threads, 5);
