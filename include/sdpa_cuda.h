@@ -2440,25 +2440,38 @@ template <int ST, int E> __device__ __forceinline__ void sdpa__cu_cvt(const uint
  * elements each, one 16-byte load; I8: 16 elements in one 16-byte load when
  * RB = 1, else 8 bytes), U keys per group per step; the
  * dot products reduce by xor shuffles inside the group, the step's max
- * across groups. Loads in flight: RB = 1 keeps the step's 2U loads in
- * registers, issued before any use; RB >= 4 (more registers per key) copies
- * each lane's own K/V chunks with cp.async into a private S-stage ring in
- * shared memory, S - 1 steps ahead, so each lane waits on its own copies
- * only (no barrier). At the end the groups' sums meet by shuffles and the 4
- * warps' in shared memory, in a fixed order. Bytes: the cache's K and V rows
- * (and scales) once per row block. */
+ * across groups. Loads in flight: with 16-bit pages RB = 1 keeps the step's
+ * 2U loads in registers, issued before any use; I8 pages and RB >= 4 copy
+ * each lane's own K/V chunks (and I8 scales) with cp.async into a private
+ * S-stage ring in shared memory, S - 1 steps ahead, so each lane waits on
+ * its own copies only (no barrier). At the end the groups' sums meet by
+ * shuffles and the 4 warps' in shared memory, in a fixed order. Bytes: the
+ * cache's K and V rows (and scales) once per row block.
+ * I8 with one row (MHA decode) kept its loads in registers too until
+ * 2026-11-24: 163 registers, 3 blocks per SM, nothing in flight while a
+ * step computed. Its ring (2 stages of 4 keys, 16-byte chunks, at most 128
+ * registers so 4 blocks per SM), H100, MHA, 32 heads, hd 128, bench.py
+ * against the header before in the same run, us: B 1 4k 38.2 -> 31.7,
+ * B 1 32k 143.5 -> 130.3, B 16 4k 236.4 -> 215.1, B 16 32k 1614 -> 1524,
+ * B 64 4k 812.0 -> 763.2, B 64 32k 6365 -> 6008 (H200: 5-23% less time).
+ * The same ring for 16-bit pages (4 stages of 4 keys) measured slower
+ * there (B 1 4k 44.4 -> 49.6, B 16 4k 372.1 -> 383.2): they keep the
+ * registers. */
 template <int ST, int D, int RB> struct sdpa__cu_dfc {
-    /* E elements per lane: 16 for I8 in registers (16-byte loads there too) */
-    static constexpr int E = ST == SDPA_I8 && RB <= 1 ? 16 : 8;
-    static constexpr int NW = 4, LK = D / E, KW = 32 / LK, U = RB <= 1 ? 8 : RB <= 4 ? 4 : 2, KS = U * KW,
-                         S = RB <= 1 ? 0 : 16 / U, EB = ST == SDPA_I8 ? 1 : 2, CB = E * EB; /* bytes of a lane's chunk */
+    /* E elements per lane: 16 for I8 with one row (16-byte chunks there too) */
+    static constexpr bool I1 = ST == SDPA_I8 && RB <= 1;
+    static constexpr int E = I1 ? 16 : 8;
+    static constexpr int NW = 4, LK = D / E, KW = 32 / LK, U = RB <= 1 ? (I1 ? 4 : 8) : RB <= 4 ? 4 : 2, KS = U * KW,
+                         S = RB > 1 ? 16 / U : I1 ? 2 : 0, EB = ST == SDPA_I8 ? 1 : 2, CB = E * EB; /* bytes of a lane's chunk */
+    /* the launch bounds' blocks per SM: I8 with one row, 4 (<= 128 registers) */
+    static constexpr int MINB = I1 ? 4 : 1;
     static constexpr int RING = S * U * NW * 32 * (2 * CB + (ST == SDPA_I8 ? 8 : 0));
     static constexpr int MERGE = NW * RB * (D + 2) * 4;
     static constexpr int SMEM = RING > MERGE ? RING : MERGE;
 };
 
 template <int ST, int D, int RB>
-__global__ void __launch_bounds__(128) sdpa__cu_decode_fast(const sdpa__cu_dargs a)
+__global__ void __launch_bounds__(128, sdpa__cu_dfc<ST, D, RB>::MINB) sdpa__cu_decode_fast(const sdpa__cu_dargs a)
 {
     typedef sdpa__cu_dfc<ST, D, RB> C;
     constexpr int E = C::E, NW = C::NW, LK = C::LK, KW = C::KW, U = C::U, KS = C::KS, S = C::S, EB = C::EB, CB = C::CB;
@@ -2541,15 +2554,17 @@ __global__ void __launch_bounds__(128) sdpa__cu_decode_fast(const sdpa__cu_dargs
                     const char *kp, *vp;
                     const float *ksp, *vsp;
                     addr(jt, P, u, &kp, &vp, &ksp, &vsp);
-                    if (ST == SDPA_I8) {
+                    if (CB == 8) { /* I8 with several rows: 8-byte chunks */
                         asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(ring + o * CB), "l"(kp) : "memory");
                         asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(ring + (o + 128) * CB), "l"(vp) : "memory");
-                        const uint32_t so = (uint32_t)(S * U * 2 * 128 * CB) + o * 4;
-                        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(ring + so), "l"(ksp) : "memory");
-                        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(ring + so + 512), "l"(vsp) : "memory");
                     } else {
                         sdpa__cu_cp16(ring + o * CB, kp, 16);
                         sdpa__cu_cp16(ring + (o + 128) * CB, vp, 16);
+                    }
+                    if (ST == SDPA_I8) {
+                        const uint32_t so = (uint32_t)(S * U * 2 * 128 * CB) + o * 4;
+                        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(ring + so), "l"(ksp) : "memory");
+                        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(ring + so + 512), "l"(vsp) : "memory");
                     }
                 }
             }
@@ -2577,14 +2592,16 @@ __global__ void __launch_bounds__(128) sdpa__cu_decode_fast(const sdpa__cu_dargs
                 kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
                 ksc[u] = vsc[u] = 1.0f;
                 if (ok) {
-                    if (ST == SDPA_I8) {
+                    if (CB == 8) {
                         const uint2 k2 = *(const uint2 *)(sdpa__cu_dsm + o * CB), v2 = *(const uint2 *)(sdpa__cu_dsm + (o + 128) * CB);
                         kr[u].x = k2.x; kr[u].y = k2.y; vr[u].x = v2.x; vr[u].y = v2.y;
-                        const float *sc = (const float *)(sdpa__cu_dsm + S * U * 2 * 128 * CB) + o;
-                        ksc[u] = sc[0]; vsc[u] = sc[128];
                     } else {
                         kr[u] = *(const uint4 *)(sdpa__cu_dsm + o * CB);
                         vr[u] = *(const uint4 *)(sdpa__cu_dsm + (o + 128) * CB);
+                    }
+                    if (ST == SDPA_I8) {
+                        const float *sc = (const float *)(sdpa__cu_dsm + S * U * 2 * 128 * CB) + o;
+                        ksc[u] = sc[0]; vsc[u] = sc[128];
                     }
                 }
             }

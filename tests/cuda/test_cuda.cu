@@ -1063,6 +1063,7 @@ int main(int argc, char **argv)
     kv_case(SDPA_I8, 128, 128, 24, SDPA_BF16);   /* the same for int8 pages (widened per step, scales) */
     kv_case(SDPA_I8, 64, 64, 7, SDPA_BF16, 1);
     kv_case(SDPA_I8, 128, 128, 7, SDPA_F16, 8);
+    kv_case(SDPA_I8, 64, 64, 7, SDPA_BF16, 8); /* MHA: one row per block, the I8 ring of 16-byte chunks, steps straddling pages */
     /* a long sequence: 117 splits of 256 keys (the merge's lanes take up to
      * four splits each), and one wave of the GPU's SMs on the tensor-core
      * decode (40 splits of 768 keys on an H100) */
@@ -1079,6 +1080,7 @@ int main(int argc, char **argv)
     kv_batch_case(SDPA_I8);
     if (!g_quick) { kv_case(SDPA_F16, 64, 64, 16, SDPA_BF16, 8); kv_case(SDPA_BF16, 256, 256, 5, SDPA_F32, 8); kv_case(SDPA_I8, 128, 128, 64, SDPA_BF16, 8); }
     if (!g_quick) { kv_case(SDPA_BF16, 40, 24, 64, SDPA_BF16); kv_case(SDPA_I8, 256, 256, 32, SDPA_BF16); kv_case(SDPA_F16, 36, 36, 7, SDPA_F16); }
+    if (!g_quick) { kv_case(SDPA_I8, 256, 256, 5, SDPA_BF16, 8); kv_case(SDPA_I8, 128, 128, 24, SDPA_BF16, 8, 30000); kv_case(SDPA_F16, 128, 128, 7, SDPA_F16, 8, 30000); }
     printf("test_cuda: %s: %d checks passed, %d failed\n", g_fail ? "FAILED" : "all passed", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }
