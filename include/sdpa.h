@@ -4197,17 +4197,19 @@ static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 __m512 sdpa__dp
     return acc;
 }
 
-/* sdpa__vsplit_pair's hi rows alone, 16 columns a step (npad a multiple
- * of 16, as dvp is; the lo rows are not written: int8 mode's single-bf16
- * P.V reads V's hi part only), with the same range check. */
-SDPA__TARGET_AVX512 static int sdpa__vpack_hi_avx512bf(uint32_t *hi, uint32_t *lo, const float *r0, const float *r1, int64_t n,
-                                                       int64_t npad)
+/* sdpa__vsplit_pair on zmm registers, 16 columns a step (npad a multiple
+ * of 16, as dvp is), with its range check; the lo rows only when with_lo
+ * (a constant in each caller). vcvtneps2bf16 rounds as the portable split
+ * does but flushes subnormal lo parts, which tdpbf16ps would read as zero
+ * anyway (and which only values within 2^8 of a bf16 have; the range keeps
+ * those losses below 2^-26 of a value). */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 int
+sdpa__vsplit_body_avx512(const int with_lo, uint32_t *hi, uint32_t *lo, const float *r0, const float *r1, int64_t n, int64_t npad)
 {
     const __m512i absm = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1);
     const __m512i tiny = _mm512_set1_epi32(0x0d7fffff), big = _mm512_set1_epi32(0x7f7f7fff);
     __mmask16 out = 0;
     int64_t d;
-    (void)lo;
     for (d = 0; d < npad; d += 16) {
         __mmask16 k = d < n ? sdpa__tail_mask_avx512(n - d) : 0;
         __m512 x0 = _mm512_maskz_loadu_ps(k, r0 + d), x1 = r1 ? _mm512_maskz_loadu_ps(k, r1 + d) : _mm512_setzero_ps();
@@ -4215,10 +4217,25 @@ SDPA__TARGET_AVX512 static int sdpa__vpack_hi_avx512bf(uint32_t *hi, uint32_t *l
         __m512i w1 = _mm512_maskz_cvtepu16_epi32(SDPA__ALL16, sdpa__bf16x16_avx512(x1));
         __m512i a0 = _mm512_and_si512(_mm512_castps_si512(x0), absm), a1 = _mm512_and_si512(_mm512_castps_si512(x1), absm);
         _mm512_storeu_si512((void *)(hi + d), _mm512_or_si512(w0, _mm512_maskz_slli_epi32(SDPA__ALL16, w1, 16)));
+        if (with_lo) {
+            __m512 e0 = _mm512_sub_ps(x0, _mm512_castsi512_ps(_mm512_maskz_slli_epi32(SDPA__ALL16, w0, 16)));
+            __m512 e1 = _mm512_sub_ps(x1, _mm512_castsi512_ps(_mm512_maskz_slli_epi32(SDPA__ALL16, w1, 16)));
+            __m512i l0 = _mm512_maskz_cvtepu16_epi32(SDPA__ALL16, sdpa__bf16x16_avx512(e0));
+            __m512i l1 = _mm512_maskz_cvtepu16_epi32(SDPA__ALL16, sdpa__bf16x16_avx512(e1));
+            _mm512_storeu_si512((void *)(lo + d), _mm512_or_si512(l0, _mm512_maskz_slli_epi32(SDPA__ALL16, l1, 16)));
+        }
         out |= _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a0, one), tiny) | _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a1, one), tiny) |
                _mm512_cmpgt_epu32_mask(a0, big) | _mm512_cmpgt_epu32_mask(a1, big);
     }
     return out != 0;
+}
+
+/* The hi rows alone (the lo rows are not written: int8 mode's single-bf16
+ * P.V reads V's hi part only). */
+SDPA__TARGET_AVX512 static int sdpa__vpack_hi_avx512bf(uint32_t *hi, uint32_t *lo, const float *r0, const float *r1, int64_t n,
+                                                       int64_t npad)
+{
+    return sdpa__vsplit_body_avx512(0, hi, lo, r0, r1, n, npad);
 }
 
 /* R rows x 16W columns of sdpa__bgemm_scalar's C on vdpbf16ps: per key
@@ -4285,33 +4302,11 @@ SDPA__TARGET_AMX static int sdpa__softmax_block_amx(const sdpa__plan *P, sdpa__w
     return sdpa__softmax_body_avx512(P, W, sq, j0, nk, nkp, nr, rp, split);
 }
 
-/* sdpa__vsplit_pair on zmm registers, 16 columns a step: vcvtneps2bf16
- * rounds as the portable split does but flushes subnormal lo parts, which
- * tdpbf16ps would read as zero anyway (and which only values within 2^8 of
- * a bf16 have; the range keeps those losses below 2^-26 of a value). */
+/* sdpa__vsplit_pair, hi and lo rows (the AMX path's three-term P.V). */
 SDPA__TARGET_AMX static int sdpa__vsplit_pair_amx(uint32_t *hi, uint32_t *lo, const float *r0, const float *r1, int64_t n,
                                                   int64_t npad)
 {
-    const __m512i absm = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1);
-    const __m512i tiny = _mm512_set1_epi32(0x0d7fffff), big = _mm512_set1_epi32(0x7f7f7fff);
-    __mmask16 out = 0;
-    int64_t d;
-    for (d = 0; d < npad; d += 16) {
-        __mmask16 k = d < n ? sdpa__tail_mask_avx512(n - d) : 0;
-        __m512 x0 = _mm512_maskz_loadu_ps(k, r0 + d), x1 = r1 ? _mm512_maskz_loadu_ps(k, r1 + d) : _mm512_setzero_ps();
-        __m256i h0 = sdpa__bf16x16_avx512(x0), h1 = sdpa__bf16x16_avx512(x1);
-        __m512i w0 = _mm512_maskz_cvtepu16_epi32(SDPA__ALL16, h0), w1 = _mm512_maskz_cvtepu16_epi32(SDPA__ALL16, h1);
-        __m512 e0 = _mm512_sub_ps(x0, _mm512_castsi512_ps(_mm512_maskz_slli_epi32(SDPA__ALL16, w0, 16)));
-        __m512 e1 = _mm512_sub_ps(x1, _mm512_castsi512_ps(_mm512_maskz_slli_epi32(SDPA__ALL16, w1, 16)));
-        __m512i l0 = _mm512_maskz_cvtepu16_epi32(SDPA__ALL16, sdpa__bf16x16_avx512(e0));
-        __m512i l1 = _mm512_maskz_cvtepu16_epi32(SDPA__ALL16, sdpa__bf16x16_avx512(e1));
-        __m512i a0 = _mm512_and_si512(_mm512_castps_si512(x0), absm), a1 = _mm512_and_si512(_mm512_castps_si512(x1), absm);
-        _mm512_storeu_si512((void *)(hi + d), _mm512_or_si512(w0, _mm512_maskz_slli_epi32(SDPA__ALL16, w1, 16)));
-        _mm512_storeu_si512((void *)(lo + d), _mm512_or_si512(l0, _mm512_maskz_slli_epi32(SDPA__ALL16, l1, 16)));
-        out |= _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a0, one), tiny) | _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a1, one), tiny) |
-               _mm512_cmpgt_epu32_mask(a0, big) | _mm512_cmpgt_epu32_mask(a1, big);
-    }
-    return out != 0;
+    return sdpa__vsplit_body_avx512(1, hi, lo, r0, r1, n, npad);
 }
 #endif
 
