@@ -2450,7 +2450,7 @@ template <int ST, int E> __device__ __forceinline__ void sdpa__cu_cvt(const uint
  * a step. I8 MHA, hd 128: 1-3% less time on the H100 with the same splits
  * (ncu before: DRAM 87% busy, issue slots 66%, so the H200's 1.4x the
  * bandwidth asked for more issue than was left), and with the splits of
- * sdpa_cuda_kv_cache_attention since the same day 16-23% on the H200. The
+ * sdpa_cuda_kv_cache_attention since the same day 8-23% on the H200. The
  * register kernels measured 1-4% slower with the branch moved, so they
  * keep it per key.
  * At the end the groups' sums meet by
