@@ -1074,6 +1074,7 @@ int main(int argc, char **argv)
     kv_case(SDPA_F16, 64, 64, 16, SDPA_F16, 8, 300);
     kv_case(SDPA_BF16, 128, 128, 16, SDPA_BF16, 2, 300);
     kv_case(SDPA_I8, 128, 128, 16, SDPA_BF16, 2, 300);
+    kv_case(SDPA_I8, 128, 128, 16, SDPA_BF16, 8, 300); /* the I8 one-row kernel (ring) writing out */
     kv_batch_case(SDPA_BF16); /* tensor-core decode */
     kv_batch_case(SDPA_F16);  /* CUDA-core decode (a BF16 query) */
     kv_batch_case(SDPA_F16, SDPA_F16); /* tensor-core decode */
