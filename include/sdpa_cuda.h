@@ -3521,7 +3521,7 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
     sdpa__cu_dargs A;
     int64_t b, lse_n = 0, maxlen = 0, rows_blocks, sms, per_sm = 1;
     uintptr_t lse_lo = 0, lse_hi = 0;
-    int rc, d, fast, mmadec, i8w = 0;
+    int rc, d, fast, mmadec;
     cudaError_t e = cudaSuccess;
     memset(&zero, 0, sizeof zero);
     memset(&A, 0, sizeof A);
@@ -3601,6 +3601,7 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
      * on the GPU model (SM count, blocks per SM); on one GPU they are fixed. */
     rows_blocks = A.B * c->H * A.nrb;
 #ifndef SDPA_CUDA_FEW_KERNELS
+    int i8w = 0; /* the 12-warp I8 tensor-core decode (not in FEW_KERNELS builds, which launch nothing) */
     sms = !mmadec                ? 0
             : c->dt == SDPA_BF16 ? (c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_BF16, 64, 4>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_BF16, 128, 4>(&per_sm))
             : c->dt == SDPA_F16  ? (c->D == 64 ? sdpa__cu_decode_mma_sms<SDPA_F16, 64, 4>(&per_sm) : sdpa__cu_decode_mma_sms<SDPA_F16, 128, 4>(&per_sm))
@@ -3614,7 +3615,6 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
     }
 #else
     sms = mmadec ? sdpa__cu_decode_mma_sms<SDPA_BF16, 128, 4>(&per_sm) : 0;
-    (void)i8w;
 #endif
     if (sms > 0) {
         /* the tensor-core decode: the split count whose blocks keep the
