@@ -2452,10 +2452,9 @@ template <int ST, int E> __device__ __forceinline__ void sdpa__cu_cvt(const uint
  * bandwidth asked for more issue than was left), and with the splits of
  * sdpa_cuda_kv_cache_attention since the same day 8-23% on the H200. The
  * register kernels measured 1-4% slower with the branch moved, so they
- * keep it per key.
- * At the end the groups' sums meet by
- * shuffles and the 4 warps' in shared memory, in a fixed order. Bytes: the
- * cache's K and V rows (and scales) once per row block.
+ * keep it per key. At the end the groups' sums meet by shuffles and the 4
+ * warps' in shared memory, in a fixed order. Bytes: the cache's K and V
+ * rows (and scales) once per row block.
  * I8 with one row (MHA decode) kept its loads in registers too until
  * 2026-11-24: 163 registers, 3 blocks per SM, nothing in flight while a
  * step computed. Its ring (2 stages of 4 keys, 16-byte chunks, at most 128
@@ -3595,10 +3594,11 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
      * 4-warp blocks on a large GPU, so the last wave's tail is short), at
      * least 256 keys each (1024 for the tensor-core kernel where CUDA cannot
      * report its occupancy), from the shapes only; the I8 one-row kernel
-     * about 256 blocks of up to 4096 keys, also from the shapes only. The tensor-core kernel
-     * (few blocks per SM, each a long stream): sized to this GPU's waves
-     * below, so its split count, and the last bits of its results, depend
-     * on the GPU model (SM count, blocks per SM); on one GPU they are fixed. */
+     * about 256 blocks of up to 4096 keys, also from the shapes only. The
+     * tensor-core kernel (few blocks per SM, each a long stream): sized to
+     * this GPU's waves below, so its split count, and the last bits of its
+     * results, depend on the GPU model (SM count, blocks per SM); on one GPU
+     * they are fixed. */
     rows_blocks = A.B * c->H * A.nrb;
 #ifndef SDPA_CUDA_FEW_KERNELS
     int i8w = 0; /* the 12-warp I8 tensor-core decode (not in FEW_KERNELS builds, which launch nothing) */
