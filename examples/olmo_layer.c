@@ -193,8 +193,12 @@ int main(int argc, char **argv)
         printf("  threads  %d (--threads)\n", threads);
     {
         int path = sdpa_path_in_use(NULL);
-        printf("  path     %s (the best this CPU supports; SDPA_PATH=scalar forces the portable C)\n",
-               path > 0 ? sdpa_path_name((sdpa_path)path) : "invalid SDPA_PATH");
+        const char *env = getenv("SDPA_PATH");
+        if (path <= 0)
+            printf("  path     none (SDPA_PATH=%.32s names no path this build and CPU have)\n", env ? env : "");
+        else
+            printf("  path     %s (%s)\n", sdpa_path_name((sdpa_path)path),
+                   env && *env ? "forced by SDPA_PATH" : "the best this CPU supports; SDPA_PATH=scalar forces the portable C");
     }
     printf("  FLOPs    %.1f GFLOP: 2*D (q.k) + 2*Dv (p*v) per visible (i, j) pair, j <= i only\n"
            "           (%.0f%% of the dense 4*L*L*D*H), softmax not counted\n",
