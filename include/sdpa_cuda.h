@@ -2550,6 +2550,20 @@ __global__ void __launch_bounds__(128, sdpa__cu_dfc<ST, D, RB>::MINB) sdpa__cu_d
     };
     /* the ring: [S][U][K, V][128 lanes] chunks, then [S][U][K, V][128] scales */
     const uint32_t ring = (uint32_t)__cvta_generic_to_shared(sdpa__cu_dsm);
+    auto put = [&](uint32_t o, const char *kp, const char *vp, const float *ksp, const float *vsp) { /* one key's copies into slot o */
+        if (CB == 8) { /* I8 with several rows: 8-byte chunks */
+            asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(ring + o * CB), "l"(kp) : "memory");
+            asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(ring + (o + 128) * CB), "l"(vp) : "memory");
+        } else {
+            sdpa__cu_cp16(ring + o * CB, kp, 16);
+            sdpa__cu_cp16(ring + (o + 128) * CB, vp, 16);
+        }
+        if (ST == SDPA_I8) {
+            const uint32_t so = (uint32_t)(S * U * 2 * 128 * CB) + o * 4;
+            asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(ring + so), "l"(ksp) : "memory");
+            asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(ring + so + 512), "l"(vsp) : "memory");
+        }
+    };
     auto issue = [&](int i) { /* step i's copies into stage i % S, one commit group */
         if (S > 0 && i < nsteps) {
             const int jt = jfirst + i * NW * KS, st = i % (S > 0 ? S : 1);
@@ -2558,46 +2572,22 @@ __global__ void __launch_bounds__(128, sdpa__cu_dfc<ST, D, RB>::MINB) sdpa__cu_d
                 /* the whole step in one page and in the split (all but a
                  * split's ends): each copy at a constant offset from the
                  * lane's first, no per-key checks or page lookups */
-                const int64_t ro = ((int64_t)(P.s0 + grp) * D + gl * E) * EB, so = (hs + P.s0 + grp) * 4;
-                const char *kp = P.pg + a.c.off_k + hk + ro, *vp = P.pg + a.c.off_v + hk + ro;
-                const char *ksp = P.pg + a.c.off_ks + so, *vsp = P.pg + a.c.off_vs + so;
-                const uint32_t o0 = (uint32_t)(st * U * 2 * 128 + threadIdx.x);
-                const uint32_t rc = ring + o0 * CB, rs = ring + (uint32_t)(S * U * 2 * 128 * CB) + o0 * 4;
+                const char *kp, *vp;
+                const float *ksp, *vsp;
+                addr(jt, P, 0, &kp, &vp, &ksp, &vsp);
 #pragma unroll
-                for (int u = 0; u < U; u++) {
-                    if (CB == 8) {
-                        asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(rc + u * 256 * CB), "l"(kp + u * KW * D * EB) : "memory");
-                        asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(rc + (u * 256 + 128) * CB), "l"(vp + u * KW * D * EB) : "memory");
-                    } else {
-                        sdpa__cu_cp16(rc + u * 256 * CB, kp + u * KW * D * EB, 16);
-                        sdpa__cu_cp16(rc + (u * 256 + 128) * CB, vp + u * KW * D * EB, 16);
-                    }
-                    if (ST == SDPA_I8) {
-                        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(rs + u * 256 * 4), "l"(ksp + u * KW * 4) : "memory");
-                        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(rs + (u * 256 + 128) * 4), "l"(vsp + u * KW * 4) : "memory");
-                    }
-                }
+                for (int u = 0; u < U; u++)
+                    put((uint32_t)((st * U + u) * 2 * 128 + threadIdx.x), kp + u * KW * D * EB, vp + u * KW * D * EB, ksp + u * KW,
+                        vsp + u * KW);
             } else
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 const int j = jt + u * KW + grp;
-                const uint32_t o = (uint32_t)(((st * U + u) * 2) * 128 + threadIdx.x);
                 if (j >= k0 && j < k1) {
                     const char *kp, *vp;
                     const float *ksp, *vsp;
                     addr(jt, P, u, &kp, &vp, &ksp, &vsp);
-                    if (CB == 8) { /* I8 with several rows: 8-byte chunks */
-                        asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(ring + o * CB), "l"(kp) : "memory");
-                        asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(ring + (o + 128) * CB), "l"(vp) : "memory");
-                    } else {
-                        sdpa__cu_cp16(ring + o * CB, kp, 16);
-                        sdpa__cu_cp16(ring + (o + 128) * CB, vp, 16);
-                    }
-                    if (ST == SDPA_I8) {
-                        const uint32_t so = (uint32_t)(S * U * 2 * 128 * CB) + o * 4;
-                        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(ring + so), "l"(ksp) : "memory");
-                        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(ring + so + 512), "l"(vsp) : "memory");
-                    }
+                    put((uint32_t)((st * U + u) * 2 * 128 + threadIdx.x), kp, vp, ksp, vsp);
                 }
             }
         }
