@@ -2852,7 +2852,7 @@ __global__ void __launch_bounds__(W * 32, sdpa__cu_dmc<ST, D, W>::PER_SM) sdpa__
     const sdpa__cu_kvb bi = sdpa__cu_dbatch(a, b);
     const int64_t R = a.G * bi.vq, r0 = rb * 16;
     const int nr = (int)(R - r0 < 16 ? (R - r0 > 0 ? R - r0 : 0) : 16);
-    const bool ext = a.softcap > 0.0f || a.alibi;
+    const bool ext = a.softcap > 0.0f || a.alibi, two = nr > 8; /* two: rows 8-15 in use */
     const float qmul = ext ? a.scale : a.scale * LOG2E;
 
     /* Q rows into shared memory (2-byte loads: any stride), zeros past nr */
@@ -3056,9 +3056,13 @@ __global__ void __launch_bounds__(W * 32, sdpa__cu_dmc<ST, D, W>::PER_SM) sdpa__
                 sdpa__cu_mma<T>::run(s[1], qf[kk], bf[2], bf[3]);
             }
         }
-        float al[2];
+        float al[2] = {1.0f, 1.0f};
 #pragma unroll
         for (int rr = 0; rr < 2; rr++) {
+            if (rr == 1 && !two) { /* rows 8-15 hold nothing: zero weights */
+                s[0][2] = s[0][3] = s[1][2] = s[1][3] = 0.0f;
+                break;
+            }
             float mx = -INFINITY;
             if (full && !ext) {
 #pragma unroll
@@ -3096,24 +3100,24 @@ __global__ void __launch_bounds__(W * 32, sdpa__cu_dmc<ST, D, W>::PER_SM) sdpa__
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
             const float mn = fmaxf(m[rr], mx), mu = mn == -INFINITY ? 0.0f : mn;
-            al[rr] = exp2f(m[rr] - mu);
+            al[rr] = sdpa__cu_ex2(m[rr] - mu);
             m[rr] = mn;
             l[rr] *= al[rr];
 #pragma unroll
             for (int nt = 0; nt < 2; nt++)
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
-                    const float p = exp2f(s[nt][2 * rr + e] - mu);
+                    const float p = sdpa__cu_ex2(s[nt][2 * rr + e] - mu);
                     l[rr] += p;
                     s[nt][2 * rr + e] = I8 ? p * vsc[nt * 8 + 2 * (lane & 3) + e] : p;
                 }
         }
         if (!__all_sync(0xffffffffu, al[0] == 1.0f && al[1] == 1.0f)) { /* skipped once the maxima settle */
 #pragma unroll
-            for (int dt = 0; dt < DT; dt++) {
-                o[dt][0] *= al[0]; o[dt][1] *= al[0];
-                o[dt][2] *= al[1]; o[dt][3] *= al[1];
-            }
+            for (int dt = 0; dt < DT; dt++) { o[dt][0] *= al[0]; o[dt][1] *= al[0]; }
+            if (two)
+#pragma unroll
+                for (int dt = 0; dt < DT; dt++) { o[dt][2] *= al[1]; o[dt][3] *= al[1]; }
         }
         /* P as the A operand in two halves of T */
         uint32_t ph[4], pl[4];
