@@ -814,7 +814,7 @@ static void kv_case(int st, int64_t D, int64_t Dv, int64_t ps, int qdt, int64_t 
     for (int variant = 0; variant < 6; variant++) {
         int64_t n = variant < 2 ? 1 : 3, B = 3;
         Tens q, out;
-        q.make(qdt, B, Hq, n, D, 0, -1, 1);
+        q.make(qdt, B, Hq, n, D, variant % 2 ? 3 : 0, -1, 1); /* odd variants: rows 3 elements apart (no 16-byte loads) */
         out.make(SDPA_F32, B, Hq, n, Dv, 0, 0, 0);
         out.poison();
         sdpa_params p;
