@@ -920,6 +920,37 @@ static void kv_case(int st, int64_t D, int64_t Dv, int64_t ps, int qdt, int64_t 
         std::vector<float> c3 = o3.down();
         CHECK(memcmp(a.data(), c3.data(), a.size() * 4) == 0, "kv attention: seqlens_q all live gives the same bits (storage %d D %lld, %lld tokens)",
               st, (long long)D, (long long)total);
+        /* captured in a CUDA graph (on sm_90 the merge kernel's programmatic
+         * dependent launch becomes a programmatic edge), replayed twice: the
+         * same bits */
+        Tens o4;
+        o4.make(SDPA_F32, 3, Hq, 1, Dv, 0, 0, 0);
+        sdpa_tensor t4 = o4.t();
+        cudaStream_t gs;
+        cudaGraph_t gr = NULL;
+        cudaGraphExec_t ge = NULL;
+        CU(cudaStreamCreateWithFlags(&gs, cudaStreamNonBlocking));
+        CU(cudaStreamBeginCapture(gs, cudaStreamCaptureModeThreadLocal));
+        const int grc = sdpa_cuda_kv_cache_attention(gc, NULL, &qt, &t4, NULL, gs);
+        CU(cudaStreamEndCapture(gs, &gr));
+        CHECK(grc == SDPA_OK, "kv attention under stream capture: %d %s", grc, err);
+        if (grc == SDPA_OK) {
+            CU(cudaGraphInstantiate(&ge, gr, 0));
+            int same4 = 1;
+            for (int rep = 0; rep < 2; rep++) {
+                o4.poison();
+                CU(cudaDeviceSynchronize()); /* the poison (legacy stream) before the replay on gs */
+                CU(cudaGraphLaunch(ge, gs));
+                CU(cudaStreamSynchronize(gs));
+                std::vector<float> c4 = o4.down();
+                if (memcmp(a.data(), c4.data(), a.size() * 4)) same4 = 0;
+            }
+            CHECK(same4, "kv attention replayed from a CUDA graph gives the same bits (storage %d D %lld, %lld tokens)", st, (long long)D,
+                  (long long)total);
+            CU(cudaGraphExecDestroy(ge));
+        }
+        if (gr) CU(cudaGraphDestroy(gr));
+        CU(cudaStreamDestroy(gs));
     }
     sdpa_cuda_kv_cache_destroy(gc);
     sdpa_kv_cache_destroy(cc);
