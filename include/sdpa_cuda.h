@@ -83,7 +83,9 @@
  *   kernel (the rows as mma.sync's M side, P split into two 16-bit halves
  *   so results stay at fp32 accuracy); otherwise
  *   CUDA-core kernels (one row per kv head: 16-byte loads, in-register dot
- *   products).
+ *   products). Split keys meet in a merge kernel, launched on sm_90 builds
+ *   with programmatic dependent launch (it starts while the decode blocks
+ *   finish and waits for their results); it captures into CUDA graphs.
  *
  * NUMERICS
  *   fp32 accumulation and fp32 softmax statistics everywhere. The tensor-core
