@@ -4,8 +4,9 @@ Usage: python3 bench/cuda/bench.py LIB.so [--quick] [--decode | --prefill] [--ba
 --decode, --prefill: that table alone; --base: another build of the library (an
 older header, say) timed on the same decode inputs, in a column of its own.
 Prints the ceilings (bf16 matmul, device copy), a prefill table (TFLOP/s) and a
-decode table (GB/s of K/V read, microseconds); each of our results is checked
-against PyTorch's output first (relative L2)."""
+decode table (GB/s of K/V read, microseconds; ours I8 and PyTorch's flash and
+cuDNN also timed with the L2 emptied by a read, see bench_clean); each of our
+results is checked against PyTorch's output first (relative L2)."""
 import ctypes, sys, math
 import torch
 import torch.nn.functional as F
@@ -50,7 +51,7 @@ _flush = None
 def bench_clean(fn, reps=100):
     """Like bench, but the L2 is emptied by reading 256 MiB (a sum) instead of
     do_bench's zeroing: zeroing leaves the L2 full of dirty lines, and writing
-    them back (~15 us on an H100) is charged to the timed call."""
+    them back (0.7-12 us on an H100 in session 30) is charged to the timed call."""
     global _flush
     if _flush is None:
         _flush = torch.empty(1 << 26, device=dev, dtype=torch.float32).uniform_()
