@@ -3813,24 +3813,20 @@ SDPA_CUDA_API int sdpa_cuda_kv_cache_attention(const sdpa_cuda_kv_cache *c, cons
             if (e == cudaSuccess && (e = cudaGetLastError()) == cudaSuccess && !A.direct) {
                 /* with PDL where the merge kernel's code waits for it (built for sm_90 or later) */
                 cudaFuncAttributes fa;
-                if (cudaFuncGetAttributes(&fa, sdpa__cu_merge) == cudaSuccess && fa.ptxVersion >= 90) {
-                    cudaLaunchConfig_t lc;
-                    cudaLaunchAttribute at[1];
-                    memset(&lc, 0, sizeof lc);
-                    memset(at, 0, sizeof at);
-                    lc.gridDim = dim3((unsigned)(A.B * A.Hq * A.n));
-                    lc.blockDim = dim3(128);
-                    lc.stream = st;
-                    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-                    at[0].val.programmaticStreamSerializationAllowed = 1;
-                    lc.attrs = at;
-                    lc.numAttrs = 1;
-                    e = cudaLaunchKernelEx(&lc, sdpa__cu_merge, A);
-                } else {
-                    cudaGetLastError(); /* not this call's error */
-                    sdpa__cu_merge<<<(unsigned)(A.B * A.Hq * A.n), 128, 0, st>>>(A);
-                    e = cudaGetLastError();
-                }
+                cudaLaunchConfig_t lc;
+                cudaLaunchAttribute at[1];
+                const int pdl = cudaFuncGetAttributes(&fa, sdpa__cu_merge) == cudaSuccess && fa.ptxVersion >= 90;
+                if (!pdl) cudaGetLastError(); /* not this call's error */
+                memset(&lc, 0, sizeof lc);
+                memset(at, 0, sizeof at);
+                lc.gridDim = dim3((unsigned)(A.B * A.Hq * A.n));
+                lc.blockDim = dim3(128);
+                lc.stream = st;
+                at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+                at[0].val.programmaticStreamSerializationAllowed = 1;
+                lc.attrs = at;
+                lc.numAttrs = pdl ? 1 : 0;
+                e = cudaLaunchKernelEx(&lc, sdpa__cu_merge, A);
             }
         }
         if (dev) cudaFreeAsync(dev, st);
