@@ -1294,7 +1294,7 @@ static void test_vacc8_kernel(const char *name, sdpa__vacc8_fn fn)
                 if (zero) vsc[j] = NAN;
             }
         memcpy(Pc, P, (size_t)(M * ldp) * sizeof(float));
-        fn(M, N, Dv, Pc, ldp, vsc, V, O, ldo, tmp, pf, rnd_int(0, 1) ? 4096 : 0);
+        fn(M, N, Dv, Pc, ldp, vsc, V, O, ldo, tmp, pf, rnd_int(0, 1) ? 4096 : 0, rnd_int(0, 1));
         for (r = 0; r < M; r++) {
             double amax = 0.0, sa = 0.0;
             int nan_row = 0;
