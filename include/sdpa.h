@@ -6041,6 +6041,32 @@ sdpa__kdot16_blk_avx512(const int R, const int KC, const int vnni, int64_t D, co
                                  : _mm512_add_epi32(acc[a][c], _mm512_madd_epi16(x[a], kv));
         }
     }
+    if (R == 4 && KC == 4) { /* a GQA group's 4 keys: the 16 sums in one tree, scaled as below, four stores */
+        __m512i u[4], s01, s23;
+        __m512 v;
+        SDPA__UNROLL for (c = 0; c < 4; c++) { /* block a of u[c]: row a's four partials of key c */
+            __m512i ab = _mm512_add_epi32(_mm512_maskz_shuffle_i32x4(SDPA__ALL16, acc[0][c], acc[1][c], 0x44),
+                                          _mm512_maskz_shuffle_i32x4(SDPA__ALL16, acc[0][c], acc[1][c], 0xee));
+            __m512i cd = _mm512_add_epi32(_mm512_maskz_shuffle_i32x4(SDPA__ALL16, acc[2][c], acc[3][c], 0x44),
+                                          _mm512_maskz_shuffle_i32x4(SDPA__ALL16, acc[2][c], acc[3][c], 0xee));
+            u[c] = _mm512_add_epi32(_mm512_maskz_shuffle_i32x4(SDPA__ALL16, ab, cd, 0x88),
+                                    _mm512_maskz_shuffle_i32x4(SDPA__ALL16, ab, cd, 0xdd));
+        }
+#define SDPA__SHUF32(x, y, i) _mm512_castps_si512(_mm512_maskz_shuffle_ps(SDPA__ALL16, _mm512_castsi512_ps(x), _mm512_castsi512_ps(y), i))
+        s01 = _mm512_add_epi32(SDPA__SHUF32(u[0], u[1], 0x44), SDPA__SHUF32(u[0], u[1], 0xee));
+        s23 = _mm512_add_epi32(SDPA__SHUF32(u[2], u[3], 0x44), SDPA__SHUF32(u[2], u[3], 0xee));
+        v = _mm512_maskz_cvtepi32_ps(SDPA__ALL16, _mm512_add_epi32(SDPA__SHUF32(s01, s23, 0x88), SDPA__SHUF32(s01, s23, 0xdd)));
+#undef SDPA__SHUF32
+        /* lane 4a + c: row a's key c, times qsc[a], then ksc[c] */
+        v = _mm512_mul_ps(v, _mm512_maskz_permutexvar_ps(SDPA__ALL16, _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+                                                         _mm512_maskz_broadcast_f32x4(SDPA__ALL16, _mm_loadu_ps(qsc))));
+        v = _mm512_mul_ps(v, _mm512_maskz_broadcast_f32x4(SDPA__ALL16, _mm_loadu_ps(ksc)));
+        _mm_storeu_ps(S, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 0));
+        _mm_storeu_ps(S + lds, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 1));
+        _mm_storeu_ps(S + 2 * lds, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 2));
+        _mm_storeu_ps(S + 3 * lds, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 3));
+        return;
+    }
     SDPA__UNROLL for (a = 0; a < R; a++) { /* the KC sums side by side, scaled as the scalar form does */
         const __mmask8 km = (__mmask8)((1u << KC) - 1u);
         __m128 sum = _mm_cvtepi32_ps(sdpa__sum4_epi32_avx512(acc[a][0], KC > 1 ? acc[a][1] : acc[a][0],

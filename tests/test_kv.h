@@ -1323,6 +1323,54 @@ static void test_vacc8_kernel(const char *name, sdpa__vacc8_fn fn)
     }
 }
 
+/* The int16-query x int8-key Q.K^T kernels (I8 keys): every S entry
+ * against float64 (the int32 sum is exact, then (float)sum * qsc * ksc:
+ * three roundings) and bit for bit against the scalar kernel; M 1..9 (the
+ * 4 x 4 blocks, the pairs and single rows), N 1..64 (4-key blocks and
+ * tails), D 1..160 and 128 (every 32-element step and tail), queries over
+ * the whole int16 range, S poisoned with NaN around the written block. */
+static void test_kdot16_kernel(const char *name, sdpa__kdot16_fn fn)
+{
+    int it;
+    for (it = 0; it < (g_quick ? 40 : 150); it++) {
+        int64_t M = rnd_int(1, 9), N = rnd_int(1, SDPA__KV_SPAN), D = it % 3 == 0 ? 128 : rnd_int(1, 160), r, j, d;
+        int64_t ldq = D + rnd_int(0, 40), lds = N + rnd_int(0, 5), bad = 0;
+        int16_t *Q = (int16_t *)xcalloc((size_t)(M * ldq), sizeof(int16_t));
+        signed char *K = (signed char *)xcalloc((size_t)(N * D), 1);
+        float *qsc = (float *)xcalloc((size_t)M, sizeof(float)), *ksc = (float *)xcalloc((size_t)N, sizeof(float));
+        float *S = (float *)xcalloc((size_t)((M + 1) * lds), sizeof(float)), *S0 = (float *)xcalloc((size_t)((M + 1) * lds), sizeof(float));
+        case_begin("%s: M %lld N %lld D %lld", name, LL(M), LL(N), LL(D));
+        for (j = 0; j < M * ldq; j++) Q[j] = (int16_t)rnd_int(-32767, 32767);
+        for (j = 0; j < N * D; j++) K[j] = (signed char)rnd_int(-127, 127);
+        for (r = 0; r < M; r++) qsc[r] = (float)rnd_range(1e-6, 1e-3);
+        for (j = 0; j < N; j++) ksc[j] = (float)rnd_range(1e-3, 0.05);
+        for (j = 0; j < (M + 1) * lds; j++) S[j] = S0[j] = NAN;
+        fn(M, N, D, Q, ldq, qsc, K, ksc, S, lds);
+        sdpa__kdot16_scalar(M, N, D, Q, ldq, qsc, K, ksc, S0, lds);
+        for (r = 0; r < M + 1; r++)
+            for (j = 0; j < lds; j++) {
+                float got = S[r * lds + j];
+                if (r < M && j < N) {
+                    int64_t acc = 0;
+                    double ref;
+                    for (d = 0; d < D; d++) acc += (int64_t)Q[r * ldq + d] * K[j * D + d];
+                    ref = (double)acc * qsc[r] * ksc[j];
+                    if (!(fabs(got - ref) <= 4e-7 * fabs(ref) + 1e-30) || memcmp(&got, &S0[r * lds + j], 4) != 0) bad++;
+                    if (bad == 1) {
+                        CHECK(fabs(got - ref) <= 4e-7 * fabs(ref) + 1e-30, "row %lld key %lld: %.9g, want %.9g", LL(r), LL(j), got, ref);
+                        CHECK(memcmp(&got, &S0[r * lds + j], 4) == 0, "row %lld key %lld: %.9g, the scalar kernel %.9g", LL(r), LL(j),
+                              got, S0[r * lds + j]);
+                        bad++;
+                    }
+                } else if (got == got) {
+                    CHECK(0, "S[%lld][%lld] outside the M x N block written", LL(r), LL(j));
+                }
+            }
+        free(Q), free(K), free(qsc), free(ksc), free(S), free(S0);
+        case_end();
+    }
+}
+
 /* The per-page int16 query of keys scaled per channel: the scalar form
  * against its definition (round to nearest, one scale max / 32767), the
  * AVX2 form bit for bit against the scalar one; lengths through the tails,
@@ -1374,8 +1422,16 @@ static void test_kv_q16c(void)
 
 static void test_kv_vacc8(void)
 {
-    if (!group_begin("kv cache int8 kernels (P.V, page queries)")) return;
+    if (!group_begin("kv cache int8 kernels (Q.K^T, P.V, page queries)")) return;
     test_kv_q16c();
+    test_kdot16_kernel("Q.K^T scalar", sdpa__kdot16_scalar);
+#ifdef SDPA__HAVE_AVX2
+    if (sdpa__cpu() & SDPA__CPU_AVX2) test_kdot16_kernel("Q.K^T avx2", sdpa__kdot16_avx2);
+#endif
+#ifdef SDPA__HAVE_AVX512
+    if (sdpa__cpu() & SDPA__CPU_AVX512) test_kdot16_kernel("Q.K^T avx512", sdpa__kdot16_avx512);
+    if ((sdpa__cpu() & SDPA__CPU_AVX512) && (sdpa__cpu() & SDPA__CPU_VNNI)) test_kdot16_kernel("Q.K^T avx512-vnni", sdpa__kdot16_vnni);
+#endif
     test_vacc8_kernel("scalar", sdpa__vacc8_scalar);
 #ifdef SDPA__HAVE_AVX2
     if (sdpa__cpu() & SDPA__CPU_AVX2) test_vacc8_kernel("avx2", sdpa__vacc8_avx2);
