@@ -6336,9 +6336,12 @@ static int64_t sdpa__kv_heads_per_task(int64_t H, int64_t rows, int64_t want)
  * alone 52.2 -> 49.7, the per-head K alone 51.8); two threads 33.6 -> 24.3
  * (64k: 31.4 -> 21.8); I8 GQA 31.0 -> 28.7. MHA (32 heads a task, V over
  * SDPA__KV_VPF so not prefetched) is unchanged and keeps the first head's
- * next K only: every head's there cost 1.25x. Software prefetches into L1 wait for the L1's few miss buffers (perf
- * showed the time on the prefetch instructions), and a head's Q rows,
- * evicted by the K stream, then wait behind them. */
+ * next K only: every head's there cost 1.25x. What the probes showed
+ * before: perf put the task's own time on its prefetcht0 instructions, and
+ * the Q K^T kernel over 128 KiB K runs took 25 ns a key with each head's Q
+ * rows and 16.5 with one Q for every head (the K stream evicts a head's Q
+ * from L1; the reloads wait behind the K misses). Our reading: prefetches
+ * into L1 queue for its few miss buffers. */
 static int sdpa__kv_group_force;
 
 static int sdpa__kv_grouping(sdpa_path path)
