@@ -1326,7 +1326,7 @@ static void test_vacc8_kernel(const char *name, sdpa__vacc8_fn fn)
 /* The int16-query x int8-key Q.K^T kernels (I8 keys): every S entry
  * against float64 (the int32 sum is exact, then (float)sum * qsc * ksc:
  * three roundings) and bit for bit against the scalar kernel; M 1..9 (the
- * 4 x 4 blocks, the pairs and single rows), N 1..64 (4-key blocks and
+ * 4-row blocks and the single rows), N 1..64 (4-key blocks and
  * tails), D 1..160 and 128 (every 32-element step and tail), queries over
  * the whole int16 range, S poisoned with NaN around the written block. */
 static void test_kdot16_kernel(const char *name, sdpa__kdot16_fn fn)
