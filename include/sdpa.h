@@ -5938,6 +5938,15 @@ static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 __m512 sdpa__su
     return _mm512_add_ps(_mm512_maskz_shuffle_ps(SDPA__ALL16, s01, s23, 0x88), _mm512_maskz_shuffle_ps(SDPA__ALL16, s01, s23, 0xdd));
 }
 
+/* A 4 x 4 block of S from lane 4a + c (row a, key c) of v. */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 void sdpa__store4x4_avx512(float *S, int64_t lds, __m512 v)
+{
+    _mm_storeu_ps(S, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 0));
+    _mm_storeu_ps(S + lds, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 1));
+    _mm_storeu_ps(S + 2 * lds, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 2));
+    _mm_storeu_ps(S + 3 * lds, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 3));
+}
+
 /* R query rows x KC keys (KC 1, 2 or 4; R * KC <= 16 accumulators). */
 static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 void
 sdpa__kdot_blk_avx512(const int R, const int KC, int64_t D, const float *q, int64_t ldq, const char *kr, sdpa_dtype t,
@@ -5959,10 +5968,7 @@ sdpa__kdot_blk_avx512(const int R, const int KC, int64_t D, const float *q, int6
     if (R == 4 && KC == 4) { /* a GQA group's 4 keys: one vector of sums, scaled, four stores */
         __m512 v = _mm512_mul_ps(sdpa__sum16_avx512((const __m512(*)[4])acc),
                                  _mm512_maskz_broadcast_f32x4(SDPA__ALL16, ksc ? _mm_loadu_ps(ksc) : _mm_set1_ps(1.0f)));
-        _mm_storeu_ps(S, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 0));
-        _mm_storeu_ps(S + lds, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 1));
-        _mm_storeu_ps(S + 2 * lds, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 2));
-        _mm_storeu_ps(S + 3 * lds, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 3));
+        sdpa__store4x4_avx512(S, lds, v);
         return;
     }
     SDPA__UNROLL for (a = 0; a < R; a++) {
@@ -6019,6 +6025,26 @@ static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 __m128i sdpa__s
     return _mm512_maskz_extracti32x4_epi32((__mmask8)0xf, _mm512_maskz_permutexvar_epi32(SDPA__ALL16, _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0), u), 0);
 }
 
+/* The 16 int32 totals of a block of 4 rows x 4 keys, row a's key c in lane
+ * 4a + c: sdpa__sum16_avx512's tree on integers (exact: any order). */
+#define SDPA__SHUF32(x, y, i) _mm512_castps_si512(_mm512_maskz_shuffle_ps(SDPA__ALL16, _mm512_castsi512_ps(x), _mm512_castsi512_ps(y), i))
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 __m512i sdpa__sum16_epi32_avx512(const __m512i acc[4][4])
+{
+    __m512i u[4], s01, s23;
+    int c;
+    SDPA__UNROLL for (c = 0; c < 4; c++) { /* block a of u[c]: row a's four partials of key c */
+        __m512i ab = _mm512_add_epi32(_mm512_maskz_shuffle_i32x4(SDPA__ALL16, acc[0][c], acc[1][c], 0x44),
+                                      _mm512_maskz_shuffle_i32x4(SDPA__ALL16, acc[0][c], acc[1][c], 0xee));
+        __m512i cd = _mm512_add_epi32(_mm512_maskz_shuffle_i32x4(SDPA__ALL16, acc[2][c], acc[3][c], 0x44),
+                                      _mm512_maskz_shuffle_i32x4(SDPA__ALL16, acc[2][c], acc[3][c], 0xee));
+        u[c] = _mm512_add_epi32(_mm512_maskz_shuffle_i32x4(SDPA__ALL16, ab, cd, 0x88), _mm512_maskz_shuffle_i32x4(SDPA__ALL16, ab, cd, 0xdd));
+    }
+    s01 = _mm512_add_epi32(SDPA__SHUF32(u[0], u[1], 0x44), SDPA__SHUF32(u[0], u[1], 0xee));
+    s23 = _mm512_add_epi32(SDPA__SHUF32(u[2], u[3], 0x44), SDPA__SHUF32(u[2], u[3], 0xee));
+    return _mm512_add_epi32(SDPA__SHUF32(s01, s23, 0x88), SDPA__SHUF32(s01, s23, 0xdd));
+}
+#undef SDPA__SHUF32
+
 /* int16 queries x int8 keys, 32 pairs per step: the keys' bytes widened to
  * int16 (vpmovsxbw) once for R rows; with VNNI one vpdpwssd multiplies,
  * pairs and accumulates, without it vpmaddwd + vpaddd. Exact either way. */
@@ -6042,29 +6068,12 @@ sdpa__kdot16_blk_avx512(const int R, const int KC, const int vnni, int64_t D, co
         }
     }
     if (R == 4 && KC == 4) { /* a GQA group's 4 keys: the 16 sums in one tree, scaled as below, four stores */
-        __m512i u[4], s01, s23;
-        __m512 v;
-        SDPA__UNROLL for (c = 0; c < 4; c++) { /* block a of u[c]: row a's four partials of key c */
-            __m512i ab = _mm512_add_epi32(_mm512_maskz_shuffle_i32x4(SDPA__ALL16, acc[0][c], acc[1][c], 0x44),
-                                          _mm512_maskz_shuffle_i32x4(SDPA__ALL16, acc[0][c], acc[1][c], 0xee));
-            __m512i cd = _mm512_add_epi32(_mm512_maskz_shuffle_i32x4(SDPA__ALL16, acc[2][c], acc[3][c], 0x44),
-                                          _mm512_maskz_shuffle_i32x4(SDPA__ALL16, acc[2][c], acc[3][c], 0xee));
-            u[c] = _mm512_add_epi32(_mm512_maskz_shuffle_i32x4(SDPA__ALL16, ab, cd, 0x88),
-                                    _mm512_maskz_shuffle_i32x4(SDPA__ALL16, ab, cd, 0xdd));
-        }
-#define SDPA__SHUF32(x, y, i) _mm512_castps_si512(_mm512_maskz_shuffle_ps(SDPA__ALL16, _mm512_castsi512_ps(x), _mm512_castsi512_ps(y), i))
-        s01 = _mm512_add_epi32(SDPA__SHUF32(u[0], u[1], 0x44), SDPA__SHUF32(u[0], u[1], 0xee));
-        s23 = _mm512_add_epi32(SDPA__SHUF32(u[2], u[3], 0x44), SDPA__SHUF32(u[2], u[3], 0xee));
-        v = _mm512_maskz_cvtepi32_ps(SDPA__ALL16, _mm512_add_epi32(SDPA__SHUF32(s01, s23, 0x88), SDPA__SHUF32(s01, s23, 0xdd)));
-#undef SDPA__SHUF32
+        __m512 v = _mm512_maskz_cvtepi32_ps(SDPA__ALL16, sdpa__sum16_epi32_avx512((const __m512i(*)[4])acc));
         /* lane 4a + c: row a's key c, times qsc[a], then ksc[c] */
         v = _mm512_mul_ps(v, _mm512_maskz_permutexvar_ps(SDPA__ALL16, _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
                                                          _mm512_maskz_broadcast_f32x4(SDPA__ALL16, _mm_loadu_ps(qsc))));
         v = _mm512_mul_ps(v, _mm512_maskz_broadcast_f32x4(SDPA__ALL16, _mm_loadu_ps(ksc)));
-        _mm_storeu_ps(S, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 0));
-        _mm_storeu_ps(S + lds, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 1));
-        _mm_storeu_ps(S + 2 * lds, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 2));
-        _mm_storeu_ps(S + 3 * lds, _mm512_maskz_extractf32x4_ps((__mmask8)0xf, v, 3));
+        sdpa__store4x4_avx512(S, lds, v);
         return;
     }
     SDPA__UNROLL for (a = 0; a < R; a++) { /* the KC sums side by side, scaled as the scalar form does */
