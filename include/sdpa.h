@@ -5477,6 +5477,14 @@ static void sdpa__kv_q16c_scalar(int16_t *q16, float *qs, const float *q, const 
 #define SDPA__UNROLL _Pragma("unroll")
 #endif
 #endif
+/* for (i = 0; i < n; i++) over a block's rows, keys or columns, n <= max and
+ * n a constant where the block is inlined: a loop of constant trip count
+ * with a guard, which clang unrolls fully before inlining (a loop to n it
+ * only partly unrolled, keeping the accumulators in memory: the int8 Q.K^T
+ * ran 2.7x slower than gcc's); gcc's code is the same either way. */
+#ifndef SDPA__FOR
+#define SDPA__FOR(i, n, max) SDPA__UNROLL for (i = 0; i < (max); i++) if (i < (n))
+#endif
 
 static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 __m256 sdpa__ld8_kv_avx2(const char *p, sdpa_dtype t)
 {
@@ -5513,26 +5521,26 @@ sdpa__kdot_blk_avx2(const int R, const int KC, int64_t D, const float *q, int64_
     __m256 acc[4][4], x[4];
     int64_t d;
     int a, c;
-    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (c = 0; c < KC; c++) acc[a][c] = _mm256_setzero_ps();
+    SDPA__FOR(a, R, 4) SDPA__FOR(c, KC, 4) acc[a][c] = _mm256_setzero_ps();
     for (d = 0; d < D8; d += 8) {
-        SDPA__UNROLL for (a = 0; a < R; a++) x[a] = _mm256_loadu_ps(q + a * ldq + d);
-        SDPA__UNROLL for (c = 0; c < KC; c++) {
+        SDPA__FOR(a, R, 4) x[a] = _mm256_loadu_ps(q + a * ldq + d);
+        SDPA__FOR(c, KC, 4) {
             __m256 kv = sdpa__ld8_kv_avx2(kr + c * ks + d * es, t);
-            SDPA__UNROLL for (a = 0; a < R; a++) acc[a][c] = _mm256_fmadd_ps(x[a], kv, acc[a][c]);
+            SDPA__FOR(a, R, 4) acc[a][c] = _mm256_fmadd_ps(x[a], kv, acc[a][c]);
         }
     }
     if (R == 4) { /* per key, its four rows */
-        SDPA__UNROLL for (c = 0; c < KC; c++) {
+        SDPA__FOR(c, KC, 4) {
             float h[4];
             _mm_storeu_ps(h, sdpa__hsum4_avx2(acc[0][c], acc[1][c], acc[2][c], acc[3][c]));
             SDPA__UNROLL for (a = 0; a < 4; a++)
                 S[a * lds + c] = sdpa__kdot_end_avx2(h[a], q + a * ldq, kr + c * ks, t, D8, D, ksc ? ksc[c] : 1.0f);
         }
     } else { /* per row, its keys (up to four; a single one repeated) */
-        SDPA__UNROLL for (a = 0; a < R; a++) {
+        SDPA__FOR(a, R, 4) {
             float h[4];
             _mm_storeu_ps(h, sdpa__hsum4_avx2(acc[a][0], acc[a][KC > 1 ? 1 : 0], acc[a][KC > 2 ? 2 : 0], acc[a][KC > 3 ? 3 : 0]));
-            SDPA__UNROLL for (c = 0; c < KC; c++)
+            SDPA__FOR(c, KC, 4)
                 S[a * lds + c] = sdpa__kdot_end_avx2(h[c], q + a * ldq, kr + c * ks, t, D8, D, ksc ? ksc[c] : 1.0f);
         }
     }
@@ -5586,18 +5594,18 @@ sdpa__kdot16_blk_avx2(const int R, const int KC, int64_t D, const int16_t *q, in
     __m256i acc[4][4];
     int64_t d;
     int a, c;
-    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (c = 0; c < KC; c++) acc[a][c] = _mm256_setzero_si256();
+    SDPA__FOR(a, R, 4) SDPA__FOR(c, KC, 4) acc[a][c] = _mm256_setzero_si256();
     for (d = 0; d < D16; d += 16) {
         __m256i x[4];
-        SDPA__UNROLL for (a = 0; a < R; a++) x[a] = _mm256_loadu_si256((const __m256i *)(const void *)(q + a * ldq + d));
-        SDPA__UNROLL for (c = 0; c < KC; c++) {
+        SDPA__FOR(a, R, 4) x[a] = _mm256_loadu_si256((const __m256i *)(const void *)(q + a * ldq + d));
+        SDPA__FOR(c, KC, 4) {
             __m256i kv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(k + c * D + d)));
-            SDPA__UNROLL for (a = 0; a < R; a++) acc[a][c] = _mm256_add_epi32(acc[a][c], _mm256_madd_epi16(x[a], kv));
+            SDPA__FOR(a, R, 4) acc[a][c] = _mm256_add_epi32(acc[a][c], _mm256_madd_epi16(x[a], kv));
         }
     }
     /* exact integer sums: any order gives the same bits; four at a time */
     if (R == 4) {
-        SDPA__UNROLL for (c = 0; c < KC; c++) {
+        SDPA__FOR(c, KC, 4) {
             int32_t h[4];
             __m256i x = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[0][c], acc[1][c]), _mm256_hadd_epi32(acc[2][c], acc[3][c]));
             _mm_storeu_si128((__m128i *)(void *)h, _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1)));
@@ -5608,12 +5616,12 @@ sdpa__kdot16_blk_avx2(const int R, const int KC, int64_t D, const int16_t *q, in
             }
         }
     } else {
-        SDPA__UNROLL for (a = 0; a < R; a++) {
+        SDPA__FOR(a, R, 4) {
             int32_t h[4];
             __m256i x = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[a][0], acc[a][KC > 1 ? 1 : 0]),
                                           _mm256_hadd_epi32(acc[a][KC > 2 ? 2 : 0], acc[a][KC > 3 ? 3 : 0]));
             _mm_storeu_si128((__m128i *)(void *)h, _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1)));
-            SDPA__UNROLL for (c = 0; c < KC; c++) {
+            SDPA__FOR(c, KC, 4) {
                 int32_t sum = h[c];
                 for (d = D16; d < D; d++) sum += (int32_t)q[a * ldq + d] * (int32_t)k[c * D + d];
                 S[a * lds + c] = (float)sum * qsc[a] * ksc[c];
@@ -5677,16 +5685,16 @@ sdpa__vacc_blk_avx2(const int R, const int W, int64_t N, int64_t Dv, const float
     __m256 acc[4][8];
     int64_t j;
     int a, w;
-    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (w = 0; w < W; w++) acc[a][w] = _mm256_loadu_ps(O + a * ldo + 8 * w);
+    SDPA__FOR(a, R, 4) SDPA__FOR(w, W, 8) acc[a][w] = _mm256_loadu_ps(O + a * ldo + 8 * w);
     for (j = 0; j < N; j++) {
         __m256 x[8];
-        SDPA__UNROLL for (w = 0; w < W; w++) x[w] = sdpa__ld8_kv_avx2(V + j * vs + 8 * w * es, t);
-        SDPA__UNROLL for (a = 0; a < R; a++) {
+        SDPA__FOR(w, W, 8) x[w] = sdpa__ld8_kv_avx2(V + j * vs + 8 * w * es, t);
+        SDPA__FOR(a, R, 4) {
             __m256 p = _mm256_broadcast_ss(P + a * ldp + j);
-            SDPA__UNROLL for (w = 0; w < W; w++) acc[a][w] = _mm256_fmadd_ps(p, x[w], acc[a][w]);
+            SDPA__FOR(w, W, 8) acc[a][w] = _mm256_fmadd_ps(p, x[w], acc[a][w]);
         }
     }
-    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (w = 0; w < W; w++) _mm256_storeu_ps(O + a * ldo + 8 * w, acc[a][w]);
+    SDPA__FOR(a, R, 4) SDPA__FOR(w, W, 8) _mm256_storeu_ps(O + a * ldo + 8 * w, acc[a][w]);
 }
 
 static inline __attribute__((always_inline)) SDPA__TARGET_AVX2 void
@@ -5752,30 +5760,30 @@ sdpa__vacc8_blk_avx2(const int R, const int W, int64_t N, int64_t Dv, const int3
     __m256i lo[4][4], hi[4][4], ul[4], uh[4];
     int64_t j, pstep = pf ? SDPA__ROUND_UP((pfb + N / 2) / (N / 2 + 1), 64) : 0;
     int a, w;
-    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (w = 0; w < W; w++) lo[a][w] = hi[a][w] = _mm256_setzero_si256();
+    SDPA__FOR(a, R, 4) SDPA__FOR(w, W, 4) lo[a][w] = hi[a][w] = _mm256_setzero_si256();
     for (j = 0; j < N; j += 2) {
         if (pfb > 0) { /* a slice of the next span's K per key pair */
             sdpa__prefetch(pf, SDPA__MIN(pstep, pfb), pfl2);
             pf += pstep, pfb -= pstep;
         }
-        SDPA__UNROLL for (w = 0; w < W; w++) {
+        SDPA__FOR(w, W, 4) {
             __m256i x = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(V + j * Dv + 16 * w)));
             __m256i y = j + 1 < N ? _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(V + (j + 1) * Dv + 16 * w)))
                                   : _mm256_setzero_si256();
             ul[w] = _mm256_unpacklo_epi16(x, y);
             uh[w] = _mm256_unpackhi_epi16(x, y);
         }
-        SDPA__UNROLL for (a = 0; a < R; a++) {
+        SDPA__FOR(a, R, 4) {
             __m256i pw = _mm256_set1_epi32(pp[a][j / 2]);
-            SDPA__UNROLL for (w = 0; w < W; w++) {
+            SDPA__FOR(w, W, 4) {
                 lo[a][w] = _mm256_add_epi32(lo[a][w], _mm256_madd_epi16(ul[w], pw));
                 hi[a][w] = _mm256_add_epi32(hi[a][w], _mm256_madd_epi16(uh[w], pw));
             }
         }
     }
-    SDPA__UNROLL for (a = 0; a < R; a++) {
+    SDPA__FOR(a, R, 4) {
         __m256 s = _mm256_set1_ps(ps[a]);
-        SDPA__UNROLL for (w = 0; w < W; w++) {
+        SDPA__FOR(w, W, 4) {
             float *o = O + a * ldo + 16 * w;
             __m256 x0 = _mm256_cvtepi32_ps(_mm256_permute2x128_si256(lo[a][w], hi[a][w], 0x20));
             __m256 x1 = _mm256_cvtepi32_ps(_mm256_permute2x128_si256(lo[a][w], hi[a][w], 0x31));
@@ -5956,13 +5964,13 @@ sdpa__kdot_blk_avx512(const int R, const int KC, int64_t D, const float *q, int6
     __m512 acc[4][4], x[4];
     int64_t d;
     int a, c;
-    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (c = 0; c < 4; c++) acc[a][c] = _mm512_setzero_ps();
+    SDPA__FOR(a, R, 4) SDPA__UNROLL for (c = 0; c < 4; c++) acc[a][c] = _mm512_setzero_ps();
     for (d = 0; d < D; d += 16) {
         __mmask16 k = sdpa__tail_mask_avx512(D - d);
-        SDPA__UNROLL for (a = 0; a < R; a++) x[a] = _mm512_maskz_loadu_ps(k, q + a * ldq + d);
-        SDPA__UNROLL for (c = 0; c < KC; c++) {
+        SDPA__FOR(a, R, 4) x[a] = _mm512_maskz_loadu_ps(k, q + a * ldq + d);
+        SDPA__FOR(c, KC, 4) {
             __m512 kv = sdpa__ld16_kv_avx512(kr + c * ks + d * es, t, k);
-            SDPA__UNROLL for (a = 0; a < R; a++) acc[a][c] = _mm512_fmadd_ps(x[a], kv, acc[a][c]);
+            SDPA__FOR(a, R, 4) acc[a][c] = _mm512_fmadd_ps(x[a], kv, acc[a][c]);
         }
     }
     if (R == 4 && KC == 4) { /* a GQA group's 4 keys: one vector of sums, scaled, four stores */
@@ -5971,10 +5979,10 @@ sdpa__kdot_blk_avx512(const int R, const int KC, int64_t D, const float *q, int6
         sdpa__store4x4_avx512(S, lds, v);
         return;
     }
-    SDPA__UNROLL for (a = 0; a < R; a++) {
+    SDPA__FOR(a, R, 4) {
         float s[4];
         sdpa__sum4_avx512(acc[a][0], acc[a][1], acc[a][2], acc[a][3], s);
-        SDPA__UNROLL for (c = 0; c < KC; c++) S[a * lds + c] = s[c] * (ksc ? ksc[c] : 1.0f);
+        SDPA__FOR(c, KC, 4) S[a * lds + c] = s[c] * (ksc ? ksc[c] : 1.0f);
     }
 }
 
@@ -6055,17 +6063,17 @@ sdpa__kdot16_blk_avx512(const int R, const int KC, const int vnni, int64_t D, co
     __m512i acc[4][4];
     int64_t d;
     int a, c;
-    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (c = 0; c < KC; c++) acc[a][c] = _mm512_setzero_si512();
+    SDPA__FOR(a, R, 4) SDPA__FOR(c, KC, 4) acc[a][c] = _mm512_setzero_si512();
     /* whole 32-pair steps with plain loads, then the D % 32 tail masked (one
      * loop with a mask per step ran 1.2x slower: gcc shuffled the
      * accumulators between registers every step) */
 #define SDPA__KDOT16_STEP(LDQ, LDK)                                                                              \
     do {                                                                                                         \
         __m512i x[4];                                                                                            \
-        SDPA__UNROLL for (a = 0; a < R; a++) x[a] = LDQ(q + a * ldq + d);                                        \
-        SDPA__UNROLL for (c = 0; c < KC; c++) {                                                                  \
+        SDPA__FOR(a, R, 4) x[a] = LDQ(q + a * ldq + d);                                        \
+        SDPA__FOR(c, KC, 4) {                                                                  \
             __m512i kv = _mm512_cvtepi8_epi16(LDK(k + c * D + d));                                               \
-            SDPA__UNROLL for (a = 0; a < R; a++)                                                                 \
+            SDPA__FOR(a, R, 4)                                                                 \
                 acc[a][c] = vnni ? _mm512_dpwssd_epi32(acc[a][c], x[a], kv) : _mm512_add_epi32(acc[a][c], _mm512_madd_epi16(x[a], kv)); \
         }                                                                                                        \
     } while (0)
@@ -6092,7 +6100,7 @@ sdpa__kdot16_blk_avx512(const int R, const int KC, const int vnni, int64_t D, co
         sdpa__store4x4_avx512(S, lds, v);
         return;
     }
-    SDPA__UNROLL for (a = 0; a < R; a++) { /* the KC sums side by side, scaled as the scalar form does */
+    SDPA__FOR(a, R, 4) { /* the KC sums side by side, scaled as the scalar form does */
         const __mmask8 km = (__mmask8)((1u << KC) - 1u);
         __m128 sum = _mm_cvtepi32_ps(sdpa__sum4_epi32_avx512(acc[a][0], KC > 1 ? acc[a][1] : acc[a][0],
                                                              KC > 2 ? acc[a][2] : acc[a][0], KC > 3 ? acc[a][3] : acc[a][0]));
@@ -6160,17 +6168,17 @@ sdpa__vacc_blk_avx512(const int R, const int W, int64_t N, int64_t Dv, const flo
     __m512 acc[4][8];
     int64_t j;
     int a, w;
-    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (w = 0; w < W; w++)
+    SDPA__FOR(a, R, 4) SDPA__FOR(w, W, 8)
         acc[a][w] = _mm512_maskz_loadu_ps(w == W - 1 ? last : SDPA__ALL16, O + a * ldo + 16 * w);
     for (j = 0; j < N; j++) {
         __m512 x[8];
-        SDPA__UNROLL for (w = 0; w < W; w++) x[w] = sdpa__ld16_kv_avx512(V + j * vs + 16 * w * es, t, w == W - 1 ? last : SDPA__ALL16);
-        SDPA__UNROLL for (a = 0; a < R; a++) {
+        SDPA__FOR(w, W, 8) x[w] = sdpa__ld16_kv_avx512(V + j * vs + 16 * w * es, t, w == W - 1 ? last : SDPA__ALL16);
+        SDPA__FOR(a, R, 4) {
             __m512 p = _mm512_set1_ps(P[a * ldp + j]);
-            SDPA__UNROLL for (w = 0; w < W; w++) acc[a][w] = _mm512_fmadd_ps(p, x[w], acc[a][w]);
+            SDPA__FOR(w, W, 8) acc[a][w] = _mm512_fmadd_ps(p, x[w], acc[a][w]);
         }
     }
-    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (w = 0; w < W; w++)
+    SDPA__FOR(a, R, 4) SDPA__FOR(w, W, 8)
         _mm512_mask_storeu_ps(O + a * ldo + 16 * w, w == W - 1 ? last : SDPA__ALL16, acc[a][w]);
 }
 
@@ -6221,30 +6229,30 @@ sdpa__vacc8_blk_vnni(const int R, const int W, int64_t N, int64_t Dv, const int3
     __m512i lo[4][4], hi[4][4], ul[4], uh[4];
     int64_t j, pstep = pf ? SDPA__ROUND_UP((pfb + N / 2) / (N / 2 + 1), 64) : 0;
     int a, w;
-    SDPA__UNROLL for (a = 0; a < R; a++) SDPA__UNROLL for (w = 0; w < W; w++) lo[a][w] = hi[a][w] = _mm512_setzero_si512();
+    SDPA__FOR(a, R, 4) SDPA__FOR(w, W, 4) lo[a][w] = hi[a][w] = _mm512_setzero_si512();
     for (j = 0; j < N; j += 2) {
         if (pfb > 0) {
             sdpa__prefetch(pf, SDPA__MIN(pstep, pfb), pfl2);
             pf += pstep, pfb -= pstep;
         }
-        SDPA__UNROLL for (w = 0; w < W; w++) {
+        SDPA__FOR(w, W, 4) {
             __m512i x = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(V + j * Dv + 32 * w)));
             __m512i y = j + 1 < N ? _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(V + (j + 1) * Dv + 32 * w)))
                                   : _mm512_setzero_si512();
             ul[w] = _mm512_maskz_unpacklo_epi16((__mmask32)0xffffffffu, x, y);
             uh[w] = _mm512_maskz_unpackhi_epi16((__mmask32)0xffffffffu, x, y);
         }
-        SDPA__UNROLL for (a = 0; a < R; a++) {
+        SDPA__FOR(a, R, 4) {
             __m512i pw = _mm512_set1_epi32(pp[a][j / 2]);
-            SDPA__UNROLL for (w = 0; w < W; w++) {
+            SDPA__FOR(w, W, 4) {
                 lo[a][w] = _mm512_dpwssd_epi32(lo[a][w], ul[w], pw);
                 hi[a][w] = _mm512_dpwssd_epi32(hi[a][w], uh[w], pw);
             }
         }
     }
-    SDPA__UNROLL for (a = 0; a < R; a++) {
+    SDPA__FOR(a, R, 4) {
         __m512 s = _mm512_set1_ps(ps[a]);
-        SDPA__UNROLL for (w = 0; w < W; w++) {
+        SDPA__FOR(w, W, 4) {
             float *o = O + a * ldo + 32 * w;
             __m512i t0 = _mm512_maskz_shuffle_i32x4(SDPA__ALL16, lo[a][w], hi[a][w], 0x44); /* lo0 lo1 hi0 hi1 */
             __m512i t1 = _mm512_maskz_shuffle_i32x4(SDPA__ALL16, lo[a][w], hi[a][w], 0xee); /* lo2 lo3 hi2 hi3 */
