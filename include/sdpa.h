@@ -6158,6 +6158,31 @@ SDPA__TARGET_AVX512 static void sdpa__kdot16_avx512(int64_t M, int64_t N, int64_
         }
 }
 
+/* sdpa__kv_q16c_scalar on zmm registers, the tail masked: the same bits
+ * (vpmovsdw saturates as the clamp below it does). */
+SDPA__TARGET_AVX512 static void sdpa__kv_q16c_avx512(int16_t *q16, float *qs, const float *q, const float *cs, int64_t n)
+{
+    const __m512 inf = _mm512_set1_ps((float)INFINITY);
+    __m512 vmax = _mm512_setzero_ps(), vinv;
+    __mmask16 bad = 0;
+    float inv;
+    int64_t d;
+    for (d = 0; d < n; d += 16) {
+        const __mmask16 m = d + 16 <= n ? SDPA__ALL16 : sdpa__tail_mask_avx512(n - d);
+        __m512 a = _mm512_abs_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, q + d), _mm512_maskz_loadu_ps(m, cs + d)));
+        bad |= _mm512_cmp_ps_mask(a, inf, _CMP_NLT_UQ); /* Inf or NaN */
+        vmax = _mm512_max_ps(vmax, a);
+    }
+    if ((inv = sdpa__kv_q16c_scale(q16, qs, bad != 0, _mm512_reduce_max_ps(vmax), n)) == 0.0f) return;
+    vinv = _mm512_set1_ps(inv);
+    for (d = 0; d < n; d += 16) {
+        const __mmask16 m = d + 16 <= n ? SDPA__ALL16 : sdpa__tail_mask_avx512(n - d);
+        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, q + d), _mm512_maskz_loadu_ps(m, cs + d)), vinv));
+        __m256i w = _mm256_max_epi16(_mm512_cvtsepi32_epi16(v), _mm256_set1_epi16(-32767));
+        _mm256_mask_storeu_epi16(q16 + d, m, w);
+    }
+}
+
 /* R rows x 16W columns of O in R*W accumulators over N keys; the Dv % 16
  * tail in one masked block. */
 static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 void
@@ -6622,7 +6647,8 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
             float *pr = K->part + (K->part_start[b] + ((g0 + r / nrh) * nch + ci) * P->G * sq.vq + r0 + r % nrh) * (Dv + 2);
             pr[0] = W.m[r];
             pr[1] = W.l[r];
-            for (d = 0; d < Dv; d++) pr[2 + d] = W.l[r] == 0.0f ? 0.0f : W.O[r * ldo + d];
+            if (W.l[r] == 0.0f) memset(pr + 2, 0, (size_t)Dv * sizeof(float));
+            else memcpy(pr + 2, W.O + r * ldo, (size_t)Dv * sizeof(float));
         }
     }
 }
@@ -6766,6 +6792,7 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
         K.kdot = sdpa__kdot_avx512;
         K.vacc = sdpa__vacc_avx512;
         K.kdot16 = (sdpa__cpu() & SDPA__CPU_VNNI) ? sdpa__kdot16_vnni : sdpa__kdot16_avx512;
+        K.q16c = sdpa__kv_q16c_avx512;
         if (sdpa__cpu() & SDPA__CPU_VNNI) K.vacc8 = sdpa__vacc8_vnni;
     }
 #endif

@@ -1372,12 +1372,12 @@ static void test_kdot16_kernel(const char *name, sdpa__kdot16_fn fn)
 
 /* The per-page int16 query of keys scaled per channel: the scalar form
  * against its definition (round to nearest, one scale max / 32767), the
- * AVX2 form bit for bit against the scalar one; lengths through the tails,
+ * AVX2 and AVX-512 forms bit for bit against the scalar one; lengths through the tails,
  * zero, tiny, NaN and Inf rows. */
 static void test_kv_q16c(void)
 {
     int64_t n, d, it;
-    case_begin("per-page int16 queries (keys per channel): scalar within half a step, avx2 bitwise");
+    case_begin("per-page int16 queries (keys per channel): scalar within half a step, avx2 and avx512 bitwise");
     for (it = 0; it < 400; it++) {
         float q[300], cs[300], qs1, qs2;
         int16_t a[300], b[300];
@@ -1412,6 +1412,15 @@ static void test_kv_q16c(void)
             CHECK(memcmp(&qs1, &qs2, 4) == 0 || (qs1 != qs1 && qs2 != qs2), "avx2 scale %.9g, scalar %.9g", qs2, qs1);
             CHECK(memcmp(a, b, (size_t)n * 2) == 0, "n %lld: avx2 int16 query differs from the scalar one", LL(n));
             for (d = n; d < 300; d++) CHECK(b[d] == 0x5555, "avx2 wrote element %lld past n %lld", LL(d), LL(n));
+        }
+#endif
+#ifdef SDPA__HAVE_AVX512
+        if (sdpa__cpu() & SDPA__CPU_AVX512) {
+            memset(b, 0x55, sizeof b);
+            sdpa__kv_q16c_avx512(b, &qs2, q, cs, n);
+            CHECK(memcmp(&qs1, &qs2, 4) == 0 || (qs1 != qs1 && qs2 != qs2), "avx512 scale %.9g, scalar %.9g", qs2, qs1);
+            CHECK(memcmp(a, b, (size_t)n * 2) == 0, "n %lld: avx512 int16 query differs from the scalar one", LL(n));
+            for (d = n; d < 300; d++) CHECK(b[d] == 0x5555, "avx512 wrote element %lld past n %lld", LL(d), LL(n));
         }
 #endif
         (void)qs2, (void)b;
