@@ -28,10 +28,12 @@
  *
  *   --hugepages puts the cache's pages in transparent huge pages (Linux;
  *   bc_huge in common.h) instead of malloc's blocks. --page N gives the
- *   cache's page size in tokens (default: the library's, 64).
+ *   cache's page size in tokens (default: the library's, 64). --int8 runs
+ *   the I8 and I8t steps in int8 mode (params.precision =
+ *   SDPA_PRECISION_INT8_QK: queries rounded to 8 bits instead of 16).
  *
- *   bench_decode [--quick] [--csv] [--spawn] [--warm] [--torch] [--hugepages] [--threads N] [--reps N] [--warmup N]
- *                [--page N]
+ *   bench_decode [--quick] [--csv] [--spawn] [--warm] [--torch] [--hugepages] [--int8] [--threads N] [--reps N]
+ *                [--warmup N] [--page N]
  *
  * Exit status: 0 ok, 1 a step failed or an output is off by more than its
  * storage's bound, 2 bad usage.
@@ -148,7 +150,7 @@ static int torch_decode(int64_t Hq, int64_t Hkv, int64_t ctx, int64_t D, int thr
 
 int main(int argc, char **argv)
 {
-    int quick = 0, csv = 0, spawn = 0, warm = 0, torch = 0, huge = 0, threads = bc_cpus_online(), reps = 20, warmup = 3, a, bad = 0, ci, hi, si, r;
+    int quick = 0, csv = 0, spawn = 0, warm = 0, torch = 0, huge = 0, int8 = 0, threads = bc_cpus_online(), reps = 20, warmup = 3, a, bad = 0, ci, hi, si, r;
     int best_st = 1;
     double lo_bw;
     const int64_t ctxs[3] = {4096, 16384, 65536}, hkvs[2] = {32, 8}, Hq = 32, D = 128;
@@ -162,6 +164,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[a], "--csv")) csv = 1;
         else if (!strcmp(argv[a], "--torch")) torch = 1;
         else if (!strcmp(argv[a], "--hugepages")) huge = 1;
+        else if (!strcmp(argv[a], "--int8")) int8 = 1;
         else if ((!strcmp(argv[a], "--threads") || !strcmp(argv[a], "--reps") || !strcmp(argv[a], "--warmup")) && a + 1 < argc) {
             char *end;
             long x = strtol(argv[a + 1], &end, 10);
@@ -177,8 +180,8 @@ int main(int argc, char **argv)
             g_page = x;
             a++;
         } else {
-            fprintf(stderr, "usage: bench_decode [--quick] [--csv] [--spawn] [--warm] [--torch] [--hugepages] [--threads N] [--reps N] [--warmup N]\n"
-                            "                    [--page N]\n");
+            fprintf(stderr, "usage: bench_decode [--quick] [--csv] [--spawn] [--warm] [--torch] [--hugepages] [--int8] [--threads N] [--reps N]\n"
+                            "                    [--warmup N] [--page N]\n");
             return 2;
         }
     }
@@ -222,6 +225,7 @@ int main(int argc, char **argv)
                    "  (the machine's bandwidth drifts); I8 / F16 the median of the rounds' ratios");
     if (ev.c.n) fprintf(T, "  eviction passes: %d stream%s per thread, %.1f GB/s at the start\n", best_st, best_st > 1 ? "s" : "", lo_bw);
     if (huge) fprintf(T, "  the cache's pages in transparent huge pages (--hugepages)\n");
+    if (int8) fprintf(T, "  I8 and I8t in int8 mode: queries rounded to 8 bits (--int8, SDPA_PRECISION_INT8_QK)\n");
     if (g_page) fprintf(T, "  pages of %lld tokens (--page)\n", (long long)g_page);
     if (csv) printf("ctx,q_heads,kv_heads,storage,threads,median_s,min_s,max_s,tokens_per_s,kv_bytes,GBps,frac_bw,cache_bytes,rel_l2\n");
     for (ci = 0; ci < (quick ? 2 : 3); ci++)
@@ -257,6 +261,7 @@ int main(int argc, char **argv)
                 for (k = 0; k < N_ST; k++) {
                     double g = evict_pass(&ev, threads, pool != NULL), t0, dt;
                     si = (r + k) % N_ST;
+                    p.precision = int8 && si >= 3 ? SDPA_PRECISION_INT8_QK : SDPA_PRECISION_DEFAULT;
                     t0 = bc_now();
                     if (sdpa_kv_cache_attention(cs[si], NULL, &qt, &ot, &p) != SDPA_OK) { fprintf(T, "  step failed\n"); bad = 1; break; }
                     dt = bc_now() - t0;
@@ -268,6 +273,7 @@ int main(int argc, char **argv)
             for (r = 0; r < reps; r++) ratio[0][r] = t[1][r] / t[3][r], ratio[1][r] = t[1][r] / t[4][r];
             for (si = 0; si < N_ST && !bad; si++) {
                 double med = bc_median(t[si], reps), lo = 1e30, hi2 = 0, num = 0, den = 0, err, fb = ev.c.n ? bc_median(f[si], reps) : 0.0;
+                p.precision = int8 && si >= 3 ? SDPA_PRECISION_INT8_QK : SDPA_PRECISION_DEFAULT;
                 if (sdpa_kv_cache_attention(cs[si], NULL, &qt, &ot, &p) != SDPA_OK) { fprintf(T, "  step failed\n"); bad = 1; break; }
                 for (r = 0; r < reps; r++) { lo = t[si][r] < lo ? t[si][r] : lo; hi2 = t[si][r] > hi2 ? t[si][r] : hi2; }
                 if (si == 0) memcpy(ref, out, (size_t)n * 4);

@@ -515,9 +515,10 @@ SDPA_API int sdpa_kv_cache_read(const sdpa_kv_cache *cache, int64_t seq, int64_t
  * and lse = -inf). out is [B, Hq, n, head_dim_v]. Options as in
  * sdpa_attention: scale, causal (NONE or BOTTOM_RIGHT), window, softcap,
  * alibi_slopes, score_mod, lse, seqlens_q, num_threads, parallel_for,
- * allocator, errbuf, path; mask, seqlens_kv, cu_seqlens_*, TOP_LEFT and an
- * int8 precision mode are refused (SDPA_ERR_PARAM), tile_q/tile_k and
- * SDPA_PRECISION_BF16_PV are ignored (no bf16 P.V here). With few query rows
+ * allocator, errbuf, path, precision; mask, seqlens_kv, cu_seqlens_*,
+ * TOP_LEFT, and an int8 precision mode over a cache that is not I8 are
+ * refused (SDPA_ERR_PARAM), tile_q/tile_k and SDPA_PRECISION_BF16_PV are
+ * ignored (no bf16 P.V here). With few query rows
  * per kv head (decode), each sequence's keys are split into chunks computed
  * in parallel and merged exactly through their log-sum-exp; the chunking
  * depends only on the lengths, so results are bitwise identical for any
@@ -526,7 +527,13 @@ SDPA_API int sdpa_kv_cache_read(const sdpa_kv_cache *cache, int64_t seq, int64_t
  * page's channel scales folded in) for exact int32 Q.K^T sums,
  * and the attention weights times the value scales to int16 (one scale per
  * row and 64-key span, 2^-16 of its largest weight) for exact int32 P.V
- * sums; both roundings sit far below the int8 storage's own. */
+ * sums; both roundings sit far below the int8 storage's own. With an int8
+ * precision mode (SDPA_PRECISION_INT8_QK; the _NOSMOOTH and _BF16_PV forms
+ * act the same here: a cache's keys are not smoothed) the query is rounded
+ * to int8 instead (scale max / 127), so that AVX512-VNNI multiplies bytes
+ * (vpdpbusd, half the work of the int16 products); the sums stay exact, so
+ * every path gives the same bits, but the query's rounding then adds to the
+ * storage's error (the README states both). */
 SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *cache, const int64_t *seqs, const sdpa_tensor *q,
                                      const sdpa_tensor *out, const sdpa_params *params);
 
@@ -5400,9 +5407,10 @@ static void sdpa__vacc8_scalar(int64_t M, int64_t N, int64_t Dv, float *P, int64
     sdpa__prefetch(pf, pfb, pfl2);
 }
 
-/* Rounds a query row to int16 with one scale (max|x| / 32767); a row with a
- * NaN or Inf gets a NaN scale, so its scores are NaN. */
-static void sdpa__kv_q16(int16_t *q16, float *qs, const float *x, int64_t n)
+/* Rounds a query row to integers in [-lim, lim] with one scale (max|x| /
+ * lim): lim 32767 (int16, the default) or 127 (int8 mode, SDPA_PRECISION_
+ * INT8_QK); a row with a NaN or Inf gets a NaN scale, so its scores are NaN. */
+static void sdpa__kv_q16(int16_t *q16, float *qs, const float *x, int64_t n, int lim)
 {
     float amax = 0.0f;
     double inv; /* double: 32767 / amax overflows float for amax below ~1e-34 */
@@ -5413,23 +5421,24 @@ static void sdpa__kv_q16(int16_t *q16, float *qs, const float *x, int64_t n)
         if (!sdpa__kv_finite(a)) bad = 1;
         else if (a > amax) amax = a;
     }
-    *qs = bad ? (float)NAN : amax / 32767.0f;
-    inv = amax > 0.0f && !bad ? 32767.0 / (double)amax : 0.0;
+    *qs = bad ? (float)NAN : amax / (float)lim;
+    inv = amax > 0.0f && !bad ? (double)lim / (double)amax : 0.0;
     for (d = 0; d < n; d++) {
         double y = (double)x[d] * inv;
         int32_t v = (int32_t)(y + (y >= 0.0 ? 0.5 : -0.5));
-        q16[d] = (int16_t)(v > 32767 ? 32767 : (v < -32767 ? -32767 : v));
+        q16[d] = (int16_t)(v > lim ? lim : (v < -lim ? -lim : v));
     }
 }
 
 /* I8 keys scaled per channel: the query row times a page's channel scales
- * cs, rounded to int16 with one scale (max / 32767), so that the page's keys
- * dot it in the integer kernels. Float products, the scale's reciprocal in
+ * cs, rounded to integers in [-lim, lim] (32767, or 127 in int8 mode) with
+ * one scale (max / lim), so that the page's keys dot it in the integer
+ * kernels. Float products, the scale's reciprocal in
  * float and rounding to nearest even (the default mode): the AVX2 form
  * below gives the same bits. A row whose largest |x| is below 1e-30 becomes
  * zeros (scale 0), one with NaN or Inf zeros with a NaN scale. */
 #define SDPA__KV_Q16_TINY 1e-30f
-typedef void (*sdpa__kv_q16c_fn)(int16_t *q16, float *qs, const float *q, const float *cs, int64_t n);
+typedef void (*sdpa__kv_q16c_fn)(int16_t *q16, float *qs, const float *q, const float *cs, int64_t n, int lim);
 
 /* The scalar pieces, shared with the vector form's tails: elements [d, n)
  * scanned into *amax (returns 1 for a NaN or Inf), the row's scale set (0
@@ -5444,29 +5453,29 @@ static int sdpa__kv_q16c_scan(const float *q, const float *cs, int64_t d, int64_
     }
     return bad;
 }
-static float sdpa__kv_q16c_scale(int16_t *q16, float *qs, int bad, float amax, int64_t n)
+static float sdpa__kv_q16c_scale(int16_t *q16, float *qs, int bad, float amax, int64_t n, int lim)
 {
     if (bad || !(amax >= SDPA__KV_Q16_TINY)) {
         memset(q16, 0, (size_t)n * sizeof(int16_t));
         *qs = bad ? (float)NAN : 0.0f;
         return 0.0f;
     }
-    *qs = amax / 32767.0f;
-    return 32767.0f / amax; /* the reciprocal both forms multiply by */
+    *qs = amax / (float)lim;
+    return (float)lim / amax; /* the reciprocal every form multiplies by */
 }
-static void sdpa__kv_q16c_round(int16_t *q16, const float *q, const float *cs, float inv, int64_t d, int64_t n)
+static void sdpa__kv_q16c_round(int16_t *q16, const float *q, const float *cs, float inv, int64_t d, int64_t n, int lim)
 {
     for (; d < n; d++) {
-        long v = lrintf(q[d] * cs[d] * inv); /* |v| <= 32767 (+1 at most from inv's rounding) */
-        q16[d] = (int16_t)(v > 32767 ? 32767 : (v < -32767 ? -32767 : v));
+        long v = lrintf(q[d] * cs[d] * inv); /* |v| <= lim (+1 at most from inv's rounding) */
+        q16[d] = (int16_t)(v > lim ? lim : (v < -lim ? -lim : v));
     }
 }
 
-static void sdpa__kv_q16c_scalar(int16_t *q16, float *qs, const float *q, const float *cs, int64_t n)
+static void sdpa__kv_q16c_scalar(int16_t *q16, float *qs, const float *q, const float *cs, int64_t n, int lim)
 {
     float amax = 0.0f, inv;
     int bad = sdpa__kv_q16c_scan(q, cs, 0, n, &amax);
-    if ((inv = sdpa__kv_q16c_scale(q16, qs, bad, amax, n)) != 0.0f) sdpa__kv_q16c_round(q16, q, cs, inv, 0, n);
+    if ((inv = sdpa__kv_q16c_scale(q16, qs, bad, amax, n, lim)) != 0.0f) sdpa__kv_q16c_round(q16, q, cs, inv, 0, n, lim);
 }
 
 #ifdef SDPA__HAVE_AVX2
@@ -5648,7 +5657,7 @@ SDPA__TARGET_AVX2 static void sdpa__kdot16_avx2(int64_t M, int64_t N, int64_t D,
 
 /* sdpa__kv_q16c_scalar on ymm registers: the same float operations, the
  * same bits (vcvtps2dq rounds to nearest even, as lrintf does by default). */
-SDPA__TARGET_AVX2 static void sdpa__kv_q16c_avx2(int16_t *q16, float *qs, const float *q, const float *cs, int64_t n)
+SDPA__TARGET_AVX2 static void sdpa__kv_q16c_avx2(int16_t *q16, float *qs, const float *q, const float *cs, int64_t n, int lim)
 {
     const __m256 sign = _mm256_set1_ps(-0.0f), inf = _mm256_set1_ps((float)INFINITY);
     __m256 vmax = _mm256_setzero_ps(), vbad = _mm256_setzero_ps(), vinv;
@@ -5664,15 +5673,15 @@ SDPA__TARGET_AVX2 static void sdpa__kv_q16c_avx2(int16_t *q16, float *qs, const 
     amax = 0.0f;
     for (c = 0; c < 8; c++) amax = lane[c] > amax ? lane[c] : amax;
     bad = sdpa__kv_q16c_scan(q, cs, n8, n, &amax) | (_mm256_movemask_ps(vbad) != 0);
-    if ((inv = sdpa__kv_q16c_scale(q16, qs, bad, amax, n)) == 0.0f) return;
+    if ((inv = sdpa__kv_q16c_scale(q16, qs, bad, amax, n, lim)) == 0.0f) return;
     vinv = _mm256_set1_ps(inv);
     for (d = 0; d < n8; d += 8) {
         __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(cs + d)), vinv));
         __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)); /* saturates at +-32767.x */
-        w = _mm_max_epi16(w, _mm_set1_epi16(-32767));
+        w = _mm_max_epi16(_mm_min_epi16(w, _mm_set1_epi16((short)lim)), _mm_set1_epi16((short)-lim));
         _mm_storeu_si128((__m128i *)(void *)(q16 + d), w);
     }
-    sdpa__kv_q16c_round(q16, q, cs, inv, n8, n);
+    sdpa__kv_q16c_round(q16, q, cs, inv, n8, n, lim);
 }
 
 /* R rows x 8W columns of O in R*W accumulators, over N keys: per key, W
@@ -6135,6 +6144,100 @@ SDPA__TARGET_VNNI static void sdpa__kdot16_vnni(int64_t M, int64_t N, int64_t D,
     sdpa__kdot16_body_avx512(1, M, N, D, Q, ldq, qsc, K, ksc, S, lds);
 }
 
+/* int8 mode (SDPA_PRECISION_INT8_QK) on AVX512-VNNI: queries rounded to
+ * [-127, 127] (sdpa__kv_q16 and q16c with lim 127) packed to bytes with
+ * their sums (sdpa__kv_pack8), then vpdpbusd multiplies 64 pairs per step:
+ * it takes unsigned bytes on one side, so the keys go in as k + 128 (k xor
+ * 0x80) and each sum comes out as q.k + 128 * sum(q), the second term
+ * subtracted at the end. |q.(k + 128)| <= 127 * 255 * D < 2^31 for D <=
+ * SDPA__KV_I16_MAX_D: exact, so the scores are the int16 kernels' on the
+ * same rounded queries, bit for bit (sdpa__kdot16_scalar is its reference).
+ * Half the multiplies of the int16 form and no widening of the keys. */
+typedef void (*sdpa__kdot8_fn)(int64_t M, int64_t N, int64_t D, const int8_t *Q, int64_t ldq, const float *qsc,
+                               const int32_t *qsum, const signed char *K, const float *ksc, float *S, int64_t lds);
+
+static inline __attribute__((always_inline)) SDPA__TARGET_VNNI void
+sdpa__kdot8_blk_vnni(const int R, const int KC, int64_t D, const int8_t *q, int64_t ldq, const float *qsc, const int32_t *qsum,
+                     const signed char *k, const float *ksc, float *S, int64_t lds)
+{
+    const __m512i x80 = _mm512_set1_epi8((char)0x80);
+    __m512i acc[4][4];
+    int64_t d;
+    int a, c;
+    SDPA__FOR(a, R, 4) SDPA__FOR(c, KC, 4) acc[a][c] = _mm512_setzero_si512();
+#define SDPA__KDOT8_STEP(LDQ, LDK)                                                                          \
+    do {                                                                                                    \
+        __m512i x[4];                                                                                       \
+        SDPA__FOR(a, R, 4) x[a] = LDQ(q + a * ldq + d);                                                     \
+        SDPA__FOR(c, KC, 4) {                                                                               \
+            __m512i kv = _mm512_xor_si512(LDK(k + c * D + d), x80);                                         \
+            SDPA__FOR(a, R, 4) acc[a][c] = _mm512_dpbusd_epi32(acc[a][c], kv, x[a]);                        \
+        }                                                                                                   \
+    } while (0)
+#define SDPA__LD8_FULL(p) _mm512_loadu_si512((const void *)(p))
+#define SDPA__LD8_TAIL(p) _mm512_maskz_loadu_epi8(m, p)
+    for (d = 0; d + 64 <= D; d += 64) SDPA__KDOT8_STEP(SDPA__LD8_FULL, SDPA__LD8_FULL);
+    if (d < D) { /* the tail's masked-off bytes: 0 on the query side, so k + 128 there adds nothing */
+        const __mmask64 m = (__mmask64)(~(uint64_t)0 >> (64 - (D - d)));
+        SDPA__KDOT8_STEP(SDPA__LD8_TAIL, SDPA__LD8_TAIL);
+    }
+#undef SDPA__LD8_FULL
+#undef SDPA__LD8_TAIL
+#undef SDPA__KDOT8_STEP
+    if (R == 4 && KC == 4) { /* as the int16 form: the 16 sums in one tree, lane 4a + c */
+        const __m512i rows = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+        __m512i t = sdpa__sum16_epi32_avx512((const __m512i(*)[4])acc);
+        __m512i qs = _mm512_maskz_permutexvar_epi32(SDPA__ALL16, rows, _mm512_maskz_broadcast_i32x4(SDPA__ALL16, _mm_loadu_si128((const __m128i *)(const void *)qsum)));
+        __m512 v = _mm512_maskz_cvtepi32_ps(SDPA__ALL16, _mm512_sub_epi32(t, _mm512_slli_epi32(qs, 7)));
+        v = _mm512_mul_ps(v, _mm512_maskz_permutexvar_ps(SDPA__ALL16, rows, _mm512_maskz_broadcast_f32x4(SDPA__ALL16, _mm_loadu_ps(qsc))));
+        v = _mm512_mul_ps(v, _mm512_maskz_broadcast_f32x4(SDPA__ALL16, _mm_loadu_ps(ksc)));
+        sdpa__store4x4_avx512(S, lds, v);
+        return;
+    }
+    SDPA__FOR(a, R, 4) {
+        const __mmask8 km = (__mmask8)((1u << KC) - 1u);
+        __m128i t = sdpa__sum4_epi32_avx512(acc[a][0], KC > 1 ? acc[a][1] : acc[a][0], KC > 2 ? acc[a][2] : acc[a][0],
+                                            KC > 3 ? acc[a][3] : acc[a][0]);
+        __m128 sum = _mm_cvtepi32_ps(_mm_sub_epi32(t, _mm_set1_epi32(qsum[a] * 128)));
+        sum = _mm_mul_ps(_mm_mul_ps(sum, _mm_set1_ps(qsc[a])), _mm_maskz_loadu_ps(km, ksc));
+        _mm_mask_storeu_ps(S + a * lds, km, sum);
+    }
+}
+
+SDPA__TARGET_VNNI static void sdpa__kdot8_vnni(int64_t M, int64_t N, int64_t D, const int8_t *Q, int64_t ldq, const float *qsc,
+                                               const int32_t *qsum, const signed char *K, const float *ksc, float *S, int64_t lds)
+{
+    int64_t r = 0, j;
+#define SDPA__KDOT8_512(R_, KC_) \
+    sdpa__kdot8_blk_vnni(R_, KC_, D, Q + r * ldq, ldq, qsc + r, qsum + r, K + j * D, ksc + j, S + r * lds + j, lds)
+    for (; r + 4 <= M; r += 4) { /* 4 rows x 4 keys (GQA groups) */
+        for (j = 0; j + 4 <= N; j += 4) SDPA__KDOT8_512(4, 4);
+        for (; j < N; j++) SDPA__KDOT8_512(4, 1);
+    }
+    for (; r < M; r++) { /* single rows x 4 keys */
+        for (j = 0; j + 4 <= N; j += 4) SDPA__KDOT8_512(1, 4);
+        for (; j < N; j++) SDPA__KDOT8_512(1, 1);
+    }
+#undef SDPA__KDOT8_512
+}
+
+/* Rows of int8-mode queries (values in [-127, 127], int16, row stride ld)
+ * to bytes (stride ld) and their sums, for sdpa__kdot8_vnni. */
+SDPA__TARGET_AVX512 static void sdpa__kv_pack8(int8_t *q8, int32_t *qsum, const int16_t *q16, int64_t ld, int64_t rows, int64_t n)
+{
+    int64_t r, d;
+    for (r = 0; r < rows; r++) {
+        __m512i sum = _mm512_setzero_si512();
+        for (d = 0; d < n; d += 32) {
+            const __mmask32 m = (__mmask32)(n - d >= 32 ? 0xffffffffu : (1u << (n - d)) - 1u);
+            __m512i x = _mm512_maskz_loadu_epi16(m, q16 + r * ld + d);
+            _mm256_mask_storeu_epi8(q8 + r * ld + d, m, _mm512_cvtepi16_epi8(x));
+            sum = _mm512_add_epi32(sum, _mm512_madd_epi16(x, _mm512_set1_epi16(1)));
+        }
+        qsum[r] = _mm512_reduce_add_epi32(sum);
+    }
+}
+
 SDPA__TARGET_AVX512 static void sdpa__kdot16_avx512(int64_t M, int64_t N, int64_t D, const int16_t *Q, int64_t ldq,
                                                     const float *qsc, const signed char *K, const float *ksc, float *S,
                                                     int64_t lds)
@@ -6159,8 +6262,8 @@ SDPA__TARGET_AVX512 static void sdpa__kdot16_avx512(int64_t M, int64_t N, int64_
 }
 
 /* sdpa__kv_q16c_scalar on zmm registers, the tail masked: the same bits
- * (vpmovsdw saturates as the clamp below it does). */
-SDPA__TARGET_AVX512 static void sdpa__kv_q16c_avx512(int16_t *q16, float *qs, const float *q, const float *cs, int64_t n)
+ * (vpmovsdw saturates at +-32767.x, the min and max clamp to lim). */
+SDPA__TARGET_AVX512 static void sdpa__kv_q16c_avx512(int16_t *q16, float *qs, const float *q, const float *cs, int64_t n, int lim)
 {
     const __m512 inf = _mm512_set1_ps((float)INFINITY);
     __m512 vmax = _mm512_setzero_ps(), vinv;
@@ -6173,12 +6276,13 @@ SDPA__TARGET_AVX512 static void sdpa__kv_q16c_avx512(int16_t *q16, float *qs, co
         bad |= _mm512_cmp_ps_mask(a, inf, _CMP_NLT_UQ); /* Inf or NaN */
         vmax = _mm512_max_ps(vmax, a);
     }
-    if ((inv = sdpa__kv_q16c_scale(q16, qs, bad != 0, _mm512_reduce_max_ps(vmax), n)) == 0.0f) return;
+    if ((inv = sdpa__kv_q16c_scale(q16, qs, bad != 0, _mm512_reduce_max_ps(vmax), n, lim)) == 0.0f) return;
     vinv = _mm512_set1_ps(inv);
     for (d = 0; d < n; d += 16) {
         const __mmask16 m = d + 16 <= n ? SDPA__ALL16 : sdpa__tail_mask_avx512(n - d);
         __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, q + d), _mm512_maskz_loadu_ps(m, cs + d)), vinv));
-        __m256i w = _mm256_max_epi16(_mm512_cvtsepi32_epi16(v), _mm256_set1_epi16(-32767));
+        __m256i w = _mm256_max_epi16(_mm256_min_epi16(_mm512_cvtsepi32_epi16(v), _mm256_set1_epi16((short)lim)),
+                                     _mm256_set1_epi16((short)-lim));
         _mm256_mask_storeu_epi16(q16 + d, m, w);
     }
 }
@@ -6335,6 +6439,10 @@ typedef struct sdpa__kvplan {
     sdpa__kdot_fn kdot;
     sdpa__vacc_fn vacc;
     sdpa__kdot16_fn kdot16;       /* I8 storage: int16 queries against int8 keys; NULL: kdot */
+#ifdef SDPA__HAVE_AVX512
+    sdpa__kdot8_fn kdot8;         /* int8 mode on AVX512-VNNI: byte queries (packed from the int16 rows); NULL: kdot16 */
+#endif
+    int qlim;                     /* the int16 queries' range: 32767, or 127 in int8 mode */
     sdpa__kv_q16c_fn q16c;        /* I8 keys per channel: a page's int16 query */
     sdpa__vacc8_fn vacc8;         /* I8 storage: integer P V; NULL: vacc with the scales folded in */
     int64_t ldq16;                /* int16 query row stride */
@@ -6454,6 +6562,8 @@ static void sdpa__kv_carve(const sdpa__kvplan *K, int worker, sdpa__ws *W, float
     *qc = f;   f += K->c->kchan ? SDPA__ROUND_UP(SDPA__KV_ROWS * K->P.D, 16) : 0;
     W->Qb = (uint16_t *)(void *)f; f += SDPA__KV_ROWS * K->ldq16 / 2; /* int16 queries (I8 storage) */
     W->Kt = f; f += SDPA__KV_ROWS;                                     /* their scales */
+    W->Qi = (int8_t *)(void *)f; f += SDPA__KV_ROWS * K->ldq16 / 4;  /* int8 mode: the queries as bytes */
+    W->Si = (int32_t *)(void *)f; f += SDPA__KV_ROWS;                  /* and their sums */
     W->S = f;  f += SDPA__KV_ROWS * SDPA__KV_SPAN;
     *tmp = f;  f += SDPA__ROUND_UP(SDPA__MAX(K->P.D, K->ldo), 16);
     W->O = f;  f += SDPA__KV_ROWS * K->ldo;
@@ -6517,11 +6627,14 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
         if (hi >= lo) { klo = SDPA__MIN(klo, lo); khi = SDPA__MAX(khi, hi); }
         P->load_row(W.Q + r * D, P->q.data + (b * P->q.s[0] + W.h[r] * P->q.s[1] + i * P->q.s[2]) * P->q.esize,
                     P->q.dtype, D, P->scale);
-        if (K->kdot16 && !c->kchan) sdpa__kv_q16((int16_t *)(void *)W.Qb + r * K->ldq16, W.Kt + r, W.Q + r * D, D);
+        if (K->kdot16 && !c->kchan) sdpa__kv_q16((int16_t *)(void *)W.Qb + r * K->ldq16, W.Kt + r, W.Q + r * D, D, K->qlim);
         W.m[r] = -(float)INFINITY;
         W.l[r] = 0.0f;
         for (d = 0; d < Dv; d++) W.O[r * ldo + d] = 0.0f;
     }
+#ifdef SDPA__HAVE_AVX512
+    if (K->kdot8 && !c->kchan) sdpa__kv_pack8(W.Qi, W.Si, (const int16_t *)(const void *)W.Qb, K->ldq16, nr, D);
+#endif
 
     /* spans of SDPA__KV_SPAN keys aligned to multiples of it, so a row's
      * result does not depend on the rows that share its task. Within a span
@@ -6544,7 +6657,11 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
                     const float *cs = sdpa__kv_kchan(c, x->page, g);
                     if (K->kdot16) {
                         for (r = k * nrh; r < (k + 1) * nrh; r++)
-                            K->q16c((int16_t *)(void *)W.Qb + r * K->ldq16, W.Kt + r, W.Q + r * D, cs, D);
+                            K->q16c((int16_t *)(void *)W.Qb + r * K->ldq16, W.Kt + r, W.Q + r * D, cs, D, K->qlim);
+#ifdef SDPA__HAVE_AVX512
+                        if (K->kdot8)
+                            sdpa__kv_pack8(W.Qi + k * nrh * K->ldq16, W.Si + k * nrh, qb, K->ldq16, nrh, D);
+#endif
                     } else {
                         for (r = k * nrh; r < (k + 1) * nrh; r++)
                             for (d = 0; d < D; d++) qc[r * D + d] = W.Q[r * D + d] * cs[d];
@@ -6554,6 +6671,12 @@ static void sdpa__kv_task(void *ctx, int64_t task, int worker)
                 for (jj = 0; jj < cnt; jj += n) {
                     n = SDPA__MIN(SDPA__KV_STEP, cnt - jj);
                     if (vpf) sdpa__prefetch(vp + jj * vrow, n * vrow, K->pfl2); /* these keys' V rows, read after the softmax */
+#ifdef SDPA__HAVE_AVX512
+                    if (K->kdot8)
+                        K->kdot8(nrh, n, D, W.Qi + k * nrh * K->ldq16, K->ldq16, W.Kt + k * nrh, W.Si + k * nrh,
+                                 (const signed char *)kp + jj * krow, ksc + jj, sk + (j - s0) + jj, SDPA__KV_SPAN);
+                    else
+#endif
                     if (K->kdot16)
                         K->kdot16(nrh, n, D, qb, K->ldq16, W.Kt + k * nrh, (const signed char *)kp + jj * krow, ksc + jj,
                                   sk + (j - s0) + jj, SDPA__KV_SPAN);
@@ -6698,12 +6821,12 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
     const sdpa_params *p = pp ? pp : &zero_params;
     sdpa__kvplan K;
     sdpa__plan *P = &K.P;
-    int64_t b, nparts = 0, ntask = 0, nmerge = 0, lse_n = 0, a[7], e[7], wbytes = 0, f, hdr, bytes;
+    int64_t b, nparts = 0, ntask = 0, nmerge = 0, lse_n = 0, a[8], e[8], wbytes = 0, f, hdr, bytes;
     uintptr_t lse_lo = 0, lse_hi = 0;
     size_t total;
     void *raw;
     char *base;
-    int rc, i;
+    int rc, i, int8;
 
     memset(&zero_params, 0, sizeof zero_params);
     memset(&K, 0, sizeof K);
@@ -6730,8 +6853,13 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
         return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: mask, seqlens_kv, cu_seqlens and TOP_LEFT causal are not supported");
     if (p->causal != SDPA_CAUSAL_NONE && p->causal != SDPA_CAUSAL_BOTTOM_RIGHT)
         return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: causal = %d is not an sdpa_causal value", (int)p->causal);
-    if (p->precision != SDPA_PRECISION_DEFAULT && p->precision != SDPA_PRECISION_BF16_PV) /* BF16_PV: no bf16 P.V here */
-        return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: the int8 precision modes are not supported (I8 storage is the cache's int8)");
+    if (p->precision < SDPA_PRECISION_DEFAULT || p->precision > SDPA_PRECISION_INT8_QK_BF16_PV)
+        return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: precision = %d is not an sdpa_precision value", p->precision);
+    int8 = p->precision == SDPA_PRECISION_INT8_QK || p->precision == SDPA_PRECISION_INT8_QK_NOSMOOTH ||
+           p->precision == SDPA_PRECISION_INT8_QK_BF16_PV; /* BF16_PV: no bf16 P.V here; no smoothing of a cache's keys */
+    if (int8 && (c->dt != SDPA_I8 || c->D > SDPA__KV_I16_MAX_D))
+        return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: the int8 precision modes need an I8 cache with head_dim <= %d",
+                          SDPA__KV_I16_MAX_D);
     if (p->scale != p->scale || p->scale == (float)INFINITY || p->scale == -(float)INFINITY)
         return sdpa__fail(pp, SDPA_ERR_PARAM, "sdpa_kv_cache_attention: scale must be finite");
     if (!(p->softcap >= 0.0f) || p->softcap == (float)INFINITY)
@@ -6798,6 +6926,10 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
 #endif
     if (c->dt != SDPA_I8 || P->D > SDPA__KV_I16_MAX_D) K.kdot16 = NULL;
     else if (!K.kdot16) K.kdot16 = sdpa__kdot16_scalar;
+    K.qlim = int8 ? 127 : 32767;
+#ifdef SDPA__HAVE_AVX512
+    if (int8 && (P->path == SDPA_PATH_AVX512 || P->path == SDPA_PATH_AMX) && (sdpa__cpu() & SDPA__CPU_VNNI)) K.kdot8 = sdpa__kdot8_vnni;
+#endif
     if (c->dt != SDPA_I8) K.vacc8 = NULL;
     else if (!K.vacc8) K.vacc8 = sdpa__vacc8_scalar;
     K.ldq16 = SDPA__ROUND_UP(P->D, 32);
@@ -6813,7 +6945,8 @@ SDPA_API int sdpa_kv_cache_attention(const sdpa_kv_cache *c, const int64_t *seqs
     a[4] = 2 * SDPA__KV_ROWS;  e[4] = 1;
     a[5] = 8 * SDPA__KV_ROWS;  e[5] = 1; /* the int64 h, i, lo, hi */
     a[6] = SDPA__KV_ROWS;      e[6] = K.ldq16 / 2 + 1;  /* int16 queries and their scales */
-    for (i = 0; i < 7; i++)
+    a[7] = SDPA__KV_ROWS;      e[7] = K.ldq16 / 4 + 1;  /* int8 mode's byte queries and their sums */
+    for (i = 0; i < 8; i++)
         if (!sdpa__mul_ok(a[i], e[i], &f) || f > INT64_MAX - 15 || !sdpa__mul_ok(SDPA__ROUND_UP(f, 16), 4, &f) ||
             !sdpa__add_ok(wbytes, f, &wbytes))
             return sdpa__fail(pp, SDPA_ERR_OVERFLOW, "sdpa_kv_cache_attention: scratch size overflows");

@@ -218,7 +218,7 @@ static void kv_reference(const tbuf *q, int64_t H, int64_t D, int64_t Dv, float 
  * Plain compares, not fmax: aarch64 gcc 12 -O3 crashed vectorising fmax
  * reductions here (internal compiler error). */
 static void kv_q16_bound(const tbuf *q, const kv_model *m, float *const *kk, float *const *vv, const int64_t *len,
-                         int64_t B, int64_t n, float scale, double *err, double *out)
+                         int64_t B, int64_t n, float scale, int lim, double *err, double *out)
 {
     double qmax = 0.0, ksum = 0.0, vmax = 0.0, sc = scale != 0.0f ? scale : 1.0 / sqrt((double)m->D), a;
     int64_t Hq = q->t.shape[1], b, h, i, d;
@@ -241,9 +241,13 @@ static void kv_q16_bound(const tbuf *q, const kv_model *m, float *const *kk, flo
             if (m->kmax[i] > km) km = m->kmax[i];
         ksum = 1.25 * (double)m->D * km;
     }
-    *err = ksum * qmax * sc / 65534.0;
-    *out = 2.0 * *err * vmax;
+    *err = ksum * qmax * sc / (2.0 * lim);
+    *out = expm1(2.0 * *err) * vmax;
 }
+
+/* I8 caches in kv_check_attention: 1 = the int8 precision modes (queries
+ * rounded to 8 bits), 0 = the default (16 bits) */
+static int g_kv_int8 = 0;
 
 /* Runs attention over the cache for batch entries seqs[] with random
  * options, and checks out and lse against the reference over what the cache
@@ -299,8 +303,10 @@ static void kv_check_attention(const sdpa_kv_cache *c, const kv_model *m, const 
     pverr = (double *)xcalloc((size_t)(B * Hq * n + 1), sizeof(double));
     kv_reference(&q, m->H, m->D, m->Dv, kk, vv, len, &p, ref, rlse, m->dt == SDPA_I8 ? pverr : NULL);
 
-    if (m->dt == SDPA_I8) /* I8: queries rounded to 16 bits per row, or per row and page (header) */
-        kv_q16_bound(&q, m, kk, vv, len, B, n, p.scale, &q16_err, &q16_out);
+    if (m->dt == SDPA_I8 && g_kv_int8) /* int8 mode: any of the three, all the same here */
+        p.precision = (int)rnd_of((const int64_t[]){SDPA_PRECISION_INT8_QK, SDPA_PRECISION_INT8_QK_NOSMOOTH, SDPA_PRECISION_INT8_QK_BF16_PV}, 3);
+    if (m->dt == SDPA_I8) /* I8: queries rounded to 16 (8) bits per row, or per row and page (header) */
+        kv_q16_bound(&q, m, kk, vv, len, B, n, p.scale, g_kv_int8 ? 127 : 32767, &q16_err, &q16_out);
     p.lse = lse1;
     p.num_threads = (int)rnd_int(1, 4);
     rc = sdpa_kv_cache_attention(c, seqs, &q.t, &o.t, &p);
@@ -381,8 +387,9 @@ static void test_kv_attention(void)
         int64_t D = rnd_of(dims, 7), Dv = rnd_int(0, 3) ? D : rnd_of(dims, 7), ps = rnd_of(pss, 6), s, seqs[8], B, n;
         sdpa_dtype dt = k_kv_dts[ci % 4];
         if (D * H * G > 2000 && ci % 2) D = Dv = 16;
-        case_begin("%s page %lld H %lld G %lld D %lld Dv %lld seqs %lld", dt_name(dt), LL(ps), LL(H), LL(G), LL(D), LL(Dv),
-                   LL(nseq));
+        g_kv_int8 = dt == SDPA_I8 && ci % 8 == 7; /* every other I8 case in int8 mode */
+        case_begin("%s%s page %lld H %lld G %lld D %lld Dv %lld seqs %lld", dt_name(dt), g_kv_int8 ? " int8 mode" : "", LL(ps), LL(H),
+                   LL(G), LL(D), LL(Dv), LL(nseq));
         c = kv_new(&m, nseq, H, D, Dv, dt, ps, 0, NULL);
         if (!c) { case_end(); continue; }
         for (s = 0; s < nseq; s++) {
@@ -397,6 +404,7 @@ static void test_kv_attention(void)
         n = rnd_of((const int64_t[]){1, 1, 2, 3, 5, 17, 40}, 7);
         for (s = 0; s < nseq; s++) kv_check_contents(c, &m, s);
         kv_check_attention(c, &m, seqs, B, G, n, 1);
+        g_kv_int8 = 0;
         sdpa_kv_cache_destroy(c);
         km_free(&m);
         case_end();
@@ -671,11 +679,12 @@ static void test_kv_memory(void)
  * per-token ratio with outliers reached 0.83, over its bound 0.8). */
 static void test_kv_i8_accuracy(void)
 {
-    int outl, ks;
+    int outl, ks, i8;
     double rel_of[2][2];
     if (!group_begin("kv cache int8 accuracy")) return;
     for (outl = 0; outl < 2; outl++)
-    for (ks = 0; ks < 2; ks++) {
+    for (ks = 0; ks < 2; ks++)
+    for (i8 = 0; i8 < 2; i8++) {
         kv_model m8, m32;
         int64_t H = 4, G = 4, D = 128, L = 2048, n = 8, Hq = H * G, i, total = Hq * n * D;
         sdpa_kv_cache *c8, *c32;
@@ -689,7 +698,8 @@ static void test_kv_i8_accuracy(void)
         c8 = kv_new(&m8, 1, H, D, D, SDPA_I8, 0, 0, NULL);
         c32 = kv_new(&m32, 1, H, D, D, SDPA_F32, 0, 0, NULL);
         g_kv_kscale = -1;
-        case_begin("%s, keys scaled per %s", outl ? "outlier channels in K" : "uniform random", ks ? "token" : "channel");
+        case_begin("%s, keys scaled per %s%s", outl ? "outlier channels in K" : "uniform random", ks ? "token" : "channel",
+                   i8 ? ", int8 mode" : "");
         memset(&p, 0, sizeof p);
         p.causal = SDPA_CAUSAL_BOTTOM_RIGHT;
         while (m8.s[0].len < L) { /* the same tokens into both caches */
@@ -699,7 +709,9 @@ static void test_kv_i8_accuracy(void)
             kv_append(c32, &m32, 0, 256, 2.0, outl);
         }
         for (i = 0; i < total; i++) qv[i] = (float)rnd_range(-2, 2);
+        p.precision = i8 ? SDPA_PRECISION_INT8_QK : 0;
         CHECK(sdpa_kv_cache_attention(c8, NULL, &q, &a, &p) == SDPA_OK, "i8 attention");
+        p.precision = 0;
         CHECK(sdpa_kv_cache_attention(c32, NULL, &q, &b, &p) == SDPA_OK, "f32 attention");
         for (i = 0; i < total; i++) {
             num += ((double)o8[i] - o32[i]) * ((double)o8[i] - o32[i]);
@@ -709,8 +721,19 @@ static void test_kv_i8_accuracy(void)
         }
         rel = sqrt(num / den);
         cosv = dot / sqrt(n8 * den);
-        printf("       int8 KV cache vs F32 (%s, keys per %s, D 128, 2048 keys, 16 heads x 8 queries): rel L2 %.2e, cosine %.6f\n",
-               outl ? "outlier channels" : "uniform", ks ? "token" : "channel", rel, cosv);
+        printf("       int8 KV cache%s vs F32 (%s, keys per %s, D 128, 2048 keys, 16 heads x 8 queries): rel L2 %.2e, cosine %.6f\n",
+               i8 ? " in int8 mode" : "", outl ? "outlier channels" : "uniform", ks ? "token" : "channel", rel, cosv);
+        if (i8) { /* int8 mode: over 8 seeds, median / worst rel L2 uniform 9.7e-3 / 1.0e-2 per channel, 9.0e-3 / 9.2e-3
+                   * per token; outlier channels 5.6e-2 / 6.4e-2 per channel (the channel scales folded into the
+                   * query leave the other channels few of its 8 bits), 5.4e-2 / 6.1e-2 per token. Bounds ~2x. */
+            CHECK(rel > 0.0 && (outl ? rel < 0.12 && cosv > 0.995 : rel < 0.02 && cosv > 0.9999), "rel L2 %.3g, cosine %.6f", rel,
+                  cosv);
+            free(qv), free(o8), free(o32);
+            sdpa_kv_cache_destroy(c8), sdpa_kv_cache_destroy(c32);
+            km_free(&m8), km_free(&m32);
+            case_end();
+            continue;
+        }
         rel_of[outl][ks] = rel;
         /* Over 600 seeds (avx2), median / worst rel L2: uniform 7.7e-3 / 9.7e-3
          * per channel, 7.1e-3 / 8.5e-3 per token; outlier channels 1.9e-2 /
@@ -890,7 +913,9 @@ static void test_kv_errors(void)
     CHECK(sdpa_kv_cache_attention(c, &seq, &q, &o, &p) == SDPA_ERR_PARAM, "seqs[0] = 2");
     seq = 1;
     p.precision = SDPA_PRECISION_INT8_QK;
-    CHECK(sdpa_kv_cache_attention(c, &seq, &q, &o, &p) == SDPA_ERR_PARAM, "an int8 precision mode");
+    CHECK(sdpa_kv_cache_attention(c, &seq, &q, &o, &p) == SDPA_ERR_PARAM, "an int8 precision mode on an F16 cache");
+    p.precision = 99;
+    CHECK(sdpa_kv_cache_attention(c, &seq, &q, &o, &p) == SDPA_ERR_PARAM, "precision 99");
     p.precision = 0;
     o.data = qv;
     CHECK(sdpa_kv_cache_attention(c, &seq, &q, &o, &p) == SDPA_ERR_ALIAS, "out is q");
@@ -1082,6 +1107,7 @@ static void test_kv_grouped(void)
             for (i = 0; i < H * G; i++) slopes[i] = (float)rnd_range(0.0, 0.1);
             p.alibi_slopes = slopes;
         }
+        if (dt == SDPA_I8 && rnd_int(0, 1)) p.precision = SDPA_PRECISION_INT8_QK; /* the byte queries of grouped heads too */
         for (s = 0; s < B; s++) { /* does one thread group heads here? (the library's own rule) */
             int64_t len = sdpa_kv_cache_len(c, seqs[s]), ch, nch = sdpa__kv_chunks(G * n, len, &ch), tasks = 0, b2;
             for (b2 = 0; b2 < B; b2++) tasks += sdpa__kv_chunks(G * n, sdpa_kv_cache_len(c, seqs[b2]), &ch) * H;
@@ -1370,18 +1396,75 @@ static void test_kdot16_kernel(const char *name, sdpa__kdot16_fn fn)
     }
 }
 
+#ifdef SDPA__HAVE_AVX512
+/* int8 mode's Q.K^T on AVX512-VNNI: int8-valued query rows (the full range,
+ * -127 and 127 included) packed by sdpa__kv_pack8, against float64 and bit
+ * for bit against the int16 scalar kernel on the same rows; M 1..9, N 1..64,
+ * D 1..200 (the 64-byte steps' tails), S poisoned around the block. */
+static void test_kdot8_kernel(void)
+{
+    int it;
+    for (it = 0; it < (g_quick ? 40 : 150); it++) {
+        int64_t M = rnd_int(1, 9), N = rnd_int(1, SDPA__KV_SPAN), D = it % 3 == 0 ? 128 : rnd_int(1, 200), r, j, d;
+        int64_t ldq = SDPA__ROUND_UP(D, 32) + 32 * rnd_int(0, 1), lds = N + rnd_int(0, 5), bad = 0;
+        int16_t *Q = (int16_t *)xcalloc((size_t)(M * ldq), sizeof(int16_t));
+        int8_t *Q8 = (int8_t *)xcalloc((size_t)(M * ldq), 1);
+        int32_t *qsum = (int32_t *)xcalloc((size_t)M, sizeof(int32_t));
+        signed char *K = (signed char *)xcalloc((size_t)(N * D), 1);
+        float *qsc = (float *)xcalloc((size_t)M, sizeof(float)), *ksc = (float *)xcalloc((size_t)N, sizeof(float));
+        float *S = (float *)xcalloc((size_t)((M + 1) * lds), sizeof(float)), *S0 = (float *)xcalloc((size_t)((M + 1) * lds), sizeof(float));
+        case_begin("Q.K^T int8 mode avx512-vnni: M %lld N %lld D %lld", LL(M), LL(N), LL(D));
+        for (j = 0; j < M * ldq; j++) Q[j] = (int16_t)(rnd_int(0, 9) == 0 ? 127 * (rnd_int(0, 1) ? 1 : -1) : rnd_int(-127, 127));
+        for (j = 0; j < N * D; j++) K[j] = (signed char)rnd_int(-127, 127);
+        for (r = 0; r < M; r++) qsc[r] = (float)rnd_range(1e-6, 1e-3);
+        for (j = 0; j < N; j++) ksc[j] = (float)rnd_range(1e-3, 0.05);
+        for (j = 0; j < (M + 1) * lds; j++) S[j] = S0[j] = NAN;
+        sdpa__kv_pack8(Q8, qsum, Q, ldq, M, D);
+        for (r = 0; r < M; r++) {
+            int64_t sum = 0;
+            for (d = 0; d < D; d++) {
+                sum += Q[r * ldq + d];
+                if (Q8[r * ldq + d] != Q[r * ldq + d] && !bad++) CHECK(0, "packed row %lld [%lld]: %d, want %d", LL(r), LL(d), Q8[r * ldq + d], Q[r * ldq + d]);
+            }
+            CHECK(qsum[r] == sum, "row %lld: sum %ld, want %lld", LL(r), (long)qsum[r], LL(sum));
+        }
+        sdpa__kdot8_vnni(M, N, D, Q8, ldq, qsc, qsum, K, ksc, S, lds);
+        sdpa__kdot16_scalar(M, N, D, Q, ldq, qsc, K, ksc, S0, lds);
+        for (r = 0; r < M + 1; r++)
+            for (j = 0; j < lds; j++) {
+                float got = S[r * lds + j];
+                if (r < M && j < N) {
+                    int64_t acc = 0;
+                    double ref;
+                    for (d = 0; d < D; d++) acc += (int64_t)Q[r * ldq + d] * K[j * D + d];
+                    ref = (double)acc * qsc[r] * ksc[j];
+                    if ((!(fabs(got - ref) <= 4e-7 * fabs(ref) + 1e-30) || memcmp(&got, &S0[r * lds + j], 4) != 0) && !bad++) {
+                        CHECK(fabs(got - ref) <= 4e-7 * fabs(ref) + 1e-30, "row %lld key %lld: %.9g, want %.9g", LL(r), LL(j), got, ref);
+                        CHECK(memcmp(&got, &S0[r * lds + j], 4) == 0, "row %lld key %lld: %.9g, the scalar kernel %.9g", LL(r), LL(j),
+                              got, S0[r * lds + j]);
+                    }
+                } else if (got == got) {
+                    CHECK(0, "S[%lld][%lld] outside the M x N block written", LL(r), LL(j));
+                }
+            }
+        free(Q), free(Q8), free(qsum), free(K), free(qsc), free(ksc), free(S), free(S0);
+        case_end();
+    }
+}
+#endif
+
 /* The per-page int16 query of keys scaled per channel: the scalar form
- * against its definition (round to nearest, one scale max / 32767), the
- * AVX2 and AVX-512 forms bit for bit against the scalar one; lengths through the tails,
- * zero, tiny, NaN and Inf rows. */
+ * against its definition (round to nearest, one scale max / lim, lim 32767
+ * or 127 for int8 mode), the AVX2 and AVX-512 forms bit for bit against the
+ * scalar one; lengths through the tails, zero, tiny, NaN and Inf rows. */
 static void test_kv_q16c(void)
 {
     int64_t n, d, it;
-    case_begin("per-page int16 queries (keys per channel): scalar within half a step, avx2 and avx512 bitwise");
+    case_begin("per-page int16/int8 queries (keys per channel): scalar within half a step, avx2 and avx512 bitwise");
     for (it = 0; it < 400; it++) {
         float q[300], cs[300], qs1, qs2;
         int16_t a[300], b[300];
-        int kind = (int)rnd_int(0, 5); /* 0-2 random, 3 zeros, 4 tiny, 5 a NaN or Inf */
+        int kind = (int)rnd_int(0, 5), lim = it % 2 ? 127 : 32767; /* kind 0-2 random, 3 zeros, 4 tiny, 5 a NaN or Inf */
         double amax = 0.0;
         n = rnd_int(1, 300);
         for (d = 0; d < n; d++) {
@@ -1390,7 +1473,7 @@ static void test_kv_q16c(void)
         }
         if (kind == 5) q[rnd_int(0, n - 1)] = rnd_int(0, 1) ? NAN : -INFINITY;
         for (d = 0; d < n; d++) { double ax = fabs((double)(q[d] * cs[d])); if (ax > amax) amax = ax; } /* no fmax: see kv_q16_bound */
-        sdpa__kv_q16c_scalar(a, &qs1, q, cs, n);
+        sdpa__kv_q16c_scalar(a, &qs1, q, cs, n, lim);
         if (kind == 5) {
             CHECK(qs1 != qs1, "NaN/Inf row: scale %g, want NaN", qs1);
             for (d = 0; d < n; d++) CHECK(a[d] == 0, "NaN/Inf row: element %lld is %d", LL(d), a[d]);
@@ -1398,17 +1481,17 @@ static void test_kv_q16c(void)
             CHECK(qs1 == 0.0f, "tiny row (max %g): scale %g, want 0", amax, qs1);
             for (d = 0; d < n; d++) CHECK(a[d] == 0, "tiny row: element %lld is %d", LL(d), a[d]);
         } else {
-            CHECK(qs1 == (float)amax / 32767.0f, "scale %.9g for max %.9g", qs1, amax);
+            CHECK(qs1 == (float)amax / (float)lim, "scale %.9g for max %.9g", qs1, amax);
             for (d = 0; d < n; d++) {
                 double x = (double)(q[d] * cs[d]);
-                CHECK(a[d] >= -32767 && fabs(a[d] * (double)qs1 - x) <= 0.5 * qs1 * (1 + 1e-4) + fabs(x) * 1e-6,
-                      "n %lld [%lld]: %d * %.9g for %.9g", LL(n), LL(d), a[d], qs1, x);
+                CHECK(a[d] >= -lim && a[d] <= lim && fabs(a[d] * (double)qs1 - x) <= 0.5 * qs1 * (1 + 1e-4) + fabs(x) * 1e-6,
+                      "lim %d n %lld [%lld]: %d * %.9g for %.9g", lim, LL(n), LL(d), a[d], qs1, x);
             }
         }
 #ifdef SDPA__HAVE_AVX2
         if (sdpa__cpu() & SDPA__CPU_AVX2) {
             memset(b, 0x55, sizeof b);
-            sdpa__kv_q16c_avx2(b, &qs2, q, cs, n);
+            sdpa__kv_q16c_avx2(b, &qs2, q, cs, n, lim);
             CHECK(memcmp(&qs1, &qs2, 4) == 0 || (qs1 != qs1 && qs2 != qs2), "avx2 scale %.9g, scalar %.9g", qs2, qs1);
             CHECK(memcmp(a, b, (size_t)n * 2) == 0, "n %lld: avx2 int16 query differs from the scalar one", LL(n));
             for (d = n; d < 300; d++) CHECK(b[d] == 0x5555, "avx2 wrote element %lld past n %lld", LL(d), LL(n));
@@ -1417,7 +1500,7 @@ static void test_kv_q16c(void)
 #ifdef SDPA__HAVE_AVX512
         if (sdpa__cpu() & SDPA__CPU_AVX512) {
             memset(b, 0x55, sizeof b);
-            sdpa__kv_q16c_avx512(b, &qs2, q, cs, n);
+            sdpa__kv_q16c_avx512(b, &qs2, q, cs, n, lim);
             CHECK(memcmp(&qs1, &qs2, 4) == 0 || (qs1 != qs1 && qs2 != qs2), "avx512 scale %.9g, scalar %.9g", qs2, qs1);
             CHECK(memcmp(a, b, (size_t)n * 2) == 0, "n %lld: avx512 int16 query differs from the scalar one", LL(n));
             for (d = n; d < 300; d++) CHECK(b[d] == 0x5555, "avx512 wrote element %lld past n %lld", LL(d), LL(n));
@@ -1439,6 +1522,7 @@ static void test_kv_vacc8(void)
 #ifdef SDPA__HAVE_AVX512
     if (sdpa__cpu() & SDPA__CPU_AVX512) test_kdot16_kernel("Q.K^T avx512", sdpa__kdot16_avx512);
     if ((sdpa__cpu() & SDPA__CPU_AVX512) && (sdpa__cpu() & SDPA__CPU_VNNI)) test_kdot16_kernel("Q.K^T avx512-vnni", sdpa__kdot16_vnni);
+    if ((sdpa__cpu() & SDPA__CPU_AVX512) && (sdpa__cpu() & SDPA__CPU_VNNI)) test_kdot8_kernel();
 #endif
     test_vacc8_kernel("scalar", sdpa__vacc8_scalar);
 #ifdef SDPA__HAVE_AVX2
