@@ -5434,8 +5434,8 @@ static void sdpa__kv_q16(int16_t *q16, float *qs, const float *x, int64_t n, int
  * cs, rounded to integers in [-lim, lim] (32767, or 127 in int8 mode) with
  * one scale (max / lim), so that the page's keys dot it in the integer
  * kernels. Float products, the scale's reciprocal in
- * float and rounding to nearest even (the default mode): the AVX2 form
- * below gives the same bits. A row whose largest |x| is below 1e-30 becomes
+ * float and rounding to nearest even (the default mode): the AVX2 and
+ * AVX-512 forms give the same bits. A row whose largest |x| is below 1e-30 becomes
  * zeros (scale 0), one with NaN or Inf zeros with a NaN scale. */
 #define SDPA__KV_Q16_TINY 1e-30f
 typedef void (*sdpa__kv_q16c_fn)(int16_t *q16, float *qs, const float *q, const float *cs, int64_t n, int lim);
@@ -6076,15 +6076,15 @@ sdpa__kdot16_blk_avx512(const int R, const int KC, const int vnni, int64_t D, co
     /* whole 32-pair steps with plain loads, then the D % 32 tail masked (one
      * loop with a mask per step ran 1.2x slower: gcc shuffled the
      * accumulators between registers every step) */
-#define SDPA__KDOT16_STEP(LDQ, LDK)                                                                              \
-    do {                                                                                                         \
-        __m512i x[4];                                                                                            \
-        SDPA__FOR(a, R, 4) x[a] = LDQ(q + a * ldq + d);                                        \
-        SDPA__FOR(c, KC, 4) {                                                                  \
-            __m512i kv = _mm512_cvtepi8_epi16(LDK(k + c * D + d));                                               \
-            SDPA__FOR(a, R, 4)                                                                 \
-                acc[a][c] = vnni ? _mm512_dpwssd_epi32(acc[a][c], x[a], kv) : _mm512_add_epi32(acc[a][c], _mm512_madd_epi16(x[a], kv)); \
-        }                                                                                                        \
+#define SDPA__KDOT16_STEP(LDQ, LDK)                                                                  \
+    do {                                                                                             \
+        __m512i x[4];                                                                                \
+        SDPA__FOR(a, R, 4) x[a] = LDQ(q + a * ldq + d);                                              \
+        SDPA__FOR(c, KC, 4) {                                                                        \
+            __m512i kv = _mm512_cvtepi8_epi16(LDK(k + c * D + d));                                   \
+            SDPA__FOR(a, R, 4) acc[a][c] = vnni ? _mm512_dpwssd_epi32(acc[a][c], x[a], kv)           \
+                                                : _mm512_add_epi32(acc[a][c], _mm512_madd_epi16(x[a], kv)); \
+        }                                                                                            \
     } while (0)
 #define SDPA__LDQ_FULL(p) _mm512_loadu_si512((const void *)(p))
 #define SDPA__LDK_FULL(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
