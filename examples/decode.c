@@ -3,7 +3,9 @@
  * A few attention layers with random weights (no MLP, no norms: the point is
  * the cache, not the model): the prompt is prefilled in one call per layer,
  * then tokens are generated greedily, one at a time, each layer appending its
- * K/V to its cache and attending over it. Run once per storage type; prints
+ * K/V to its cache and attending over it. Run once per storage type, and
+ * once more on I8 in int8 mode (params.precision = SDPA_PRECISION_INT8_QK:
+ * the query rounded to 8 bits rather than 16 for the integer Q.K^T); prints
  * tokens/s, the cache's memory, and how many generated tokens agree with the
  * F32 cache's run.
  *
@@ -30,6 +32,7 @@ typedef struct {
 } layer;
 
 static uint64_t g_seed = 42;
+static int g_precision = SDPA_PRECISION_DEFAULT; /* params.precision of the attention calls */
 static float frand(void) /* uniform in [-1, 1) */
 {
     g_seed = g_seed * 6364136223846793005ull + 1442695040888963407ull;
@@ -96,6 +99,7 @@ static void forward(layer *L, float *x, int n, sdpa_pool *pool)
         sdpa_params p;
         memset(&p, 0, sizeof p);
         p.causal = SDPA_CAUSAL_BOTTOM_RIGHT; /* the n new tokens are the cache's last n */
+        p.precision = g_precision;
         p.num_threads = sdpa_pool_size(pool); /* threads that stay alive from call to call */
         p.parallel_for = sdpa_pool_parallel_for;
         p.parallel_user = pool;
@@ -127,8 +131,8 @@ static int argmax_token(const float *x, const float *emb)
 int main(int argc, char **argv)
 {
     int prompt = argc > 1 ? atoi(argv[1]) : 512, gen = argc > 2 ? atoi(argv[2]) : 256, threads = argc > 3 ? atoi(argv[3]) : 0;
-    static const sdpa_dtype st[4] = {SDPA_F32, SDPA_F16, SDPA_BF16, SDPA_I8};
-    static const char *const name[4] = {"F32", "F16", "BF16", "I8"};
+    static const sdpa_dtype st[5] = {SDPA_F32, SDPA_F16, SDPA_BF16, SDPA_I8, SDPA_I8};
+    static const char *const name[5] = {"F32", "F16", "BF16", "I8", "I8q"}; /* I8q: I8 in int8 mode */
     float *emb, *x;
     int *ref_tokens, *tokens, s, t, l, i;
     layer L[LAYERS];
@@ -148,13 +152,14 @@ int main(int argc, char **argv)
     if (!x || !ref_tokens || !tokens) { fprintf(stderr, "decode: out of memory\n"); return 1; }
     printf("toy decoder: %d layers, d_model %d, %d q heads / %d kv heads x %d, vocab %d; prompt %d, %d new tokens, %s %s, %d threads\n",
            LAYERS, DM, HQ, HKV, HD, VOCAB, prompt, gen, sdpa_path_name((sdpa_path)sdpa_path_in_use(NULL)), "path", sdpa_pool_size(pool));
-    for (s = 0; s < 4; s++) {
+    for (s = 0; s < 5; s++) {
         sdpa_kv_cache_config cfg;
         double t0, t1, t2;
         int64_t bytes = 0;
         int agree = 0;
         memset(&cfg, 0, sizeof cfg);
         cfg.num_seqs = 1, cfg.kv_heads = HKV, cfg.head_dim = HD, cfg.dtype = st[s];
+        g_precision = s == 4 ? SDPA_PRECISION_INT8_QK : SDPA_PRECISION_DEFAULT;
         for (l = 0; l < LAYERS; l++)
             if (sdpa_kv_cache_create(&cfg, &L[l].cache) != SDPA_OK) { fprintf(stderr, "decode: cache create failed\n"); return 1; }
         g_seed = 7; /* the same prompt for every storage type */
