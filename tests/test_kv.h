@@ -1396,6 +1396,82 @@ static void test_kdot16_kernel(const char *name, sdpa__kdot16_fn fn)
     }
 }
 
+/* The float cache kernels (Q.K^T and P.V over F32, F16, BF16 and I8 rows,
+ * the I8 ones with the scales folded in) on their own: against float64 on
+ * the stored values, M 1..9 rows (4-row groups and single rows), N 1..20
+ * keys, D 1..160 (every vector tail), key scales or none; S and O poisoned
+ * with NaN around the block (a row below, columns past it), O accumulated
+ * onto random values. */
+static void kv_put_elem(char *p, sdpa_dtype t, int64_t i, double x)
+{
+    uint16_t u;
+    float f = (float)x;
+    switch (t) {
+    case SDPA_F32: memcpy(p + i * 4, &f, 4); break;
+    case SDPA_F16: u = ref_f32_to_f16(f); memcpy(p + i * 2, &u, 2); break;
+    case SDPA_BF16: u = ref_f32_to_bf16(f); memcpy(p + i * 2, &u, 2); break;
+    default: p[i] = (char)(signed char)rnd_int(-127, 127); break;
+    }
+}
+
+static void test_kdot_vacc_kernels(const char *name, sdpa__kdot_fn kdot, sdpa__vacc_fn vacc)
+{
+    int it;
+    for (it = 0; it < (g_quick ? 40 : 160); it++) {
+        sdpa_dtype t = k_kv_dts[it % 4];
+        int64_t M = rnd_int(1, 9), N = rnd_int(1, 20), D = it % 5 == 0 ? 128 : rnd_int(1, 160), es = sdpa__esize(t), r, j, d;
+        int64_t ldq = D + rnd_int(0, 9), lds = N + rnd_int(0, 5), ldp = N + rnd_int(0, 5), ldo = D + rnd_int(0, 17), bad = 0;
+        float *Q = (float *)xcalloc((size_t)(M * ldq), sizeof(float)), *ksc = rnd_int(0, 2) ? (float *)xcalloc((size_t)N, 4) : NULL;
+        char *K = (char *)xcalloc((size_t)(N * D * es), 1); /* exact: ASan and valgrind see any read past it */
+        float *S = (float *)xcalloc((size_t)((M + 1) * lds), sizeof(float)), *P = (float *)xcalloc((size_t)(M * ldp), sizeof(float));
+        float *O = (float *)xcalloc((size_t)((M + 1) * ldo), sizeof(float)), *O0 = (float *)xcalloc((size_t)((M + 1) * ldo), sizeof(float));
+        float *tmp = (float *)xcalloc(4096, sizeof(float));
+        case_begin("%s Q.K^T and P.V over %s rows: M %lld N %lld D %lld", name, dt_name(t), LL(M), LL(N), LL(D));
+        for (j = 0; j < M * ldq; j++) Q[j] = (float)rnd_range(-1, 1);
+        for (j = 0; j < N * D; j++) kv_put_elem(K, t, j, rnd_range(-2, 2));
+        for (j = 0; ksc && j < N; j++) ksc[j] = (float)rnd_range(0.001, 0.05);
+        for (j = 0; j < M * ldp; j++) P[j] = rnd_int(0, 5) ? (float)rnd_range(0, 1) : 0.0f;
+        for (j = 0; j < (M + 1) * lds; j++) S[j] = NAN;
+        for (r = 0; r < M + 1; r++)
+            for (d = 0; d < ldo; d++) O[r * ldo + d] = O0[r * ldo + d] = r < M && d < D ? (float)rnd_range(-1, 1) : NAN;
+        kdot(M, N, D, Q, ldq, K, t, ksc, S, lds, tmp);
+        vacc(M, N, D, P, ldp, K, t, O, ldo, tmp);
+        for (r = 0; r < M + 1; r++) {
+            for (j = 0; j < lds; j++) {
+                float got = S[r * lds + j];
+                if (r < M && j < N) {
+                    double ref = 0.0, mag = 0.0;
+                    for (d = 0; d < D; d++) {
+                        double x = (double)Q[r * ldq + d] * sdpa__kv_get(K + j * D * es, t, d);
+                        ref += x, mag += fabs(x);
+                    }
+                    ref *= ksc ? ksc[j] : 1.0, mag *= ksc ? ksc[j] : 1.0;
+                    if (!(fabs(got - ref) <= 2e-6 * mag + 1e-30) && !bad++)
+                        CHECK(0, "S row %lld key %lld: %.9g, want %.9g", LL(r), LL(j), got, ref);
+                } else if (got == got && !bad++) {
+                    CHECK(0, "S[%lld][%lld] outside the M x N block written", LL(r), LL(j));
+                }
+            }
+            for (d = 0; d < ldo; d++) {
+                float got = O[r * ldo + d];
+                if (r < M && d < D) {
+                    double ref = O0[r * ldo + d], mag = fabs(ref);
+                    for (j = 0; j < N; j++) {
+                        double x = (double)P[r * ldp + j] * sdpa__kv_get(K + j * D * es, t, d);
+                        ref += x, mag += fabs(x);
+                    }
+                    if (!(fabs(got - ref) <= 2e-6 * mag + 1e-30) && !bad++)
+                        CHECK(0, "O row %lld column %lld: %.9g, want %.9g", LL(r), LL(d), got, ref);
+                } else if (got == got && !bad++) {
+                    CHECK(0, "O[%lld][%lld] outside the M x D block written", LL(r), LL(d));
+                }
+            }
+        }
+        free(Q), free(ksc), free(K), free(S), free(P), free(O), free(O0), free(tmp);
+        case_end();
+    }
+}
+
 #ifdef SDPA__HAVE_AVX512
 /* int8 mode's Q.K^T on AVX512-VNNI: int8-valued query rows (the full range,
  * -127 and 127 included) packed by sdpa__kv_pack8, against float64 and bit
@@ -1513,8 +1589,15 @@ static void test_kv_q16c(void)
 
 static void test_kv_vacc8(void)
 {
-    if (!group_begin("kv cache int8 kernels (Q.K^T, P.V, page queries)")) return;
+    if (!group_begin("kv cache kernels (Q.K^T, P.V, page queries)")) return;
     test_kv_q16c();
+    test_kdot_vacc_kernels("scalar", sdpa__kdot_scalar, sdpa__vacc_scalar);
+#ifdef SDPA__HAVE_AVX2
+    if (sdpa__cpu() & SDPA__CPU_AVX2) test_kdot_vacc_kernels("avx2", sdpa__kdot_avx2, sdpa__vacc_avx2);
+#endif
+#ifdef SDPA__HAVE_AVX512
+    if (sdpa__cpu() & SDPA__CPU_AVX512) test_kdot_vacc_kernels("avx512", sdpa__kdot_avx512, sdpa__vacc_avx512);
+#endif
     test_kdot16_kernel("Q.K^T scalar", sdpa__kdot16_scalar);
 #ifdef SDPA__HAVE_AVX2
     if (sdpa__cpu() & SDPA__CPU_AVX2) test_kdot16_kernel("Q.K^T avx2", sdpa__kdot16_avx2);
