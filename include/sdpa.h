@@ -6188,7 +6188,7 @@ sdpa__kdot8_blk_vnni(const int R, const int KC, int64_t D, const int8_t *q, int6
         const __m512i rows = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
         __m512i t = sdpa__sum16_epi32_avx512((const __m512i(*)[4])acc);
         __m512i qs = _mm512_maskz_permutexvar_epi32(SDPA__ALL16, rows, _mm512_maskz_broadcast_i32x4(SDPA__ALL16, _mm_loadu_si128((const __m128i *)(const void *)qsum)));
-        __m512 v = _mm512_maskz_cvtepi32_ps(SDPA__ALL16, _mm512_sub_epi32(t, _mm512_slli_epi32(qs, 7)));
+        __m512 v = _mm512_maskz_cvtepi32_ps(SDPA__ALL16, _mm512_sub_epi32(t, _mm512_maskz_slli_epi32(SDPA__ALL16, qs, 7)));
         v = _mm512_mul_ps(v, _mm512_maskz_permutexvar_ps(SDPA__ALL16, rows, _mm512_maskz_broadcast_f32x4(SDPA__ALL16, _mm_loadu_ps(qsc))));
         v = _mm512_mul_ps(v, _mm512_maskz_broadcast_f32x4(SDPA__ALL16, _mm_loadu_ps(ksc)));
         sdpa__store4x4_avx512(S, lds, v);
@@ -6231,10 +6231,10 @@ SDPA__TARGET_AVX512 static void sdpa__kv_pack8(int8_t *q8, int32_t *qsum, const 
         for (d = 0; d < n; d += 32) {
             const __mmask32 m = (__mmask32)(n - d >= 32 ? 0xffffffffu : (1u << (n - d)) - 1u);
             __m512i x = _mm512_maskz_loadu_epi16(m, q16 + r * ld + d);
-            _mm256_mask_storeu_epi8(q8 + r * ld + d, m, _mm512_cvtepi16_epi8(x));
+            _mm256_mask_storeu_epi8(q8 + r * ld + d, m, _mm512_maskz_cvtepi16_epi8((__mmask32)0xffffffffu, x));
             sum = _mm512_add_epi32(sum, _mm512_madd_epi16(x, _mm512_set1_epi16(1)));
         }
-        qsum[r] = _mm512_reduce_add_epi32(sum);
+        qsum[r] = _mm_cvtsi128_si32(sdpa__sum4_epi32_avx512(sum, sum, sum, sum));
     }
 }
 
@@ -6268,20 +6268,22 @@ SDPA__TARGET_AVX512 static void sdpa__kv_q16c_avx512(int16_t *q16, float *qs, co
     const __m512 inf = _mm512_set1_ps((float)INFINITY);
     __m512 vmax = _mm512_setzero_ps(), vinv;
     __mmask16 bad = 0;
-    float inv;
+    float inv, amax = 0.0f, lane[16];
     int64_t d;
     for (d = 0; d < n; d += 16) {
         const __mmask16 m = d + 16 <= n ? SDPA__ALL16 : sdpa__tail_mask_avx512(n - d);
         __m512 a = _mm512_abs_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, q + d), _mm512_maskz_loadu_ps(m, cs + d)));
         bad |= _mm512_cmp_ps_mask(a, inf, _CMP_NLT_UQ); /* Inf or NaN */
-        vmax = _mm512_max_ps(vmax, a);
+        vmax = _mm512_maskz_max_ps(SDPA__ALL16, vmax, a);
     }
-    if ((inv = sdpa__kv_q16c_scale(q16, qs, bad != 0, _mm512_reduce_max_ps(vmax), n, lim)) == 0.0f) return;
+    _mm512_storeu_ps(lane, vmax);
+    for (d = 0; d < 16; d++) amax = lane[d] > amax ? lane[d] : amax;
+    if ((inv = sdpa__kv_q16c_scale(q16, qs, bad != 0, amax, n, lim)) == 0.0f) return;
     vinv = _mm512_set1_ps(inv);
     for (d = 0; d < n; d += 16) {
         const __mmask16 m = d + 16 <= n ? SDPA__ALL16 : sdpa__tail_mask_avx512(n - d);
-        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, q + d), _mm512_maskz_loadu_ps(m, cs + d)), vinv));
-        __m256i w = _mm256_max_epi16(_mm256_min_epi16(_mm512_cvtsepi32_epi16(v), _mm256_set1_epi16((short)lim)),
+        __m512i v = _mm512_maskz_cvtps_epi32(SDPA__ALL16, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, q + d), _mm512_maskz_loadu_ps(m, cs + d)), vinv));
+        __m256i w = _mm256_max_epi16(_mm256_min_epi16(_mm512_maskz_cvtsepi32_epi16(SDPA__ALL16, v), _mm256_set1_epi16((short)lim)),
                                      _mm256_set1_epi16((short)-lim));
         _mm256_mask_storeu_epi16(q16 + d, m, w);
     }
