@@ -531,7 +531,8 @@ test-tsan: | $(B)/tsan
 # SDPA_PATH, both at once on the two cores), with --quick and the groups that
 # reach the most code per second: argument errors, strided layouts, empty
 # sizes, NaN/Inf, fully masked rows, allocation failures, the KV cache
-# operations, the int8 P.V kernels and the int8 helpers (about 1 s natively,
+# operations, the cache's kernels (their inputs allocated exactly), the int8
+# P.V kernels and the int8 helpers (about 1 s natively,
 # 30x that here).
 # Any memcheck error or definite/indirect leak fails (--error-exitcode).
 # Skipped without valgrind, except under CI=true.
@@ -539,7 +540,7 @@ VALGRIND   ?= valgrind
 VG_FLAGS   := -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
               --show-leak-kinds=definite,indirect
 VG_GROUPS  := errors "strided layouts" "empty sizes" NaN/Inf "fully masked" "allocation failures" \
-              "kv cache operations" "kv cache pages" "P.V kernels" "int8 quantize"
+              "kv cache operations" "kv cache pages" "kv cache kernels" "P.V kernels" "int8 quantize"
 $(B)/valgrind/test_sdpa: tests/test_sdpa.c tests/test_kv.h $(HEADER)
 	@mkdir -p $(@D)
 	$(CC) -std=c99 -O1 -g -Wall -Wextra $(INC) $< -o $@ $(LDLIBS)
