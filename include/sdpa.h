@@ -6062,6 +6062,40 @@ static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 __m512i sdpa__s
 }
 #undef SDPA__SHUF32
 
+/* The end of an integer Q.K^T block: R x KC int32 sums (acc[a][c] holds
+ * row a's partial sums for key c), less 128 * qsum[a] where qsum is given
+ * (the int8 form's offset; NULL: none), times qsc[a] and ksc[c], stored to
+ * S. A GQA group's 4 x 4 in one tree and four stores; other shapes row by
+ * row, the KC sums side by side (as the scalar form scales them). */
+static inline __attribute__((always_inline)) SDPA__TARGET_AVX512 void
+sdpa__kdot_i32_end_avx512(const int R, const int KC, const __m512i acc[4][4], const float *qsc, const int32_t *qsum,
+                          const float *ksc, float *S, int64_t lds)
+{
+    int a;
+    if (R == 4 && KC == 4) { /* lane 4a + c: row a's key c, times qsc[a], then ksc[c] */
+        const __m512i rows = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+        __m512i t = sdpa__sum16_epi32_avx512(acc);
+        __m512 v;
+        if (qsum)
+            t = _mm512_sub_epi32(t, _mm512_maskz_slli_epi32(SDPA__ALL16, _mm512_maskz_permutexvar_epi32(SDPA__ALL16, rows,
+                                       _mm512_maskz_broadcast_i32x4(SDPA__ALL16, _mm_loadu_si128((const __m128i *)(const void *)qsum))), 7));
+        v = _mm512_maskz_cvtepi32_ps(SDPA__ALL16, t);
+        v = _mm512_mul_ps(v, _mm512_maskz_permutexvar_ps(SDPA__ALL16, rows, _mm512_maskz_broadcast_f32x4(SDPA__ALL16, _mm_loadu_ps(qsc))));
+        v = _mm512_mul_ps(v, _mm512_maskz_broadcast_f32x4(SDPA__ALL16, _mm_loadu_ps(ksc)));
+        sdpa__store4x4_avx512(S, lds, v);
+        return;
+    }
+    SDPA__FOR(a, R, 4) {
+        const __mmask8 km = (__mmask8)((1u << KC) - 1u);
+        __m128i t = sdpa__sum4_epi32_avx512(acc[a][0], KC > 1 ? acc[a][1] : acc[a][0], KC > 2 ? acc[a][2] : acc[a][0],
+                                            KC > 3 ? acc[a][3] : acc[a][0]);
+        __m128 sum;
+        if (qsum) t = _mm_sub_epi32(t, _mm_set1_epi32(qsum[a] * 128));
+        sum = _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(t), _mm_set1_ps(qsc[a])), _mm_maskz_loadu_ps(km, ksc));
+        _mm_mask_storeu_ps(S + a * lds, km, sum);
+    }
+}
+
 /* int16 queries x int8 keys, 32 pairs per step: the keys' bytes widened to
  * int16 (vpmovsxbw) once for R rows; with VNNI one vpdpwssd multiplies,
  * pairs and accumulates, without it vpmaddwd + vpaddd. Exact either way. */
@@ -6100,22 +6134,7 @@ sdpa__kdot16_blk_avx512(const int R, const int KC, const int vnni, int64_t D, co
 #undef SDPA__LDQ_TAIL
 #undef SDPA__LDK_TAIL
 #undef SDPA__KDOT16_STEP
-    if (R == 4 && KC == 4) { /* a GQA group's 4 keys: the 16 sums in one tree, scaled as below, four stores */
-        __m512 v = _mm512_maskz_cvtepi32_ps(SDPA__ALL16, sdpa__sum16_epi32_avx512((const __m512i(*)[4])acc));
-        /* lane 4a + c: row a's key c, times qsc[a], then ksc[c] */
-        v = _mm512_mul_ps(v, _mm512_maskz_permutexvar_ps(SDPA__ALL16, _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
-                                                         _mm512_maskz_broadcast_f32x4(SDPA__ALL16, _mm_loadu_ps(qsc))));
-        v = _mm512_mul_ps(v, _mm512_maskz_broadcast_f32x4(SDPA__ALL16, _mm_loadu_ps(ksc)));
-        sdpa__store4x4_avx512(S, lds, v);
-        return;
-    }
-    SDPA__FOR(a, R, 4) { /* the KC sums side by side, scaled as the scalar form does */
-        const __mmask8 km = (__mmask8)((1u << KC) - 1u);
-        __m128 sum = _mm_cvtepi32_ps(sdpa__sum4_epi32_avx512(acc[a][0], KC > 1 ? acc[a][1] : acc[a][0],
-                                                             KC > 2 ? acc[a][2] : acc[a][0], KC > 3 ? acc[a][3] : acc[a][0]));
-        sum = _mm_mul_ps(_mm_mul_ps(sum, _mm_set1_ps(qsc[a])), _mm_maskz_loadu_ps(km, ksc));
-        _mm_mask_storeu_ps(S + a * lds, km, sum);
-    }
+    sdpa__kdot_i32_end_avx512(R, KC, (const __m512i(*)[4])acc, qsc, NULL, ksc, S, lds);
 }
 
 static inline __attribute__((always_inline)) SDPA__TARGET_VNNI void
@@ -6184,24 +6203,7 @@ sdpa__kdot8_blk_vnni(const int R, const int KC, int64_t D, const int8_t *q, int6
 #undef SDPA__LD8_FULL
 #undef SDPA__LD8_TAIL
 #undef SDPA__KDOT8_STEP
-    if (R == 4 && KC == 4) { /* as the int16 form: the 16 sums in one tree, lane 4a + c */
-        const __m512i rows = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-        __m512i t = sdpa__sum16_epi32_avx512((const __m512i(*)[4])acc);
-        __m512i qs = _mm512_maskz_permutexvar_epi32(SDPA__ALL16, rows, _mm512_maskz_broadcast_i32x4(SDPA__ALL16, _mm_loadu_si128((const __m128i *)(const void *)qsum)));
-        __m512 v = _mm512_maskz_cvtepi32_ps(SDPA__ALL16, _mm512_sub_epi32(t, _mm512_maskz_slli_epi32(SDPA__ALL16, qs, 7)));
-        v = _mm512_mul_ps(v, _mm512_maskz_permutexvar_ps(SDPA__ALL16, rows, _mm512_maskz_broadcast_f32x4(SDPA__ALL16, _mm_loadu_ps(qsc))));
-        v = _mm512_mul_ps(v, _mm512_maskz_broadcast_f32x4(SDPA__ALL16, _mm_loadu_ps(ksc)));
-        sdpa__store4x4_avx512(S, lds, v);
-        return;
-    }
-    SDPA__FOR(a, R, 4) {
-        const __mmask8 km = (__mmask8)((1u << KC) - 1u);
-        __m128i t = sdpa__sum4_epi32_avx512(acc[a][0], KC > 1 ? acc[a][1] : acc[a][0], KC > 2 ? acc[a][2] : acc[a][0],
-                                            KC > 3 ? acc[a][3] : acc[a][0]);
-        __m128 sum = _mm_cvtepi32_ps(_mm_sub_epi32(t, _mm_set1_epi32(qsum[a] * 128)));
-        sum = _mm_mul_ps(_mm_mul_ps(sum, _mm_set1_ps(qsc[a])), _mm_maskz_loadu_ps(km, ksc));
-        _mm_mask_storeu_ps(S + a * lds, km, sum);
-    }
+    sdpa__kdot_i32_end_avx512(R, KC, (const __m512i(*)[4])acc, qsc, qsum, ksc, S, lds);
 }
 
 SDPA__TARGET_VNNI static void sdpa__kdot8_vnni(int64_t M, int64_t N, int64_t D, const int8_t *Q, int64_t ldq, const float *qsc,
