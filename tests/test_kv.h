@@ -1349,6 +1349,37 @@ static void test_vacc8_kernel(const char *name, sdpa__vacc8_fn fn)
     }
 }
 
+/* S (M x N in a (M + 1) x lds block poisoned with NaN) from an integer
+ * Q.K^T kernel on the int16 rows Q: every entry against float64 and bit for
+ * bit against sdpa__kdot16_scalar, nothing written around the block; *bad
+ * counts failures (only the first is reported). */
+static void kdot16_check_block(int64_t M, int64_t N, int64_t D, const int16_t *Q, int64_t ldq, const float *qsc,
+                               const signed char *K, const float *ksc, const float *S, int64_t lds, int64_t *bad)
+{
+    float *S0 = (float *)xcalloc((size_t)((M + 1) * lds), sizeof(float));
+    int64_t r, j, d;
+    sdpa__kdot16_scalar(M, N, D, Q, ldq, qsc, K, ksc, S0, lds);
+    for (r = 0; r < M + 1; r++)
+        for (j = 0; j < lds; j++) {
+            float got = S[r * lds + j];
+            if (r < M && j < N) {
+                int64_t acc = 0;
+                double ref;
+                for (d = 0; d < D; d++) acc += (int64_t)Q[r * ldq + d] * K[j * D + d];
+                ref = (double)acc * qsc[r] * ksc[j];
+                if ((!(fabs(got - ref) <= 4e-7 * fabs(ref) + 1e-30) || memcmp(&got, &S0[r * lds + j], 4) != 0) && !(*bad)++) {
+                    /* the case's first wrong entry */
+                    CHECK(fabs(got - ref) <= 4e-7 * fabs(ref) + 1e-30, "row %lld key %lld: %.9g, want %.9g", LL(r), LL(j), got, ref);
+                    CHECK(memcmp(&got, &S0[r * lds + j], 4) == 0, "row %lld key %lld: %.9g, the scalar kernel %.9g", LL(r), LL(j),
+                          got, S0[r * lds + j]);
+                }
+            } else if (got == got) {
+                CHECK(0, "S[%lld][%lld] outside the M x N block written", LL(r), LL(j));
+            }
+        }
+    free(S0);
+}
+
 /* The int16-query x int8-key Q.K^T kernels (I8 keys): every S entry
  * against float64 (the int32 sum is exact, then (float)sum * qsc * ksc:
  * three roundings) and bit for bit against the scalar kernel; M 1..9 (the
@@ -1359,39 +1390,21 @@ static void test_kdot16_kernel(const char *name, sdpa__kdot16_fn fn)
 {
     int it;
     for (it = 0; it < (g_quick ? 40 : 150); it++) {
-        int64_t M = rnd_int(1, 9), N = rnd_int(1, SDPA__KV_SPAN), D = it % 3 == 0 ? 128 : rnd_int(1, 160), r, j, d;
+        int64_t M = rnd_int(1, 9), N = rnd_int(1, SDPA__KV_SPAN), D = it % 3 == 0 ? 128 : rnd_int(1, 160), r, j;
         int64_t ldq = D + rnd_int(0, 40), lds = N + rnd_int(0, 5), bad = 0;
         int16_t *Q = (int16_t *)xcalloc((size_t)(M * ldq), sizeof(int16_t));
         signed char *K = (signed char *)xcalloc((size_t)(N * D), 1);
         float *qsc = (float *)xcalloc((size_t)M, sizeof(float)), *ksc = (float *)xcalloc((size_t)N, sizeof(float));
-        float *S = (float *)xcalloc((size_t)((M + 1) * lds), sizeof(float)), *S0 = (float *)xcalloc((size_t)((M + 1) * lds), sizeof(float));
+        float *S = (float *)xcalloc((size_t)((M + 1) * lds), sizeof(float));
         case_begin("%s: M %lld N %lld D %lld", name, LL(M), LL(N), LL(D));
         for (j = 0; j < M * ldq; j++) Q[j] = (int16_t)rnd_int(-32767, 32767);
         for (j = 0; j < N * D; j++) K[j] = (signed char)rnd_int(-127, 127);
         for (r = 0; r < M; r++) qsc[r] = (float)rnd_range(1e-6, 1e-3);
         for (j = 0; j < N; j++) ksc[j] = (float)rnd_range(1e-3, 0.05);
-        for (j = 0; j < (M + 1) * lds; j++) S[j] = S0[j] = NAN;
+        for (j = 0; j < (M + 1) * lds; j++) S[j] = NAN;
         fn(M, N, D, Q, ldq, qsc, K, ksc, S, lds);
-        sdpa__kdot16_scalar(M, N, D, Q, ldq, qsc, K, ksc, S0, lds);
-        for (r = 0; r < M + 1; r++)
-            for (j = 0; j < lds; j++) {
-                float got = S[r * lds + j];
-                if (r < M && j < N) {
-                    int64_t acc = 0;
-                    double ref;
-                    for (d = 0; d < D; d++) acc += (int64_t)Q[r * ldq + d] * K[j * D + d];
-                    ref = (double)acc * qsc[r] * ksc[j];
-                    if ((!(fabs(got - ref) <= 4e-7 * fabs(ref) + 1e-30) || memcmp(&got, &S0[r * lds + j], 4) != 0) && !bad++) {
-                        /* the case's first wrong entry */
-                        CHECK(fabs(got - ref) <= 4e-7 * fabs(ref) + 1e-30, "row %lld key %lld: %.9g, want %.9g", LL(r), LL(j), got, ref);
-                        CHECK(memcmp(&got, &S0[r * lds + j], 4) == 0, "row %lld key %lld: %.9g, the scalar kernel %.9g", LL(r), LL(j),
-                              got, S0[r * lds + j]);
-                    }
-                } else if (got == got) {
-                    CHECK(0, "S[%lld][%lld] outside the M x N block written", LL(r), LL(j));
-                }
-            }
-        free(Q), free(K), free(qsc), free(ksc), free(S), free(S0);
+        kdot16_check_block(M, N, D, Q, ldq, qsc, K, ksc, S, lds, &bad);
+        free(Q), free(K), free(qsc), free(ksc), free(S);
         case_end();
     }
 }
@@ -1402,18 +1415,6 @@ static void test_kdot16_kernel(const char *name, sdpa__kdot16_fn fn)
  * keys, D 1..160 (every vector tail), key scales or none; S and O poisoned
  * with NaN around the block (a row below, columns past it), O accumulated
  * onto random values. */
-static void kv_put_elem(char *p, sdpa_dtype t, int64_t i, double x)
-{
-    uint16_t u;
-    float f = (float)x;
-    switch (t) {
-    case SDPA_F32: memcpy(p + i * 4, &f, 4); break;
-    case SDPA_F16: u = ref_f32_to_f16(f); memcpy(p + i * 2, &u, 2); break;
-    case SDPA_BF16: u = ref_f32_to_bf16(f); memcpy(p + i * 2, &u, 2); break;
-    default: p[i] = (char)(signed char)rnd_int(-127, 127); break;
-    }
-}
-
 static void test_kdot_vacc_kernels(const char *name, sdpa__kdot_fn kdot, sdpa__vacc_fn vacc)
 {
     int it;
@@ -1428,7 +1429,8 @@ static void test_kdot_vacc_kernels(const char *name, sdpa__kdot_fn kdot, sdpa__v
         float *tmp = (float *)xcalloc(4096, sizeof(float));
         case_begin("%s Q.K^T and P.V over %s rows: M %lld N %lld D %lld", name, dt_name(t), LL(M), LL(N), LL(D));
         for (j = 0; j < M * ldq; j++) Q[j] = (float)rnd_range(-1, 1);
-        for (j = 0; j < N * D; j++) kv_put_elem(K, t, j, rnd_range(-2, 2));
+        for (j = 0; j < N * D; j++) /* I8: a byte in [-127, 127] */
+            put_elem((unsigned char *)K + j * es, t, t == SDPA_I8 ? (double)(rnd_int(-127, 127) & 0xff) : rnd_range(-2, 2));
         for (j = 0; ksc && j < N; j++) ksc[j] = (float)rnd_range(0.001, 0.05);
         for (j = 0; j < M * ldp; j++) P[j] = rnd_int(0, 5) ? (float)rnd_range(0, 1) : 0.0f;
         for (j = 0; j < (M + 1) * lds; j++) S[j] = NAN;
@@ -1488,13 +1490,13 @@ static void test_kdot8_kernel(void)
         int32_t *qsum = (int32_t *)xcalloc((size_t)M, sizeof(int32_t));
         signed char *K = (signed char *)xcalloc((size_t)(N * D), 1);
         float *qsc = (float *)xcalloc((size_t)M, sizeof(float)), *ksc = (float *)xcalloc((size_t)N, sizeof(float));
-        float *S = (float *)xcalloc((size_t)((M + 1) * lds), sizeof(float)), *S0 = (float *)xcalloc((size_t)((M + 1) * lds), sizeof(float));
+        float *S = (float *)xcalloc((size_t)((M + 1) * lds), sizeof(float));
         case_begin("Q.K^T int8 mode avx512-vnni: M %lld N %lld D %lld", LL(M), LL(N), LL(D));
         for (j = 0; j < M * ldq; j++) Q[j] = (int16_t)(rnd_int(0, 9) == 0 ? 127 * (rnd_int(0, 1) ? 1 : -1) : rnd_int(-127, 127));
         for (j = 0; j < N * D; j++) K[j] = (signed char)rnd_int(-127, 127);
         for (r = 0; r < M; r++) qsc[r] = (float)rnd_range(1e-6, 1e-3);
         for (j = 0; j < N; j++) ksc[j] = (float)rnd_range(1e-3, 0.05);
-        for (j = 0; j < (M + 1) * lds; j++) S[j] = S0[j] = NAN;
+        for (j = 0; j < (M + 1) * lds; j++) S[j] = NAN;
         sdpa__kv_pack8(Q8, qsum, Q, ldq, M, D);
         for (r = 0; r < M; r++) {
             int64_t sum = 0;
@@ -1505,25 +1507,8 @@ static void test_kdot8_kernel(void)
             CHECK(qsum[r] == sum, "row %lld: sum %ld, want %lld", LL(r), (long)qsum[r], LL(sum));
         }
         sdpa__kdot8_vnni(M, N, D, Q8, ldq, qsc, qsum, K, ksc, S, lds);
-        sdpa__kdot16_scalar(M, N, D, Q, ldq, qsc, K, ksc, S0, lds);
-        for (r = 0; r < M + 1; r++)
-            for (j = 0; j < lds; j++) {
-                float got = S[r * lds + j];
-                if (r < M && j < N) {
-                    int64_t acc = 0;
-                    double ref;
-                    for (d = 0; d < D; d++) acc += (int64_t)Q[r * ldq + d] * K[j * D + d];
-                    ref = (double)acc * qsc[r] * ksc[j];
-                    if ((!(fabs(got - ref) <= 4e-7 * fabs(ref) + 1e-30) || memcmp(&got, &S0[r * lds + j], 4) != 0) && !bad++) {
-                        CHECK(fabs(got - ref) <= 4e-7 * fabs(ref) + 1e-30, "row %lld key %lld: %.9g, want %.9g", LL(r), LL(j), got, ref);
-                        CHECK(memcmp(&got, &S0[r * lds + j], 4) == 0, "row %lld key %lld: %.9g, the scalar kernel %.9g", LL(r), LL(j),
-                              got, S0[r * lds + j]);
-                    }
-                } else if (got == got) {
-                    CHECK(0, "S[%lld][%lld] outside the M x N block written", LL(r), LL(j));
-                }
-            }
-        free(Q), free(Q8), free(qsum), free(K), free(qsc), free(ksc), free(S), free(S0);
+        kdot16_check_block(M, N, D, Q, ldq, qsc, K, ksc, S, lds, &bad);
+        free(Q), free(Q8), free(qsum), free(K), free(qsc), free(ksc), free(S);
         case_end();
     }
 }

@@ -340,17 +340,22 @@ static double tb_get(const tbuf *tb, int64_t off)
     }
 }
 
-static void tb_put(tbuf *tb, int64_t off, double x)
+/* One element of dtype t at p, from x (I8: the byte (unsigned char)x). */
+static void put_elem(unsigned char *p, sdpa_dtype t, double x)
 {
-    unsigned char *p = tb->mem + (size_t)off * tb->esz;
     uint16_t u;
     float f = (float)x;
-    switch (tb->t.dtype) {
+    switch (t) {
     case SDPA_F32: memcpy(p, &f, 4); break;
     case SDPA_F16: u = ref_f32_to_f16(f); memcpy(p, &u, 2); break;
     case SDPA_BF16: u = ref_f32_to_bf16(f); memcpy(p, &u, 2); break;
     default: *p = (unsigned char)x; break;
     }
+}
+
+static void tb_put(tbuf *tb, int64_t off, double x)
+{
+    put_elem(tb->mem + (size_t)off * tb->esz, tb->t.dtype, x);
 }
 
 /* ------------------------------------------------------------------------ */
