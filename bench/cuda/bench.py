@@ -31,6 +31,8 @@ def load(path):
     lb.bench_kv_append.argtypes = [P, LL, P, P, ctypes.c_int, LL, LL, LL, P]
     lb.bench_kv_attention.argtypes = [P, P, P, ctypes.c_int, LL, LL, LL, P]
     lb.bench_kv_destroy.argtypes = [P]
+    if hasattr(lb, "bench_kv_host"):
+        lb.bench_kv_host.argtypes = [P, P, P, ctypes.c_int, LL, LL, LL, P, ctypes.c_int, ctypes.POINTER(ctypes.c_double)]
     return lb
 
 
@@ -188,6 +190,7 @@ for B, ctx, Hkv in dcfg:
             clean[nm] = float("nan")
     ours = {}
     errs = {}
+    hosts = {}
     qh = q.half()
     for nm, dt, lb in (("bf16", BF16, lib), ("i8", I8, lib), ("f16", F16, lib), ("base_bf16", BF16, base), ("base_i8", I8, base), ("base_f16", F16, base)):
         if lb is None:
@@ -213,6 +216,19 @@ for B, ctx, Hkv in dcfg:
         ours[nm] = bench(run) if rc == 0 else float("nan")
         if nm == "i8":
             clean["i8"] = bench_clean(run) if rc == 0 else float("nan")
+        if nm in ("i8", "base_i8") and rc == 0 and hasattr(lb, "bench_kv_host"):
+            hb = (ctypes.c_double * 2)()
+            hh, ww = [], []
+            for _ in range(5):
+                torch.cuda.synchronize()
+                torch.cuda._sleep(100_000_000)  # ~50 ms: the GPU stays busy while 50 calls are enqueued
+                if lb.bench_kv_host(c, qq.data_ptr(), o.data_ptr(), qdt, B, Hq, D, stream(), 50, hb) == 0:
+                    hh.append(hb[0])
+                torch.cuda.synchronize()
+                if lb.bench_kv_host(c, qq.data_ptr(), o.data_ptr(), qdt, B, Hq, D, stream(), 200, hb) == 0:
+                    ww.append(hb[1])
+            if hh and ww:
+                hosts[nm] = (sorted(hh)[len(hh) // 2], sorted(ww)[len(ww) // 2])
         lb.bench_kv_destroy(c)
         torch.cuda.synchronize()
     ci8 = clean.get("i8", float("nan"))
@@ -224,5 +240,8 @@ for B, ctx, Hkv in dcfg:
           f"{cud / ours['bf16']:10.2f} {best / ours['i8'] if best else float('nan'):22.2f} {kvbytes / ours['bf16'] / 1e9 / bw:10.2f} | "
           f"{errs['bf16']:10.1e} {errs['i8']:8.1e} {errs['f16']:8.1e} | "
           f"{ci8 * 1e6:9.1f} {clean['flash'] * 1e6:7.1f} {clean['cudnn'] * 1e6:7.1f} {ctb / ci8:11.2f}")
+    if hosts:  # medians of 5: host us per call to enqueue 50 calls behind a sleep kernel; wall us per call of 200 back to back
+        print("      i8, us per call: host enqueue (GPU busy) / wall of 200 back to back: " +
+              ", ".join(f"{nm} {h:.2f} / {w:.2f}" for nm, (h, w) in sorted(hosts.items())))
     del k, v, q, ref, qh
     torch.cuda.empty_cache()

@@ -2,6 +2,7 @@
  * points for bench.py (ctypes): contiguous tensors, plain arguments. */
 #define SDPA_CUDA_IMPLEMENTATION
 #include "sdpa_cuda.h"
+#include <chrono>
 
 extern "C" {
 
@@ -42,6 +43,26 @@ int bench_kv_attention(void *c, void *q, void *o, int dt, long long B, long long
 {
     sdpa_tensor tq = {q, (sdpa_dtype)dt, {B, Hq, 1, D}, {0}}, to = {o, (sdpa_dtype)dt, {B, Hq, 1, D}, {0}};
     return sdpa_cuda_kv_cache_attention((const sdpa_cuda_kv_cache *)c, NULL, &tq, &to, NULL, (cudaStream_t)stream);
+}
+
+/* n decode calls back to back on the stream, from a host that has not
+ * waited for it: host[0] the host's microseconds per call to enqueue them,
+ * host[1] the wall microseconds per call until the stream is done. With the
+ * GPU held busy before (bench.py runs a sleep kernel first) host[0] is the
+ * library's host cost alone; after a synchronize, host[1] is the larger of
+ * that and the GPU's time per call. 0, or the first failing call's code. */
+int bench_kv_host(void *c, void *q, void *o, int dt, long long B, long long Hq, long long D, void *stream, int n, double *host)
+{
+    typedef std::chrono::steady_clock clk;
+    int i, rc = 0;
+    clk::time_point t0 = clk::now();
+    for (i = 0; i < n && !rc; i++) rc = bench_kv_attention(c, q, o, dt, B, Hq, D, stream);
+    clk::time_point t1 = clk::now();
+    if (cudaStreamSynchronize((cudaStream_t)stream) != cudaSuccess && !rc) rc = -1;
+    clk::time_point t2 = clk::now();
+    host[0] = std::chrono::duration<double, std::micro>(t1 - t0).count() / n;
+    host[1] = std::chrono::duration<double, std::micro>(t2 - t0).count() / n;
+    return rc;
 }
 
 void bench_kv_destroy(void *c) { sdpa_cuda_kv_cache_destroy((sdpa_cuda_kv_cache *)c); }

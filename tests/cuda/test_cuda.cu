@@ -763,6 +763,7 @@ static void kv_case(int st, int64_t D, int64_t Dv, int64_t ps, int qdt, int64_t 
     int rc = sdpa_cuda_kv_cache_create(&cfg, &gc);
     CHECK(rc == SDPA_OK, "device cache create: %d %s", rc, err);
     if (rc) { sdpa_kv_cache_destroy(cc); return; }
+    const int64_t bytes0 = sdpa_cuda_kv_cache_bytes(gc); /* pages and tables: no call has taken scratch yet */
     /* appends: seq 0 one token, seq 1 two pieces, seq 2 a long one, truncated and extended */
     int64_t pieces[][2] = {{0, 1}, {1, 37}, {1, 100}, {2, total - 200}, {2, 30}};
     for (auto &pc : pieces) {
@@ -920,6 +921,14 @@ static void kv_case(int st, int64_t D, int64_t Dv, int64_t ps, int qdt, int64_t 
         std::vector<float> c3 = o3.down();
         CHECK(memcmp(a.data(), c3.data(), a.size() * 4) == 0, "kv attention: seqlens_q all live gives the same bits (storage %d D %lld, %lld tokens)",
               st, (long long)D, (long long)total);
+        /* that call's partials came from the cache's scratch pool, which
+         * keeps them past the synchronize (no mapping again next call) and
+         * counts them in the cache's bytes, within its 64 MiB */
+        {
+            const int64_t b3 = sdpa_cuda_kv_cache_bytes(gc);
+            CHECK(b3 > bytes0 && b3 <= bytes0 + ((int64_t)64 << 20), "kv cache bytes after a split decode: %lld, pages and tables %lld",
+                  (long long)b3, (long long)bytes0);
+        }
         /* captured in a CUDA graph (on sm_90 the merge kernel's programmatic
          * dependent launch becomes a programmatic edge), replayed twice: the
          * same bits */
