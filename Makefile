@@ -226,7 +226,12 @@ test:
 # The suite once per code path this build and CPU can run (scalar, avx2;
 # scalar, neon), each forced through SDPA_PATH; TEST_PATHS="auto" (or a
 # list of names) runs those instead of every path --paths prints.
+# The paths run TEST_JOBS at a time (default 2: the suite is mostly one
+# thread, and results do not depend on the threads around it), each into a
+# log that is printed, in path order, when it ends; TEST_JOBS=1 runs them
+# one after another as they print.
 TEST_PATHS ?=
+TEST_JOBS ?= 2
 TU_BIN ?= $(B)/test_sdpa
 TU_ARGS ?= $(TEST_ARGS)
 test-unit: $(B)/test_sdpa
@@ -234,10 +239,25 @@ test-unit: $(B)/test_sdpa
 test-unit-bin:
 	@set -e; paths="$(TEST_PATHS)"; [ -n "$$paths" ] || paths=$$($(R)./$(TU_BIN) --paths); \
 	test -n "$$paths" || { echo "test-unit: $(R)./$(TU_BIN) --paths printed no path"; exit 1; }; \
+	if [ "$(TEST_JOBS)" -le 1 ] || [ "$$(echo $$paths | wc -w)" -le 1 ]; then \
+	    for p in $$paths; do \
+	        echo "SDPA_PATH=$$p $(R)./$(TU_BIN) $(TU_ARGS)"; \
+	        SDPA_PATH=$$p $(R)./$(TU_BIN) $(TU_ARGS); \
+	    done; \
+	    exit 0; \
+	fi; \
+	d=$$(mktemp -d); n=0; \
+	for p in $$paths; do \
+	    { if SDPA_PATH=$$p $(R)./$(TU_BIN) $(TU_ARGS) > $$d/$$p.log 2>&1; then echo 0; else echo 1; fi > $$d/$$p.rc; } & \
+	    n=$$((n + 1)); if [ $$n -ge $(TEST_JOBS) ]; then wait; n=0; fi; \
+	done; \
+	wait; rc=0; \
 	for p in $$paths; do \
 	    echo "SDPA_PATH=$$p $(R)./$(TU_BIN) $(TU_ARGS)"; \
-	    SDPA_PATH=$$p $(R)./$(TU_BIN) $(TU_ARGS); \
-	done
+	    cat $$d/$$p.log; \
+	    [ "$$(cat $$d/$$p.rc 2>/dev/null)" = 0 ] || { echo "test-unit: SDPA_PATH=$$p FAILED"; rc=1; }; \
+	done; \
+	rm -rf $$d; exit $$rc
 
 # make test-clang: the suite built with clang (same flags; --target=<triple>
 # when cross-building, clang reusing the cross gcc's libraries) and run as
