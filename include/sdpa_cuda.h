@@ -32,6 +32,14 @@
  *   managed memory). alibi_slopes, seqlens_q, seqlens_kv and cu_seqlens_* are
  *   HOST arrays: they are validated on the host, then copied to the device
  *   on the stream (stream-ordered cudaMallocAsync; freed the same way).
+ *   That memory, and int8 mode's scratch below, comes from the device's
+ *   default memory pool, which gives its free memory back to the system at
+ *   every synchronize unless its release threshold is raised; the next call
+ *   then maps memory again (about 50 us on an H100). A caller that
+ *   synchronizes between calls can keep it with
+ *   cudaDeviceGetDefaultMemPool + cudaMemPoolSetAttribute(pool,
+ *   cudaMemPoolAttrReleaseThreshold, &bytes) (the device KV cache keeps a
+ *   pool of its own for its decode scratch).
  *   Not supported: score_mod (a host function; SDPA_ERR_PARAM) and SDPA_I8
  *   q or k (pre-quantised input, with params->q_scale / k_scale;
  *   SDPA_ERR_DTYPE). num_threads, parallel_for, allocator, path, tile_q and
