@@ -3165,7 +3165,7 @@ static float sdpa__quant_row_i8(int8_t *SDPA__RESTRICT q, const float *SDPA__RES
     for (c = 0; c < 16; c++) amax = lane[c] > amax ? lane[c] : amax;
     bad = sdpa__nonfinite_probe(x, n) != 0.0f;
     if (bad || !(amax >= SDPA__I8_TINY)) {
-        memset(q, 0, (size_t)npad);
+        if (npad > 0) memset(q, 0, (size_t)npad);
         return bad ? (float)NAN : 0.0f;
     }
     inv = 127.0f / amax;
