@@ -6,7 +6,10 @@ older header, say) timed on the same decode inputs, in a column of its own.
 Prints the ceilings (bf16 matmul, device copy), a prefill table (TFLOP/s) and a
 decode table (GB/s of K/V read, microseconds; ours I8 and PyTorch's flash and
 cuDNN also timed with the L2 emptied by a read, see bench_clean); each of our
-results is checked against PyTorch's output first (relative L2)."""
+results is checked against PyTorch's output first (relative L2). Under each
+decode row, ours I8 (and base I8) as a caller's loop sees it: the host's cost
+of a call (50 calls enqueued behind a sleep kernel) and the wall time per call
+of 200 back to back (bench_kv_host in bench_lib.cu)."""
 import ctypes, sys, math
 import torch
 import torch.nn.functional as F
