@@ -465,7 +465,9 @@ test-sleef:
 # message, except under CI=true where it fails. The suite runs in full on
 # the default path; the reruns on each other path leave out the groups named
 # in SAN_SKIP (those that depend on no kernel, PATHFREE_GROUPS below), as
-# test-arm does; SAN_SKIP= keeps them.
+# test-arm does; SAN_SKIP= keeps them. The three programs build in one make
+# (its -j applies), and the suite's runs go TEST_JOBS at a time, as in
+# test-unit, each log printed whole in order.
 SAN_FLAGS := -O1 -g -fno-omit-frame-pointer \
              -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all
 SAN_ENV   := ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1 \
@@ -504,17 +506,27 @@ test-sanitize: | $(B)/asan
 	    if [ "$${CI:-}" = true ]; then exit 1; fi; \
 	    echo "test-sanitize: SKIPPED"; exit 0; \
 	fi; \
-	for t in two_copies smoke "test_sdpa --quick"; do \
-	    $(MAKE) --no-print-directory SAN_CC=$$cc $(B)/asan/$${t%% *} || exit 1; \
+	$(MAKE) --no-print-directory SAN_CC=$$cc $(SAN_BINS) || exit 1; \
+	for t in two_copies smoke; do \
 	    echo "$(SAN_ENV) ./$(B)/asan/$$t"; \
 	    $(SAN_ENV) ./$(B)/asan/$$t || exit 1; \
 	done; \
 	skip=""; for g in $(SAN_SKIP); do skip="$$skip --skip $$g"; done; \
-	for p in $$(./$(B)/asan/test_sdpa --paths); do \
-	    [ "$$p" = "$$(./$(B)/asan/test_sdpa --paths | tail -n1)" ] && continue; \
-	    echo "SDPA_PATH=$$p $(SAN_ENV) ./$(B)/asan/test_sdpa --quick$$skip"; \
-	    SDPA_PATH=$$p $(SAN_ENV) ./$(B)/asan/test_sdpa --quick $$skip || exit 1; \
-	done
+	last=$$(./$(B)/asan/test_sdpa --paths | tail -n1); \
+	runs="auto"; for p in $$(./$(B)/asan/test_sdpa --paths); do [ "$$p" = "$$last" ] || runs="$$runs $$p"; done; \
+	d=$$(mktemp -d); n=0; \
+	for p in $$runs; do \
+	    a="--quick"; [ "$$p" = auto ] || a="--quick$$skip"; \
+	    echo "SDPA_PATH=$$p $(SAN_ENV) ./$(B)/asan/test_sdpa $$a" > $$d/$$p.log; \
+	    { if SDPA_PATH=$$p $(SAN_ENV) ./$(B)/asan/test_sdpa $$a >> $$d/$$p.log 2>&1; then echo 0; else echo 1; fi > $$d/$$p.rc; } & \
+	    n=$$((n + 1)); if [ $$n -ge $(TEST_JOBS) ]; then wait; n=0; fi; \
+	done; \
+	wait; rc=0; \
+	for p in $$runs; do \
+	    cat $$d/$$p.log; \
+	    [ "$$(cat $$d/$$p.rc 2>/dev/null)" = 0 ] || { echo "test-sanitize: SDPA_PATH=$$p FAILED"; rc=1; }; \
+	done; \
+	rm -rf $$d; exit $$rc
 
 # ThreadSanitizer over the programs that call the library from several
 # threads at once. Skipped (not failed) where no TSan runtime works: TSan
