@@ -265,13 +265,14 @@ test-unit-bin:
 # and clang and gcc differ where it shows in the last bits (clang 14 fused
 # a * b + c where FMA was enabled, until the header turned contraction off).
 # Under emulation the groups no kernel or compiler choice reaches
-# (PATHFREE_GROUPS) are left out. Skipped without clang; a failure when
+# (PATHFREE_GROUPS) and those that check option semantics over the same
+# kernels (SEMANTIC_GROUPS, below) are left out. Skipped without clang; a failure when
 # CI=true.
 CLANG_T := clang$(if $(CROSS), --target=$(patsubst %-,%,$(CROSS)))
 $(B)/clang/test_sdpa: tests/test_sdpa.c tests/test_kv.h tests/test_plan.h $(HEADER)
 	@mkdir -p $(@D)
 	$(CLANG_T) $(CPPFLAGS) $(CFLAGS) $(INC) $< -o $@ $(LDFLAGS) $(LDLIBS)
-CLANG_TEST_ARGS = $(TEST_ARGS)$(if $(CROSS),$(foreach g,$(PATHFREE_GROUPS), --skip $(g)))
+CLANG_TEST_ARGS = $(TEST_ARGS)$(if $(CROSS),$(foreach g,$(PATHFREE_GROUPS) $(SEMANTIC_GROUPS), --skip $(g)))
 test-clang:
 	@if ! command -v clang >/dev/null 2>&1; then \
 	    echo "test-clang: SKIPPED: clang is not installed (Debian: apt-get install clang)"; \
@@ -477,6 +478,13 @@ SAN_CC    ?= gcc
 # error codes, threads and pools, hooks, allocation failures, memory
 # accounting, workspace, the planner (names as test_sdpa --skip takes them).
 PATHFREE_GROUPS := errors thread hook concurrent allocat memory workspace planner
+# Groups that check option semantics (tile shapes, causal, varlen, large
+# logits, ALiBi, masks, softcap, score_mod, windows, the decode's heads per
+# task) on top of kernels that the other groups drive as well: their code is
+# the same C on every path and model, so the native runs (gcc and clang, every
+# path) and the ARM run on max with gcc cover it. Under emulation the other
+# ARM runs leave them out (about 40% of an ARM model's time).
+SEMANTIC_GROUPS := tile causal seqlens logits alibi BOOL softcap score_mod additive sliding task
 SAN_SKIP  ?= $(PATHFREE_GROUPS)
 SAN_BINS  := $(B)/asan/test_sdpa $(B)/asan/two_copies $(B)/asan/smoke
 
@@ -687,7 +695,9 @@ test-fuzz:
 # ones. Those runs, and the other paths' runs on max, leave out the groups
 # named in ARM_SKIP (error codes, threads and pools, hooks, allocation
 # failures, memory accounting, the planner: nothing there depends on the
-# kernels or the CPU model, and the full run on max covers them).
+# kernels or the CPU model; and the option-semantics groups,
+# SEMANTIC_GROUPS: the same C over the same kernels; the full run on max
+# covers both).
 # Every model then runs examples/olmo_layer on a small shape (it checks
 # itself against float64).
 # Under emulation the suite runs ~20x slower than natively, hence --quick
@@ -702,7 +712,7 @@ ARM_QEMU      ?= qemu-aarch64
 ARM_CPUS      ?= max cortex-a76 cortex-a53
 ARM_ALL_PATHS_CPUS ?= max
 ARM_TEST_ARGS ?= --quick
-ARM_SKIP      ?= $(PATHFREE_GROUPS)
+ARM_SKIP      ?= $(PATHFREE_GROUPS) $(SEMANTIC_GROUPS)
 ARM_B         := build/$(firstword $(subst -, ,$(ARM_CROSS)))
 ARM_VARS      := CROSS=$(ARM_CROSS) QEMU=$(ARM_QEMU)
 
