@@ -701,7 +701,7 @@ test-fuzz:
 # Every model then runs examples/olmo_layer on a small shape (it checks
 # itself against float64).
 # Under emulation the suite runs ~20x slower than natively, hence --quick
-# (~2-4 min per job on this 2-core machine, 11 for max's; ~9-14 min in all);
+# (~2-3 min per job on the 2-core Zen 3, ~9 for max's; ~10.5 min in all);
 # ARM_TEST_ARGS= runs the full suite.
 # ARM_CPUS="cortex-a72 neoverse-n1" picks other models,
 # ARM_ALL_PATHS_CPUS="max cortex-a53" runs everything on more of them,
