@@ -181,7 +181,8 @@ SDPA_CUDA_API const char *sdpa_cuda_strerror(int code);
  * made with kscale = SDPA_KV_KSCALE_TOKEN stores the same bytes. I8 keys are
  * scaled per token here whatever config->kscale says (sdpa.h's default,
  * per channel and page, is not ported yet). config->max_pages (>= 1) pages are allocated at creation
- * (one cudaMalloc); each sequence holds a page table of up to max_pages
+ * (one cudaMalloc), with a memory pool for the decode's scratch (it keeps
+ * up to 64 MiB between calls); each sequence holds a page table of up to max_pages
  * entries. Sequences grow by appending, shrink by truncate or reset; fork
  * and evict are not provided. The host keeps the page tables: calls that
  * change the cache need the caller's exclusive access, as in sdpa.h. */
